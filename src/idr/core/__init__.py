@@ -1,0 +1,1 @@
+"""The node's behaviour, independent of transports: resolve, administer, authenticate."""

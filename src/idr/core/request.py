@@ -1,0 +1,64 @@
+"""The one request and response type that every front-end (UDP, TCP, HTTP) hands the core."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from idr.model.errors import ResponseCode
+from idr.model.value import HandleValue, ValueReference
+
+
+class Op(IntEnum):
+    """Operations, numbered as the Handle protocol's opcodes (RFC 3652 §2.2.2.1)."""
+
+    RESOLUTION = 1
+    GET_SITE_INFO = 2
+    CREATE_HANDLE = 100
+    DELETE_HANDLE = 101
+    ADD_VALUE = 102
+    REMOVE_VALUE = 103
+    MODIFY_VALUE = 104
+    LIST_HANDLES = 105
+    HOME_NA = 300
+    UNHOME_NA = 301
+    LIST_HOMED_NAS = 302
+
+
+WRITE_OPS = frozenset(
+    {Op.CREATE_HANDLE, Op.DELETE_HANDLE, Op.ADD_VALUE, Op.REMOVE_VALUE, Op.MODIFY_VALUE,
+     Op.HOME_NA, Op.UNHOME_NA}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    op: Op
+    handle: str = ""
+    indexes: tuple[int, ...] = ()  # resolution filter, or the values to remove/delete
+    types: tuple[str, ...] = ()  # resolution filter
+    values: tuple[HandleValue, ...] = ()  # create / add / modify
+    identity: ValueReference | None = None  # authenticated caller, None for anonymous
+    overwrite: bool = False  # create: replace an existing handle; add: replace existing values
+    mint: bool = False  # create: append a server-minted unique suffix to ``handle``
+    public_only: bool = True  # resolution: only publicly readable values
+    authoritative: bool = False
+    page: int | None = None  # list: zero-based page (None = all)
+    page_size: int | None = None
+    after: str | None = None  # list: continue after this handle (key paging)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    code: ResponseCode
+    handle: str = ""
+    values: tuple[HandleValue, ...] = ()
+    message: str = ""
+    handles: tuple[str, ...] = ()  # list handles / homed prefixes
+    total: int | None = None  # list: total number of handles under the prefix
+    seq: int = 0  # for writes: the transaction log sequence number that made it durable
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.code == ResponseCode.SUCCESS
