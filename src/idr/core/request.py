@@ -26,8 +26,15 @@ class Op(IntEnum):
 
 
 WRITE_OPS = frozenset(
-    {Op.CREATE_HANDLE, Op.DELETE_HANDLE, Op.ADD_VALUE, Op.REMOVE_VALUE, Op.MODIFY_VALUE,
-     Op.HOME_NA, Op.UNHOME_NA}
+    {
+        Op.CREATE_HANDLE,
+        Op.DELETE_HANDLE,
+        Op.ADD_VALUE,
+        Op.REMOVE_VALUE,
+        Op.MODIFY_VALUE,
+        Op.HOME_NA,
+        Op.UNHOME_NA,
+    }
 )
 
 

@@ -1,0 +1,508 @@
+"""The node's core: every front-end's ``Request`` is answered here, the same way.
+
+Single writer: writes run one at a time (under ``_write_lock``, and from one executor
+thread when driven through ``submit``), so a check-then-write never races another write.
+Reads go to a bounded record cache first; every commit invalidates the keys it touched
+and tells listeners (front-ends keep pre-encoded answers and drop them on that signal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import ClassVar
+
+from idr.codec.values import encode_admin
+from idr.core import authz
+from idr.core.request import WRITE_OPS, Op, Request, Response
+from idr.core.validate import check_values
+from idr.model.errors import HandleError, ResponseCode
+from idr.model.handle import NA_PREFIX, Handle, normalize_key, prefix_handle
+from idr.model.site import SiteInfo
+from idr.model.value import AdminPermission, AdminRecord, HandleRecord, HandleValue, ValueReference
+from idr.store.base import Store, StoreError, Write
+
+# Homed prefixes are records too (so they are logged and replicated), under a reserved
+# prefix that no request can reach: ``0.HOMED/<PREFIX>`` → record named by the prefix.
+HOMED_PREFIX = "0.HOMED"
+DEFAULT_ADMIN_INDEX = 100
+MINT_ATTEMPTS = 16
+
+Listener = Callable[[Sequence[str]], None]
+
+
+def _fail(code: ResponseCode, message: str = "") -> HandleError:
+    return HandleError(code, message)
+
+
+class RecordCache:
+    """Bounded map key → record (or None for a known miss); FIFO eviction keeps it O(1)."""
+
+    __slots__ = ("_data", "capacity", "hits", "misses")
+
+    def __init__(self, capacity: int) -> None:
+        self._data: dict[str, HandleRecord | None] = {}
+        self.capacity = capacity
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str, load: Callable[[str], HandleRecord | None]) -> HandleRecord | None:
+        try:
+            rec = self._data[key]
+            self.hits += 1
+            return rec
+        except KeyError:
+            self.misses += 1
+        rec = load(key)
+        if self.capacity > 0:
+            if len(self._data) >= self.capacity:
+                del self._data[next(iter(self._data))]
+            self._data[key] = rec
+        return rec
+
+    def invalidate(self, keys: Iterable[str]) -> None:
+        for k in keys:
+            self._data.pop(k, None)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+class NodeService:
+    """One node's identifiers: resolution, administration, authorisation."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        admins: Iterable[str] = (),
+        cache_entries: int = 100_000,
+        site_info: SiteInfo | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.admins = tuple(ValueReference.parse(a) for a in admins)
+        self.site_info = site_info
+        self.clock = clock
+        self.cache = RecordCache(cache_entries)
+        self._listeners: list[Listener] = []
+        self._write_lock = threading.Lock()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="idr-writer")
+        self._homed: set[str] = set()
+        self.reload_homed()
+        self.counters: dict[str, int] = {"resolutions": 0, "registrations": 0, "writes": 0, "errors": 0}
+
+    # ----------------------------------------------------------------- plumbing
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self.store.close()
+
+    def add_listener(self, fn: Listener) -> None:
+        """``fn(keys)`` runs after every commit with the normalised keys it changed."""
+        self._listeners.append(fn)
+
+    def reload_homed(self) -> None:
+        self._homed = {normalize_key(p) for p in self.homed_prefixes()}
+
+    def homed_prefixes(self) -> list[str]:
+        return self.store.list_handles(HOMED_PREFIX, None, 1_000_000)
+
+    @staticmethod
+    def _homed_key(prefix: str) -> str:
+        return f"{HOMED_PREFIX}/{normalize_key(prefix)}"
+
+    def _load(self, key: str) -> HandleRecord | None:
+        return self.cache.get(key, self.store.get)
+
+    def _commit(self, op: str, actor: ValueReference | None, writes: Sequence[Write]) -> int:
+        try:
+            seq = self.store.commit(op, str(actor or ""), writes)
+        except StoreError as e:
+            raise _fail(ResponseCode.ERROR, f"storage failure: {e}") from e
+        finally:
+            # Even a failed commit drops cached copies: the next read goes to the store.
+            self.cache.invalidate(w.key for w in writes)
+        keys = [w.key for w in writes]
+        self.counters["writes"] += 1
+        for fn in self._listeners:
+            fn(keys)
+        return seq
+
+    def on_external_commit(self, keys: Sequence[str]) -> None:
+        """A change applied to the store by someone else (a replication follower)."""
+        self.cache.invalidate(keys)
+        if any(k.startswith(HOMED_PREFIX + "/") for k in keys):
+            self.reload_homed()
+        for fn in self._listeners:
+            fn(keys)
+
+    # ----------------------------------------------------------------- entry points
+
+    def handle(self, req: Request) -> Response:
+        """Answer one request; every failure becomes a Response with its code and message."""
+        try:
+            if req.op in WRITE_OPS:
+                with self._write_lock:
+                    return self._dispatch(req)
+            return self._dispatch(req)
+        except HandleError as e:
+            self.counters["errors"] += 1
+            return Response(e.code, req.handle, message=e.message)
+
+    async def submit(self, req: Request) -> Response:
+        """``handle`` for asyncio front-ends: writes (which fsync) go to the writer thread."""
+        if req.op in WRITE_OPS:
+            return await asyncio.get_running_loop().run_in_executor(self._writer, self.handle, req)
+        return self.handle(req)
+
+    def _dispatch(self, req: Request) -> Response:
+        match req.op:
+            case Op.RESOLUTION:
+                return self.resolve(req)
+            case Op.GET_SITE_INFO:
+                if self.site_info is None:
+                    raise _fail(ResponseCode.OPERATION_NOT_SUPPORTED, "this node has no site info")
+                return Response(ResponseCode.SUCCESS, req.handle, extra={"site": self.site_info})
+            case Op.CREATE_HANDLE:
+                return self.create(req)
+            case Op.DELETE_HANDLE:
+                return self.delete(req)
+            case Op.ADD_VALUE:
+                return self.add_values(req)
+            case Op.MODIFY_VALUE:
+                return self.modify_values(req)
+            case Op.REMOVE_VALUE:
+                return self.remove_values(req)
+            case Op.LIST_HANDLES:
+                return self.list_handles(req)
+            case Op.HOME_NA:
+                return self.home(req, True)
+            case Op.UNHOME_NA:
+                return self.home(req, False)
+            case Op.LIST_HOMED_NAS:
+                return Response(ResponseCode.SUCCESS, handles=tuple(sorted(self.homed_prefixes())))
+        raise _fail(ResponseCode.OPERATION_NOT_SUPPORTED, f"operation {req.op} not supported")
+
+    # ----------------------------------------------------------------- responsibility
+
+    def is_responsible(self, h: Handle) -> bool:
+        """A node answers for handles under its homed prefixes, and for their prefix handles."""
+        homed = self._homed
+        if h.is_prefix_handle:
+            if NA_PREFIX.upper() in homed:
+                return True
+            name = normalize_key(h.suffix)
+        else:
+            name = normalize_key(h.prefix)
+        # A homed prefix also covers derived prefixes under it only if homed itself.
+        return name in homed
+
+    def _parse(self, handle: str) -> Handle:
+        h = Handle.parse(handle)
+        if not self.is_responsible(h):
+            raise _fail(ResponseCode.SERVER_NOT_RESPONSIBLE, "That prefix doesn't live here")
+        return h
+
+    # ----------------------------------------------------------------- authorisation
+
+    def _lookup(self, key: str) -> HandleRecord | None:
+        return self._load(key)
+
+    def is_server_admin(self, identity: ValueReference) -> bool:
+        return any(authz.is_member(identity, a, self._lookup) for a in self.admins)
+
+    def _require_identity(self, req: Request) -> ValueReference:
+        if req.identity is None:
+            raise _fail(ResponseCode.AUTHENTICATION_NEEDED, "authentication needed for this operation")
+        return req.identity
+
+    def _allowed(self, identity: ValueReference, record: HandleRecord | None, perm: AdminPermission) -> bool:
+        if self.is_server_admin(identity):
+            return True
+        return record is not None and authz.grants(
+            identity, authz.admin_records(record.values), perm, self._lookup
+        )
+
+    def _parent_record(self, h: Handle) -> HandleRecord | None:
+        """The prefix handle whose admins govern creating ``h``."""
+        if h.is_prefix_handle:
+            parent, dot, _ = h.suffix.rpartition(".")
+            return self._load(normalize_key(prefix_handle(parent))) if dot else None
+        return self._load(normalize_key(prefix_handle(h.prefix)))
+
+    def _require(
+        self, identity: ValueReference, record: HandleRecord | None, perm: AdminPermission, what: str
+    ) -> None:
+        if not self._allowed(identity, record, perm):
+            raise _fail(ResponseCode.INSUFFICIENT_PERMISSIONS, f"{identity} may not {what}")
+
+    def authenticate_secret(self, identity: ValueReference, secret: bytes) -> bool:
+        """Check ``secret`` against the identity's HS_SECKEY value (index 0: any of them)."""
+        try:
+            h = Handle.parse(identity.handle)
+        except HandleError:
+            return False
+        record = self._load(h.key)
+        if record is None:
+            return False
+        ok = False
+        for v in record.values:
+            if v.type.upper() == "HS_SECKEY" and identity.index in (0, v.index):
+                ok |= hmac.compare_digest(v.data, secret)
+        return ok
+
+    def identity_values(self, identity: ValueReference, type_: str) -> list[HandleValue]:
+        """The key values (HS_PUBKEY, HS_SECKEY) that authenticate ``identity``."""
+        try:
+            h = Handle.parse(identity.handle)
+        except HandleError:
+            return []
+        record = self._load(h.key)
+        if record is None:
+            return []
+        return [v for v in record.values if v.type.upper() == type_ and identity.index in (0, v.index)]
+
+    # ----------------------------------------------------------------- reads
+
+    def resolve(self, req: Request) -> Response:
+        h = self._parse(req.handle)
+        self.counters["resolutions"] += 1
+        record = self._load(h.key)
+        if record is None:
+            raise _fail(ResponseCode.HANDLE_NOT_FOUND, "handle not found")
+        values: Iterable[HandleValue] = record.values
+        if req.indexes or req.types:
+            idx = set(req.indexes)
+            values = [v for v in values if v.index in idx or any(v.type_matches(t) for t in req.types)]
+        values = list(values)
+        private = [v for v in values if not v.public_read]
+        if private:
+            if req.public_only:
+                values = [v for v in values if v.public_read]
+            elif req.identity is None:
+                raise _fail(ResponseCode.AUTHENTICATION_NEEDED, "non-public values need authentication")
+            elif not self._allowed(req.identity, record, AdminPermission.READ_VALUE):
+                raise _fail(ResponseCode.INSUFFICIENT_PERMISSIONS, f"{req.identity} may not read values")
+            else:
+                values = [v for v in values if v.public_read or v.admin_read]
+        if not values:
+            raise _fail(ResponseCode.VALUES_NOT_FOUND, "no values match")
+        return Response(ResponseCode.SUCCESS, req.handle, tuple(values))
+
+    def list_handles(self, req: Request) -> Response:
+        """Handles under a prefix, given as ``P`` or ``0.NA/P``; paged by key."""
+        prefix = req.handle
+        if "/" in prefix:
+            h = Handle.parse(prefix)
+            if not h.is_prefix_handle:
+                raise _fail(ResponseCode.INVALID_HANDLE, "list handles wants a prefix or 0.NA/<prefix>")
+            prefix = h.suffix
+        h = self._parse(prefix_handle(prefix))
+        identity = self._require_identity(req)
+        self._require(identity, self._load(h.key), AdminPermission.LIST_HANDLES, f"list {prefix}")
+        pkey = normalize_key(prefix)
+        total = self.store.count(pkey)
+        size = req.page_size
+        if req.page is not None and size is not None and size >= 0:
+            if size == 0:
+                return Response(ResponseCode.SUCCESS, prefix, total=total)
+            # Walk pages by key: each step reads only one page, never an OFFSET scan.
+            after = None
+            page: list[str] = []
+            for _ in range(req.page + 1):
+                page = self.store.list_handles(pkey, after, size)
+                if not page:
+                    break
+                after = normalize_key(page[-1])
+            return Response(ResponseCode.SUCCESS, prefix, handles=tuple(page), total=total)
+        if req.after is not None or size is not None:
+            limit = size if size and size > 0 else 1000
+            page = self.store.list_handles(pkey, normalize_key(req.after) if req.after else None, limit)
+            return Response(ResponseCode.SUCCESS, prefix, handles=tuple(page), total=total)
+        out: list[str] = []
+        after = None
+        while True:
+            chunk = self.store.list_handles(pkey, after, 10000)
+            out.extend(chunk)
+            if len(chunk) < 10000:
+                break
+            after = normalize_key(chunk[-1])
+        return Response(ResponseCode.SUCCESS, prefix, handles=tuple(out), total=total)
+
+    # ----------------------------------------------------------------- writes
+
+    def _stamp(self, values: Iterable[HandleValue]) -> tuple[HandleValue, ...]:
+        now = int(self.clock())
+        return tuple(sorted((replace(v, timestamp=now) for v in values), key=lambda v: v.index))
+
+    def _mint(self, base: str) -> Handle:
+        if not base.endswith("/"):
+            base += "/" if "/" not in base else ""
+        for _ in range(MINT_ATTEMPTS):
+            candidate = Handle.parse(base + secrets.token_hex(8).upper())
+            if self._load(candidate.key) is None:
+                return candidate
+        raise _fail(ResponseCode.ERROR, "could not mint a unique suffix")
+
+    def create(self, req: Request) -> Response:
+        identity = self._require_identity(req)
+        if req.mint:
+            prefix = req.handle.partition("/")[0]
+            self._parse(prefix_handle(prefix) if prefix else req.handle)
+            h = self._mint(req.handle)
+        else:
+            h = self._parse(req.handle)
+        values = check_values(req.values, allow_empty=True)
+        existing = self._load(h.key)
+        perm = AdminPermission.ADD_DERIVED_PREFIX if h.is_prefix_handle else AdminPermission.ADD_HANDLE
+        may_create = self._allowed(identity, self._parent_record(h), perm)
+        if existing is not None:
+            if not req.overwrite:
+                raise _fail(ResponseCode.HANDLE_ALREADY_EXISTS, f"handle {h} already exists")
+            if not (may_create or self._allowed(identity, existing, AdminPermission.MODIFY_VALUE)):
+                raise _fail(ResponseCode.INSUFFICIENT_PERMISSIONS, f"{identity} may not replace {h}")
+        elif not may_create:
+            raise _fail(ResponseCode.INSUFFICIENT_PERMISSIONS, f"{identity} may not create handles here")
+        if not any(v.type.upper() == "HS_ADMIN" for v in values):
+            values = (*values, self._default_admin(identity, values))
+        name = str(h) if req.mint or existing is None else existing.handle
+        record = HandleRecord(name, self._stamp(values))
+        seq = self._commit("create", identity, [Write(h.key, record)])
+        self.counters["registrations"] += 1
+        return Response(
+            ResponseCode.SUCCESS,
+            str(h) if req.mint else req.handle,
+            seq=seq,
+            extra={"created": existing is None},
+        )
+
+    def _default_admin(self, identity: ValueReference, values: Sequence[HandleValue]) -> HandleValue:
+        """A handle written without HS_ADMIN gets its creator as admin, so someone can manage it."""
+        used = {v.index for v in values}
+        index = DEFAULT_ADMIN_INDEX
+        while index in used:
+            index += 1
+        rights = AdminPermission.ALL & ~AdminPermission.LIST_HANDLES
+        admin = AdminRecord(identity.handle, identity.index, rights)
+        return HandleValue(index, "HS_ADMIN", encode_admin(admin))
+
+    def _existing(self, handle: str) -> tuple[Handle, HandleRecord]:
+        h = self._parse(handle)
+        record = self._load(h.key)
+        if record is None:
+            raise _fail(ResponseCode.HANDLE_NOT_FOUND, f"handle {h} not found")
+        return h, record
+
+    def delete(self, req: Request) -> Response:
+        identity = self._require_identity(req)
+        h, record = self._existing(req.handle)
+        self._require(identity, record, AdminPermission.DELETE_HANDLE, f"delete {h}")
+        seq = self._commit("delete", identity, [Write(h.key, None)])
+        return Response(ResponseCode.SUCCESS, req.handle, seq=seq)
+
+    # Which right a value change needs: admin values are guarded by the *_ADMIN rights.
+    _VALUE_RIGHTS: ClassVar[dict[str, tuple[AdminPermission, AdminPermission]]] = {
+        "add": (AdminPermission.ADD_VALUE, AdminPermission.ADD_ADMIN),
+        "modify": (AdminPermission.MODIFY_VALUE, AdminPermission.MODIFY_ADMIN),
+        "remove": (AdminPermission.REMOVE_VALUE, AdminPermission.REMOVE_ADMIN),
+    }
+
+    def _require_value_right(
+        self, identity: ValueReference, h: Handle, record: HandleRecord, v: HandleValue, change: str
+    ) -> None:
+        value_right, admin_right = self._VALUE_RIGHTS[change]
+        right = admin_right if v.type.upper() == "HS_ADMIN" else value_right
+        self._require(identity, record, right, f"{change} value {v.index} of {h}")
+
+    def add_values(self, req: Request) -> Response:
+        identity = self._require_identity(req)
+        h, record = self._existing(req.handle)
+        values = check_values(req.values)
+        current = {v.index: v for v in record.values}
+        for v in values:
+            old = current.get(v.index)
+            if old is not None:
+                if not req.overwrite:
+                    raise _fail(ResponseCode.VALUE_ALREADY_EXISTS, f"value {v.index} of {h} already exists")
+                self._require_value_right(identity, h, record, old, "modify")
+            self._require_value_right(identity, h, record, v, "add")
+        current.update({v.index: v for v in self._stamp(values)})
+        return self._replace(h, record, current, "add", identity)
+
+    def modify_values(self, req: Request) -> Response:
+        identity = self._require_identity(req)
+        h, record = self._existing(req.handle)
+        values = check_values(req.values)
+        current = {v.index: v for v in record.values}
+        for v in values:
+            old = current.get(v.index)
+            if old is None:
+                raise _fail(ResponseCode.VALUES_NOT_FOUND, f"value {v.index} of {h} not found")
+            self._require_value_right(identity, h, record, old, "modify")
+            self._require_value_right(identity, h, record, v, "modify")
+        current.update({v.index: v for v in self._stamp(values)})
+        return self._replace(h, record, current, "modify", identity)
+
+    def remove_values(self, req: Request) -> Response:
+        identity = self._require_identity(req)
+        h, record = self._existing(req.handle)
+        if not req.indexes:
+            raise _fail(ResponseCode.INVALID_VALUE, "no value indexes given to remove")
+        current = {v.index: v for v in record.values}
+        for i in req.indexes:
+            old = current.get(i)
+            if old is None:
+                raise _fail(ResponseCode.VALUES_NOT_FOUND, f"value {i} of {h} not found")
+            self._require_value_right(identity, h, record, old, "remove")
+        for i in req.indexes:
+            current.pop(i, None)
+        return self._replace(h, record, current, "remove", identity)
+
+    def _replace(
+        self, h: Handle, record: HandleRecord, values: dict[int, HandleValue], op: str, actor: ValueReference
+    ) -> Response:
+        new = HandleRecord(record.handle, tuple(values[i] for i in sorted(values)))
+        seq = self._commit(op, actor, [Write(h.key, new)])
+        return Response(ResponseCode.SUCCESS, str(h), seq=seq)
+
+    def home(self, req: Request, home: bool) -> Response:
+        identity = self._require_identity(req)
+        if not self.is_server_admin(identity):
+            raise _fail(ResponseCode.INSUFFICIENT_PERMISSIONS, f"{identity} is not an admin of this server")
+        prefix = req.handle
+        if "/" in prefix:
+            h = Handle.parse(prefix)
+            if not h.is_prefix_handle:
+                raise _fail(ResponseCode.INVALID_HANDLE, "home/unhome wants a prefix or 0.NA/<prefix>")
+            prefix = h.suffix
+        Handle.parse(prefix_handle(prefix))
+        key = self._homed_key(prefix)
+        rec = HandleRecord(prefix, ()) if home else None
+        seq = self._commit("home" if home else "unhome", identity, [Write(key, rec)])
+        self.reload_homed()
+        return Response(ResponseCode.SUCCESS, prefix, seq=seq)
+
+    def bootstrap(self, prefix: str, admin_values: Sequence[HandleValue], actor: str = "init") -> int:
+        """A new node: home ``prefix`` and write its prefix handle with the admin's key values.
+
+        Runs before anyone can authenticate (there is no key yet), so it bypasses checks.
+        """
+        Handle.parse(prefix_handle(prefix))
+        writes = [
+            Write(self._homed_key(prefix), HandleRecord(prefix, ())),
+            Write(
+                normalize_key(prefix_handle(prefix)),
+                HandleRecord(prefix_handle(prefix), self._stamp(check_values(admin_values))),
+            ),
+        ]
+        seq = self.store.commit("init", actor, writes)
+        self.cache.clear()
+        self.reload_homed()
+        return seq

@@ -1,0 +1,75 @@
+"""Checks on values a client asks us to store; anything that fails is never written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from idr.codec.values import decode_admin, decode_vlist
+from idr.codec.wire import ProtocolError
+from idr.model.errors import HandleError, ResponseCode
+from idr.model.handle import Handle
+from idr.model.value import MAX_DATA_LENGTH, MAX_TYPE_LENGTH, MAX_VALUES, STANDARD_TYPES, HandleValue
+
+MAX_INDEX = 2**31 - 1
+
+
+def _bad(message: str) -> HandleError:
+    return HandleError(ResponseCode.INVALID_VALUE, message)
+
+
+def check_type(type_: str) -> None:
+    if not type_:
+        raise _bad("value type is empty")
+    if len(type_.encode("utf-8")) > MAX_TYPE_LENGTH:
+        raise _bad(f"value type longer than {MAX_TYPE_LENGTH} bytes")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in type_):
+        raise _bad(f"value type {type_!r} contains a control character")
+    upper = type_.upper()
+    # HS_ types are the Handle System's own; an unknown one is a typo, not a custom type.
+    if upper.startswith("HS_") and upper not in STANDARD_TYPES and not upper.startswith("HS_SITE."):
+        raise _bad(f"unknown reserved type {type_!r}")
+
+
+def check_data(v: HandleValue) -> None:
+    """Structured types must decode, so nothing downstream trips over what we stored."""
+    if len(v.data) > MAX_DATA_LENGTH:
+        raise _bad(f"value {v.index} data longer than {MAX_DATA_LENGTH} bytes")
+    t = v.type.upper()
+    try:
+        if t == "HS_ADMIN":
+            decode_admin(v.data)
+        elif t == "HS_VLIST":
+            decode_vlist(v.data)
+        elif t in ("HS_SITE", "HS_SITE.6", "HS_SITE.PREFIX"):
+            from idr.codec.site import decode_site_info
+
+            decode_site_info(v.data)
+        elif t in ("HS_ALIAS", "HS_SERV", "HS_SERV.PREFIX"):
+            Handle.parse(v.data.decode("utf-8"))
+    except (ProtocolError, UnicodeDecodeError, HandleError) as e:
+        msg = e.message if isinstance(e, HandleError) else str(e)
+        raise _bad(f"value {v.index} of type {v.type}: {msg}") from e
+
+
+def check_values(values: Iterable[HandleValue], *, allow_empty: bool = False) -> tuple[HandleValue, ...]:
+    vals = tuple(values)
+    if not vals and not allow_empty:
+        raise _bad("no values given")
+    if len(vals) > MAX_VALUES:
+        raise _bad(f"more than {MAX_VALUES} values")
+    seen: set[int] = set()
+    for v in vals:
+        if not 1 <= v.index <= MAX_INDEX:
+            raise _bad(f"value index {v.index} out of range 1..{MAX_INDEX}")
+        if v.index in seen:
+            raise _bad(f"value index {v.index} given twice")
+        seen.add(v.index)
+        check_type(v.type)
+        if v.ttl_type == 0 and v.ttl < 0:
+            raise _bad(f"value {v.index} has a negative relative TTL")
+        if not 0 <= v.permissions <= 0xF:
+            raise _bad(f"value {v.index} has bad permissions {v.permissions}")
+        for ref in v.references:
+            Handle.parse(ref.handle)
+        check_data(v)
+    return vals
