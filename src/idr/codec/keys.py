@@ -1,0 +1,137 @@
+"""HS_PUBKEY value data ⇄ ``cryptography`` public keys, and the one sign/verify primitive.
+
+Layouts as Handle.Net 9 ``Util.getBytesFromPublicKey``: UTF8-String key type, int2 flags (0),
+then the key's integers as length-prefixed big-endian two's complement (Java
+``BigInteger.toByteArray``), read back as unsigned magnitudes.
+
+Handle.Net 9.2 knows no Ed25519 encoding (``Common.KEY_ENCODING_*`` lists RSA, DSA and DH
+only), so ``ED25519_PUB_KEY`` + flags + the 32 raw key bytes is an idr extension; a
+Handle.Net peer will not read such a key.
+"""
+
+from __future__ import annotations
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, ed25519, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from idr.codec.wire import ProtocolError, Reader, Writer
+from idr.model.errors import ResponseCode
+
+RSA_PUB_KEY = "RSA_PUB_KEY"
+DSA_PUB_KEY = "DSA_PUB_KEY"
+DH_PUB_KEY = "DH_PUB_KEY"
+ED25519_PUB_KEY = "ED25519_PUB_KEY"  # idr extension, see module docstring
+
+ED25519_SIG_ALG = "Ed25519"  # the "hash algorithm" name written for Ed25519 signatures
+MAX_RSA_BITS = 16384  # refuse absurd moduli before anyone spends CPU on them
+
+PublicKey = rsa.RSAPublicKey | dsa.DSAPublicKey | ed25519.Ed25519PublicKey
+PrivateKey = rsa.RSAPrivateKey | dsa.DSAPrivateKey | ed25519.Ed25519PrivateKey
+
+# Names Handle.Net writes and accepts for the hash of a signature (Common.HASH_ALG_*).
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "SHA1": hashes.SHA1,
+    "SHA-1": hashes.SHA1,
+    "SHA-256": hashes.SHA256,
+    "SHA256": hashes.SHA256,
+    "MD5": hashes.MD5,
+}
+
+
+def _java_int(n: int) -> bytes:
+    """Java ``BigInteger.toByteArray`` of a non-negative int: minimal, with a sign bit."""
+    return n.to_bytes(n.bit_length() // 8 + 1, "big")
+
+
+def encode_public_key(key: PublicKey) -> bytes:
+    w = Writer()
+    if isinstance(key, rsa.RSAPublicKey):
+        n = key.public_numbers()
+        w.text(RSA_PUB_KEY).u16(0).blob(_java_int(n.e)).blob(_java_int(n.n))
+    elif isinstance(key, dsa.DSAPublicKey):
+        d = key.public_numbers()
+        p = d.parameter_numbers
+        w.text(DSA_PUB_KEY).u16(0)
+        for i in (p.q, p.p, p.g, d.y):
+            w.blob(_java_int(i))
+    elif isinstance(key, ed25519.Ed25519PublicKey):
+        w.text(ED25519_PUB_KEY).u16(0).blob(key.public_bytes(Encoding.Raw, PublicFormat.Raw))
+    else:
+        raise TypeError(f"unsupported public key type {type(key).__name__}")
+    return w.getvalue()
+
+
+def _uint(r: Reader, what: str) -> int:
+    return int.from_bytes(r.blob(what, 4096), "big")
+
+
+def decode_public_key(data: bytes) -> PublicKey:
+    """HS_PUBKEY data to a key; anything malformed or unsupported is INVALID_VALUE."""
+    r = Reader(data)
+    try:
+        kind = r.text("key type", 64)
+        r.u16()  # flags, reserved
+        key: PublicKey
+        if kind == RSA_PUB_KEY:
+            e, n = _uint(r, "RSA exponent"), _uint(r, "RSA modulus")
+            if n.bit_length() > MAX_RSA_BITS:
+                raise ProtocolError(f"RSA modulus of {n.bit_length()} bits")
+            key = rsa.RSAPublicNumbers(e, n).public_key()
+        elif kind == DSA_PUB_KEY:
+            q, p, g, y = (_uint(r, f"DSA {c}") for c in "qpgy")
+            key = dsa.DSAPublicNumbers(y, dsa.DSAParameterNumbers(p, q, g)).public_key()
+        elif kind == ED25519_PUB_KEY:
+            key = ed25519.Ed25519PublicKey.from_public_bytes(r.blob("Ed25519 key", 32))
+        else:
+            raise ProtocolError(f"unsupported public key type {kind!r}")
+        r.expect_end("public key")
+    except ProtocolError as e:
+        raise ProtocolError(f"malformed HS_PUBKEY data: {e.message}", ResponseCode.INVALID_VALUE) from e
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise ProtocolError(f"unusable public key: {e}", ResponseCode.INVALID_VALUE) from e
+    return key
+
+
+def default_hash_alg(key: PublicKey | PrivateKey, version: tuple[int, int] = (2, 11)) -> str:
+    """Handle.Net ``Util.getDefaultSigId``: SHA-256 from 2.7 (DSA only from 2.11), else SHA1."""
+    if isinstance(key, ed25519.Ed25519PublicKey | ed25519.Ed25519PrivateKey):
+        return ED25519_SIG_ALG
+    if version < (2, 7) or (isinstance(key, dsa.DSAPublicKey | dsa.DSAPrivateKey) and version < (2, 11)):
+        return "SHA1"
+    return "SHA-256"
+
+
+def _hash(alg: str) -> hashes.HashAlgorithm:
+    cls = _HASHES.get(alg)
+    if cls is None:
+        raise ProtocolError(f"unknown signature hash {alg!r}", ResponseCode.INVALID_CREDENTIAL)
+    return cls()
+
+
+def sign(key: PrivateKey, data: bytes, hash_alg: str) -> bytes:
+    """RSA PKCS#1 v1.5, DSA DER (r, s), or Ed25519 (whose ``hash_alg`` must be "Ed25519")."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        if hash_alg != ED25519_SIG_ALG:
+            raise ValueError(f"Ed25519 signs with no separate hash, not {hash_alg!r}")
+        return key.sign(data)
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), _hash(hash_alg))
+    return key.sign(data, _hash(hash_alg))
+
+
+def verify(key: PublicKey, signature: bytes, data: bytes, hash_alg: str) -> bool:
+    """True only for a good signature; a wrong key type or hash name is simply False."""
+    try:
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            if hash_alg != ED25519_SIG_ALG:
+                return False
+            key.verify(signature, data)
+        elif isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, data, padding.PKCS1v15(), _hash(hash_alg))
+        else:
+            key.verify(signature, data, _hash(hash_alg))
+    except (InvalidSignature, ProtocolError, ValueError):
+        return False
+    return True

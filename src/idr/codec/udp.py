@@ -1,0 +1,125 @@
+"""Multi-datagram UDP messages (RFC 3652 §2.3; Handle.Net ``HdlUdpRequestHandler``,
+``HdlUdpPendingRequest``): a message longer than one 512-byte datagram travels as
+ceil(len/492) datagrams, each a copy of the envelope (same request id, sequence number
+0, 1, …, MessageLength = the whole message) followed by the next ≤492 bytes.
+
+Pure: the caller passes the clock (``now``) and a hashable source (e.g. the peer address).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field, replace
+
+from idr.codec.envelope import ENVELOPE_SIZE, Envelope, EnvFlag, decode_envelope
+from idr.codec.wire import ProtocolError
+
+MAX_UDP_PACKET = 512
+MAX_UDP_DATA = MAX_UDP_PACKET - ENVELOPE_SIZE  # 492
+
+
+def fragment(message: bytes, request_id: int | None = None, *, truncated: bool = False,
+             max_payload: int = MAX_UDP_DATA) -> list[bytes]:
+    """Split a complete message (envelope first) into datagrams.
+
+    ``request_id`` overrides the envelope's; ``truncated`` sets TC on every datagram when there
+    is more than one (what a Handle.Net client does for a multi-packet request — servers don't).
+    """
+    env = decode_envelope(message)
+    payload = memoryview(message)[ENVELOPE_SIZE:]
+    if env.message_length != len(payload):
+        raise ValueError(f"envelope length {env.message_length} != {len(payload)} bytes after it")
+    if request_id is not None:
+        env = replace(env, request_id=request_id)
+    n = max(1, -(-len(payload) // max_payload))
+    if truncated and n > 1:
+        env = replace(env, flags=env.flags | EnvFlag.TC)
+    return [
+        replace(env, sequence_number=i).encode() + bytes(payload[i * max_payload : (i + 1) * max_payload])
+        for i in range(n)
+    ]
+
+
+@dataclass(slots=True)
+class _Pending:
+    envelope: Envelope
+    deadline: float
+    count: int
+    chunks: dict[int, bytes] = field(default_factory=dict)
+    size: int = 0
+
+
+class Reassembler:
+    """Collects datagrams into messages, bounded in messages, bytes and time.
+
+    Memory is what has actually arrived (never the declared MessageLength); past the bounds the
+    oldest partial messages are dropped, as a DNS server drops half-open state under load.
+    """
+
+    def __init__(self, *, max_pending: int = 1024, max_bytes: int = 8 * 1024 * 1024,
+                 timeout: float = 5.0, max_payload: int = MAX_UDP_DATA) -> None:
+        self.max_pending = max_pending
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self.max_payload = max_payload
+        self._pending: OrderedDict[tuple[Hashable, int], _Pending] = OrderedDict()
+        self._bytes = 0
+        self.dropped = 0  # partial messages given up on (expired or evicted)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._bytes
+
+    def _drop(self, key: tuple[Hashable, int]) -> None:
+        p = self._pending.pop(key)
+        self._bytes -= p.size
+        self.dropped += 1
+
+    def expire(self, now: float) -> None:
+        for key in [k for k, p in self._pending.items() if p.deadline <= now]:
+            self._drop(key)
+
+    def feed(self, source: Hashable, datagram: bytes, now: float) -> bytes | None:
+        """Add one datagram; return the complete message (envelope + all data) once it is whole.
+
+        Raises ProtocolError for a datagram that cannot belong to a well-formed message."""
+        env = decode_envelope(datagram)
+        data = datagram[ENVELOPE_SIZE:]
+        total = env.message_length
+        count = max(1, -(-total // self.max_payload))
+        if env.sequence_number >= count:
+            raise ProtocolError(f"sequence number {env.sequence_number} of a {count}-packet message")
+        last = total - (count - 1) * self.max_payload
+        want = last if env.sequence_number == count - 1 else self.max_payload
+        if len(data) != want:
+            raise ProtocolError(f"packet {env.sequence_number} carries {len(data)} bytes, expected {want}")
+        if count == 1:
+            return bytes(datagram)
+        self.expire(now)
+        key = (source, env.request_id)
+        p = self._pending.get(key)
+        if p is None:
+            p = _Pending(replace(env, sequence_number=0), now + self.timeout, count)
+            self._pending[key] = p
+        elif p.envelope.message_length != total or p.envelope.session_id != env.session_id:
+            raise ProtocolError("datagram disagrees with the message it continues")
+        if env.sequence_number in p.chunks:
+            return None  # duplicate
+        p.chunks[env.sequence_number] = data
+        p.size += len(data)
+        self._bytes += len(data)
+        if len(p.chunks) == p.count:
+            del self._pending[key]
+            self._bytes -= p.size
+            return p.envelope.encode() + b"".join(p.chunks[i] for i in range(p.count))
+        while len(self._pending) > self.max_pending or self._bytes > self.max_bytes:
+            oldest = next(iter(self._pending))
+            self._drop(oldest)
+            if oldest == key:
+                break
+        return None
