@@ -489,6 +489,22 @@ class NodeService:
         self.reload_homed()
         return Response(ResponseCode.SUCCESS, prefix, seq=seq)
 
+    def import_records(self, records: Sequence[HandleRecord], actor: str = "import") -> int:
+        """Store already-validated records in one logged transaction; returns how many."""
+        stamped = [HandleRecord(r.handle, self._stamp(r.values)) for r in records]
+        with self._write_lock:
+            try:
+                self.store.bulk_load(stamped, "import", actor)
+            except StoreError as e:
+                raise _fail(ResponseCode.ERROR, f"storage failure: {e}") from e
+            finally:
+                self.cache.invalidate(normalize_key(r.handle) for r in stamped)
+        keys = [normalize_key(r.handle) for r in stamped]
+        for fn in self._listeners:
+            fn(keys)
+        self.counters["registrations"] += len(stamped)
+        return len(stamped)
+
     def bootstrap(self, prefix: str, admin_values: Sequence[HandleValue], actor: str = "init") -> int:
         """A new node: home ``prefix`` and write its prefix handle with the admin's key values.
 

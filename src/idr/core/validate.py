@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from idr.codec.site import decode_site
 from idr.codec.values import decode_admin, decode_vlist
 from idr.codec.wire import ProtocolError
 from idr.model.errors import HandleError, ResponseCode
@@ -41,9 +42,7 @@ def check_data(v: HandleValue) -> None:
         elif t == "HS_VLIST":
             decode_vlist(v.data)
         elif t in ("HS_SITE", "HS_SITE.6", "HS_SITE.PREFIX"):
-            from idr.codec.site import decode_site_info
-
-            decode_site_info(v.data)
+            decode_site(v.data)
         elif t in ("HS_ALIAS", "HS_SERV", "HS_SERV.PREFIX"):
             Handle.parse(v.data.decode("utf-8"))
     except (ProtocolError, UnicodeDecodeError, HandleError) as e:

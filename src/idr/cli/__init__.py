@@ -1,0 +1,20 @@
+"""``idr`` — one command for every node role and for clients."""
+
+from __future__ import annotations
+
+import typer
+
+from idr.cli import node as _node
+
+app = typer.Typer(
+    name="idr",
+    help="Identifier registration and resolution (Handle protocol) for the industrial internet.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_node.register(app)
+
+
+def main() -> None:
+    app()

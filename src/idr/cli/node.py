@@ -1,0 +1,261 @@
+"""Node commands: ``init``, ``serve``, ``import``, ``demo``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from idr.cli.common import fail, run_async
+from idr.codec.values import encode_admin
+from idr.core.config import ConfigError, NodeConfig
+from idr.model.errors import HandleError
+from idr.model.handle import prefix_handle
+from idr.model.value import PERM_SECRET, AdminPermission, AdminRecord, HandleValue
+from idr.node import AddressError, Node, open_service, parse_address
+
+console = Console(stderr=True)
+
+DataOpt = Annotated[Path, typer.Option("--data", "-d", help="The node's data directory.")]
+
+
+def admin_key_values(prefix: str, index: int, secret: str | None, key_file: Path | None) -> list[HandleValue]:
+    """The prefix handle's HS_ADMIN and the admin's key value at ``index``."""
+    admin = AdminRecord(prefix_handle(prefix), index, AdminPermission.ALL)
+    values = [HandleValue(100, "HS_ADMIN", encode_admin(admin))]
+    if secret is not None:
+        values.append(HandleValue(index, "HS_SECKEY", secret.encode("utf-8"), permissions=PERM_SECRET))
+    elif key_file is not None:
+        from idr.codec.keys import encode_public_key
+        from idr.resolver.keys import load_public_key
+
+        values.append(HandleValue(index, "HS_PUBKEY", encode_public_key(load_public_key(key_file))))
+    return values
+
+
+def init_node(
+    data: Path,
+    prefix: str,
+    *,
+    secret: str | None = None,
+    key_file: Path | None = None,
+    index: int = 300,
+    role: str = "standalone",
+    https: str = "127.0.0.1:8443",
+    http: str = "",
+    native: str = "",
+) -> NodeConfig:
+    if (data / "idr.toml").exists():
+        raise ConfigError(f"{data} already holds a node (idr.toml exists)")
+    cfg = NodeConfig(
+        data_dir=data,
+        admins=[f"{index}:{prefix_handle(prefix)}"],
+        role=role,
+        https=https,
+        http=http,
+        native=native,
+    )
+    for addr in (https, http, native):
+        if addr:
+            parse_address(addr)
+    cfg.save()
+    service = open_service(cfg)
+    try:
+        service.bootstrap(prefix, admin_key_values(prefix, index, secret, key_file))
+    finally:
+        service.close()
+    return cfg
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def init(
+        data: DataOpt,
+        prefix: Annotated[str, typer.Option(help="The prefix this node is home to, e.g. 88.100.")],
+        admin_secret: Annotated[str | None, typer.Option(help="Secret key (HS_SECKEY) of the admin.")] = None,
+        admin_key: Annotated[Path | None, typer.Option(help="Public key file (PEM) of the admin.")] = None,
+        admin_index: Annotated[int, typer.Option(help="Index of the admin's key value.")] = 300,
+        role: Annotated[str, typer.Option(help="standalone, top, secondary, enterprise, recursive")] = (
+            "standalone"
+        ),
+        https: Annotated[str, typer.Option(help="HTTPS listen address.")] = "127.0.0.1:8443",
+        http: Annotated[str, typer.Option(help="Plain HTTP listen address (read-only API).")] = "",
+        native: Annotated[str, typer.Option(help="Handle protocol UDP+TCP listen address.")] = "",
+    ) -> None:
+        """Create a node home to PREFIX whose admin is 300:0.NA/PREFIX."""
+        if (admin_secret is None) == (admin_key is None):
+            fail("give exactly one of --admin-secret and --admin-key")
+        try:
+            cfg = init_node(
+                data,
+                prefix,
+                secret=admin_secret,
+                key_file=admin_key,
+                index=admin_index,
+                role=role,
+                https=https,
+                http=http,
+                native=native,
+            )
+        except (ConfigError, HandleError, AddressError, OSError, ValueError) as e:
+            fail(str(e))
+        console.print(f"[green]initialised[/] node home to [bold]{prefix}[/] in {cfg.data_dir}")
+        console.print(f"admin identity: [bold]{cfg.admins[0]}[/]   settings: {cfg.path}")
+
+    @app.command()
+    def serve(
+        data: DataOpt,
+        https: Annotated[str | None, typer.Option(help='HTTPS address ("" = off).')] = None,
+        http: Annotated[str | None, typer.Option(help='HTTP address ("" = off).')] = None,
+        native: Annotated[str | None, typer.Option(help="Handle protocol UDP+TCP address.")] = None,
+    ) -> None:
+        """Serve the node in DATA until interrupted."""
+        cfg = _load(data)
+        node = Node(cfg)
+        try:
+            run_async(_serve(node, https=https, http=http, native=native))
+        finally:
+            node.close()
+
+    @app.command("import")
+    def import_(
+        data: DataOpt,
+        file: Annotated[Path, typer.Argument(help="JSON lines: {handle, values: [REST JSON values]}")],
+        batch: Annotated[int, typer.Option(help="Handles per transaction.")] = 1000,
+    ) -> None:
+        """Bulk-load handles; bad lines are reported with their numbers and skipped."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from idr.core.importer import import_lines
+
+        cfg = _load(data)
+        if not file.is_file():
+            fail(f"{file} is not a file")
+        size = file.stat().st_size
+        service = open_service(cfg)
+        try:
+            with (
+                file.open("rb") as fh,
+                Progress(
+                    TextColumn("importing"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=console,
+                    transient=True,
+                ) as progress,
+            ):
+                task = progress.add_task("import", total=size)
+                report = import_lines(
+                    service, fh, batch=batch, on_progress=lambda done: progress.update(task, completed=done)
+                )
+        finally:
+            service.close()
+        for line_no, message in report.errors[:50]:
+            console.print(f"[red]line {line_no}[/]: {message}")
+        if len(report.errors) > 50:
+            console.print(f"… and {len(report.errors) - 50} more bad lines")
+        rejected = len(report.errors)
+        console.print(f"[green]{report.loaded}[/] handles loaded, [red]{rejected}[/] lines rejected")
+        if report.loaded == 0 and report.errors:
+            raise typer.Exit(1)
+
+    @app.command()
+    def demo(
+        data: Annotated[Path | None, typer.Option(help="Keep the demo node here.")] = None,
+        https: Annotated[str, typer.Option(help="HTTPS address.")] = "127.0.0.1:8443",
+        http: Annotated[str, typer.Option(help="HTTP address.")] = "127.0.0.1:8000",
+        native: Annotated[str, typer.Option(help="Handle protocol address.")] = "127.0.0.1:2641",
+        seconds: Annotated[float, typer.Option(help="Stop after this long (0 = until Ctrl-C).")] = 0,
+    ) -> None:
+        """Start a node with example identifiers and print how to resolve them."""
+        from idr.demo import load_examples
+
+        tmp = None
+        if data is None:
+            tmp = Path(tempfile.mkdtemp(prefix="idr-demo-"))
+            data = tmp
+        try:
+            if not (data / "idr.toml").exists():
+                init_node(data, "88.100", secret="demo-secret", https=https, http=http, native=native)
+            cfg = _load(data)
+            node = Node(cfg)
+            try:
+                handles = load_examples(node.service)
+                run_async(_demo(node, handles, https=https, http=http, native=native, seconds=seconds))
+            finally:
+                node.close()
+        except (ConfigError, HandleError, AddressError, OSError) as e:
+            fail(str(e))
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load(data: Path) -> NodeConfig:
+    try:
+        return NodeConfig.load(data)
+    except ConfigError as e:
+        fail(str(e))
+
+
+async def _serve(node: Node, **addresses: str | None) -> None:
+    try:
+        await node.start(**addresses)
+    except (OSError, AddressError) as e:
+        fail(f"cannot listen: {e}")
+    _print_listeners(node)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await node.stop()
+
+
+def _print_listeners(node: Node) -> None:
+    table = Table(title=f"idr node — {', '.join(node.service.homed_prefixes())}", show_header=False)
+    ls = node.listeners
+    if ls.https:
+        table.add_row("HTTPS API", f"https://{ls.https[0]}:{ls.https[1]}/api/handles/…")
+    if ls.http:
+        table.add_row("HTTP (read-only)", f"http://{ls.http[0]}:{ls.http[1]}/api/handles/…")
+    if ls.native:
+        table.add_row("Handle protocol", f"udp+tcp {ls.native[0]}:{ls.native[1]}")
+    console.print(table)
+
+
+async def _demo(node: Node, handles: list[str], *, seconds: float, **addresses: str | None) -> None:
+    try:
+        await node.start(**addresses)
+    except (OSError, AddressError) as e:
+        fail(f"cannot listen: {e}")
+    _print_listeners(node)
+    ls = node.listeners
+    first = handles[0]
+    console.print("\n[bold]Try:[/]")
+    if ls.http:
+        base = f"http://{ls.http[0]}:{ls.http[1]}"
+        console.print(f"  curl {base}/api/handles/{first}")
+        console.print(f"  curl -i {base}/{first}            [dim]# proxy redirect to its URL[/]")
+    if ls.https:
+        base = f"https://{ls.https[0]}:{ls.https[1]}"
+        console.print(
+            f"  curl -k -u '300%3A0.NA/88.100:demo-secret' -X PUT -H 'Content-Type: application/json' \\\n"
+            f'       -d \'{{"values":[{{"index":1,"type":"URL","data":"https://example.org"}}]}}\' '
+            f"{base}/api/handles/88.100/my-first"
+        )
+    if ls.native:
+        console.print(f"  idr resolve {first} --server {ls.native[0]}:{ls.native[1]}")
+    console.print(f"\nexample identifiers: {', '.join(handles)}")
+    with contextlib.suppress(asyncio.CancelledError):
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+        else:
+            await asyncio.Event().wait()
+    await node.stop()

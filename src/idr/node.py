@@ -1,0 +1,122 @@
+"""Assemble a node from its data directory: store, core, and the network front-ends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from idr.core.config import NodeConfig
+from idr.core.service import NodeService
+from idr.store.base import Store
+
+log = logging.getLogger("idr.node")
+
+
+class AddressError(ValueError):
+    """A listen address that is not ``host:port``."""
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``127.0.0.1:8443`` / ``[::1]:8443`` / ``:8443`` → (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise AddressError(f"listen address must be HOST:PORT, not {text!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
+
+
+def open_store(config: NodeConfig) -> Store:
+    if config.store == "sqlite":
+        from idr.store.sqlite import SqliteStore
+
+        return SqliteStore(config.db_path)
+    raise ValueError(f"unknown store engine {config.store!r}")
+
+
+def open_service(config: NodeConfig) -> NodeService:
+    return NodeService(open_store(config), admins=config.admins, cache_entries=config.limits.cache_entries)
+
+
+@dataclass
+class Listeners:
+    """Where a running node actually listens (ports resolved when 0 was asked for)."""
+
+    https: tuple[str, int] | None = None
+    http: tuple[str, int] | None = None
+    native: tuple[str, int] | None = None
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+class Node:
+    def __init__(self, config: NodeConfig, service: NodeService | None = None) -> None:
+        self.config = config
+        self.service = service or open_service(config)
+        self.listeners = Listeners()
+
+    async def start(
+        self, *, https: str | None = None, http: str | None = None, native: str | None = None
+    ) -> None:
+        """Open the front-ends; ``None`` means the address from the config, ``""`` means off."""
+        from aiohttp import web
+
+        from idr.server.http import make_http_app
+        from idr.server.tls import server_context
+
+        https = self.config.https if https is None else https
+        http = self.config.http if http is None else http
+        native = self.config.native if native is None else native
+        max_body = self.config.limits.max_body_bytes
+        for addr, secure in ((https, True), (http, False)):
+            if not addr:
+                continue
+            host, port = parse_address(addr)
+            app = make_http_app(self.service, tls=secure, max_body=max_body)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            ssl_ctx = server_context(self.config.data_dir) if secure else None
+            site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, reuse_address=True)
+            await site.start()
+            bound = _bound(site)
+            if secure:
+                self.listeners.https = bound
+            else:
+                self.listeners.http = bound
+            self.listeners.closers.append(runner.cleanup)
+        if native:
+            from idr.server.native import start_native
+
+            host, port = parse_address(native)
+            bound_native, close = await start_native(self.service, host, port)
+            self.listeners.native = bound_native
+            self.listeners.closers.append(close)
+
+    async def stop(self) -> None:
+        for close in reversed(self.listeners.closers):
+            with contextlib.suppress(Exception):
+                await close()
+        self.listeners.closers.clear()
+
+    def close(self) -> None:
+        self.service.close()
+
+    async def serve_forever(self, **addresses: str | None) -> None:
+        await self.start(**addresses)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+
+def _bound(site: object) -> tuple[str, int]:
+    server = getattr(site, "_server", None)
+    sockets = getattr(server, "sockets", None) or []
+    host, port = sockets[0].getsockname()[:2]
+    return str(host), int(port)
+
+
+def data_dir_path(text: str | Path) -> Path:
+    return Path(text).expanduser().resolve()

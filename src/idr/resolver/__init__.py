@@ -1,0 +1,1 @@
+"""Client side: talk to Handle servers, locate services, authenticate."""
