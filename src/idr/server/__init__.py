@@ -1,0 +1,1 @@
+"""Network front-ends of a node: HTTP (REST API and proxy), TLS, later UDP/TCP and metrics."""
