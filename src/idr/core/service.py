@@ -13,7 +13,7 @@ import hmac
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import ClassVar
@@ -35,6 +35,11 @@ DEFAULT_ADMIN_INDEX = 100
 MINT_ATTEMPTS = 16
 
 Listener = Callable[[Sequence[str]], None]
+# Raises HandleError when this node must not take writes now (a mirror, a fenced old primary).
+WriteGate = Callable[[], None]
+# Completes when the write with this sequence number is as durable as the node's policy asks
+# (e.g. held by a mirror in sync replication); raises HandleError when it cannot be.
+Durability = Callable[[int], Awaitable[None]]
 
 
 def _fail(code: ResponseCode, message: str = "") -> HandleError:
@@ -95,6 +100,8 @@ class NodeService:
         self._write_lock = threading.Lock()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="idr-writer")
         self._homed: set[str] = set()
+        self.write_gate: WriteGate | None = None
+        self.durability: Durability | None = None
         self.reload_homed()
         self.counters: dict[str, int] = {"resolutions": 0, "registrations": 0, "writes": 0, "errors": 0}
 
@@ -149,6 +156,8 @@ class NodeService:
         """Answer one request; every failure becomes a Response with its code and message."""
         try:
             if req.op in WRITE_OPS:
+                if self.write_gate is not None:
+                    self.write_gate()
                 with self._write_lock:
                     return self._dispatch(req)
             return self._dispatch(req)
@@ -157,10 +166,18 @@ class NodeService:
             return Response(e.code, req.handle, message=e.message)
 
     async def submit(self, req: Request) -> Response:
-        """``handle`` for asyncio front-ends: writes (which fsync) go to the writer thread."""
-        if req.op in WRITE_OPS:
-            return await asyncio.get_running_loop().run_in_executor(self._writer, self.handle, req)
-        return self.handle(req)
+        """``handle`` for asyncio front-ends: writes (which fsync) go to the writer thread, and
+        are acknowledged only once ``durability`` (if any) says they are safe."""
+        if req.op not in WRITE_OPS:
+            return self.handle(req)
+        resp = await asyncio.get_running_loop().run_in_executor(self._writer, self.handle, req)
+        if resp.ok and resp.seq and self.durability is not None:
+            try:
+                await self.durability(resp.seq)
+            except HandleError as e:
+                self.counters["errors"] += 1
+                return Response(e.code, req.handle, message=e.message, seq=resp.seq)
+        return resp
 
     def _dispatch(self, req: Request) -> Response:
         match req.op:
@@ -492,6 +509,8 @@ class NodeService:
     def import_records(self, records: Sequence[HandleRecord], actor: str = "import") -> int:
         """Store already-validated records in one logged transaction; returns how many."""
         stamped = [HandleRecord(r.handle, self._stamp(r.values)) for r in records]
+        if self.write_gate is not None:
+            self.write_gate()
         with self._write_lock:
             try:
                 self.store.bulk_load(stamped, "import", actor)
