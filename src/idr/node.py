@@ -8,10 +8,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from idr.core.config import NodeConfig
 from idr.core.service import NodeService
 from idr.store.base import Store
+
+if TYPE_CHECKING:
+    from idr.server.metrics import MetricsSource
 
 log = logging.getLogger("idr.node")
 
@@ -56,6 +60,8 @@ class Node:
         self.config = config
         self.service = service or open_service(config)
         self.listeners = Listeners()
+        # Gauge sources for /metrics (replication lag, recursion cache…), shared by listeners.
+        self.metrics_sources: list[MetricsSource] = []
 
     async def start(
         self, *, https: str | None = None, http: str | None = None, native: str | None = None
@@ -64,6 +70,7 @@ class Node:
         from aiohttp import web
 
         from idr.server.http import make_http_app
+        from idr.server.metrics import add_metrics_routes
         from idr.server.tls import server_context
 
         https = self.config.https if https is None else https
@@ -75,6 +82,7 @@ class Node:
                 continue
             host, port = parse_address(addr)
             app = make_http_app(self.service, tls=secure, max_body=max_body)
+            add_metrics_routes(app, self.service, self.metrics_sources)
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             ssl_ctx = server_context(self.config.data_dir) if secure else None

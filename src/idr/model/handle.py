@@ -31,6 +31,19 @@ def _check_text(text: str, what: str) -> None:
             raise HandleError(ResponseCode.INVALID_HANDLE, f"{what} contains a control character")
 
 
+def check_prefix(prefix: str) -> None:
+    """A prefix is dot-separated non-empty segments, without '/' or white space."""
+    if not prefix:
+        raise HandleError(ResponseCode.INVALID_HANDLE, "empty prefix")
+    _check_text(prefix, "prefix")
+    if "/" in prefix:
+        raise HandleError(ResponseCode.INVALID_HANDLE, f"prefix {prefix!r} contains '/'")
+    if any(not seg for seg in prefix.split(".")):
+        raise HandleError(ResponseCode.INVALID_HANDLE, f"prefix {prefix!r} has an empty segment")
+    if any(ch.isspace() for ch in prefix):
+        raise HandleError(ResponseCode.INVALID_HANDLE, f"prefix {prefix!r} contains a space")
+
+
 @dataclass(frozen=True, slots=True)
 class Handle:
     prefix: str
@@ -55,10 +68,9 @@ class Handle:
             raise HandleError(ResponseCode.INVALID_HANDLE, f"handle {text!r} has an empty prefix")
         if not suffix:
             raise HandleError(ResponseCode.INVALID_HANDLE, f"handle {text!r} has an empty suffix")
-        if any(not seg for seg in prefix.split(".")):
-            raise HandleError(ResponseCode.INVALID_HANDLE, f"prefix {prefix!r} has an empty segment")
-        if any(ch.isspace() for ch in prefix):
-            raise HandleError(ResponseCode.INVALID_HANDLE, f"prefix {prefix!r} contains a space")
+        check_prefix(prefix)
+        if normalize_key(prefix) == NA_PREFIX.upper():
+            check_prefix(suffix)  # a prefix handle names a prefix
         return cls(prefix, suffix)
 
     def __str__(self) -> str:

@@ -1,0 +1,3 @@
+from idr.cli import main
+
+main()

@@ -1,0 +1,210 @@
+"""``idr init`` / ``import`` / ``serve`` end to end: real files, real sockets, real kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import urllib3
+from typer.testing import CliRunner
+
+from idr.cli import app
+from idr.core.config import NodeConfig
+from idr.core.request import Op, Request
+from idr.model.errors import ResponseCode
+from idr.node import open_service
+
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+runner = CliRunner()
+
+
+def text(result: object) -> str:
+    """The command's output with rich's line wrapping undone."""
+    return " ".join(str(getattr(result, "output", "")).split())
+AUTH = ("300%3A0.NA/88.100", "s3cret")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def init(data: Path, *extra: str) -> None:
+    r = runner.invoke(
+        app, ["init", "--data", str(data), "--prefix", "88.100", "--admin-secret", "s3cret", *extra]
+    )
+    assert r.exit_code == 0, r.output
+
+
+def test_init_writes_settings_and_prefix_handle(tmp_path: Path) -> None:
+    init(tmp_path / "n")
+    cfg = NodeConfig.load(tmp_path / "n")
+    assert cfg.admins == ["300:0.NA/88.100"]
+    svc = open_service(cfg)
+    try:
+        r = svc.handle(Request(Op.RESOLUTION, "0.NA/88.100", public_only=False, identity=None))
+        assert r.code == ResponseCode.AUTHENTICATION_NEEDED  # the HS_SECKEY is not public
+        public = svc.handle(Request(Op.RESOLUTION, "0.NA/88.100"))
+        assert [v.type for v in public.values] == ["HS_ADMIN"]
+        assert svc.authenticate_secret(svc.admins[0], b"s3cret")
+    finally:
+        svc.close()
+
+
+def test_init_refuses_bad_input_clearly(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["init", "--data", str(tmp_path / "a"), "--prefix", "88.100"])
+    assert r.exit_code == 1 and "exactly one of" in text(r)
+    init(tmp_path / "b")
+    again = runner.invoke(
+        app, ["init", "--data", str(tmp_path / "b"), "--prefix", "88.1", "--admin-secret", "x"]
+    )
+    assert again.exit_code == 1 and "already holds a node" in text(again)
+    bad = runner.invoke(
+        app, ["init", "--data", str(tmp_path / "c"), "--prefix", "88..1", "--admin-secret", "x"]
+    )
+    assert bad.exit_code == 1 and "empty segment" in text(bad) and "Traceback" not in text(bad)
+
+
+def test_import_loads_good_lines_and_reports_bad_ones(tmp_path: Path) -> None:
+    data = tmp_path / "n"
+    init(data)
+    lines = [
+        json.dumps({"handle": "88.100/imp-1", "values": [{"index": 1, "type": "URL", "data": "https://a"}]}),
+        "{not json",
+        json.dumps({"handle": "99.9/elsewhere", "values": [{"index": 1, "type": "URL", "data": "x"}]}),
+        json.dumps({"handle": "88.100/imp-2", "values": [{"index": 1, "type": "HS_NOPE", "data": "x"}]}),
+        "",
+        json.dumps(
+            {
+                "handle": "88.100/imp-3",
+                "values": [{"index": 2, "type": "EMAIL", "data": {"format": "string", "value": "a@b"}}],
+            }
+        ),
+    ]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    r = runner.invoke(app, ["import", "--data", str(data), str(src), "--batch", "1"])
+    assert r.exit_code == 0, r.output
+    assert "2 handles loaded" in text(r)
+    assert all(f"line {n}:" in text(r) for n in (2, 3, 4))
+    svc = open_service(NodeConfig.load(data))
+    try:
+        assert svc.handle(Request(Op.RESOLUTION, "88.100/imp-1")).values[0].data == b"https://a"
+        assert svc.handle(Request(Op.RESOLUTION, "88.100/imp-3")).ok
+        assert svc.handle(Request(Op.RESOLUTION, "88.100/imp-2")).code == ResponseCode.HANDLE_NOT_FOUND
+    finally:
+        svc.close()
+
+
+@pytest.fixture
+def node_dir(tmp_path: Path) -> Path:
+    data = tmp_path / "node"
+    init(data)
+    return data
+
+
+def start_serve(data: Path, https: int, http: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "idr",
+            "serve",
+            "--data",
+            str(data),
+            "--https",
+            f"127.0.0.1:{https}",
+            "--http",
+            f"127.0.0.1:{http}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"http://127.0.0.1:{http}/api/prefixes", timeout=1)
+            return proc
+        except requests.ConnectionError:
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"idr serve exited: {proc.stderr.read() if proc.stderr else ''!r}"
+                ) from None
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("idr serve did not start in 20 s")
+
+
+@pytest.fixture
+def served(node_dir: Path) -> Iterator[tuple[int, int]]:
+    https, http = free_port(), free_port()
+    proc = start_serve(node_dir, https, http)
+    try:
+        yield https, http
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_serve_answers_api_proxy_and_metrics(served: tuple[int, int]) -> None:
+    https, http = served
+    body = {"values": [{"index": 1, "type": "URL", "data": "https://example.org/m"}]}
+    put = requests.put(
+        f"https://127.0.0.1:{https}/api/handles/88.100/m", json=body, auth=AUTH, verify=False, timeout=10
+    )
+    assert put.status_code in (200, 201), put.text
+    got = requests.get(f"http://127.0.0.1:{http}/api/handles/88.100/m", timeout=10).json()
+    assert got["values"][0]["data"]["value"] == "https://example.org/m"
+    proxy = requests.get(f"http://127.0.0.1:{http}/88.100/m", allow_redirects=False, timeout=10)
+    assert proxy.status_code == 302 and proxy.headers["Location"] == "https://example.org/m"
+    metrics = requests.get(f"http://127.0.0.1:{http}/metrics", timeout=10).text
+    assert "idr_registrations_total 1.0" in metrics
+    assert "idr_resolutions_total" in metrics
+
+
+def test_acknowledged_writes_survive_kill_9(node_dir: Path) -> None:
+    """Write through the HTTPS API, SIGKILL the server at random moments, and find every
+    acknowledged handle after each restart."""
+    acked: list[str] = []
+    rng = random.Random(2641)
+    session = requests.Session()
+    for cycle in range(3):
+        https, http = free_port(), free_port()
+        proc = start_serve(node_dir, https, http)
+        try:
+            stop_after = time.monotonic() + rng.uniform(0.5, 1.5)
+            i = 0
+            while time.monotonic() < stop_after and i < 2000:
+                name = f"88.100/kill-{cycle}-{i}"
+                body = {"values": [{"index": 1, "type": "URL", "data": f"https://example.org/{i}"}]}
+                r = session.put(
+                    f"https://127.0.0.1:{https}/api/handles/{name}",
+                    json=body,
+                    auth=AUTH,
+                    verify=False,
+                    timeout=10,
+                )
+                if r.status_code in (200, 201):
+                    acked.append(name)
+                i += 1
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert len(acked) > 10
+    svc = open_service(NodeConfig.load(node_dir))
+    try:
+        missing = [h for h in acked if not svc.handle(Request(Op.RESOLUTION, h)).ok]
+        assert missing == []
+    finally:
+        svc.close()
