@@ -38,7 +38,7 @@ from idr.codec import rest
 from idr.core.request import Op, Request, Response
 from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
-from idr.model.handle import Handle
+from idr.model.handle import Handle, normalize_key
 from idr.model.value import HandleValue, ValueReference
 
 log = logging.getLogger("idr.http")
@@ -270,9 +270,53 @@ async def api_handles(request: web.Request) -> web.StreamResponse:
     return _unknown_endpoint(request, 405)
 
 
+class EncodedCache:
+    """Handle key → its public values, already JSON-encoded: the hot path's one buffer.
+
+    Filled only by plain anonymous resolutions; every commit's listener drops the keys it
+    touched and bumps ``generation``, and an encoding computed across a bump is not kept,
+    so a write racing a read can never leave a stale entry behind.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.generation = 0
+        self._data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return self._data.get(key)
+
+    def put(self, key: str, encoded: bytes, generation: int) -> None:
+        if generation != self.generation or self.capacity <= 0:
+            return
+        if len(self._data) >= self.capacity:
+            self._data.pop(next(iter(self._data)), None)
+        self._data[key] = encoded
+
+    def invalidate(self, keys: Iterable[str]) -> None:
+        self.generation += 1
+        for k in keys:
+            self._data.pop(k, None)
+
+
+CACHE_KEY = web.AppKey("idr.http.cache", EncodedCache)
+
+
+def _resolution_body(handle: str, encoded_values: bytes) -> bytes:
+    return b'{"responseCode":1,"handle":' + rest.dumps(handle) + b',"values":' + encoded_values + b"}"
+
+
 async def _resolve(request: web.Request, handle: str, params: Params) -> web.Response:
     identity = _identity(request)
     public_only = _flag(params, "publicOnly", identity is None)
+    plain = identity is None and public_only and not params and request.method != "POST"
+    cache = request.app[CACHE_KEY]
+    key = normalize_key(handle)
+    if plain:
+        hit = cache.get(key)
+        if hit is not None:
+            return web.Response(body=_resolution_body(handle, hit), content_type="application/json")
+    generation = cache.generation
     req = Request(
         Op.RESOLUTION,
         handle,
@@ -285,6 +329,10 @@ async def _resolve(request: web.Request, handle: str, params: Params) -> web.Res
     resp = await _service(request).submit(req)
     if not resp.ok:
         return _from_response(request, resp, handle, resolution=True)
+    if plain:
+        encoded = rest.dumps(rest.values_to_json(resp.values))
+        cache.put(key, encoded, generation)
+        return web.Response(body=_resolution_body(handle, encoded), content_type="application/json")
     return _json(request, 200, rest.resolution_json(handle, resp.values))
 
 
@@ -565,6 +613,7 @@ def make_http_app(
     max_body: int = DEFAULT_MAX_BODY,
     proxy: bool = True,
     routes: Iterable[tuple[str, Handler]] = (),
+    cache_entries: int = 100_000,
 ) -> web.Application:
     """The node's HTTP application.
 
@@ -575,6 +624,9 @@ def make_http_app(
     app = web.Application(middlewares=[_errors], client_max_size=max_body)
     app[SERVICE_KEY] = service
     app[SETTINGS_KEY] = {"max_body": max_body, "tls": tls, "proxy": proxy}
+    cache = EncodedCache(cache_entries)
+    app[CACHE_KEY] = cache
+    service.add_listener(cache.invalidate)
     for path, handler in (*routes, *API_ROUTES):
         app.router.add_route("*", path, handler)
     return app
