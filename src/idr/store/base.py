@@ -8,7 +8,7 @@ merging) lives in ``idr.core``, which is the single writer of a node's store.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from idr.model.value import HandleRecord
@@ -36,6 +36,12 @@ class LogEntry:
     op: str
     actor: str
     writes: tuple[Write, ...]
+
+
+# Op of the marker entry ``replace_all`` leaves at the snapshot's seq: it stands for the
+# history the snapshot replaced, so it is never shipped as an entry (a follower needing
+# anything at or before it takes a snapshot instead).
+REPLICA_COPY_OP = "replica-copy"
 
 
 class Store(ABC):
@@ -69,6 +75,13 @@ class Store(ABC):
         """Number of handles under ``prefix`` (all handles when None)."""
 
     @abstractmethod
+    def prefixes(self) -> list[str]:
+        """The distinct prefixes (key part before the first '/') that hold handles, sorted.
+
+        For statistics and for listing what a node serves, without scanning every handle.
+        """
+
+    @abstractmethod
     def last_seq(self) -> int:
         """Sequence number of the newest log entry (0 for an empty log)."""
 
@@ -79,6 +92,33 @@ class Store(ABC):
     @abstractmethod
     def bulk_load(self, records: Iterable[HandleRecord], op: str = "import", actor: str = "") -> int:
         """Insert or replace many records in one transaction with one log entry; return its seq."""
+
+    # -- replication (idr.replication): a mirror holds the primary's log with the same seqs --
+
+    @abstractmethod
+    def apply_entry(self, entry: LogEntry) -> bool:
+        """Apply a primary's log entry atomically, keeping its seq; False if already held.
+
+        Idempotent so a re-sent entry is harmless (``entry.seq <= last_seq()`` → skipped);
+        raises StoreError on a gap (``entry.seq > last_seq() + 1``): applying out of order
+        would make this log differ from the primary's at the same seq.
+        """
+
+    @abstractmethod
+    def snapshot(self) -> tuple[int, Iterator[tuple[str, HandleRecord]]]:
+        """``(seq, (key, record)…)``: every record as of one consistent point, and its seq.
+
+        Keys are returned as stored (they are not always ``normalize_key(record.handle)``).
+        Close the iterator (or exhaust it) to release the read snapshot.
+        """
+
+    @abstractmethod
+    def replace_all(self, records: Iterable[tuple[str, HandleRecord]], seq: int) -> None:
+        """Replace every record and the whole log by a primary's snapshot taken at ``seq``.
+
+        One transaction. Afterwards ``last_seq() == seq`` and the log holds one marker entry
+        (op ``REPLICA_COPY_OP``, no writes) at ``seq``, so the next applied entry is ``seq + 1``.
+        """
 
     @abstractmethod
     def close(self) -> None: ...
