@@ -1,0 +1,181 @@
+"""The TCP front-end (port 2641): length-framed messages, many per connection.
+
+Framing is the 20-byte envelope's MessageLength (RFC 3652 §2.2.1). Connection rules:
+- Requests on one connection are answered one at a time, in order; pipelined requests wait in
+  the buffer (reading pauses while more than two maximal messages are buffered).
+- A MessageLength over 262144 (Handle.Net ``Common.MAX_MESSAGE_LENGTH``) or an envelope that is
+  not Handle 2.x gets a PROTOCOL_ERROR (when it has a request id to answer) and the connection is
+  closed: the stream cannot be re-synchronised.
+- Handle.Net closes after each response; so do we when the request did not set KA (keep-alive),
+  no further request is already buffered, and the answer was not a 402 challenge (whose answer
+  comes on the same connection). With KA the connection stays open.
+- Idle timeout (default 30 s) with no complete request; a partial message must complete within
+  the same timeout. At most ``max_connections`` at once (default 1024); beyond that new
+  connections are closed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from idr.codec.envelope import ENVELOPE_SIZE, MAX_MESSAGE_LENGTH, PROTOCOL_MAJOR
+from idr.model.errors import ResponseCode
+from idr.server.answers import bare_error
+from idr.server.handler import NativeHandler, Outcome
+from idr.server.hotcache import AnswerCache, cache_key, patch
+
+log = logging.getLogger("idr.native.tcp")
+
+MIN_REQUEST = 44
+
+
+class TcpLimits:
+    def __init__(self, *, idle_timeout: float = 30.0, max_connections: int = 1024) -> None:
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+
+
+class TcpServerState:
+    def __init__(self, handler: NativeHandler, cache: AnswerCache, limits: TcpLimits) -> None:
+        self.handler = handler
+        self.cache = cache
+        self.limits = limits
+        self.connections: set[TcpConnection] = set()
+
+    def factory(self) -> TcpConnection:
+        return TcpConnection(self)
+
+
+class TcpConnection(asyncio.Protocol):
+    def __init__(self, state: TcpServerState) -> None:
+        self.state = state
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.peer: Any = None
+        self.busy = False
+        self.paused = False
+        self.closing = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if len(self.state.connections) >= self.state.limits.max_connections:
+            transport.abort()
+            self.closing = True
+            return
+        self.state.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else peer
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.state.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.buf += data
+        if not self.busy:
+            self._drain()
+        if len(self.buf) > 2 * (MAX_MESSAGE_LENGTH + ENVELOPE_SIZE) and not self.paused:
+            self.paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+
+    # ------------------------------------------------------------------ framing
+
+    def _arm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(self.state.limits.idle_timeout, self._idle)
+
+    def _idle(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _drain(self) -> None:
+        """Answer every complete message in the buffer; stop at the first that needs awaiting."""
+        transport = self.transport
+        assert transport is not None
+        cache = self.state.cache
+        while not self.closing and len(self.buf) >= ENVELOPE_SIZE:
+            length = int.from_bytes(self.buf[16:20], "big")
+            if self.buf[0] != PROTOCOL_MAJOR or length > MAX_MESSAGE_LENGTH:
+                head = bytes(self.buf[:48])
+                err = bare_error(head, ResponseCode.PROTOCOL_ERROR,
+                                 f"Invalid message length {length}" if self.buf[0] == PROTOCOL_MAJOR
+                                 else "not a Handle protocol 2.x message")
+                if err is not None:
+                    transport.write(err)
+                self._close()
+                return
+            end = ENVELOPE_SIZE + length
+            if len(self.buf) < end:
+                break
+            data = bytes(self.buf[:end])
+            del self.buf[:end]
+            self._arm()
+            answer = cache.data.get(data[:8] + data[12:36] + data[40:])
+            if answer is not None:  # hot path: pre-encoded answer
+                transport.write(patch(answer, data))
+                if not data[28] & 0x02 and not self.buf:  # no KA (0x02000000: top op-flag byte)
+                    self._close()
+                    return
+                continue
+            generation = cache.generation
+            result = self.state.handler.handle(data, self.peer, udp=False)
+            if isinstance(result, Outcome):
+                if not self._reply(result, data, generation):
+                    return
+                continue
+            self.busy = True
+
+            async def run(coro: Any = result, data: bytes = data, generation: int = generation) -> None:
+                try:
+                    out = await coro
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("native TCP request failed")
+                    self._close()
+                    return
+                self.busy = False
+                if self._reply(out, data, generation):
+                    self._drain()
+
+            self.task = asyncio.get_running_loop().create_task(run())
+            return
+        if self.paused and len(self.buf) <= MAX_MESSAGE_LENGTH + ENVELOPE_SIZE:
+            self.paused = False
+            transport.resume_reading()
+
+    def _reply(self, out: Outcome, data: bytes, generation: int) -> bool:
+        """Write the answer; False when the connection is (being) closed."""
+        transport = self.transport
+        if transport is None or self.closing or transport.is_closing():
+            return False
+        if out.messages:
+            transport.write(b"".join(out.messages))
+        if out.handle_key is not None and len(out.messages) == 1 and len(data) >= MIN_REQUEST:
+            self.state.cache.put(cache_key(data), out.messages[0], out.handle_key, generation)
+        self._arm()
+        if not out.keep_alive and not out.challenge and not self.buf:
+            self._close()
+            return False
+        return True
