@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from idr.cli import client as _client
 from idr.cli import node as _node
 
 app = typer.Typer(
@@ -14,6 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 _node.register(app)
+_client.register(app)
 
 
 def main() -> None:

@@ -86,8 +86,11 @@ class ResponseError(ClientError):
 class Authenticator(Protocol):
     """Answers a 402 challenge as ``identity``."""
 
-    identity: ValueReference
-    auth_type: str
+    @property
+    def identity(self) -> ValueReference: ...
+
+    @property
+    def auth_type(self) -> str: ...
 
     def answer(self, nonce: bytes, digest: bytes, version: tuple[int, int]) -> bytes: ...
 
