@@ -12,11 +12,34 @@ from pathlib import Path
 import pytest
 
 from idr.store import SqliteStore, Store
+from idr.store.postgres import PostgresStore
+
+from . import pg
 
 # name → open (or re-open) the engine's storage for one test, given that test's tmp_path.
 OPENERS: dict[str, Callable[[Path], Store]] = {
     "sqlite": lambda d: SqliteStore(d / "node.db"),
+    "postgres": lambda d: PostgresStore(pg.database_for(d), partitions=4, pool_size=4),
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pg_session() -> Iterator[None]:
+    """Stops and deletes the session's PostgreSQL cluster (if a test started it)."""
+    yield
+    pg.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _pg_drop_databases() -> Iterator[None]:
+    yield
+    pg.drop_created()
+
+
+@pytest.fixture
+def pg_cluster() -> pg.PgCluster:
+    """The session's running PostgreSQL cluster (started on first use)."""
+    return pg.cluster()
 
 
 @pytest.fixture(params=sorted(OPENERS))

@@ -90,8 +90,22 @@ class Store(ABC):
         """Log entries with sequence number greater than ``seq``, oldest first."""
 
     @abstractmethod
-    def bulk_load(self, records: Iterable[HandleRecord], op: str = "import", actor: str = "") -> int:
-        """Insert or replace many records in one transaction with one log entry; return its seq."""
+    def bulk_load(
+        self,
+        records: Iterable[HandleRecord],
+        op: str = "import",
+        actor: str = "",
+        checkpoint: tuple[str, int] | None = None,
+    ) -> int:
+        """Insert or replace many records in one transaction with one log entry; return its seq.
+
+        ``checkpoint=(name, position)`` records ``position`` under ``name`` in the same
+        transaction, so a resumable importer knows exactly what is committed (``checkpoint``).
+        """
+
+    @abstractmethod
+    def checkpoint(self, name: str) -> int:
+        """The position last recorded under ``name`` by ``bulk_load`` (0 if never)."""
 
     # -- replication (idr.replication): a mirror holds the primary's log with the same seqs --
 

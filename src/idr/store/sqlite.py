@@ -51,6 +51,7 @@ _IN_CHUNK = 500
 _MAX_BLOB = 2**31 - 1
 
 _PAYLOAD_VERSION = 1
+_CHECKPOINT_PREFIX = "import:"  # meta rows holding bulk-import positions
 _PUT = 1
 _DELETE = 0
 
@@ -289,6 +290,17 @@ class SqliteStore(Store):
             raise self._read_error(e) from e
         return out
 
+    def checkpoint(self, name: str) -> int:
+        try:
+            row = (
+                self._reader()
+                .execute("SELECT value FROM meta WHERE name = ?", (_CHECKPOINT_PREFIX + name,))
+                .fetchone()
+            )
+        except sqlite3.Error as e:
+            raise self._read_error(e) from e
+        return 0 if row is None else int(row[0])
+
     def last_seq(self) -> int:
         try:
             row = self._reader().execute("SELECT coalesce(max(seq), 0) FROM txlog").fetchone()
@@ -336,9 +348,16 @@ class SqliteStore(Store):
 
         return self._transaction(op, actor, apply)
 
-    def bulk_load(self, records: Iterable[HandleRecord], op: str = "import", actor: str = "") -> int:
+    def bulk_load(
+        self,
+        records: Iterable[HandleRecord],
+        op: str = "import",
+        actor: str = "",
+        checkpoint: tuple[str, int] | None = None,
+    ) -> int:
         """One transaction, one log entry holding every record: callers importing millions
-        should call this per batch (~10,000 records) so a log entry stays a few MB."""
+        should call this per batch (~10,000 records) so a log entry stays a few MB.
+        A checkpoint is a ``meta`` row ``import:<name>`` (no schema change)."""
 
         def apply(conn: sqlite3.Connection) -> list[tuple[str, str | None, bytes | None]]:
             logged: list[tuple[str, str | None, bytes | None]] = []
@@ -351,6 +370,12 @@ class SqliteStore(Store):
                     yield key, _prefix_of(key), rec.handle, vals
 
             conn.executemany(_UPSERT, rows())
+            if checkpoint is not None:
+                conn.execute(
+                    "INSERT INTO meta (name, value) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (_CHECKPOINT_PREFIX + checkpoint[0], str(checkpoint[1])),
+                )
             return logged
 
         return self._transaction(op, actor, apply)

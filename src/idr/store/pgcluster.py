@@ -1,0 +1,237 @@
+"""Throwaway local PostgreSQL clusters for tests and benchmarks (not for production).
+
+A cluster lives in a fresh temp directory, listens on a free loopback port and keeps its
+unix socket in its own directory, so it never meets the machine's own PostgreSQL.
+PostgreSQL refuses to run as root; when we are root (CI containers) every server command
+runs as an unprivileged system user (``idrtest``, created if missing) via ``runuser``.
+
+``standby()`` makes a streaming-replication hot standby of a running cluster with
+``pg_basebackup -R``: the setup a mirror site reads from (docs/postgres.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+SERVICE_USER = "idrtest"
+_START_TIMEOUT_S = 60
+
+
+class PgClusterError(RuntimeError):
+    """The cluster could not be created, started or stopped; the message says why."""
+
+
+def find_bindir() -> Path:
+    """The newest ``/usr/lib/postgresql/*/bin`` holding initdb, else initdb on PATH."""
+    found = sorted(
+        (Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
+    if found:
+        return found[-1]
+    on_path = shutil.which("initdb")
+    if on_path:
+        return Path(on_path).parent
+    raise PgClusterError(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin "
+        "or on PATH: install them (Debian: apt-get install -y postgresql)"
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _service_user() -> str | None:
+    """None when we may run the server ourselves; else the user to run it as (created if needed)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            check=True,
+            capture_output=True,
+        )
+    return SERVICE_USER
+
+
+class PgCluster:
+    """One local cluster: ``start()`` it, connect with ``dsn()``, ``destroy()`` it."""
+
+    def __init__(self, root: Path | None = None, *, port: int | None = None) -> None:
+        self.bindir = find_bindir()
+        self.user = _service_user()
+        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="idr-pg-"))
+        self.data = self.root / "data"
+        self.sockdir = self.root
+        self.logfile = self.root / "server.log"
+        self.port = port or free_port()
+        self.running = False
+        if self.user:
+            os.chmod(self.root, 0o700)
+            shutil.chown(self.root, self.user, self.user)
+
+    # -- commands -------------------------------------------------------------------
+
+    def _run(self, *args: str, timeout: float = _START_TIMEOUT_S) -> str:
+        cmd = [str(self.bindir / args[0]), *args[1:]]
+        if self.user:
+            cmd = ["runuser", "-u", self.user, "--", *cmd]
+        try:
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=timeout)
+        except subprocess.CalledProcessError as e:
+            raise PgClusterError(
+                f"{' '.join(cmd)} failed ({e.returncode}): {e.stderr.strip()}{self._log_tail()}"
+            ) from e
+        except subprocess.TimeoutExpired as e:
+            raise PgClusterError(f"{' '.join(cmd)} did not finish in {timeout} s{self._log_tail()}") from e
+        return out.stdout
+
+    def _log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            lines = self.logfile.read_text("utf-8", "replace").splitlines()[-15:]
+            return "\nserver log:\n" + "\n".join(lines)
+        return ""
+
+    def _conf(self, extra: dict[str, str]) -> None:
+        settings = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.sockdir}'",
+            "fsync": "on",
+            "synchronous_commit": "on",
+            "wal_level": "replica",
+            "max_wal_senders": "5",
+            "hot_standby": "on",
+            "max_connections": "200",
+            "logging_collector": "off",
+            **extra,
+        }
+        with (self.data / "postgresql.conf").open("a", encoding="utf-8") as f:
+            f.write("\n# idr throwaway cluster\n")
+            f.writelines(f"{k} = {v}\n" for k, v in settings.items())
+
+    def init(self, **settings: str) -> PgCluster:
+        """initdb with trust auth for local and loopback connections (replication too)."""
+        self._run(
+            "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+            "--locale=C", "--no-instructions",
+        )  # fmt: skip
+        self._conf(settings)
+        with (self.data / "pg_hba.conf").open("a", encoding="utf-8") as f:
+            f.write("host replication postgres 127.0.0.1/32 trust\n")
+        return self
+
+    def start(self) -> PgCluster:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-w", "-t", str(_START_TIMEOUT_S),
+                  "start")  # fmt: skip
+        self.running = True
+        return self
+
+    def stop(self) -> None:
+        if self.running:
+            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", str(_START_TIMEOUT_S), "stop")
+            self.running = False
+
+    def destroy(self) -> None:
+        """Stop the server (if running) and delete everything it wrote."""
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
+
+    def standby(self) -> PgCluster:
+        """A hot standby of this (running) cluster, streaming from it, started."""
+        other = PgCluster()
+        try:
+            other._run(
+                "pg_basebackup", "-D", str(other.data), "-h", "127.0.0.1", "-p", str(self.port),
+                "-U", "postgres", "-X", "stream", "-R", "-c", "fast",
+            )  # fmt: skip
+            other._conf({})  # its own port and socket dir override the copied settings
+            other.start()
+        except BaseException:
+            other.destroy()
+            raise
+        return other
+
+    def server_rss_bytes(self) -> int:
+        """Resident memory of every server process (postmaster and its children), from /proc.
+
+        Shared buffers touched by several backends are counted once per process, so this
+        over-counts; it is an upper bound.
+        """
+        pid_file = self.data / "postmaster.pid"
+        try:
+            root_pid = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0
+        total = 0
+        for pid in [root_pid, *_children(root_pid)]:
+            total += _rss(pid)
+        return total
+
+    def __enter__(self) -> PgCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+
+def start_cluster(**settings: str) -> PgCluster:
+    """A new cluster, initialised and running; destroyed again if it fails to start."""
+    cluster = PgCluster()
+    try:
+        return cluster.init(**settings).start()
+    except BaseException:
+        cluster.destroy()
+        raise
+
+
+def wait_ready(dsn: str, timeout: float = 10.0) -> None:
+    """Poll until the server accepts connections (a standby may take a moment)."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(dsn, connect_timeout=2):
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

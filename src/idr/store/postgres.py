@@ -1,0 +1,494 @@
+"""The scale engine: a node's records and log in a PostgreSQL database (psycopg 3, pooled).
+
+Same contract as the SQLite engine (the shared suite in tests/store runs on both); what
+changes is where the bytes live and how many machines can write and read them.
+
+Why this schema::
+
+    meta(name TEXT PRIMARY KEY, value TEXT)          -- schema_version, partitions, import:<file>
+    handles(key TEXT COLLATE "C" PRIMARY KEY, prefix TEXT COLLATE "C", handle TEXT, vals BYTEA)
+        PARTITION BY HASH (key)                      -- handles_p0 … handles_p<N-1>
+    handles (prefix, key)                            -- list/count/prefixes, per partition
+    txseq(id=1, seq BIGINT)                          -- the one-row sequence counter
+    txlog(seq BIGINT PRIMARY KEY, ts FLOAT8, op TEXT, actor TEXT, payload BYTEA)
+
+* One row per handle with its values pre-encoded (``idr.codec.values``): a resolution is
+  one primary-key probe in one partition and no decoding of columns.
+* Hash partitions keep each partition's index small enough to stay cached, let VACUUM and
+  index builds work per partition, and are the unit to move to another tablespace/disk.
+  The count is fixed when the store is created (stored in ``meta``).
+* ``COLLATE "C"`` makes key order byte order (= code point order for UTF-8), as SQLite's
+  BINARY collation: listing pages identically on both engines whatever the server locale.
+* Listing is ``WHERE prefix = $1 AND key > $2 ORDER BY key LIMIT $3``: a Merge Append of
+  one index range per partition, each stopping after ``limit`` rows; never OFFSET.
+* Sequence numbers come from ``txseq`` updated inside the writing transaction (a row lock
+  held to COMMIT), so they are gap-free and in commit order however many writers a node
+  runs; ``nextval`` would leave gaps on rollback and could commit out of order.
+* ``synchronous_commit = on`` for every session: ``commit`` returns after the WAL is
+  flushed (and, with synchronous standbys configured on the server, after they hold it).
+* Bulk loads ``COPY`` (binary) into a transaction-scoped temp table, then one
+  ``INSERT … ON CONFLICT (key) DO UPDATE`` and one log entry, in one transaction.
+
+The log payload format is the SQLite engine's (``_encode_writes``), so logs read the same
+from either engine.
+
+Read-only mode (``read_only=True``) is for a mirror reading a streaming-replication hot
+standby: it never creates or changes anything and every write raises ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from idr.codec.values import decode_values, encode_values
+from idr.codec.wire import ProtocolError
+from idr.model.handle import normalize_key
+from idr.model.value import HandleRecord
+from idr.store.base import REPLICA_COPY_OP, LogEntry, Store, StoreError, Write
+from idr.store.sqlite import _decode_writes, _encode_writes
+
+SCHEMA_VERSION = 1
+# Any constant: serialises schema creation between processes opening one database at once.
+_SCHEMA_LOCK = 0x1D2_0001
+_CONNECT_TIMEOUT_S = 10.0
+
+_UPSERT = (
+    "INSERT INTO handles (key, prefix, handle, vals) VALUES (%s, %s, %s, %s) "
+    "ON CONFLICT (key) DO UPDATE SET prefix = EXCLUDED.prefix, handle = EXCLUDED.handle, "
+    "vals = EXCLUDED.vals"
+)
+_DELETE = "DELETE FROM handles WHERE key = %s"
+# Take the next sequence number and append the entry in one round trip. The counter row
+# stays locked until COMMIT, which is what makes numbers gap-free and commit-ordered.
+_LOG = (
+    "WITH s AS (UPDATE txseq SET seq = seq + 1 WHERE id = 1 RETURNING seq) "
+    "INSERT INTO txlog (seq, ts, op, actor, payload) "
+    "SELECT s.seq, extract(epoch FROM clock_timestamp()), %s, %s, %s FROM s RETURNING seq"
+)
+_STAGE = (
+    'CREATE TEMP TABLE idr_stage (ord BIGINT, key TEXT COLLATE "C", prefix TEXT COLLATE "C", '
+    "handle TEXT, vals BYTEA) ON COMMIT DROP"
+)
+# Last occurrence of a key wins, as with row-by-row upserts (ON CONFLICT may not touch
+# one row twice in a statement).
+_MERGE_STAGE = (
+    "INSERT INTO handles (key, prefix, handle, vals) "
+    "SELECT DISTINCT ON (key) key, prefix, handle, vals FROM idr_stage ORDER BY key, ord DESC "
+    "ON CONFLICT (key) DO UPDATE SET prefix = EXCLUDED.prefix, handle = EXCLUDED.handle, "
+    "vals = EXCLUDED.vals"
+)
+_SET_META = (
+    "INSERT INTO meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
+)
+_CHECKPOINT_PREFIX = "import:"
+
+Logged = list[tuple[str, str | None, bytes | None]]
+
+
+def _schema(partitions: int) -> list[sql.SQL | sql.Composed]:
+    stmts: list[sql.SQL | sql.Composed] = [
+        sql.SQL("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"),
+        sql.SQL(
+            'CREATE TABLE handles (key TEXT COLLATE "C" NOT NULL, prefix TEXT COLLATE "C" NOT NULL, '
+            "handle TEXT NOT NULL, vals BYTEA NOT NULL, PRIMARY KEY (key)) PARTITION BY HASH (key)"
+        ),
+    ]
+    for i in range(partitions):
+        stmts.append(
+            sql.SQL("CREATE TABLE {} PARTITION OF handles FOR VALUES WITH (MODULUS {}, REMAINDER {})").format(
+                sql.Identifier(f"handles_p{i}"), sql.Literal(partitions), sql.Literal(i)
+            )
+        )
+    stmts += [
+        sql.SQL("CREATE INDEX handles_prefix ON handles (prefix, key)"),
+        sql.SQL("CREATE TABLE txseq (id INT PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL)"),
+        sql.SQL("INSERT INTO txseq VALUES (1, 0)"),
+        sql.SQL(
+            "CREATE TABLE txlog (seq BIGINT PRIMARY KEY, ts FLOAT8 NOT NULL, op TEXT NOT NULL, "
+            "actor TEXT NOT NULL, payload BYTEA NOT NULL)"
+        ),
+        sql.SQL("INSERT INTO meta VALUES ('schema_version', {}), ('partitions', {})").format(
+            sql.Literal(str(SCHEMA_VERSION)), sql.Literal(str(partitions))
+        ),
+    ]
+    return stmts
+
+
+def _prefix_of(key: str) -> str:
+    return key.partition("/")[0]
+
+
+class PostgresStore(Store):
+    """A node's store in one PostgreSQL database (see the module docstring).
+
+    ``dsn`` is a libpq connection string or URI. ``partitions`` applies only when the schema
+    is created. ``pool_size`` bounds connections: readers and writers share the pool, so a
+    long bulk load holds one connection and reads use the others.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        partitions: int = 16,
+        pool_size: int = 8,
+        read_only: bool = False,
+        timeout: float = _CONNECT_TIMEOUT_S,
+    ) -> None:
+        if not 1 <= partitions <= 1024:
+            raise StoreError(f"partitions must be 1…1024, not {partitions}")
+        if pool_size < 2:
+            # One connection would make every read wait for a bulk load to finish.
+            raise StoreError(f"pool_size must be at least 2, not {pool_size}")
+        self.read_only = read_only
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._where = _redact(dsn)
+        self._pool = ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
+            configure=self._configure,
+            timeout=timeout,
+            open=False,
+            name="idr-store",
+        )
+        try:
+            self._pool.open(wait=True, timeout=timeout)
+        except psycopg.Error as e:
+            self._pool.close()
+            raise StoreError(f"cannot connect to PostgreSQL at {self._where}: {e}") from e
+        try:
+            self.partitions = self._init_schema(partitions)
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute("SET synchronous_commit = on")
+        if self.read_only:
+            conn.execute("SET default_transaction_read_only = on")
+
+    # -- connections -------------------------------------------------------------------
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        if self._closed:
+            raise StoreError("store is closed")
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except psycopg.Error as e:
+            if self._closed:
+                raise StoreError("store is closed") from e
+            raise StoreError(f"PostgreSQL at {self._where}: {e}") from e
+
+    def _init_schema(self, partitions: int) -> int:
+        """Create the schema in an empty database; refuse someone else's or a newer one."""
+        with self._conn() as conn:
+            in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+            if in_recovery and in_recovery[0] and not self.read_only:
+                raise StoreError(f"{self._where} is a standby (in recovery): open it with read_only=True")
+            with conn.transaction():
+                if not self.read_only:
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                has_meta = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
+                if not (has_meta and has_meta[0]):
+                    has_handles = conn.execute("SELECT to_regclass('handles') IS NOT NULL").fetchone()
+                    if has_handles and has_handles[0]:
+                        raise StoreError(
+                            f"database at {self._where} has a 'handles' table but is not an idr store"
+                        )
+                    if self.read_only:
+                        raise StoreError(
+                            f"database at {self._where} holds no idr store (read-only: not creating)"
+                        )
+                    for stmt in _schema(partitions):
+                        conn.execute(stmt)
+                    return partitions
+                meta = dict(conn.execute("SELECT name, value FROM meta WHERE name IN "
+                                         "('schema_version', 'partitions')").fetchall())  # fmt: skip
+        found = meta.get("schema_version")
+        if found != str(SCHEMA_VERSION):
+            raise StoreError(
+                f"store at {self._where} has schema version {found!r}; this idr reads {SCHEMA_VERSION}"
+            )
+        return int(meta.get("partitions", partitions))
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"store at {self._where} is read-only (a standby): writes go to the primary")
+
+    # -- reads -------------------------------------------------------------------------
+
+    def _record(self, key: str, handle: str, vals: bytes) -> HandleRecord:
+        try:
+            return HandleRecord(handle, decode_values(bytes(vals)))
+        except ProtocolError as e:
+            raise StoreError(f"stored record {key!r} does not decode: {e.message}") from e
+
+    def get(self, key: str) -> HandleRecord | None:
+        with self._conn() as conn:
+            row = conn.execute("SELECT handle, vals FROM handles WHERE key = %s", (key,)).fetchone()
+        return None if row is None else self._record(key, row[0], row[1])
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, HandleRecord]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        with self._conn() as conn:  # one statement: one snapshot
+            rows = conn.execute(
+                "SELECT key, handle, vals FROM handles WHERE key = ANY(%s)", (wanted,)
+            ).fetchall()
+        return {key: self._record(key, handle, vals) for key, handle, vals in rows}
+
+    def list_handles(self, prefix: str, after: str | None = None, limit: int = 1000) -> list[str]:
+        if limit <= 0:
+            return []
+        with self._conn() as conn:
+            if after is None:
+                cur = conn.execute(
+                    "SELECT handle FROM handles WHERE prefix = %s ORDER BY key LIMIT %s", (prefix, limit)
+                )
+            else:
+                cur = conn.execute(
+                    "SELECT handle FROM handles WHERE prefix = %s AND key > %s ORDER BY key LIMIT %s",
+                    (prefix, after, limit),
+                )
+            return [r[0] for r in cur.fetchall()]
+
+    def count(self, prefix: str | None = None) -> int:
+        """An index(-only) scan: O(n) in the handles counted, as on SQLite."""
+        with self._conn() as conn:
+            if prefix is None:
+                row = conn.execute("SELECT count(*) FROM handles").fetchone()
+            else:
+                row = conn.execute("SELECT count(*) FROM handles WHERE prefix = %s", (prefix,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def prefixes(self) -> list[str]:
+        """A loose index scan (one seek per distinct prefix) in one snapshot."""
+        with self._conn() as conn:
+            rows = conn.execute(
+                "WITH RECURSIVE p(prefix) AS ("
+                " (SELECT prefix FROM handles ORDER BY prefix LIMIT 1)"
+                " UNION ALL"
+                " SELECT (SELECT h.prefix FROM handles h WHERE h.prefix > p.prefix ORDER BY h.prefix LIMIT 1)"
+                " FROM p WHERE p.prefix IS NOT NULL)"
+                " SELECT prefix FROM p WHERE prefix IS NOT NULL"
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def last_seq(self) -> int:
+        with self._conn() as conn:
+            row = conn.execute("SELECT coalesce(max(seq), 0) FROM txlog").fetchone()
+        return int(row[0]) if row else 0
+
+    def log_since(self, seq: int, limit: int = 1000) -> list[LogEntry]:
+        if limit <= 0:
+            return []
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT seq, ts, op, actor, payload FROM txlog WHERE seq > %s ORDER BY seq LIMIT %s",
+                (seq, limit),
+            ).fetchall()
+        out: list[LogEntry] = []
+        for s, ts, op, actor, payload in rows:
+            try:
+                writes = _decode_writes(bytes(payload))
+            except ProtocolError as e:
+                raise StoreError(f"log entry {s} at {self._where} does not decode: {e.message}") from e
+            out.append(LogEntry(int(s), float(ts), op, actor, writes))
+        return out
+
+    def checkpoint(self, name: str) -> int:
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT value FROM meta WHERE name = %s", (_CHECKPOINT_PREFIX + name,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    # -- writes ------------------------------------------------------------------------
+
+    def commit(self, op: str, actor: str, writes: Sequence[Write]) -> int:
+        self._writable()
+        return self._transaction(op, actor, lambda cur: _apply_writes(cur, writes))
+
+    def bulk_load(
+        self,
+        records: Iterable[HandleRecord],
+        op: str = "import",
+        actor: str = "",
+        checkpoint: tuple[str, int] | None = None,
+    ) -> int:
+        """COPY into a staging table, merge, log once: one transaction (see module docstring)."""
+        self._writable()
+
+        def apply(cur: psycopg.Cursor[Any]) -> Logged:
+            logged: Logged = []
+            cur.execute(_STAGE)
+            with cur.copy("COPY idr_stage (ord, key, prefix, handle, vals) FROM STDIN (FORMAT BINARY)") as cp:
+                cp.set_types(["int8", "text", "text", "text", "bytea"])
+                for i, rec in enumerate(records):
+                    key = normalize_key(rec.handle)
+                    vals = encode_values(rec.values)
+                    logged.append((key, rec.handle, vals))
+                    cp.write_row((i, key, _prefix_of(key), rec.handle, vals))
+            if logged:
+                cur.execute(_MERGE_STAGE)
+            if checkpoint is not None:
+                cur.execute(_SET_META, (_CHECKPOINT_PREFIX + checkpoint[0], str(checkpoint[1])))
+            return logged
+
+        return self._transaction(op, actor, apply)
+
+    def _transaction(self, op: str, actor: str, apply: Callable[[psycopg.Cursor[Any]], Logged]) -> int:
+        """Run ``apply`` and append its log entry in one transaction, or nothing."""
+        if self._closed:
+            raise StoreError("store is closed")
+        try:
+            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                logged = apply(cur)
+                cur.execute(_LOG, (op, actor, _encode_writes(logged)))
+                row = cur.fetchone()
+        except StoreError:
+            raise
+        except Exception as e:
+            raise self._write_error(f"commit of {op!r}", e) from e
+        if row is None:  # pragma: no cover - the counter row always exists
+            raise StoreError("log insert returned no sequence number")
+        return int(row[0])
+
+    # -- replication -------------------------------------------------------------------
+
+    def apply_entry(self, entry: LogEntry) -> bool:
+        """The primary's entry with its own seq; the counter row lock orders it like a commit."""
+        self._writable()
+        if self._closed:
+            raise StoreError("store is closed")
+        try:
+            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                row = cur.execute("SELECT seq FROM txseq WHERE id = 1 FOR UPDATE").fetchone()
+                last = int(row[0]) if row else 0
+                if entry.seq <= last:
+                    return False
+                if entry.seq != last + 1:
+                    raise StoreError(f"log gap: entry {entry.seq} does not follow {last}")
+                logged = _apply_writes(cur, entry.writes)
+                cur.execute("UPDATE txseq SET seq = %s WHERE id = 1", (entry.seq,))
+                cur.execute(
+                    "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES (%s, %s, %s, %s, %s)",
+                    (entry.seq, entry.timestamp, entry.op, entry.actor, _encode_writes(logged)),
+                )
+        except StoreError:
+            raise
+        except Exception as e:
+            raise self._write_error(f"applying entry {entry.seq}", e) from e
+        return True
+
+    def snapshot(self) -> tuple[int, Iterator[tuple[str, HandleRecord]]]:
+        """A pooled connection holds one REPEATABLE READ transaction while the rows stream
+        through a server-side cursor (memory stays flat however many records)."""
+        if self._closed:
+            raise StoreError("store is closed")
+        try:
+            conn = self._pool.getconn()
+        except psycopg.Error as e:
+            raise StoreError(f"PostgreSQL at {self._where}: {e}") from e
+        try:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            row = conn.execute("SELECT coalesce(max(seq), 0) FROM txlog").fetchone()
+            seq = int(row[0]) if row else 0
+        except BaseException as e:
+            self._pool.putconn(conn)
+            if isinstance(e, psycopg.Error):
+                raise StoreError(f"PostgreSQL at {self._where}: {e}") from e
+            raise
+
+        def rows() -> Iterator[tuple[str, HandleRecord]]:
+            try:
+                with conn.cursor(name="idr_snapshot") as cur:
+                    cur.itersize = 2000
+                    cur.execute("SELECT key, handle, vals FROM handles ORDER BY key")
+                    for key, handle, vals in cur:
+                        yield key, self._record(key, handle, vals)
+            except psycopg.Error as e:
+                raise StoreError(f"snapshot read from {self._where} failed: {e}") from e
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+                self._pool.putconn(conn)
+
+        return seq, rows()
+
+    def replace_all(self, records: Iterable[tuple[str, HandleRecord]], seq: int) -> None:
+        self._writable()
+        if self._closed:
+            raise StoreError("store is closed")
+        try:
+            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                cur.execute("LOCK TABLE txseq IN EXCLUSIVE MODE")  # no commit may interleave
+                # DELETE, not TRUNCATE: readers keep reading the old rows until COMMIT.
+                cur.execute("DELETE FROM handles")
+                cur.execute("DELETE FROM txlog")
+                with cur.copy("COPY handles (key, prefix, handle, vals) FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.set_types(["text", "text", "text", "bytea"])
+                    for key, rec in records:
+                        cp.write_row((key, _prefix_of(key), rec.handle, encode_values(rec.values)))
+                cur.execute("UPDATE txseq SET seq = %s WHERE id = 1", (seq,))
+                if seq > 0:
+                    cur.execute(
+                        "INSERT INTO txlog (seq, ts, op, actor, payload) "
+                        "VALUES (%s, extract(epoch FROM clock_timestamp()), %s, '', %s)",
+                        (seq, REPLICA_COPY_OP, _encode_writes([])),
+                    )
+        except StoreError:
+            raise
+        except Exception as e:
+            raise self._write_error("replacing the contents", e) from e
+
+    def _write_error(self, what: str, e: Exception) -> StoreError:
+        if self._closed:
+            return StoreError("store is closed")
+        return StoreError(f"{what} of {self._where} failed, nothing written: {e!r}")
+
+    def close(self) -> None:
+        """Close the pool; waits for connections in use to come back. Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._pool.close()
+
+
+def _apply_writes(cur: psycopg.Cursor[Any], writes: Iterable[Write]) -> Logged:
+    """Apply in order (a key may be written, deleted and written again in one commit)."""
+    logged: Logged = []
+    for w in writes:
+        if w.record is None:
+            cur.execute(_DELETE, (w.key,))
+            logged.append((w.key, None, None))
+        else:
+            vals = encode_values(w.record.values)
+            cur.execute(_UPSERT, (w.key, _prefix_of(w.key), w.record.handle, vals))
+            logged.append((w.key, w.record.handle, vals))
+    return logged
+
+
+def _redact(dsn: str) -> str:
+    """The DSN for messages, without a password."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "<unparsable dsn>"
+    info.pop("password", None)
+    return " ".join(f"{k}={v}" for k, v in info.items())
