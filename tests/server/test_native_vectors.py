@@ -1,0 +1,78 @@
+"""Byte-for-byte against the reference server (Handle.Net 9.2.0) captures in ../shared/vectors/handle:
+the same request bytes sent to an idr node holding the same records give the same answer bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from idr.codec.envelope import decode_envelope
+from idr.server.native import NativeOptions
+from idr.server.udp import Amplification
+from tests.resolver.native_node import TIMEOUT, NativeNode, native, start_node, vector  # noqa: F401
+
+PKTS = [f"udp_resolve_big_response_pkt{i}.bin" for i in range(7)]
+
+
+def udp_exchange(host: str, port: int, request: bytes, want: int = 1) -> list[bytes]:
+    """Send one datagram; collect ``want`` answer datagrams (bounded by TIMEOUT)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(TIMEOUT)
+        s.sendto(request, (host, port))
+        return [s.recvfrom(65535)[0] for _ in range(want)]
+
+
+def tcp_exchange(host: str, port: int, request: bytes) -> bytes:
+    """Send one request; read until the server closes (it does, after a non-KA answer)."""
+    with socket.create_connection((host, port), timeout=TIMEOUT) as s:
+        s.sendall(request)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+@pytest_asyncio.fixture
+async def reference_like(tmp_path: Path) -> AsyncIterator[NativeNode]:
+    """The reference server's UDP behaviour: no amplification limit (it fragments anything)."""
+    node = await start_node(tmp_path, NativeOptions(amplification=Amplification(factor=None)))
+    try:
+        yield node
+    finally:
+        await node.server.close()
+        node.service.close()
+
+
+NAMES = ["udp_resolve_bench-0", "udp_resolve_not-found", "udp_resolve_unknown-prefix"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_udp_answers_match_reference(native: NativeNode, name: str) -> None:  # noqa: F811
+    request, want = vector(f"{name}_request.bin"), vector(f"{name}_response.bin")
+    for attempt in ("slow path", "hot cache"):
+        got = await asyncio.to_thread(udp_exchange, native.host, native.port, request)
+        assert got == [want], attempt
+    assert native.server.cache.stores == 1  # the second answer came from the cache
+
+
+async def test_tcp_answer_matches_reference_and_connection_closes(native: NativeNode) -> None:  # noqa: F811
+    request, want = vector("tcp_resolve_bench-0_request.bin"), vector("tcp_resolve_bench-0_response.bin")
+    for _ in range(2):  # slow path, then hot cache: both close after the answer like the reference
+        assert await asyncio.to_thread(tcp_exchange, native.host, native.port, request) == want
+
+
+async def test_big_answer_over_tcp_matches_reference(native: NativeNode) -> None:  # noqa: F811
+    request, want = vector("tcp_resolve_big_request.bin"), vector("tcp_resolve_big_response.bin")
+    assert await asyncio.to_thread(tcp_exchange, native.host, native.port, request) == want
+
+
+async def test_big_answer_over_udp_is_fragmented_like_reference(reference_like: NativeNode) -> None:
+    request = vector("udp_resolve_big_request.bin")
+    want = [vector(p) for p in PKTS]
+    got = await asyncio.to_thread(udp_exchange, reference_like.host, reference_like.port, request, 7)
+    assert sorted(got, key=lambda d: decode_envelope(d).sequence_number) == want
