@@ -15,6 +15,7 @@ from idr.core.service import NodeService
 from idr.store.base import Store
 
 if TYPE_CHECKING:
+    from idr.replication import Replicator
     from idr.server.metrics import MetricsSource
 
 log = logging.getLogger("idr.node")
@@ -60,6 +61,7 @@ class Node:
         self.config = config
         self.service = service or open_service(config)
         self.listeners = Listeners()
+        self.replicator: Replicator | None = None
         # Gauge sources for /metrics (replication lag, recursion cache…), shared by listeners.
         self.metrics_sources: list[MetricsSource] = []
 
@@ -77,6 +79,14 @@ class Node:
         http = self.config.http if http is None else http
         native = self.config.native if native is None else native
         max_body = self.config.limits.max_body_bytes
+        if self.config.replication.listen and self.replicator is None:
+            # Before any front-end opens: a mirror or fenced site must never take a write.
+            from idr.replication import Replicator
+
+            self.replicator = Replicator(self.service, self.config.replication, self.config.data_dir)
+            await self.replicator.start()
+            self.listeners.closers.append(self._stop_replicator)
+            self.metrics_sources.append(self.replicator.replication_metrics)
         for addr, secure in ((https, True), (http, False)):
             if not addr:
                 continue
@@ -101,6 +111,16 @@ class Node:
             bound_native, close = await start_native(self.service, host, port)
             self.listeners.native = bound_native
             self.listeners.closers.append(close)
+
+        if self.replicator is not None:
+            ls = self.listeners
+            named = (("https", ls.https), ("http", ls.http), ("native", ls.native))
+            self.replicator.api = ", ".join(f"{n} {a[0]}:{a[1]}" for n, a in named if a)
+
+    async def _stop_replicator(self) -> None:
+        if self.replicator is not None:
+            await self.replicator.stop()
+            self.replicator = None
 
     async def stop(self) -> None:
         for close in reversed(self.listeners.closers):

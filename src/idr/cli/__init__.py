@@ -6,6 +6,7 @@ import typer
 
 from idr.cli import client as _client
 from idr.cli import node as _node
+from idr.cli import replication as _replication
 
 app = typer.Typer(
     name="idr",
@@ -16,6 +17,7 @@ app = typer.Typer(
 )
 _node.register(app)
 _client.register(app)
+_replication.register(app)
 
 
 def main() -> None:

@@ -24,6 +24,24 @@ class Limits:
 
 
 @dataclass
+class ReplicationConfig:
+    """``[replication]``: this site's part in its service (see docs/replication.md).
+
+    ``role`` is only the role a node starts with the first time; afterwards the durable
+    replication state (epoch, role) in the data directory decides, since promotion and
+    fencing change it. ``listen`` empty means replication is off.
+    """
+
+    listen: str = ""  # replication TCP address of this site
+    peers: list[str] = field(default_factory=list)  # replication addresses of the other sites
+    secret: str = ""  # shared by every site of the service; never sent over the wire
+    mode: str = "sync"  # sync | async
+    role: str = "primary"  # primary | mirror (first start only)
+    ack_timeout: float = 5.0  # sync: seconds a write waits for a mirror before it fails
+    auto_promote_after: float = 0.0  # mirror: promote itself after the primary is gone this long (0 = off)
+
+
+@dataclass
 class NodeConfig:
     data_dir: Path
     admins: list[str] = field(default_factory=list)  # identities "index:handle" with every right
@@ -34,6 +52,7 @@ class NodeConfig:
     http: str = ""
     native: str = ""
     limits: Limits = field(default_factory=Limits)
+    replication: ReplicationConfig = field(default_factory=ReplicationConfig)
 
     @property
     def path(self) -> Path:
@@ -55,6 +74,7 @@ class NodeConfig:
         node = raw.get("node", {})
         listen = raw.get("listen", {})
         limits = raw.get("limits", {})
+        replication = raw.get("replication", {})
         try:
             cfg = cls(
                 data_dir=Path(data_dir),
@@ -66,9 +86,14 @@ class NodeConfig:
                 http=str(listen.get("http", "")),
                 native=str(listen.get("native", "")),
                 limits=Limits(**limits),
+                replication=ReplicationConfig(**replication),
             )
         except TypeError as e:
             raise ConfigError(f"{path}: {e}") from e
+        if cfg.replication.mode not in ("sync", "async"):
+            raise ConfigError(f"{path}: replication mode must be sync or async, not {cfg.replication.mode!r}")
+        if cfg.replication.role not in ("primary", "mirror"):
+            raise ConfigError(f"{path}: replication role must be primary or mirror")
         if cfg.role not in ROLES:
             raise ConfigError(f"{path}: role must be one of {', '.join(ROLES)}, not {cfg.role!r}")
         return cfg
@@ -84,6 +109,8 @@ class NodeConfig:
             "listen": {"https": self.https, "http": self.http, "native": self.native},
             "limits": asdict(self.limits),
         }
+        if self.replication.listen:
+            doc["replication"] = asdict(self.replication)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(tomli_w.dumps(doc), "utf-8")

@@ -1,0 +1,150 @@
+"""Replication commands: ``idr replication setup``, ``idr promote``, ``idr status``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from idr.cli.common import fail
+from idr.core.config import ConfigError, NodeConfig
+
+console = Console(stderr=True)
+out = Console()
+
+DataOpt = Annotated[Path | None, typer.Option("--data", "-d", help="The node's data directory.")]
+NodeOpt = Annotated[str | None, typer.Option("--node", help="A running site's replication HOST:PORT.")]
+SecretOpt = Annotated[str | None, typer.Option("--secret", help="Replication secret (with --node).")]
+
+
+def _config(data: Path) -> NodeConfig:
+    try:
+        return NodeConfig.load(data)
+    except ConfigError as e:
+        fail(str(e))
+
+
+def _target(data: Path | None, node: str | None, secret: str | None) -> tuple[tuple[str, int] | None, str]:
+    """Where a running site listens and its secret: from --node/--secret or from DATA's idr.toml."""
+    from idr.replication.manager import parse_address
+
+    if node is not None:
+        if not secret:
+            fail("--node needs --secret")
+        return parse_address(node), secret
+    if data is None:
+        fail("give --data DIR or --node HOST:PORT --secret S")
+    rc = _config(data).replication
+    if not rc.listen:
+        fail(f"replication is not set up in {data} (idr replication setup)")
+    return parse_address(rc.listen), rc.secret
+
+
+async def _ask(address: tuple[str, int], secret: str, kind: str) -> dict[str, Any] | None:
+    """The running site's answer, or None when nothing listens there (the site is down)."""
+    from idr.replication import admin, wire
+
+    try:
+        if kind == "promote":
+            return await admin.promote_node(address, secret)
+        return await admin.node_status(address, secret)
+    except ConnectionRefusedError:
+        return None
+    except (OSError, TimeoutError, wire.LinkError) as e:
+        fail(f"{address[0]}:{address[1]}: {e}")
+
+
+def _offline(data: Path) -> tuple[int, Any]:
+    from idr.node import open_store
+    from idr.replication import ReplState
+
+    cfg = _config(data)
+    store = open_store(cfg)
+    try:
+        last = store.last_seq()
+    finally:
+        store.close()
+    return last, ReplState.load(data)
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(help="Primary/mirror replication of a service's sites.", no_args_is_help=True)
+    app.add_typer(group, name="replication")
+
+    @group.command("setup")
+    def setup(
+        data: Annotated[Path, typer.Option("--data", "-d", help="The node's data directory.")],
+        listen: Annotated[str, typer.Option(help="This site's replication HOST:PORT.")],
+        peer: Annotated[list[str], typer.Option(help="Another site's replication HOST:PORT (repeat).")],
+        secret: Annotated[str, typer.Option(help="Shared by all sites of the service.")],
+        role: Annotated[str, typer.Option(help="primary or mirror (first start only).")] = "primary",
+        mode: Annotated[str, typer.Option(help="sync or async.")] = "sync",
+        ack_timeout: Annotated[float, typer.Option(help="sync: seconds to wait for a mirror.")] = 5.0,
+        auto_promote_after: Annotated[float, typer.Option(help="Mirror: self-promote after (0=off).")] = 0.0,
+    ) -> None:
+        """Write the [replication] section of DATA/idr.toml."""
+        from idr.core.config import ReplicationConfig
+        from idr.replication.manager import parse_address
+
+        cfg = _config(data)
+        try:
+            for a in (listen, *peer):
+                parse_address(a)
+        except ValueError as e:
+            fail(str(e))
+        if role not in ("primary", "mirror") or mode not in ("sync", "async"):
+            fail("--role is primary or mirror; --mode is sync or async")
+        cfg.replication = ReplicationConfig(
+            listen=listen,
+            peers=list(peer),
+            secret=secret,
+            mode=mode,
+            role=role,
+            ack_timeout=ack_timeout,
+            auto_promote_after=auto_promote_after,
+        )
+        cfg.save()
+        console.print(f"[green]replication[/] {role} ({mode}) on {listen}, peers {', '.join(peer)}")
+
+    @app.command()
+    def promote(data: DataOpt = None, node: NodeOpt = None, secret: SecretOpt = None) -> None:
+        """Make a mirror the primary with a new epoch (a running site, or DATA while it is down)."""
+        address, key = _target(data, node, secret)
+        assert address is not None
+        reply = asyncio.run(_ask(address, key, "promote"))
+        if reply is None:
+            if data is None:
+                fail(f"nothing listens on {address[0]}:{address[1]}")
+            from idr.replication.admin import promote_offline
+
+            last, _ = _offline(data)
+            state = promote_offline(data, last, _config(data).replication.role)
+            out.print(f"promoted (offline): primary, epoch {state.epoch}, from seq {last + 1}")
+            return
+        out.print(f"promoted: {reply['role']}, epoch {reply['epoch']}, last seq {reply['last_seq']}")
+
+    @app.command()
+    def status(data: DataOpt = None, node: NodeOpt = None, secret: SecretOpt = None) -> None:
+        """Role, epoch, log position and replication lag (entries, seconds) of a site."""
+        address, key = _target(data, node, secret)
+        assert address is not None
+        reply = asyncio.run(_ask(address, key, "status"))
+        table = Table(show_header=False)
+        if reply is None:
+            if data is None:
+                fail(f"nothing listens on {address[0]}:{address[1]}")
+            last, state = _offline(data)
+            table.add_row("running", "no")
+            table.add_row("role", state.role if state else "(never started)")
+            table.add_row("epoch", str(state.epoch) if state else "-")
+            table.add_row("last seq", str(last))
+        else:
+            table.add_row("running", f"yes ({address[0]}:{address[1]})")
+            for name in ("role", "epoch", "writable", "mode", "last_seq", "primary_api", "mirrors"):
+                table.add_row(name.replace("_", " "), str(reply.get(name)))
+            table.add_row("lag", f"{reply['lag_entries']} entries, {reply['lag_seconds']:.2f} s")
+        out.print(table)
