@@ -1,46 +1,417 @@
-"""Example identifiers for ``idr demo``: a slice of a Chongqing–Sichuan supply chain."""
+"""The twin-city federation of ``idr demo``: seven nodes in one process, and a supply chain.
+
+Chongqing hosts the national top-level node (primary site) and Chengdu its disaster-recovery
+mirror (一顶一备); a Chongqing automotive secondary node (``88.118``) and a Sichuan
+battery/electronics secondary node (``88.168``) sit below it, each with an enterprise node
+(a Chongqing vehicle maker ``88.118.8``, a Yibin cell plant ``88.168.6``), and a public
+recursive node resolves for clients. A vehicle at the Chongqing enterprise node refers to its
+battery pack, registered through the Sichuan secondary node (``88.168.2``, a pack line with no
+node of its own), which refers to cells at the Yibin enterprise node — three nodes, two
+regions, linked by references. Prefix numbers are illustrative.
+
+The Yibin prefix goes through the real lifecycle: application with a unified social credit
+code, real-name review and approval, filing with the top over HTTPS, delegation to its node.
+
+The same assembly (:func:`start_node`, :class:`Federation`) is what the tests start.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from idr.codec.values import encode_admin
+from idr.core.config import NodeConfig
+from idr.core.federation import FederatedService, FederationSettings, delegation_values, loopback_site
+from idr.core.prefixes import PrefixRegistry
 from idr.core.request import Op, Request
 from idr.core.service import NodeService
-from idr.model.value import HandleValue, ValueReference
+from idr.core.templates import TEMPLATE_INDEX, TEMPLATE_TYPE
+from idr.model.handle import prefix_handle
+from idr.model.site import SiteInfo
+from idr.model.value import PERM_SECRET, AdminPermission, AdminRecord, HandleValue, ValueReference
+from idr.node import Node, open_store
 
-ADMIN = ValueReference("0.NA/88.100", 300)
+if TYPE_CHECKING:
+    from idr.resolver.filing import FilingTarget
 
-EXAMPLES: list[tuple[str, list[tuple[int, str, str]]]] = [
-    (
-        "88.100/VIN-LDC9Z2024CQ000001",
+HOST = "127.0.0.1"
+# Default ports: a block well away from the usual suspects (2641, 8000, 8080, 8443, 5432…);
+# each node gets native = base, HTTP = base + 1, HTTPS = base + 2; busy ones are replaced.
+DEMO_BASE_PORT = 26400
+
+TOP_SECRET = "top-demo-secret"
+
+
+@dataclass
+class RunningNode:
+    """A started node of the federation and what others need to know of it."""
+
+    key: str
+    name: str
+    role: str
+    prefix: str
+    secret: str
+    node: Node
+    site: SiteInfo
+    native: tuple[str, int]
+    http: tuple[str, int]
+    https: tuple[str, int]
+
+    @property
+    def service(self) -> NodeService:
+        return self.node.service
+
+    @property
+    def federated(self) -> FederatedService:
+        assert isinstance(self.node.service, FederatedService)
+        return self.node.service
+
+    @property
+    def admin(self) -> ValueReference:
+        return ValueReference(prefix_handle(self.prefix), 300)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.http[0]}:{self.http[1]}"
+
+    @property
+    def https_url(self) -> str:
+        return f"https://{self.https[0]}:{self.https[1]}"
+
+    @property
+    def cert(self) -> Path:
+        return self.node.config.data_dir / "tls" / "cert.pem"
+
+
+# --------------------------------------------------------------------------- ports
+
+
+def _port_free(port: int, udp_too: bool) -> bool:
+    kinds = [socket.SOCK_STREAM, socket.SOCK_DGRAM] if udp_too else [socket.SOCK_STREAM]
+    for kind in kinds:
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                return False
+    return True
+
+
+def pick_port(preferred: int, *, udp_too: bool = False, taken: set[int] | None = None) -> int:
+    """``preferred`` if free (TCP, and UDP for the native port), else a free ephemeral port."""
+    taken = taken if taken is not None else set()
+    if preferred and preferred not in taken and _port_free(preferred, udp_too):
+        taken.add(preferred)
+        return preferred
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((HOST, 0))
+            port = int(s.getsockname()[1])
+        if port not in taken and _port_free(port, udp_too):
+            taken.add(port)
+            return port
+    raise OSError("no free port found on 127.0.0.1")
+
+
+# --------------------------------------------------------------------------- nodes
+
+
+async def start_node(
+    base: Path,
+    key: str,
+    name: str,
+    role: str,
+    prefix: str,
+    secret: str,
+    *,
+    ports: tuple[int, int, int] = (0, 0, 0),
+    primary: bool = True,
+    taken: set[int] | None = None,
+    service: NodeService | None = None,
+) -> RunningNode:
+    """Initialise (first time) and start one node on 127.0.0.1 with native, HTTP and HTTPS."""
+    from idr.cli.node import init_node
+
+    taken = taken if taken is not None else set()
+    native = pick_port(ports[0], udp_too=True, taken=taken)
+    http = pick_port(ports[1], taken=taken)
+    https = pick_port(ports[2], taken=taken)
+    data = base / key
+    addr = {"https": f"{HOST}:{https}", "http": f"{HOST}:{http}", "native": f"{HOST}:{native}"}
+    if not (data / "idr.toml").exists():
+        init_node(
+            data,
+            prefix,
+            secret=secret,
+            role=role if role != "recursive" else "standalone",
+            https=addr["https"],
+            http=addr["http"],
+            native=addr["native"],
+        )
+    cfg = NodeConfig.load(data)
+    cfg.name = name
+    site = loopback_site(name, native=native, http=http, https=https, primary=primary)
+    if service is None:
+        service = FederatedService(
+            open_store(cfg), role=role, admins=cfg.admins, cache_entries=cfg.limits.cache_entries
+        )
+    service.site_info = site
+    node = Node(cfg, service)
+    try:
+        await node.start(**addr)
+    except BaseException:
+        await node.stop()
+        node.close()
+        raise
+    ls = node.listeners
+    assert ls.native and ls.http and ls.https
+    return RunningNode(key, name, role, prefix, secret, node, site, ls.native, ls.http, ls.https)
+
+
+def publish_prefix(
+    parent: RunningNode,
+    prefix: str,
+    sites: Sequence[SiteInfo],
+    *,
+    admin_secret: str | None = None,
+    derived: bool = False,
+    actor: ValueReference | None = None,
+) -> None:
+    """Write ``0.NA/<prefix>`` at ``parent``: where ``prefix`` lives (HS_SITE; with ``derived``
+    its derived prefix handles too, HS_SITE.PREFIX), and its admin (``300:0.NA/<prefix>``)."""
+    ph = prefix_handle(prefix)
+    values = [
+        HandleValue(100, "HS_ADMIN", encode_admin(AdminRecord(ph, 300, int(AdminPermission.ALL)))),
+        *delegation_values(sites, derived=derived),
+    ]
+    if admin_secret is not None:
+        values.append(HandleValue(300, "HS_SECKEY", admin_secret.encode(), permissions=PERM_SECRET))
+    req = Request(Op.CREATE_HANDLE, ph, values=tuple(values), identity=actor or parent.admin, overwrite=True)
+    resp = parent.service.handle(req)
+    if not resp.ok:
+        raise RuntimeError(f"publishing {ph} at {parent.name}: {resp.code.name} {resp.message}")
+
+
+def register(node: RunningNode, handle: str, values: Sequence[tuple[int, str, str]]) -> None:
+    vals = tuple(HandleValue(i, t, d.encode("utf-8")) for i, t, d in values)
+    prefix = handle.partition("/")[0]
+    identity = ValueReference(prefix_handle(prefix), 300)
+    req = Request(Op.CREATE_HANDLE, handle, values=vals, identity=identity, overwrite=True)
+    resp = node.service.handle(req)
+    if not resp.ok:
+        raise RuntimeError(f"registering {handle} at {node.name}: {resp.code.name} {resp.message}")
+
+
+# --------------------------------------------------------------------------- the federation
+
+
+VEHICLE = "88.118.8/VIN-LS5A3DKE0RA000001"
+PACK = "88.168.2/PACK-2024-YB-000117"
+CELL = "88.168.6/CELL-2024-YB-0001523"
+CELL2 = "88.168.6/CELL-2024-YB-0001524"
+
+YIBIN_USCC = "91511500MA62XB4P3L"  # illustrative; valid check character
+PACK_USCC = "91511500MA64K8Q21C"
+VEHICLE_USCC = "91500000MA5U7AJF01"
+
+
+@dataclass
+class Federation:
+    """The running twin-city federation (stop with :meth:`stop`)."""
+
+    base: Path
+    nodes: dict[str, RunningNode] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def __getitem__(self, key: str) -> RunningNode:
+        return self.nodes[key]
+
+    async def stop(self) -> None:
+        for n in reversed(list(self.nodes.values())):
+            with contextlib.suppress(Exception):
+                await n.node.stop()
+        for n in reversed(list(self.nodes.values())):
+            with contextlib.suppress(Exception):
+                n.node.close()
+        self.nodes.clear()
+
+
+NODES = (
+    # key, name, role, prefix, secret
+    ("top-cq", "Chongqing top-level node (primary)", "top", "0.NA", TOP_SECRET),
+    ("top-cd", "Chengdu top-level node (mirror)", "top", "0.NA", TOP_SECRET),
+    ("sec-cq", "Chongqing automotive secondary node", "secondary", "88.118", "cq-auto-secret"),
+    ("sec-sc", "Sichuan battery & electronics secondary node", "secondary", "88.168", "sc-battery-secret"),
+    ("ent-cq", "Chongqing vehicle maker enterprise node", "enterprise", "88.118.8", "cq-vehicle-secret"),
+    ("ent-yb", "Yibin battery cell plant enterprise node", "enterprise", "88.168.6", "yibin-cell-secret"),
+)
+
+
+async def start_federation(base: Path, *, base_port: int = 0, load: bool = True) -> Federation:
+    """Start the seven nodes; with ``load``, run the Yibin prefix lifecycle and the supply chain.
+
+    ``base_port`` 0 uses ephemeral ports everywhere (tests); the demo asks for its fixed block.
+    """
+    from idr.resolver.recursive import RecursiveResolver, RecursiveService
+    from idr.resolver.transport import NativeTransport
+
+    fed = Federation(base)
+    taken: set[int] = set()
+    try:
+        for i, (key, name, role, prefix, secret) in enumerate(NODES):
+            ports = (
+                (base_port + 10 * i, base_port + 10 * i + 1, base_port + 10 * i + 2)
+                if base_port
+                else (0, 0, 0)
+            )
+            fed.nodes[key] = await start_node(
+                base, key, name, role, prefix, secret, ports=ports, primary=key != "top-cd", taken=taken
+            )
+        top, mirror = fed["top-cq"], fed["top-cd"]
+        root = [top.site, mirror.site]
+        fed.notes.append(
+            "the Chengdu mirror is a second top node loaded with the same delegations "
+            "(no log shipping between them in the demo)"
+        )
+        # The recursive node: nothing of its own, the top's two sites as its root.
+        i = len(NODES)
+        ports = (
+            (base_port + 10 * i, base_port + 10 * i + 1, base_port + 10 * i + 2) if base_port else (0, 0, 0)
+        )
+        rec_data = base / "recursive"
+        rec_data.mkdir(parents=True, exist_ok=True)
+        FederationSettings(root=[f"{HOST}:{top.native[1]}", f"{HOST}:{mirror.native[1]}"]).save(rec_data)
+        from idr.core.config import NodeConfig as _Cfg
+
+        rec_cfg = _Cfg(data_dir=rec_data, role="recursive")
+        rec_service = RecursiveService(open_store(rec_cfg), RecursiveResolver(root, NativeTransport()))
+        fed.nodes["recursive"] = await start_node(
+            base,
+            "recursive",
+            "Public recursive node",
+            "recursive",
+            "0.RECURSIVE",
+            "recursive-demo-secret",
+            ports=ports,
+            taken=taken,
+            service=rec_service,
+        )
+        # Delegation: the top (both sites) knows the two secondaries and hands them their
+        # derived prefix handles; each secondary's admin can authenticate at the top to file.
+        for t in (top, mirror):
+            for sec in (fed["sec-cq"], fed["sec-sc"]):
+                publish_prefix(t, sec.prefix, [sec.site], admin_secret=sec.secret, derived=True)
+        for key in ("sec-cq", "sec-sc", "ent-cq", "ent-yb"):
+            FederationSettings(
+                root=[f"{HOST}:{top.native[1]}", f"{HOST}:{mirror.native[1]}"],
+                top_url=top.https_url,
+                top_identity=str(fed[key].admin) if key.startswith("sec") else "",
+                top_secret=fed[key].secret if key.startswith("sec") else "",
+                top_cafile=str(top.cert),
+            ).save(fed[key].node.config.data_dir)
+        if load:
+            await _lifecycle_and_chain(fed)
+    except BaseException:
+        await fed.stop()
+        raise
+    return fed
+
+
+async def _lifecycle_and_chain(fed: Federation) -> None:
+    from idr.resolver.filing import FilingTarget
+
+    top, sec_cq, sec_sc = fed["top-cq"], fed["sec-cq"], fed["sec-sc"]
+    target = FilingTarget(top.https_url, sec_sc.admin, sec_sc.secret, top.cert)
+    # Yibin cell plant: apply → review → approve → file with the top → delegate to its node.
+    reg_sc = PrefixRegistry(sec_sc.federated, "88.168")
+    yb = reg_sc.apply(
+        enterprise="宜宾动力电池有限公司 (Yibin power battery cells)",
+        uscc=YIBIN_USCC,
+        contact="quality@yibin-cells.example",
+        secret=fed["ent-yb"].secret,
+        requested="88.168.6",
+    )
+    reg_sc.approve(yb.id, sec_sc.admin)
+    await _file(reg_sc, yb.id, target)
+    reg_sc.delegate("88.168.6", [fed["ent-yb"].site], sec_sc.admin)
+    # The pack line has no node: its prefix stays at the Sichuan secondary.
+    pk = reg_sc.apply(
+        enterprise="宜宾电池包装配线 (Yibin battery pack assembly)",
+        uscc=PACK_USCC,
+        contact="packs@yibin-cells.example",
+        secret="yibin-pack-secret",
+        requested="88.168.2",
+    )
+    reg_sc.approve(pk.id, sec_sc.admin, site=sec_sc.site)
+    await _file(reg_sc, pk.id, target)
+    # The Chongqing vehicle maker: approved and filed the same way, delegated to its node.
+    reg_cq = PrefixRegistry(sec_cq.federated, "88.118")
+    vm = reg_cq.apply(
+        enterprise="重庆整车制造 (Chongqing vehicle assembly, Yubei)",
+        uscc=VEHICLE_USCC,
+        contact="trace@cq-vehicles.example",
+        secret=fed["ent-cq"].secret,
+        requested="88.118.8",
+    )
+    reg_cq.approve(vm.id, sec_cq.admin)
+    await _file(reg_cq, vm.id, FilingTarget(top.https_url, sec_cq.admin, sec_cq.secret, top.cert))
+    reg_cq.delegate("88.118.8", [fed["ent-cq"].site], sec_cq.admin)
+    # The supply chain, each identifier at a different node, linked by references.
+    claim = (TEMPLATE_INDEX, TEMPLATE_TYPE)
+    for cell in (CELL, CELL2):
+        register(
+            fed["ent-yb"],
+            cell,
+            [
+                (1, "URL", f"https://yibin-cells.example/cells/{cell.partition('/')[2]}"),
+                (2, "manufacturer", "宜宾动力电池有限公司"),
+                (3, "model", "LFP-280Ah-prismatic"),
+                (4, "chemistry", "LFP"),
+                (5, "capacity_ah", "280"),
+                (6, "production_date", "2024-07-18"),
+                (7, "batch", "YB-2024-07-B03"),
+                (*claim, "battery-cell@1"),
+            ],
+        )
+    register(
+        sec_sc,
+        PACK,
         [
-            (1, "URL", "https://example.org/vehicles/LDC9Z2024CQ000001"),
-            (2, "DESC", "Electric SUV assembled in Chongqing, 2024"),
-            (3, "BATTERY_PACK", "88.100/PACK-2024-000001"),
+            (1, "URL", "https://yibin-cells.example/packs/2024-YB-000117"),
+            (2, "manufacturer", "宜宾电池包装配线"),
+            (3, "model", "CTP-75kWh"),
+            (4, "energy_kwh", "75"),
+            (5, "cell_count", "96"),
+            (6, "cell", CELL),
+            (7, "cell", CELL2),
+            (8, "production_date", "2024-07-25"),
+            (*claim, "battery-pack@1"),
         ],
-    ),
-    (
-        "88.100/PACK-2024-000001",
+    )
+    register(
+        fed["ent-cq"],
+        VEHICLE,
         [
-            (1, "URL", "https://example.org/packs/2024-000001"),
-            (2, "DESC", "Battery pack, 96 cells, 75 kWh"),
-            (3, "CELL", "88.100/BAT-2024-000001"),
+            (1, "URL", "https://cq-vehicles.example/vehicles/LS5A3DKE0RA000001"),
+            (2, "vin", "LS5A3DKE0RA000001"),
+            (3, "model", "Deepal SUV (illustrative)"),
+            (4, "production_date", "2024-08-02"),
+            (5, "battery_pack", PACK),
+            (*claim, "vehicle@1"),
         ],
-    ),
-    (
-        "88.100/BAT-2024-000001",
-        [
-            (1, "URL", "https://example.org/cells/BAT-2024-000001"),
-            (2, "DESC", "LFP cell made in Yibin, Sichuan; batch 2024-07"),
-            (3, "EMAIL", "quality@example.org"),
-        ],
-    ),
-]
+    )
 
 
-def load_examples(service: NodeService) -> list[str]:
-    """Create the examples (again, if they exist) and return their handles."""
-    for handle, values in EXAMPLES:
-        vals = tuple(HandleValue(i, t, d.encode("utf-8")) for i, t, d in values)
-        r = service.handle(Request(Op.CREATE_HANDLE, handle, values=vals, identity=ADMIN, overwrite=True))
-        if not r.ok:
-            raise RuntimeError(f"demo data: {handle}: {r.message}")
-    return [h for h, _ in EXAMPLES]
+async def _file(reg: PrefixRegistry, app_id: str, target: FilingTarget) -> None:
+    from idr.resolver.filing import file_prefix
+
+    if not await file_prefix(reg, app_id, target):
+        raise RuntimeError(f"filing {reg.get(app_id).prefix} failed: {reg.get(app_id).filing_error}")
+
+
+__all__ = ["CELL", "PACK", "VEHICLE", "Federation", "RunningNode", "start_federation", "start_node"]

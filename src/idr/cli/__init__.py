@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from idr.cli import client as _client
+from idr.cli import federation as _federation
 from idr.cli import node as _node
 from idr.cli import replication as _replication
 
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 _node.register(app)
 _client.register(app)
+_federation.register(app)
 _replication.register(app)
 
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -169,34 +166,16 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def demo(
-        data: Annotated[Path | None, typer.Option(help="Keep the demo node here.")] = None,
-        https: Annotated[str, typer.Option(help="HTTPS address.")] = "127.0.0.1:8443",
-        http: Annotated[str, typer.Option(help="HTTP address.")] = "127.0.0.1:8000",
-        native: Annotated[str, typer.Option(help="Handle protocol address.")] = "127.0.0.1:2641",
+        data: Annotated[Path | None, typer.Option(help="Keep the federation's data here.")] = None,
+        base_port: Annotated[int, typer.Option(help="First port of the block (0 = any free ports).")] = 26400,
         seconds: Annotated[float, typer.Option(help="Stop after this long (0 = until Ctrl-C).")] = 0,
     ) -> None:
-        """Start a node with example identifiers and print how to resolve them."""
-        from idr.demo import load_examples
+        """Start the twin-city federation on 127.0.0.1 — top node (Chongqing + Chengdu mirror), two
+        secondary nodes, two enterprise nodes, a recursive node — with a supply chain, and print
+        what to try."""
+        from idr.cli.federation import run_demo
 
-        tmp = None
-        if data is None:
-            tmp = Path(tempfile.mkdtemp(prefix="idr-demo-"))
-            data = tmp
-        try:
-            if not (data / "idr.toml").exists():
-                init_node(data, "88.100", secret="demo-secret", https=https, http=http, native=native)
-            cfg = _load(data)
-            node = Node(cfg)
-            try:
-                handles = load_examples(node.service)
-                run_async(_demo(node, handles, https=https, http=http, native=native, seconds=seconds))
-            finally:
-                node.close()
-        except (ConfigError, HandleError, AddressError, OSError) as e:
-            fail(str(e))
-        finally:
-            if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
+        run_demo(data, base_port, seconds)
 
 
 def _load(data: Path) -> NodeConfig:
@@ -228,34 +207,3 @@ def _print_listeners(node: Node) -> None:
     if ls.native:
         table.add_row("Handle protocol", f"udp+tcp {ls.native[0]}:{ls.native[1]}")
     console.print(table)
-
-
-async def _demo(node: Node, handles: list[str], *, seconds: float, **addresses: str | None) -> None:
-    try:
-        await node.start(**addresses)
-    except (OSError, AddressError) as e:
-        fail(f"cannot listen: {e}")
-    _print_listeners(node)
-    ls = node.listeners
-    first = handles[0]
-    console.print("\n[bold]Try:[/]")
-    if ls.http:
-        base = f"http://{ls.http[0]}:{ls.http[1]}"
-        console.print(f"  curl {base}/api/handles/{first}")
-        console.print(f"  curl -i {base}/{first}            [dim]# proxy redirect to its URL[/]")
-    if ls.https:
-        base = f"https://{ls.https[0]}:{ls.https[1]}"
-        console.print(
-            f"  curl -k -u '300%3A0.NA/88.100:demo-secret' -X PUT -H 'Content-Type: application/json' \\\n"
-            f'       -d \'{{"values":[{{"index":1,"type":"URL","data":"https://example.org"}}]}}\' '
-            f"{base}/api/handles/88.100/my-first"
-        )
-    if ls.native:
-        console.print(f"  idr resolve {first} --server {ls.native[0]}:{ls.native[1]}")
-    console.print(f"\nexample identifiers: {', '.join(handles)}")
-    with contextlib.suppress(asyncio.CancelledError):
-        if seconds > 0:
-            await asyncio.sleep(seconds)
-        else:
-            await asyncio.Event().wait()
-    await node.stop()

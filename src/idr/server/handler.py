@@ -99,7 +99,8 @@ class NativeHandler:
             if msg.opcode in (OpCode.SESSION_SETUP, OpCode.SESSION_EXCHANGEKEY, OpCode.SESSION_TERMINATE):
                 text = "sessions are not supported: authenticate each request by challenge"
             return self._one(self.answers.error(msg, ResponseCode.OPERATION_NOT_SUPPORTED, text), keep)
-        if req.op in WRITE_OPS:
+        # A recursive node's reads go to the network too (idr.resolver.recursive.RecursiveService).
+        if req.op in WRITE_OPS or getattr(self.service, "resolves_remotely", False):
             return self._write(msg, req, peer, keep)
         resp = self.service.handle(req)
         if resp.code == ResponseCode.AUTHENTICATION_NEEDED:

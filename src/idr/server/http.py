@@ -629,6 +629,9 @@ def make_http_app(
     service.add_listener(cache.invalidate)
     for path, handler in (*routes, *API_ROUTES):
         app.router.add_route("*", path, handler)
+    from idr.server.federation import add_federation_routes  # imports this module: late
+
+    add_federation_routes(app, service)
     return app
 
 

@@ -1,0 +1,340 @@
+"""Federation in the core: who serves a prefix, and the referral a node gives when it is not it.
+
+Delegation uses the Handle System's own records (RFC 3651 §3.2.2, Handle.Net's GHR/LHS
+model), stored at the *parent*:
+
+* ``0.NA/<P>`` with ``HS_SITE`` / ``HS_SITE.6`` / ``HS_SERV`` values says which service
+  serves handles ``P/…``. The top node holds these for secondary prefixes (it homes ``0.NA``);
+  a secondary node holds them for the enterprise prefixes it delegates to enterprise nodes.
+* ``0.NA/<P>`` with ``HS_SITE.PREFIX`` / ``HS_SERV.PREFIX`` says which service holds the
+  *derived* prefix handles ``0.NA/P.…`` (how the top hands ``0.NA/88.118.8`` to the
+  ``88.118`` secondary).
+
+A node answers for what it homes. For anything else it finds the nearest record above and
+answers the Handle way: ``302 SERVICE_REFERRAL`` with the ``HS_SITE``/``HS_SERV`` values of
+``0.NA/<P>``, ``303 PREFIX_REFERRAL`` with the ``.PREFIX`` values of an ancestor, or ``301``
+(not responsible) when it knows nothing. Handle.Net clients follow 302/303 (reference notes
+§1.9 step 6); idr's recursive resolver does too. Nothing here opens a socket.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from idr.codec.site import decode_site, encode_site
+from idr.core.request import Request, Response
+from idr.core.service import HOMED_PREFIX, NodeService
+from idr.model.errors import HandleError, ResponseCode
+from idr.model.handle import NA_PREFIX, Handle, normalize_key, prefix_handle
+from idr.model.site import (
+    InterfaceType,
+    ServerInfo,
+    ServerInterface,
+    SiteInfo,
+    TransportProtocol,
+)
+from idr.model.value import AdminPermission, HandleRecord, HandleValue, ValueReference
+from idr.store.base import Store, Write
+
+ROLES_AUTHORITATIVE = ("standalone", "top", "secondary", "enterprise")
+SITE_TYPES = ("HS_SITE", "HS_SITE.6")
+SERVICE_TYPES = (*SITE_TYPES, "HS_SERV")
+PREFIX_SERVICE_TYPES = ("HS_SITE.PREFIX", "HS_SERV.PREFIX")
+SITE_TTL = 3600  # how long resolvers may keep where a prefix lives
+FEDERATION_FILE = "federation.toml"
+
+
+def ancestors(prefix: str) -> list[str]:
+    """``88.118.8`` → ``["88.118.8", "88.118", "88"]``: the prefix and each parent, nearest first."""
+    parts = prefix.split(".")
+    return [".".join(parts[:n]) for n in range(len(parts), 0, -1)]
+
+
+def site_values(record: HandleRecord, types: Sequence[str]) -> tuple[HandleValue, ...]:
+    """The values of ``record`` whose type is one of ``types`` (exactly, case-insensitively)."""
+    wanted = {t.upper() for t in types}
+    return tuple(v for v in record.values if v.type.upper() in wanted)
+
+
+def sites_of(values: Iterable[HandleValue]) -> list[SiteInfo]:
+    """Decoded sites of HS_SITE-like values, primaries first (clients prefer them, RFC 3652 §3.3)."""
+    out: list[SiteInfo] = []
+    for v in values:
+        if v.type.upper().startswith("HS_SITE"):
+            try:
+                out.append(decode_site(v.data))
+            except Exception:  # a malformed site is skipped, as Handle.Net's resolver does
+                continue
+    return sorted(out, key=lambda s: not s.primary)
+
+
+def loopback_site(
+    name: str,
+    *,
+    native: int | None = None,
+    http: int | None = None,
+    https: int | None = None,
+    host: str = "127.0.0.1",
+    primary: bool = True,
+    serial: int = 1,
+) -> SiteInfo:
+    """A one-server site at ``host`` with the interfaces a node listens on; ``desc`` names it."""
+    import ipaddress
+
+    ifaces: list[ServerInterface] = []
+    if native:
+        ifaces.append(ServerInterface(InterfaceType.ADMIN_AND_QUERY, TransportProtocol.UDP, native))
+        ifaces.append(ServerInterface(InterfaceType.ADMIN_AND_QUERY, TransportProtocol.TCP, native))
+    if http:
+        ifaces.append(ServerInterface(InterfaceType.QUERY, TransportProtocol.HTTP, http))
+    if https:
+        ifaces.append(ServerInterface(InterfaceType.ADMIN_AND_QUERY, TransportProtocol.HTTPS, https))
+    packed = ipaddress.ip_address(host).packed
+    addr = bytes(16 - len(packed)) + packed  # IPv4 right-aligned in 16 bytes, as on the wire
+    server = ServerInfo(1, addr, b"", tuple(ifaces))
+    return SiteInfo(serial=serial, primary=primary, attributes=(("desc", name),), servers=(server,))
+
+
+def site_value(index: int, site: SiteInfo, type_: str = "HS_SITE", ttl: int = SITE_TTL) -> HandleValue:
+    return HandleValue(index, type_, encode_site(site), ttl=ttl)
+
+
+def delegation_values(
+    sites: Sequence[SiteInfo], *, derived: bool = False, first_index: int = 1
+) -> list[HandleValue]:
+    """HS_SITE values for ``sites`` (indexes ``first_index…``); with ``derived``, the same sites
+    again as HS_SITE.PREFIX (indexes ``first_index+50…``) so derived prefix handles go there too."""
+    out = [site_value(first_index + i, s) for i, s in enumerate(sites)]
+    if derived:
+        out += [site_value(first_index + 50 + i, s, "HS_SITE.PREFIX") for i, s in enumerate(sites)]
+    return out
+
+
+def site_name(site: SiteInfo) -> str:
+    """``desc`` of a site, else its first server's address: how traces and reports name it."""
+    desc = site.attribute("desc")
+    if desc:
+        return desc
+    return site.servers[0].host if site.servers else "?"
+
+
+class FederatedService(NodeService):
+    """A top, secondary or enterprise node: a ``NodeService`` that refers for what it delegates.
+
+    Also the place where registrations that claim an identifier data template are checked
+    (a secondary's business; any role may carry templates).
+    """
+
+    def __init__(self, store: Store, *, role: str = "standalone", **kwargs: Any) -> None:
+        super().__init__(store, **kwargs)
+        self.role = role
+        from idr.core.templates import TemplateRegistry
+
+        self.templates = TemplateRegistry.builtin()
+        # What the assembler attaches for the HTTP routes (filing target, verifier…): opaque here.
+        self.context: object | None = None
+
+    # ------------------------------------------------------------- responsibility
+
+    def is_responsible(self, h: Handle) -> bool:
+        """Also the prefix handles of prefixes *derived* from a homed one: the parent serves
+        ``0.NA/88.118.8`` (it delegates or hosts it), whoever serves ``88.118.8/…``."""
+        if super().is_responsible(h):
+            return True
+        if not h.is_prefix_handle:
+            return False
+        homed = self._homed
+        return any(normalize_key(a) in homed for a in ancestors(h.suffix)[1:])
+
+    def may(self, identity: ValueReference, record: HandleRecord | None, perm: AdminPermission) -> bool:
+        """Whether ``identity`` holds ``perm`` on ``record`` (or is an admin of this server)."""
+        return self._allowed(identity, record, perm)
+
+    def serves_prefix(self, prefix: str) -> bool:
+        return normalize_key(prefix) in self._homed
+
+    # ------------------------------------------------------------- referrals
+
+    def referral_for(self, h: Handle) -> Response | None:
+        """The referral this node gives for ``h``, or None when it answers ``h`` itself."""
+        if h.is_prefix_handle:
+            target = h.suffix
+            if self._load(h.key) is not None:
+                return None
+            chain = ancestors(target)[1:]
+        else:
+            target = h.prefix
+            if self.serves_prefix(target):
+                return None
+            chain = ancestors(target)
+        for a in chain:
+            if self.serves_prefix(a):
+                return None  # a prefix homed here: the answer (or its absence) is ours
+            rec = self._load(normalize_key(prefix_handle(a)))
+            if rec is None:
+                continue
+            if a == target and not h.is_prefix_handle:
+                values = site_values(rec, SERVICE_TYPES)
+                if values:
+                    return Response(
+                        ResponseCode.SERVICE_REFERRAL, str(h), values, message=f"{a} is served elsewhere"
+                    )
+            values = site_values(rec, PREFIX_SERVICE_TYPES)
+            if values:
+                return Response(
+                    ResponseCode.PREFIX_REFERRAL,
+                    str(h),
+                    values,
+                    message=f"prefixes under {a} are served elsewhere",
+                )
+            if a == target:
+                return None
+        return None
+
+    def resolve(self, req: Request) -> Response:
+        h = Handle.parse(req.handle)
+        referral = self.referral_for(h)
+        if referral is not None:
+            self.counters["resolutions"] += 1
+            return referral
+        return super().resolve(req)
+
+    # ------------------------------------------------------------- templates on writes
+
+    def create(self, req: Request) -> Response:
+        self._check_template(req.handle, req.values)
+        return super().create(req)
+
+    def add_values(self, req: Request) -> Response:
+        self._check_merged(req)
+        return super().add_values(req)
+
+    def modify_values(self, req: Request) -> Response:
+        self._check_merged(req)
+        return super().modify_values(req)
+
+    def _check_merged(self, req: Request) -> None:
+        try:
+            h = Handle.parse(req.handle)
+        except HandleError:
+            return  # the normal path reports it
+        rec = self._load(h.key)
+        merged = {v.index: v for v in (rec.values if rec else ())}
+        merged.update({v.index: v for v in req.values})
+        self._check_template(req.handle, list(merged.values()))
+
+    def _check_template(self, handle: str, values: Sequence[HandleValue]) -> None:
+        errors = self.templates.check(values)
+        if errors is not None:
+            raise HandleError(ResponseCode.INVALID_VALUE, errors.message(handle))
+
+    # ------------------------------------------------------------- internal writes
+
+    def commit_internal(
+        self, op: str, actor: ValueReference | None, records: Sequence[tuple[str, HandleRecord | None]]
+    ) -> int:
+        """Write records (applications, filings, prefix handles, homing) as one logged
+        transaction, through the same single-writer lock, write gate and cache as requests."""
+        if self.write_gate is not None:
+            self.write_gate()
+        writes = [Write(normalize_key(k), r) for k, r in records]
+        with self._write_lock:
+            seq = self._commit(op, actor, writes)
+        if any(w.key.startswith(HOMED_PREFIX + "/") for w in writes):
+            self.reload_homed()
+        return seq
+
+    def load(self, handle: str) -> HandleRecord | None:
+        """A record by handle (internal ones too), from the cache or the store."""
+        return self._load(normalize_key(handle))
+
+
+# ----------------------------------------------------------------- per-node federation settings
+
+
+@dataclass
+class FederationSettings:
+    """What a node knows of the federation beyond its own data (``<data>/federation.toml``).
+
+    ``root``: the top service's native addresses (``host:port``, primary first) for recursive
+    resolution and verification. ``top_url``/``top_identity``/``top_secret``/``top_cafile``:
+    how a secondary files prefixes with the top (HTTPS, Basic auth, pinned certificate).
+    """
+
+    root: list[str]
+    top_url: str = ""
+    top_identity: str = ""
+    top_secret: str = ""
+    top_cafile: str = ""
+
+    @classmethod
+    def load(cls, data_dir: Path) -> FederationSettings:
+        import tomllib
+
+        path = Path(data_dir) / FEDERATION_FILE
+        if not path.is_file():
+            return cls(root=[])
+        raw = tomllib.loads(path.read_text("utf-8")).get("federation", {})
+        return cls(
+            root=[str(a) for a in raw.get("root", [])],
+            top_url=str(raw.get("top_url", "")),
+            top_identity=str(raw.get("top_identity", "")),
+            top_secret=str(raw.get("top_secret", "")),
+            top_cafile=str(raw.get("top_cafile", "")),
+        )
+
+    def save(self, data_dir: Path) -> None:
+        import os
+
+        import tomli_w
+
+        path = Path(data_dir) / FEDERATION_FILE
+        doc = {"federation": {k: v for k, v in self.__dict__.items() if v}}
+        tmp = path.with_suffix(".tmp")
+        # It may hold the secret the node files with: created private, never world-readable.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(tomli_w.dumps(doc))
+        tmp.replace(path)
+
+
+def make_service(role: str, store: Store, **kwargs: Any) -> NodeService:
+    """The core service for a role: authoritative roles refer for what they delegate."""
+    if role in ROLES_AUTHORITATIVE:
+        return FederatedService(store, role=role, **kwargs)
+    raise ValueError(f"role {role!r} has no authoritative service (a recursive node uses the resolver)")
+
+
+def json_value(index: int, type_: str, obj: object, *, permissions: int | None = None) -> HandleValue:
+    """A value whose data is compact JSON (applications, filings, templates)."""
+    data = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    if permissions is None:
+        return HandleValue(index, type_, data)
+    return HandleValue(index, type_, data, permissions=permissions)
+
+
+def json_of(record: HandleRecord | None, type_: str) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    for v in record.values:
+        if v.type.upper() == type_.upper():
+            obj = json.loads(v.data.decode("utf-8"))
+            return obj if isinstance(obj, dict) else None
+    return None
+
+
+__all__ = [
+    "NA_PREFIX",
+    "FederatedService",
+    "FederationSettings",
+    "ancestors",
+    "delegation_values",
+    "loopback_site",
+    "make_service",
+    "site_name",
+    "sites_of",
+]

@@ -1,0 +1,572 @@
+"""Recursive resolution: walk top → secondary → enterprise for a client, with caches and limits.
+
+How a handle ``P/S`` is resolved (RFC 3652 §3.3, the reference notes §1.9):
+
+1. Locate the service of ``P``: ask the top (root) service for ``0.NA/P``. The top answers it,
+   or refers (``303 PREFIX_REFERRAL``: ``0.NA/88.118`` says its derived prefix handles live
+   at the ``88.118`` secondary), and the question goes there; ``HS_SITE`` values of the
+   answer are the service of ``P``; ``HS_SERV`` names a service handle resolved the same way;
+   no site values means the service that answered serves ``P`` itself.
+2. Ask that service for ``P/S``, following ``302``/``303`` referrals (a secondary delegating
+   to an enterprise node).
+3. In each site the server is chosen by the hash of the handle (``SiteInfo.server_for``);
+   sites are tried primaries first, and a site that does not answer within a short timeout is
+   skipped for the next (a mirror).
+
+Answers are cached for their TTL (the smallest of the values'), services for the TTL of
+their ``HS_SITE`` values, and negative answers (not found) for a bounded time; both caches
+are bounded LRU maps. Every request has a budget — referrals, queries, distinct servers,
+``HS_SERV`` depth and a deadline — so a delegation loop or a hostile referral chain costs a
+bounded amount of work and ends with ``RECURSION_COUNT_TOO_HIGH`` and a message naming the
+loop. Identical lookups in flight at once share one walk (no amplification by a burst).
+The network is behind :class:`Transport`; ``idr.resolver.transport`` speaks the Handle protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from idr.core.federation import site_name, sites_of
+from idr.core.request import Op, Request, Response
+from idr.core.service import NodeService
+from idr.core.templates import TEMPLATE_TYPE
+from idr.model.errors import HandleError, ResponseCode
+from idr.model.handle import Handle, normalize_key, prefix_handle
+from idr.model.site import ServerInfo, SiteInfo, TransportProtocol
+from idr.model.value import HandleValue, TtlType
+from idr.store.base import Store
+
+REFERRALS = (ResponseCode.SERVICE_REFERRAL, ResponseCode.PREFIX_REFERRAL)
+NEGATIVE = (ResponseCode.HANDLE_NOT_FOUND, ResponseCode.VALUES_NOT_FOUND)
+# Codes after which another site may still answer (busy, read-only mirror asked for…).
+TRY_NEXT = (ResponseCode.SERVER_TOO_BUSY, ResponseCode.ERROR, ResponseCode.OUT_OF_DATE_SITE_INFO)
+
+
+class Transport(Protocol):
+    """Sends one request to one server and returns its answer (raises on no answer)."""
+
+    async def query(self, server: ServerInfo, request: Request, timeout: float) -> Response: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request bounds (a resolution never does more than this) and cache bounds."""
+
+    max_referrals: int = 8
+    max_queries: int = 16
+    max_servers: int = 8
+    max_service_depth: int = 3  # HS_SERV indirections
+    timeout: float = 0.7  # one query; short, so a dead primary costs little before the mirror
+    deadline: float = 5.0  # the whole resolution
+    negative_ttl: float = 30.0
+    max_ttl: float = 86400.0
+    cache_entries: int = 100_000
+
+
+@dataclass
+class Hop:
+    """One step of a resolution, for ``--trace``: who was asked what, the answer, how long."""
+
+    node: str
+    server: str
+    handle: str
+    code: int
+    ms: float
+    cached: bool = False
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        code = self.code
+        name = ResponseCode(code).name if code in ResponseCode._value2member_map_ else str(code)
+        return {
+            "node": self.node,
+            "server": self.server,
+            "handle": self.handle,
+            "code": code,
+            "status": name,
+            "ms": round(self.ms, 3),
+            "cached": self.cached,
+            "note": self.note,
+        }
+
+
+@dataclass
+class Resolution:
+    handle: str
+    response: Response
+    hops: list[Hop] = field(default_factory=list)
+    cached: bool = False
+
+
+class ResolutionFailed(Exception):
+    def __init__(self, code: ResponseCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class TtlCache(Generic[V]):
+    """A bounded LRU map whose entries expire at a time of the injected clock."""
+
+    def __init__(self, capacity: int, clock: Callable[[], float]) -> None:
+        self.capacity = capacity
+        self.clock = clock
+        self._data: OrderedDict[str, tuple[float, V]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+        self.on_drop: Callable[[str], None] | None = None
+
+    def get(self, key: str) -> V | None:
+        item = self._data.get(key)
+        if item is None:
+            self.misses += 1
+            return None
+        expires, value = item
+        if expires <= self.clock():
+            self._drop(key)
+            self.misses += 1
+            return None
+        self._data.move_to_end(key)
+        self.hits += 1
+        return value
+
+    def put(self, key: str, value: V, ttl: float) -> None:
+        if ttl <= 0 or self.capacity <= 0:
+            return
+        self._data[key] = (self.clock() + ttl, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.capacity:
+            self._drop(next(iter(self._data)))
+
+    def sweep(self, limit: int = 10_000) -> int:
+        """Drop up to ``limit`` expired entries; returns how many."""
+        now = self.clock()
+        dead = [k for k, (exp, _) in self._data.items() if exp <= now][:limit]
+        for k in dead:
+            self._drop(k)
+        return len(dead)
+
+    def _drop(self, key: str) -> None:
+        self._data.pop(key, None)
+        if self.on_drop is not None:
+            self.on_drop(key)
+
+    def clear(self) -> None:
+        for k in list(self._data):
+            self._drop(k)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class _Budget:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.queries = 0
+        self.referrals = 0
+        self.servers: set[tuple[str, int]] = set()
+        self.hops: list[Hop] = []
+
+    def charge(self, addr: tuple[str, int]) -> None:
+        self.queries += 1
+        self.servers.add(addr)
+        if self.queries > self.limits.max_queries:
+            raise ResolutionFailed(
+                ResponseCode.RECURSION_COUNT_TOO_HIGH, f"gave up after {self.limits.max_queries} queries"
+            )
+        if len(self.servers) > self.limits.max_servers:
+            raise ResolutionFailed(
+                ResponseCode.RECURSION_COUNT_TOO_HIGH,
+                f"gave up: more than {self.limits.max_servers} distinct servers for one resolution",
+            )
+
+
+def server_address(server: ServerInfo) -> tuple[str, int]:
+    """Where to send a query: the server's native (UDP/TCP) port, else its HTTP(S) port."""
+    for proto in (
+        TransportProtocol.UDP,
+        TransportProtocol.TCP,
+        TransportProtocol.HTTP,
+        TransportProtocol.HTTPS,
+    ):
+        port = server.port_for(proto)
+        if port:
+            return server.host, port
+    raise ResolutionFailed(
+        ResponseCode.ERROR, f"server {server.server_id} at {server.host} has no usable interface"
+    )
+
+
+def _site_key(site: SiteInfo) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted(server_address(s) for s in site.servers))
+
+
+def answer_ttl(values: Sequence[HandleValue], now: float, limits: Limits) -> float:
+    """How long an answer may be reused: the shortest TTL among its values, capped."""
+    ttl = limits.max_ttl
+    for v in values:
+        t = float(v.ttl) - now if v.ttl_type == TtlType.ABSOLUTE else float(v.ttl)
+        ttl = min(ttl, max(t, 0.0))
+    return ttl
+
+
+class RecursiveResolver:
+    """The recursion engine of a recursive node (and of ``idr`` clients in recursive mode)."""
+
+    def __init__(
+        self,
+        root: Sequence[SiteInfo],
+        transport: Transport,
+        *,
+        limits: Limits | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not root:
+            raise ValueError("a recursive resolver needs the top service's site(s)")
+        self.root = sorted(root, key=lambda s: not s.primary)
+        self.transport = transport
+        self.limits = limits or Limits()
+        self.clock = clock
+        self.answers: TtlCache[Response] = TtlCache(self.limits.cache_entries, clock)
+        self.services: TtlCache[list[SiteInfo]] = TtlCache(self.limits.cache_entries // 10, clock)
+        self._inflight: dict[str, asyncio.Future[Resolution]] = {}
+        self.counters = {"resolutions": 0, "cache_hits": 0, "queries": 0, "failures": 0}
+
+    # ------------------------------------------------------------------ entry
+
+    async def resolve(self, handle: str) -> Resolution:
+        """The whole public record of ``handle`` (or why not), with every hop taken."""
+        h = Handle.parse(handle)
+        self.counters["resolutions"] += 1
+        key = h.key
+        hit = self.answers.get(key)
+        if hit is not None:
+            self.counters["cache_hits"] += 1
+            return Resolution(handle, hit, [Hop("cache", "", handle, int(hit.code), 0.0, cached=True)], True)
+        pending = self._inflight.get(key)
+        if pending is not None:
+            shared = await asyncio.shield(pending)
+            hops = [Hop("in flight", "", handle, int(shared.response.code), 0.0, True, "shared lookup")]
+            return Resolution(handle, shared.response, hops, True)
+        fut: asyncio.Future[Resolution] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            res = await self._resolve_fresh(h)
+            fut.set_result(res)
+            return res
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()  # retrieved: a waiter-less failure must not warn
+            raise
+        finally:
+            self._inflight.pop(key, None)
+
+    async def _resolve_fresh(self, h: Handle) -> Resolution:
+        budget = _Budget(self.limits)
+        try:
+            resp = await asyncio.wait_for(self._walk(h, budget), self.limits.deadline)
+        except ResolutionFailed as e:
+            self.counters["failures"] += 1
+            resp = Response(e.code, str(h), message=e.message)
+        except TimeoutError:
+            self.counters["failures"] += 1
+            resp = Response(
+                ResponseCode.ERROR, str(h), message=f"no answer within {self.limits.deadline:g} s"
+            )
+        self.counters["queries"] += budget.queries
+        if resp.ok:
+            self.answers.put(h.key, resp, answer_ttl(resp.values, self.clock(), self.limits))
+        elif resp.code in NEGATIVE:
+            self.answers.put(h.key, resp, self.limits.negative_ttl)
+        return Resolution(str(h), resp, budget.hops)
+
+    # ------------------------------------------------------------------ the walk
+
+    async def _walk(self, h: Handle, budget: _Budget) -> Response:
+        if h.is_prefix_handle:
+            resp, _ = await self._ask_following(self.root, str(h), budget)
+            return resp
+        try:
+            sites = await self._service_for(h.prefix, budget, 0)
+        except ResolutionFailed as e:
+            if e.code in NEGATIVE:
+                raise ResolutionFailed(
+                    ResponseCode.HANDLE_NOT_FOUND, f"prefix {h.prefix} is not known"
+                ) from e
+            raise
+        resp, _ = await self._ask_following(sites, str(h), budget)
+        return resp
+
+    async def _service_for(self, prefix: str, budget: _Budget, depth: int) -> list[SiteInfo]:
+        """The sites serving handles under ``prefix`` (cached by the TTL of its HS_SITE values)."""
+        key = normalize_key(prefix)
+        cached = self.services.get(key)
+        if cached is not None:
+            budget.hops.append(
+                Hop(site_name(cached[0]), "", prefix_handle(prefix), 1, 0.0, True, "service of prefix")
+            )
+            return cached
+        resp, answered_by = await self._ask_following(self.root, prefix_handle(prefix), budget)
+        if not resp.ok:
+            raise ResolutionFailed(resp.code, resp.message or f"{prefix_handle(prefix)}: {resp.code.name}")
+        sites, ttl = await self._sites_in(resp.values, budget, depth)
+        if not sites:
+            sites, ttl = [answered_by], self.limits.max_ttl
+        self.services.put(key, sites, ttl)
+        return sites
+
+    async def _sites_in(
+        self, values: Sequence[HandleValue], budget: _Budget, depth: int
+    ) -> tuple[list[SiteInfo], float]:
+        """Sites named by HS_SITE values, or by the service handle of an HS_SERV value."""
+        site_vals = [v for v in values if v.type.upper() in ("HS_SITE", "HS_SITE.6", "HS_SITE.PREFIX")]
+        ttl = answer_ttl(site_vals, self.clock(), self.limits) if site_vals else self.limits.max_ttl
+        sites = sites_of(site_vals)
+        if sites:
+            return sites, ttl
+        serv = next((v for v in values if v.type.upper() in ("HS_SERV", "HS_SERV.PREFIX")), None)
+        if serv is None:
+            return [], ttl
+        if depth >= self.limits.max_service_depth:
+            raise ResolutionFailed(ResponseCode.RECURSION_COUNT_TOO_HIGH, "too many HS_SERV indirections")
+        service_handle = Handle.parse(serv.data.decode("utf-8", "replace"))
+        sites = await self._service_for(service_handle.prefix, budget, depth + 1)
+        resp, _ = await self._ask_following(sites, str(service_handle), budget)
+        if not resp.ok:
+            raise ResolutionFailed(resp.code, f"service handle {service_handle}: {resp.message}")
+        found, ttl2 = await self._sites_in(resp.values, budget, depth + 1)
+        return found, min(ttl, ttl2)
+
+    async def _ask_following(
+        self, sites: list[SiteInfo], handle: str, budget: _Budget
+    ) -> tuple[Response, SiteInfo]:
+        """Ask ``sites`` for ``handle``, following referrals; never the same site twice for it."""
+        asked: list[SiteInfo] = []
+        current = sites
+        for _ in range(self.limits.max_referrals + 1):
+            resp, site = await self._ask_sites(current, handle, budget)
+            asked.append(site)
+            if resp.code not in REFERRALS:
+                return resp, site
+            budget.referrals += 1
+            if budget.referrals > self.limits.max_referrals:
+                break
+            nxt, _ = await self._sites_in(resp.values, budget, 0)
+            if not nxt:
+                raise ResolutionFailed(ResponseCode.ERROR, f"{site_name(site)} referred {handle} nowhere")
+            seen = {_site_key(s) for s in asked}
+            if all(_site_key(s) in seen for s in nxt):
+                path = " → ".join(site_name(s) for s in [*asked, nxt[0]])
+                raise ResolutionFailed(
+                    ResponseCode.RECURSION_COUNT_TOO_HIGH, f"referral loop for {handle}: {path}"
+                )
+            current = [s for s in nxt if _site_key(s) not in seen]
+        raise ResolutionFailed(
+            ResponseCode.RECURSION_COUNT_TOO_HIGH,
+            f"more than {self.limits.max_referrals} referrals for {handle}",
+        )
+
+    async def _ask_sites(
+        self, sites: list[SiteInfo], handle: str, budget: _Budget
+    ) -> tuple[Response, SiteInfo]:
+        """Primary first; on no answer (or busy) the next site — a mirror — is asked."""
+        failures: list[str] = []
+        last: tuple[Response, SiteInfo] | None = None
+        for site in sorted(sites, key=lambda s: not s.primary):
+            if not site.servers:
+                continue
+            server = site.server_for(handle)
+            addr = server_address(server)
+            budget.charge(addr)
+            name = site_name(site)
+            where = f"{addr[0]}:{addr[1]}"
+            t0 = time.perf_counter()
+            try:
+                resp = await self.transport.query(server, Request(Op.RESOLUTION, handle), self.limits.timeout)
+            except (TimeoutError, OSError, HandleError, ConnectionError, EOFError) as e:
+                ms = (time.perf_counter() - t0) * 1000
+                why = type(e).__name__ if isinstance(e, TimeoutError) else str(e) or type(e).__name__
+                budget.hops.append(
+                    Hop(name, where, handle, int(ResponseCode.ERROR), ms, note=f"no answer: {why}")
+                )
+                failures.append(f"{name} ({where}): {why}")
+                continue
+            ms = (time.perf_counter() - t0) * 1000
+            note = "referral" if resp.code in REFERRALS else ""
+            if failures and resp.code not in TRY_NEXT:
+                note = ("failover; " + note).strip("; ")
+            budget.hops.append(Hop(name, where, handle, int(resp.code), ms, note=note))
+            if resp.code in TRY_NEXT:
+                failures.append(f"{name}: {resp.code.name}")
+                last = (resp, site)
+                continue
+            return resp, site
+        if last is not None:
+            return last
+        raise ResolutionFailed(
+            ResponseCode.ERROR, "no server answered: " + "; ".join(failures or ["no servers"])
+        )
+
+
+# ---------------------------------------------------------------------- the recursive node's core
+
+
+class RecursiveService(NodeService):
+    """A recursive node: holds nothing of its own and answers resolutions from the engine.
+
+    It plugs into the same front-ends as any node (they call ``submit``). Its record cache
+    is the engine's; when an entry expires or is evicted the listeners hear of it, so the
+    front-ends' pre-encoded answer caches never outlive the TTL (``sweep`` runs each second).
+    """
+
+    resolves_remotely = True
+
+    def __init__(self, store: Store, resolver: RecursiveResolver, **kwargs: Any) -> None:
+        super().__init__(store, **kwargs)
+        self.resolver = resolver
+        resolver.answers.on_drop = self._dropped
+        self.role = "recursive"
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def _dropped(self, key: str) -> None:
+        for fn in self._listeners:
+            fn([key])
+
+    def handle(self, req: Request) -> Response:
+        """Synchronous callers get cached answers only; a miss needs ``submit``."""
+        if req.op == Op.RESOLUTION:
+            try:
+                key = Handle.parse(req.handle).key
+            except HandleError as e:
+                return Response(e.code, req.handle, message=e.message)
+            hit = self.resolver.answers.get(key)
+            if hit is not None:
+                return self._shape(req, hit)
+            return Response(
+                ResponseCode.SERVER_TOO_BUSY, req.handle, message="not cached; resolve asynchronously"
+            )
+        if req.op == Op.GET_SITE_INFO:
+            return super().handle(req)
+        return Response(
+            ResponseCode.OPERATION_NOT_SUPPORTED, req.handle, message="a recursive node holds no identifiers"
+        )
+
+    async def submit(self, req: Request) -> Response:
+        if req.op != Op.RESOLUTION:
+            return self.handle(req)
+        self._ensure_sweeper()
+        try:
+            res = await self.resolver.resolve(req.handle)
+        except HandleError as e:
+            return Response(e.code, req.handle, message=e.message)
+        self.counters["resolutions"] += 1
+        return self._shape(req, res.response, res.hops)
+
+    async def trace(self, handle: str) -> Resolution:
+        self._ensure_sweeper()
+        return await self.resolver.resolve(handle)
+
+    @staticmethod
+    def _shape(req: Request, resp: Response, hops: list[Hop] | None = None) -> Response:
+        """The cached whole record, filtered to what this request asked for."""
+        extra: dict[str, object] = {"hops": hops} if hops is not None else {}
+        if not resp.ok:
+            return Response(resp.code, req.handle, message=resp.message, extra=extra)
+        values = [v for v in resp.values if v.public_read]
+        if req.indexes or req.types:
+            idx = set(req.indexes)
+            values = [v for v in values if v.index in idx or any(v.type_matches(t) for t in req.types)]
+        if not values:
+            return Response(ResponseCode.VALUES_NOT_FOUND, req.handle, message="no values match", extra=extra)
+        return Response(ResponseCode.SUCCESS, req.handle, tuple(values), extra=extra)
+
+    def _ensure_sweeper(self) -> None:
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.resolver.answers.sweep()
+            self.resolver.services.sweep()
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        super().close()
+
+
+# ---------------------------------------------------------------------- supply-chain trace
+
+_HANDLE_TEXT = re.compile(r"^[0-9]+(\.[0-9A-Za-z]+)*/\S+$")
+_NOT_REFERENCES = ("URL", "EMAIL", "DESC", TEMPLATE_TYPE)
+
+
+def references_in(values: Sequence[HandleValue]) -> list[tuple[str, str]]:
+    """``(value type, handle)`` for values that point at other identifiers (battery_pack, cell…)."""
+    out: list[tuple[str, str]] = []
+    for v in sorted(values, key=lambda v: v.index):
+        t = v.type.upper()
+        for ref in v.references:
+            out.append((v.type, ref.handle))
+        if t.startswith("HS_") or t in _NOT_REFERENCES:
+            continue
+        text = v.data.decode("utf-8", "replace").strip()
+        if _HANDLE_TEXT.match(text):
+            out.append((v.type, text))
+    return out
+
+
+async def supply_chain(
+    resolver: RecursiveResolver, handle: str, *, max_depth: int = 6, max_nodes: int = 64
+) -> dict[str, Any]:
+    """The tree of identifiers reachable from ``handle`` by references, resolved through the
+    federation; depth- and size-bounded, and a handle seen before is not followed again."""
+    seen: set[str] = set()
+    budget = [max_nodes]
+
+    async def visit(h: str, via: str, depth: int) -> dict[str, Any]:
+        node: dict[str, Any] = {"handle": h, "via": via}
+        key = normalize_key(h)
+        if key in seen:
+            node["cycle"] = True
+            return node
+        if budget[0] <= 0:
+            node["truncated"] = "node limit"
+            return node
+        seen.add(key)
+        budget[0] -= 1
+        try:
+            res = await resolver.resolve(h)
+        except HandleError as e:
+            node.update(code=int(e.code), status=e.code.name, message=e.message)
+            return node
+        resp = res.response
+        node.update(code=int(resp.code), status=resp.code.name, cached=res.cached)
+        node["hops"] = [hop.to_json() for hop in res.hops]
+        if not resp.ok:
+            node["message"] = resp.message
+            return node
+        node["values"] = {
+            v.type: v.data.decode("utf-8", "replace")
+            for v in resp.values
+            if not v.type.upper().startswith("HS_")
+        }
+        refs = references_in(resp.values)
+        if refs and depth >= max_depth:
+            node["truncated"] = "depth limit"
+            return node
+        node["children"] = [await visit(ref, t, depth + 1) for t, ref in refs]
+        return node
+
+    return await visit(handle, "", 0)
