@@ -314,6 +314,19 @@ async def start_federation(base: Path, *, base_port: int = 0, load: bool = True)
                 top_secret=fed[key].secret if key.startswith("sec") else "",
                 top_cafile=str(top.cert),
             ).save(fed[key].node.config.data_dir)
+        from idr.resolver.filing import FilingTarget, Verifier
+        from idr.resolver.recursive import Limits
+        from idr.server.federation import FederationContext
+
+        for t in (top, mirror):
+            # Verification must see the federation as it is now: no cache.
+            verifier_resolver = RecursiveResolver(root, NativeTransport(), limits=Limits(cache_entries=0))
+            t.federated.context = FederationContext(verifier=Verifier(t.federated, verifier_resolver))
+        for key in ("sec-cq", "sec-sc"):
+            sec = fed[key]
+            sec.federated.context = FederationContext(
+                parent=sec.prefix, filing_target=FilingTarget(top.https_url, sec.admin, sec.secret, top.cert)
+            )
         if load:
             await _lifecycle_and_chain(fed)
     except BaseException:
