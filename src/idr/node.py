@@ -39,6 +39,10 @@ def open_store(config: NodeConfig) -> Store:
         from idr.store.sqlite import SqliteStore
 
         return SqliteStore(config.db_path)
+    if config.store == "postgres":
+        from idr.store.postgres import PostgresStore
+
+        return PostgresStore(config.dsn)
     raise ValueError(f"unknown store engine {config.store!r}")
 
 
@@ -71,6 +75,7 @@ class Node:
         """Open the front-ends; ``None`` means the address from the config, ``""`` means off."""
         from aiohttp import web
 
+        from idr.console import add_console_routes
         from idr.server.http import make_http_app
         from idr.server.metrics import add_metrics_routes
         from idr.server.tls import server_context
@@ -93,6 +98,7 @@ class Node:
             host, port = parse_address(addr)
             app = make_http_app(self.service, tls=secure, max_body=max_body)
             add_metrics_routes(app, self.service, self.metrics_sources)
+            add_console_routes(app, self)
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             ssl_ctx = server_context(self.config.data_dir) if secure else None

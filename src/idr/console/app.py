@@ -1,0 +1,1040 @@
+"""The console's HTTP handlers, mounted on a node's own aiohttp application under ``/console``.
+
+Server-rendered pages (jinja2, autoescaped) with a little JavaScript for live figures, the
+chart and the batch progress bar. Every write goes through ``service.submit`` with the
+identity the session authenticated, so the core's authorisation applies exactly as for the
+API. Sessions live server-side; the cookie holds only an unguessable id (HttpOnly,
+SameSite=Strict, ``__Host-`` and Secure over HTTPS). Logging in, and any form carrying a
+secret, is refused over plain HTTP, as the API refuses credentials there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import hmac
+import io
+import json
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
+
+import jinja2
+from aiohttp import web
+
+from idr.console import fedmap, lookup
+from idr.console.i18n import LANGS, pick_lang, translate
+from idr.console.state import BatchJob, Jobs, ResolutionRing, Session, Sessions
+from idr.core.request import Op, Request
+from idr.core.service import NodeService
+from idr.model.errors import HandleError, ResponseCode
+from idr.model.handle import Handle, normalize_key
+from idr.model.value import HandleValue, ValueReference
+from idr.schemes.common import SchemeError
+from idr.schemes.detect import recognise
+
+if TYPE_CHECKING:
+    from idr.core.templates import Template, TemplateRegistry
+
+SAMPLE_EVERY = 5.0
+BATCH_SIZE = 50
+MAX_CSV_ROWS = 100_000
+COOKIE_SECURE = "__Host-idr_console"
+COOKIE_PLAIN = "idr_console"
+STATIC_FILES = {"console.css": "text/css", "console.js": "text/javascript"}
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+TEMPLATE_INDEX_FIRST = 2  # template fields at 2, 3, …; URL at 1; the claim at 1001
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class NodeView:
+    """What the console needs of a node; ``idr.node.Node`` provides it (tests may build one)."""
+
+    service: NodeService
+    name: str
+    role: str
+    data_dir: Path | None = None
+    replicator: Any = None  # idr.replication.Replicator when replication runs
+
+
+class Console:
+    """One per node, shared by its HTTPS and HTTP listeners."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.sessions = Sessions()
+        self.ring = ResolutionRing()
+        self.jobs = Jobs()
+        self.map = fedmap.MapCache()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.samplers = 0
+        self._sampler: asyncio.Task[None] | None = None
+        self._prefix_cache: tuple[float, int] = (0.0, 0)
+        self._walker: Callable[[str], Awaitable[Any]] | None = None
+        self.env = jinja2.Environment(
+            loader=jinja2.PackageLoader("idr.console", "templates"),
+            autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters["ts"] = _fmt_ts
+        self.env.filters["q"] = lambda s: quote(str(s), safe="")
+
+    # node facts -------------------------------------------------------------------------
+
+    @property
+    def service(self) -> NodeService:
+        svc: NodeService = self.node.service
+        return svc
+
+    @property
+    def name(self) -> str:
+        config = getattr(self.node, "config", None)
+        return str(getattr(config, "name", None) or getattr(self.node, "name", "idr node"))
+
+    @property
+    def role(self) -> str:
+        role = getattr(self.service, "role", None)
+        if role is None:
+            config = getattr(self.node, "config", None)
+            role = getattr(config, "role", None) or getattr(self.node, "role", "standalone")
+        return str(role)
+
+    @property
+    def replicator(self) -> Any:
+        return getattr(self.node, "replicator", None)
+
+    def prefixes(self) -> list[str]:
+        """Prefixes homed here that identifiers can be registered under (not internal ones)."""
+        return sorted(p for p in self.service.homed_prefixes() if not p.startswith("0."))
+
+    def registered(self) -> int:
+        """Identifiers under this node's prefixes (recounted at most every 2 s: COUNT is a scan)."""
+        at, n = self._prefix_cache
+        if time.monotonic() - at > 2.0:
+            n = sum(self.service.store.count(normalize_key(p)) for p in self.prefixes())
+            self._prefix_cache = (time.monotonic(), n)
+        return n
+
+    def root_walker(self) -> Callable[[str], Awaitable[Any]] | None:
+        """A recursive walk from the top service (``federation.toml``'s root), built once; None if unset."""
+        if self._walker is None:
+            data_dir = getattr(getattr(self.node, "config", None), "data_dir", None)
+            if data_dir is None:
+                return None
+            from idr.core.federation import FederationSettings, loopback_site
+            from idr.resolver.recursive import Limits, RecursiveResolver
+            from idr.resolver.transport import NativeTransport
+
+            root = FederationSettings.load(Path(data_dir)).root
+            sites = []
+            for i, addr in enumerate(root):
+                host, _, port = addr.rpartition(":")
+                if port.isdigit():
+                    sites.append(loopback_site(f"top {addr}", native=int(port), host=host, primary=i == 0))
+            if not sites:
+                return None
+            # No answer cache: the console shows the federation as it is now.
+            self._walker = RecursiveResolver(sites, NativeTransport(), limits=Limits(cache_entries=0)).resolve
+        return self._walker
+
+    def templates(self) -> TemplateRegistry:
+        from idr.core.templates import TemplateRegistry
+
+        reg = getattr(self.service, "templates", None)
+        return reg if isinstance(reg, TemplateRegistry) else TemplateRegistry.builtin()
+
+    # sampling ---------------------------------------------------------------------------
+
+    def sample(self) -> None:
+        self.ring.sample(self.service.counters.get("resolutions", 0))
+
+    async def _sample_forever(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(SAMPLE_EVERY)
+
+    async def on_startup(self, _: web.Application) -> None:
+        self.samplers += 1
+        if self._sampler is None or self._sampler.done():
+            self._sampler = asyncio.get_running_loop().create_task(self._sample_forever())
+
+    async def on_cleanup(self, _: web.Application) -> None:
+        self.samplers -= 1
+        if self.samplers > 0:
+            return
+        pending = [t for t in (self._sampler, *self.tasks) if t is not None]
+        for t in pending:
+            t.cancel()
+        for t in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._sampler = None
+        self.tasks.clear()
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+_consoles: weakref.WeakKeyDictionary[Any, Console] = weakref.WeakKeyDictionary()
+CONSOLE_KEY = web.AppKey("idr.console", Console)
+
+
+def console_for(node: Any) -> Console:
+    c = _consoles.get(node)
+    if c is None:
+        c = _consoles[node] = Console(node)
+    return c
+
+
+def _fmt_ts(ts: int | float) -> str:
+    if not ts:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+# --------------------------------------------------------------------------- request helpers
+
+
+class Page:
+    """Per-request view state: language, session, and the cookie to set."""
+
+    def __init__(self, console: Console, request: web.Request) -> None:
+        self.console = console
+        self.request = request
+        q = request.query.get("lang")
+        self.lang = pick_lang(q, request.cookies.get("lang"), request.headers.get("Accept-Language"))
+        self.set_lang = q in LANGS
+        self.secure = request.secure
+        self.cookie_name = COOKIE_SECURE if self.secure else COOKIE_PLAIN
+        s = console.sessions.get(request.cookies.get(self.cookie_name))
+        if s is not None and s.secure != self.secure:
+            s = None
+        self.new_session = s is None
+        self.session: Session = s or console.sessions.new(self.secure)
+
+    @property
+    def identity(self) -> ValueReference | None:
+        # An identity is only ever honoured on the channel it logged in over: HTTPS.
+        return self.session.identity if self.secure else None
+
+    def t(self, key: str) -> str:
+        return translate(self.lang, key)
+
+    def lang_url(self, lang: str) -> str:
+        params = {k: v for k, v in self.request.query.items() if k != "lang"}
+        params["lang"] = lang
+        return f"{self.request.path}?{urlencode(params)}"
+
+    def rotate(self, identity: ValueReference | None) -> None:
+        self.session = self.console.sessions.rotate(self.session, identity)
+        self.new_session = True
+
+    def flash(self, kind: str, text: str) -> None:
+        self.session.flash.append((kind, text))
+
+    def finish(self, resp: web.StreamResponse) -> web.StreamResponse:
+        if self.new_session:
+            resp.set_cookie(
+                self.cookie_name,
+                self.session.sid,
+                path="/",
+                httponly=True,
+                secure=self.secure,
+                samesite="Strict",
+            )
+        if self.set_lang:
+            resp.set_cookie("lang", self.lang, path="/", samesite="Strict", max_age=365 * 86400)
+        resp.headers["Content-Security-Policy"] = CSP
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "same-origin"
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    def render(self, name: str, status: int = 200, **ctx: Any) -> web.StreamResponse:
+        flashes, self.session.flash = self.session.flash, []
+        tmpl = self.console.env.get_template(name)
+        body = tmpl.render(
+            t=self.t,
+            lang=self.lang,
+            other_lang="en" if self.lang == "zh" else "zh",
+            lang_url=self.lang_url,
+            path=self.request.path,
+            identity=self.identity,
+            secure=self.secure,
+            csrf=self.session.csrf,
+            flashes=flashes,
+            node_name=self.console.name,
+            role=self.console.role,
+            **ctx,
+        )
+        return self.finish(web.Response(status=status, text=body, content_type="text/html", charset="utf-8"))
+
+    def redirect(self, location: str) -> web.StreamResponse:
+        return self.finish(web.Response(status=303, headers={"Location": location}))
+
+    def json(self, obj: Any, status: int = 200) -> web.StreamResponse:
+        return self.finish(web.json_response(obj, status=status))
+
+    def csrf_ok(self, form: Any) -> bool:
+        sent = form.get("csrf", "") if form is not None else ""
+        return isinstance(sent, str) and bool(sent) and hmac.compare_digest(sent, self.session.csrf)
+
+    def refuse_csrf(self) -> web.StreamResponse:
+        return self.render("message.html", status=403, title=self.t("err.title"), message=self.t("err.csrf"))
+
+
+def _page(request: web.Request) -> Page:
+    return Page(request.app[CONSOLE_KEY], request)
+
+
+# --------------------------------------------------------------------------- dashboard
+
+
+def stats(console: Console) -> dict[str, Any]:
+    console.sample()
+    counters = console.service.counters
+    total = counters.get("resolutions", 0)
+    secondary, enterprise = console.map.counts()
+    out: dict[str, Any] = {
+        "time": int(time.time()),
+        "registered": console.registered(),
+        "resolutions_total": total,
+        "resolutions_today": console.ring.today(total),
+        "registrations": counters.get("registrations", 0),
+        "errors": counters.get("errors", 0),
+        "secondary": secondary,
+        "enterprise": enterprise,
+        "per_minute": console.ring.per_minute(),
+        "replication": None,
+    }
+    rep = console.replicator
+    if rep is not None:
+        with contextlib.suppress(Exception):
+            st = rep.status()
+            out["replication"] = {
+                "role": st.get("role"),
+                "epoch": st.get("epoch"),
+                "writable": st.get("writable"),
+                "mode": st.get("mode"),
+                "mirrors": st.get("mirrors"),
+                "lag_entries": st.get("lag_entries"),
+                "lag_seconds": round(float(st.get("lag_seconds", 0.0)), 3),
+                "primary_api": st.get("primary_api"),
+            }
+    return out
+
+
+async def dashboard(request: web.Request) -> web.StreamResponse:
+    p = _page(request)
+    c = p.console
+    fmap = await c.map.get(c.service, c.name, c.role, [])
+    return p.render("dashboard.html", stats=stats(c), fmap=fmap, prefixes=c.prefixes())
+
+
+async def api_stats(request: web.Request) -> web.StreamResponse:
+    p = _page(request)
+    return p.json(stats(p.console))
+
+
+async def api_node(request: web.Request) -> web.StreamResponse:
+    c = request.app[CONSOLE_KEY]
+    resp = web.json_response(fedmap.node_info(c.service, c.name, c.role))
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+async def api_federation(request: web.Request) -> web.StreamResponse:
+    p = _page(request)
+    c = p.console
+    return p.json((await c.map.get(c.service, c.name, c.role, [])).to_json())
+
+
+# --------------------------------------------------------------------------- resolve
+
+
+async def traced(console: Console, text: str) -> lookup.Resolution:
+    """Recognise the scheme, then resolve with a trace (a recursive node's own trace if it has one)."""
+    scheme, handle, details = "handle", text.strip(), {}
+    try:
+        homed = {normalize_key(p) for p in console.service.homed_prefixes()}
+        rec = recognise(text, holds=lambda p: normalize_key(p) in homed)
+        scheme, handle, details = rec.scheme, rec.handle, dict(rec.details)
+    except SchemeError as e:
+        res = lookup.Resolution(query=text, handle=text, scheme="unknown")
+        res.code, res.message = int(ResponseCode.INVALID_HANDLE), e.message
+        return res
+    tracer = getattr(console.service, "trace", None)
+    if tracer is not None:
+        res = await _recursive_trace(tracer, handle)
+    else:
+        res = await lookup.resolve_traced(console.service, console.name, handle)
+        if res.code == ResponseCode.SERVER_NOT_RESPONSIBLE:
+            walker = console.root_walker()
+            if walker is not None:
+                # Not ours and nothing delegated from here: ask the federation from its top.
+                local = res.hops
+                res = await _recursive_trace(walker, handle)
+                res.hops = local + res.hops
+    res.query, res.scheme, res.details = text, scheme, details
+    return res
+
+
+async def _recursive_trace(tracer: Callable[[str], Awaitable[Any]], handle: str) -> lookup.Resolution:
+    """A recursive node's walk (``RecursiveService.trace``) in the console's shape."""
+    res = lookup.Resolution(query=handle, handle=handle)
+    try:
+        r = await tracer(handle)
+    except HandleError as e:
+        res.code, res.message = int(e.code), e.message
+        return res
+    resp = r.response
+    res.code, res.message = int(resp.code), resp.message
+    res.values = tuple(v for v in resp.values if v.public_read) if resp.ok else ()
+    for h in r.hops:
+        res.hops.append(lookup.Hop(h.node, h.server or ("cache" if h.cached else ""), h.code, h.note, h.ms))
+    return res
+
+
+async def resolve_page(request: web.Request) -> web.StreamResponse:
+    p = _page(request)
+    text = request.query.get("id", "").strip()
+    if not text:
+        return p.render("resolve.html", q="", res=None, shown=[], code_name="")
+    res = await traced(p.console, text)
+    shown = [lookup.show_value(v) for v in res.values]
+    code_name = ResponseCode(res.code).name if res.code in ResponseCode._value2member_map_ else str(res.code)
+    status = (
+        200
+        if res.ok
+        else 404
+        if res.code == ResponseCode.HANDLE_NOT_FOUND
+        else 400
+        if (res.code == ResponseCode.INVALID_HANDLE)
+        else 200
+    )
+    return p.render("resolve.html", status=status, q=text, res=res, shown=shown, code_name=code_name)
+
+
+async def api_resolve(request: web.Request) -> web.StreamResponse:
+    p = _page(request)
+    res = await traced(p.console, request.query.get("id", ""))
+    return p.json(
+        {
+            "query": res.query,
+            "scheme": res.scheme,
+            "handle": res.handle,
+            "responseCode": res.code,
+            "message": res.message,
+            "values": [lookup.show_value(v).__dict__ for v in res.values],
+            "trace": [h.__dict__ for h in res.hops],
+        }
+    )
+
+
+# --------------------------------------------------------------------------- register / edit
+
+
+def _field_values(template: Template, form: Any) -> dict[str, str]:
+    return {f.name: str(form.get(f.name, "")).strip() for f in template.fields}
+
+
+def field_errors(template: Template, fields: dict[str, str]) -> dict[str, str]:
+    """Reason per field, checked here so the form can point at each one before any write."""
+    errors: dict[str, str] = {}
+    for f in template.fields:
+        text = fields.get(f.name, "")
+        if not text:
+            if f.required:
+                errors[f.name] = "required field is missing"
+            continue
+        reason = f.error(text)
+        if reason:
+            errors[f.name] = reason
+    return errors
+
+
+def build_values(
+    template: Template, fields: dict[str, str], url: str, existing: tuple[HandleValue, ...] = ()
+) -> tuple[HandleValue, ...]:
+    """The record's values: URL at 1, fields at 2… (keeping indexes an edit already had), the claim at 1001,
+    and every other value of an edited record (admins, keys, anything added elsewhere) untouched."""
+    from idr.core.templates import TEMPLATE_INDEX, TEMPLATE_TYPE
+
+    managed = {f.name.upper() for f in template.fields} | {"URL", TEMPLATE_TYPE}
+    kept = [v for v in existing if v.type.upper() not in managed]
+    old_index = {v.type.upper(): v.index for v in existing if v.type.upper() in managed}
+    used = {v.index for v in kept}
+    out = list(kept)
+
+    def index_for(type_: str, wanted: int) -> int:
+        i = old_index.get(type_.upper(), wanted)
+        while i in used:
+            i += 1
+        used.add(i)
+        return i
+
+    if url:
+        out.append(HandleValue(index_for("URL", 1), "URL", url.encode("utf-8")))
+    for n, f in enumerate(template.fields):
+        text = fields.get(f.name, "")
+        if text:
+            out.append(HandleValue(index_for(f.name, TEMPLATE_INDEX_FIRST + n), f.name, text.encode("utf-8")))
+    out.append(
+        HandleValue(index_for(TEMPLATE_TYPE, TEMPLATE_INDEX), TEMPLATE_TYPE, template.ref.encode("utf-8"))
+    )
+    return tuple(sorted(out, key=lambda v: v.index))
+
+
+def errors_from_message(message: str) -> dict[str, str]:
+    """The core's INVALID_VALUE message is JSON listing failing fields (templates); else nothing."""
+    try:
+        doc = json.loads(message)
+    except ValueError:
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {str(e.get("field")): str(e.get("reason")) for e in doc.get("errors", []) if isinstance(e, dict)}
+
+
+async def _current(console: Console, handle: str, identity: ValueReference) -> tuple[HandleValue, ...] | None:
+    resp = await console.service.submit(Request(Op.RESOLUTION, handle, identity=identity, public_only=False))
+    return resp.values if resp.ok else None
+
+
+async def register_page(request: web.Request) -> web.StreamResponse:
+    p = _page(request)
+    c = p.console
+    reg = c.templates()
+    editing = request.path.rstrip("/").endswith("/edit")
+    ctx: dict[str, Any] = {
+        "templates": reg.all(),
+        "prefixes": c.prefixes(),
+        "editing": editing,
+        "errors": {},
+        "general": "",
+        "done": None,
+    }
+    if p.identity is None:
+        return p.render("register.html", template=None, fields={}, url="", prefix="", suffix="", **ctx)
+    form: Any = await request.post() if request.method == "POST" else request.query
+    handle_text = str(form.get("handle", "")).strip()
+    existing: tuple[HandleValue, ...] = ()
+    template = reg.get(str(form.get("template", ""))) if form.get("template") else None
+    fields: dict[str, str] = {}
+    url = str(form.get("url", "")).strip()
+    prefix, suffix = str(form.get("prefix", "")).strip(), str(form.get("suffix", "")).strip()
+    if editing and handle_text:
+        h_prefix, _, h_suffix = handle_text.partition("/")
+        prefix, suffix = h_prefix, h_suffix
+        current = await _current(c, handle_text, p.identity)
+        if current is None:
+            ctx["general"] = f"{handle_text}: {p.t('err.not_found')}"
+        else:
+            existing = current
+            if request.method == "GET":
+                from idr.core.templates import TEMPLATE_TYPE
+
+                claim = next((v for v in current if v.type.upper() == TEMPLATE_TYPE), None)
+                if claim is not None and template is None:
+                    template = reg.get(claim.data.decode("utf-8", "replace"))
+                if template is not None:
+                    by_type = {v.type.lower(): v for v in current}
+                    for f in template.fields:
+                        v = by_type.get(f.name.lower())
+                        fields[f.name] = v.data.decode("utf-8", "replace") if v else ""
+                url_v = next((v for v in current if v.type.upper() == "URL"), None)
+                url = url_v.data.decode("utf-8", "replace") if url_v else ""
+    if request.method == "GET":
+        return p.render(
+            "register.html", template=template, fields=fields, url=url, prefix=prefix, suffix=suffix, **ctx
+        )
+    if not p.csrf_ok(form):
+        return p.refuse_csrf()
+    if template is None:
+        ctx["general"] = p.t("reg.choose")
+        return p.render(
+            "register.html",
+            status=400,
+            template=None,
+            fields={},
+            url=url,
+            prefix=prefix,
+            suffix=suffix,
+            **ctx,
+        )
+    fields = _field_values(template, form)
+    errors = field_errors(template, fields)
+    handle = f"{prefix}/{suffix}"
+    try:
+        Handle.parse(handle)
+    except HandleError as e:
+        errors["suffix"] = e.message
+    if url and not url.lower().startswith(("http://", "https://")):
+        errors["url"] = "a URL starts with http:// or https://"
+    if not errors:
+        values = build_values(template, fields, url, existing)
+        resp = await c.service.submit(
+            Request(Op.CREATE_HANDLE, handle, values=values, identity=p.identity, overwrite=editing)
+        )
+        if resp.ok:
+            p.flash("ok", f"{p.t('reg.saved' if editing else 'reg.ok')}: {handle}")
+            return p.redirect(f"/console/resolve?id={quote(handle, safe='/')}")
+        errors = errors_from_message(resp.message) if resp.code == ResponseCode.INVALID_VALUE else {}
+        if not errors:
+            msg = resp.message
+            if resp.code == ResponseCode.HANDLE_ALREADY_EXISTS:
+                msg = f"{handle} {p.t('reg.exists')}"
+            ctx["general"] = f"{ResponseCode(resp.code).name}: {msg}"
+            ctx["existing_handle"] = handle if resp.code == ResponseCode.HANDLE_ALREADY_EXISTS else ""
+    ctx["errors"] = errors
+    return p.render(
+        "register.html",
+        status=400,
+        template=template,
+        fields=fields,
+        url=url,
+        prefix=prefix,
+        suffix=suffix,
+        **ctx,
+    )
+
+
+# --------------------------------------------------------------------------- batch upload
+
+
+def parse_csv(data: bytes, template: Template) -> tuple[list[tuple[int, dict[str, str]]], str]:
+    """Rows as ``(line number, column → text)``; or an error about the file as a whole."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return [], "the file is not UTF-8 text"
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        return [], "the file is empty"
+    except csv.Error as e:
+        return [], f"line 1: {e}"
+    known = {"handle", "url"} | {f.name for f in template.fields}
+    if "handle" not in header:
+        return [], "the first row must name the columns, starting with handle"
+    unknown = [h for h in header if h not in known]
+    if unknown:
+        return [], f"unknown column(s) for {template.ref}: {', '.join(unknown)}"
+    rows: list[tuple[int, dict[str, str]]] = []
+    try:
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(rows) >= MAX_CSV_ROWS:
+                return [], f"more than {MAX_CSV_ROWS} rows; split the file"
+            rows.append(
+                (reader.line_num, {h: (row[i].strip() if i < len(row) else "") for i, h in enumerate(header)})
+            )
+    except csv.Error as e:
+        return [], f"line {reader.line_num}: {e}"
+    return rows, ""
+
+
+async def run_batch(
+    console: Console,
+    job: BatchJob,
+    template: Template,
+    rows: list[tuple[int, dict[str, str]]],
+    identity: ValueReference,
+) -> None:
+    """Register rows in batches, yielding between them so the node keeps answering meanwhile."""
+    try:
+        for start in range(0, len(rows), BATCH_SIZE):
+            for line, row in rows[start : start + BATCH_SIZE]:
+                handle = row.get("handle", "")
+                fields = {f.name: row.get(f.name, "") for f in template.fields}
+                errors = field_errors(template, fields)
+                if errors:
+                    job.errors.append((line, handle, "; ".join(f"{k}: {v}" for k, v in errors.items())))
+                else:
+                    try:
+                        Handle.parse(handle)
+                        values = build_values(template, fields, row.get("url", ""))
+                        resp = await console.service.submit(
+                            Request(Op.CREATE_HANDLE, handle, values=values, identity=identity)
+                        )
+                        if resp.ok:
+                            job.ok += 1
+                        else:
+                            fe = errors_from_message(resp.message)
+                            reason = "; ".join(f"{k}: {v}" for k, v in fe.items()) if fe else resp.message
+                            job.errors.append((line, handle, f"{ResponseCode(resp.code).name}: {reason}"))
+                    except HandleError as e:
+                        job.errors.append((line, handle, e.message))
+                job.done += 1
+            await asyncio.sleep(0)
+    finally:
+        job.finished = True
+
+
+async def batch_page(request: web.Request) -> web.StreamResponse:
+    p = _page(request)
+    c = p.console
+    return p.render("batch.html", templates=c.templates().all())
+
+
+async def batch_start(request: web.Request) -> web.StreamResponse:
+    p = _page(request)
+    c = p.console
+    if p.identity is None:
+        return p.json({"error": p.t("err.login")}, status=403)
+    form = await request.post()
+    if not p.csrf_ok(form):
+        return p.json({"error": p.t("err.csrf")}, status=403)
+    template = c.templates().get(str(form.get("template", "")))
+    if template is None:
+        return p.json({"error": p.t("reg.choose")}, status=400)
+    upload = form.get("file")
+    data = upload.file.read() if isinstance(upload, web.FileField) else b""
+    rows, problem = parse_csv(data, template)
+    if problem:
+        return p.json({"error": problem}, status=400)
+    job = c.jobs.new(str(p.identity), len(rows))
+    c.spawn(run_batch(c, job, template, rows, p.identity))
+    return p.json(job.to_json(), status=202)
+
+
+async def batch_status(request: web.Request) -> web.StreamResponse:
+    p = _page(request)
+    job = p.console.jobs.get(request.match_info["job"], str(p.identity)) if p.identity else None
+    if job is None:
+        return p.json({"error": p.t("err.not_found")}, status=404)
+    return p.json(job.to_json())
+
+
+async def batch_report(request: web.Request) -> web.StreamResponse:
+    p = _page(request)
+    job = p.console.jobs.get(request.match_info["job"], str(p.identity)) if p.identity else None
+    if job is None:
+        return p.render("message.html", status=404, title=p.t("err.not_found"), message=p.t("err.not_found"))
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["line", "handle", "error"])
+    for line, handle, reason in job.errors:
+        # A leading = + - @ would be a formula to a spreadsheet: quote it as text.
+        w.writerow([line, _csv_safe(handle), _csv_safe(reason)])
+    resp = web.Response(
+        body=out.getvalue().encode("utf-8-sig"),
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="errors-{job.id}.csv"'},
+    )
+    return p.finish(resp)
+
+
+def _csv_safe(text: str) -> str:
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+# --------------------------------------------------------------------------- login
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    p = _page(request)
+    if request.method == "GET":
+        nxt = request.query.get("next", "")
+        return p.render(
+            "login.html", status=200 if p.secure else 403, error="", identity_text="", next_url=nxt
+        )
+    if not p.secure:
+        return p.render(
+            "login.html", status=403, error=p.t("login.https_only"), identity_text="", next_url=""
+        )
+    form = await request.post()
+    if not p.csrf_ok(form):
+        return p.refuse_csrf()
+    ident_text = str(form.get("identity", "")).strip()
+    secret = str(form.get("secret", ""))
+    try:
+        identity = ValueReference.parse(ident_text)
+    except ValueError:
+        return p.render(
+            "login.html",
+            status=400,
+            error=p.t("login.bad_identity"),
+            identity_text=ident_text,
+            next_url=str(form.get("next", "")),
+        )
+    if not secret or not p.console.service.authenticate_secret(identity, secret.encode("utf-8")):
+        await asyncio.sleep(0.2)  # a little friction for guessing
+        return p.render(
+            "login.html",
+            status=401,
+            error=p.t("login.failed"),
+            identity_text=ident_text,
+            next_url=str(form.get("next", "")),
+        )
+    p.rotate(identity)
+    p.flash("ok", p.t("login.ok"))
+    nxt = str(form.get("next", "")) or "/console"
+    if not nxt.startswith("/console") or nxt.startswith("//"):
+        nxt = "/console"
+    return p.redirect(nxt)
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    p = _page(request)
+    form = await request.post()
+    if not p.csrf_ok(form):
+        return p.refuse_csrf()
+    p.rotate(None)
+    p.flash("ok", p.t("login.out"))
+    return p.redirect("/console")
+
+
+# --------------------------------------------------------------------------- prefix applications
+
+
+def _registries(console: Console) -> list[Any]:
+    """The federation module's ``PrefixRegistry`` for the prefix this node takes applications for.
+
+    As ``/api/federation/applications`` does: the configured parent, else (on a secondary)
+    the homed prefixes that are not themselves under another homed one (an approved
+    enterprise prefix stays homed here until it is delegated).
+    """
+    try:
+        from idr.core.federation import FederatedService
+        from idr.core.prefixes import PrefixRegistry
+    except ImportError:
+        return []
+    svc = console.service
+    if not isinstance(svc, FederatedService):
+        return []
+    parent = str(getattr(getattr(svc, "context", None), "parent", "") or "")
+    if parent:
+        parents = [parent]
+    elif svc.role == "secondary":
+        homed = console.prefixes()
+        parents = [p for p in homed if not any(p.startswith(q + ".") for q in homed)]
+    else:
+        parents = []
+    out = []
+    for prefix in parents:
+        with contextlib.suppress(ValueError):
+            out.append(PrefixRegistry(svc, prefix))
+    return out
+
+
+def _filings(console: Console) -> list[Any]:
+    try:
+        from idr.core.federation import FederatedService
+        from idr.core.prefixes import FilingRegister
+    except ImportError:
+        return []
+    svc = console.service
+    if not isinstance(svc, FederatedService) or console.role != "top":
+        return []
+    return list(FilingRegister(svc).filings())
+
+
+async def prefixes_page(request: web.Request, *, status: int = 200, **extra: Any) -> web.StreamResponse:
+    p = _page(request)
+    regs = _registries(p.console)
+    apps = [a for r in regs for a in r.applications()]
+    apps.sort(key=lambda a: (a.status != "pending", -a.created))
+    ctx: dict[str, Any] = {"errors": {}, "form": {}, "general": ""}
+    ctx.update(extra)
+    return p.render(
+        "prefixes.html",
+        status=status,
+        available=bool(regs),
+        parents=[r.parent for r in regs],
+        apps=apps,
+        filings=_filings(p.console),
+        **ctx,
+    )
+
+
+async def prefix_apply(request: web.Request) -> web.StreamResponse:
+    p = _page(request)
+    form = await request.post()
+    if not p.csrf_ok(form):
+        return p.refuse_csrf()
+    if not p.secure:
+        return await prefixes_page(request, status=403, general=p.t("login.https_only"))
+    regs = {r.parent: r for r in _registries(p.console)}
+    values = {
+        k: str(form.get(k, "")).strip() for k in ("parent", "enterprise", "uscc", "contact", "requested")
+    }
+    secret = str(form.get("secret", ""))
+    reg = regs.get(values["parent"])
+    errors: dict[str, str] = {}
+    if reg is None:
+        errors["parent"] = p.t("err.not_found")
+    for k in ("enterprise", "uscc", "contact"):
+        if not values[k]:
+            errors[k] = "required"
+    if len(secret) < 8:
+        errors["secret"] = "at least 8 characters"
+    if not errors and reg is not None:
+        try:
+            app = reg.apply(
+                enterprise=values["enterprise"],
+                uscc=values["uscc"],
+                contact=values["contact"],
+                secret=secret,
+                requested=values["requested"],
+                applicant=p.identity,
+            )
+        except HandleError as e:
+            field = "uscc" if "credit code" in e.message else "requested" if "prefix" in e.message else ""
+            if field:
+                errors[field] = e.message
+            else:
+                return await prefixes_page(request, status=400, form=values, general=e.message)
+        else:
+            p.flash("ok", f"{p.t('pfx.submitted')}: {app.id}")
+            return p.redirect("/console/prefixes")
+    return await prefixes_page(request, status=400, form=values, errors=errors)
+
+
+async def prefix_decide(request: web.Request) -> web.StreamResponse:
+    p = _page(request)
+    form = await request.post()
+    if not p.csrf_ok(form):
+        return p.refuse_csrf()
+    if p.identity is None:
+        return await prefixes_page(request, status=403, general=p.t("pfx.reviewer_login"))
+    app_id = request.match_info["app"]
+    decision = str(form.get("decision", ""))
+    reason = str(form.get("reason", "")).strip()
+    reg = next((r for r in _registries(p.console) if _has(r, app_id)), None)
+    if reg is None:
+        return await prefixes_page(request, status=404, general=f"{app_id}: {p.t('err.not_found')}")
+    try:
+        if decision == "approve":
+            reg.approve(app_id, p.identity, site=getattr(reg.service, "site_info", None))
+            await _file_with_top(p.console, reg, app_id)
+        elif decision == "reject":
+            if not reason:
+                return await prefixes_page(request, status=400, general=p.t("pfx.reason_needed"))
+            reg.reject(app_id, p.identity, reason)
+        else:
+            return await prefixes_page(request, status=400, general="decision must be approve or reject")
+    except HandleError as e:
+        return await prefixes_page(
+            request, status=403 if e.code == ResponseCode.INSUFFICIENT_PERMISSIONS else 400, general=e.message
+        )
+    p.flash("ok", f"{p.t('pfx.decided')}: {app_id}")
+    return p.redirect("/console/prefixes")
+
+
+def _has(reg: Any, app_id: str) -> bool:
+    try:
+        reg.get(app_id)
+    except HandleError:
+        return False
+    return True
+
+
+async def _file_with_top(console: Console, reg: Any, app_id: str) -> None:
+    """File an approved prefix with the top node, as ``/api/federation`` does, when this node has one."""
+    target = getattr(getattr(console.service, "context", None), "filing_target", None)
+    if target is None:
+        return  # no top configured: the application shows "not filed"
+    from idr.resolver.filing import file_prefix
+
+    await file_prefix(reg, app_id, target)  # records success or the failure on the application
+
+
+# --------------------------------------------------------------------------- supply chain
+
+
+async def chain_page(request: web.Request) -> web.StreamResponse:
+    p = _page(request)
+    text = request.query.get("id", "").strip()
+    if not text:
+        return p.render("chain.html", q="", tree=None, count=0)
+    cache: dict[str, lookup.Resolution] = {}
+
+    async def resolve(handle: str) -> lookup.Resolution:
+        if handle not in cache:
+            cache[handle] = await traced(p.console, handle)
+        return cache[handle]
+
+    root = (await resolve(text)).handle
+    tree, count = await lookup.supply_chain(resolve, root)
+    return p.render("chain.html", q=text, tree=tree, count=count)
+
+
+# --------------------------------------------------------------------------- static, 404
+
+
+async def static(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    ctype = STATIC_FILES.get(name)
+    if ctype is None:
+        return await not_found(request)
+    data = resources.files("idr.console").joinpath("static", name).read_bytes()
+    return web.Response(
+        body=data,
+        content_type=ctype,
+        charset="utf-8",
+        headers={"Cache-Control": "max-age=300", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+async def not_found(request: web.Request) -> web.StreamResponse:
+    p = _page(request)
+    return p.render("message.html", status=404, title=p.t("err.not_found"), message=request.path)
+
+
+def _method_guard(get: Handler | None = None, post: Handler | None = None) -> Handler:
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+        if request.method in ("GET", "HEAD") and get is not None:
+            return await get(request)
+        if request.method == "POST" and post is not None:
+            return await post(request)
+        return web.Response(status=405, text="method not allowed", headers={"Allow": "GET, POST"})
+
+    return dispatch
+
+
+def add_console_routes(app: web.Application, node: Any) -> Console:
+    """Serve the console of ``node`` (an ``idr.node.Node``, or a ``NodeView``) on ``app``."""
+    console = console_for(node)
+    app[CONSOLE_KEY] = console
+    app.on_startup.append(console.on_startup)
+    app.on_cleanup.append(console.on_cleanup)
+    r = app.router
+    r.add_route("*", "/console", _method_guard(dashboard))
+    r.add_route("*", "/console/", _method_guard(dashboard))
+    r.add_route("*", "/console/api/stats", _method_guard(api_stats))
+    r.add_route("*", "/console/api/node", _method_guard(api_node))
+    r.add_route("*", "/console/api/federation", _method_guard(api_federation))
+    r.add_route("*", "/console/api/resolve", _method_guard(api_resolve))
+    r.add_route("*", "/console/resolve", _method_guard(resolve_page))
+    r.add_route("*", "/console/register", _method_guard(register_page, register_page))
+    r.add_route("*", "/console/edit", _method_guard(register_page, register_page))
+    r.add_route("*", "/console/batch", _method_guard(batch_page, batch_start))
+    r.add_route("*", "/console/api/jobs/{job}", _method_guard(batch_status))
+    r.add_route("*", "/console/batch/{job}/errors.csv", _method_guard(batch_report))
+    r.add_route("*", "/console/login", _method_guard(login_page, login_page))
+    r.add_route("*", "/console/logout", _method_guard(None, logout))
+    r.add_route("*", "/console/prefixes", _method_guard(prefixes_page))
+    r.add_route("*", "/console/prefixes/apply", _method_guard(None, prefix_apply))
+    r.add_route("*", "/console/prefixes/{app}/decide", _method_guard(None, prefix_decide))
+    r.add_route("*", "/console/chain", _method_guard(chain_page))
+    r.add_route("*", "/console/static/{name}", _method_guard(static))
+    r.add_route("*", "/console/{tail:.*}", _method_guard(not_found, not_found))
+    return console

@@ -1,0 +1,171 @@
+"""What the console keeps in memory per node: sessions, the per-minute resolution ring, batch jobs.
+
+Nothing here is durable on purpose: a restart logs everyone out (sessions hold an
+authenticated identity, which must not outlive the process that checked the secret), and
+the resolution counters the ring samples restart at zero with the core anyway.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from idr.model.value import ValueReference
+
+SESSION_TTL = 8 * 3600.0  # an operator's working day
+MAX_SESSIONS = 10_000  # oldest evicted first: anonymous visitors cannot grow memory unbounded
+RING_MINUTES = 60
+MAX_JOBS = 64
+
+
+@dataclass
+class Session:
+    """One browser: a CSRF token always, an identity once logged in over HTTPS."""
+
+    sid: str
+    csrf: str
+    secure: bool
+    expires: float
+    identity: ValueReference | None = None
+    flash: list[tuple[str, str]] = field(default_factory=list)  # (kind, label key or text)
+
+
+class Sessions:
+    """Server-side sessions keyed by an unguessable id (the cookie carries only the id)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._by_id: OrderedDict[str, Session] = OrderedDict()
+        self.clock = clock
+
+    def get(self, sid: str | None) -> Session | None:
+        if not sid:
+            return None
+        s = self._by_id.get(sid)
+        if s is None:
+            return None
+        if s.expires < self.clock():
+            del self._by_id[sid]
+            return None
+        return s
+
+    def new(self, secure: bool, identity: ValueReference | None = None) -> Session:
+        while len(self._by_id) >= MAX_SESSIONS:
+            self._by_id.popitem(last=False)
+        s = Session(
+            sid=secrets.token_urlsafe(32),
+            csrf=secrets.token_urlsafe(32),
+            secure=secure,
+            expires=self.clock() + SESSION_TTL,
+            identity=identity,
+        )
+        self._by_id[s.sid] = s
+        return s
+
+    def drop(self, sid: str) -> None:
+        self._by_id.pop(sid, None)
+
+    def rotate(self, old: Session, identity: ValueReference | None) -> Session:
+        """A new id on every login and logout, so a session id seen before login is worthless after."""
+        self.drop(old.sid)
+        s = self.new(old.secure, identity)
+        s.flash = old.flash
+        return s
+
+
+class ResolutionRing:
+    """Resolutions per minute for the last hour, from samples of a monotonically rising counter.
+
+    Sampling is idempotent (each sample just records the counter's latest value for its
+    minute), so several samplers — one per listener — may feed the same ring.
+    """
+
+    def __init__(self, minutes: int = RING_MINUTES, clock: Callable[[], float] = time.time) -> None:
+        self.minutes = minutes
+        self.clock = clock
+        self._last: deque[tuple[int, int]] = deque(maxlen=minutes + 1)  # (minute, counter at its end)
+        self._day = self._today()
+        self._day_base = 0  # the counter at the start of today (0: counters start with the process)
+
+    def _today(self) -> dt.date:
+        return dt.datetime.fromtimestamp(self.clock()).date()
+
+    def sample(self, counter: int) -> None:
+        minute = int(self.clock() // 60)
+        today = self._today()
+        if today != self._day:
+            self._day, self._day_base = today, counter
+        if self._last and self._last[-1][0] == minute:
+            self._last[-1] = (minute, counter)
+        elif not self._last or self._last[-1][0] < minute:
+            self._last.append((minute, counter))
+
+    def today(self, counter: int) -> int:
+        return max(0, counter - self._day_base) if self._today() == self._day else counter
+
+    def per_minute(self) -> list[tuple[int, int]]:
+        """``(minute start as Unix seconds, resolutions in that minute)`` for the last hour, oldest first.
+
+        A minute with no sample of its own counts nothing; its resolutions show in the next
+        sampled minute (the sampler runs every few seconds, so this only happens when the
+        event loop was blocked).
+        """
+        now = int(self.clock() // 60)
+        seen = dict(self._last)
+        out: list[tuple[int, int]] = []
+        prev: int | None = None
+        first = now - self.minutes + 1
+        # Counter at the end of the last sampled minute before the window.
+        for m, c in self._last:
+            if m < first:
+                prev = c
+        for m in range(first, now + 1):
+            got = seen.get(m)
+            if got is None:
+                out.append((m * 60, 0))
+                continue
+            out.append((m * 60, max(0, got - prev) if prev is not None else 0))
+            prev = got
+        return out
+
+
+@dataclass
+class BatchJob:
+    """A CSV registration running in the background; the browser polls ``progress``."""
+
+    id: str
+    owner: str  # the session identity that started it: only it may read progress and the report
+    total: int
+    done: int = 0
+    ok: int = 0
+    errors: list[tuple[int, str, str]] = field(default_factory=list)  # (line, handle, reason)
+    finished: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "total": self.total,
+            "done": self.done,
+            "ok": self.ok,
+            "failed": len(self.errors),
+            "finished": self.finished,
+        }
+
+
+class Jobs:
+    def __init__(self) -> None:
+        self._jobs: OrderedDict[str, BatchJob] = OrderedDict()
+
+    def new(self, owner: str, total: int) -> BatchJob:
+        while len(self._jobs) >= MAX_JOBS:
+            self._jobs.popitem(last=False)
+        job = BatchJob(secrets.token_urlsafe(12), owner, total)
+        self._jobs[job.id] = job
+        return job
+
+    def get(self, job_id: str, owner: str) -> BatchJob | None:
+        job = self._jobs.get(job_id)
+        return job if job is not None and job.owner == owner else None

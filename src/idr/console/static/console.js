@@ -1,0 +1,133 @@
+// idr console: live figures and the per-minute chart (dashboard), batch upload progress.
+// No inline scripts (the CSP forbids them); data comes from data- attributes and JSON endpoints.
+"use strict";
+
+(function () {
+  const SVG = "http://www.w3.org/2000/svg";
+
+  function drawChart(svg, series) {
+    // series: [[minuteStartUnixSeconds, count], ...] oldest first
+    while (svg.lastChild && svg.lastChild.nodeName !== "title") svg.removeChild(svg.lastChild);
+    const W = 600, H = 160, padL = 34, padB = 18, padT = 8;
+    const max = Math.max(1, ...series.map((p) => p[1]));
+    const n = Math.max(1, series.length);
+    const bw = (W - padL) / n;
+    const axis = document.createElementNS(SVG, "line");
+    axis.setAttribute("x1", padL); axis.setAttribute("x2", W);
+    axis.setAttribute("y1", H - padB); axis.setAttribute("y2", H - padB);
+    axis.setAttribute("class", "axis");
+    svg.appendChild(axis);
+    const label = (x, y, text, anchor) => {
+      const t = document.createElementNS(SVG, "text");
+      t.setAttribute("x", x); t.setAttribute("y", y);
+      if (anchor) t.setAttribute("text-anchor", anchor);
+      t.textContent = text;
+      svg.appendChild(t);
+    };
+    label(padL - 4, padT + 8, String(max), "end");
+    label(padL - 4, H - padB, "0", "end");
+    series.forEach((p, i) => {
+      const h = ((H - padB - padT) * p[1]) / max;
+      const r = document.createElementNS(SVG, "rect");
+      r.setAttribute("x", (padL + i * bw + 1).toFixed(1));
+      r.setAttribute("y", (H - padB - h).toFixed(1));
+      r.setAttribute("width", Math.max(1, bw - 2).toFixed(1));
+      r.setAttribute("height", h.toFixed(1));
+      r.setAttribute("class", "bar");
+      const tip = document.createElementNS(SVG, "title");
+      tip.textContent = new Date(p[0] * 1000).toLocaleTimeString() + ": " + p[1];
+      r.appendChild(tip);
+      svg.appendChild(r);
+      if (i % 10 === 0) label(padL + i * bw, H - 4, new Date(p[0] * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+    });
+    const cap = document.getElementById("chart-caption");
+    if (cap) {
+      const last = series.length ? series[series.length - 1][1] : 0;
+      const sum = series.reduce((a, p) => a + p[1], 0);
+      cap.textContent = "Σ " + sum + " · " + last + " / min";
+    }
+  }
+
+  function setText(id, v) {
+    const el = document.getElementById(id);
+    if (el && v !== undefined && v !== null) el.textContent = String(v);
+  }
+
+  function dashboard() {
+    const fig = document.getElementById("figures");
+    const svg = document.getElementById("chart");
+    if (!fig || !svg) return;
+    try { drawChart(svg, JSON.parse(svg.dataset.series || "[]")); } catch (e) { /* keep the page usable */ }
+    const url = fig.dataset.statsUrl;
+    async function poll() {
+      try {
+        const r = await fetch(url, { credentials: "same-origin", cache: "no-store" });
+        if (r.ok) {
+          const s = await r.json();
+          setText("f-registered", s.registered);
+          setText("f-today", s.resolutions_today);
+          setText("f-total", s.resolutions_total);
+          setText("f-secondary", s.secondary);
+          setText("f-enterprise", s.enterprise);
+          setText("f-errors", s.errors);
+          if (s.replication) {
+            setText("r-epoch", s.replication.epoch);
+            setText("r-lag", s.replication.lag_entries + " / " + s.replication.lag_seconds + " s");
+          }
+          drawChart(svg, s.per_minute || []);
+          setText("updated", new Date(s.time * 1000).toLocaleTimeString());
+        }
+      } catch (e) { /* the node may be restarting; try again */ }
+      setTimeout(poll, 5000);
+    }
+    setTimeout(poll, 1000);
+  }
+
+  function batch() {
+    const form = document.getElementById("batch-form");
+    if (!form) return;
+    const sel = document.getElementById("batch-template");
+    const hdr = document.getElementById("batch-header");
+    const showHeader = () => { const o = sel.options[sel.selectedIndex]; if (o && hdr) hdr.textContent = o.dataset.header; };
+    sel.addEventListener("change", showHeader);
+    showHeader();
+    const box = document.getElementById("batch-status");
+    const bar = document.getElementById("batch-progress");
+    const err = document.getElementById("batch-error");
+    const report = document.getElementById("batch-report");
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      box.hidden = false; err.hidden = true; report.hidden = true;
+      document.getElementById("batch-finished").hidden = true;
+      let job;
+      try {
+        const r = await fetch(form.action, { method: "POST", body: new FormData(form), credentials: "same-origin" });
+        job = await r.json();
+        if (!r.ok) throw new Error(job.error || r.statusText);
+      } catch (e) {
+        err.textContent = e.message; err.hidden = false; return;
+      }
+      const show = (j) => {
+        bar.max = Math.max(1, j.total); bar.value = j.done;
+        setText("batch-done", j.done); setText("batch-total", j.total);
+        setText("batch-ok", j.ok); setText("batch-failed", j.failed);
+      };
+      show(job);
+      const tick = async () => {
+        const r = await fetch("/console/api/jobs/" + encodeURIComponent(job.id), { credentials: "same-origin", cache: "no-store" });
+        const j = await r.json();
+        if (!r.ok) { err.textContent = j.error || r.statusText; err.hidden = false; return; }
+        show(j);
+        if (j.finished) {
+          document.getElementById("batch-finished").hidden = false;
+          if (j.failed > 0) { report.href = "/console/batch/" + encodeURIComponent(j.id) + "/errors.csv"; report.hidden = false; }
+        } else {
+          setTimeout(tick, 300);
+        }
+      };
+      setTimeout(tick, 200);
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", () => { dashboard(); batch(); });
+})();
