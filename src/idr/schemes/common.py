@@ -1,0 +1,30 @@
+"""What every scheme shares: one error type and the longest-match choice of a prefix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+# Whether this node (or the federation it can see) holds a prefix, e.g. ``GS1.6901234``.
+Holds = Callable[[str], bool]
+
+
+class SchemeError(ValueError):
+    """An identifier that does not follow its scheme's syntax; the message says which rule."""
+
+    def __init__(self, scheme: str, message: str) -> None:
+        super().__init__(message)
+        self.scheme = scheme
+        self.message = message
+
+
+def longest_held(candidates: Iterable[str], holds: Holds) -> str | None:
+    """The first (longest) candidate prefix ``holds`` accepts.
+
+    A scheme's identifiers do not say where the delegated part ends (a GTIN does not
+    encode the length of its company prefix, an OID not which arc was delegated), so the
+    node tries the candidates from the most specific down — as DNS walks labels.
+    """
+    for prefix in candidates:
+        if holds(prefix):
+            return prefix
+    return None
