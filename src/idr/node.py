@@ -76,8 +76,11 @@ class Node:
         from aiohttp import web
 
         from idr.console import add_console_routes
+        from idr.server.converged import add_converged_routes
+        from idr.server.gs1 import add_gs1_routes
         from idr.server.http import make_http_app
         from idr.server.metrics import add_metrics_routes
+        from idr.server.snms import add_snms_routes
         from idr.server.tls import server_context
 
         https = self.config.https if https is None else https
@@ -98,6 +101,9 @@ class Node:
             host, port = parse_address(addr)
             app = make_http_app(self.service, tls=secure, max_body=max_body)
             add_metrics_routes(app, self.service, self.metrics_sources)
+            add_gs1_routes(app, self.service)
+            add_converged_routes(app, self.service)
+            add_snms_routes(app, self.service)
             add_console_routes(app, self)
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
