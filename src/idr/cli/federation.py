@@ -202,7 +202,7 @@ async def _demo(
             (
                 "apply for a prefix at the Sichuan secondary node (approval files it with the top)",
                 f"idr prefix apply --node {sec.https_url} --cafile {sec.cert} --enterprise 'My Co' "
-                f"--uscc 91510100MA61R8XB2K --contact me@example.org --secret my-secret-123\n"
+                f"--uscc 91510100MA61R8XB2T --contact me@example.org --secret my-secret-123\n"
                 f"    idr prefix list --node {sec.https_url} --cafile {sec.cert} "
                 f"--user '{sec.admin}' --secret {sec.secret}",
             ),
