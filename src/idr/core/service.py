@@ -49,10 +49,13 @@ def _fail(code: ResponseCode, message: str = "") -> HandleError:
 class RecordCache:
     """Bounded map key → record (or None for a known miss); FIFO eviction keeps it O(1)."""
 
-    __slots__ = ("_data", "capacity", "hits", "misses")
+    __slots__ = ("_data", "_generation", "capacity", "hits", "misses")
 
     def __init__(self, capacity: int) -> None:
         self._data: dict[str, HandleRecord | None] = {}
+        # Bumped by every invalidation: a load that raced a commit (read before it, finished
+        # after its invalidation) must not put what it read into the cache.
+        self._generation = 0
         self.capacity = capacity
         self.hits = 0
         self.misses = 0
@@ -64,18 +67,22 @@ class RecordCache:
             return rec
         except KeyError:
             self.misses += 1
+        generation = self._generation
         rec = load(key)
-        if self.capacity > 0:
+        if self.capacity > 0 and generation == self._generation:
             if len(self._data) >= self.capacity:
-                del self._data[next(iter(self._data))]
+                self._data.pop(next(iter(self._data), key), None)
             self._data[key] = rec
         return rec
 
     def invalidate(self, keys: Iterable[str]) -> None:
+        self._generation += 1
         for k in keys:
             self._data.pop(k, None)
+        self._generation += 1
 
     def clear(self) -> None:
+        self._generation += 1
         self._data.clear()
 
 
