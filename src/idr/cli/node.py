@@ -17,6 +17,7 @@ from idr.model.errors import HandleError
 from idr.model.handle import prefix_handle
 from idr.model.value import PERM_SECRET, AdminPermission, AdminRecord, HandleValue
 from idr.node import AddressError, Node, open_service, parse_address
+from idr.store.base import StoreError
 
 console = Console(stderr=True)
 
@@ -48,9 +49,13 @@ def init_node(
     https: str = "127.0.0.1:8443",
     http: str = "",
     native: str = "",
+    store: str = "sqlite",
+    dsn: str = "",
 ) -> NodeConfig:
     if (data / "idr.toml").exists():
         raise ConfigError(f"{data} already holds a node (idr.toml exists)")
+    if store not in ("sqlite", "postgres") or (store == "postgres") != bool(dsn):
+        raise ConfigError("--store is sqlite (no --dsn) or postgres with --dsn")
     cfg = NodeConfig(
         data_dir=data,
         admins=[f"{index}:{prefix_handle(prefix)}"],
@@ -58,6 +63,8 @@ def init_node(
         https=https,
         http=http,
         native=native,
+        store=store,
+        dsn=dsn,
     )
     for addr in (https, http, native):
         if addr:
@@ -85,6 +92,8 @@ def register(app: typer.Typer) -> None:
         https: Annotated[str, typer.Option(help="HTTPS listen address.")] = "127.0.0.1:8443",
         http: Annotated[str, typer.Option(help="Plain HTTP listen address (read-only API).")] = "",
         native: Annotated[str, typer.Option(help="Handle protocol UDP+TCP listen address.")] = "",
+        store: Annotated[str, typer.Option(help="Storage engine: sqlite or postgres.")] = "sqlite",
+        dsn: Annotated[str, typer.Option(help="PostgreSQL connection string (--store postgres).")] = "",
     ) -> None:
         """Create a node home to PREFIX whose admin is 300:0.NA/PREFIX."""
         if (admin_secret is None) == (admin_key is None):
@@ -100,8 +109,10 @@ def register(app: typer.Typer) -> None:
                 https=https,
                 http=http,
                 native=native,
+                store=store,
+                dsn=dsn,
             )
-        except (ConfigError, HandleError, AddressError, OSError, ValueError) as e:
+        except (ConfigError, HandleError, AddressError, OSError, ValueError, StoreError) as e:
             fail(str(e))
         console.print(f"[green]initialised[/] node home to [bold]{prefix}[/] in {cfg.data_dir}")
         console.print(f"admin identity: [bold]{cfg.admins[0]}[/]   settings: {cfg.path}")
@@ -126,11 +137,14 @@ def register(app: typer.Typer) -> None:
         data: DataOpt,
         file: Annotated[Path, typer.Argument(help="JSON lines: {handle, values: [REST JSON values]}")],
         batch: Annotated[int, typer.Option(help="Handles per transaction.")] = 1000,
+        restart: Annotated[bool, typer.Option(help="Ignore a previous run's checkpoint.")] = False,
     ) -> None:
-        """Bulk-load handles; bad lines are reported with their numbers and skipped."""
+        """Bulk-load handles; bad lines are reported (and in FILE.errors.jsonl) and skipped.
+
+        Resumable: re-running after an interruption skips the lines already committed."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from idr.core.importer import import_lines
+        from idr.core.importer import import_file
 
         cfg = _load(data)
         if not file.is_file():
@@ -138,20 +152,21 @@ def register(app: typer.Typer) -> None:
         size = file.stat().st_size
         service = open_service(cfg)
         try:
-            with (
-                file.open("rb") as fh,
-                Progress(
-                    TextColumn("importing"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeElapsedColumn(),
-                    console=console,
-                    transient=True,
-                ) as progress,
-            ):
+            with Progress(
+                TextColumn("importing"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as progress:
                 task = progress.add_task("import", total=size)
-                report = import_lines(
-                    service, fh, batch=batch, on_progress=lambda done: progress.update(task, completed=done)
+                report = import_file(
+                    service,
+                    file,
+                    batch=batch,
+                    restart=restart,
+                    on_progress=lambda done: progress.update(task, completed=done),
                 )
         finally:
             service.close()
@@ -160,6 +175,10 @@ def register(app: typer.Typer) -> None:
         if len(report.errors) > 50:
             console.print(f"… and {len(report.errors) - 50} more bad lines")
         rejected = len(report.errors)
+        if report.resumed_after:
+            console.print(f"resumed after line {report.resumed_after} (committed by an earlier run)")
+        if report.errors_path and report.errors_path.exists():
+            console.print(f"rejected lines: {report.errors_path}")
         console.print(f"[green]{report.loaded}[/] handles loaded, [red]{rejected}[/] lines rejected")
         if report.loaded == 0 and report.errors:
             raise typer.Exit(1)

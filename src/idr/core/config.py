@@ -48,6 +48,7 @@ class NodeConfig:
     role: str = "standalone"
     name: str = "idr node"
     store: str = "sqlite"
+    dsn: str = ""  # store = "postgres": libpq connection string (keep passwords in ~/.pgpass)
     https: str = "127.0.0.1:8443"
     http: str = ""
     native: str = ""
@@ -82,6 +83,7 @@ class NodeConfig:
                 role=str(node.get("role", "standalone")),
                 name=str(node.get("name", "idr node")),
                 store=str(node.get("store", "sqlite")),
+                dsn=str(node.get("dsn", "")),
                 https=str(listen.get("https", "127.0.0.1:8443")),
                 http=str(listen.get("http", "")),
                 native=str(listen.get("native", "")),
@@ -94,6 +96,10 @@ class NodeConfig:
             raise ConfigError(f"{path}: replication mode must be sync or async, not {cfg.replication.mode!r}")
         if cfg.replication.role not in ("primary", "mirror"):
             raise ConfigError(f"{path}: replication role must be primary or mirror")
+        if cfg.store not in ("sqlite", "postgres"):
+            raise ConfigError(f"{path}: store must be sqlite or postgres, not {cfg.store!r}")
+        if cfg.store == "postgres" and not cfg.dsn:
+            raise ConfigError(f"{path}: store = 'postgres' needs dsn = '…' (a libpq connection string)")
         if cfg.role not in ROLES:
             raise ConfigError(f"{path}: role must be one of {', '.join(ROLES)}, not {cfg.role!r}")
         return cfg
@@ -105,6 +111,7 @@ class NodeConfig:
                 "role": self.role,
                 "admins": self.admins,
                 "store": self.store,
+                **({"dsn": self.dsn} if self.dsn else {}),
             },
             "listen": {"https": self.https, "http": self.http, "native": self.native},
             "limits": asdict(self.limits),
