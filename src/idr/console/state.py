@@ -86,7 +86,8 @@ class ResolutionRing:
     def __init__(self, minutes: int = RING_MINUTES, clock: Callable[[], float] = time.time) -> None:
         self.minutes = minutes
         self.clock = clock
-        self._last: deque[tuple[int, int]] = deque(maxlen=minutes + 1)  # (minute, counter at its end)
+        # (minute, counter at its first sample, counter at its last sample)
+        self._last: deque[tuple[int, int, int]] = deque(maxlen=minutes + 1)
         self._day = self._today()
         self._day_base = 0  # the counter at the start of today (0: counters start with the process)
 
@@ -99,9 +100,10 @@ class ResolutionRing:
         if today != self._day:
             self._day, self._day_base = today, counter
         if self._last and self._last[-1][0] == minute:
-            self._last[-1] = (minute, counter)
+            m, first, _ = self._last[-1]
+            self._last[-1] = (m, first, counter)
         elif not self._last or self._last[-1][0] < minute:
-            self._last.append((minute, counter))
+            self._last.append((minute, counter, counter))
 
     def today(self, counter: int) -> int:
         return max(0, counter - self._day_base) if self._today() == self._day else counter
@@ -109,26 +111,27 @@ class ResolutionRing:
     def per_minute(self) -> list[tuple[int, int]]:
         """``(minute start as Unix seconds, resolutions in that minute)`` for the last hour, oldest first.
 
-        A minute with no sample of its own counts nothing; its resolutions show in the next
-        sampled minute (the sampler runs every few seconds, so this only happens when the
-        event loop was blocked).
+        A minute counts from the end of the previous sampled minute (or, for the very first
+        one, from its first sample) to its last sample. A minute with no sample counts nothing;
+        its resolutions show in the next sampled minute (the sampler runs every few seconds, so
+        that only happens when the event loop was blocked).
         """
         now = int(self.clock() // 60)
-        seen = dict(self._last)
-        out: list[tuple[int, int]] = []
+        first_minute = now - self.minutes + 1
+        seen = {m: (first, last) for m, first, last in self._last}
         prev: int | None = None
-        first = now - self.minutes + 1
-        # Counter at the end of the last sampled minute before the window.
-        for m, c in self._last:
-            if m < first:
-                prev = c
-        for m in range(first, now + 1):
+        for m, _, last in self._last:
+            if m < first_minute:
+                prev = last
+        out: list[tuple[int, int]] = []
+        for m in range(first_minute, now + 1):
             got = seen.get(m)
             if got is None:
                 out.append((m * 60, 0))
                 continue
-            out.append((m * 60, max(0, got - prev) if prev is not None else 0))
-            prev = got
+            first, last = got
+            out.append((m * 60, max(0, last - (prev if prev is not None else first))))
+            prev = last
         return out
 
 
