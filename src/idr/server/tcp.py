@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 from idr.codec.envelope import ENVELOPE_SIZE, MAX_MESSAGE_LENGTH, PROTOCOL_MAJOR
 from idr.model.errors import ResponseCode
@@ -63,10 +63,10 @@ class TcpConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCPTransport is not an asyncio.Transport subclass, only shaped like one.
+        self.transport = cast(asyncio.Transport, transport)
         if len(self.state.connections) >= self.state.limits.max_connections:
-            transport.abort()
+            self.transport.abort()
             self.closing = True
             return
         self.state.connections.add(self)
