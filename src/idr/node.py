@@ -8,13 +8,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from idr.core.config import NodeConfig
+from idr.core.config import ConfigError, NodeConfig
 from idr.core.service import NodeService
 from idr.store.base import Store
 
 if TYPE_CHECKING:
+    from idr.model.site import SiteInfo
     from idr.replication import Replicator
     from idr.server.metrics import MetricsSource
 
@@ -47,7 +48,34 @@ def open_store(config: NodeConfig) -> Store:
 
 
 def open_service(config: NodeConfig) -> NodeService:
-    return NodeService(open_store(config), admins=config.admins, cache_entries=config.limits.cache_entries)
+    """The core for the node's role: authoritative roles refer for what they delegate; a
+    recursive node resolves through the top service named in ``federation.toml``."""
+    from idr.core.federation import FederationSettings, loopback_site, make_service
+
+    store = open_store(config)
+    kwargs: dict[str, Any] = {"admins": config.admins, "cache_entries": config.limits.cache_entries}
+    try:
+        if config.role == "recursive":
+            from idr.resolver.recursive import RecursiveResolver, RecursiveService
+            from idr.resolver.transport import NativeTransport
+
+            roots = FederationSettings.load(config.data_dir).root
+            if not roots:
+                raise ConfigError(
+                    f'a recursive node needs the top service\'s address: root = ["HOST:PORT"] '
+                    f"under [federation] in {config.data_dir / 'federation.toml'} (idr init --root)"
+                )
+            sites = []
+            for i, address in enumerate(roots):
+                host, port = parse_address(address)
+                sites.append(loopback_site(f"root {address}", native=port, host=host, primary=i == 0))
+            return RecursiveService(store, RecursiveResolver(sites, NativeTransport()), **kwargs)
+        if config.role in ("top", "secondary", "enterprise"):
+            return make_service(config.role, store, **kwargs)
+        return NodeService(store, **kwargs)
+    except BaseException:
+        store.close()
+        raise
 
 
 @dataclass
@@ -123,11 +151,27 @@ class Node:
             bound_native, close = await start_native(self.service, host, port)
             self.listeners.native = bound_native
             self.listeners.closers.append(close)
+        if self.service.site_info is None:
+            self.service.site_info = self.own_site()
 
         if self.replicator is not None:
             ls = self.listeners
             named = (("https", ls.https), ("http", ls.http), ("native", ls.native))
             self.replicator.api = ", ".join(f"{n} {a[0]}:{a[1]}" for n, a in named if a)
+
+    def own_site(self) -> SiteInfo:
+        """This node as a one-server site (HS_SITE), from the addresses it listens on."""
+        from idr.core.federation import loopback_site
+
+        ls = self.listeners
+        host = next((a[0] for a in (ls.native, ls.https, ls.http) if a), "127.0.0.1")
+        return loopback_site(
+            self.config.name,
+            native=ls.native[1] if ls.native else None,
+            http=ls.http[1] if ls.http else None,
+            https=ls.https[1] if ls.https else None,
+            host=host,
+        )
 
     async def _stop_replicator(self) -> None:
         if self.replicator is not None:

@@ -31,6 +31,8 @@ runner = CliRunner()
 def text(result: object) -> str:
     """The command's output with rich's line wrapping undone."""
     return " ".join(str(getattr(result, "output", "")).split())
+
+
 AUTH = ("300%3A0.NA/88.100", "s3cret")
 
 
@@ -208,3 +210,63 @@ def test_acknowledged_writes_survive_kill_9(node_dir: Path) -> None:
         assert missing == []
     finally:
         svc.close()
+
+
+def test_roles_choose_the_core(tmp_path: Path) -> None:
+    from idr.core.federation import FederatedService
+    from idr.resolver.recursive import RecursiveService
+
+    init(tmp_path / "top", "--role", "top")
+    rec = runner.invoke(
+        app,
+        [
+            "init",
+            "--data",
+            str(tmp_path / "rec"),
+            "--prefix",
+            "0.RECURSIVE",
+            "--admin-secret",
+            "x",
+            "--role",
+            "recursive",
+        ],
+    )
+    assert rec.exit_code == 1 and "needs --root" in text(rec)
+    rec = runner.invoke(
+        app,
+        [
+            "init",
+            "--data",
+            str(tmp_path / "rec"),
+            "--prefix",
+            "0.RECURSIVE",
+            "--admin-secret",
+            "x",
+            "--role",
+            "recursive",
+            "--root",
+            "127.0.0.1:2641",
+        ],
+    )
+    assert rec.exit_code == 0, rec.output
+    bad = runner.invoke(
+        app,
+        [
+            "init",
+            "--data",
+            str(tmp_path / "b"),
+            "--prefix",
+            "88.1",
+            "--admin-secret",
+            "x",
+            "--role",
+            "emperor",
+        ],
+    )
+    assert bad.exit_code == 1 and "--role must be one of" in text(bad)
+    for name, kind in (("top", FederatedService), ("rec", RecursiveService)):
+        svc = open_service(NodeConfig.load(tmp_path / name))
+        try:
+            assert type(svc) is kind
+        finally:
+            svc.close()

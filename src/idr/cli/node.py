@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,8 @@ from rich.table import Table
 
 from idr.cli.common import fail, run_async
 from idr.codec.values import encode_admin
-from idr.core.config import ConfigError, NodeConfig
+from idr.core.config import ROLES, ConfigError, NodeConfig
+from idr.core.federation import FederationSettings
 from idr.model.errors import HandleError
 from idr.model.handle import prefix_handle
 from idr.model.value import PERM_SECRET, AdminPermission, AdminRecord, HandleValue
@@ -51,9 +53,14 @@ def init_node(
     native: str = "",
     store: str = "sqlite",
     dsn: str = "",
+    root: Sequence[str] = (),
 ) -> NodeConfig:
     if (data / "idr.toml").exists():
         raise ConfigError(f"{data} already holds a node (idr.toml exists)")
+    if role not in ROLES:
+        raise ConfigError(f"--role must be one of {', '.join(ROLES)}, not {role!r}")
+    if role == "recursive" and not root:
+        raise ConfigError("a recursive node needs --root HOST:PORT (the top service's native address)")
     if store not in ("sqlite", "postgres") or (store == "postgres") != bool(dsn):
         raise ConfigError("--store is sqlite (no --dsn) or postgres with --dsn")
     cfg = NodeConfig(
@@ -66,10 +73,12 @@ def init_node(
         store=store,
         dsn=dsn,
     )
-    for addr in (https, http, native):
+    for addr in (https, http, native, *root):
         if addr:
             parse_address(addr)
     cfg.save()
+    if root:
+        FederationSettings(root=list(root)).save(data)
     service = open_service(cfg)
     try:
         service.bootstrap(prefix, admin_key_values(prefix, index, secret, key_file))
@@ -94,6 +103,9 @@ def register(app: typer.Typer) -> None:
         native: Annotated[str, typer.Option(help="Handle protocol UDP+TCP listen address.")] = "",
         store: Annotated[str, typer.Option(help="Storage engine: sqlite or postgres.")] = "sqlite",
         dsn: Annotated[str, typer.Option(help="PostgreSQL connection string (--store postgres).")] = "",
+        root: Annotated[
+            list[str] | None, typer.Option(help="Top service HOST:PORT (native), primary first; repeatable.")
+        ] = None,
     ) -> None:
         """Create a node home to PREFIX whose admin is 300:0.NA/PREFIX."""
         if (admin_secret is None) == (admin_key is None):
@@ -111,6 +123,7 @@ def register(app: typer.Typer) -> None:
                 native=native,
                 store=store,
                 dsn=dsn,
+                root=root or (),
             )
         except (ConfigError, HandleError, AddressError, OSError, ValueError, StoreError) as e:
             fail(str(e))
