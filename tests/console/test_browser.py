@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import BrowserContext, Page, async_playwright, expect
 
 from idr.demo import CELL, PACK_USCC, VEHICLE, Federation, start_federation
 
@@ -41,7 +41,7 @@ async def federation(tmp_path: Path) -> AsyncIterator[Federation]:
 
 
 @pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
+async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
     profile = tmp_path / "chromium-profile"
     async with async_playwright() as pw:
         # A persistent context is how a fresh user-data dir is given to Chromium.
@@ -54,7 +54,7 @@ async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
             viewport={"width": 1366, "height": 900},
         )
         try:
-            yield ctx  # type: ignore[misc]  # BrowserContext: new_page() is all the test uses
+            yield ctx
         finally:
             await ctx.close()
 
@@ -65,7 +65,7 @@ async def _shot(page: Page, name: str) -> Path:
     return out
 
 
-async def test_newcomer_walkthrough(federation: Federation, browser: Browser) -> None:
+async def test_newcomer_walkthrough(federation: Federation, browser: BrowserContext) -> None:
     sec = federation["sec-sc"]
     top = federation["top-cq"]
     page = await browser.new_page()
@@ -146,7 +146,7 @@ async def test_newcomer_walkthrough(federation: Federation, browser: Browser) ->
         raise AssertionError(f"browser step {step!r} failed; screenshot: {shot}") from e
 
 
-async def test_keyboard_only_resolution(federation: Federation, browser: Browser) -> None:
+async def test_keyboard_only_resolution(federation: Federation, browser: BrowserContext) -> None:
     """Skip link, visible focus and form submission with the keyboard alone."""
     rec = federation["recursive"]
     page = await browser.new_page()
