@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from idr.cli.common import fail
+from idr.cli.common import fail, run_async
 
 console = Console()
 err = Console(stderr=True)
@@ -128,11 +128,7 @@ def run_demo(data: Path | None, base_port: int, seconds: float) -> None:
         tmp = Path(tempfile.mkdtemp(prefix="idr-demo-"))
         data = tmp
     try:
-        # Plain asyncio, not uvloop: the native TCP server asserts asyncio.Transport, which uvloop's
-        # transports are not (server/tcp.py); UDP answers too large for a datagram go over TCP.
-        asyncio.run(_demo(data, base_port, seconds, CELL, PACK, VEHICLE, start_federation))
-    except KeyboardInterrupt:
-        err.print("stopped")
+        run_async(_demo(data, base_port, seconds, CELL, PACK, VEHICLE, start_federation))
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
