@@ -187,6 +187,15 @@ class PgCluster:
             total += _rss(pid)
         return total
 
+    def server_pss_bytes(self) -> int:
+        """Proportional set size of every server process: shared buffers counted once."""
+        pid_file = self.data / "postmaster.pid"
+        try:
+            root_pid = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0
+        return sum(_pss(pid) for pid in [root_pid, *_children(root_pid)])
+
     def __enter__(self) -> PgCluster:
         return self
 
@@ -231,6 +240,16 @@ def _rss(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _pss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
