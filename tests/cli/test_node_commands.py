@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import requests
-import urllib3
 from typer.testing import CliRunner
 
 from idr.cli import app
@@ -24,7 +23,6 @@ from idr.core.request import Op, Request
 from idr.model.errors import ResponseCode
 from idr.node import open_service
 
-urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 runner = CliRunner()
 
 
@@ -159,11 +157,12 @@ def served(node_dir: Path) -> Iterator[tuple[int, int]]:
         proc.wait(10)
 
 
-def test_serve_answers_api_proxy_and_metrics(served: tuple[int, int]) -> None:
+def test_serve_answers_api_proxy_and_metrics(node_dir: Path, served: tuple[int, int]) -> None:
     https, http = served
+    cert = str(node_dir / "tls" / "cert.pem")  # the self-signed certificate, pinned
     body = {"values": [{"index": 1, "type": "URL", "data": "https://example.org/m"}]}
     put = requests.put(
-        f"https://127.0.0.1:{https}/api/handles/88.100/m", json=body, auth=AUTH, verify=False, timeout=10
+        f"https://127.0.0.1:{https}/api/handles/88.100/m", json=body, auth=AUTH, verify=cert, timeout=10
     )
     assert put.status_code in (200, 201), put.text
     got = requests.get(f"http://127.0.0.1:{http}/api/handles/88.100/m", timeout=10).json()
@@ -194,7 +193,7 @@ def test_acknowledged_writes_survive_kill_9(node_dir: Path) -> None:
                     f"https://127.0.0.1:{https}/api/handles/{name}",
                     json=body,
                     auth=AUTH,
-                    verify=False,
+                    verify=str(node_dir / "tls" / "cert.pem"),
                     timeout=10,
                 )
                 if r.status_code in (200, 201):
