@@ -216,37 +216,10 @@ def test_roles_choose_the_core(tmp_path: Path) -> None:
     from idr.resolver.recursive import RecursiveService
 
     init(tmp_path / "top", "--role", "top")
-    rec = runner.invoke(
-        app,
-        [
-            "init",
-            "--data",
-            str(tmp_path / "rec"),
-            "--prefix",
-            "0.RECURSIVE",
-            "--admin-secret",
-            "x",
-            "--role",
-            "recursive",
-        ],
-    )
+    recursive = ["init", "--data", str(tmp_path / "rec"), "--prefix", "0.RECURSIVE", "--admin-secret", "x"]
+    rec = runner.invoke(app, [*recursive, "--role", "recursive"])
     assert rec.exit_code == 1 and "needs --root" in text(rec)
-    rec = runner.invoke(
-        app,
-        [
-            "init",
-            "--data",
-            str(tmp_path / "rec"),
-            "--prefix",
-            "0.RECURSIVE",
-            "--admin-secret",
-            "x",
-            "--role",
-            "recursive",
-            "--root",
-            "127.0.0.1:2641",
-        ],
-    )
+    rec = runner.invoke(app, [*recursive, "--role", "recursive", "--root", "127.0.0.1:2641"])
     assert rec.exit_code == 0, rec.output
     bad = runner.invoke(
         app,

@@ -446,21 +446,13 @@ class NodeService:
         self._require(identity, record, right, f"{change} value {v.index} of {h}")
 
     def add_values(self, req: Request) -> Response:
-        identity = self._require_identity(req)
-        h, record = self._existing(req.handle)
-        values = check_values(req.values)
-        current = {v.index: v for v in record.values}
-        for v in values:
-            old = current.get(v.index)
-            if old is not None:
-                if not req.overwrite:
-                    raise _fail(ResponseCode.VALUE_ALREADY_EXISTS, f"value {v.index} of {h} already exists")
-                self._require_value_right(identity, h, record, old, "modify")
-            self._require_value_right(identity, h, record, v, "add")
-        current.update({v.index: v for v in self._stamp(values)})
-        return self._replace(h, record, current, "add", identity)
+        return self._write_values(req, adding=True)
 
     def modify_values(self, req: Request) -> Response:
+        return self._write_values(req, adding=False)
+
+    def _write_values(self, req: Request, *, adding: bool) -> Response:
+        """Add (replacing existing indexes only with ``overwrite``) or modify (indexes must exist)."""
         identity = self._require_identity(req)
         h, record = self._existing(req.handle)
         values = check_values(req.values)
@@ -468,11 +460,16 @@ class NodeService:
         for v in values:
             old = current.get(v.index)
             if old is None:
-                raise _fail(ResponseCode.VALUES_NOT_FOUND, f"value {v.index} of {h} not found")
+                if not adding:
+                    raise _fail(ResponseCode.VALUES_NOT_FOUND, f"value {v.index} of {h} not found")
+                self._require_value_right(identity, h, record, v, "add")
+                continue
+            if adding and not req.overwrite:
+                raise _fail(ResponseCode.VALUE_ALREADY_EXISTS, f"value {v.index} of {h} already exists")
             self._require_value_right(identity, h, record, old, "modify")
             self._require_value_right(identity, h, record, v, "modify")
         current.update({v.index: v for v in self._stamp(values)})
-        return self._replace(h, record, current, "modify", identity)
+        return self._replace(h, record, current, "add" if adding else "modify", identity)
 
     def remove_values(self, req: Request) -> Response:
         identity = self._require_identity(req)
