@@ -55,6 +55,7 @@ class Outcome:
     challenge: bool = False
     keep_alive: bool = False
     handle_key: str | None = None
+    exists: bool | None = None  # with handle_key: whether the handle exists (hot cache learns it)
 
 
 Result = Outcome | Coroutine[Any, Any, Outcome]
@@ -111,6 +112,8 @@ class NativeHandler:
                 and not msg.env_flags & EnvFlag.TC):
             with contextlib.suppress(HandleError):
                 out.handle_key = Handle.parse(req.handle).key
+                if resp.code != ResponseCode.SERVER_NOT_RESPONSIBLE:
+                    out.exists = resp.code != ResponseCode.HANDLE_NOT_FOUND
         return out
 
     # ------------------------------------------------------------------ pieces

@@ -11,18 +11,43 @@ See ``server/udp.py`` for the amplification rule and ``server/tcp.py`` for conne
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
 
+from idr.codec.bodies import ResolutionRequest, ResolutionResponse
+from idr.codec.envelope import OpFlag
+from idr.codec.message import Message, decode_message, encode_message
+from idr.codec.wire import Writer
 from idr.core.service import NodeService
-from idr.server.handler import NativeHandler
-from idr.server.hotcache import AnswerCache
+from idr.model.errors import HandleError, ResponseCode
+from idr.model.handle import Handle, normalize_key
+from idr.model.value import HandleRecord, HandleValue
+from idr.server.answers import Answerer
+from idr.server.handler import NativeHandler, Outcome
+from idr.server.hotcache import AnswerCache, cache_key
 from idr.server.tcp import TcpLimits, TcpServerState
 from idr.server.udp import Amplification, UdpProtocol
 
+log = logging.getLogger("idr.native")
+
 DEFAULT_PORT = 2641
 BIND_ATTEMPTS = 20
+
+# Envelope + header of a plain resolution request (RequestId, lengths, expiration zero) from the
+# clients that matter, warmed for every handle at start: the Handle.Net 9 client (2.3 suggesting
+# 2.11, REC|CA|PO, as in ../shared/vectors/handle), a plain RFC 3652 2.1 client (what hdlperf
+# and older libraries send) and idr's own client (2.11, PO). Any other shape is cached on first use.
+WARM_SHAPES: tuple[bytes, ...] = tuple(bytes.fromhex(h) for h in (
+    "0203020b" "00000000" "00000000" "00000000" "00000000"
+    "00000001" "00000000" "19000000" "ffff0000" "00000000" "00000000",
+    "02010000" "00000000" "00000000" "00000000" "00000000"
+    "00000001" "00000000" "19000000" "ffff0000" "00000000" "00000000",
+    "020b020b" "00000000" "00000000" "00000000" "00000000"
+    "00000001" "00000000" "01000000" "ffff0000" "00000000" "00000000",
+))
 
 
 @dataclass
@@ -33,6 +58,9 @@ class NativeOptions:
     cache_entries: int = 500_000
     udp_admin: bool = False  # Handle.Net's default site: UDP interface is query-only
     reuse_port: bool = False  # SO_REUSEPORT, for several worker processes on one port
+    tcp: bool = True  # False: UDP only (the read-only extra workers of ``idr serve --workers``)
+    warm: bool = False  # fill the cache from the store at start (see ``warm``)
+    warm_shapes: Sequence[bytes] = WARM_SHAPES
 
 
 @dataclass
@@ -44,6 +72,7 @@ class NativeServer:
     udp: UdpProtocol
     tcp: TcpServerState
     address: tuple[str, int]
+    warm_task: asyncio.Task[int] | None = None
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def close(self) -> None:
@@ -95,31 +124,45 @@ async def start_server(service: NodeService, host: str = "127.0.0.1", port: int 
     opts = options or NativeOptions()
     loop = asyncio.get_running_loop()
     cache = AnswerCache(opts.cache_entries)
+    cache.responsible = service.is_responsible
     service.add_listener(cache.invalidate)
     handler = NativeHandler(service, udp_admin=opts.udp_admin)
-    tcp_sock, udp_sock = _bind_pair(host, port, opts.reuse_port)
+    if opts.tcp:
+        tcp_sock: socket.socket | None
+        tcp_sock, udp_sock = _bind_pair(host, port, opts.reuse_port)
+    else:
+        tcp_sock, udp_sock = None, _udp_socket(host, port, opts.reuse_port)
     state = TcpServerState(handler, cache, TcpLimits(idle_timeout=opts.idle_timeout,
                                                      max_connections=opts.max_connections))
     try:
-        server = await loop.create_server(state.factory, sock=tcp_sock)
+        server = await loop.create_server(state.factory, sock=tcp_sock) if tcp_sock is not None else None
         udp_transport, udp = await loop.create_datagram_endpoint(
             lambda: UdpProtocol(handler, cache, opts.amplification), sock=udp_sock)
     except BaseException:
-        tcp_sock.close()
+        if tcp_sock is not None:
+            tcp_sock.close()
         udp_sock.close()
         raise
-    address = (host, tcp_sock.getsockname()[1])
+    address = (host, udp_sock.getsockname()[1])
+    srv = NativeServer(handler, cache, udp, state, address)
 
     async def close() -> None:
-        server.close()
+        if srv.warm_task is not None:
+            srv.warm_task.cancel()
+        if server is not None:
+            server.close()
         for conn in list(state.connections):
             conn._close()
         udp_transport.close()
         for task in list(udp.inflight):
             task.cancel()
-        await asyncio.wait_for(server.wait_closed(), 5.0)
+        if server is not None:
+            await asyncio.wait_for(server.wait_closed(), 5.0)
 
-    return NativeServer(handler, cache, udp, state, address, [close])
+    srv._closers.append(close)
+    if opts.warm:
+        srv.warm_task = loop.create_task(warm(srv, service, opts.warm_shapes))
+    return srv
 
 
 async def start_native(service: NodeService, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
@@ -128,3 +171,138 @@ async def start_native(service: NodeService, host: str = "127.0.0.1", port: int 
     """The entry point ``idr.node.Node.start`` uses: ((host, port), async close)."""
     srv = await start_server(service, host, port, options)
     return srv.address, srv.close
+
+
+# ---------------------------------------------------------------------------- warm-up
+
+def plain_request(shape: bytes, handle: bytes) -> bytes:
+    """The plain resolution request of ``shape`` (44 bytes) for ``handle``."""
+    n = len(handle)
+    out = bytearray(shape[:44])
+    out[16:20] = (40 + n).to_bytes(4, "big")  # header 24 + body (4 + n + 4 + 4) + credential length 4
+    out[40:44] = (12 + n).to_bytes(4, "big")
+    return bytes(out) + n.to_bytes(4, "big") + handle + bytes(12)
+
+
+def _resolvable(record: HandleRecord, public_only: bool) -> tuple[HandleValue, ...] | None:
+    """The values ``NodeService.resolve`` answers to an anonymous unfiltered request, or None when
+    that answer is not a plain success (authentication needed, no values): left to the slow path.
+    The warm-up self-check (``_Shape.check``) compares with the real slow path."""
+    values = record.values
+    if any(not v.public_read for v in values):
+        if not public_only:
+            return None
+        values = tuple(v for v in values if v.public_read)
+    return tuple(values) or None
+
+
+class _Shape:
+    """Answers for one request shape: the response head is the same for every handle but for the
+    two lengths, so one encoded body per record is spliced under a patched 44-byte head."""
+
+    def __init__(self, shape: bytes, answers: Answerer) -> None:
+        self.shape = shape
+        self.answers = answers
+        self.request: Message = decode_message(plain_request(shape, b"0.NA/x"))
+        self.public_only = bool(self.request.opflags & OpFlag.PO)
+        first = encode_message(answers.message(self.request, ResponseCode.SUCCESS,
+                                               ResolutionResponse("0.NA/x", ())))
+        self.head = bytearray(first[:44])
+        self.version = (first[0], first[1])
+        self.exact = True  # splicing verified (False: encode every answer in full)
+        self.checks = 0
+
+    def full(self, handle: str, values: tuple[HandleValue, ...]) -> bytes:
+        req = replace(self.request, body=ResolutionRequest(handle))
+        resp = self.answers.message(req, ResponseCode.SUCCESS, ResolutionResponse(handle, values))
+        return encode_message(resp)
+
+    def answer(self, handle: str, values: tuple[HandleValue, ...], bodies: dict[object, bytes]) -> bytes:
+        """``bodies``: encoded bodies of this record so far, shared by shapes that agree."""
+        if not self.exact:
+            return self.full(handle, values)
+        kind = (self.version, self.public_only)
+        body = bodies.get(kind)
+        if body is None:
+            w = Writer()
+            ResolutionResponse(handle, values).write(w, self.version)
+            body = bodies[kind] = w.getvalue()
+        head = self.head
+        head[16:20] = (len(body) + 28).to_bytes(4, "big")
+        head[40:44] = len(body).to_bytes(4, "big")
+        out = bytes(head) + body + b"\0\0\0\0"
+        if self.checks < 8:  # the splice must equal the codec's own encoding, byte for byte
+            self.checks += 1
+            if out != self.full(handle, values):
+                log.warning("warm-up: spliced answer differs for shape %s; encoding in full",
+                            self.shape.hex())
+                self.exact = False
+                return self.full(handle, values)
+        return out
+
+
+def check_warm(server: NativeServer, service: NodeService, handles: Sequence[str],
+               shapes: Sequence[bytes] = WARM_SHAPES) -> list[str]:
+    """Warmed answers that differ from what the slow path gives now (for tests): empty is good."""
+    bad = []
+    for shape in shapes:
+        for h in handles:
+            req = plain_request(shape, h.encode())
+            cached = server.cache.data.get(cache_key(req))
+            out = server.handler.handle(req, "check", udp=True)
+            if cached is not None and (not isinstance(out, Outcome) or out.messages != [cached]):
+                bad.append(f"{shape[:4].hex()} {h}")
+    return bad
+
+
+async def warm(server: NativeServer, service: NodeService, shapes: Sequence[bytes] = WARM_SHAPES,
+               batch: int = 2000) -> int:
+    """Fill the answer cache with every handle's answer for ``shapes`` from one store snapshot,
+    in batches between which the loop keeps serving; then mark the cache complete. Commits that
+    land meanwhile are tracked (``AnswerCache.dirty``) and their handles left to the slow path."""
+    cache = server.cache
+    cache.start_tracking()
+    t0 = time.monotonic()
+    built = [_Shape(s, server.handler.answers) for s in shapes]
+    _, rows = service.store.snapshot()
+    known: set[str] = set()
+    responsible: dict[str, bool] = {}
+    items: list[tuple[bytes, bytes, str]] = []
+    stored = 0
+    try:
+        for stored_key, record in rows:
+            hkey = normalize_key(record.handle)
+            known.add(hkey)
+            known.add(stored_key)
+            prefix = hkey.partition("/")[0]
+            ok = responsible.get(prefix) if prefix != "0.NA" else None
+            if ok is None:  # once per prefix (stored handles were validated when written)
+                try:
+                    ok = service.is_responsible(Handle.parse(record.handle))
+                except HandleError:  # not a handle (internal rows): says nothing about its prefix
+                    continue
+                if prefix != "0.NA":
+                    responsible[prefix] = ok
+            if not ok:
+                continue
+            raw = record.handle.encode("utf-8")
+            bodies: dict[object, bytes] = {}
+            for shape in built:
+                values = _resolvable(record, shape.public_only)
+                if values is None:
+                    continue
+                items.append((cache_key(plain_request(shape.shape, raw)),
+                              shape.answer(record.handle, values, bodies), hkey))
+            if len(items) >= batch:
+                stored += cache.put_many(items)
+                items.clear()
+                await asyncio.sleep(0)
+        stored += cache.put_many(items)
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
+    cache.finish_warm(known)
+    log.info("answer cache warm: %d answers for %d handles in %.1f s (complete=%s)",
+             stored, len(known), time.monotonic() - t0, cache.complete)
+    return stored

@@ -29,6 +29,15 @@ from idr.server.hotcache import AnswerCache, cache_key, patch
 log = logging.getLogger("idr.native.tcp")
 
 MIN_REQUEST = 44
+KA_BYTE = 0x02  # OpFlag.KA in the op flags' top byte (message byte 28)
+
+
+def _key(data: bytes, ka: int) -> bytes:
+    """``cache_key`` with the keep-alive flag cleared: over TCP, persistent clients set KA on
+    every request, and the answer differs only in echoing it (patched back in on a hit)."""
+    if not ka:
+        return cache_key(data)
+    return data[:8] + data[12:28] + bytes((data[28] ^ ka,)) + data[29:36] + data[40:]
 
 
 class TcpLimits:
@@ -131,10 +140,20 @@ class TcpConnection(asyncio.Protocol):
             data = bytes(self.buf[:end])
             del self.buf[:end]
             self._arm()
-            answer = cache.data.get(data[:8] + data[12:36] + data[40:])
+            ka = data[28] & KA_BYTE if len(data) >= MIN_REQUEST else 0
+            answer = cache.data.get(_key(data, ka))
             if answer is not None:  # hot path: pre-encoded answer
-                transport.write(patch(answer, data))
+                out = patch(answer, data)
+                out[28] |= ka
+                transport.write(out)
                 if not data[28] & 0x02 and not self.buf:  # no KA (0x02000000: top op-flag byte)
+                    self._close()
+                    return
+                continue
+            negative = cache.not_found(data)
+            if negative is not None:  # warm cache: a handle the store does not hold
+                transport.write(patch(negative, data))
+                if not data[28] & KA_BYTE and not self.buf:
                     self._close()
                     return
                 continue
@@ -173,7 +192,14 @@ class TcpConnection(asyncio.Protocol):
         if out.messages:
             transport.write(b"".join(out.messages))
         if out.handle_key is not None and len(out.messages) == 1 and len(data) >= MIN_REQUEST:
-            self.state.cache.put(cache_key(data), out.messages[0], out.handle_key, generation)
+            ka = data[28] & KA_BYTE
+            answer = out.messages[0]
+            if ka and answer[28] & KA_BYTE:  # stored without KA: one entry serves both kinds
+                answer = answer[:28] + bytes((answer[28] ^ KA_BYTE,)) + answer[29:]
+            cache = self.state.cache
+            hk = out.handle_key
+            if out.exists is None or not cache.learn(data, out.messages[0], hk, out.exists, generation):
+                cache.put(_key(data, ka), answer, out.handle_key, generation)
         self._arm()
         if not out.keep_alive and not out.challenge and not self.buf:
             self._close()

@@ -69,20 +69,33 @@ class UdpProtocol(asyncio.DatagramProtocol):
         # A cached answer this small always passes the amplification rule.
         self.fast_limit = MAX_UDP_PACKET if amp.factor is None else min(MAX_UDP_PACKET, amp.floor)
         self.slow = 0
+        self.hits = 0
+        self._get = cache.data.get  # the dict object lives as long as the cache (clear() empties it)
+        self._sendto: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
+        self._sendto = self.transport.sendto
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        # ---- hot path: no decoding at all
-        answer = self.cache.data.get(data[:8] + data[12:36] + data[40:])
+        # ---- hot path: no decoding, one key, one lookup, one copy with two patches, one send
+        answer = self._get(data[:8] + data[12:36] + data[40:])
         if answer is not None and len(answer) <= self.fast_limit:
-            self.transport.sendto(patch(answer, data), addr)  # type: ignore[union-attr]
+            out = bytearray(answer)
+            out[8:12] = data[8:12]
+            out[36:40] = data[36:40]
+            self._sendto(out, addr)
+            self.hits += 1
+            return
+        # ---- warm cache: a plain resolution of a handle the store does not hold
+        if len(data) < ENVELOPE_SIZE:
+            return  # not a Handle message; silence is the only safe answer to garbage
+        negative = self.cache.not_found(data)
+        if negative is not None:
+            self._sendto(patch(negative, data), addr)
             return
         # ---- slow path
         self.slow += 1
-        if len(data) < ENVELOPE_SIZE:
-            return  # not a Handle message; silence is the only safe answer to garbage
         whole = True
         request = data
         if data[2] & EnvFlag.TC:
@@ -131,7 +144,10 @@ class UdpProtocol(asyncio.DatagramProtocol):
                 for datagram in fragment(message):
                     transport.sendto(datagram, addr)
         if whole and out.handle_key is not None and len(out.messages) == 1 and len(request) >= MIN_REQUEST:
-            self.cache.put(cache_key(request), out.messages[0], out.handle_key, generation)
+            answer = out.messages[0]
+            hk = out.handle_key
+            if out.exists is None or not self.cache.learn(request, answer, hk, out.exists, generation):
+                self.cache.put(cache_key(request), answer, out.handle_key, generation)
 
     def error_received(self, exc: Exception) -> None:  # ICMP unreachable etc.: nothing to do
         log.debug("UDP error: %s", exc)
