@@ -13,6 +13,12 @@ How a handle ``P/S`` is resolved (RFC 3652 §3.3, the reference notes §1.9):
    sites are tried primaries first, and a site that does not answer within a short timeout is
    skipped for the next (a mirror).
 
+Identifiers of other schemes arrive in *root form* (``GS1/01/…``, ``ECODE/…``, ``OID/…``,
+docs/schemes.md): the resolver asks the federation for the prefix handle of each candidate
+prefix, most specific first (``0.NA/GS1.697531000152``, ``0.NA/GS1.69753100015``, …), and
+resolves the identifier under the first one that exists, as DNS walks labels. Probes that
+find nothing are cached like any negative answer.
+
 Answers are cached for their TTL (the smallest of the values'), services for the TTL of
 their ``HS_SITE`` values, and negative answers (not found) for a bounded time; both caches
 are bounded LRU maps. Every request has a budget — referrals, queries, distinct servers,
@@ -29,7 +35,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from idr.core.federation import site_name, sites_of
@@ -40,6 +46,7 @@ from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle, normalize_key, prefix_handle
 from idr.model.site import ServerInfo, SiteInfo, TransportProtocol
 from idr.model.value import HandleValue, TtlType
+from idr.schemes.detect import SchemeRoots, root_candidates
 from idr.store.base import Store
 
 REFERRALS = (ResponseCode.SERVICE_REFERRAL, ResponseCode.PREFIX_REFERRAL)
@@ -67,6 +74,8 @@ class Limits:
     negative_ttl: float = 30.0
     max_ttl: float = 86400.0
     cache_entries: int = 100_000
+    max_candidates: int = 16  # root-form identifiers: prefixes probed (the least specific kept)
+    down_for: float = 10.0  # a site that did not answer is asked last for this long
 
 
 @dataclass
@@ -230,6 +239,7 @@ class RecursiveResolver:
         *,
         limits: Limits | None = None,
         clock: Callable[[], float] = time.time,
+        roots: SchemeRoots | None = None,
     ) -> None:
         if not root:
             raise ValueError("a recursive resolver needs the top service's site(s)")
@@ -237,6 +247,10 @@ class RecursiveResolver:
         self.transport = transport
         self.limits = limits or Limits()
         self.clock = clock
+        self.roots = roots or SchemeRoots()
+        # Sites that did not answer, until when they are asked last (monotonic time): after a
+        # primary dies, one timeout is paid, not one per query, until it is tried again.
+        self._down: dict[tuple[tuple[str, int], ...], float] = {}
         self.answers: TtlCache[Response] = TtlCache(self.limits.cache_entries, clock)
         self.services: TtlCache[list[SiteInfo]] = TtlCache(self.limits.cache_entries // 10, clock)
         self._inflight: dict[str, asyncio.Future[Resolution]] = {}
@@ -296,6 +310,19 @@ class RecursiveResolver:
         if h.is_prefix_handle:
             resp, _ = await self._ask_following(self.root, str(h), budget)
             return resp
+        candidates = root_candidates(str(h), self.roots)
+        if candidates:
+            located = await self._locate(candidates, budget)
+            if located is None:
+                raise ResolutionFailed(
+                    ResponseCode.HANDLE_NOT_FOUND,
+                    f"no prefix for {h} in this federation (tried {candidates[0]} … {candidates[-1]})",
+                )
+            prefix, sites = located
+            handle = f"{prefix}/{h.suffix}"
+            resp, _ = await self._ask_following(sites, handle, budget)
+            # Answers say which handle the identifier was found under (front-ends echo it).
+            return Response(resp.code, handle, resp.values, resp.message, extra={"located": handle})
         try:
             sites = await self._service_for(h.prefix, budget, 0)
         except ResolutionFailed as e:
@@ -306,6 +333,35 @@ class RecursiveResolver:
             raise
         resp, _ = await self._ask_following(sites, str(h), budget)
         return resp
+
+    async def _locate(
+        self, candidates: Sequence[str], budget: _Budget
+    ) -> tuple[str, list[SiteInfo]] | None:
+        """The most specific candidate prefix the federation has a prefix handle for, and its
+        sites. The probes share one budget of their own (bounded by ``max_candidates``)."""
+        cands = list(candidates)[-self.limits.max_candidates :]
+        probe = _Budget(replace(self.limits, max_queries=self.limits.max_queries + len(cands)))
+        try:
+            for prefix in cands:
+                ph = normalize_key(prefix_handle(prefix))
+                known = self.answers.get(ph)
+                if known is not None and known.code in NEGATIVE:
+                    continue
+                try:
+                    sites = await self._service_for(prefix, probe, 0)
+                except ResolutionFailed as e:
+                    if e.code not in NEGATIVE:
+                        raise
+                    absent = Response(ResponseCode.HANDLE_NOT_FOUND, ph, message=e.message)
+                    self.answers.put(ph, absent, self.limits.negative_ttl)
+                    continue
+                return prefix, sites
+            return None
+        finally:
+            for hop in probe.hops:
+                hop.note = ("locate; " + hop.note).strip("; ")
+            budget.hops.extend(probe.hops)
+            self.counters["queries"] += probe.queries
 
     async def _service_for(self, prefix: str, budget: _Budget, depth: int) -> list[SiteInfo]:
         """The sites serving handles under ``prefix`` (cached by the TTL of its HS_SITE values)."""
@@ -382,7 +438,8 @@ class RecursiveResolver:
         """Primary first; on no answer (or busy) the next site — a mirror — is asked."""
         failures: list[str] = []
         last: tuple[Response, SiteInfo] | None = None
-        for site in sorted(sites, key=lambda s: not s.primary):
+        now = time.monotonic()
+        for site in sorted(sites, key=lambda s: (self._down.get(_site_key(s), 0.0) > now, not s.primary)):
             if not site.servers:
                 continue
             server = site.server_for(handle)
@@ -400,7 +457,10 @@ class RecursiveResolver:
                     Hop(name, where, handle, int(ResponseCode.ERROR), ms, note=f"no answer: {why}")
                 )
                 failures.append(f"{name} ({where}): {why}")
+                if len(self._down) < 10_000:
+                    self._down[_site_key(site)] = time.monotonic() + self.limits.down_for
                 continue
+            self._down.pop(_site_key(site), None)
             ms = (time.perf_counter() - t0) * 1000
             note = "referral" if resp.code in REFERRALS else ""
             if failures and resp.code not in TRY_NEXT:
@@ -480,15 +540,16 @@ class RecursiveService(NodeService):
     def _shape(req: Request, resp: Response, hops: list[Hop] | None = None) -> Response:
         """The cached whole record, filtered to what this request asked for."""
         extra: dict[str, object] = {"hops": hops} if hops is not None else {}
+        handle = str(resp.extra.get("located") or req.handle)
         if not resp.ok:
-            return Response(resp.code, req.handle, message=resp.message, extra=extra)
+            return Response(resp.code, handle, message=resp.message, extra=extra)
         values = [v for v in resp.values if v.public_read]
         if req.indexes or req.types:
             idx = set(req.indexes)
             values = [v for v in values if v.index in idx or any(v.type_matches(t) for t in req.types)]
         if not values:
-            return Response(ResponseCode.VALUES_NOT_FOUND, req.handle, message="no values match", extra=extra)
-        return Response(ResponseCode.SUCCESS, req.handle, tuple(values), extra=extra)
+            return Response(ResponseCode.VALUES_NOT_FOUND, handle, message="no values match", extra=extra)
+        return Response(ResponseCode.SUCCESS, handle, tuple(values), extra=extra)
 
     def _ensure_sweeper(self) -> None:
         if self._sweeper is None or self._sweeper.done():

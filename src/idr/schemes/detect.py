@@ -131,3 +131,31 @@ def recognise(text: str, holds: Holds | None = None, roots: SchemeRoots | None =
             "unknown",
             f"{text!r} is not a Handle (prefix/suffix), GS1 key, OID or Ecode ({e.message})",
         ) from e
+
+
+def root_candidates(handle: str, roots: SchemeRoots | None = None) -> tuple[str, ...] | None:
+    """Candidate prefixes of a *root-form* handle (``GS1/01/…``, ``OID/1.2.…``, ``ECODE/…``).
+
+    A node that holds no prefixes (a recursive node) cannot pick the longest held prefix
+    itself, so clients send the identifier under its scheme root and the node locates the
+    delegated prefix across the federation. None when ``handle`` is not under a scheme root
+    or its suffix is not that scheme's canonical form (then it is an ordinary handle).
+    """
+    roots = roots or SchemeRoots()
+    prefix, sep, suffix = handle.partition("/")
+    if not sep or not suffix:
+        return None
+    p = prefix.upper()
+    try:
+        if p == roots.gs1.upper():
+            return gs1.candidate_prefixes(gs1.from_handle(handle), roots.gs1)
+        if p == roots.oid.upper():
+            return oid.candidate_prefixes(oid.from_handle(handle), roots.oid)
+        if p == roots.ecode.upper():
+            code = ecode.from_handle(handle)
+            if code.gs1 is not None:
+                return None  # V0 is written under the GS1 root
+            return ecode.candidate_prefixes(code, roots.ecode)
+    except SchemeError:
+        return None
+    return None

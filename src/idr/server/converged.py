@@ -6,7 +6,10 @@ is the Handle.Net REST record of the handle it maps to (same JSON and status cod
 ``GET /api/handles/{handle}``) plus ``scheme`` and ``details`` saying what was recognised.
 GS1 keys fall back from the most specific record (``/01/x/21/s``) to less specific ones.
 Prefixes are matched against what this node homes or, on the top node, has delegated
-(``0.NA/<prefix>``); following a delegation to another node is the recursive resolver's job.
+(``0.NA/<prefix>``); following a delegation to another node is the recursive resolver's job:
+a recursive node holds nothing, so it sends the identifier in root form (``GS1/01/…``) and
+its resolver locates the prefix across the federation. A scheme identifier whose record is
+an alias (``HS_ALIAS``) answers with the target's record.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from idr.model.errors import ResponseCode
 from idr.schemes import ecode, gs1
 from idr.schemes.common import SchemeError
 from idr.schemes.detect import Recognised, SchemeRoots, recognise
-from idr.server.gs1 import lookup, service_holds
+from idr.server.gs1 import lookup, resolve_following_aliases, service_holds
 
 _HEADERS = {"Access-Control-Allow-Origin": "*"}
 
@@ -38,7 +41,9 @@ async def resolve_recognised(service: NodeService, rec: Recognised, roots: Schem
     if isinstance(dl, gs1.DigitalLink):
         found = await lookup(service, dl, service_holds(service, delegated=True), roots.gs1)
         return Response(found.code, found.handle or rec.handle, found.values, found.message)
-    return await service.submit(Request(Op.RESOLUTION, rec.handle))
+    if rec.scheme == "handle":
+        return await service.submit(Request(Op.RESOLUTION, rec.handle))
+    return await resolve_following_aliases(service, rec.handle)
 
 
 def add_converged_routes(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
-from idr.core.request import Op, Request
+from idr.core.request import Op, Request, Response
 from idr.core.service import NodeService
 from idr.model.errors import ResponseCode
 from idr.model.handle import Handle, prefix_handle
@@ -46,6 +46,8 @@ def service_holds(service: NodeService, *, delegated: bool = False) -> Holds:
     its prefix handle ``0.NA/<prefix>`` (the top node knows every delegated prefix that way)."""
 
     def holds(prefix: str) -> bool:
+        if getattr(service, "resolves_remotely", False):
+            return False  # a recursive node holds nothing: it locates prefixes (root form)
         try:
             if service.is_responsible(Handle(prefix, "_")):
                 return True
@@ -57,6 +59,28 @@ def service_holds(service: NodeService, *, delegated: bool = False) -> Holds:
         return resp.ok
 
     return holds
+
+
+MAX_ALIAS_HOPS = 4
+
+
+async def resolve_following_aliases(service: NodeService, handle: str) -> Response:
+    """Resolve ``handle``; a record that is an alias (``HS_ALIAS``) is replaced by its target's.
+
+    A GS1 key or an Ecode often names a record that already has a handle of its own (the
+    Yibin cell is ``88.168.6/CELL-…``); its scheme handle is then an alias, and converged
+    resolution answers with the one record, as Handle.Net's proxy follows aliases. Bounded.
+    """
+    resp = await service.submit(Request(Op.RESOLUTION, handle))
+    for _ in range(MAX_ALIAS_HOPS):
+        alias = next((v for v in resp.values if v.type.upper() == "HS_ALIAS"), None) if resp.ok else None
+        if alias is None:
+            return resp
+        target = alias.data.decode("utf-8", "replace")
+        resp = await service.submit(Request(Op.RESOLUTION, target))
+        if not resp.handle:
+            resp = Response(resp.code, target, resp.values, resp.message)
+    return Response(ResponseCode.ERROR, handle, message=f"more than {MAX_ALIAS_HOPS} aliases from {handle}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +104,15 @@ async def lookup(
     """
     prefix = longest_held(gs1.candidate_prefixes(dl, root), holds)
     if prefix is None:
-        return Found(ResponseCode.HANDLE_NOT_FOUND, message=f"no prefix held here for GS1 key {dl.path()}")
+        if not getattr(service, "resolves_remotely", False):
+            return Found(
+                ResponseCode.HANDLE_NOT_FOUND, message=f"no prefix held here for GS1 key {dl.path()}"
+            )
+        prefix = root  # root form: the recursive resolver locates the delegated prefix
     first: Found | None = None
     for level in dl.ancestors():
-        handle = gs1.to_handle(level, prefix)
-        resp = await service.submit(Request(Op.RESOLUTION, handle))
+        resp = await resolve_following_aliases(service, gs1.to_handle(level, prefix))
+        handle = resp.handle
         if resp.code in (ResponseCode.HANDLE_NOT_FOUND, ResponseCode.VALUES_NOT_FOUND):
             continue
         if not resp.ok:
