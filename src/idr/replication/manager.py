@@ -319,6 +319,10 @@ class Replicator:
     # ----------------------------------------------------------------- server side
 
     async def _serve_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Tracked, so ``stop`` ends the sessions it shipped to (closing the listener does not).
+        me = asyncio.current_task()
+        if me is not None:
+            self._tasks.add(me)
         try:
             async with asyncio.timeout(self.link_timeout):
                 ch = await wire.server_handshake(reader, writer, self.secret, self.state.node_id)
@@ -334,8 +338,14 @@ class Replicator:
                 await self._ship(ch, msg)
         except _LINK_ERRORS as e:
             log.debug("replication connection ended: %r", e)
+        except asyncio.CancelledError:
+            # The site is stopping. Ending normally: Python 3.11's stream server reports a
+            # cancelled connection handler as an "unhandled exception" (fixed in 3.12).
+            pass
         finally:
             writer.close()
+            if me is not None:
+                self._tasks.discard(me)
 
     def _note_peer(self, msg: dict[str, Any], source: str) -> None:
         self.learn_epoch(int(msg.get("epoch", 0)), source)
