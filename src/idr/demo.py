@@ -9,8 +9,17 @@ battery pack, registered through the Sichuan secondary node (``88.168.2``, a pac
 node of its own), which refers to cells at the Yibin enterprise node — three nodes, two
 regions, linked by references. Prefix numbers are illustrative.
 
+The top is one service with two sites: Chongqing is the primary, Chengdu a mirror that
+follows its transaction log (``idr.replication``, sync mode), so every delegation is written
+once, in Chongqing, and reaches Chengdu by log shipping; ``0.NA/0.NA`` lists both sites
+(HS_SITE), and recursive resolution falls over to Chengdu when Chongqing stops.
+
 The Yibin prefix goes through the real lifecycle: application with a unified social credit
 code, real-name review and approval, filing with the top over HTTPS, delegation to its node.
+The Yibin cell also carries a GS1 key (GTIN + serial under the plant's GS1 company prefix)
+and an Ecode: the top delegates ``GS1.<company prefix>`` and ``ECODE.<V>.<NSI>`` to the
+Yibin node, which holds the two scheme handles as aliases (``HS_ALIAS``) of the cell's
+handle, so every form resolves to the one record (docs/schemes.md).
 
 The same assembly (:func:`start_node`, :class:`Federation`) is what the tests start.
 """
@@ -19,13 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from idr.codec.values import encode_admin
-from idr.core.config import NodeConfig
+from idr.core.config import NodeConfig, ReplicationConfig
 from idr.core.federation import FederatedService, FederationSettings, delegation_values, loopback_site
 from idr.core.prefixes import PrefixRegistry
 from idr.core.request import Op, Request
@@ -45,6 +54,7 @@ HOST = "127.0.0.1"
 DEMO_BASE_PORT = 26400
 
 TOP_SECRET = "top-demo-secret"
+REPLICATION_SECRET = "top-replication-demo-secret"  # shared by the top's two sites
 
 
 @dataclass
@@ -133,8 +143,10 @@ async def start_node(
     primary: bool = True,
     taken: set[int] | None = None,
     service: NodeService | None = None,
+    replication: ReplicationConfig | None = None,
 ) -> RunningNode:
-    """Initialise (first time) and start one node on 127.0.0.1 with native, HTTP and HTTPS."""
+    """Initialise (first time) and start one node on 127.0.0.1 with native, HTTP and HTTPS;
+    with ``replication``, as one site of a replicated service (saved in its idr.toml)."""
     from idr.cli.node import init_node
 
     taken = taken if taken is not None else set()
@@ -155,6 +167,9 @@ async def start_node(
         )
     cfg = NodeConfig.load(data)
     cfg.name = name
+    if replication is not None:
+        cfg.replication = replication
+        cfg.save()  # so `idr serve --data` restarts the site as what it is
     site = loopback_site(name, native=native, http=http, https=https, primary=primary)
     if service is None:
         service = FederatedService(
@@ -197,10 +212,16 @@ def publish_prefix(
         raise RuntimeError(f"publishing {ph} at {parent.name}: {resp.code.name} {resp.message}")
 
 
-def register(node: RunningNode, handle: str, values: Sequence[tuple[int, str, str]]) -> None:
+def register(
+    node: RunningNode,
+    handle: str,
+    values: Sequence[tuple[int, str, str]],
+    identity: ValueReference | None = None,
+) -> None:
+    """Create (or overwrite) ``handle`` at ``node`` as ``identity`` (default: its prefix's admin)."""
     vals = tuple(HandleValue(i, t, d.encode("utf-8")) for i, t, d in values)
     prefix = handle.partition("/")[0]
-    identity = ValueReference(prefix_handle(prefix), 300)
+    identity = identity or ValueReference(prefix_handle(prefix), 300)
     req = Request(Op.CREATE_HANDLE, handle, values=vals, identity=identity, overwrite=True)
     resp = node.service.handle(req)
     if not resp.ok:
@@ -214,6 +235,19 @@ VEHICLE = "88.118.8/VIN-LS5A3DKE0RA000001"
 PACK = "88.168.2/PACK-2024-YB-000117"
 CELL = "88.168.6/CELL-2024-YB-0001523"
 CELL2 = "88.168.6/CELL-2024-YB-0001524"
+
+# The Yibin cell's other names. The GS1 company prefix 6975310 is made up (in GS1 China's
+# 690–699 range); the GTIN's check digit is right. Ecode V1: NSI 3206, master data code.
+YIBIN_GCP = "6975310"
+CELL_GTIN = "06975310001525"
+CELL_SERIAL = "YB0001523"
+CELL_DL_PATH = f"/01/{CELL_GTIN}/21/{CELL_SERIAL}"
+CELL_ELEMENT_STRING = f"(01){CELL_GTIN}(21){CELL_SERIAL}"
+CELL_ECODE = "13206202407180001523"
+YIBIN_GS1_PREFIX = f"GS1.{YIBIN_GCP}"
+YIBIN_ECODE_PREFIX = "ECODE.1.3206"
+CELL_GS1_HANDLE = f"{YIBIN_GS1_PREFIX}{CELL_DL_PATH}"
+CELL_ECODE_HANDLE = f"{YIBIN_ECODE_PREFIX}/{CELL_ECODE}"
 
 YIBIN_USCC = "91511500MA62XB4P3L"  # illustrative; valid check character
 PACK_USCC = "91511500MA64K8Q21C"
@@ -255,40 +289,56 @@ NODES = (
 async def start_federation(base: Path, *, base_port: int = 0, load: bool = True) -> Federation:
     """Start the seven nodes; with ``load``, run the Yibin prefix lifecycle and the supply chain.
 
-    ``base_port`` 0 uses ephemeral ports everywhere (tests); the demo asks for its fixed block.
+    ``base_port`` 0 uses ephemeral ports everywhere (tests); the demo asks for its fixed block
+    (node *i*: native ``base+10i``, HTTP ``+1``, HTTPS ``+2``; the top's sites replicate on ``+3``).
     """
     from idr.resolver.recursive import RecursiveResolver, RecursiveService
     from idr.resolver.transport import NativeTransport
 
     fed = Federation(base)
     taken: set[int] = set()
+
+    def block(i: int) -> tuple[int, int, int]:
+        b = base_port + 10 * i
+        return (b, b + 1, b + 2) if base_port else (0, 0, 0)
+
+    # One top, one backup: the two sites of the top service replicate to each other.
+    repl = {
+        key: f"{HOST}:{pick_port(base_port + 10 * i + 3 if base_port else 0, taken=taken)}"
+        for i, key in enumerate(("top-cq", "top-cd"))
+    }
     try:
         for i, (key, name, role, prefix, secret) in enumerate(NODES):
-            ports = (
-                (base_port + 10 * i, base_port + 10 * i + 1, base_port + 10 * i + 2)
-                if base_port
-                else (0, 0, 0)
-            )
+            replication = None
+            if key in repl:
+                replication = ReplicationConfig(
+                    listen=repl[key],
+                    peers=[a for k, a in repl.items() if k != key],
+                    secret=REPLICATION_SECRET,
+                    mode="sync",
+                    role="primary" if key == "top-cq" else "mirror",
+                )
             fed.nodes[key] = await start_node(
-                base, key, name, role, prefix, secret, ports=ports, primary=key != "top-cd", taken=taken
+                base,
+                key,
+                name,
+                role,
+                prefix,
+                secret,
+                ports=block(i),
+                primary=key != "top-cd",
+                taken=taken,
+                replication=replication,
             )
         top, mirror = fed["top-cq"], fed["top-cd"]
         root = [top.site, mirror.site]
-        fed.notes.append(
-            "the Chengdu mirror is a second top node loaded with the same delegations "
-            "(no log shipping between them in the demo)"
-        )
+        # Sync mode acknowledges a write only once the mirror holds it: wait for the link.
+        await _until(lambda: _mirrors(top) >= 1, 30.0, "the Chengdu mirror did not connect to Chongqing")
         # The recursive node: nothing of its own, the top's two sites as its root.
-        i = len(NODES)
-        ports = (
-            (base_port + 10 * i, base_port + 10 * i + 1, base_port + 10 * i + 2) if base_port else (0, 0, 0)
-        )
         rec_data = base / "recursive"
         rec_data.mkdir(parents=True, exist_ok=True)
         FederationSettings(root=[f"{HOST}:{top.native[1]}", f"{HOST}:{mirror.native[1]}"]).save(rec_data)
-        from idr.core.config import NodeConfig as _Cfg
-
-        rec_cfg = _Cfg(data_dir=rec_data, role="recursive")
+        rec_cfg = NodeConfig(data_dir=rec_data, role="recursive")
         rec_service = RecursiveService(open_store(rec_cfg), RecursiveResolver(root, NativeTransport()))
         fed.nodes["recursive"] = await start_node(
             base,
@@ -297,15 +347,17 @@ async def start_federation(base: Path, *, base_port: int = 0, load: bool = True)
             "recursive",
             "0.RECURSIVE",
             "recursive-demo-secret",
-            ports=ports,
+            ports=block(len(NODES)),
             taken=taken,
             service=rec_service,
         )
-        # Delegation: the top (both sites) knows the two secondaries and hands them their
-        # derived prefix handles; each secondary's admin can authenticate at the top to file.
-        for t in (top, mirror):
-            for sec in (fed["sec-cq"], fed["sec-sc"]):
-                publish_prefix(t, sec.prefix, [sec.site], admin_secret=sec.secret, derived=True)
+        # Written once, at the primary; the mirror gets every record by log shipping.
+        # The top service names both its sites (0.NA/0.NA HS_SITE), so clients and the console
+        # learn the mirror from the data; the top knows the two secondaries and hands them
+        # their derived prefix handles; each secondary's admin can authenticate to file.
+        publish_service_sites(top, [top.site, mirror.site])
+        for sec in (fed["sec-cq"], fed["sec-sc"]):
+            publish_prefix(top, sec.prefix, [sec.site], admin_secret=sec.secret, derived=True)
         for key in ("sec-cq", "sec-sc", "ent-cq", "ent-yb"):
             FederationSettings(
                 root=[f"{HOST}:{top.native[1]}", f"{HOST}:{mirror.native[1]}"],
@@ -329,10 +381,43 @@ async def start_federation(base: Path, *, base_port: int = 0, load: bool = True)
             )
         if load:
             await _lifecycle_and_chain(fed)
+        await _until(
+            lambda: mirror.service.store.last_seq() >= top.service.store.last_seq(),
+            30.0,
+            "the Chengdu mirror did not catch up with Chongqing",
+        )
     except BaseException:
         await fed.stop()
         raise
     return fed
+
+
+def _mirrors(site: RunningNode) -> int:
+    rep = site.node.replicator
+    return int(rep.status()["mirrors"]) if rep is not None else 0
+
+
+async def _until(ok: Callable[[], bool], seconds: float, why: str) -> None:
+    """Wait (bounded) for ``ok()``; a federation that cannot get there fails to start, loudly."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not ok():
+        if time.monotonic() > deadline:
+            raise RuntimeError(why)
+        await asyncio.sleep(0.05)
+
+
+def publish_service_sites(node: RunningNode, sites: Sequence[SiteInfo]) -> None:
+    """Add the service's own sites (primary first) to its prefix handle (``0.NA/0.NA`` for the
+    top): how clients that know one site learn the others, as the GHR publishes its sites."""
+    ph = prefix_handle(node.prefix)
+    values = tuple(delegation_values(sites))
+    req = Request(Op.ADD_VALUE, ph, values=values, identity=node.admin, overwrite=True)
+    resp = node.service.handle(req)
+    if not resp.ok:
+        raise RuntimeError(f"publishing the sites of {ph}: {resp.code.name} {resp.message}")
 
 
 async def _lifecycle_and_chain(fed: Federation) -> None:
@@ -388,9 +473,15 @@ async def _lifecycle_and_chain(fed: Federation) -> None:
                 (5, "capacity_ah", "280"),
                 (6, "production_date", "2024-07-18"),
                 (7, "batch", "YB-2024-07-B03"),
+                *(
+                    [(8, "GS1_DIGITAL_LINK", CELL_DL_PATH), (9, "ECODE", CELL_ECODE)]
+                    if cell == CELL
+                    else []
+                ),
                 (*claim, "battery-cell@1"),
             ],
         )
+    _scheme_names(fed)
     register(
         sec_sc,
         PACK,
@@ -420,6 +511,25 @@ async def _lifecycle_and_chain(fed: Federation) -> None:
     )
 
 
+def _scheme_names(fed: Federation) -> None:
+    """The cell's GS1 key and Ecode, delegated the way a federation delegates any prefix.
+
+    GS1 China allocated the plant the company prefix 6975310 and the Ecode authority the
+    number system 3206 (both illustrative). The top — the entry point of converged
+    resolution — delegates ``GS1.6975310`` and ``ECODE.1.3206`` to the plant's node, as it
+    delegates ``88.*`` prefixes; the plant homes them and registers each name as an alias of
+    the cell's handle, so there is one record, whichever name is resolved.
+    """
+    top, yb = fed["top-cq"], fed["ent-yb"]
+    for prefix in (YIBIN_GS1_PREFIX, YIBIN_ECODE_PREFIX):
+        publish_prefix(top, prefix, [yb.site], admin_secret=yb.secret)
+        resp = yb.service.handle(Request(Op.HOME_NA, prefix, identity=yb.admin))
+        if not resp.ok:
+            raise RuntimeError(f"homing {prefix} at {yb.name}: {resp.code.name} {resp.message}")
+    for handle in (CELL_GS1_HANDLE, CELL_ECODE_HANDLE):
+        register(yb, handle, [(1, "HS_ALIAS", CELL)], identity=yb.admin)
+
+
 async def _file(reg: PrefixRegistry, app_id: str, target: FilingTarget) -> None:
     from idr.resolver.filing import file_prefix
 
@@ -427,4 +537,15 @@ async def _file(reg: PrefixRegistry, app_id: str, target: FilingTarget) -> None:
         raise RuntimeError(f"filing {reg.get(app_id).prefix} failed: {reg.get(app_id).filing_error}")
 
 
-__all__ = ["CELL", "PACK", "VEHICLE", "Federation", "RunningNode", "start_federation", "start_node"]
+__all__ = [
+    "CELL",
+    "CELL_DL_PATH",
+    "CELL_ECODE",
+    "CELL_ELEMENT_STRING",
+    "PACK",
+    "VEHICLE",
+    "Federation",
+    "RunningNode",
+    "start_federation",
+    "start_node",
+]
