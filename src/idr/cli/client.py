@@ -62,6 +62,44 @@ def _server(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+MAX_ALIAS_HOPS = 4
+
+
+def _identifier(text: str) -> tuple[str, list[str]]:
+    """The scheme of ``text`` and the handles to ask for, most specific first: a handle is
+    itself; a GS1 key is its root-form handle and those of its less specific levels."""
+    from idr.schemes import gs1
+    from idr.schemes.common import SchemeError
+    from idr.schemes.detect import SchemeRoots, recognise
+
+    try:
+        rec = recognise(text)
+    except SchemeError as e:
+        if "/" in text:
+            return "handle", [text]  # the server says what is wrong with it
+        fail(f"{text!r}: {e.message}")
+    if rec.scheme == "handle":
+        return "handle", [text.strip().removeprefix("hdl:")]
+    key = getattr(rec.key, "gs1", None) or rec.key
+    if isinstance(key, gs1.DigitalLink):
+        return rec.scheme, [gs1.to_handle(level, SchemeRoots().gs1) for level in key.ancestors()]
+    return rec.scheme, [rec.handle]
+
+
+async def _http_url(host: str, port: int, timeout: float) -> str:
+    """The HTTP(S) API of the server at ``host:port``, from its site info (GET_SITE_INFO)."""
+    from idr.model.site import TransportProtocol
+
+    async with HandleClient(host, port, timeout=timeout) as client:
+        site = await client.site_info()
+    for srv in site.servers:
+        for proto, scheme in ((TransportProtocol.HTTP, "http"), (TransportProtocol.HTTPS, "https")):
+            p = srv.port_for(proto)
+            if p:
+                return f"{scheme}://{srv.host}:{p}"
+    fail(f"{host}:{port} publishes no HTTP interface; give --via URL")
+
+
 def _run(coro: Awaitable[T]) -> T:
     async def main() -> T:
         return await coro
@@ -172,7 +210,9 @@ def _admin(server: str, auth: str | None, key: Path | None, secret: str | None, 
 def register(app: typer.Typer) -> None:
     @app.command()
     def resolve(
-        handle: str,
+        handle: Annotated[str, typer.Argument(
+            metavar="ID", help="a handle, GS1 Digital Link (URI, /01/… path or (01)… element string), "
+            "GTIN, OID or Ecode")],
         udp: Annotated[bool, typer.Option("--udp", help="native protocol over UDP (default)")] = False,
         tcp: Annotated[bool, typer.Option("--tcp", help="native protocol over TCP")] = False,
         http: Annotated[bool, typer.Option("--http", help="the REST API (HTTPS unless the URL says http://)")]
@@ -183,34 +223,77 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print REST-style JSON")] = False,
         insecure: Annotated[bool, typer.Option("--insecure", help="HTTP: accept a self-signed certificate")]
         = False,
+        trace: Annotated[bool, typer.Option(
+            "--trace", help="show every hop (node, prefix, latency, cache hit) of a recursive node")]
+        = False,
+        via: Annotated[str | None, typer.Option(
+            "--via", help="with --trace: the recursive node's HTTP URL (default: its site info)")] = None,
         timeout: TimeoutOpt = 5.0,
     ) -> None:
-        """Resolve HANDLE and print its values."""
+        """Resolve ID and print its values.
+
+        Identifiers of other schemes are sent in root form (``GS1/01/…``, ``ECODE/…``): a
+        recursive node locates the prefix that holds them. A scheme identifier whose record
+        is an alias (HS_ALIAS) is followed to the record it names."""
         if udp + tcp + http > 1:
             fail("choose one of --udp, --tcp, --http")
         types, indexes = tuple(type_ or ()), tuple(index or ())
+        scheme, tries = _identifier(handle)
+        if scheme != "handle":
+            out.print(f"[dim]recognised as {scheme}: {tries[0]}[/]", highlight=False)
+        base = ""
         if http:
             base = server if "://" in server else f"https://{server}"
             if server == "127.0.0.1:2641":
                 base = "https://127.0.0.1:8443"
-            values = _run(resolve_http(base, handle, types=types, indexes=indexes, insecure=insecure,
-                                       timeout=timeout))
-            _print_values(handle, values, as_json)
-            return
-        host, port = _server(server)
+        host, port = _server(server) if not http else ("", 0)
 
-        async def go() -> tuple[int, str, tuple[HandleValue, ...]]:
+        Answer = tuple[int, str, tuple[HandleValue, ...], str]
+
+        async def fetch(h: str) -> Answer:
+            """(code, message, values, the handle that answered) from the server."""
+            if http:
+                try:
+                    values = await resolve_http(base, h, types=types, indexes=indexes, insecure=insecure,
+                                                timeout=timeout)
+                except ResponseError as e:
+                    return e.code, e.message, (), h
+                return ResponseCode.SUCCESS, "", values, h
             async with HandleClient(host, port, timeout=timeout) as client:
-                msg = await client.resolve(handle, indexes=indexes, types=types,
-                                           transport="tcp" if tcp else "udp")
+                msg = await client.resolve(h, indexes=indexes, types=types, transport="tcp" if tcp else "udp")
             if isinstance(msg.body, ResolutionResponse):
-                return msg.response_code, "", msg.body.values
-            return msg.response_code, msg.body.message if isinstance(msg.body, ErrorResponse) else "", ()
+                return msg.response_code, "", msg.body.values, msg.body.handle or h
+            return msg.response_code, msg.body.message if isinstance(msg.body, ErrorResponse) else "", (), h
 
-        code, message, values = _run(go())
+        async def show_trace(h: str) -> None:
+            from idr.cli.federation import print_resolution_trace, resolution_trace
+
+            url = via or await _http_url(host, port, timeout) if not http else (via or base)
+            print_resolution_trace(await asyncio.to_thread(resolution_trace, url, h), values=False)
+
+        async def go() -> Answer:
+            answer: Answer = (ResponseCode.HANDLE_NOT_FOUND, "", (), "")
+            for h in tries:  # a GS1 key with qualifiers falls back to less specific records
+                if trace:
+                    await show_trace(h)
+                answer = await fetch(h)
+                if answer[0] not in (ResponseCode.HANDLE_NOT_FOUND, ResponseCode.VALUES_NOT_FOUND):
+                    break
+            for _ in range(MAX_ALIAS_HOPS):
+                alias = next((v for v in answer[2] if v.type.upper() == "HS_ALIAS"), None)
+                if scheme == "handle" or answer[0] != ResponseCode.SUCCESS or alias is None:
+                    break
+                target = alias.data.decode("utf-8", "replace")
+                out.print(f"[dim]{answer[3]} is an alias of {target}[/]", highlight=False)
+                if trace:
+                    await show_trace(target)
+                answer = await fetch(target)
+            return answer
+
+        code, message, values, answered = _run(go())
         if code != ResponseCode.SUCCESS:
             fail(str(ResponseError(code, message)))
-        _print_values(handle, values, as_json)
+        _print_values(answered if scheme != "handle" else handle, values, as_json)
 
     @app.command()
     def create(
@@ -295,7 +378,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def keygen(
         out_path: Annotated[Path, typer.Argument(metavar="OUT", help="private key file to write (PEM)")],
-        type_: Annotated[str, typer.Option("--type", help="rsa, dsa or ed25519")] = "rsa",
+        type_: Annotated[str, typer.Option("--type", help="rsa, dsa, ed25519 or sm2")] = "rsa",
     ) -> None:
         """Make a key pair for HS_PUBKEY authentication: OUT (private) and OUT.pub."""
         if out_path.exists():

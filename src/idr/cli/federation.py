@@ -94,6 +94,26 @@ def _hop_text(h: dict[str, Any]) -> str:
     return f"{h['node']}{where}  {h['handle']}  [{colour}]{h['status']}[/]  {h['ms']:.1f} ms{cached}{note}"
 
 
+def resolution_trace(via: str, handle: str) -> dict[str, Any]:
+    """Resolve ``handle`` at the recursive node ``via`` (HTTP URL): its answer with every hop."""
+    return _call(f"{via.rstrip('/')}/api/federation/resolve?{urlencode({'handle': handle})}")
+
+
+def print_resolution_trace(doc: dict[str, Any], *, values: bool = True) -> None:
+    """The one rendering of a resolution's hops (``idr trace --no-follow``, ``idr resolve --trace``)."""
+    tree = Tree(
+        f"[bold]{doc['handle']}[/]  {doc['status']}" + ("  [cyan](cached)[/]" if doc.get("cached") else "")
+    )
+    for h in doc.get("hops", []):
+        tree.add(_hop_text(h))
+    if not values and doc.get("message"):
+        tree.add(f"[red]{doc['message']}[/]")
+    for v in doc.get("values", []) if values else []:
+        val = v["data"]["value"]
+        tree.add(f"[dim]{v['index']}[/] {v['type']} = {val if isinstance(val, str) else json.dumps(val)}")
+    console.print(tree)
+
+
 def _add_node(tree: Tree, node: dict[str, Any], hops: bool) -> None:
     via = f"[dim]{node['via']} →[/] " if node.get("via") else ""
     status = node.get("status", "")
@@ -246,21 +266,11 @@ def register(app: typer.Typer) -> None:
         cache hit), and follow its references across nodes (the supply-chain tree)."""
         base = via.rstrip("/")
         if no_follow:
-            doc = _call(f"{base}/api/federation/resolve?{urlencode({'handle': handle})}")
+            doc = resolution_trace(base, handle)
             if as_json:
                 console.print_json(data=doc)
                 return
-            tree = Tree(
-                f"[bold]{handle}[/]  {doc['status']}" + ("  [cyan](cached)[/]" if doc.get("cached") else "")
-            )
-            for h in doc.get("hops", []):
-                tree.add(_hop_text(h))
-            for v in doc.get("values", []):
-                val = v["data"]["value"]
-                tree.add(
-                    f"[dim]{v['index']}[/] {v['type']} = {val if isinstance(val, str) else json.dumps(val)}"
-                )
-            console.print(tree)
+            print_resolution_trace(doc)
             if doc.get("code") != 1:
                 raise typer.Exit(1)
             return

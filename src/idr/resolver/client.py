@@ -50,6 +50,7 @@ from idr.codec.bodies import (
     RemoveValueRequest,
     ResolutionRequest,
     ResolutionResponse,
+    SiteInfoResponse,
 )
 from idr.codec.envelope import ENVELOPE_SIZE, MAX_MESSAGE_LENGTH, EnvFlag, OpCode, OpFlag, decode_envelope
 from idr.codec.keys import PrivateKey, default_hash_alg
@@ -57,6 +58,7 @@ from idr.codec.message import Message, decode_message, encode_message, request_d
 from idr.codec.udp import MAX_UDP_PACKET, Reassembler, fragment
 from idr.codec.wire import ProtocolError
 from idr.model.errors import HandleError, ResponseCode
+from idr.model.site import SiteInfo
 from idr.model.value import HandleValue, ValueReference
 
 DEFAULT_PORT = 2641
@@ -97,7 +99,8 @@ class Authenticator(Protocol):
 
 @dataclass(frozen=True)
 class PublicKeyAuth:
-    """HS_PUBKEY: sign ``nonce || digest`` with the private key (RSA PKCS#1 v1.5, DSA, Ed25519)."""
+    """HS_PUBKEY: sign ``nonce || digest`` with the private key (RSA PKCS#1 v1.5, DSA, Ed25519, or
+    SM2 with SM3 as China's SDKs do)."""
 
     identity: ValueReference
     key: PrivateKey
@@ -347,6 +350,13 @@ class HandleClient:
         req = build_request(OpCode.RESOLUTION, ResolutionRequest(handle, tuple(indexes), tuple(types)),
                             flags=flags)
         return (await self.request(req, transport=transport))[0]
+
+    async def site_info(self) -> SiteInfo:
+        """The server's own site (GET_SITE_INFO): its interfaces, e.g. where its HTTP API is."""
+        msg = _check((await self.request(build_request(OpCode.GET_SITE_INFO, GenericRequest("/"))))[0])
+        if not isinstance(msg.body, SiteInfoResponse):
+            raise ClientError("the server's site info is unreadable")
+        return msg.body.site
 
     async def resolve_values(self, handle: str, **kw: object) -> tuple[HandleValue, ...]:
         msg = _check(await self.resolve(handle, **kw))  # type: ignore[arg-type]
