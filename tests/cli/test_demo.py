@@ -10,7 +10,8 @@ import time
 
 import requests
 
-from idr.demo import CELL
+from idr.core.prefixes import uscc_error
+from idr.demo import CELL, CELL_ECODE, CELL_ELEMENT_STRING
 
 
 def test_demo_runs_prints_what_to_try_and_resolves_the_cell() -> None:
@@ -44,6 +45,15 @@ def test_demo_runs_prints_what_to_try_and_resolves_the_cell() -> None:
         text = "".join(out)
         assert via is not None, text
         assert "Try:" in text and "idr trace" in text and CELL in text
+        assert "--trace" in text and CELL_ELEMENT_STRING in text and CELL_ECODE in text
+        console = re.search(r"(http://127\.0\.0\.1:\d+/console)\b", text)
+        assert console is not None, text
+        assert re.search(r"https://127\.0\.0\.1:\d+/console/prefixes", text), text
+        # Every unified social credit code the newcomer is told to type passes the check.
+        for uscc in re.findall(r"--uscc (\S+)", text):
+            assert uscc_error(uscc) is None, uscc
+        page = requests.get(console.group(1), timeout=10)
+        assert page.status_code == 200 and "Chengdu" in page.text
         doc = requests.get(f"{via}/api/federation/resolve", params={"handle": CELL}, timeout=10).json()
         assert doc["status"] == "SUCCESS", doc
         assert [h["node"].split()[0] for h in doc["hops"]] == ["Chongqing", "Sichuan", "Yibin"]

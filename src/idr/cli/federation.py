@@ -32,6 +32,18 @@ err = Console(stderr=True)
 
 DEMO_RECURSIVE_HTTP = "http://127.0.0.1:26461"
 DEMO_TOP_HTTP = "http://127.0.0.1:26401"
+DEMO_APPLICANT_USCC = "91510100MA61R8XB2T"  # illustrative; passes the GB 32100 check character
+
+
+def _repl_address(site: Any) -> str:
+    rep = site.node.replicator
+    return f"{rep.address[0]}:{rep.address[1]}" if rep is not None and rep.address else "?"
+
+
+def _repl_secret() -> str:
+    from idr.demo import REPLICATION_SECRET
+
+    return REPLICATION_SECRET
 
 ViaOpt = Annotated[str, typer.Option("--via", help="HTTP(S) URL of a recursive node.")]
 NodeOpt = Annotated[str, typer.Option("--node", help="HTTP(S) URL of the node.")]
@@ -184,20 +196,34 @@ async def _demo(
             console.print(f"[yellow]port moved[/]: {m}")
         for note in fed.notes:
             console.print(f"[dim]note: {note}[/]")
-        rec, top, sec = fed["recursive"], fed["top-cq"], fed["sec-sc"]
+        from idr.demo import CELL_DL_PATH, CELL_ECODE, CELL_ELEMENT_STRING
+
+        rec, top, sec, mirror = fed["recursive"], fed["top-cq"], fed["sec-sc"], fed["top-cd"]
         via = rec.http_url
+        rec_native = f"127.0.0.1:{rec.native[1]}"
+        console.print(
+            f"\n[bold]Web console[/] 控制台: [bold cyan]{top.http_url}/console[/]\n"
+            f"  the top node: dashboard, federation map (Chongqing primary + Chengdu mirror), resolve "
+            f"with trace, supply chain\n"
+            f"  prefix review at the Sichuan secondary: [bold cyan]{sec.https_url}/console/prefixes[/]\n"
+            f"  (self-signed certificate; log in as {sec.admin}, secret {sec.secret})",
+            highlight=False,
+        )
         lines = [
             (
                 "resolve the Yibin cell through the recursive node, every hop shown",
-                f"idr trace {cell} --via {via} --no-follow",
+                f"idr resolve {cell} --server {rec_native} --trace",
+            ),
+            (
+                "the same cell by its GS1 Digital Link, GS1 element string and Ecode (one record)",
+                f"idr resolve '{CELL_ELEMENT_STRING}' --server {rec_native} --trace\n"
+                f"    idr resolve {CELL_ECODE} --server {rec_native}\n"
+                f"    curl -i {via}{CELL_DL_PATH}\n"
+                f"    curl '{via}/api/resolve?id=https://id.example.cn{CELL_DL_PATH}'",
             ),
             (
                 "follow the supply chain: vehicle (Chongqing) → battery pack → cells (Yibin)",
                 f"idr trace {vehicle} --via {via}",
-            ),
-            (
-                "the same over the Handle protocol (UDP/TCP), asking the recursive node",
-                f"idr resolve {cell} --server 127.0.0.1:{rec.native[1]}",
             ),
             (
                 "REST API of the recursive node, and the JSON with hops",
@@ -206,6 +232,11 @@ async def _demo(
             (
                 "ask the top node directly: it refers (303) to the Sichuan secondary node",
                 f"idr resolve {cell} --server 127.0.0.1:{top.native[1]}",
+            ),
+            (
+                "one top, one backup: the Chengdu mirror answers too; writes there name the primary",
+                f"idr resolve 0.NA/88.168 --server 127.0.0.1:{mirror.native[1]}\n"
+                f"    idr status --node {_repl_address(mirror)} --secret {_repl_secret()}",
             ),
             (
                 "verify (核验) a prefix or an identifier at the top node",
@@ -218,7 +249,7 @@ async def _demo(
             (
                 "apply for a prefix at the Sichuan secondary node (approval files it with the top)",
                 f"idr prefix apply --node {sec.https_url} --cafile {sec.cert} --enterprise 'My Co' "
-                f"--uscc 91510100MA61R8XB2T --contact me@example.org --secret my-secret-123\n"
+                f"--uscc {DEMO_APPLICANT_USCC} --contact me@example.org --secret my-secret-123\n"
                 f"    idr prefix list --node {sec.https_url} --cafile {sec.cert} "
                 f"--user '{sec.admin}' --secret {sec.secret}",
             ),
