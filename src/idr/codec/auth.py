@@ -1,7 +1,8 @@
 """Answers to a 402 challenge (RFC 3652 §3.5; Handle.Net ``PublicKeyAuthenticationInfo``,
 ``SecretKeyAuthenticationInfo``, ``Util.doMac``). Both kinds cover ``nonce || request digest``.
 
-- HS_PUBKEY answer: UTF8-String hash algorithm name, then the length-prefixed signature.
+- HS_PUBKEY answer: UTF8-String hash algorithm name, then the length-prefixed signature. For SM2
+  keys the name is "SM3" and the signature DER (r, s) (``idr.codec.sm2``), as in China's SDKs.
 - HS_SECKEY answer (≥2.1): one code byte, then the MAC; for PBKDF2 (0x22) the "MAC" is
   salt (len-prefixed), int4 iterations, int4 key length in bits, MAC (len-prefixed).
   Before 2.1 the answer is a bare MD5(key || data || key).

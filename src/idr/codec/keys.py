@@ -7,6 +7,11 @@ then the key's integers as length-prefixed big-endian two's complement (Java
 Handle.Net 9.2 knows no Ed25519 encoding (``Common.KEY_ENCODING_*`` lists RSA, DSA and DH
 only), so ``ED25519_PUB_KEY`` + flags + the 32 raw key bytes is an idr extension; a
 Handle.Net peer will not read such a key.
+
+SM2 (China's commercial cryptography, GB/T 32918) follows Teleinfo's id-pointer-sdk
+(``Common.KEY_ENCODING_SM2_PUB_KEY``): ``SM2_PUB_KEY`` + flags + the length-prefixed X.509
+SubjectPublicKeyInfo DER of the key; its signatures are SM3withSM2 and name their hash "SM3"
+(``Common.HASH_ALG_SM3``). Formats and the library are in ``idr.codec.sm2``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ed25519, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from idr.codec.sm2 import SM2PrivateKey, SM2PublicKey
 from idr.codec.wire import ProtocolError, Reader, Writer
 from idr.model.errors import ResponseCode
 
@@ -23,12 +29,14 @@ RSA_PUB_KEY = "RSA_PUB_KEY"
 DSA_PUB_KEY = "DSA_PUB_KEY"
 DH_PUB_KEY = "DH_PUB_KEY"
 ED25519_PUB_KEY = "ED25519_PUB_KEY"  # idr extension, see module docstring
+SM2_PUB_KEY = "SM2_PUB_KEY"  # Teleinfo/CAICT SDKs, see module docstring
 
 ED25519_SIG_ALG = "Ed25519"  # the "hash algorithm" name written for Ed25519 signatures
+SM2_SIG_ALG = "SM3"  # SM2 signs SM3(Z || data); the SDKs write the hash name "SM3"
 MAX_RSA_BITS = 16384  # refuse absurd moduli before anyone spends CPU on them
 
-PublicKey = rsa.RSAPublicKey | dsa.DSAPublicKey | ed25519.Ed25519PublicKey
-PrivateKey = rsa.RSAPrivateKey | dsa.DSAPrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = rsa.RSAPublicKey | dsa.DSAPublicKey | ed25519.Ed25519PublicKey | SM2PublicKey
+PrivateKey = rsa.RSAPrivateKey | dsa.DSAPrivateKey | ed25519.Ed25519PrivateKey | SM2PrivateKey
 
 # Names Handle.Net writes and accepts for the hash of a signature (Common.HASH_ALG_*).
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
@@ -58,6 +66,8 @@ def encode_public_key(key: PublicKey) -> bytes:
             w.blob(_java_int(i))
     elif isinstance(key, ed25519.Ed25519PublicKey):
         w.text(ED25519_PUB_KEY).u16(0).blob(key.public_bytes(Encoding.Raw, PublicFormat.Raw))
+    elif isinstance(key, SM2PublicKey):
+        w.text(SM2_PUB_KEY).u16(0).blob(key.to_der())
     else:
         raise TypeError(f"unsupported public key type {type(key).__name__}")
     return w.getvalue()
@@ -84,6 +94,8 @@ def decode_public_key(data: bytes) -> PublicKey:
             key = dsa.DSAPublicNumbers(y, dsa.DSAParameterNumbers(p, q, g)).public_key()
         elif kind == ED25519_PUB_KEY:
             key = ed25519.Ed25519PublicKey.from_public_bytes(r.blob("Ed25519 key", 32))
+        elif kind == SM2_PUB_KEY:
+            key = SM2PublicKey.from_der(r.blob("SM2 key", 256))
         else:
             raise ProtocolError(f"unsupported public key type {kind!r}")
         r.expect_end("public key")
@@ -98,6 +110,8 @@ def default_hash_alg(key: PublicKey | PrivateKey, version: tuple[int, int] = (2,
     """Handle.Net ``Util.getDefaultSigId``: SHA-256 from 2.7 (DSA only from 2.11), else SHA1."""
     if isinstance(key, ed25519.Ed25519PublicKey | ed25519.Ed25519PrivateKey):
         return ED25519_SIG_ALG
+    if isinstance(key, SM2PublicKey | SM2PrivateKey):
+        return SM2_SIG_ALG
     if version < (2, 7) or (isinstance(key, dsa.DSAPublicKey | dsa.DSAPrivateKey) and version < (2, 11)):
         return "SHA1"
     return "SHA-256"
@@ -111,10 +125,15 @@ def _hash(alg: str) -> hashes.HashAlgorithm:
 
 
 def sign(key: PrivateKey, data: bytes, hash_alg: str) -> bytes:
-    """RSA PKCS#1 v1.5, DSA DER (r, s), or Ed25519 (whose ``hash_alg`` must be "Ed25519")."""
+    """RSA PKCS#1 v1.5, DSA DER (r, s), Ed25519 (whose ``hash_alg`` must be "Ed25519"), or SM2
+    DER (r, s) with the default user id (whose ``hash_alg`` must be "SM3")."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
         if hash_alg != ED25519_SIG_ALG:
             raise ValueError(f"Ed25519 signs with no separate hash, not {hash_alg!r}")
+        return key.sign(data)
+    if isinstance(key, SM2PrivateKey):
+        if hash_alg != SM2_SIG_ALG:
+            raise ValueError(f"SM2 signs with SM3 only, not {hash_alg!r}")
         return key.sign(data)
     if isinstance(key, rsa.RSAPrivateKey):
         return key.sign(data, padding.PKCS1v15(), _hash(hash_alg))
@@ -128,6 +147,8 @@ def verify(key: PublicKey, signature: bytes, data: bytes, hash_alg: str) -> bool
             if hash_alg != ED25519_SIG_ALG:
                 return False
             key.verify(signature, data)
+        elif isinstance(key, SM2PublicKey):
+            return hash_alg == SM2_SIG_ALG and key.verify(signature, data)
         elif isinstance(key, rsa.RSAPublicKey):
             key.verify(signature, data, padding.PKCS1v15(), _hash(hash_alg))
         else:
