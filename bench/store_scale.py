@@ -23,12 +23,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from idr.codec.values import encode_admin
 from idr.model.value import AdminRecord, HandleRecord, HandleValue
 from idr.store.base import Store
+from idr.store.pgcluster import PgCluster
 
 PREFIX = "88.100"
 TS = 1_700_000_000
@@ -74,7 +75,7 @@ def peak_rss_bytes() -> int:
 class Sampler:
     """Samples a memory figure once a second in the background and keeps the peak."""
 
-    def __init__(self, fn: object) -> None:
+    def __init__(self, fn: Callable[[], int]) -> None:
         self.fn = fn
         self.peak = 0
         self._stop = threading.Event()
@@ -83,18 +84,18 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):
-            self.peak = max(self.peak, self.fn())  # type: ignore[operator]
+            self.peak = max(self.peak, self.fn())
 
     def stop(self) -> int:
         self._stop.set()
         self._t.join()
-        self.peak = max(self.peak, self.fn())  # type: ignore[operator]
+        self.peak = max(self.peak, self.fn())
         return self.peak
 
 
 def run_engine(engine: str, n: int, batch: int, seconds: float, partitions: int) -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"idr-bench-{engine}-"))
-    cluster = None
+    cluster: PgCluster | None = None
     sampler: Sampler | None = None
     try:
         if engine == "sqlite":
@@ -124,7 +125,7 @@ def run_engine(engine: str, n: int, batch: int, seconds: float, partitions: int)
                     rate = done / (load_s + time.perf_counter() - t0)
                     print(f"  {engine}: {done:>12,} loaded  ({rate:,.0f} ids/s so far)", flush=True)
             load_s += time.perf_counter() - t0
-            if engine == "postgres":
+            if cluster is not None:
                 store_analyze(cluster)
             store.get(f"{PREFIX}/BENCH-0")  # connection/statement warm-up
             rate = get_rate(store, done, seconds, rng)
@@ -157,11 +158,11 @@ def run_engine(engine: str, n: int, batch: int, seconds: float, partitions: int)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def store_analyze(cluster: object) -> None:
+def store_analyze(cluster: PgCluster) -> None:
     """Fresh statistics and visibility map after a load, as autovacuum would soon do."""
     import psycopg
 
-    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:  # type: ignore[attr-defined]
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE) handles")
 
 
@@ -185,10 +186,10 @@ def sqlite_split(path: Path) -> tuple[int, int]:
     return table, int(rows.get("txlog", 0))
 
 
-def pg_sizes(cluster: object) -> tuple[int, int, int]:
+def pg_sizes(cluster: PgCluster) -> tuple[int, int, int]:
     import psycopg
 
-    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:  # type: ignore[attr-defined]
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         conn.execute("CHECKPOINT")
         row = conn.execute(
             "SELECT pg_database_size(current_database()),"

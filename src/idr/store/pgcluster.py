@@ -171,22 +171,6 @@ class PgCluster:
             raise
         return other
 
-    def server_rss_bytes(self) -> int:
-        """Resident memory of every server process (postmaster and its children), from /proc.
-
-        Shared buffers touched by several backends are counted once per process, so this
-        over-counts; it is an upper bound.
-        """
-        pid_file = self.data / "postmaster.pid"
-        try:
-            root_pid = int(pid_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return 0
-        total = 0
-        for pid in [root_pid, *_children(root_pid)]:
-            total += _rss(pid)
-        return total
-
     def server_pss_bytes(self) -> int:
         """Proportional set size of every server process: shared buffers counted once."""
         pid_file = self.data / "postmaster.pid"
@@ -234,16 +218,6 @@ def _children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(p) for p in text.split()]
-
-
-def _rss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def _pss(pid: int) -> int:
