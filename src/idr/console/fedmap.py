@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from idr.codec.site import decode_site
+from idr.core.federation import site_name, sites_of
 from idr.core.service import NodeService
 from idr.model.handle import normalize_key
 from idr.model.site import SiteInfo, TransportProtocol
@@ -79,18 +79,11 @@ def site_urls(site: SiteInfo) -> list[str]:
 
 
 def site_view(site: SiteInfo) -> SiteView:
-    desc = site.attribute("desc") or (site.servers[0].host if site.servers else "?")
-    return SiteView(desc, site.primary, site_urls(site))
+    return SiteView(site_name(site), site.primary, site_urls(site))
 
 
 def _decoded_sites(values: Any) -> list[SiteInfo]:
-    out: list[SiteInfo] = []
-    for v in values:
-        if v.type.upper() in ("HS_SITE", "HS_SITE.6", "HS_SITE.PREFIX"):
-            try:
-                out.append(decode_site(v.data))
-            except Exception:  # a malformed site is skipped, as resolvers do
-                continue
+    out = sites_of(values)
     # One entry per distinct site: HS_SITE.PREFIX usually repeats the HS_SITE values.
     seen: set[tuple[str, ...]] = set()
     uniq = []

@@ -22,6 +22,7 @@ from idr.codec import rest
 from idr.codec.site import decode_site
 from idr.codec.values import decode_admin, decode_vlist
 from idr.console.fedmap import site_urls
+from idr.core.federation import site_name, sites_of
 from idr.core.request import Op, Request
 from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
@@ -156,24 +157,6 @@ class Resolution:
 RemoteFetch = Callable[[str, str], Awaitable[tuple[int, str, tuple[HandleValue, ...]]]]
 
 
-def _site_label(site: SiteInfo) -> str:
-    desc = site.attribute("desc")
-    if desc:
-        return desc
-    return site.servers[0].host if site.servers else "?"
-
-
-def _sites(values: tuple[HandleValue, ...]) -> list[SiteInfo]:
-    out = []
-    for v in values:
-        if v.type.upper().startswith("HS_SITE"):
-            try:
-                out.append(decode_site(v.data))
-            except Exception:  # a malformed site is skipped, as Handle.Net's resolver does
-                continue
-    return sorted(out, key=lambda s: not s.primary)
-
-
 async def fetch_remote(base: str, handle: str) -> tuple[int, str, tuple[HandleValue, ...]]:
     """One public resolution at another node's REST API: (response code, message, values)."""
     url = f"{base}/api/handles/{quote(handle, safe='/')}"
@@ -209,7 +192,7 @@ async def resolve_traced(
     seen: set[str] = set()
     while code in REFERRALS and len(res.hops) < MAX_HOPS:
         answered = False
-        for site in _sites(values):
+        for site in sites_of(values):
             for base in site_urls(site):
                 if base in seen:
                     continue
@@ -220,11 +203,11 @@ async def resolve_traced(
                 except (TimeoutError, aiohttp.ClientError, ValueError, HandleError) as e:
                     ms = (time.perf_counter() - t0) * 1000
                     res.hops.append(
-                        Hop(_site_label(site), base, int(ResponseCode.ERROR), str(e) or "failed", ms)
+                        Hop(site_name(site), base, int(ResponseCode.ERROR), str(e) or "failed", ms)
                     )
                     continue
                 ms = (time.perf_counter() - t0) * 1000
-                res.hops.append(Hop(_site_label(site), base, code, message, ms))
+                res.hops.append(Hop(site_name(site), base, code, message, ms))
                 answered = True
                 break
             if answered:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from idr.codec.site import decode_site, encode_site
+from idr.codec.wire import ProtocolError
 from idr.core.request import Request, Response
 from idr.core.service import HOMED_PREFIX, NodeService
 from idr.model.errors import HandleError, ResponseCode
@@ -67,7 +68,7 @@ def sites_of(values: Iterable[HandleValue]) -> list[SiteInfo]:
         if v.type.upper().startswith("HS_SITE"):
             try:
                 out.append(decode_site(v.data))
-            except Exception:  # a malformed site is skipped, as Handle.Net's resolver does
+            except ProtocolError:  # a malformed site is skipped, as Handle.Net's resolver does
                 continue
     return sorted(out, key=lambda s: not s.primary)
 
