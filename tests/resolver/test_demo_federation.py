@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -23,7 +21,6 @@ from idr.demo import (
     YIBIN_ECODE_PREFIX,
     YIBIN_GS1_PREFIX,
     Federation,
-    start_federation,
 )
 from idr.model.errors import ResponseCode
 from idr.model.handle import normalize_key
@@ -39,15 +36,6 @@ FORMS = {
     "gs1 element string": CELL_ELEMENT_STRING,
     "ecode": CELL_ECODE,
 }
-
-
-@pytest.fixture
-async def fed(tmp_path: Path) -> AsyncIterator[Federation]:
-    f = await start_federation(tmp_path)
-    try:
-        yield f
-    finally:
-        await f.stop()
 
 
 def recursive(fed: Federation) -> RecursiveService:

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
 from idr.core.federation import FederatedService, delegation_values, loopback_site
-from idr.demo import CELL, PACK, VEHICLE, Federation, start_federation, start_node
+from idr.demo import CELL, PACK, VEHICLE, Federation, start_node
 from idr.model.errors import ResponseCode
 from idr.model.handle import normalize_key
 from idr.model.value import HandleRecord
 from idr.resolver.recursive import Limits, RecursiveResolver, supply_chain
 from idr.resolver.transport import NativeTransport
-
-
-@pytest.fixture
-async def fed(tmp_path: Path) -> AsyncIterator[Federation]:
-    f = await start_federation(tmp_path)
-    try:
-        yield f
-    finally:
-        await f.stop()
 
 
 def resolver(fed: Federation, **kw: object) -> RecursiveResolver:

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import pytest
 import requests
 
 from idr.core.prefixes import uscc_check_char
-from idr.demo import CELL, Federation, start_federation
-
-
-@pytest.fixture
-async def fed(tmp_path: Path) -> AsyncIterator[Federation]:
-    f = await start_federation(tmp_path)
-    try:
-        yield f
-    finally:
-        await f.stop()
+from idr.demo import CELL, Federation
 
 
 async def call(method: str, url: str, **kw: Any) -> requests.Response:
