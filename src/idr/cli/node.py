@@ -136,10 +136,24 @@ def register(app: typer.Typer) -> None:
         https: Annotated[str | None, typer.Option(help='HTTPS address ("" = off).')] = None,
         http: Annotated[str | None, typer.Option(help='HTTP address ("" = off).')] = None,
         native: Annotated[str | None, typer.Option(help="Handle protocol UDP+TCP address.")] = None,
+        workers: Annotated[
+            int, typer.Option(min=1, max=64, help="Processes answering native UDP (SO_REUSEPORT).")
+        ] = 1,
+        warm: Annotated[
+            bool, typer.Option(help="Fill the native answer cache from the store at start.")
+        ] = False,
     ) -> None:
-        """Serve the node in DATA until interrupted."""
+        """Serve the node in DATA until interrupted (SIGINT or SIGTERM).
+
+        With --workers N, N-1 extra processes answer native UDP resolutions on the same port,
+        each with its own caches kept coherent by following the store's log; writes, TCP and
+        HTTP stay with this process (see idr.server.native)."""
+        from idr.server.native import NativeOptions
+
         cfg = _load(data)
         node = Node(cfg)
+        node.workers = workers
+        node.native_options = NativeOptions(warm=warm)
         try:
             run_async(_serve(node, https=https, http=http, native=native))
         finally:
@@ -181,6 +195,8 @@ def register(app: typer.Typer) -> None:
                     restart=restart,
                     on_progress=lambda done: progress.update(task, completed=done),
                 )
+        except (StoreError, HandleError) as e:
+            fail(f"import stopped: {e}. Committed batches are kept: run the same command to resume.")
         finally:
             service.close()
         for line_no, message in report.errors[:50]:
@@ -218,13 +234,19 @@ def _load(data: Path) -> NodeConfig:
 
 
 async def _serve(node: Node, **addresses: str | None) -> None:
+    import signal
+
     try:
         await node.start(**addresses)
     except (OSError, AddressError) as e:
+        await node.stop()  # whatever did start (worker processes included)
         fail(f"cannot listen: {e}")
     _print_listeners(node)
+    stop = asyncio.Event()
+    # SIGTERM ends as Ctrl-C does: listeners closed and worker processes stopped, none orphaned.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         await node.stop()
 
@@ -237,5 +259,6 @@ def _print_listeners(node: Node) -> None:
     if ls.http:
         table.add_row("HTTP (read-only)", f"http://{ls.http[0]}:{ls.http[1]}/api/handles/…")
     if ls.native:
-        table.add_row("Handle protocol", f"udp+tcp {ls.native[0]}:{ls.native[1]}")
+        extra = f" ({node.workers} UDP workers)" if node.workers > 1 else ""
+        table.add_row("Handle protocol", f"udp+tcp {ls.native[0]}:{ls.native[1]}{extra}")
     console.print(table)

@@ -113,13 +113,17 @@ def import_lines(
 def _import_checkpointed(service: NodeService, records: list[HandleRecord], mark: tuple[str, int]) -> int:
     """``NodeService.import_records`` plus a checkpoint in the same transaction.
 
-    The import is offline (no other writer), so this writes through the store directly
-    and then tells the service, as a replication follower would; values are stamped as
-    ``import_records`` stamps them.
+    ``import_records`` takes no checkpoint (yet), so this repeats its steps — stamp, write
+    gate, write lock, one ``bulk_load`` — and then tells the service as a replication
+    follower would (cache invalidation, listeners). A StoreError propagates: the caller
+    stops and a re-run resumes from the last committed batch.
     """
     stamped = [HandleRecord(r.handle, service._stamp(r.values)) for r in records]
+    if service.write_gate is not None:
+        service.write_gate()
     try:
-        service.store.bulk_load(stamped, "import", "import", checkpoint=mark)
+        with service._write_lock:
+            service.store.bulk_load(stamped, "import", "import", checkpoint=mark)
     finally:
         service.on_external_commit([normalize_key(r.handle) for r in stamped])
     service.counters["registrations"] += len(stamped)

@@ -141,9 +141,11 @@ class PgCluster:
         self.running = True
         return self
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """``mode="immediate"`` is a crash as far as the data is concerned (no checkpoint,
+        recovery from WAL at the next start)."""
         if self.running:
-            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", str(_START_TIMEOUT_S), "stop")
+            self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", str(_START_TIMEOUT_S), "stop")
             self.running = False
 
     def destroy(self) -> None:
