@@ -68,6 +68,28 @@ def get_rate(store: Store, loaded: int, seconds: float, rng: random.Random) -> f
             return n / (now - start)
 
 
+def get_rate_threads(store: Store, loaded: int, seconds: float, threads: int) -> float:
+    """The same with ``threads`` client threads: what the engine serves, not one round trip."""
+    counts = [0] * threads
+
+    def run(t: int) -> None:
+        rng = random.Random(1000 + t)
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            for _ in range(100):
+                if store.get(f"{PREFIX}/BENCH-{rng.randrange(loaded)}") is None:
+                    raise SystemExit("missing record")
+            counts[t] += 100
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    start = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -130,6 +152,8 @@ def run_engine(engine: str, n: int, batch: int, seconds: float, partitions: int)
             store.get(f"{PREFIX}/BENCH-0")  # connection/statement warm-up
             rate = get_rate(store, done, seconds, rng)
             print(f"{engine}: get/s at {done:,}: {rate:,.0f}", flush=True)
+            rate = get_rate_threads(store, done, seconds, 4)
+            print(f"{engine}: get/s at {done:,} with 4 client threads: {rate:,.0f}", flush=True)
         print(f"{engine}: load: {n:,} ids in {load_s:,.1f} s = {n / load_s:,.0f} ids/s", flush=True)
         store.close()
         if engine == "sqlite":
