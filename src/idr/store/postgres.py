@@ -242,12 +242,14 @@ class PostgresStore(Store):
             raise StoreError(f"stored record {key!r} does not decode: {e.message}") from e
 
     def get(self, key: str) -> HandleRecord | None:
+        if "\x00" in key:  # PostgreSQL text cannot hold NUL, so no such key can be stored
+            return None
         with self._conn() as conn:
             row = conn.execute("SELECT handle, vals FROM handles WHERE key = %s", (key,)).fetchone()
         return None if row is None else self._record(key, row[0], row[1])
 
     def get_many(self, keys: Sequence[str]) -> dict[str, HandleRecord]:
-        wanted = list(dict.fromkeys(keys))
+        wanted = [k for k in dict.fromkeys(keys) if "\x00" not in k]
         if not wanted:
             return {}
         with self._conn() as conn:  # one statement: one snapshot
