@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from idr.model.handle import normalize_key
 from idr.model.value import HandleRecord, HandleValue
 from idr.store import StoreError, Write
-from idr.store.pgcluster import PgCluster, free_port, start_cluster, wait_ready
+from idr.store.pgcluster import PgCluster, PgClusterError, find_bindir, free_port, start_cluster, wait_ready
 from idr.store.postgres import PostgresStore
 
 from . import pg
@@ -26,6 +27,13 @@ def rec(handle: str, tag: str = "v1") -> HandleRecord:
 
 def put(handle: str, tag: str = "v1") -> Write:
     return Write(normalize_key(handle), rec(handle, tag))
+
+
+def test_missing_binaries_fail_with_the_install_hint(tmp_path: Path) -> None:
+    (tmp_path / "15" / "bin").mkdir(parents=True)  # a version directory without initdb
+    with pytest.raises(PgClusterError, match=r"apt-get install -y postgresql"):
+        find_bindir(str(tmp_path / "*" / "bin" / "initdb"), path=str(tmp_path))
+    assert find_bindir().joinpath("pg_ctl").exists()  # and on this machine they are there
 
 
 @pytest.fixture

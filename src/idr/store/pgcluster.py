@@ -30,15 +30,15 @@ class PgClusterError(RuntimeError):
     """The cluster could not be created, started or stopped; the message says why."""
 
 
-def find_bindir() -> Path:
-    """The newest ``/usr/lib/postgresql/*/bin`` holding initdb, else initdb on PATH."""
+def find_bindir(pattern: str = "/usr/lib/postgresql/*/bin/initdb", path: str | None = None) -> Path:
+    """The newest ``/usr/lib/postgresql/*/bin`` holding initdb, else initdb on ``path`` ($PATH)."""
     found = sorted(
-        (Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")),
+        (Path(p).parent for p in glob.glob(pattern)),
         key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
     )
     if found:
         return found[-1]
-    on_path = shutil.which("initdb")
+    on_path = shutil.which("initdb", path=path)
     if on_path:
         return Path(on_path).parent
     raise PgClusterError(
