@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from idr.model.site import SiteInfo
     from idr.replication import Replicator
     from idr.server.metrics import MetricsSource
+    from idr.server.native import NativeOptions
 
 log = logging.getLogger("idr.node")
 
@@ -96,6 +97,9 @@ class Node:
         self.replicator: Replicator | None = None
         # Gauge sources for /metrics (replication lag, recursion cache…), shared by listeners.
         self.metrics_sources: list[MetricsSource] = []
+        # Handle protocol: options, and worker processes on its UDP port (``idr serve --workers``).
+        self.native_options: NativeOptions | None = None
+        self.workers = 1
 
     async def start(
         self, *, https: str | None = None, http: str | None = None, native: str | None = None
@@ -145,12 +149,18 @@ class Node:
                 self.listeners.http = bound
             self.listeners.closers.append(runner.cleanup)
         if native:
-            from idr.server.native import start_native
+            from idr.server.native import NativeOptions, start_native, start_workers
 
             host, port = parse_address(native)
-            bound_native, close = await start_native(self.service, host, port)
+            opts = self.native_options or NativeOptions()
+            if self.workers > 1:
+                opts = replace(opts, reuse_port=True)
+            bound_native, close = await start_native(self.service, host, port, opts)
             self.listeners.native = bound_native
             self.listeners.closers.append(close)
+            if self.workers > 1:
+                extra = await start_workers(str(self.config.data_dir), self.workers - 1, bound_native, opts)
+                self.listeners.closers.append(extra.close)
         if self.service.site_info is None:
             self.service.site_info = self.own_site()
 

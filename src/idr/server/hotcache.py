@@ -23,6 +23,16 @@ no credential) for a valid handle under a homed prefix that is neither ``known``
 from the HANDLE_NOT_FOUND answer the slow path once gave to a request of the same shape (that
 answer has an empty body, so it does not depend on the handle). Without this, every miss would
 cost a store SELECT (~22 µs), and misses are what random scanners send.
+
+Shapes learned on first use. Warming every handle for every request shape a client *might*
+send cost 84 s and 1.6 GB for 1M handles and three shapes; a deployment sees one or two. So the
+start-up warm may fill no shape at all (it still builds ``known``), and the first plain
+resolution of an existing handle in a new shape (:meth:`note_shape`, from the slow path) hands
+the shape to ``on_new_shape`` (``native`` warms it in the background), at most ``max_shapes``.
+A warm pass reads a snapshot that may be older than a commit it races with, so every key
+written while a pass runs (``_written``; unlike ``dirty`` never forgotten by :meth:`learn`) is
+skipped by :meth:`put_many`, and a pass started before a homed-set change (``epoch``) stores
+nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from idr.model.handle import Handle
 HOMED_KEY_PREFIX = "0.HOMED/"  # idr.core.service.HOMED_PREFIX + "/"
 PLAIN_TAIL = bytes(12)  # index count 0, type count 0, credential length 0
 MAX_DIRTY = 100_000  # beyond this many unsettled writes the cache stops answering "not found"
+MAX_SHAPES = 4  # plain-request shapes warmed on first use (each costs ~one answer per handle)
 
 
 def cache_key(data: bytes) -> bytes:
@@ -59,6 +70,17 @@ def plain_handle(data: bytes) -> bytes | None:
             or int.from_bytes(data[40:44], "big") != hl + 12 or data[48 + hl:] != PLAIN_TAIL):
         return None
     return data[48:48 + hl]
+
+
+def request_shape(data: bytes, ka: int = 0) -> bytes:
+    """The 44-byte head of a plain resolution request with RequestId, the two lengths (they vary
+    with the handle), expiration (and, for TCP's KA-neutral key, the keep-alive bit ``ka``)
+    cleared: what :func:`idr.server.native.warm` takes."""
+    out = bytearray(data[:44])
+    for at in (8, 16, 36, 40):
+        out[at:at + 4] = bytes(4)
+    out[28] ^= ka
+    return bytes(out)
 
 
 def patch(template: bytes, data: bytes) -> bytearray:
@@ -91,6 +113,13 @@ class AnswerCache:
         self.negative: dict[bytes, bytes] = {}  # shape key → HANDLE_NOT_FOUND answer
         self.responsible: Callable[[Handle], bool] = lambda h: False
         self.negative_hits = 0
+        # shapes learned on first use, and warm passes in flight (see module docstring)
+        self.on_new_shape: Callable[[bytes], None] | None = None
+        self.max_shapes = MAX_SHAPES
+        self.shapes: set[bytes] = set()  # request_shape() of every shape warmed or being warmed
+        self.epoch = 0  # bumped when everything is dropped (homed set changed)
+        self._passes = 0
+        self._written: set[str] = set()
 
     def __len__(self) -> int:
         return len(self.data)
@@ -120,17 +149,50 @@ class AnswerCache:
         self.data[key] = answer
         self.stores += 1
 
-    def put_many(self, items: Iterable[tuple[bytes, bytes, str]]) -> int:
-        """Warm-up insert: skips handles written since the warm began (their answers may be stale)."""
+    def put_many(self, items: Iterable[tuple[bytes, bytes, str]], epoch: int | None = None) -> int:
+        """Warm-up insert: skips handles written since the pass began (their answers may be
+        stale), and everything when the cache was cleared since ``epoch``."""
         n = 0
         with self._lock:
-            dirty = self.dirty
+            if epoch is not None and epoch != self.epoch:
+                return 0
+            dirty, written = self.dirty, self._written
             for key, answer, handle_key in items:
-                if handle_key in dirty or (key not in self.data and len(self.data) >= self.capacity):
+                if (handle_key in dirty or handle_key in written
+                        or (key not in self.data and len(self.data) >= self.capacity)):
                     continue
                 self._put(key, answer, handle_key)
                 n += 1
         return n
+
+    def begin_pass(self, shape: bytes | None = None) -> int:
+        """A warm pass starts (for ``shape``, when it is a learned one): returns the epoch to
+        hand to :meth:`put_many`."""
+        with self._lock:
+            if self._passes == 0:
+                self._written.clear()
+            self._passes += 1
+            if shape is not None:
+                self.shapes.add(shape)
+            return self.epoch
+
+    def end_pass(self) -> None:
+        with self._lock:
+            self._passes = max(0, self._passes - 1)
+            if self._passes == 0:
+                self._written.clear()
+
+    def note_shape(self, data: bytes, ka: int = 0) -> None:
+        """The slow path answered a plain resolution for an existing handle: a shape not warmed
+        yet goes to ``on_new_shape`` (once, at most ``max_shapes``)."""
+        hook = self.on_new_shape
+        if hook is None or len(self.shapes) >= self.max_shapes or plain_handle(data) is None:
+            return
+        shape = request_shape(data, ka)
+        if shape in self.shapes:
+            return
+        self.shapes.add(shape)
+        hook(shape)
 
     def learn(self, data: bytes, answer: bytes, handle_key: str, exists: bool, generation: int) -> bool:
         """What a slow-path resolution taught: whether ``handle_key`` exists, and, for a
@@ -206,6 +268,8 @@ class AnswerCache:
             if any(k.startswith(HOMED_KEY_PREFIX) for k in keys):
                 self._clear()
                 return
+            if self._passes:
+                self._written.update(keys)
             if self.tracking:
                 self.dirty.update(keys)
                 if len(self.dirty) > MAX_DIRTY:
@@ -228,6 +292,8 @@ class AnswerCache:
         self.known = set()
         self.dirty.clear()
         self.negative.clear()
+        self.epoch += 1
+        self.shapes.clear()  # re-learned on next use
 
     def clear(self) -> None:
         with self._lock:

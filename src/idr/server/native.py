@@ -11,11 +11,16 @@ See ``server/udp.py`` for the amplification rule and ``server/tcp.py`` for conne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import socket
+import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 from idr.codec.bodies import ResolutionRequest, ResolutionResponse
 from idr.codec.envelope import OpFlag
@@ -27,9 +32,10 @@ from idr.model.handle import Handle, normalize_key
 from idr.model.value import HandleRecord, HandleValue
 from idr.server.answers import Answerer
 from idr.server.handler import NativeHandler, Outcome
-from idr.server.hotcache import AnswerCache, cache_key
+from idr.server.hotcache import MAX_SHAPES, AnswerCache, cache_key
 from idr.server.tcp import TcpLimits, TcpServerState
 from idr.server.udp import Amplification, UdpProtocol
+from idr.store.base import REPLICA_COPY_OP, StoreError
 
 log = logging.getLogger("idr.native")
 
@@ -60,7 +66,9 @@ class NativeOptions:
     reuse_port: bool = False  # SO_REUSEPORT, for several worker processes on one port
     tcp: bool = True  # False: UDP only (the read-only extra workers of ``idr serve --workers``)
     warm: bool = False  # fill the cache from the store at start (see ``warm``)
-    warm_shapes: Sequence[bytes] = WARM_SHAPES
+    warm_shapes: Sequence[bytes] = ()  # shapes warmed at start (e.g. WARM_SHAPES); others...
+    learn_shapes: int = MAX_SHAPES  # ...warmed in the background when first used (0: never)
+    follow: float = 0.0  # > 0: poll the store's log this often (s) for others' commits (workers)
 
 
 @dataclass
@@ -73,6 +81,7 @@ class NativeServer:
     tcp: TcpServerState
     address: tuple[str, int]
     warm_task: asyncio.Task[int] | None = None
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # learned-shape warms, log follower
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def close(self) -> None:
@@ -96,19 +105,29 @@ def _tcp_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return s
 
 
+UDP_RCVBUF = 4 << 20  # asked for; the kernel caps it at net.core.rmem_max
+
+
 def _udp_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     s = socket.socket(_family(host), socket.SOCK_DGRAM)
     if reuse_port:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    # The default buffer (net.core.rmem_default, 208 KiB) holds only ~200 small datagrams (each
+    # costs ~1 KiB of skb overhead): a burst that outruns one slow-path request overflows it and
+    # the kernel drops the rest silently (the fuzz run's unanswered requests were all such
+    # drops). 4 MiB absorbs ~100 ms at full rate, as DNS servers size theirs.
+    with contextlib.suppress(OSError):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
     s.bind((host, port))
     s.setblocking(False)
     return s
 
 
 def _bind_pair(host: str, port: int, reuse_port: bool) -> tuple[socket.socket, socket.socket]:
-    """TCP then UDP on the same port number; with port 0, retry until both are free."""
+    """TCP then UDP on the same port number; with port 0, retry until both are free. Only the
+    UDP socket takes ``reuse_port``: extra workers share UDP, TCP stays with worker 0."""
     for _ in range(BIND_ATTEMPTS if port == 0 else 1):
-        tcp = _tcp_socket(host, port, reuse_port)
+        tcp = _tcp_socket(host, port, False)  # one TCP listener (worker 0): no port sharing
         bound = tcp.getsockname()[1]
         try:
             return tcp, _udp_socket(host, bound, reuse_port)
@@ -149,6 +168,8 @@ async def start_server(service: NodeService, host: str = "127.0.0.1", port: int 
     async def close() -> None:
         if srv.warm_task is not None:
             srv.warm_task.cancel()
+        for task in list(srv.tasks):
+            task.cancel()
         if server is not None:
             server.close()
         for conn in list(state.connections):
@@ -160,9 +181,50 @@ async def start_server(service: NodeService, host: str = "127.0.0.1", port: int 
             await asyncio.wait_for(server.wait_closed(), 5.0)
 
     srv._closers.append(close)
+    if opts.follow > 0:
+        # before the warm's snapshot: a commit after this seq is reported, so nothing slips by
+        _spawn(srv, follow_log(srv, service, service.store.last_seq(), opts))
     if opts.warm:
         srv.warm_task = loop.create_task(warm(srv, service, opts.warm_shapes))
+        if opts.learn_shapes > 0:
+            cache.max_shapes = opts.learn_shapes
+            cache.on_new_shape = lambda shape: _spawn(srv, warm_shape(srv, service, shape))
     return srv
+
+
+def _spawn(srv: NativeServer, coro: Awaitable[Any]) -> None:
+    task = asyncio.ensure_future(coro)
+    srv.tasks.add(task)
+    task.add_done_callback(srv.tasks.discard)
+
+
+async def follow_log(srv: NativeServer, service: NodeService, seq: int, opts: NativeOptions) -> None:
+    """Keep this process's caches coherent with commits other processes make (the extra workers
+    of ``idr serve --workers``: worker 0 takes every write): poll ``last_seq`` every
+    ``opts.follow`` seconds and hand the keys of new log entries to ``on_external_commit``,
+    which drops exactly the stale answers (and marks them dirty for the negative cache). A
+    whole-store replacement (a mirror's snapshot copy) drops everything and re-warms."""
+    store = service.store
+    while True:
+        await asyncio.sleep(opts.follow)
+        try:
+            if store.last_seq() <= seq:
+                continue
+            while True:
+                entries = store.log_since(seq, 1000)
+                if not entries:
+                    break
+                if any(e.op == REPLICA_COPY_OP for e in entries):
+                    service.cache.clear()
+                    service.reload_homed()
+                    srv.cache.clear()
+                    if opts.warm:
+                        _spawn(srv, warm(srv, service, opts.warm_shapes))
+                else:
+                    service.on_external_commit([w.key for e in entries for w in e.writes])
+                seq = entries[-1].seq
+        except StoreError as e:  # a busy or vanished store: try again at the next tick
+            log.warning("following the store's log: %s", e)
 
 
 async def start_native(service: NodeService, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
@@ -257,23 +319,54 @@ def check_warm(server: NativeServer, service: NodeService, handles: Sequence[str
 
 async def warm(server: NativeServer, service: NodeService, shapes: Sequence[bytes] = WARM_SHAPES,
                batch: int = 2000) -> int:
-    """Fill the answer cache with every handle's answer for ``shapes`` from one store snapshot,
+    """Learn from one store snapshot every handle the store holds (``known``) and fill the answer
+    cache with their answers for ``shapes`` (none is fine: shapes are then learned on first use),
     in batches between which the loop keeps serving; then mark the cache complete. Commits that
     land meanwhile are tracked (``AnswerCache.dirty``) and their handles left to the slow path."""
     cache = server.cache
     cache.start_tracking()
+    known: set[str] = set()
+    stored = await _fill(server, service, shapes, known, batch)
+    cache.finish_warm(known)
+    log.info("answer cache warm: %d answers for %d handles (complete=%s)", stored, len(known),
+             cache.complete)
+    return stored
+
+
+async def warm_shape(server: NativeServer, service: NodeService, shape: bytes, batch: int = 2000) -> int:
+    """Answers for one request shape a client just used, for every handle (``on_new_shape``)."""
+    stored = await _fill(server, service, (shape,), None, batch)
+    log.info("answer cache: learned shape %s, %d answers", shape[:4].hex(), stored)
+    return stored
+
+
+async def _fill(server: NativeServer, service: NodeService, shapes: Sequence[bytes],
+                known: set[str] | None, batch: int) -> int:
+    """One pass over a snapshot: answers for ``shapes`` (one body encoded per record and wire
+    version, spliced under each shape's head), and every key into ``known`` when given."""
+    cache = server.cache
+    epoch = cache.begin_pass()
+    cache.shapes.update(shapes)
     t0 = time.monotonic()
     built = [_Shape(s, server.handler.answers) for s in shapes]
-    _, rows = service.store.snapshot()
-    known: set[str] = set()
     responsible: dict[str, bool] = {}
     items: list[tuple[bytes, bytes, str]] = []
-    stored = 0
+    stored = seen = 0
+    rows: Iterator[tuple[str, HandleRecord]] | None = None
     try:
+        _, rows = service.store.snapshot()
         for stored_key, record in rows:
+            seen += 1
+            if seen % batch == 0:  # keep serving while a pass runs
+                stored += cache.put_many(items, epoch)
+                items.clear()
+                await asyncio.sleep(0)
             hkey = normalize_key(record.handle)
-            known.add(hkey)
-            known.add(stored_key)
+            if known is not None:
+                known.add(hkey)
+                known.add(stored_key)
+            if not built:
+                continue
             prefix = hkey.partition("/")[0]
             ok = responsible.get(prefix) if prefix != "0.NA" else None
             if ok is None:  # once per prefix (stored handles were validated when written)
@@ -293,16 +386,134 @@ async def warm(server: NativeServer, service: NodeService, shapes: Sequence[byte
                     continue
                 items.append((cache_key(plain_request(shape.shape, raw)),
                               shape.answer(record.handle, values, bodies), hkey))
-            if len(items) >= batch:
-                stored += cache.put_many(items)
-                items.clear()
-                await asyncio.sleep(0)
-        stored += cache.put_many(items)
+        stored += cache.put_many(items, epoch)
     finally:
         close = getattr(rows, "close", None)
         if close is not None:
             close()
-    cache.finish_warm(known)
-    log.info("answer cache warm: %d answers for %d handles in %.1f s (complete=%s)",
-             stored, len(known), time.monotonic() - t0, cache.complete)
+        cache.end_pass()
+    log.debug("warm pass: %d shapes, %d answers in %.1f s", len(shapes), stored, time.monotonic() - t0)
     return stored
+
+
+# ---------------------------------------------------------------------------- worker processes
+
+FOLLOW_INTERVAL = 0.005  # s: how stale an extra worker's answers may be after a commit (+ one poll)
+WORKER_START_TIMEOUT = 60.0
+WORKER_STOP_TIMEOUT = 5.0
+
+
+@dataclass
+class Workers:
+    """The extra worker processes of ``idr serve --workers N`` (worker 0 is the caller)."""
+
+    procs: list[asyncio.subprocess.Process] = field(default_factory=list)
+
+    async def close(self) -> None:
+        """SIGTERM each, then SIGKILL whoever is still there after ``WORKER_STOP_TIMEOUT``."""
+        for p in self.procs:
+            if p.returncode is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                await asyncio.wait_for(p.wait(), WORKER_STOP_TIMEOUT)
+            except TimeoutError:
+                p.kill()
+                await p.wait()
+        self.procs.clear()
+
+
+async def start_workers(data_dir: str, count: int, address: tuple[str, int],
+                        options: NativeOptions | None = None) -> Workers:
+    """Start ``count`` UDP-only workers on ``address`` (SO_REUSEPORT; the caller's UDP socket must
+    have it too) and wait until each has bound its socket. Each opens the node in ``data_dir``
+    itself (its own store connection and caches) and follows the store's log."""
+    opts = options or NativeOptions()
+    args = ["--data", data_dir, "--host", address[0], "--port", str(address[1]),
+            "--cache-entries", str(opts.cache_entries), "--learn-shapes", str(opts.learn_shapes)]
+    if opts.warm:
+        args.append("--warm")
+    for shape in opts.warm_shapes:
+        args += ["--shape", shape.hex()]
+    workers = Workers()
+    try:
+        for i in range(1, count + 1):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", "import sys; from idr.server.native import worker_main; "
+                "sys.exit(worker_main(sys.argv[1:]))", *args, "--worker", str(i),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                start_new_session=True)  # Ctrl-C reaches worker 0 only; it stops the others
+            workers.procs.append(proc)
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), WORKER_START_TIMEOUT)
+            if not line.startswith(b"READY"):
+                raise OSError(f"worker {i} did not start (exit code {await proc.wait()})")
+            # nothing more is read from its stdout: the worker writes no more to it
+    except BaseException:
+        await workers.close()
+        raise
+    return workers
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when the process that started it dies, even by SIGKILL, so
+    a worker is never orphaned."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def worker_main(argv: Sequence[str]) -> int:
+    """Entry point of one extra worker process (see ``start_workers``)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="idr-worker")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--host", required=True)
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--worker", type=int, required=True)
+    ap.add_argument("--cache-entries", type=int, default=NativeOptions.cache_entries)
+    ap.add_argument("--learn-shapes", type=int, default=MAX_SHAPES)
+    ap.add_argument("--warm", action="store_true")
+    ap.add_argument("--shape", action="append", default=[])
+    a = ap.parse_args(argv)
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        return 1
+    logging.basicConfig(level=logging.WARNING, format=f"worker {a.worker}: %(levelname)s %(message)s")
+    opts = NativeOptions(reuse_port=True, tcp=False, warm=a.warm, cache_entries=a.cache_entries,
+                         warm_shapes=tuple(bytes.fromhex(h) for h in a.shape),
+                         learn_shapes=a.learn_shapes, follow=FOLLOW_INTERVAL)
+    import uvloop
+
+    uvloop.run(_worker(Path(a.data), a.host, a.port, opts))
+    return 0
+
+
+async def _worker(data: Path, host: str, port: int, opts: NativeOptions) -> None:
+    import signal
+
+    from idr.core.config import NodeConfig
+    from idr.node import open_service
+
+    service = open_service(NodeConfig.load(data))
+    try:
+        srv = await start_server(service, host, port, opts)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        sys.stdout.write(f"READY {os.getpid()}\n")
+        sys.stdout.flush()
+        try:
+            await stop.wait()
+        finally:
+            await srv.close()
+    finally:
+        service.close()

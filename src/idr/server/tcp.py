@@ -200,6 +200,8 @@ class TcpConnection(asyncio.Protocol):
             hk = out.handle_key
             if out.exists is None or not cache.learn(data, out.messages[0], hk, out.exists, generation):
                 cache.put(_key(data, ka), answer, out.handle_key, generation)
+            if out.exists:
+                cache.note_shape(data, ka)
         self._arm()
         if not out.keep_alive and not out.challenge and not self.buf:
             self._close()

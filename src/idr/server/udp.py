@@ -148,6 +148,8 @@ class UdpProtocol(asyncio.DatagramProtocol):
             hk = out.handle_key
             if out.exists is None or not self.cache.learn(request, answer, hk, out.exists, generation):
                 self.cache.put(cache_key(request), answer, out.handle_key, generation)
+            if out.exists:
+                self.cache.note_shape(request)
 
     def error_received(self, exc: Exception) -> None:  # ICMP unreachable etc.: nothing to do
         log.debug("UDP error: %s", exc)
