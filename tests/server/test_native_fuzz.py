@@ -1,10 +1,12 @@
 """A live native server under fuzz (CI-sized bench/fuzz_native.py), and the warm answer cache:
-warmed answers equal the slow path's, and "not found" from the complete cache stays true across
-writes."""
+warmed answers equal the slow path's, "not found" from the complete cache stays true across
+writes, and a request shape is warmed for every handle once a client uses it."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import socket
 import sys
 import time
 from pathlib import Path
@@ -30,15 +32,30 @@ def _fuzz_module() -> ModuleType:
     return mod
 
 
+# CI-sized: 20,000 datagrams at 10,000/s (paced; a loaded CI core handles it) and 300 streams,
+# within BUDGET seconds of fuzzing, and WALL seconds in all (start, warm, replay, stop).
+BUDGET = 60.0
+WALL = BUDGET + 60.0
+
+
 def test_live_server_survives_fuzz(tmp_path: Path) -> None:
     fz = _fuzz_module()
     t0 = time.monotonic()
-    st, info = fz.run(tmp_path, 20_000, 300, 20_000.0, 7, 45.0)
-    print(*fz.report(st, info, time.monotonic() - t0), sep="\n")
+    st, info = fz.run(tmp_path, 20_000, 300, 10_000.0, 7, BUDGET)
+    elapsed = time.monotonic() - t0
+    print(*fz.report(st, info, elapsed), sep="\n")
+    assert elapsed < WALL, "the campaign overran its wall-clock bound (the server hung?)"
     assert info["alive"] == 1, "server process died"
+    assert st.sent == 20_000 and st.streams >= 300, "the fuzzer could not deliver its inputs"
+    # The checker retries a query once (a lost datagram is UDP, not a failure); two misses in a
+    # row (2 s), or any wrong answer, fail. Retries must stay rare: a stalling server fails here.
     assert st.checks > 50 and st.check_fail == 0, "a valid resolution went wrong or unanswered"
-    assert st.check_max < fz.CHECK_BOUND
-    assert st.streams >= 300
+    assert st.check_retried <= max(2, st.checks // 20), f"{st.check_retried} checker retries"
+    # A well-formed request is never met with silence: every unanswered one, sent again alone,
+    # is answered (else it is a bug and this fails). All losses seen were kernel receive-buffer
+    # drops (0 since the server asks for a 4 MiB buffer); 1% (at least 10) leaves room for a
+    # host with a small net.core.rmem_max under load, and still fails a server that stops.
+    assert not st.silent_on_replay, [d[:48].hex() for d in st.silent_on_replay[:5]]
     unanswered = st.lost + len(st.outstanding)
     assert unanswered <= max(10, st.expected // 100), f"{unanswered} well-formed requests unanswered"
     assert sum(st.codes.values()) > 0 and set(st.codes) - {1}, "errors were answered with codes"
@@ -47,7 +64,7 @@ def test_live_server_survives_fuzz(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_warm_answers_equal_slow_path_and_negatives_follow_writes(tmp_path: Path) -> None:
-    node = await start_node(tmp_path, NativeOptions(warm=True))
+    node = await start_node(tmp_path, NativeOptions(warm=True, warm_shapes=WARM_SHAPES))
     try:
         srv, svc = node.server, node.service
         assert srv.warm_task is not None
@@ -69,6 +86,34 @@ async def test_warm_answers_equal_slow_path_and_negatives_follow_writes(tmp_path
         assert resp.ok, resp
         assert srv.cache.not_found(missing) is None
         assert cache_key(missing) not in srv.cache.data
+    finally:
+        await node.server.close()
+        node.service.close()
+
+
+@pytest.mark.asyncio
+async def test_shape_is_warmed_on_first_use(tmp_path: Path) -> None:
+    node = await start_node(tmp_path, NativeOptions(warm=True))
+    try:
+        srv, svc = node.server, node.service
+        assert srv.warm_task is not None
+        assert await srv.warm_task == 0 and srv.cache.complete  # no shape yet: only ``known``
+        shape = WARM_SHAPES[0]
+        other = cache_key(plain_request(shape, b"88.100/big"))
+        assert other not in srv.cache.data
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setblocking(False)
+            await loop.sock_sendto(s, plain_request(shape, b"88.100/bench-0"), srv.address)
+            assert len(await asyncio.wait_for(loop.sock_recv(s, 65536), 5)) > 44
+        for _ in range(500):  # the background pass over the store (two handles here)
+            if not srv.tasks:
+                break
+            await asyncio.sleep(0.01)
+        assert other in srv.cache.data, "the shape was not warmed for the other handles"
+        assert check_warm(srv, svc, ["88.100/bench-0", "88.100/big"], [shape]) == []
+        assert srv.cache.shapes == {shape}
+        assert cache_key(plain_request(WARM_SHAPES[1], b"88.100/big")) not in srv.cache.data
     finally:
         await node.server.close()
         node.service.close()
