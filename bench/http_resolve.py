@@ -1,22 +1,33 @@
 """REST resolution throughput: ``GET /api/handles/88.100/bench-N`` over keep-alive HTTP.
 
-A node (SQLite file, NodeService, the aiohttp app over plain HTTP) runs in one process
-with ``--handles`` handles loaded by ``store.bulk_load``; a separate process drives it
-with ``--concurrency`` aiohttp client coroutines for ``--seconds`` and reports
-requests/s, p50/p99 latency and errors. Separate processes so the client's CPU does not
-come out of the server's event loop.
+Honest on a small box: the server process is pinned to one core (``--server-cpu``, the
+``sched_setaffinity`` call ``taskset -c 0`` makes) and the load generator to another
+(``taskset -c 1 wrk …``), so the client's CPU never comes out of the server's. The load is
+``wrk`` with a Lua script that picks a random ``88.100/bench-N`` of the ``--handles`` loaded
+handles for every request (so the whole key space is resolved, not one cached entry).
 
-    python bench/http_resolve.py --handles 100000 --seconds 10
+In the same run, on the same core and event loop, a *baseline* aiohttp app that returns a
+fixed JSON body of the same size as idr's answer is measured the same way; idr is quoted as
+a ratio of it: what the REST layer costs on top of aiohttp's own floor.
+
+wrk is the Debian package (``apt-get install -y wrk``); without it the script says so and
+falls back to a Python aiohttp client, whose figures are client-bound and only indicative.
+
+    python bench/http_resolve.py --handles 100000 --seconds 10 [--tls] [--profile out.svg]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing as mp
+import os
 import random
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +39,28 @@ PREFIX = "88.100"
 ADMIN = "300:0.NA/88.100"
 LOAD_BATCH = 10_000
 READY_TIMEOUT = 600.0
+SAMPLE = f"{PREFIX}/bench-0"
+MAX_WARMUP_S = 120.0
+
+# wrk's Lua: a random handle per request; ``done`` prints one JSON line we parse.
+WRK_SCRIPT = """
+local n = %(handles)d
+local sequential = %(sequential)s
+local i = -1
+math.randomseed(%(seed)d)
+request = function()
+  if sequential then i = (i + 1) %% n else i = math.random(0, n - 1) end
+  return wrk.format("GET", "/api/handles/%(prefix)s/bench-" .. i)
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%%d,"duration_us":%%d,"p50_us":%%d,"p99_us":%%d,' ..
+    '"errors":%%d,"non2xx":%%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
 
 
 def _records(n: int) -> Any:
@@ -41,22 +74,50 @@ def _records(n: int) -> Any:
         yield HandleRecord(f"{PREFIX}/bench-{i}", (url, admin))
 
 
-def serve(data_dir: str, handles: int, sock: socket.socket, ready: Any, stop: EventType) -> None:
-    """Server process: load the handles, then serve until ``stop`` is set."""
-    from aiohttp import web
+def _pin(cpu: int | None) -> None:
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
 
-    from idr.codec.values import encode_admin
-    from idr.core.service import NodeService
-    from idr.model.value import AdminRecord, HandleValue
-    from idr.server.http import make_http_app
-    from idr.store.sqlite import SqliteStore
 
+def _install_uvloop() -> None:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
+
+
+def _ssl(data_dir: str, tls: bool) -> Any:
+    if not tls:
+        return None
+    from idr.server.tls import server_context
+
+    return server_context(Path(data_dir))
+
+
+async def _serve(app: Any, sock: socket.socket, ssl_ctx: Any, ready: Any, info: Any, stop: EventType) -> None:
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.SockSite(runner, sock, backlog=1024, ssl_context=ssl_ctx).start()
+    ready.put(info)
+    await asyncio.get_running_loop().run_in_executor(None, stop.wait)
+    await runner.cleanup()
+
+
+def serve_idr(
+    data_dir: str, handles: int, sock: socket.socket, tls: bool, cpu: int | None, ready: Any, stop: EventType
+) -> None:
+    """Server process: load the handles, then serve idr's app until ``stop`` is set."""
+    from idr.codec.values import encode_admin
+    from idr.core.service import NodeService
+    from idr.model.value import AdminRecord, HandleValue
+    from idr.server.http import make_http_app
+    from idr.store.sqlite import SqliteStore
+
+    _install_uvloop()
     store = SqliteStore(Path(data_dir) / "idr.sqlite3")
     service = NodeService(store, admins=[ADMIN], cache_entries=handles + 16)
     admin = HandleValue(100, "HS_ADMIN", encode_admin(AdminRecord("0.NA/88.100", 300)))
@@ -72,31 +133,42 @@ def serve(data_dir: str, handles: int, sock: socket.socket, ready: Any, stop: Ev
         store.bulk_load(batch)
     service.cache.clear()
     load_s = time.perf_counter() - t0
-
-    async def main() -> None:
-        runner = web.AppRunner(make_http_app(service, tls=False), access_log=None)
-        await runner.setup()
-        await web.SockSite(runner, sock, backlog=1024).start()
-        ready.put(load_s)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, stop.wait)
-        await runner.cleanup()
-
+    _pin(cpu)  # loading may use any core; serving gets exactly one
+    app = make_http_app(service, tls=tls, cache_entries=handles + 16)
     try:
-        asyncio.run(main())
+        asyncio.run(_serve(app, sock, _ssl(data_dir, tls), ready, (os.getpid(), load_s), stop))
     finally:
         service.close()
 
 
-def drive(port: int, handles: int, seconds: float, concurrency: int, out: Any) -> None:
-    """Load process: ``concurrency`` keep-alive workers, each one request at a time."""
+def serve_baseline(
+    data_dir: str, body: bytes, sock: socket.socket, tls: bool, cpu: int | None, ready: Any, stop: EventType
+) -> None:
+    """The floor: aiohttp answering every ``/api/handles/…`` with the same-sized fixed JSON."""
+    from aiohttp import web
+
+    _install_uvloop()
+    _pin(cpu)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/api/handles/{handle:.*}", handler)
+    asyncio.run(_serve(app, sock, _ssl(data_dir, tls), ready, (os.getpid(), 0.0), stop))
+
+
+def drive_python(url: str, handles: int, seconds: float, concurrency: int, cpu: int | None, out: Any) -> None:
+    """Fallback load process (no wrk): ``concurrency`` keep-alive aiohttp workers."""
     import aiohttp
+
+    _pin(cpu)
 
     async def main() -> tuple[int, int, list[float]]:
         latencies: list[float] = []
         errors = 0
-        conn = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-        base = f"http://127.0.0.1:{port}/api/handles/{PREFIX}/bench-"
+        conn = aiohttp.TCPConnector(limit=concurrency, force_close=False, ssl=False)
+        base = f"{url}/api/handles/{PREFIX}/bench-"
         deadline = time.perf_counter() + seconds
 
         async def worker(session: aiohttp.ClientSession, seed: int) -> None:
@@ -117,56 +189,189 @@ def drive(port: int, handles: int, seconds: float, concurrency: int, out: Any) -
             await asyncio.gather(*(worker(session, i) for i in range(concurrency)))
         return len(latencies), errors, latencies
 
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
+    _install_uvloop()
     t0 = time.perf_counter()
     n, errors, lat = asyncio.run(main())
-    out.put((n, errors, time.perf_counter() - t0, lat))
+    elapsed = time.perf_counter() - t0
+    ms = sorted(x * 1000 for x in lat)
+    p50 = statistics.median(ms) if ms else float("nan")
+    p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))] if ms else float("nan")
+    out.put({"rps": n / elapsed, "p50_ms": p50, "p99_ms": p99, "errors": errors, "requests": n})
+
+
+def run_wrk(
+    url: str, handles: int, seconds: float, concurrency: int, cpu: int | None, *, sequential: bool = False
+) -> dict[str, Any]:
+    """One wrk run (one thread, ``concurrency`` keep-alive connections) pinned to ``cpu``;
+    ``sequential`` walks bench-0, bench-1, … instead (the warm-up pass)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        seed = random.randrange(1 << 30)
+        lua = "true" if sequential else "false"
+        f.write(WRK_SCRIPT % {"handles": handles, "seed": seed, "prefix": PREFIX, "sequential": lua})
+        script = f.name
+    try:
+        duration = f"-d{max(1, round(seconds))}s"
+        cmd = ["wrk", "-t1", f"-c{concurrency}", duration, "--latency", "-s", script, url]
+        if cpu is not None and shutil.which("taskset"):
+            cmd = ["taskset", "-c", str(cpu), *cmd]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    finally:
+        os.unlink(script)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}")
+    r = json.loads(line.removeprefix("WRKJSON "))
+    return {
+        "rps": r["requests"] / (r["duration_us"] / 1e6),
+        "p50_ms": r["p50_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000,
+        "errors": r["errors"] + r["non2xx"],
+        "requests": r["requests"],
+    }
+
+
+def _listener() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def _sample_body(url: str) -> bytes:
+    """idr's answer for one handle, fetched once: the baseline returns a body this size."""
+    import http.client
+    import ssl
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    assert u.hostname is not None and u.port is not None
+    conn: http.client.HTTPConnection
+    if u.scheme == "https":
+        ctx = ssl._create_unverified_context()
+        conn = http.client.HTTPSConnection(u.hostname, u.port, context=ctx, timeout=10)
+    else:
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    try:
+        conn.request("GET", f"/api/handles/{SAMPLE}")
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"sample resolution failed: {resp.status} {body!r}")
+        return body
+    finally:
+        conn.close()
+
+
+class Run:
+    """Start one server process, measure it, stop it (always)."""
+
+    def __init__(self, ctx: Any, target: Any, args: tuple[Any, ...], tls: bool) -> None:
+        self.sock = _listener()
+        self.ready, self.stop = ctx.Queue(), ctx.Event()
+        self.proc = ctx.Process(target=target, args=(*args[:2], self.sock, *args[2:], self.ready, self.stop),
+                                daemon=True)
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def __enter__(self) -> tuple[int, float]:
+        self.proc.start()
+        pid, load_s = self.ready.get(timeout=READY_TIMEOUT)
+        return int(pid), float(load_s)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(10)
+        self.sock.close()
+
+
+def warm_up(url: str, args: argparse.Namespace, cold_rps: float) -> float:
+    """Walk every handle once (sequentially) so the warm figure measures the steady state of a
+    node whose cache holds its working set; the duration comes from the cold run's rate."""
+    seconds = min(MAX_WARMUP_S, 1.0 + 1.5 * args.handles / max(cold_rps, 1.0))
+    run_wrk(url, args.handles, seconds, args.concurrency, args.load_cpu, sequential=True)
+    return seconds
+
+
+def measure(ctx: Any, url: str, args: argparse.Namespace, pid: int, label: str) -> dict[str, Any]:
+    profiler = None
+    if args.profile and label == "idr warm":
+        profiler = subprocess.Popen(
+            ["py-spy", "record", "-p", str(pid), "-o", args.profile, "-d", str(round(args.seconds)),
+             "-r", "200", "--nonblocking", *(["-f", "speedscope"] if args.profile.endswith(".json") else [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    try:
+        if shutil.which("wrk"):
+            result = run_wrk(url, args.handles, args.seconds, args.concurrency, args.load_cpu)
+            result["client"] = "wrk"
+        else:
+            out = ctx.Queue()
+            client = ctx.Process(
+                target=drive_python,
+                args=(url, args.handles, args.seconds, args.concurrency, args.load_cpu, out),
+                daemon=True,
+            )
+            client.start()
+            result = out.get(timeout=args.seconds + READY_TIMEOUT)
+            client.join(10)
+            result["client"] = "python-aiohttp"
+    finally:
+        if profiler is not None:
+            profiler.wait(timeout=args.seconds + 60)
+    return result
+
+
+def _line(label: str, r: dict[str, Any], extra: str = "") -> str:
+    return (
+        f"{label}: {r['rps']:,.0f} requests/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
+        f"errors {r['errors']}  ({r['requests']} requests, {r['client']}){extra}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--handles", type=int, default=100_000)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--tls", action="store_true", help="measure HTTPS instead of plain HTTP")
+    ap.add_argument("--server-cpu", type=int, default=0, help="core for the server (-1: unpinned)")
+    ap.add_argument("--load-cpu", type=int, default=1, help="core for the load generator (-1: unpinned)")
+    ap.add_argument("--profile", metavar="FILE", help="py-spy record the idr server (.svg or .json)")
+    ap.add_argument("--no-baseline", action="store_true")
     args = ap.parse_args(argv)
-
+    ncpu = os.cpu_count() or 1
+    server_cpu = args.server_cpu if 0 <= args.server_cpu < ncpu else None
+    args.load_cpu = args.load_cpu if 0 <= args.load_cpu < ncpu else None
+    if not shutil.which("wrk"):
+        print("wrk not found (Debian: apt-get install -y wrk); falling back to the Python client, "
+              "whose figures are client-bound", file=sys.stderr)
     ctx = mp.get_context("spawn")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     with tempfile.TemporaryDirectory(prefix="idr-bench-") as data_dir:
-        ready, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
-        server = ctx.Process(target=serve, args=(data_dir, args.handles, sock, ready, stop), daemon=True)
-        server.start()
-        try:
-            load_s = ready.get(timeout=READY_TIMEOUT)
+        idr_run = Run(ctx, serve_idr, (data_dir, args.handles, args.tls, server_cpu), args.tls)
+        with idr_run as (pid, load_s):
             print(f"loaded {args.handles} handles in {load_s:.1f}s ({args.handles / load_s:,.0f}/s)")
-            client = ctx.Process(
-                target=drive, args=(port, args.handles, args.seconds, args.concurrency, results), daemon=True
-            )
-            client.start()
-            n, errors, elapsed, lat = results.get(timeout=args.seconds + READY_TIMEOUT)
-            client.join(10)
-        finally:
-            stop.set()
-            server.join(10)
-            if server.is_alive():
-                server.terminate()
-            sock.close()
-    lat_ms = sorted(x * 1000 for x in lat)
-    p50 = statistics.median(lat_ms) if lat_ms else float("nan")
-    p99 = lat_ms[min(len(lat_ms) - 1, int(len(lat_ms) * 0.99))] if lat_ms else float("nan")
-    print(
-        f"http_resolve: {n / elapsed:,.0f} requests/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
-        f"errors {errors}  ({n} requests, {args.concurrency} connections, {elapsed:.1f}s, "
-        f"{args.handles} handles)"
-    )
-    return 1 if errors else 0
+            body = _sample_body(idr_run.url)
+            cold = measure(ctx, idr_run.url, args, pid, "idr cold")
+            pins = f"server cpu {server_cpu}, load cpu {args.load_cpu}, {args.concurrency} connections"
+            scheme = "https" if args.tls else "http"
+            label = f"http_resolve idr cold ({scheme}, empty cache, misses hit SQLite)"
+            print(_line(label, cold, f"  [{pins}]"))
+            if shutil.which("wrk"):
+                print(f"warm-up: every handle once, {warm_up(idr_run.url, args, cold['rps']):.0f}s")
+            idr = measure(ctx, idr_run.url, args, pid, "idr warm")
+        print(_line(f"http_resolve idr warm ({scheme})", idr))
+        if args.profile:
+            print(f"profile: {args.profile}")
+        if args.no_baseline:
+            return 1 if idr["errors"] else 0
+        base_run = Run(ctx, serve_baseline, (data_dir, body, args.tls, server_cpu), args.tls)
+        with base_run as (pid, _):
+            base = measure(ctx, base_run.url, args, pid, "baseline")
+    print(_line(f"http_resolve baseline ({scheme}, fixed {len(body)}-byte JSON)", base))
+    print(f"http_resolve ratio idr/baseline: {idr['rps'] / base['rps']:.2f}")
+    return 1 if idr["errors"] or base["errors"] else 0
 
 
 if __name__ == "__main__":
