@@ -117,3 +117,26 @@ async def test_shape_is_warmed_on_first_use(tmp_path: Path) -> None:
     finally:
         await node.server.close()
         node.service.close()
+
+
+def test_cache_index_small_tuples_evict_and_invalidate() -> None:
+    """One handle answered under several keys: eviction and invalidation keep the index exact."""
+    from idr.server.hotcache import SMALL_KEYS, AnswerCache
+
+    cache = AnswerCache(capacity=SMALL_KEYS + 4)
+    keys = [b"k%d" % i for i in range(SMALL_KEYS + 2)]  # tuple, then set beyond SMALL_KEYS
+    for k in keys:
+        assert cache.put(k, b"answer", "88.100/A", cache.generation)
+    cache.put(b"other", b"answer", "88.100/B", cache.generation)
+    for i in range(3):  # the 13th and 14th entries evict k0, k1 (FIFO)
+        cache.put(b"more%d" % i, b"answer", "88.100/C", cache.generation)
+    assert [k for k in keys if k in cache.data] == keys[2:]
+    cache.invalidate(["88.100/A"])
+    assert not any(k in cache.data for k in keys) and b"other" in cache.data
+    cache.invalidate(["88.100/C", "88.100/B"])
+    assert len(cache) == 0 and not cache._index and not cache._owner
+    small = AnswerCache(capacity=2)  # a 2-tuple shrinks back to one key on eviction
+    small.put(b"a", b"x", "88.100/A", 0)
+    small.put(b"b", b"x", "88.100/A", 0)
+    small.put(b"c", b"x", "88.100/Z", 0)
+    assert small._index["88.100/A"] == b"b"

@@ -46,6 +46,7 @@ from idr.model.handle import Handle
 HOMED_KEY_PREFIX = "0.HOMED/"  # idr.core.service.HOMED_PREFIX + "/"
 PLAIN_TAIL = bytes(12)  # index count 0, type count 0, credential length 0
 MAX_DIRTY = 100_000  # beyond this many unsettled writes the cache stops answering "not found"
+SMALL_KEYS = 8  # cache keys of one handle kept in a tuple; more (filtered requests) in a set
 MAX_SHAPES = 4  # plain-request shapes warmed on first use (each costs ~one answer per handle)
 
 
@@ -99,8 +100,10 @@ class AnswerCache:
         self.capacity = capacity
         self.data: dict[bytes, bytes] = {}  # read lock-free on the hot path (dict ops are atomic)
         self._owner: dict[bytes, str] = {}  # cache key → normalised handle key
-        # normalised handle key → its cache key (one shape, the usual case: no set per handle)
-        self._index: dict[str, bytes | set[bytes]] = {}
+        # normalised handle key → its cache key (one shape, the usual case), a tuple of a few (a
+        # set costs 216 bytes, a 2-tuple 56: with 1M handles warmed for two shapes, 160 MB), or a
+        # set beyond SMALL_KEYS
+        self._index: dict[str, bytes | tuple[bytes, ...] | set[bytes]] = {}
         self._lock = threading.Lock()
         self.generation = 0
         self.hits = 0  # counted by the front-ends when they want to
@@ -142,7 +145,9 @@ class AnswerCache:
             if keys is None:
                 self._index[handle_key] = key
             elif isinstance(keys, bytes):
-                self._index[handle_key] = {keys, key}
+                self._index[handle_key] = (keys, key)
+            elif isinstance(keys, tuple):
+                self._index[handle_key] = (*keys, key) if len(keys) < SMALL_KEYS else {*keys, key}
             else:
                 keys.add(key)
             self._owner[key] = handle_key
@@ -244,6 +249,14 @@ class AnswerCache:
             keys = self._index.get(owner)
             if keys == key:
                 del self._index[owner]
+            elif isinstance(keys, tuple):
+                rest = tuple(k for k in keys if k != key)
+                if len(rest) == 1:
+                    self._index[owner] = rest[0]
+                elif rest:
+                    self._index[owner] = rest
+                else:
+                    del self._index[owner]
             elif isinstance(keys, set):
                 keys.discard(key)
                 if not keys:

@@ -325,12 +325,40 @@ async def warm(server: NativeServer, service: NodeService, shapes: Sequence[byte
     land meanwhile are tracked (``AnswerCache.dirty``) and their handles left to the slow path."""
     cache = server.cache
     cache.start_tracking()
-    known: set[str] = set()
-    stored = await _fill(server, service, shapes, known, batch)
+    t0 = time.monotonic()
+    known = await _known_keys(service) if not shapes else None
+    stored = 0
+    if known is None:
+        known = set()
+        stored = await _fill(server, service, shapes, known, batch)
+    log.debug("warm: %d keys in %.1f s", len(known), time.monotonic() - t0)
     cache.finish_warm(known)
     log.info("answer cache warm: %d answers for %d handles (complete=%s)", stored, len(known),
              cache.complete)
     return stored
+
+
+async def _known_keys(service: NodeService, page: int = 10_000) -> set[str] | None:
+    """Every handle's key from key-ordered pages of handle names: no record is decoded, so this
+    is far cheaper than a snapshot pass (which decodes every value) when no shape is warmed.
+    Not one snapshot, but commits meanwhile are ``dirty`` (tracking started first), so ``known``
+    plus ``dirty`` covers every handle. A row stored under a key other than its handle's
+    normalised key is unreachable by resolution anyway; if paging stops advancing because of
+    one, None: the caller takes the snapshot pass."""
+    store = service.store
+    known: set[str] = set()
+    for prefix in store.prefixes():
+        after: str | None = None
+        while True:
+            keys = [normalize_key(h) for h in store.list_handles(prefix, after, page)]
+            known.update(keys)
+            if len(keys) < page:
+                break
+            if after is not None and keys[-1] <= after:
+                return None
+            after = keys[-1]
+            await asyncio.sleep(0)
+    return known
 
 
 async def warm_shape(server: NativeServer, service: NodeService, shape: bytes, batch: int = 2000) -> int:
