@@ -11,7 +11,10 @@ connections from a small multiprocess uvloop pipelined client, and, in the same 
 uvloop UDP responder (a fixed pre-encoded 233-byte answer, RequestId patched) under the same
 hdlperf settings. Prints one line per figure and idr's rate against that baseline and against the
 reference server's 46,000/s. ``--workers N``: N server processes on one port (SO_REUSEPORT),
-each with its own warm cache, driven by 2N hdlperf sockets (the kernel spreads by 4-tuple).
+each with its own warm cache, driven by 2N hdlperf sockets (the kernel spreads by 4-tuple);
+the extra workers follow the store's log as ``idr serve --workers`` does. ``--profile PATH``:
+py-spy samples worker 0 during the UDP run (200 Hz, native frames; from the load core, so that
+run's figures are depressed) and the top frames are printed.
 """
 
 from __future__ import annotations
@@ -116,20 +119,32 @@ def make_data(handles: int) -> Path:
 # ---------------------------------------------------------------------------- server processes
 
 
+def rss_mib() -> int:
+    for ln in Path("/proc/self/status").read_text().splitlines():
+        if ln.startswith("VmRSS:"):
+            return int(ln.split()[1]) // 1024
+    return 0
+
+
 async def _serve(data: Path, port: int, worker: int, workers: int, cache: int) -> None:
     from idr.core.service import NodeService
-    from idr.server.native import NativeOptions, start_server
+    from idr.server.native import FOLLOW_INTERVAL, WARM_SHAPES, NativeOptions, start_server
     from idr.store.sqlite import SqliteStore
 
     svc = NodeService(SqliteStore(data / "idr.sqlite3"), admins=["300:0.NA/88.100"])
-    opts = NativeOptions(cache_entries=cache, reuse_port=workers > 1, tcp=worker == 0, warm=True)
+    # As ``idr serve --workers``: worker 0 has TCP, the others UDP only and follow the log.
+    # Warmed at start: the one shape hdlperf and the TCP client send (plain 2.1, REC|CA|PO; KA is
+    # not part of TCP's key); any other would be learned on first use.
+    opts = NativeOptions(cache_entries=cache, reuse_port=workers > 1, tcp=worker == 0, warm=True,
+                         warm_shapes=(WARM_SHAPES[1],), follow=FOLLOW_INTERVAL if worker else 0.0)
+    rss0 = rss_mib()
     srv = await start_server(svc, "127.0.0.1", port, opts)
     assert srv.warm_task is not None
     t0 = time.monotonic()
     stored = await srv.warm_task
     print(
-        f"READY worker={worker} answers={stored} complete={srv.cache.complete} "
-        f"warm_s={time.monotonic() - t0:.1f}",
+        f"READY worker={worker} pid={os.getpid()} answers={stored} complete={srv.cache.complete} "
+        f"warm_s={time.monotonic() - t0:.1f} warm_rss_mib=+{rss_mib() - rss0} rss_mib={rss_mib()}",
         flush=True,
     )
     stop = asyncio.Event()
@@ -376,6 +391,28 @@ def tcp_load(port: int, seconds: int, handles: int, procs: int = 2) -> dict[str,
     }
 
 
+def profile_summary(path: Path, top: int = 12) -> list[str]:
+    """Top frames of a py-spy raw profile: by self time (the leaf) and inclusive."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for ln in path.read_text().splitlines():
+        stack, _, n = ln.rpartition(" ")
+        if not n.isdigit():
+            continue
+        k = int(n)
+        total += k
+        frames = stack.split(";")
+        own[frames[-1]] = own.get(frames[-1], 0) + k
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + k
+    out = [f"profile   {total} samples (py-spy, worker 0, UDP run)"]
+    for title, d in (("self", own), ("inclusive", incl)):
+        for f, k in sorted(d.items(), key=lambda kv: -kv[1])[:top]:
+            out.append(f"  {title:<9} {k / max(1, total):6.1%}  {f}")
+    return out
+
+
 def line(name: str, r: dict[str, object]) -> str:
     codes = r["codes"]
     assert isinstance(codes, dict)
@@ -396,6 +433,7 @@ def main() -> int:
     ap.add_argument("--handles", type=int, default=1_000_000)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--profile", type=Path, help="py-spy worker 0 during the UDP run (raw stacks here)")
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -452,14 +490,30 @@ def main() -> int:
         for w in range(a.workers)
     ]
     stats: list[str] = []
+    prof: subprocess.Popen[bytes] | None = None
     try:
-        for s in servers:
-            print(f"server    {wait_ready(s, STARTUP_TIMEOUT)}", flush=True)
+        ready = [wait_ready(s, STARTUP_TIMEOUT) for s in servers]
+        for r in ready:
+            print(f"server    {r}", flush=True)
+        if a.profile is not None:
+            pid = re.search(r"pid=(\d+)", ready[0])
+            assert pid is not None
+            prof = subprocess.Popen(
+                ["taskset", "-c", str(NCPU - 1), "py-spy", "record", "-r", "200", "-d", str(a.seconds),
+                 "--native", "-f", "raw", "-o", str(a.profile), "--pid", pid.group(1)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         udp = hdlperf(port, a.seconds, a.handles, 1 if a.workers == 1 else 2 * a.workers)
         print(line("idr udp", udp), flush=True)
+        if prof is not None:
+            prof.wait(60)
+            for ln in profile_summary(a.profile):
+                print(ln, flush=True)
         tcp = tcp_load(port, a.seconds, a.handles)
         print(line("idr tcp", tcp) + "   (persistent KA connections, Python pipelined client)", flush=True)
     finally:
+        if prof is not None and prof.poll() is None:
+            prof.kill()
+            prof.wait(5)
         stats = stop(servers)
     for st in stats:
         print(f"server    {st}")
