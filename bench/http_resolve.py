@@ -289,7 +289,7 @@ class Run:
 def warm_up(url: str, args: argparse.Namespace, cold_rps: float) -> float:
     """Walk every handle once (sequentially) so the warm figure measures the steady state of a
     node whose cache holds its working set; the duration comes from the cold run's rate."""
-    seconds = min(MAX_WARMUP_S, 1.0 + 1.5 * args.handles / max(cold_rps, 1.0))
+    seconds = min(MAX_WARMUP_S, 1.0 + 1.5 * int(args.handles) / max(cold_rps, 1.0))
     run_wrk(url, args.handles, seconds, args.concurrency, args.load_cpu, sequential=True)
     return seconds
 
