@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import ssl
 from typing import Any
 from urllib.parse import urlsplit
@@ -305,7 +306,10 @@ def test_unauthenticated_write_401(node: Node) -> None:
     before = node.snapshot()
     r = put(node, H, [{"index": 1, "type": "URL", "data": "x"}], headers={})
     assert r.status_code == 401 and r.json()["responseCode"] == 402
-    assert r.headers["WWW-Authenticate"] == 'Basic realm="handle"'
+    # both of Handle.Net's challenges: Basic, and Handle with a fresh session and nonce
+    basic_challenge, handle_challenge = r.raw.headers.getlist("WWW-Authenticate")
+    assert basic_challenge == 'Basic realm="handle"'
+    assert re.fullmatch(r'Handle sessionId="[-\w]+", nonce="[A-Za-z0-9+/]{22}=="', handle_challenge)
     r = node.s().delete(f"{node.https}/api/handles/0.NA/88.100")
     assert r.status_code == 401 and r.json()["responseCode"] == 402
     assert node.snapshot() == before

@@ -8,10 +8,15 @@ decided here is HTTP's own business, following Handle.Net's servlets so its clie
 * The handle is taken from the *raw* request path and percent-decoded exactly once, so
   ``%2F`` inside a suffix and the handle's case survive; it is echoed as requested
   (pyhandle compares the echo with ``==``).
-* Credentials and writes need TLS (manual §14.6): Basic credentials over plain HTTP are
-  refused, and any 401 over plain HTTP becomes 403, as Handle.Net's auth filter does.
-* Wrong Basic credentials get 401 + ``WWW-Authenticate`` (Handle.Net answers the same way,
-  before the request reaches the handle server).
+* Credentials and writes need TLS (manual §14.6): Basic or Handle credentials over plain
+  HTTP are refused, and any 401 over plain HTTP becomes 403, as Handle.Net's auth filter does.
+* Two ways to authenticate, as Handle.Net 9: ``Basic`` (HS_SECKEY as the password) and the
+  ``Authorization: Handle`` challenge–response with its sessions API (``/api/sessions``;
+  ``http_auth`` and ``sessions``). Every 401 carries ``WWW-Authenticate: Handle
+  sessionId=…, nonce=…`` (a session is opened for it) and, unless the client is plainly not
+  using Basic, ``Basic realm="handle"`` too (``HeaderFixingResponseWrapper``).
+* The anonymous ``GET /api/handles/{h}`` of a cached handle skips everything but one dict
+  lookup: its whole answer is kept encoded (``EncodedCache.answer``).
 * Nothing escapes as a traceback: a middleware turns any unexpected exception into
   ``500 {"responseCode":2}`` and logs it.
 
@@ -22,6 +27,7 @@ console) can be added to the application without touching this file.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import html
@@ -32,7 +38,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import hdrs, web
-from multidict import MultiDict, MultiMapping
+from multidict import CIMultiDict, MultiDict, MultiMapping
 
 from idr.codec import rest
 from idr.core.request import Op, Request, Response
@@ -40,11 +46,18 @@ from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle, normalize_key
 from idr.model.value import HandleValue, ValueReference
+from idr.server import http_auth
+from idr.server.sessions import Session, SessionTable
 
 log = logging.getLogger("idr.http")
 
 SERVICE_KEY = web.AppKey("idr.service", NodeService)
 SETTINGS_KEY = web.AppKey("idr.http.settings", dict[str, Any])
+SESSIONS_KEY = web.AppKey("idr.http.sessions", SessionTable)
+# per request: the Handle-auth session in play (the 401 challenge names it) and why auth failed
+_SESSION = web.RequestKey("idr.http.session", Session)
+_AUTH_ERROR = web.RequestKey("idr.http.auth_error", str)
+_LOGIN = web.RequestKey("idr.http.login", ValueReference)
 
 DEFAULT_MAX_BODY = 1024 * 1024
 MAX_ALIAS_HOPS = 20  # Handle.Net HandleResolver's alias limit
@@ -52,6 +65,8 @@ MAX_ALIAS_HOPS = 20  # Handle.Net HandleResolver's alias limit
 RESERVED_ROOTS = frozenset({"api", "metrics", "static", "console", ".well-known"})
 _CALLBACK = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]{0,127}$")
 _API_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
+_HANDLES = "/api/handles/"
+_JSON_HEADERS: CIMultiDict[str] = CIMultiDict({hdrs.CONTENT_TYPE: "application/json"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Params = MultiMapping[str]
@@ -161,10 +176,12 @@ def _json(
 ) -> web.Response:
     """Serialise with ``pretty`` and JSONP ``callback`` honoured; 401 over plain HTTP → 403."""
     params = request.query
-    hdrs_out = dict(headers or {})
+    hdrs_out: CIMultiDict[str] = CIMultiDict(headers or {})
     if status == 401:
         if request.secure:
-            hdrs_out.setdefault("WWW-Authenticate", 'Basic realm="handle"')
+            if hdrs.WWW_AUTHENTICATE not in hdrs_out:
+                for challenge in _challenges(request):
+                    hdrs_out.add(hdrs.WWW_AUTHENTICATE, challenge)
         else:
             status = 403  # Handle.Net: no authentication is possible on an insecure channel
     body = rest.dumps(obj, pretty=_flag(params, "pretty", False))
@@ -211,11 +228,113 @@ def _require_tls(request: web.Request) -> None:
         raise _Reply(403, ResponseCode.AUTHENTICATION_NEEDED, "authentication requires HTTPS")
 
 
-def _identity(request: web.Request) -> ValueReference | None:
-    """The authenticated caller from ``Authorization: Basic`` (HS_SECKEY), or None.
+def _quote(text: str) -> str:
+    """A header quoted-string (HN ``quote``: ASCII, no controls, ``\\`` and ``"`` escaped)."""
+    text = "".join(c for c in text if 0x20 <= ord(c) < 0x7F)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
-    User part is ``index:handle`` percent-encoded (pyhandle: ``quote(username)``); the
-    password is the secret key's bytes.
+
+def _challenges(request: web.Request) -> list[str]:
+    """``WWW-Authenticate`` values for a 401 over TLS (HN ``addAuthenticateHeaders``): Basic
+    unless the client sent another scheme or is an XHR, and always a Handle challenge naming
+    the request's session (a new one if it had none)."""
+    out = []
+    header = request.headers.get(hdrs.AUTHORIZATION)
+    if header is not None:
+        wants_basic = header.lstrip().lower().startswith("basic")
+    else:
+        wants_basic = request.headers.get("X-Requested-With") != "XMLHttpRequest"
+    if wants_basic:
+        out.append('Basic realm="handle"')
+    session = request.get(_SESSION)
+    if session is None:
+        session = request.app[SESSIONS_KEY].create()
+    challenge = f"Handle sessionId={_quote(session.id)}, nonce={_quote(_b64(session.nonce))}"
+    error = request.get(_AUTH_ERROR)
+    if error:
+        challenge += f", error={_quote(error)}"
+    out.append(challenge)
+    return out
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _auth_failed(request: web.Request, message: str) -> _Reply:
+    request[_AUTH_ERROR] = message
+    return _Reply(401, ResponseCode.AUTHENTICATION_FAILED, f"authentication failed: {message}")
+
+
+def _basic_identity(request: web.Request, token: str) -> ValueReference | None:
+    """``Basic``: user is ``index:handle`` percent-encoded (pyhandle: ``quote(username)``), the
+    password the secret key's bytes. None when the credentials do not verify."""
+    try:
+        raw = base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    user, sep, secret = raw.partition(b":")
+    if not sep:
+        return None
+    try:
+        identity = ValueReference.parse(unquote_to_bytes(user).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return identity if _service(request).authenticate_secret(identity, secret) else None
+
+
+async def _handle_login(request: web.Request, session: Session, auth: http_auth.HandleAuth) -> ValueReference:
+    """Check a signed ``nonce || cnonce`` against the session's nonce, which this attempt uses
+    up; on success the session is authenticated as the identity. AuthFailed otherwise."""
+    if auth.version not in (None, "0"):
+        raise http_auth.AuthFailed("unknown version in Authorization: Handle")
+    if auth.incomplete:
+        raise http_auth.AuthFailed("missing fields in authentication data")
+    nonce = request.app[SESSIONS_KEY].take_nonce(session)
+    assert auth.id is not None and auth.cnonce is not None
+    claimed = http_auth.parse_identity(auth.id)
+    auth_type, answer = http_auth.signed_response(auth)
+    try:
+        cnonce = base64.b64decode(auth.cnonce.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise http_auth.AuthFailed("cnonce is not base64") from None
+    values = _service(request).identity_values(claimed, auth_type)  # the store: on the loop
+    if not values:
+        raise http_auth.AuthFailed(f"no {auth_type} value for {auth.id}")
+    identity = await asyncio.get_running_loop().run_in_executor(
+        None, http_auth.verify, claimed, auth_type, values, nonce, cnonce, answer
+    )
+    session.identity, session.id_text = identity, auth.id
+    return identity
+
+
+async def _handle_authentication(request: web.Request) -> None:
+    """Before any handler (HN's ``StandardHandleAuthenticationFilter``): a login attempt in an
+    ``Authorization: Handle`` header is verified here, off the event loop, so that
+    ``_identity`` stays a plain function for every route; a failed one is a 401 at once."""
+    header = request.headers.get(hdrs.AUTHORIZATION)
+    if header is None or not request.secure or header.lstrip()[:6].lower() != "handle":
+        return
+    auth = http_auth.parse_header(header)
+    if auth is None or auth.sessionId is None or not auth.authenticating:
+        return  # _identity explains what is wrong, if the route asks who the caller is
+    session = request.app[SESSIONS_KEY].get(auth.sessionId)
+    if session is None:
+        raise _auth_failed(request, "unknown or expired session")
+    request[_SESSION] = session
+    try:
+        request[_LOGIN] = await _handle_login(request, session, auth)
+    except http_auth.AuthFailed as e:
+        raise _auth_failed(request, str(e)) from None
+
+
+def _identity(request: web.Request) -> ValueReference | None:
+    """The authenticated caller, or None for an anonymous request.
+
+    ``Basic`` checks the secret key on every request. ``Handle`` either names a session
+    (``sessionId`` alone: whoever that session authenticated as) or was a login attempt in
+    that session, already verified by ``_handle_authentication``; an unknown or expired
+    session is a 401 whose challenge opens a new one.
     """
     header = request.headers.get(hdrs.AUTHORIZATION)
     if header is None:
@@ -223,36 +342,50 @@ def _identity(request: web.Request) -> ValueReference | None:
     if not request.secure:
         raise _Reply(403, ResponseCode.AUTHENTICATION_NEEDED, "authentication requires HTTPS")
     scheme, _, token = header.strip().partition(" ")
-    failed = _Reply(
-        401,
-        ResponseCode.AUTHENTICATION_FAILED,
-        "authentication failed: identity not verified",
-        {"WWW-Authenticate": 'Basic realm="handle"'},
-    )
-    if scheme.lower() != "basic":
-        failed.message = f"authentication scheme {scheme!r} is not supported; use Basic over HTTPS"
-        raise failed
-    try:
-        raw = base64.b64decode(token.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise failed from None
-    user, sep, secret = raw.partition(b":")
-    if not sep:
-        raise failed
-    try:
-        identity = ValueReference.parse(unquote_to_bytes(user).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise failed from None
-    if not _service(request).authenticate_secret(identity, secret):
-        raise failed
-    return identity
+    if scheme.lower() == "basic":
+        identity = _basic_identity(request, token)
+        if identity is None:
+            raise _auth_failed(request, "identity not verified")
+        return identity
+    if scheme.lower() != "handle":
+        raise _auth_failed(request, f"authentication scheme {scheme!r} is not supported; use Basic or Handle")
+    auth = http_auth.parse_header(header)
+    if auth is None:
+        raise _auth_failed(request, "malformed Authorization: Handle")
+    if auth.sessionId is None:
+        if auth.authenticating:  # HN: a login needs the nonce of an existing session
+            raise _auth_failed(request, "no sessionId: get a nonce from the 401 or POST /api/sessions")
+        return None
+    login: ValueReference | None = request.get(_LOGIN)
+    if login is not None:
+        return login
+    session = request.app[SESSIONS_KEY].get(auth.sessionId)
+    if session is None:
+        raise _auth_failed(request, "unknown or expired session")
+    request[_SESSION] = session
+    return session.identity
 
 
 # --------------------------------------------------------------------------- /api/handles
 
 
 async def api_handles(request: web.Request) -> web.StreamResponse:
-    raw = _raw_path(request)
+    raw = request.raw_path
+    # Hot path: anonymous GET, no query, nothing percent-encoded, so the raw tail *is* the
+    # handle; a cached key was validated (decode_path, Handle.parse) when it was filled, and
+    # those checks do not depend on ASCII case, so any spelling of it is valid too.
+    if (
+        request.method == "GET"
+        and "?" not in raw
+        and "%" not in raw
+        and hdrs.AUTHORIZATION not in request.headers
+        and raw.startswith(_HANDLES)
+    ):
+        handle = raw[len(_HANDLES) :]
+        body = request.app[CACHE_KEY].answer(normalize_key(handle), handle)
+        if body is not None:
+            return web.Response(body=body, headers=_JSON_HEADERS.copy())
+    raw = raw.partition("?")[0]
     rest_of_path = raw[len("/api/handles") :].removeprefix("/")
     handle = decode_path(rest_of_path)
     method = request.method
@@ -271,7 +404,8 @@ async def api_handles(request: web.Request) -> web.StreamResponse:
 
 
 class EncodedCache:
-    """Handle key → its public values, already JSON-encoded: the hot path's one buffer.
+    """Handle key → its public values, already JSON-encoded, and the whole answer for the
+    spelling last asked: the hot path's one buffer.
 
     Filled only by plain anonymous resolutions; every commit's listener drops the keys it
     touched and bumps ``generation``, and an encoding computed across a bump is not kept,
@@ -281,17 +415,34 @@ class EncodedCache:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.generation = 0
-        self._data: dict[str, bytes] = {}
+        # key → (encoded values, handle as last spelled, full answer for that spelling)
+        self._data: dict[str, tuple[bytes, str, bytes]] = {}
 
     def get(self, key: str) -> bytes | None:
-        return self._data.get(key)
+        entry = self._data.get(key)
+        return None if entry is None else entry[0]
 
-    def put(self, key: str, encoded: bytes, generation: int) -> None:
+    def answer(self, key: str, handle: str) -> bytes | None:
+        """The complete resolution body echoing ``handle`` (pyhandle compares the echo with
+        ``==``, so a body is only reused for the exact spelling it was built for)."""
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        if entry[1] == handle:
+            return entry[2]
+        body = _resolution_body(handle, entry[0])
+        self._data[key] = (entry[0], handle, body)
+        return body
+
+    def put(self, key: str, encoded: bytes, generation: int, handle: str) -> bytes:
+        """Keep ``encoded`` (unless a commit happened since ``generation``); the answer."""
+        body = _resolution_body(handle, encoded)
         if generation != self.generation or self.capacity <= 0:
-            return
+            return body
         if len(self._data) >= self.capacity:
             self._data.pop(next(iter(self._data)), None)
-        self._data[key] = encoded
+        self._data[key] = (encoded, handle, body)
+        return body
 
     def invalidate(self, keys: Iterable[str]) -> None:
         self.generation += 1
@@ -313,9 +464,9 @@ async def _resolve(request: web.Request, handle: str, params: Params) -> web.Res
     cache = request.app[CACHE_KEY]
     key = normalize_key(handle)
     if plain:
-        hit = cache.get(key)
+        hit = cache.answer(key, handle)
         if hit is not None:
-            return web.Response(body=_resolution_body(handle, hit), content_type="application/json")
+            return web.Response(body=hit, headers=_JSON_HEADERS.copy())
     generation = cache.generation
     req = Request(
         Op.RESOLUTION,
@@ -331,8 +482,8 @@ async def _resolve(request: web.Request, handle: str, params: Params) -> web.Res
         return _from_response(request, resp, handle, resolution=True)
     if plain:
         encoded = rest.dumps(rest.values_to_json(resp.values))
-        cache.put(key, encoded, generation)
-        return web.Response(body=_resolution_body(handle, encoded), content_type="application/json")
+        body = cache.put(key, encoded, generation, handle)
+        return web.Response(body=body, headers=_JSON_HEADERS.copy())
     return _json(request, 200, rest.resolution_json(handle, resp.values))
 
 
@@ -449,6 +600,95 @@ async def _list_prefixes(request: web.Request, params: Params) -> web.Response:
     return _json(
         request, 200, rest.list_json(shown, len(everything), page=page, page_size=size, key="prefixes")
     )
+
+
+# --------------------------------------------------------------------------- /api/sessions
+
+
+async def _session_fields(request: web.Request) -> http_auth.HandleAuth:
+    """HN ``fromHeaderAndParameters``: the ``Authorization: Handle`` fields, then the query's
+    and a JSON body's for those absent (in those, ``id`` is not percent-encoded)."""
+    header = request.headers.get(hdrs.AUTHORIZATION)
+    auth = (http_auth.parse_header(header) if header else None) or http_auth.HandleAuth()
+    params: MultiDict[str] = MultiDict(request.query)
+    if _has_json_entity(request) and request.method in ("POST", "PUT", "DELETE"):
+        doc = rest.loads(await _body(request))
+        if not isinstance(doc, dict):
+            raise HandleError(ResponseCode.PROTOCOL_ERROR, "session body must be a JSON object")
+        for key, value in doc.items():
+            params.add(key, value if isinstance(value, str) else rest.dumps(value).decode())
+    for key, value in params.items():
+        auth.put(key, value or "true", only_if_absent=True)
+    return auth
+
+
+def _session_json(session: Session, error: str | None = None) -> dict[str, Any]:
+    """HN ``getSessionRepresentation``: sessionId, the nonce to sign next, who (if anyone)."""
+    obj: dict[str, Any] = {"sessionId": session.id, "nonce": _b64(session.nonce)}
+    if session.identity is not None:
+        obj["authenticated"] = True
+        obj["id"] = session.id_text or str(session.identity)
+    if error:
+        obj["error"] = error
+    return obj
+
+
+async def _session_login(request: web.Request, session: Session, auth: http_auth.HandleAuth) -> str | None:
+    """Authenticate ``session`` from Basic or the Handle fields, if the request tries; the
+    error, or None (success, or nothing attempted)."""
+    header = (request.headers.get(hdrs.AUTHORIZATION) or "").strip()
+    if header[:6].lower() == "basic ":
+        identity = _basic_identity(request, header[6:])
+        if identity is None:
+            return "identity not verified"
+        session.identity, session.id_text = identity, str(identity)
+        return None
+    if not auth.authenticating:
+        return None
+    try:
+        await _handle_login(request, session, auth)
+    except http_auth.AuthFailed as e:
+        return str(e)
+    return None
+
+
+async def api_sessions(request: web.Request) -> web.StreamResponse:
+    """The sessions API (HN ``SessionsServlet``): ``POST /api/sessions`` opens one (201),
+    ``GET|PUT|POST /api/sessions/this`` shows it or logs in with the JSON form,
+    ``DELETE /api/sessions/this`` ends it (204). HTTPS only: 403 over plain HTTP."""
+    _require_tls(request)
+    tail = decode_path(_raw_path(request)[len("/api/sessions") :]).strip("/")
+    method = request.method
+    table = request.app[SESSIONS_KEY]
+    if tail == "":
+        if method != "POST":
+            return _json(request, 405, {"responseCode": 4, "message": "use POST"}, {"Allow": "POST"})
+    elif tail != "this":
+        raise _Reply(403, ResponseCode.PROTOCOL_ERROR, "only /api/sessions/this can be addressed")
+    elif method not in _API_METHODS:
+        return _unknown_endpoint(request, 405)
+    auth = await _session_fields(request)
+    if tail == "":
+        if auth.sessionId is not None:
+            raise _Reply(400, ResponseCode.PROTOCOL_ERROR, "a new session cannot name a sessionId")
+        new = table.create()
+        request[_SESSION] = new
+        error = await _session_login(request, new, auth)
+        return _json(request, 201, _session_json(new, error), {"Location": "/api/sessions/this"})
+    session = table.get(auth.sessionId) if auth.sessionId is not None else None
+    if session is None:
+        if method == "DELETE" or auth.sessionId is not None or auth.authenticating:
+            raise _Reply(403, ResponseCode.AUTHENTICATION_NEEDED, "no such session, or it expired")
+        return _json(request, 200, {"authenticated": False})
+    request[_SESSION] = session
+    if method == "DELETE":
+        table.remove(session.id)
+        return web.Response(status=204)
+    error = await _session_login(request, session, auth)
+    if error is not None:
+        request[_AUTH_ERROR] = error
+        return _json(request, 401, _session_json(session, error))
+    return _json(request, 200, _session_json(session))
 
 
 # --------------------------------------------------------------------------- unknown endpoints
@@ -578,6 +818,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
                 return await api_unknown(request)
             if root not in RESERVED_ROOTS and request.app[SETTINGS_KEY]["proxy"]:
                 return await proxy(request)
+        if hdrs.AUTHORIZATION in request.headers and not request.path.startswith("/api/sessions"):
+            await _handle_authentication(request)
         return await handler(request)
     except _Reply as r:
         return _error(request, r.code, r.message, status=r.status, headers=r.headers)
@@ -603,6 +845,8 @@ API_ROUTES: tuple[tuple[str, Handler], ...] = (
     ("/api/handles/{handle:.*}", api_handles),
     ("/api/prefixes", api_prefixes),
     ("/api/prefixes/{prefix:.*}", api_prefixes),
+    ("/api/sessions", api_sessions),
+    ("/api/sessions/{session:.*}", api_sessions),
 )
 
 
@@ -614,18 +858,21 @@ def make_http_app(
     proxy: bool = True,
     routes: Iterable[tuple[str, Handler]] = (),
     cache_entries: int = 100_000,
+    sessions: SessionTable | None = None,
 ) -> web.Application:
     """The node's HTTP application.
 
     ``tls``: whether the node also serves HTTPS (writes and credentials are accepted
     only on requests that arrived over TLS either way). ``routes``: extra ``(path,
-    handler)`` pairs (any method) registered ahead of the API's.
+    handler)`` pairs (any method) registered ahead of the API's. ``sessions``: the
+    ``Authorization: Handle`` session table (default: 10,000 sessions, 30 min idle).
     """
     app = web.Application(middlewares=[_errors], client_max_size=max_body)
     app[SERVICE_KEY] = service
     app[SETTINGS_KEY] = {"max_body": max_body, "tls": tls, "proxy": proxy}
     cache = EncodedCache(cache_entries)
     app[CACHE_KEY] = cache
+    app[SESSIONS_KEY] = sessions if sessions is not None else SessionTable()
     service.add_listener(cache.invalidate)
     for path, handler in (*routes, *API_ROUTES):
         app.router.add_route("*", path, handler)
@@ -640,6 +887,7 @@ __all__ = [
     "DEFAULT_MAX_BODY",
     "RESERVED_ROOTS",
     "SERVICE_KEY",
+    "SESSIONS_KEY",
     "decode_path",
     "make_http_app",
 ]
