@@ -53,8 +53,8 @@ def test_live_server_survives_fuzz(tmp_path: Path) -> None:
     assert st.check_retried <= max(2, st.checks // 20), f"{st.check_retried} checker retries"
     # A well-formed request is never met with silence: every unanswered one, sent again alone,
     # is answered (else it is a bug and this fails). All losses seen were kernel receive-buffer
-    # drops (0 since the server asks for a 4 MiB buffer); 1% (at least 10) leaves room for a
-    # host with a small net.core.rmem_max under load, and still fails a server that stops.
+    # drops when the fuzzer sent unpaced bursts of 100 (0.4%); paced, 0. 1% (at least 10) leaves
+    # room for a stalled CI core filling the buffer, and still fails a server that stops.
     assert not st.silent_on_replay, [d[:48].hex() for d in st.silent_on_replay[:5]]
     unanswered = st.lost + len(st.outstanding)
     assert unanswered <= max(10, st.expected // 100), f"{unanswered} well-formed requests unanswered"

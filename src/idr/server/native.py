@@ -93,6 +93,7 @@ class NativeOptions:
     warm_shapes: Sequence[bytes] = ()  # shapes warmed at start (e.g. WARM_SHAPES); others...
     learn_shapes: int = MAX_SHAPES  # ...warmed in the background when first used (0: never)
     follow: float = 0.0  # > 0: poll the store's log this often (s) for others' commits (workers)
+    udp_rcvbuf: int | None = None  # SO_RCVBUF for UDP (None: kernel default; see _udp_socket)
 
 
 @dataclass
@@ -129,32 +130,33 @@ def _tcp_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return s
 
 
-UDP_RCVBUF = 4 << 20  # asked for; the kernel caps it at net.core.rmem_max
-
-
-def _udp_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+def _udp_socket(host: str, port: int, reuse_port: bool, rcvbuf: int | None = None) -> socket.socket:
     s = socket.socket(_family(host), socket.SOCK_DGRAM)
     if reuse_port:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     # The default buffer (net.core.rmem_default, 208 KiB) holds only ~200 small datagrams (each
-    # costs ~1 KiB of skb overhead): a burst that outruns one slow-path request overflows it and
-    # the kernel drops the rest silently (the fuzz run's unanswered requests were all such
-    # drops). 4 MiB absorbs ~100 ms at full rate, as DNS servers size theirs.
-    with contextlib.suppress(OSError):
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+    # costs ~1 KiB of skb overhead): a burst of 100 unpaced datagrams behind one slow-path
+    # request overflows it and the kernel drops the rest silently (all the fuzz run's
+    # unanswered requests were such drops; 4 MiB removed them). But a 4 MiB buffer cost 20-30%
+    # of hot-path throughput in paired bench runs here, so it is opt-in (``udp_rcvbuf``) for
+    # sites that see bursts; the kernel caps it at net.core.rmem_max.
+    if rcvbuf:
+        with contextlib.suppress(OSError):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     s.bind((host, port))
     s.setblocking(False)
     return s
 
 
-def _bind_pair(host: str, port: int, reuse_port: bool) -> tuple[socket.socket, socket.socket]:
+def _bind_pair(host: str, port: int, reuse_port: bool,
+               rcvbuf: int | None = None) -> tuple[socket.socket, socket.socket]:
     """TCP then UDP on the same port number; with port 0, retry until both are free. Only the
     UDP socket takes ``reuse_port``: extra workers share UDP, TCP stays with worker 0."""
     for _ in range(BIND_ATTEMPTS if port == 0 else 1):
         tcp = _tcp_socket(host, port, False)  # one TCP listener (worker 0): no port sharing
         bound = tcp.getsockname()[1]
         try:
-            return tcp, _udp_socket(host, bound, reuse_port)
+            return tcp, _udp_socket(host, bound, reuse_port, rcvbuf)
         except OSError:
             tcp.close()
             if port != 0:
@@ -172,9 +174,9 @@ async def start_server(service: NodeService, host: str = "127.0.0.1", port: int 
     handler = NativeHandler(service, udp_admin=opts.udp_admin)
     if opts.tcp:
         tcp_sock: socket.socket | None
-        tcp_sock, udp_sock = _bind_pair(host, port, opts.reuse_port)
+        tcp_sock, udp_sock = _bind_pair(host, port, opts.reuse_port, opts.udp_rcvbuf)
     else:
-        tcp_sock, udp_sock = None, _udp_socket(host, port, opts.reuse_port)
+        tcp_sock, udp_sock = None, _udp_socket(host, port, opts.reuse_port, opts.udp_rcvbuf)
     state = TcpServerState(handler, cache, TcpLimits(idle_timeout=opts.idle_timeout,
                                                      max_connections=opts.max_connections))
     try:
@@ -485,6 +487,8 @@ async def start_workers(data_dir: str, count: int, address: tuple[str, int],
             "--cache-entries", str(opts.cache_entries), "--learn-shapes", str(opts.learn_shapes)]
     if opts.warm:
         args.append("--warm")
+    if opts.udp_rcvbuf:
+        args += ["--udp-rcvbuf", str(opts.udp_rcvbuf)]
     for shape in opts.warm_shapes:
         args += ["--shape", shape.hex()]
     workers = Workers()
@@ -532,6 +536,7 @@ def worker_main(argv: Sequence[str]) -> int:
     ap.add_argument("--cache-entries", type=int, default=NativeOptions.cache_entries)
     ap.add_argument("--learn-shapes", type=int, default=MAX_SHAPES)
     ap.add_argument("--warm", action="store_true")
+    ap.add_argument("--udp-rcvbuf", type=int, default=None)
     ap.add_argument("--shape", action="append", default=[])
     a = ap.parse_args(argv)
     parent = os.getppid()
@@ -541,7 +546,7 @@ def worker_main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format=f"worker {a.worker}: %(levelname)s %(message)s")
     opts = NativeOptions(reuse_port=True, tcp=False, warm=a.warm, cache_entries=a.cache_entries,
                          warm_shapes=tuple(bytes.fromhex(h) for h in a.shape),
-                         learn_shapes=a.learn_shapes, follow=FOLLOW_INTERVAL)
+                         learn_shapes=a.learn_shapes, follow=FOLLOW_INTERVAL, udp_rcvbuf=a.udp_rcvbuf)
     import uvloop
 
     uvloop.run(_worker(Path(a.data), a.host, a.port, opts))
