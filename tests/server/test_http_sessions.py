@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from idr.codec.keys import encode_public_key
+from idr.server import http_auth
 from idr.server.http import make_http_app
 from idr.server.http_auth import parse_header
 from idr.server.sessions import SessionTable
@@ -379,3 +380,14 @@ def test_session_table_bounds() -> None:
     assert table.get(others[1].id) is None  # idle too long
     table.create()  # purges the expired ones
     assert len(table) == 1 and table.remove(others[2].id) is False
+
+
+def test_anonymous_flood_does_not_log_anyone_out() -> None:
+    clock = Clock()
+    table = SessionTable(idle=10.0, capacity=3, clock=clock)
+    admin = table.create()
+    table.authenticate(admin, http_auth.parse_identity(ADMIN), ADMIN)
+    for _ in range(50):  # every unauthenticated 401 opens a session
+        table.create()
+    assert table.get(admin.id) is admin and len(table) == 4
+    assert table.remove(admin.id) and table.get(admin.id) is None

@@ -304,7 +304,7 @@ async def _handle_login(request: web.Request, session: Session, auth: http_auth.
     identity = await asyncio.get_running_loop().run_in_executor(
         None, http_auth.verify, claimed, auth_type, values, nonce, cnonce, answer
     )
-    session.identity, session.id_text = identity, auth.id
+    request.app[SESSIONS_KEY].authenticate(session, identity, auth.id)
     return identity
 
 
@@ -641,7 +641,7 @@ async def _session_login(request: web.Request, session: Session, auth: http_auth
         identity = _basic_identity(request, header[6:])
         if identity is None:
             return "identity not verified"
-        session.identity, session.id_text = identity, str(identity)
+        request.app[SESSIONS_KEY].authenticate(session, identity, str(identity))
         return None
     if not auth.authenticating:
         return None

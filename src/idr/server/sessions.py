@@ -11,9 +11,10 @@ Where idr is stricter than Handle.Net, on purpose:
   the session (and accepts a byte-identical ``Authorization`` header again, its
   ``checkSeenBefore``); here every attempt, good or bad, consumes the nonce and the session
   gets a fresh one, so a captured signed header can never be replayed.
-* The table is bounded (least recently used sessions are dropped first) and a session dies
-  after ``idle`` seconds without use (Jetty's default idle timeout is of this order), so
-  unauthenticated clients cannot grow it without limit.
+* The table is bounded and a session dies after ``idle`` seconds without use (Jetty's
+  default idle timeout is of this order). Anonymous sessions (every 401 opens one) and
+  authenticated ones are kept in two separately bounded LRU tables, so a flood of
+  unauthenticated requests can only push out other anonymous sessions, never log anyone out.
 
 No I/O and no clock of its own (``clock`` is injected), so tests drive expiry directly.
 """
@@ -61,38 +62,48 @@ class SessionTable:
         self.idle = idle
         self.capacity = capacity
         self.clock = clock
-        self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._anonymous: OrderedDict[str, Session] = OrderedDict()
+        self._authenticated: OrderedDict[str, Session] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._sessions)
+        return len(self._anonymous) + len(self._authenticated)
 
-    def _expire(self, now: float) -> None:
+    def _expire(self, table: OrderedDict[str, Session], now: float) -> None:
         # LRU order with one idle timeout: the front is always the first to expire.
-        while self._sessions:
-            sid, session = next(iter(self._sessions.items()))
-            if session.deadline > now and len(self._sessions) < self.capacity:
+        while table:
+            sid, session = next(iter(table.items()))
+            if session.deadline > now and len(table) < self.capacity:
                 break
-            del self._sessions[sid]
+            del table[sid]
 
     def create(self) -> Session:
         now = self.clock()
-        self._expire(now)
+        self._expire(self._anonymous, now)
         session = Session(secrets.token_urlsafe(18), new_nonce(), now + self.idle)
-        self._sessions[session.id] = session
+        self._anonymous[session.id] = session
         return session
 
     def get(self, sid: str) -> Session | None:
         """The live session named ``sid`` (its idle clock restarted), or None."""
-        session = self._sessions.get(sid)
+        table = self._authenticated if sid in self._authenticated else self._anonymous
+        session = table.get(sid)
         if session is None:
             return None
         now = self.clock()
         if session.deadline <= now:
-            del self._sessions[sid]
+            del table[sid]
             return None
         session.deadline = now + self.idle
-        self._sessions.move_to_end(sid)
+        table.move_to_end(sid)
         return session
+
+    def authenticate(self, session: Session, identity: ValueReference, id_text: str) -> None:
+        """Record who ``session`` proved to be; it moves to the authenticated table (unless it
+        was removed or expired while its signature was being checked: no resurrection)."""
+        session.identity, session.id_text = identity, id_text
+        if self._anonymous.pop(session.id, None) is not None:
+            self._expire(self._authenticated, self.clock())
+            self._authenticated[session.id] = session
 
     def take_nonce(self, session: Session) -> bytes:
         """The nonce to check an attempt against; the session gets a fresh one at once (before
@@ -101,7 +112,8 @@ class SessionTable:
         return nonce
 
     def remove(self, sid: str) -> bool:
-        return self._sessions.pop(sid, None) is not None
+        gone = self._anonymous.pop(sid, None) or self._authenticated.pop(sid, None)
+        return gone is not None
 
 
 __all__ = ["NONCE_SIZE", "Session", "SessionTable", "new_nonce"]
