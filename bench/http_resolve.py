@@ -13,7 +13,10 @@ a ratio of it: what the REST layer costs on top of aiohttp's own floor.
 wrk is the Debian package (``apt-get install -y wrk``); without it the script says so and
 falls back to a Python aiohttp client, whose figures are client-bound and only indicative.
 
-    python bench/http_resolve.py --handles 100000 --seconds 10 [--tls] [--profile out.svg]
+    python bench/http_resolve.py --handles 100000 --seconds 10 --rounds 3 [--tls] [--profile out.svg]
+
+After the cold run (empty cache) and a warm-up pass, idr and the baseline are measured in
+alternating rounds with both servers up, and the medians and per-round ratios are printed.
 """
 
 from __future__ import annotations
@@ -294,11 +297,34 @@ def warm_up(url: str, args: argparse.Namespace, cold_rps: float) -> float:
     return seconds
 
 
-def measure(ctx: Any, url: str, args: argparse.Namespace, pid: int, label: str) -> dict[str, Any]:
+def _py_spy() -> str:
+    """py-spy from PATH or beside this interpreter (a venv's bin/); ``pip install py-spy``."""
+    beside = Path(sys.executable).with_name("py-spy")
+    found = shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+    if found is None:
+        raise SystemExit("--profile needs py-spy: pip install py-spy")
+    return found
+
+
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU of ``pid`` so far (Linux ``/proc``); NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    ctx: Any, url: str, args: argparse.Namespace, pid: int, *, profile: bool = False
+) -> dict[str, Any]:
+    """One load run; also the server's CPU time per request, which a noisy neighbour on the
+    same core disturbs far less than requests/s (it steals wall time, not our CPU time)."""
+    cpu0 = _cpu_seconds(pid)
     profiler = None
-    if args.profile and label == "idr warm":
+    if args.profile and profile:
         profiler = subprocess.Popen(
-            ["py-spy", "record", "-p", str(pid), "-o", args.profile, "-d", str(round(args.seconds)),
+            [_py_spy(), "record", "-p", str(pid), "-o", args.profile, "-d", str(round(args.seconds)),
              "-r", "200", "--nonblocking", *(["-f", "speedscope"] if args.profile.endswith(".json") else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -320,26 +346,37 @@ def measure(ctx: Any, url: str, args: argparse.Namespace, pid: int, label: str) 
     finally:
         if profiler is not None:
             profiler.wait(timeout=args.seconds + 60)
+    result["cpu_us"] = (_cpu_seconds(pid) - cpu0) / max(result["requests"], 1) * 1e6
     return result
 
 
 def _line(label: str, r: dict[str, Any], extra: str = "") -> str:
     return (
         f"{label}: {r['rps']:,.0f} requests/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
-        f"errors {r['errors']}  ({r['requests']} requests, {r['client']}){extra}"
+        f"server CPU {r['cpu_us']:.0f} us/request  errors {r['errors']}  "
+        f"({r['requests']} requests, {r['client']}){extra}"
     )
+
+
+def _median(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-figure medians over rounds (requests and errors summed)."""
+    out = {k: statistics.median(r[k] for r in results) for k in ("rps", "p50_ms", "p99_ms", "cpu_us")}
+    out["errors"] = sum(r["errors"] for r in results)
+    out["requests"] = sum(r["requests"] for r in results)
+    out["client"] = results[0]["client"]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--handles", type=int, default=100_000)
-    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
+    ap.add_argument("--rounds", type=int, default=3, help="idr/baseline alternations (medians quoted)")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--tls", action="store_true", help="measure HTTPS instead of plain HTTP")
-    ap.add_argument("--server-cpu", type=int, default=0, help="core for the server (-1: unpinned)")
+    ap.add_argument("--server-cpu", type=int, default=0, help="core for the servers (-1: unpinned)")
     ap.add_argument("--load-cpu", type=int, default=1, help="core for the load generator (-1: unpinned)")
     ap.add_argument("--profile", metavar="FILE", help="py-spy record the idr server (.svg or .json)")
-    ap.add_argument("--no-baseline", action="store_true")
     args = ap.parse_args(argv)
     ncpu = os.cpu_count() or 1
     server_cpu = args.server_cpu if 0 <= args.server_cpu < ncpu else None
@@ -348,29 +385,39 @@ def main(argv: list[str] | None = None) -> int:
         print("wrk not found (Debian: apt-get install -y wrk); falling back to the Python client, "
               "whose figures are client-bound", file=sys.stderr)
     ctx = mp.get_context("spawn")
+    scheme = "https" if args.tls else "http"
+    pins = f"server cpu {server_cpu}, load cpu {args.load_cpu}, {args.concurrency} connections"
+    idr_rounds: list[dict[str, Any]] = []
+    base_rounds: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="idr-bench-") as data_dir:
         idr_run = Run(ctx, serve_idr, (data_dir, args.handles, args.tls, server_cpu), args.tls)
         with idr_run as (pid, load_s):
-            print(f"loaded {args.handles} handles in {load_s:.1f}s ({args.handles / load_s:,.0f}/s)")
+            rate = args.handles / load_s
+            print(f"loaded {args.handles} handles in {load_s:.1f}s ({rate:,.0f}/s)  [{pins}]")
             body = _sample_body(idr_run.url)
-            cold = measure(ctx, idr_run.url, args, pid, "idr cold")
-            pins = f"server cpu {server_cpu}, load cpu {args.load_cpu}, {args.concurrency} connections"
-            scheme = "https" if args.tls else "http"
-            label = f"http_resolve idr cold ({scheme}, empty cache, misses hit SQLite)"
-            print(_line(label, cold, f"  [{pins}]"))
+            cold = measure(ctx, idr_run.url, args, pid)
+            print(_line(f"http_resolve idr cold ({scheme}, empty cache, misses hit SQLite)", cold))
             if shutil.which("wrk"):
                 print(f"warm-up: every handle once, {warm_up(idr_run.url, args, cold['rps']):.0f}s")
-            idr = measure(ctx, idr_run.url, args, pid, "idr warm")
-        print(_line(f"http_resolve idr warm ({scheme})", idr))
-        if args.profile:
-            print(f"profile: {args.profile}")
-        if args.no_baseline:
-            return 1 if idr["errors"] else 0
-        base_run = Run(ctx, serve_baseline, (data_dir, body, args.tls, server_cpu), args.tls)
-        with base_run as (pid, _):
-            base = measure(ctx, base_run.url, args, pid, "baseline")
+            # Both servers stay up (the idle one costs nothing) and are measured in turn, so a
+            # noisy neighbour hits both alike and the ratio is per round, not across minutes.
+            base_run = Run(ctx, serve_baseline, (data_dir, body, args.tls, server_cpu), args.tls)
+            with base_run as (base_pid, _):
+                for i in range(max(1, args.rounds)):
+                    idr_rounds.append(measure(ctx, idr_run.url, args, pid, profile=i == 0))
+                    base_rounds.append(measure(ctx, base_run.url, args, base_pid))
+                    a, b = idr_rounds[-1], base_rounds[-1]
+                    print(f"round {i + 1}: idr {a['rps']:,.0f}/s ({a['cpu_us']:.0f} us CPU/req), "
+                          f"baseline {b['rps']:,.0f}/s ({b['cpu_us']:.0f} us CPU/req), "
+                          f"ratio {a['rps'] / b['rps']:.2f}")
+    idr, base = _median(idr_rounds), _median(base_rounds)
+    print(_line(f"http_resolve idr warm ({scheme}, median of {len(idr_rounds)})", idr))
     print(_line(f"http_resolve baseline ({scheme}, fixed {len(body)}-byte JSON)", base))
-    print(f"http_resolve ratio idr/baseline: {idr['rps'] / base['rps']:.2f}")
+    ratios = [a["rps"] / b["rps"] for a, b in zip(idr_rounds, base_rounds, strict=True)]
+    print(f"http_resolve ratio idr/baseline: {statistics.median(ratios):.2f} (median of per-round ratios); "
+          f"CPU per request baseline/idr: {base['cpu_us'] / idr['cpu_us']:.2f}")
+    if args.profile:
+        print(f"profile (first warm round): {args.profile}")
     return 1 if idr["errors"] or base["errors"] else 0
 
 
