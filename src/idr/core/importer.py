@@ -25,7 +25,7 @@ from idr.codec.rest import values_from_json
 from idr.core.service import NodeService
 from idr.core.validate import check_values
 from idr.model.errors import HandleError
-from idr.model.handle import Handle, normalize_key
+from idr.model.handle import Handle
 from idr.model.value import HandleRecord
 
 MAX_LINE = 4 * 1024 * 1024
@@ -79,11 +79,9 @@ def import_lines(
 
     def flush(upto: int) -> None:
         nonlocal committed
-        if checkpoint is None:
-            report.loaded += service.import_records(pending)
-        else:
-            report.loaded += _import_checkpointed(service, pending, (checkpoint, upto))
-            committed = upto
+        mark = None if checkpoint is None else (checkpoint, upto)
+        report.loaded += service.import_records(pending, checkpoint=mark)
+        committed = upto
         pending.clear()
         if errors_out is not None:
             errors_out.flush()
@@ -108,26 +106,6 @@ def import_lines(
     if on_progress:
         on_progress(done_bytes)
     return report
-
-
-def _import_checkpointed(service: NodeService, records: list[HandleRecord], mark: tuple[str, int]) -> int:
-    """``NodeService.import_records`` plus a checkpoint in the same transaction.
-
-    ``import_records`` takes no checkpoint (yet), so this repeats its steps — stamp, write
-    gate, write lock, one ``bulk_load`` — and then tells the service as a replication
-    follower would (cache invalidation, listeners). A StoreError propagates: the caller
-    stops and a re-run resumes from the last committed batch.
-    """
-    stamped = [HandleRecord(r.handle, service._stamp(r.values)) for r in records]
-    if service.write_gate is not None:
-        service.write_gate()
-    try:
-        with service._write_lock:
-            service.store.bulk_load(stamped, "import", "import", checkpoint=mark)
-    finally:
-        service.on_external_commit([normalize_key(r.handle) for r in stamped])
-    service.counters["registrations"] += len(stamped)
-    return len(stamped)
 
 
 def checkpoint_name(path: Path) -> str:

@@ -510,14 +510,23 @@ class NodeService:
         self.reload_homed()
         return Response(ResponseCode.SUCCESS, prefix, seq=seq)
 
-    def import_records(self, records: Sequence[HandleRecord], actor: str = "import") -> int:
-        """Store already-validated records in one logged transaction; returns how many."""
+    def import_records(
+        self,
+        records: Sequence[HandleRecord],
+        actor: str = "import",
+        checkpoint: tuple[str, int] | None = None,
+    ) -> int:
+        """Store already-validated records in one logged transaction; returns how many.
+
+        ``checkpoint`` (name, line) is stored in the same transaction, so a resumed import
+        knows exactly which batches landed.
+        """
         stamped = [HandleRecord(r.handle, self._stamp(r.values)) for r in records]
         if self.write_gate is not None:
             self.write_gate()
         with self._write_lock:
             try:
-                self.store.bulk_load(stamped, "import", actor)
+                self.store.bulk_load(stamped, "import", actor, checkpoint=checkpoint)
             except StoreError as e:
                 raise _fail(ResponseCode.ERROR, f"storage failure: {e}") from e
             finally:
