@@ -29,8 +29,8 @@ Why this schema::
 * Bulk loads ``COPY`` (binary) into a transaction-scoped temp table, then one
   ``INSERT … ON CONFLICT (key) DO UPDATE`` and one log entry, in one transaction.
 
-The log payload format is the SQLite engine's (``_encode_writes``), so logs read the same
-from either engine.
+Row values and the log payload are encoded as by the SQLite engine (``idr.store.records``),
+so logs read the same from either engine.
 
 Read-only mode (``read_only=True``) is for a mirror reading a streaming-replication hot
 standby: it never creates or changes anything and every write raises ``StoreError``.
@@ -48,12 +48,19 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from idr.codec.values import decode_values, encode_values
-from idr.codec.wire import ProtocolError
+from idr.codec.values import encode_values
 from idr.model.handle import normalize_key
 from idr.model.value import HandleRecord
 from idr.store.base import REPLICA_COPY_OP, LogEntry, Store, StoreError, Write
-from idr.store.sqlite import _decode_writes, _encode_writes
+from idr.store.records import (
+    CHECKPOINT_PREFIX,
+    Logged,
+    apply_writes,
+    decode_log_payload,
+    decode_record,
+    encode_writes,
+    prefix_of,
+)
 
 SCHEMA_VERSION = 1
 # Any constant: serialises schema creation between processes opening one database at once.
@@ -88,9 +95,6 @@ _MERGE_STAGE = (
 _SET_META = (
     "INSERT INTO meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
 )
-_CHECKPOINT_PREFIX = "import:"
-
-Logged = list[tuple[str, str | None, bytes | None]]
 
 
 def _schema(partitions: int) -> list[sql.SQL | sql.Composed]:
@@ -120,10 +124,6 @@ def _schema(partitions: int) -> list[sql.SQL | sql.Composed]:
         ),
     ]
     return stmts
-
-
-def _prefix_of(key: str) -> str:
-    return key.partition("/")[0]
 
 
 class PostgresStore(Store):
@@ -235,18 +235,12 @@ class PostgresStore(Store):
 
     # -- reads -------------------------------------------------------------------------
 
-    def _record(self, key: str, handle: str, vals: bytes) -> HandleRecord:
-        try:
-            return HandleRecord(handle, decode_values(bytes(vals)))
-        except ProtocolError as e:
-            raise StoreError(f"stored record {key!r} does not decode: {e.message}") from e
-
     def get(self, key: str) -> HandleRecord | None:
         if "\x00" in key:  # PostgreSQL text cannot hold NUL, so no such key can be stored
             return None
         with self._conn() as conn:
             row = conn.execute("SELECT handle, vals FROM handles WHERE key = %s", (key,)).fetchone()
-        return None if row is None else self._record(key, row[0], row[1])
+        return None if row is None else decode_record(key, row[0], row[1])
 
     def get_many(self, keys: Sequence[str]) -> dict[str, HandleRecord]:
         wanted = [k for k in dict.fromkeys(keys) if "\x00" not in k]
@@ -256,7 +250,7 @@ class PostgresStore(Store):
             rows = conn.execute(
                 "SELECT key, handle, vals FROM handles WHERE key = ANY(%s)", (wanted,)
             ).fetchall()
-        return {key: self._record(key, handle, vals) for key, handle, vals in rows}
+        return {key: decode_record(key, handle, vals) for key, handle, vals in rows}
 
     def list_handles(self, prefix: str, after: str | None = None, limit: int = 1000) -> list[str]:
         if limit <= 0:
@@ -308,19 +302,16 @@ class PostgresStore(Store):
                 "SELECT seq, ts, op, actor, payload FROM txlog WHERE seq > %s ORDER BY seq LIMIT %s",
                 (seq, limit),
             ).fetchall()
-        out: list[LogEntry] = []
-        for s, ts, op, actor, payload in rows:
-            try:
-                writes = _decode_writes(bytes(payload))
-            except ProtocolError as e:
-                raise StoreError(f"log entry {s} at {self._where} does not decode: {e.message}") from e
-            out.append(LogEntry(int(s), float(ts), op, actor, writes))
-        return out
+        where = f"at {self._where}"
+        return [
+            LogEntry(int(s), float(ts), op, actor, decode_log_payload(s, where, payload))
+            for s, ts, op, actor, payload in rows
+        ]
 
     def checkpoint(self, name: str) -> int:
         with self._conn() as conn:
             row = conn.execute(
-                "SELECT value FROM meta WHERE name = %s", (_CHECKPOINT_PREFIX + name,)
+                "SELECT value FROM meta WHERE name = %s", (CHECKPOINT_PREFIX + name,)
             ).fetchone()
         return int(row[0]) if row else 0
 
@@ -349,57 +340,57 @@ class PostgresStore(Store):
                     key = normalize_key(rec.handle)
                     vals = encode_values(rec.values)
                     logged.append((key, rec.handle, vals))
-                    cp.write_row((i, key, _prefix_of(key), rec.handle, vals))
+                    cp.write_row((i, key, prefix_of(key), rec.handle, vals))
             if logged:
                 cur.execute(_MERGE_STAGE)
             if checkpoint is not None:
-                cur.execute(_SET_META, (_CHECKPOINT_PREFIX + checkpoint[0], str(checkpoint[1])))
+                cur.execute(_SET_META, (CHECKPOINT_PREFIX + checkpoint[0], str(checkpoint[1])))
             return logged
 
         return self._transaction(op, actor, apply)
 
     def _transaction(self, op: str, actor: str, apply: Callable[[psycopg.Cursor[Any]], Logged]) -> int:
         """Run ``apply`` and append its log entry in one transaction, or nothing."""
+        with self._write(f"commit of {op!r}") as cur:
+            logged = apply(cur)
+            cur.execute(_LOG, (op, actor, encode_writes(logged)))
+            row = cur.fetchone()
+        if row is None:  # pragma: no cover - the counter row always exists
+            raise StoreError("log insert returned no sequence number")
+        return int(row[0])
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[psycopg.Cursor[Any]]:
+        """A cursor inside one transaction, committed when the block ends and rolled back
+        when it raises. An engine error becomes ``StoreError`` naming ``what`` failed."""
         if self._closed:
             raise StoreError("store is closed")
         try:
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                logged = apply(cur)
-                cur.execute(_LOG, (op, actor, _encode_writes(logged)))
-                row = cur.fetchone()
+                yield cur
         except StoreError:
             raise
         except Exception as e:
-            raise self._write_error(f"commit of {op!r}", e) from e
-        if row is None:  # pragma: no cover - the counter row always exists
-            raise StoreError("log insert returned no sequence number")
-        return int(row[0])
+            raise self._write_error(what, e) from e
 
     # -- replication -------------------------------------------------------------------
 
     def apply_entry(self, entry: LogEntry) -> bool:
         """The primary's entry with its own seq; the counter row lock orders it like a commit."""
         self._writable()
-        if self._closed:
-            raise StoreError("store is closed")
-        try:
-            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                row = cur.execute("SELECT seq FROM txseq WHERE id = 1 FOR UPDATE").fetchone()
-                last = int(row[0]) if row else 0
-                if entry.seq <= last:
-                    return False
-                if entry.seq != last + 1:
-                    raise StoreError(f"log gap: entry {entry.seq} does not follow {last}")
-                logged = _apply_writes(cur, entry.writes)
-                cur.execute("UPDATE txseq SET seq = %s WHERE id = 1", (entry.seq,))
-                cur.execute(
-                    "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES (%s, %s, %s, %s, %s)",
-                    (entry.seq, entry.timestamp, entry.op, entry.actor, _encode_writes(logged)),
-                )
-        except StoreError:
-            raise
-        except Exception as e:
-            raise self._write_error(f"applying entry {entry.seq}", e) from e
+        with self._write(f"applying entry {entry.seq}") as cur:
+            row = cur.execute("SELECT seq FROM txseq WHERE id = 1 FOR UPDATE").fetchone()
+            last = int(row[0]) if row else 0
+            if entry.seq <= last:
+                return False
+            if entry.seq != last + 1:
+                raise StoreError(f"log gap: entry {entry.seq} does not follow {last}")
+            logged = _apply_writes(cur, entry.writes)
+            cur.execute("UPDATE txseq SET seq = %s WHERE id = 1", (entry.seq,))
+            cur.execute(
+                "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES (%s, %s, %s, %s, %s)",
+                (entry.seq, entry.timestamp, entry.op, entry.actor, encode_writes(logged)),
+            )
         return True
 
     def snapshot(self) -> tuple[int, Iterator[tuple[str, HandleRecord]]]:
@@ -427,7 +418,7 @@ class PostgresStore(Store):
                     cur.itersize = 2000
                     cur.execute("SELECT key, handle, vals FROM handles ORDER BY key")
                     for key, handle, vals in cur:
-                        yield key, self._record(key, handle, vals)
+                        yield key, decode_record(key, handle, vals)
             except psycopg.Error as e:
                 raise StoreError(f"snapshot read from {self._where} failed: {e}") from e
             finally:
@@ -439,29 +430,22 @@ class PostgresStore(Store):
 
     def replace_all(self, records: Iterable[tuple[str, HandleRecord]], seq: int) -> None:
         self._writable()
-        if self._closed:
-            raise StoreError("store is closed")
-        try:
-            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                cur.execute("LOCK TABLE txseq IN EXCLUSIVE MODE")  # no commit may interleave
-                # DELETE, not TRUNCATE: readers keep reading the old rows until COMMIT.
-                cur.execute("DELETE FROM handles")
-                cur.execute("DELETE FROM txlog")
-                with cur.copy("COPY handles (key, prefix, handle, vals) FROM STDIN (FORMAT BINARY)") as cp:
-                    cp.set_types(["text", "text", "text", "bytea"])
-                    for key, rec in records:
-                        cp.write_row((key, _prefix_of(key), rec.handle, encode_values(rec.values)))
-                cur.execute("UPDATE txseq SET seq = %s WHERE id = 1", (seq,))
-                if seq > 0:
-                    cur.execute(
-                        "INSERT INTO txlog (seq, ts, op, actor, payload) "
-                        "VALUES (%s, extract(epoch FROM clock_timestamp()), %s, '', %s)",
-                        (seq, REPLICA_COPY_OP, _encode_writes([])),
-                    )
-        except StoreError:
-            raise
-        except Exception as e:
-            raise self._write_error("replacing the contents", e) from e
+        with self._write("replacing the contents") as cur:
+            cur.execute("LOCK TABLE txseq IN EXCLUSIVE MODE")  # no commit may interleave
+            # DELETE, not TRUNCATE: readers keep reading the old rows until COMMIT.
+            cur.execute("DELETE FROM handles")
+            cur.execute("DELETE FROM txlog")
+            with cur.copy("COPY handles (key, prefix, handle, vals) FROM STDIN (FORMAT BINARY)") as cp:
+                cp.set_types(["text", "text", "text", "bytea"])
+                for key, rec in records:
+                    cp.write_row((key, prefix_of(key), rec.handle, encode_values(rec.values)))
+            cur.execute("UPDATE txseq SET seq = %s WHERE id = 1", (seq,))
+            if seq > 0:
+                cur.execute(
+                    "INSERT INTO txlog (seq, ts, op, actor, payload) "
+                    "VALUES (%s, extract(epoch FROM clock_timestamp()), %s, '', %s)",
+                    (seq, REPLICA_COPY_OP, encode_writes([])),
+                )
 
     def _write_error(self, what: str, e: Exception) -> StoreError:
         if self._closed:
@@ -478,17 +462,7 @@ class PostgresStore(Store):
 
 
 def _apply_writes(cur: psycopg.Cursor[Any], writes: Iterable[Write]) -> Logged:
-    """Apply in order (a key may be written, deleted and written again in one commit)."""
-    logged: Logged = []
-    for w in writes:
-        if w.record is None:
-            cur.execute(_DELETE, (w.key,))
-            logged.append((w.key, None, None))
-        else:
-            vals = encode_values(w.record.values)
-            cur.execute(_UPSERT, (w.key, _prefix_of(w.key), w.record.handle, vals))
-            logged.append((w.key, w.record.handle, vals))
-    return logged
+    return apply_writes(cur.execute, _UPSERT, _DELETE, writes)
 
 
 def _redact(dsn: str) -> str:

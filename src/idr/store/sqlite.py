@@ -22,8 +22,8 @@ Schema (version 1)::
     handles_prefix ON handles(prefix, key)                        -- list/count/prefixes
     txlog(seq INTEGER PRIMARY KEY, ts REAL, op TEXT, actor TEXT, payload BLOB)
 
-``vals`` is ``idr.codec.values.encode_values`` (the wire form of RFC 3651 §3.1), and a log
-``payload`` is ``_encode_writes`` below: binary, length-prefixed with the same primitives.
+``vals`` and a log ``payload`` are encoded as in ``idr.store.records`` (shared with the
+PostgreSQL engine).
 """
 
 from __future__ import annotations
@@ -35,25 +35,25 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from idr.codec.values import decode_values, encode_values
-from idr.codec.wire import ProtocolError, Reader, Writer
+from idr.codec.values import encode_values
 from idr.model.handle import normalize_key
 from idr.model.value import HandleRecord
 from idr.store.base import REPLICA_COPY_OP, LogEntry, Store, StoreError, Write
+from idr.store.records import (
+    CHECKPOINT_PREFIX,
+    Logged,
+    apply_writes,
+    decode_log_payload,
+    decode_record,
+    encode_writes,
+    prefix_of,
+)
 
 SCHEMA_VERSION = 1
 
 _BUSY_TIMEOUT_MS = 10_000
 # Keys per statement in get_many; far below SQLITE_MAX_VARIABLE_NUMBER on any build.
 _IN_CHUNK = 500
-# A stored record may be large (2048 values of up to 1 MiB each); the wire reader's
-# default 1 MiB cap is for untrusted peers, not for our own file.
-_MAX_BLOB = 2**31 - 1
-
-_PAYLOAD_VERSION = 1
-_CHECKPOINT_PREFIX = "import:"  # meta rows holding bulk-import positions
-_PUT = 1
-_DELETE = 0
 
 _SCHEMA = (
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
@@ -72,44 +72,6 @@ _UPSERT = (
 )
 _DELETE_SQL = "DELETE FROM handles WHERE key = ?"
 _LOG = "INSERT INTO txlog (ts, op, actor, payload) VALUES (?, ?, ?, ?)"
-
-
-def _prefix_of(key: str) -> str:
-    return key.partition("/")[0]
-
-
-def _encode_writes(items: Sequence[tuple[str, str | None, bytes | None]]) -> bytes:
-    """Log payload: u8 version, u32 count, then per write ``text key, u8 kind`` and, for a
-    put, ``text handle, blob vals``. Values reuse the bytes already encoded for the row."""
-    w = Writer().u8(_PAYLOAD_VERSION).u32(len(items))
-    for key, handle, vals in items:
-        w.text(key)
-        if handle is None or vals is None:
-            w.u8(_DELETE)
-        else:
-            w.u8(_PUT).text(handle).blob(vals)
-    return w.getvalue()
-
-
-def _decode_writes(payload: bytes) -> tuple[Write, ...]:
-    r = Reader(payload)
-    version = r.u8()
-    if version != _PAYLOAD_VERSION:
-        raise ProtocolError(f"unknown log payload version {version}")
-    out: list[Write] = []
-    for _ in range(r.count("writes", 5)):
-        key = r.text("key", _MAX_BLOB)
-        kind = r.u8()
-        if kind == _DELETE:
-            out.append(Write(key, None))
-        elif kind == _PUT:
-            handle = r.text("handle", _MAX_BLOB)
-            vals = decode_values(r.blob("values", _MAX_BLOB))
-            out.append(Write(key, HandleRecord(handle, vals)))
-        else:
-            raise ProtocolError(f"unknown write kind {kind}")
-    r.expect_end("log payload")
-    return tuple(out)
 
 
 class SqliteStore(Store):
@@ -218,13 +180,7 @@ class SqliteStore(Store):
             raise self._read_error(e) from e
         if row is None:
             return None
-        return self._record(key, row[0], row[1])
-
-    def _record(self, key: str, handle: str, vals: bytes) -> HandleRecord:
-        try:
-            return HandleRecord(handle, decode_values(vals))
-        except ProtocolError as e:
-            raise StoreError(f"stored record {key!r} does not decode: {e.message}") from e
+        return decode_record(key, row[0], row[1])
 
     def get_many(self, keys: Sequence[str]) -> dict[str, HandleRecord]:
         wanted = list(dict.fromkeys(keys))
@@ -239,7 +195,7 @@ class SqliteStore(Store):
                     marks = ",".join("?" * len(chunk))
                     sql = f"SELECT key, handle, vals FROM handles WHERE key IN ({marks})"
                     for key, handle, vals in conn.execute(sql, chunk).fetchall():
-                        out[key] = self._record(key, handle, vals)
+                        out[key] = decode_record(key, handle, vals)
         except sqlite3.Error as e:
             raise self._read_error(e) from e
         return out
@@ -294,7 +250,7 @@ class SqliteStore(Store):
         try:
             row = (
                 self._reader()
-                .execute("SELECT value FROM meta WHERE name = ?", (_CHECKPOINT_PREFIX + name,))
+                .execute("SELECT value FROM meta WHERE name = ?", (CHECKPOINT_PREFIX + name,))
                 .fetchone()
             )
         except sqlite3.Error as e:
@@ -322,31 +278,18 @@ class SqliteStore(Store):
             )
         except sqlite3.Error as e:
             raise self._read_error(e) from e
-        out: list[LogEntry] = []
-        for s, ts, op, actor, payload in rows:
-            try:
-                writes = _decode_writes(payload)
-            except ProtocolError as e:
-                raise StoreError(f"log entry {s} in {self.path} does not decode: {e.message}") from e
-            out.append(LogEntry(int(s), float(ts), op, actor, writes))
-        return out
+        where = f"in {self.path}"
+        return [
+            LogEntry(int(s), float(ts), op, actor, decode_log_payload(s, where, payload))
+            for s, ts, op, actor, payload in rows
+        ]
 
     # -- writes ----------------------------------------------------------------------
 
     def commit(self, op: str, actor: str, writes: Sequence[Write]) -> int:
-        def apply(conn: sqlite3.Connection) -> list[tuple[str, str | None, bytes | None]]:
-            logged: list[tuple[str, str | None, bytes | None]] = []
-            for w in writes:
-                if w.record is None:
-                    conn.execute(_DELETE_SQL, (w.key,))
-                    logged.append((w.key, None, None))
-                else:
-                    vals = encode_values(w.record.values)
-                    conn.execute(_UPSERT, (w.key, _prefix_of(w.key), w.record.handle, vals))
-                    logged.append((w.key, w.record.handle, vals))
-            return logged
-
-        return self._transaction(op, actor, apply)
+        return self._transaction(
+            op, actor, lambda conn: apply_writes(conn.execute, _UPSERT, _DELETE_SQL, writes)
+        )
 
     def bulk_load(
         self,
@@ -359,22 +302,22 @@ class SqliteStore(Store):
         should call this per batch (~10,000 records) so a log entry stays a few MB.
         A checkpoint is a ``meta`` row ``import:<name>`` (no schema change)."""
 
-        def apply(conn: sqlite3.Connection) -> list[tuple[str, str | None, bytes | None]]:
-            logged: list[tuple[str, str | None, bytes | None]] = []
+        def apply(conn: sqlite3.Connection) -> Logged:
+            logged: Logged = []
 
             def rows() -> Iterator[tuple[str, str, str, bytes]]:
                 for rec in records:
                     key = normalize_key(rec.handle)
                     vals = encode_values(rec.values)
                     logged.append((key, rec.handle, vals))
-                    yield key, _prefix_of(key), rec.handle, vals
+                    yield key, prefix_of(key), rec.handle, vals
 
             conn.executemany(_UPSERT, rows())
             if checkpoint is not None:
                 conn.execute(
                     "INSERT INTO meta (name, value) VALUES (?, ?) "
                     "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                    (_CHECKPOINT_PREFIX + checkpoint[0], str(checkpoint[1])),
+                    (CHECKPOINT_PREFIX + checkpoint[0], str(checkpoint[1])),
                 )
             return logged
 
@@ -384,9 +327,21 @@ class SqliteStore(Store):
         self,
         op: str,
         actor: str,
-        apply: Callable[[sqlite3.Connection], list[tuple[str, str | None, bytes | None]]],
+        apply: Callable[[sqlite3.Connection], Logged],
     ) -> int:
         """Run ``apply`` and append its log entry in one IMMEDIATE transaction, or nothing."""
+        with self._write(f"commit of {op!r} to {self.path} failed, nothing written") as conn:
+            logged = apply(conn)
+            seq = conn.execute(_LOG, (time.time(), op, actor, encode_writes(logged))).lastrowid
+        if seq is None:  # pragma: no cover - an INSERT always sets lastrowid
+            raise StoreError("log insert returned no sequence number")
+        return seq
+
+    @contextmanager
+    def _write(self, failed: str) -> Iterator[sqlite3.Connection]:
+        """The writer connection inside one IMMEDIATE transaction, committed when the block
+        ends (unless it rolled back itself) and rolled back when it raises. An engine error
+        becomes ``StoreError(f"{failed}: …")``."""
         with self._wlock:
             if self._closed:
                 raise StoreError("store is closed")
@@ -394,60 +349,34 @@ class SqliteStore(Store):
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    logged = apply(conn)
-                    cur = conn.execute(_LOG, (time.time(), op, actor, _encode_writes(logged)))
-                    seq = cur.lastrowid
-                    conn.execute("COMMIT")
+                    yield conn
+                    if conn.in_transaction:
+                        conn.execute("COMMIT")
                 except BaseException:
                     _rollback(conn)
                     raise
             except StoreError:
                 raise
             except Exception as e:
-                raise StoreError(f"commit of {op!r} to {self.path} failed, nothing written: {e!r}") from e
-            if seq is None:  # pragma: no cover - an INSERT always sets lastrowid
-                raise StoreError("log insert returned no sequence number")
-            return seq
+                raise StoreError(f"{failed}: {e!r}") from e
 
     # -- replication -------------------------------------------------------------------
 
     def apply_entry(self, entry: LogEntry) -> bool:
         """The primary's entry with its own seq, payload re-encoded exactly as ``commit`` does."""
-        with self._wlock:
-            if self._closed:
-                raise StoreError("store is closed")
-            conn = self._wconn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    last = int(conn.execute("SELECT coalesce(max(seq), 0) FROM txlog").fetchone()[0])
-                    if entry.seq <= last:
-                        _rollback(conn)
-                        return False
-                    if entry.seq != last + 1:
-                        raise StoreError(f"log gap: entry {entry.seq} does not follow {last}")
-                    logged: list[tuple[str, str | None, bytes | None]] = []
-                    for w in entry.writes:
-                        if w.record is None:
-                            conn.execute(_DELETE_SQL, (w.key,))
-                            logged.append((w.key, None, None))
-                        else:
-                            vals = encode_values(w.record.values)
-                            conn.execute(_UPSERT, (w.key, _prefix_of(w.key), w.record.handle, vals))
-                            logged.append((w.key, w.record.handle, vals))
-                    conn.execute(
-                        "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES (?, ?, ?, ?, ?)",
-                        (entry.seq, entry.timestamp, entry.op, entry.actor, _encode_writes(logged)),
-                    )
-                    conn.execute("COMMIT")
-                except BaseException:
-                    _rollback(conn)
-                    raise
-            except StoreError:
-                raise
-            except Exception as e:
-                raise StoreError(f"applying entry {entry.seq} to {self.path} failed: {e!r}") from e
-            return True
+        with self._write(f"applying entry {entry.seq} to {self.path} failed") as conn:
+            last = int(conn.execute("SELECT coalesce(max(seq), 0) FROM txlog").fetchone()[0])
+            if entry.seq <= last:
+                _rollback(conn)
+                return False
+            if entry.seq != last + 1:
+                raise StoreError(f"log gap: entry {entry.seq} does not follow {last}")
+            logged = apply_writes(conn.execute, _UPSERT, _DELETE_SQL, entry.writes)
+            conn.execute(
+                "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES (?, ?, ?, ?, ?)",
+                (entry.seq, entry.timestamp, entry.op, entry.actor, encode_writes(logged)),
+            )
+        return True
 
     def snapshot(self) -> tuple[int, Iterator[tuple[str, HandleRecord]]]:
         """A private connection holds one read transaction until the iterator ends or closes."""
@@ -463,7 +392,7 @@ class SqliteStore(Store):
         def rows() -> Iterator[tuple[str, HandleRecord]]:
             try:
                 for key, handle, vals in conn.execute("SELECT key, handle, vals FROM handles ORDER BY key"):
-                    yield key, self._record(key, handle, vals)
+                    yield key, decode_record(key, handle, vals)
             except sqlite3.Error as e:
                 raise self._read_error(e) from e
             finally:
@@ -473,35 +402,18 @@ class SqliteStore(Store):
         return seq, rows()
 
     def replace_all(self, records: Iterable[tuple[str, HandleRecord]], seq: int) -> None:
-        with self._wlock:
-            if self._closed:
-                raise StoreError("store is closed")
-            conn = self._wconn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.execute("DELETE FROM handles")
-                    conn.execute("DELETE FROM txlog")
-                    conn.executemany(
-                        _UPSERT,
-                        (
-                            (key, _prefix_of(key), rec.handle, encode_values(rec.values))
-                            for key, rec in records
-                        ),
-                    )
-                    if seq > 0:
-                        conn.execute(
-                            "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES (?, ?, ?, ?, ?)",
-                            (seq, time.time(), REPLICA_COPY_OP, "", _encode_writes([])),
-                        )
-                    conn.execute("COMMIT")
-                except BaseException:
-                    _rollback(conn)
-                    raise
-            except StoreError:
-                raise
-            except Exception as e:
-                raise StoreError(f"replacing the contents of {self.path} failed: {e!r}") from e
+        with self._write(f"replacing the contents of {self.path} failed") as conn:
+            conn.execute("DELETE FROM handles")
+            conn.execute("DELETE FROM txlog")
+            conn.executemany(
+                _UPSERT,
+                ((key, prefix_of(key), rec.handle, encode_values(rec.values)) for key, rec in records),
+            )
+            if seq > 0:
+                conn.execute(
+                    "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES (?, ?, ?, ?, ?)",
+                    (seq, time.time(), REPLICA_COPY_OP, "", encode_writes([])),
+                )
 
     def close(self) -> None:
         """Close every connection; waits for a commit in progress. Idempotent."""

@@ -1,0 +1,104 @@
+"""What every engine stores the same way: row values, the log payload, the write loop.
+
+A row holds a record's values as ``idr.codec.values.encode_values`` (the wire form of
+RFC 3651 §3.1); a log ``payload`` is ``encode_writes`` below: binary, length-prefixed with
+the same primitives. Both engines use these, so logs read the same from either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from idr.codec.values import decode_values, encode_values
+from idr.codec.wire import ProtocolError, Reader, Writer
+from idr.model.value import HandleRecord
+from idr.store.base import StoreError, Write
+
+# A stored record may be large (2048 values of up to 1 MiB each); the wire reader's
+# default 1 MiB cap is for untrusted peers, not for our own store.
+_MAX_BLOB = 2**31 - 1
+
+_PAYLOAD_VERSION = 1
+_PUT = 1
+_DELETE = 0
+
+CHECKPOINT_PREFIX = "import:"  # meta rows holding bulk-import positions
+
+# What a transaction logs per write: (key, handle, encoded values), or (key, None, None)
+# for a delete. Values reuse the bytes already encoded for the row.
+Logged = list[tuple[str, str | None, bytes | None]]
+
+
+def prefix_of(key: str) -> str:
+    return key.partition("/")[0]
+
+
+def encode_writes(items: Sequence[tuple[str, str | None, bytes | None]]) -> bytes:
+    """Log payload: u8 version, u32 count, then per write ``text key, u8 kind`` and, for a
+    put, ``text handle, blob vals``."""
+    w = Writer().u8(_PAYLOAD_VERSION).u32(len(items))
+    for key, handle, vals in items:
+        w.text(key)
+        if handle is None or vals is None:
+            w.u8(_DELETE)
+        else:
+            w.u8(_PUT).text(handle).blob(vals)
+    return w.getvalue()
+
+
+def decode_writes(payload: bytes) -> tuple[Write, ...]:
+    r = Reader(payload)
+    version = r.u8()
+    if version != _PAYLOAD_VERSION:
+        raise ProtocolError(f"unknown log payload version {version}")
+    out: list[Write] = []
+    for _ in range(r.count("writes", 5)):
+        key = r.text("key", _MAX_BLOB)
+        kind = r.u8()
+        if kind == _DELETE:
+            out.append(Write(key, None))
+        elif kind == _PUT:
+            handle = r.text("handle", _MAX_BLOB)
+            vals = decode_values(r.blob("values", _MAX_BLOB))
+            out.append(Write(key, HandleRecord(handle, vals)))
+        else:
+            raise ProtocolError(f"unknown write kind {kind}")
+    r.expect_end("log payload")
+    return tuple(out)
+
+
+def decode_record(key: str, handle: str, vals: bytes) -> HandleRecord:
+    """A stored row as a record; a row that does not decode is the store's fault."""
+    try:
+        return HandleRecord(handle, decode_values(bytes(vals)))
+    except ProtocolError as e:
+        raise StoreError(f"stored record {key!r} does not decode: {e.message}") from e
+
+
+def decode_log_payload(seq: int, where: str, payload: bytes) -> tuple[Write, ...]:
+    """The writes of log entry ``seq``; a payload that does not decode is the store's fault."""
+    try:
+        return decode_writes(bytes(payload))
+    except ProtocolError as e:
+        raise StoreError(f"log entry {seq} {where} does not decode: {e.message}") from e
+
+
+def apply_writes(
+    execute: Callable[[str, tuple[Any, ...]], object],
+    upsert: str,
+    delete: str,
+    writes: Iterable[Write],
+) -> Logged:
+    """Run ``upsert``/``delete`` per write, in order (a key may be written, deleted and
+    written again in one commit); return what to log."""
+    logged: Logged = []
+    for w in writes:
+        if w.record is None:
+            execute(delete, (w.key,))
+            logged.append((w.key, None, None))
+        else:
+            vals = encode_values(w.record.values)
+            execute(upsert, (w.key, prefix_of(w.key), w.record.handle, vals))
+            logged.append((w.key, w.record.handle, vals))
+    return logged
