@@ -1,4 +1,5 @@
-"""What every scheme shares: one error type and the longest-match choice of a prefix."""
+"""What every scheme shares: one error type, the longest-match choice of a prefix and the
+way back from a handle to the identifier it names."""
 
 from __future__ import annotations
 
@@ -28,3 +29,12 @@ def longest_held(candidates: Iterable[str], holds: Holds) -> str | None:
         if holds(prefix):
             return prefix
     return None
+
+
+def handle_suffix(handle: str, scheme: str) -> str:
+    """The identifier part of ``handle`` (after the first '/'): every scheme writes its
+    identifier there, so the suffix alone gives it back."""
+    _, sep, suffix = handle.partition("/")
+    if not sep:
+        raise SchemeError(scheme, f"{handle!r} is not a handle")
+    return suffix

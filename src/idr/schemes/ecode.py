@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from idr.schemes import gs1
-from idr.schemes.common import Holds, SchemeError, longest_held
+from idr.schemes.common import Holds, SchemeError, handle_suffix, longest_held
 
 DEFAULT_ROOT = "ECODE"
 MAX_ECODE_BYTES = 255
@@ -124,10 +124,7 @@ def to_handle(code: Ecode, prefix: str) -> str:
 
 
 def from_handle(handle: str) -> Ecode:
-    _, sep, suffix = handle.partition("/")
-    if not sep:
-        raise _err(f"{handle!r} is not a handle")
-    return parse(suffix)
+    return parse(handle_suffix(handle, "ecode"))
 
 
 def handle_for(code: Ecode, holds: Holds, root: str = DEFAULT_ROOT) -> str | None:

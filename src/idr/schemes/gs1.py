@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote_to_bytes, urlsplit
 
-from idr.schemes.common import Holds, SchemeError, longest_held
+from idr.schemes.common import Holds, SchemeError, handle_suffix, longest_held
 
 DEFAULT_ROOT = "GS1"
 
@@ -376,10 +376,7 @@ def to_handle(dl: DigitalLink, prefix: str) -> str:
 
 def from_handle(handle: str) -> DigitalLink:
     """Back from a handle: its suffix is the canonical Digital Link path."""
-    _, sep, suffix = handle.partition("/")
-    if not sep:
-        raise _err(f"{handle!r} is not a handle")
-    return parse_path("/" + suffix)
+    return parse_path("/" + handle_suffix(handle, "gs1"))
 
 
 def handle_for(dl: DigitalLink, holds: Holds, root: str = DEFAULT_ROOT) -> str | None:

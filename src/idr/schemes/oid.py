@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from idr.schemes.common import Holds, SchemeError, longest_held
+from idr.schemes.common import Holds, SchemeError, handle_suffix, longest_held
 
 DEFAULT_ROOT = "OID"
 MAX_LABEL_BYTES = 63
@@ -98,10 +98,7 @@ def to_handle(oid: Oid, prefix: str) -> str:
 
 
 def from_handle(handle: str) -> Oid:
-    _, sep, suffix = handle.partition("/")
-    if not sep:
-        raise _err(f"{handle!r} is not a handle")
-    return parse(suffix)
+    return parse(handle_suffix(handle, "oid"))
 
 
 def handle_for(oid: Oid, holds: Holds, root: str = DEFAULT_ROOT) -> str | None:
