@@ -5,24 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from idr.codec.envelope import OpCode
 from idr.model.errors import ResponseCode
 from idr.model.value import HandleValue, ValueReference
 
 
 class Op(IntEnum):
-    """Operations, numbered as the Handle protocol's opcodes (RFC 3652 §2.2.2.1)."""
+    """The operations the core serves: a subset of the Handle protocol's opcodes
+    (RFC 3652 §2.2.2.1), with the numbers taken from ``OpCode`` so they are written once."""
 
-    RESOLUTION = 1
-    GET_SITE_INFO = 2
-    CREATE_HANDLE = 100
-    DELETE_HANDLE = 101
-    ADD_VALUE = 102
-    REMOVE_VALUE = 103
-    MODIFY_VALUE = 104
-    LIST_HANDLES = 105
-    HOME_NA = 300
-    UNHOME_NA = 301
-    LIST_HOMED_NAS = 302
+    RESOLUTION = OpCode.RESOLUTION
+    GET_SITE_INFO = OpCode.GET_SITE_INFO
+    CREATE_HANDLE = OpCode.CREATE_HANDLE
+    DELETE_HANDLE = OpCode.DELETE_HANDLE
+    ADD_VALUE = OpCode.ADD_VALUE
+    REMOVE_VALUE = OpCode.REMOVE_VALUE
+    MODIFY_VALUE = OpCode.MODIFY_VALUE
+    LIST_HANDLES = OpCode.LIST_HANDLES
+    HOME_NA = OpCode.HOME_NA
+    UNHOME_NA = OpCode.UNHOME_NA
+    LIST_HOMED_NAS = OpCode.LIST_HOMED_NAS
 
 
 WRITE_OPS = frozenset(
