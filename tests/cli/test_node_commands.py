@@ -242,3 +242,11 @@ def test_roles_choose_the_core(tmp_path: Path) -> None:
             assert type(svc) is kind
         finally:
             svc.close()
+
+
+def test_replication_commands_refuse_a_bad_node_address_clearly() -> None:
+    for command in ("status", "promote"):
+        r = runner.invoke(app, [command, "--node", "nonsense", "--secret", "k"])
+        assert r.exit_code == 1, text(r)
+        assert "must be HOST:PORT, not 'nonsense'" in text(r)
+        assert r.exception is None or isinstance(r.exception, SystemExit)

@@ -28,20 +28,37 @@ def _config(data: Path) -> NodeConfig:
         fail(str(e))
 
 
-def _target(data: Path | None, node: str | None, secret: str | None) -> tuple[tuple[str, int] | None, str]:
+def _target(data: Path | None, node: str | None, secret: str | None) -> tuple[tuple[str, int], str]:
     """Where a running site listens and its secret: from --node/--secret or from DATA's idr.toml."""
     from idr.replication.manager import parse_address
 
     if node is not None:
         if not secret:
             fail("--node needs --secret")
-        return parse_address(node), secret
-    if data is None:
-        fail("give --data DIR or --node HOST:PORT --secret S")
-    rc = _config(data).replication
-    if not rc.listen:
-        fail(f"replication is not set up in {data} (idr replication setup)")
-    return parse_address(rc.listen), rc.secret
+        listen = node
+    else:
+        if data is None:
+            fail("give --data DIR or --node HOST:PORT --secret S")
+        rc = _config(data).replication
+        if not rc.listen:
+            fail(f"replication is not set up in {data} (idr replication setup)")
+        listen, secret = rc.listen, rc.secret
+    try:
+        return parse_address(listen), secret
+    except ValueError as e:
+        fail(str(e))
+
+
+def _ask_site(
+    data: Path | None, node: str | None, secret: str | None, kind: str
+) -> tuple[tuple[str, int], dict[str, Any] | None]:
+    """The site's address and its answer; None only when it is down and DATA was given
+    (the caller then works on DATA offline)."""
+    address, key = _target(data, node, secret)
+    reply = asyncio.run(_ask(address, key, kind))
+    if reply is None and data is None:
+        fail(f"nothing listens on {address[0]}:{address[1]}")
+    return address, reply
 
 
 async def _ask(address: tuple[str, int], secret: str, kind: str) -> dict[str, Any] | None:
@@ -86,7 +103,7 @@ def register(app: typer.Typer) -> None:
         ack_timeout: Annotated[float, typer.Option(help="sync: seconds to wait for a mirror.")] = 5.0,
         auto_promote_after: Annotated[float, typer.Option(help="Mirror: self-promote after (0=off).")] = 0.0,
     ) -> None:
-        """Write the [replication] section of DATA/idr.toml."""
+        """Write the replication section of DATA/idr.toml."""
         from idr.core.config import ReplicationConfig
         from idr.replication.manager import parse_address
 
@@ -113,12 +130,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def promote(data: DataOpt = None, node: NodeOpt = None, secret: SecretOpt = None) -> None:
         """Make a mirror the primary with a new epoch (a running site, or DATA while it is down)."""
-        address, key = _target(data, node, secret)
-        assert address is not None
-        reply = asyncio.run(_ask(address, key, "promote"))
+        _, reply = _ask_site(data, node, secret, "promote")
         if reply is None:
-            if data is None:
-                fail(f"nothing listens on {address[0]}:{address[1]}")
+            assert data is not None  # _ask_site fails when the site is down and DATA is not given
             from idr.replication.admin import promote_offline
 
             last, _ = _offline(data)
@@ -130,13 +144,10 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def status(data: DataOpt = None, node: NodeOpt = None, secret: SecretOpt = None) -> None:
         """Role, epoch, log position and replication lag (entries, seconds) of a site."""
-        address, key = _target(data, node, secret)
-        assert address is not None
-        reply = asyncio.run(_ask(address, key, "status"))
+        address, reply = _ask_site(data, node, secret, "status")
         table = Table(show_header=False)
         if reply is None:
-            if data is None:
-                fail(f"nothing listens on {address[0]}:{address[1]}")
+            assert data is not None  # _ask_site fails when the site is down and DATA is not given
             last, state = _offline(data)
             table.add_row("running", "no")
             table.add_row("role", state.role if state else "(never started)")
