@@ -139,12 +139,18 @@ def _print_values(handle: str, values: tuple[HandleValue, ...], as_json: bool) -
     out.print(table)
 
 
+# A value index is a signed 32-bit integer on the wire (RFC 3651 §3.1, as Handle.Net writes it).
+_INDEX_MIN, _INDEX_MAX = -(2**31), 2**31 - 1
+
+
 def parse_value(spec: str) -> HandleValue:
     """``INDEX:TYPE:DATA`` → HandleValue (see ``--value`` help)."""
     idx, sep1, rest_ = spec.partition(":")
     type_, sep2, data = rest_.partition(":")
     if not (sep1 and sep2 and idx.isdigit() and type_):
         raise typer.BadParameter(f"value must be INDEX:TYPE:DATA, not {spec!r}")
+    if int(idx) > _INDEX_MAX:
+        raise typer.BadParameter(f"value index {idx} is larger than {_INDEX_MAX}")
     utype = type_.upper()
     raw: bytes
     if data.startswith("@"):
@@ -165,7 +171,7 @@ def parse_value(spec: str) -> HandleValue:
     return HandleValue(int(idx), type_, raw, permissions=perms)
 
 
-def _values(specs: list[str] | None, json_file: Path | None) -> list[HandleValue]:
+def _values(specs: list[str] | None, json_file: Path | None, *, required: bool = False) -> list[HandleValue]:
     values = [parse_value(s) for s in specs or []]
     if json_file is not None:
         try:
@@ -174,6 +180,8 @@ def _values(specs: list[str] | None, json_file: Path | None) -> list[HandleValue
             fail(f"cannot read values from {json_file}: {e}")
         except HandleError as e:
             fail(f"{json_file}: {e.message}")
+    if required and not values:
+        fail("give at least one --value or --json")
     return values
 
 
@@ -219,7 +227,10 @@ def register(app: typer.Typer) -> None:
         = False,
         server: ServerOpt = "127.0.0.1:2641",
         type_: Annotated[list[str] | None, typer.Option("--type", "-t", help="only these types")] = None,
-        index: Annotated[list[int] | None, typer.Option("--index", "-i", help="only these indexes")] = None,
+        index: Annotated[
+            list[int] | None,
+            typer.Option("--index", "-i", help="only these indexes", min=_INDEX_MIN, max=_INDEX_MAX),
+        ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print REST-style JSON")] = False,
         insecure: Annotated[bool, typer.Option("--insecure", help="HTTP: accept a self-signed certificate")]
         = False,
@@ -320,9 +331,7 @@ def register(app: typer.Typer) -> None:
         timeout: TimeoutOpt = 5.0,
     ) -> None:
         """Add values to HANDLE."""
-        values = _values(value, json_file)
-        if not values:
-            fail("give at least one --value or --json")
+        values = _values(value, json_file, required=True)
 
         async def act(c: HandleClient) -> str:
             await c.add_values(handle, values, overwrite=overwrite)
@@ -337,9 +346,7 @@ def register(app: typer.Typer) -> None:
         timeout: TimeoutOpt = 5.0,
     ) -> None:
         """Replace values of HANDLE (matched by index)."""
-        values = _values(value, json_file)
-        if not values:
-            fail("give at least one --value or --json")
+        values = _values(value, json_file, required=True)
 
         async def act(c: HandleClient) -> str:
             await c.modify_values(handle, values)
@@ -350,7 +357,10 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def remove(
         handle: str,
-        index: Annotated[list[int], typer.Option("--index", "-i", help="index of a value to remove")],
+        index: Annotated[
+            list[int],
+            typer.Option("--index", "-i", help="index of a value to remove", min=_INDEX_MIN, max=_INDEX_MAX),
+        ],
         auth: AuthOpt = None, key: KeyOpt = None, secret: SecretOpt = None,
         server: ServerOpt = "127.0.0.1:2641", timeout: TimeoutOpt = 5.0,
     ) -> None:
