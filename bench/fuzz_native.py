@@ -298,36 +298,54 @@ async def tcp_fuzz(port: int, n: int, seed: int, st: Stats, deadline: float) -> 
         await asyncio.wait(tasks, timeout=15)
 
 
+class Asker(asyncio.DatagramProtocol):
+    """One UDP socket to the server: ``ask`` sends a request and waits for the answer that
+    carries its request id (envelope bytes 8-12), or gives None after ``timeout``."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[int, asyncio.Future[bytes]] = {}
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        f = self.waiting.pop(int.from_bytes(data[8:12], "big"), None)
+        if f is not None and not f.done():
+            f.set_result(data)
+
+    async def ask(self, request: bytes, timeout: float) -> bytes | None:
+        assert self.transport is not None
+        rid = int.from_bytes(request[8:12], "big")
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.waiting[rid] = fut
+        self.transport.sendto(request)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            self.waiting.pop(rid, None)
+            return None
+
+
+async def open_asker(port: int) -> tuple[asyncio.DatagramTransport, Asker]:
+    loop = asyncio.get_running_loop()
+    t, asker = await loop.create_datagram_endpoint(Asker, remote_addr=("127.0.0.1", port))
+    asker.transport = t  # (uvloop's UDP transport is not an asyncio.DatagramTransport subclass)
+    return t, asker
+
+
 async def checker(port: int, st: Stats, stop: asyncio.Event) -> None:
     """Resolve 88.100/bench-0 every 10 ms; the answer must be the reference server's bytes."""
     request = bytearray((VECTORS / "udp_resolve_bench-0_request.bin").read_bytes())
     expected = (VECTORS / "udp_resolve_bench-0_response.bin").read_bytes()
-    loop = asyncio.get_running_loop()
-    box: dict[int, asyncio.Future[bytes]] = {}
-
-    class P(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: object) -> None:
-            f = box.pop(int.from_bytes(data[8:12], "big"), None)
-            if f is not None and not f.done():
-                f.set_result(data)
-
-    t, _ = await loop.create_datagram_endpoint(P, remote_addr=("127.0.0.1", port))
+    t, asker = await open_asker(port)
     rid = 1
 
     async def ask() -> bytes | None:
         nonlocal rid
         rid += 1
         request[8:12] = rid.to_bytes(4, "big")
-        fut: asyncio.Future[bytes] = loop.create_future()
-        box[rid] = fut
         t0 = time.monotonic()
-        t.sendto(bytes(request))
-        try:
-            got = await asyncio.wait_for(fut, CHECK_BOUND)
-        except TimeoutError:
-            box.pop(rid, None)
-            return None
-        st.check_max = max(st.check_max, time.monotonic() - t0)
+        got = await asker.ask(bytes(request), CHECK_BOUND)
+        if got is not None:
+            st.check_max = max(st.check_max, time.monotonic() - t0)
         return got
 
     try:
@@ -352,27 +370,11 @@ async def replay(port: int, st: Stats, limit: int = 200) -> None:
     """Send up to ``limit`` of the unanswered requests again, one at a time on a quiet server:
     one answered now was lost to load (a drop); one still unanswered is deliberate silence or
     a bug, and is kept (``silent_on_replay``) for the report."""
-    loop = asyncio.get_running_loop()
-    box: dict[int, asyncio.Future[bytes]] = {}
-
-    class P(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: object) -> None:
-            f = box.pop(int.from_bytes(data[8:12], "big"), None)
-            if f is not None and not f.done():
-                f.set_result(data)
-
-    t, _ = await loop.create_datagram_endpoint(P, remote_addr=("127.0.0.1", port))
+    t, asker = await open_asker(port)
     try:
         for data in st.lost_samples[:limit]:
-            rid = int.from_bytes(data[8:12], "big")
-            fut: asyncio.Future[bytes] = loop.create_future()
-            box[rid] = fut
             st.replayed += 1
-            t.sendto(data)
-            try:
-                await asyncio.wait_for(fut, 0.5)
-            except TimeoutError:
-                box.pop(rid, None)
+            if await asker.ask(data, 0.5) is None:
                 st.silent_on_replay.append(data)
     finally:
         t.close()

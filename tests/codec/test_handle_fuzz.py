@@ -1,7 +1,8 @@
 """Malformed input of any shape: the decoders raise ProtocolError and nothing else.
 
 Random bytes and mutants of the captured vectors (bit flips, truncations, splices, length fields
-set to huge values). ``bench/fuzz_codec.py`` runs the same mutators a million times.
+set to huge values). ``bench/fuzz_codec.py`` runs its own, wider set of these mutators (with
+fresh random inputs and word-aligned lengths) a million times over the message decoder.
 """
 
 from __future__ import annotations
