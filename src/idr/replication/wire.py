@@ -34,9 +34,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from idr.codec.values import decode_values, encode_values
-from idr.codec.wire import ProtocolError, Reader, Writer
+from idr.codec.wire import Reader, Writer
 from idr.model.value import HandleRecord
-from idr.store.base import LogEntry, Write
+from idr.store.base import LogEntry
+from idr.store.records import logged, read_writes, write_writes
 
 VERSION = 1
 PRE_AUTH_MAX = 4096
@@ -50,7 +51,6 @@ CHUNK = 3  # snapshot records
 
 _LEN = struct.Struct(">I")
 _SEQ_TS = struct.Struct(">Qd")
-_PUT, _DELETE = 1, 0
 
 
 class LinkError(Exception):
@@ -72,14 +72,8 @@ def _keys(secret: bytes, nc: bytes, ns: bytes) -> tuple[bytes, bytes]:
 
 
 def encode_entry(e: LogEntry) -> bytes:
-    w = Writer().raw(_SEQ_TS.pack(e.seq, e.timestamp)).text(e.op).text(e.actor).u32(len(e.writes))
-    for wr in e.writes:
-        w.text(wr.key)
-        if wr.record is None:
-            w.u8(_DELETE)
-        else:
-            w.u8(_PUT).text(wr.record.handle).blob(encode_values(wr.record.values))
-    return w.getvalue()
+    w = Writer().raw(_SEQ_TS.pack(e.seq, e.timestamp)).text(e.op).text(e.actor)
+    return write_writes(w, [logged(wr) for wr in e.writes]).getvalue()
 
 
 def decode_entry(data: bytes) -> LogEntry:
@@ -87,19 +81,9 @@ def decode_entry(data: bytes) -> LogEntry:
     seq, ts = _SEQ_TS.unpack(r.raw(_SEQ_TS.size, "seq"))
     op = r.text("op", 256)
     actor = r.text("actor", 4096)
-    writes: list[Write] = []
-    for _ in range(r.count("writes", 5, _BLOB_MAX)):
-        key = r.text("key", _BLOB_MAX)
-        kind = r.u8()
-        if kind == _DELETE:
-            writes.append(Write(key, None))
-        elif kind == _PUT:
-            handle = r.text("handle", _BLOB_MAX)
-            writes.append(Write(key, HandleRecord(handle, decode_values(r.blob("values", _BLOB_MAX)))))
-        else:
-            raise ProtocolError(f"unknown write kind {kind}")
+    writes = read_writes(r, _BLOB_MAX, _BLOB_MAX)
     r.expect_end("log entry")
-    return LogEntry(seq, ts, op, actor, tuple(writes))
+    return LogEntry(seq, ts, op, actor, writes)
 
 
 def encode_chunk(items: Sequence[tuple[str, HandleRecord]]) -> bytes:

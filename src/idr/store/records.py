@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from idr.codec.values import decode_values, encode_values
-from idr.codec.wire import ProtocolError, Reader, Writer
+from idr.codec.wire import MAX_ARRAY_SIZE, ProtocolError, Reader, Writer
 from idr.model.value import HandleRecord
 from idr.store.base import StoreError, Write
 
@@ -34,17 +34,47 @@ def prefix_of(key: str) -> str:
     return key.partition("/")[0]
 
 
-def encode_writes(items: Sequence[tuple[str, str | None, bytes | None]]) -> bytes:
-    """Log payload: u8 version, u32 count, then per write ``text key, u8 kind`` and, for a
-    put, ``text handle, blob vals``."""
-    w = Writer().u8(_PAYLOAD_VERSION).u32(len(items))
+def logged(w: Write) -> tuple[str, str | None, bytes | None]:
+    """What the log holds of one write."""
+    if w.record is None:
+        return (w.key, None, None)
+    return (w.key, w.record.handle, encode_values(w.record.values))
+
+
+def write_writes(w: Writer, items: Sequence[tuple[str, str | None, bytes | None]]) -> Writer:
+    """u32 count, then per write ``text key, u8 kind`` and, for a put, ``text handle, blob
+    vals``: the writes of a log payload and of a replicated entry (idr.replication.wire)."""
+    w.u32(len(items))
     for key, handle, vals in items:
         w.text(key)
         if handle is None or vals is None:
             w.u8(_DELETE)
         else:
             w.u8(_PUT).text(handle).blob(vals)
-    return w.getvalue()
+    return w
+
+
+def read_writes(r: Reader, blob_max: int, count_max: int = MAX_ARRAY_SIZE) -> tuple[Write, ...]:
+    """The writes ``write_writes`` wrote; ``blob_max`` caps each key, handle and values."""
+    out: list[Write] = []
+    for _ in range(r.count("writes", 5, count_max)):
+        key = r.text("key", blob_max)
+        kind = r.u8()
+        if kind == _DELETE:
+            out.append(Write(key, None))
+        elif kind == _PUT:
+            handle = r.text("handle", blob_max)
+            vals = decode_values(r.blob("values", blob_max))
+            out.append(Write(key, HandleRecord(handle, vals)))
+        else:
+            raise ProtocolError(f"unknown write kind {kind}")
+    return tuple(out)
+
+
+def encode_writes(items: Sequence[tuple[str, str | None, bytes | None]]) -> bytes:
+    """Log payload: u8 version, then the writes (``write_writes``). Values reuse the bytes
+    already encoded for the row."""
+    return write_writes(Writer().u8(_PAYLOAD_VERSION), items).getvalue()
 
 
 def decode_writes(payload: bytes) -> tuple[Write, ...]:
@@ -52,20 +82,9 @@ def decode_writes(payload: bytes) -> tuple[Write, ...]:
     version = r.u8()
     if version != _PAYLOAD_VERSION:
         raise ProtocolError(f"unknown log payload version {version}")
-    out: list[Write] = []
-    for _ in range(r.count("writes", 5)):
-        key = r.text("key", _MAX_BLOB)
-        kind = r.u8()
-        if kind == _DELETE:
-            out.append(Write(key, None))
-        elif kind == _PUT:
-            handle = r.text("handle", _MAX_BLOB)
-            vals = decode_values(r.blob("values", _MAX_BLOB))
-            out.append(Write(key, HandleRecord(handle, vals)))
-        else:
-            raise ProtocolError(f"unknown write kind {kind}")
+    out = read_writes(r, _MAX_BLOB)
     r.expect_end("log payload")
-    return tuple(out)
+    return out
 
 
 def decode_record(key: str, handle: str, vals: bytes) -> HandleRecord:
@@ -92,13 +111,12 @@ def apply_writes(
 ) -> Logged:
     """Run ``upsert``/``delete`` per write, in order (a key may be written, deleted and
     written again in one commit); return what to log."""
-    logged: Logged = []
+    out: Logged = []
     for w in writes:
-        if w.record is None:
-            execute(delete, (w.key,))
-            logged.append((w.key, None, None))
+        key, handle, vals = item = logged(w)
+        if handle is None:
+            execute(delete, (key,))
         else:
-            vals = encode_values(w.record.values)
-            execute(upsert, (w.key, prefix_of(w.key), w.record.handle, vals))
-            logged.append((w.key, w.record.handle, vals))
-    return logged
+            execute(upsert, (key, prefix_of(key), handle, vals))
+        out.append(item)
+    return out
