@@ -101,7 +101,7 @@ def show_value(v: HandleValue) -> ShownValue:
             return shown("site", "", _site_detail(decode_site(v.data)))
         if t == "HS_VLIST":
             return shown("vlist", ", ".join(str(r) for r in decode_vlist(v.data)))
-    except Exception:  # undecodable structured data is shown as bytes below, as the REST API does
+    except HandleError:  # undecodable structured data is shown as bytes below, as the REST API does
         pass
     if t == "HS_SECKEY":
         return shown("text", "••••••")

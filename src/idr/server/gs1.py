@@ -51,7 +51,7 @@ def service_holds(service: NodeService, *, delegated: bool = False) -> Holds:
         try:
             if service.is_responsible(Handle(prefix, "_")):
                 return True
-        except Exception:
+        except ValueError:  # a prefix that is not UTF-8 text (a lone surrogate) is nobody's
             return False
         if not delegated:
             return False

@@ -31,6 +31,7 @@ from typing import Any, cast
 
 from idr.codec.envelope import ENVELOPE_SIZE, HEADER_SIZE, EnvFlag
 from idr.codec.udp import MAX_UDP_PACKET, Reassembler, fragment
+from idr.codec.wire import ProtocolError
 from idr.server.handler import NativeHandler, Outcome
 from idr.server.hotcache import AnswerCache, cache_key, patch
 
@@ -101,7 +102,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
         if data[2] & EnvFlag.TC:
             try:
                 full = self.reassembler.feed(addr, data, time.monotonic())
-            except Exception:
+            except ProtocolError:
                 full = data  # let the decoder produce the precise protocol error
             if full is None:
                 return
