@@ -765,25 +765,24 @@ async def login_page(request: web.Request) -> web.StreamResponse:
         return p.refuse_csrf()
     ident_text = str(form.get("identity", "")).strip()
     secret = str(form.get("secret", ""))
+
+    def refused(status: int, error: str) -> web.StreamResponse:
+        """The form again, as filled in, with why it was refused."""
+        return p.render(
+            "login.html",
+            status=status,
+            error=p.t(error),
+            identity_text=ident_text,
+            next_url=str(form.get("next", "")),
+        )
+
     try:
         identity = ValueReference.parse(ident_text)
     except ValueError:
-        return p.render(
-            "login.html",
-            status=400,
-            error=p.t("login.bad_identity"),
-            identity_text=ident_text,
-            next_url=str(form.get("next", "")),
-        )
+        return refused(400, "login.bad_identity")
     if not secret or not p.console.service.authenticate_secret(identity, secret.encode("utf-8")):
         await asyncio.sleep(0.2)  # a little friction for guessing
-        return p.render(
-            "login.html",
-            status=401,
-            error=p.t("login.failed"),
-            identity_text=ident_text,
-            next_url=str(form.get("next", "")),
-        )
+        return refused(401, "login.failed")
     p.rotate(identity)
     p.flash("ok", p.t("login.ok"))
     nxt = str(form.get("next", "")) or "/console"
