@@ -7,7 +7,6 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from idr.core.config import ConfigError, NodeConfig
@@ -210,7 +209,3 @@ def _bound(site: object) -> tuple[str, int]:
     sockets = getattr(server, "sockets", None) or []
     host, port = sockets[0].getsockname()[:2]
     return str(host), int(port)
-
-
-def data_dir_path(text: str | Path) -> Path:
-    return Path(text).expanduser().resolve()

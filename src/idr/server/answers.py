@@ -10,8 +10,6 @@ Lists go out 50 names per message with CN on every part but the last
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from idr.codec.bodies import (
     AddValueRequest,
     Body,
@@ -207,7 +205,3 @@ def bare_error(data: bytes, code: int, text: str) -> bytes | None:
         site_info_serial=1,
     )
     return encode_message(msg)
-
-
-def with_ids(msg: Message, request_id: int) -> Message:
-    return replace(msg, request_id=request_id)
