@@ -496,8 +496,13 @@ def main() -> int:
     unanswered = st.lost + len(st.outstanding)
     # Never silent on a well-formed request (the replay), and what went unanswered is what the
     # kernel dropped from a full receive buffer (plus 0.1% for datagrams lost elsewhere).
-    ok = (info["alive"] and st.check_fail == 0 and st.checks > 0 and not st.silent_on_replay
-          and unanswered <= st.kernel_drops + st.expected // 1000)
+    ok = (
+        info["alive"]
+        and st.check_fail == 0
+        and st.checks > 0
+        and not st.silent_on_replay
+        and unanswered <= st.kernel_drops + st.expected // 1000
+    )
     print("result    " + ("OK" if ok else "FAILED"))
     return 0 if ok else 1
 

@@ -270,8 +270,9 @@ class Run:
     def __init__(self, ctx: Any, target: Any, args: tuple[Any, ...], tls: bool) -> None:
         self.sock = _listener()
         self.ready, self.stop = ctx.Queue(), ctx.Event()
-        self.proc = ctx.Process(target=target, args=(*args[:2], self.sock, *args[2:], self.ready, self.stop),
-                                daemon=True)
+        self.proc = ctx.Process(
+            target=target, args=(*args[:2], self.sock, *args[2:], self.ready, self.stop), daemon=True
+        )
         scheme = "https" if tls else "http"
         self.url = f"{scheme}://127.0.0.1:{self.sock.getsockname()[1]}"
 
@@ -324,9 +325,22 @@ def measure(
     profiler = None
     if args.profile and profile:
         profiler = subprocess.Popen(
-            [_py_spy(), "record", "-p", str(pid), "-o", args.profile, "-d", str(round(args.seconds)),
-             "-r", "200", "--nonblocking", *(["-f", "speedscope"] if args.profile.endswith(".json") else [])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                _py_spy(),
+                "record",
+                "-p",
+                str(pid),
+                "-o",
+                args.profile,
+                "-d",
+                str(round(args.seconds)),
+                "-r",
+                "200",
+                "--nonblocking",
+                *(["-f", "speedscope"] if args.profile.endswith(".json") else []),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
     try:
         if shutil.which("wrk"):
@@ -382,8 +396,11 @@ def main(argv: list[str] | None = None) -> int:
     server_cpu = args.server_cpu if 0 <= args.server_cpu < ncpu else None
     args.load_cpu = args.load_cpu if 0 <= args.load_cpu < ncpu else None
     if not shutil.which("wrk"):
-        print("wrk not found (Debian: apt-get install -y wrk); falling back to the Python client, "
-              "whose figures are client-bound", file=sys.stderr)
+        print(
+            "wrk not found (Debian: apt-get install -y wrk); falling back to the Python client, "
+            "whose figures are client-bound",
+            file=sys.stderr,
+        )
     ctx = mp.get_context("spawn")
     scheme = "https" if args.tls else "http"
     pins = f"server cpu {server_cpu}, load cpu {args.load_cpu}, {args.concurrency} connections"
@@ -407,15 +424,19 @@ def main(argv: list[str] | None = None) -> int:
                     idr_rounds.append(measure(ctx, idr_run.url, args, pid, profile=i == 0))
                     base_rounds.append(measure(ctx, base_run.url, args, base_pid))
                     a, b = idr_rounds[-1], base_rounds[-1]
-                    print(f"round {i + 1}: idr {a['rps']:,.0f}/s ({a['cpu_us']:.0f} us CPU/req), "
-                          f"baseline {b['rps']:,.0f}/s ({b['cpu_us']:.0f} us CPU/req), "
-                          f"ratio {a['rps'] / b['rps']:.2f}")
+                    print(
+                        f"round {i + 1}: idr {a['rps']:,.0f}/s ({a['cpu_us']:.0f} us CPU/req), "
+                        f"baseline {b['rps']:,.0f}/s ({b['cpu_us']:.0f} us CPU/req), "
+                        f"ratio {a['rps'] / b['rps']:.2f}"
+                    )
     idr, base = _median(idr_rounds), _median(base_rounds)
     print(_line(f"http_resolve idr warm ({scheme}, median of {len(idr_rounds)})", idr))
     print(_line(f"http_resolve baseline ({scheme}, fixed {len(body)}-byte JSON)", base))
     ratios = [a["rps"] / b["rps"] for a, b in zip(idr_rounds, base_rounds, strict=True)]
-    print(f"http_resolve ratio idr/baseline: {statistics.median(ratios):.2f} (median of per-round ratios); "
-          f"CPU per request baseline/idr: {base['cpu_us'] / idr['cpu_us']:.2f}")
+    print(
+        f"http_resolve ratio idr/baseline: {statistics.median(ratios):.2f} (median of per-round ratios); "
+        f"CPU per request baseline/idr: {base['cpu_us'] / idr['cpu_us']:.2f}"
+    )
     if args.profile:
         print(f"profile (first warm round): {args.profile}")
     return 1 if idr["errors"] or base["errors"] else 0

@@ -135,8 +135,14 @@ async def _serve(data: Path, port: int, worker: int, workers: int, cache: int) -
     # As ``idr serve --workers``: worker 0 has TCP, the others UDP only and follow the log.
     # Warmed at start: the one shape hdlperf and the TCP client send (plain 2.1, REC|CA|PO; KA is
     # not part of TCP's key); any other would be learned on first use.
-    opts = NativeOptions(cache_entries=cache, reuse_port=workers > 1, tcp=worker == 0, warm=True,
-                         warm_shapes=(WARM_SHAPES[1],), follow=FOLLOW_INTERVAL if worker else 0.0)
+    opts = NativeOptions(
+        cache_entries=cache,
+        reuse_port=workers > 1,
+        tcp=worker == 0,
+        warm=True,
+        warm_shapes=(WARM_SHAPES[1],),
+        follow=FOLLOW_INTERVAL if worker else 0.0,
+    )
     rss0 = rss_mib()
     srv = await start_server(svc, "127.0.0.1", port, opts)
     assert srv.warm_task is not None
@@ -296,7 +302,13 @@ def _tcp_requests(handles: int, count: int, seed: int) -> list[bytes]:
 
 
 def _tcp_client(
-    port: int, seconds: float, conns: int, depth: int, handles: int, seed: int, result: mp.Queue  # type: ignore[type-arg]
+    port: int,
+    seconds: float,
+    conns: int,
+    depth: int,
+    handles: int,
+    seed: int,
+    result: mp.Queue,  # type: ignore[type-arg]
 ) -> None:
     import uvloop
 
@@ -470,8 +482,10 @@ def main() -> int:
         finally:
             stop([echo])
         base["codes"] = {"1": 1}
-        print(line("baseline", base) + f"   (minimal uvloop UDP responder, fixed 233-byte answer; {when})",
-              flush=True)
+        print(
+            line("baseline", base) + f"   (minimal uvloop UDP responder, fixed 233-byte answer; {when})",
+            flush=True,
+        )
         return float(base["qps"])  # type: ignore[arg-type]
 
     bases = [baseline("before idr")]
@@ -505,9 +519,27 @@ def main() -> int:
             pid = re.search(r"pid=(\d+)", ready[0])
             assert pid is not None
             prof = subprocess.Popen(
-                ["taskset", "-c", str(NCPU - 1), "py-spy", "record", "-r", "200", "-d", str(a.seconds),
-                 "--native", "-f", "raw", "-o", str(a.profile), "--pid", pid.group(1)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    "taskset",
+                    "-c",
+                    str(NCPU - 1),
+                    "py-spy",
+                    "record",
+                    "-r",
+                    "200",
+                    "-d",
+                    str(a.seconds),
+                    "--native",
+                    "-f",
+                    "raw",
+                    "-o",
+                    str(a.profile),
+                    "--pid",
+                    pid.group(1),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         udp = hdlperf(port, a.seconds, a.handles, 1 if a.workers == 1 else 2 * a.workers)
         print(line("idr udp", udp), flush=True)
         if prof is not None:

@@ -473,11 +473,7 @@ async def _lifecycle_and_chain(fed: Federation) -> None:
                 (5, "capacity_ah", "280"),
                 (6, "production_date", "2024-07-18"),
                 (7, "batch", "YB-2024-07-B03"),
-                *(
-                    [(8, "GS1_DIGITAL_LINK", CELL_DL_PATH), (9, "ECODE", CELL_ECODE)]
-                    if cell == CELL
-                    else []
-                ),
+                *([(8, "GS1_DIGITAL_LINK", CELL_DL_PATH), (9, "ECODE", CELL_ECODE)] if cell == CELL else []),
                 (*claim, "battery-cell@1"),
             ],
         )

@@ -114,8 +114,14 @@ def test_default_hash_names() -> None:
     assert Reader(auth.sign_challenge(keys()["ed25519"], NONCE, DIGEST)).text() == "Ed25519"
 
 
-MAC_CODES = [auth.MAC_MD5, auth.MAC_SHA1, auth.MAC_SHA256, auth.MAC_HMAC_SHA1, auth.MAC_HMAC_SHA256,
-             auth.MAC_PBKDF2_HMAC_SHA1]
+MAC_CODES = [
+    auth.MAC_MD5,
+    auth.MAC_SHA1,
+    auth.MAC_SHA256,
+    auth.MAC_HMAC_SHA1,
+    auth.MAC_HMAC_SHA256,
+    auth.MAC_PBKDF2_HMAC_SHA1,
+]
 
 
 @pytest.mark.parametrize("code", MAC_CODES)
@@ -174,8 +180,15 @@ def test_challenge_property(kind: str, nonce: bytes, digest: bytes) -> None:
 
 def _response(minor: int) -> Message:
     v = HandleValue(1, "URL", b"https://example.org/")
-    return Message(OpCode.RESOLUTION, ResolutionResponse("88.100/x", (v,)), ResponseCode.SUCCESS,
-                   request_id=0x1234, session_id=7, minor=minor, expiration=1700000000)
+    return Message(
+        OpCode.RESOLUTION,
+        ResolutionResponse("88.100/x", (v,)),
+        ResponseCode.SUCCESS,
+        request_id=0x1234,
+        session_id=7,
+        minor=minor,
+        expiration=1700000000,
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -199,8 +212,14 @@ def test_covered_bytes_by_version() -> None:
     hb = _response(5).header_and_body()
     assert covered_bytes(_response(5), 9) == hb
     m7 = _response(7)
-    assert covered_bytes(m7, 9) == bytes([2, 7]) + (7).to_bytes(4, "big") + (0x1234).to_bytes(4, "big") + \
-        (9).to_bytes(4, "big") + m7.header_and_body()
+    assert (
+        covered_bytes(m7, 9)
+        == bytes([2, 7])
+        + (7).to_bytes(4, "big")
+        + (0x1234).to_bytes(4, "big")
+        + (9).to_bytes(4, "big")
+        + m7.header_and_body()
+    )
     m8 = _response(8)
     assert covered_bytes(m8, 9)[:4] == bytes([2, 8, 2, 11])
     m6 = _response(6)  # Handle.Net's offset bug: sid[0:2], then the counter, then zeros

@@ -130,8 +130,9 @@ def test_overlong_handle_is_invalid_handle() -> None:
 def test_bad_value_is_invalid_value() -> None:
     from idr.model.errors import ResponseCode
 
-    raw = bytearray(SEEDS[[p.name for p in sorted(VECTORS.glob("*.bin"))].index(
-        "udp_resolve_bench-0_response.bin")])
+    raw = bytearray(
+        SEEDS[[p.name for p in sorted(VECTORS.glob("*.bin"))].index("udp_resolve_bench-0_response.bin")]
+    )
     raw[74] = 7  # ttlType of the first value (body 44 + handle 18 + count 4 + index, timestamp)
     with pytest.raises(ProtocolError) as e:
         decode_message(bytes(raw))

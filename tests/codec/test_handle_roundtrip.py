@@ -76,19 +76,34 @@ session_setup = st.one_of(
 
 # (opcode, response code, body strategy) for every layout the codec knows.
 REQUESTS: list[tuple[int, Any]] = [
-    (OpCode.RESOLUTION, st.builds(b.ResolutionRequest, handles, st.lists(i32).map(tuple),
-                                  st.lists(text, max_size=4).map(tuple))),
-    *[(op, st.builds(b.GenericRequest, handles)) for op in (
-        OpCode.GET_SITE_INFO, OpCode.DELETE_HANDLE, OpCode.HOME_NA, OpCode.UNHOME_NA,
-        OpCode.SESSION_TERMINATE, OpCode.GET_NEXT_TXN_ID, OpCode.BACKUP_SERVER)],
+    (
+        OpCode.RESOLUTION,
+        st.builds(
+            b.ResolutionRequest, handles, st.lists(i32).map(tuple), st.lists(text, max_size=4).map(tuple)
+        ),
+    ),
+    *[
+        (op, st.builds(b.GenericRequest, handles))
+        for op in (
+            OpCode.GET_SITE_INFO,
+            OpCode.DELETE_HANDLE,
+            OpCode.HOME_NA,
+            OpCode.UNHOME_NA,
+            OpCode.SESSION_TERMINATE,
+            OpCode.GET_NEXT_TXN_ID,
+            OpCode.BACKUP_SERVER,
+        )
+    ],
     (OpCode.LIST_HANDLES, st.builds(b.ListHandlesRequest, handles)),
     (OpCode.LIST_HOMED_NAS, st.builds(b.ListHandlesRequest, handles)),
     (OpCode.CREATE_HANDLE, st.builds(b.CreateHandleRequest, handles, value_tuples)),
     (OpCode.ADD_VALUE, st.builds(b.AddValueRequest, handles, value_tuples)),
     (OpCode.MODIFY_VALUE, st.builds(b.ModifyValueRequest, handles, value_tuples)),
     (OpCode.REMOVE_VALUE, st.builds(b.RemoveValueRequest, handles, st.lists(i32).map(tuple))),
-    (OpCode.RESPONSE_TO_CHALLENGE, st.builds(
-        b.ChallengeAnswerRequest, st.sampled_from(["HS_PUBKEY", "HS_SECKEY"]), handles, i32, blobs)),
+    (
+        OpCode.RESPONSE_TO_CHALLENGE,
+        st.builds(b.ChallengeAnswerRequest, st.sampled_from(["HS_PUBKEY", "HS_SECKEY"]), handles, i32, blobs),
+    ),
     (OpCode.VERIFY_CHALLENGE, st.builds(b.VerifyChallengeRequest, handles, i32, blobs, digests, blobs)),
     (OpCode.SESSION_SETUP, session_setup),
     (OpCode.SESSION_EXCHANGEKEY, st.builds(b.SessionExchangeKeyRequest, st.none() | blobs)),
@@ -105,17 +120,37 @@ SUCCESSES: list[tuple[int, Any]] = [
     (OpCode.SESSION_SETUP, st.builds(b.SessionSetupResponse, u16, blobs)),
     (OpCode.GET_NEXT_TXN_ID, st.builds(b.NextTxnIdResponse, st.integers(0, 2**64 - 1))),
     (OpCode.RETRIEVE_TXN_LOG, st.builds(b.OpaqueBody, blobs)),
-    *[(op, st.just(b.EmptyBody())) for op in (
-        OpCode.DELETE_HANDLE, OpCode.ADD_VALUE, OpCode.REMOVE_VALUE, OpCode.MODIFY_VALUE, OpCode.HOME_NA,
-        OpCode.UNHOME_NA, OpCode.SESSION_TERMINATE, OpCode.SESSION_EXCHANGEKEY, OpCode.BACKUP_SERVER)],
+    *[
+        (op, st.just(b.EmptyBody()))
+        for op in (
+            OpCode.DELETE_HANDLE,
+            OpCode.ADD_VALUE,
+            OpCode.REMOVE_VALUE,
+            OpCode.MODIFY_VALUE,
+            OpCode.HOME_NA,
+            OpCode.UNHOME_NA,
+            OpCode.SESSION_TERMINATE,
+            OpCode.SESSION_EXCHANGEKEY,
+            OpCode.BACKUP_SERVER,
+        )
+    ],
 ]
 OTHER_RESPONSES: list[tuple[int, Any]] = [
     (ResponseCode.SERVICE_REFERRAL, st.builds(b.ServiceReferral, handles, st.none() | value_tuples)),
     (ResponseCode.PREFIX_REFERRAL, st.builds(b.ServiceReferral, handles, st.none() | value_tuples)),
     (ResponseCode.AUTHENTICATION_NEEDED, st.builds(b.ChallengeResponse, st.binary(min_size=16, max_size=16))),
-    *[(rc, st.builds(b.ErrorResponse, text)) for rc in ResponseCode if rc not in (
-        0, 1, ResponseCode.SERVICE_REFERRAL, ResponseCode.PREFIX_REFERRAL,
-        ResponseCode.AUTHENTICATION_NEEDED)],
+    *[
+        (rc, st.builds(b.ErrorResponse, text))
+        for rc in ResponseCode
+        if rc
+        not in (
+            0,
+            1,
+            ResponseCode.SERVICE_REFERRAL,
+            ResponseCode.PREFIX_REFERRAL,
+            ResponseCode.AUTHENTICATION_NEEDED,
+        )
+    ],
 ]
 
 
@@ -138,10 +173,21 @@ def messages(draw: st.DrawFn) -> Message:
         digest = draw(st.none() | digests.filter(lambda d: d.alg != 0))
         flags = (flags & ~OpFlag.RD) | (OpFlag.RD if digest else 0)
     return Message(
-        opcode=opcode, body=draw(body), response_code=rc, opflags=flags, request_id=draw(u32),
-        session_id=draw(u32), major=2, minor=minor, suggested_major=draw(st.integers(0, 3)),
-        suggested_minor=draw(u8), env_flags=draw(st.sampled_from([0, 0x20])), site_info_serial=draw(u16),
-        recursion_count=draw(u8), expiration=draw(u32), request_digest=digest,
+        opcode=opcode,
+        body=draw(body),
+        response_code=rc,
+        opflags=flags,
+        request_id=draw(u32),
+        session_id=draw(u32),
+        major=2,
+        minor=minor,
+        suggested_major=draw(st.integers(0, 3)),
+        suggested_minor=draw(u8),
+        env_flags=draw(st.sampled_from([0, 0x20])),
+        site_info_serial=draw(u16),
+        recursion_count=draw(u8),
+        expiration=draw(u32),
+        request_digest=digest,
     )
 
 
@@ -157,8 +203,14 @@ def test_message_roundtrip(msg: Message) -> None:
 @settings(max_examples=50, deadline=None)
 @given(st.binary(min_size=16, max_size=16), st.binary(min_size=16, max_size=16))
 def test_legacy_challenge_roundtrip(nonce: bytes, digest: bytes) -> None:
-    msg = Message(OpCode.CREATE_HANDLE, b.ChallengeResponse(nonce), ResponseCode.AUTHENTICATION_NEEDED,
-                  major=2, minor=0, request_digest=b.RequestDigest(0, digest))
+    msg = Message(
+        OpCode.CREATE_HANDLE,
+        b.ChallengeResponse(nonce),
+        ResponseCode.AUTHENTICATION_NEEDED,
+        major=2,
+        minor=0,
+        request_digest=b.RequestDigest(0, digest),
+    )
     data = encode_message(msg)
     assert not decode_message(data).opflags & OpFlag.RD
     assert decode_message(data) == msg

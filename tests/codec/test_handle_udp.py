@@ -17,8 +17,14 @@ from idr.model.value import HandleValue
 
 def big_message(size: int, request_id: int = 9) -> bytes:
     v = HandleValue(1, "DESC", b"x" * size)
-    return encode_message(Message(OpCode.RESOLUTION, ResolutionResponse("88.100/big", (v,)),
-                                  ResponseCode.SUCCESS, request_id=request_id))
+    return encode_message(
+        Message(
+            OpCode.RESOLUTION,
+            ResolutionResponse("88.100/big", (v,)),
+            ResponseCode.SUCCESS,
+            request_id=request_id,
+        )
+    )
 
 
 @settings(max_examples=100, deadline=None)

@@ -142,14 +142,18 @@ def test_hs_pubkey_also_takes_a_bare_point() -> None:
     assert decode_public_key(_hs_pubkey(pub.point)) == pub
 
 
-@pytest.mark.parametrize("blob", [
-    bytes.fromhex("04") + bytes(64),  # not on the curve
-    der_of(OPENSSL_PUB)[:-1] + bytes([der_of(OPENSSL_PUB)[-1] ^ 1]),  # y off by one bit
-    der_of(OPENSSL_PUB) + b"\0",  # trailing byte inside the SPKI
-    b"\x02" + bytes(32),  # compressed form: not supported
-    ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        Encoding.DER, PublicFormat.SubjectPublicKeyInfo),  # a P-256 key is not an SM2 key
-])
+@pytest.mark.parametrize(
+    "blob",
+    [
+        bytes.fromhex("04") + bytes(64),  # not on the curve
+        der_of(OPENSSL_PUB)[:-1] + bytes([der_of(OPENSSL_PUB)[-1] ^ 1]),  # y off by one bit
+        der_of(OPENSSL_PUB) + b"\0",  # trailing byte inside the SPKI
+        b"\x02" + bytes(32),  # compressed form: not supported
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),  # a P-256 key is not an SM2 key
+    ],
+)
 def test_hs_pubkey_refuses_what_is_not_an_sm2_key(blob: bytes) -> None:
     with pytest.raises(ProtocolError) as e:
         decode_public_key(_hs_pubkey(blob))

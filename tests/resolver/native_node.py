@@ -64,19 +64,25 @@ def prefix_values() -> list[HandleValue]:
 
 def bench_record(n: int) -> HandleRecord:
     admin = encode_admin(AdminRecord("0.NA/88.100", 300, 0x0FFF))
-    return HandleRecord(f"88.100/bench-{n}", (
-        HandleValue(1, "URL", f"https://example.org/objects/{n}".encode()),
-        HandleValue(2, "EMAIL", f"owner-{n}@example.org".encode()),
-        HandleValue(100, "HS_ADMIN", admin),
-    ))
+    return HandleRecord(
+        f"88.100/bench-{n}",
+        (
+            HandleValue(1, "URL", f"https://example.org/objects/{n}".encode()),
+            HandleValue(2, "EMAIL", f"owner-{n}@example.org".encode()),
+            HandleValue(100, "HS_ADMIN", admin),
+        ),
+    )
 
 
 def big_record() -> HandleRecord:
     desc = (b"0123456789abcdef" * 188)[:3000]
-    return HandleRecord("88.100/big", (
-        HandleValue(1, "URL", b"https://example.org/big"),
-        HandleValue(2, "DESC", desc),
-    ))
+    return HandleRecord(
+        "88.100/big",
+        (
+            HandleValue(1, "URL", b"https://example.org/big"),
+            HandleValue(2, "DESC", desc),
+        ),
+    )
 
 
 def make_service(data_dir: Path) -> NodeService:

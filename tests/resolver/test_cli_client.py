@@ -99,16 +99,26 @@ def test_rest_and_native_see_the_same_records(http_and_native: tuple[NativeThrea
     native_t, base = http_and_native
     s = native_t.address
     # write through the REST API (as pyhandle does), read through the native protocol
-    body = {"values": [{"index": 1, "type": "URL", "data": {"format": "string", "value": "https://rest.example/"}}]}
+    body = {
+        "values": [
+            {"index": 1, "type": "URL", "data": {"format": "string", "value": "https://rest.example/"}}
+        ]
+    }
     urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-    r = requests.put(f"{base}/api/handles/88.100/via-rest", json=body,
-                     headers=basic("300:0.NA/88.100", SECRET.decode()), verify=False, timeout=10)
+    r = requests.put(
+        f"{base}/api/handles/88.100/via-rest",
+        json=body,
+        headers=basic("300:0.NA/88.100", SECRET.decode()),
+        verify=False,
+        timeout=10,
+    )
     assert r.status_code in (200, 201), r.text
     code, out = idr("resolve", "88.100/via-rest", "--server", s, "--json")
     assert code == 0 and "https://rest.example/" in out, out
     # write through the native protocol, read through the REST API with the client's --http
-    code, out = idr("create", "88.100/via-native", "--value", "1:URL:https://native.example/", "--server", s,
-                    *AUTH)
+    code, out = idr(
+        "create", "88.100/via-native", "--value", "1:URL:https://native.example/", "--server", s, *AUTH
+    )
     assert code == 0, out
     code, out = idr("resolve", "88.100/via-native", "--http", "--server", base, "--insecure", "--json")
     assert code == 0 and "https://native.example/" in out, out

@@ -76,14 +76,21 @@ def _install_public_keys(node: Node) -> None:
     values: Any = [
         {"index": 101, "type": "HS_ADMIN", "data": {"format": "admin", "value": admin(301)}},
         {"index": 102, "type": "HS_ADMIN", "data": {"format": "admin", "value": admin(302)}},
-        {"index": 301, "type": "HS_PUBKEY",
-         "data": {"format": "base64", "value": _b64(encode_public_key(RSA_KEY.public_key()))}},
-        {"index": 302, "type": "HS_PUBKEY",
-         "data": {"format": "base64", "value": _b64(encode_public_key(ED_KEY.public_key()))}},
+        {
+            "index": 301,
+            "type": "HS_PUBKEY",
+            "data": {"format": "base64", "value": _b64(encode_public_key(RSA_KEY.public_key()))},
+        },
+        {
+            "index": 302,
+            "type": "HS_PUBKEY",
+            "data": {"format": "base64", "value": _b64(encode_public_key(ED_KEY.public_key()))},
+        },
     ]
     r = node.s().put(
         f"{node.https}/api/handles/0.NA/88.100?index=101&index=102&index=301&index=302",
-        json={"values": values}, headers=basic(),
+        json={"values": values},
+        headers=basic(),
     )
     assert r.status_code == 200, r.text
 
@@ -116,8 +123,14 @@ def pbkdf2(data: bytes) -> dict[str, str]:
     salt = os.urandom(16)
     derived = hashlib.pbkdf2_hmac("sha1", SECRET.encode(), salt, 10000, 20)
     mac = hmac.digest(derived, data, "sha1")
-    return {"type": "HS_SECKEY", "alg": "PBKDF2-HMAC-SHA1", "signature": _b64(mac),
-            "salt": _b64(salt), "iterations": "10000", "length": "160"}
+    return {
+        "type": "HS_SECKEY",
+        "alg": "PBKDF2-HMAC-SHA1",
+        "signature": _b64(mac),
+        "salt": _b64(salt),
+        "iterations": "10000",
+        "length": "160",
+    }
 
 
 def rsa_sha256(data: bytes) -> dict[str, str]:
@@ -206,8 +219,9 @@ def test_sessions_api_login_with_each_key_kind(node: Node, method: str) -> None:
 def test_header_login_on_the_sessions_api(node: Node, method: str) -> None:
     ident, signer = SIGNERS[method]
     sid, nonce = new_session(node)
-    r = node.s().get(f"{node.https}/api/sessions/this",
-                     headers=handle_header(login_fields(sid, nonce, ident, signer)))
+    r = node.s().get(
+        f"{node.https}/api/sessions/this", headers=handle_header(login_fields(sid, nonce, ident, signer))
+    )
     assert r.status_code == 200 and r.json()["id"] == ident, r.text
 
 
@@ -365,7 +379,7 @@ def test_header_grammar() -> None:
     assert parse_header("Handle") is None
     assert parse_header('Handle sessionId="a" id="b"') is None  # missing comma
     assert parse_header("Basic abc") is None
-    assert parse_header('handle sessionId=x') is not None
+    assert parse_header("handle sessionId=x") is not None
 
 
 def test_session_table_bounds() -> None:

@@ -116,8 +116,11 @@ async def test_replayed_answer_is_rejected(native: NativeNode) -> None:  # noqa:
     auth = authenticator("rsa")
     channel = await _TcpChannel.open(native.host, native.port, TIMEOUT)
     try:
-        create = build_request(OpCode.CREATE_HANDLE, CreateHandleRequest("88.100/once", (
-            HandleValue(1, "URL", b"x"),)), flags=OpFlag.KA)
+        create = build_request(
+            OpCode.CREATE_HANDLE,
+            CreateHandleRequest("88.100/once", (HandleValue(1, "URL", b"x"),)),
+            flags=OpFlag.KA,
+        )
         challenge = await _challenge(channel, create)
         answer = _answer(auth, challenge)
         await channel.send(encode_message(answer))
@@ -144,8 +147,11 @@ async def test_tampered_answer_is_refused(native: NativeNode, kind: str) -> None
     before = native.snapshot()
     channel = await _TcpChannel.open(native.host, native.port, TIMEOUT)
     try:
-        create = build_request(OpCode.CREATE_HANDLE, CreateHandleRequest("88.100/tampered", (
-            HandleValue(1, "URL", b"x"),)), flags=OpFlag.KA)
+        create = build_request(
+            OpCode.CREATE_HANDLE,
+            CreateHandleRequest("88.100/tampered", (HandleValue(1, "URL", b"x"),)),
+            flags=OpFlag.KA,
+        )
         challenge = await _challenge(channel, create)
         answer = _answer(auth, challenge)
         assert isinstance(answer.body, ChallengeAnswerRequest)

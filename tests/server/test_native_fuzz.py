@@ -76,13 +76,19 @@ async def test_warm_answers_equal_slow_path_and_negatives_follow_writes(tmp_path
         # teach the shape's negative answer, then it is answered from memory
         out = srv.handler.handle(plain_request(shape, b"88.100/nothing"), "t", udp=True)
         assert not hasattr(out, "send") and out.exists is False  # type: ignore[union-attr]
-        srv.cache.learn(plain_request(shape, b"88.100/nothing"), out.messages[0],  # type: ignore[union-attr]
-                        "88.100/NOTHING", False, srv.cache.generation)
+        srv.cache.learn(
+            plain_request(shape, b"88.100/nothing"),
+            out.messages[0],  # type: ignore[union-attr]
+            "88.100/NOTHING",
+            False,
+            srv.cache.generation,
+        )
         assert srv.cache.not_found(missing) is not None
         # a write makes the handle exist: the cache must stop claiming "not found"
         rec = HandleRecord("88.100/later", (HandleValue(1, "URL", b"https://example.org/later"),))
-        resp = await svc.submit(Request(Op.CREATE_HANDLE, rec.handle, values=rec.values,
-                                        identity=identity("secret")))
+        resp = await svc.submit(
+            Request(Op.CREATE_HANDLE, rec.handle, values=rec.values, identity=identity("secret"))
+        )
         assert resp.ok, resp
         assert srv.cache.not_found(missing) is None
         assert cache_key(missing) not in srv.cache.data

@@ -50,8 +50,9 @@ async def sm2_node(tmp_path: Path) -> AsyncIterator[Sm2Node]:
     key_path, data = tmp_path / "admin-sm2.pem", tmp_path / "node"
     made = runner.invoke(app, ["keygen", "--type", "sm2", str(key_path)])
     assert made.exit_code == 0, made.output
-    init = runner.invoke(app, ["init", "--data", str(data), "--prefix", PREFIX,
-                               "--admin-key", f"{key_path}.pub"])
+    init = runner.invoke(
+        app, ["init", "--data", str(data), "--prefix", PREFIX, "--admin-key", f"{key_path}.pub"]
+    )
     assert init.exit_code == 0, init.output
     key = load_private_key(key_path)
     assert isinstance(key, SM2PrivateKey)

@@ -84,13 +84,18 @@ async def test_udp_answer_within_three_times_a_padded_request(tmp_path: Path) ->
         node.service.close()
 
 
-@pytest.mark.parametrize("opcode, body", [
-    (OpCode.DELETE_HANDLE, GenericRequest("88.100/bench-0")),
-    (OpCode.LIST_HANDLES, ListHandlesRequest("0.NA/88.100")),
-    (OpCode.LIST_HOMED_NAS, ListHandlesRequest("")),
-])
+@pytest.mark.parametrize(
+    "opcode, body",
+    [
+        (OpCode.DELETE_HANDLE, GenericRequest("88.100/bench-0")),
+        (OpCode.LIST_HANDLES, ListHandlesRequest("0.NA/88.100")),
+        (OpCode.LIST_HOMED_NAS, ListHandlesRequest("")),
+    ],
+)
 async def test_udp_refuses_admin_and_connection_requests(
-    native: NativeNode, opcode: int, body: GenericRequest  # noqa: F811
+    native: NativeNode,  # noqa: F811 (the fixture, imported from tests.resolver.native_node)
+    opcode: int,
+    body: GenericRequest,
 ) -> None:
     data = encode_message(build_request(opcode, body))
     [raw] = await asyncio.to_thread(udp_exchange, native.host, native.port, data)
@@ -124,8 +129,9 @@ async def test_udp_garbage_is_dropped_or_answered_with_an_error(native: NativeNo
 
 async def test_multi_datagram_request_is_reassembled(native: NativeNode) -> None:  # noqa: F811
     types = (*tuple(f"X{i:03d}" for i in range(200)), "URL")
-    data = encode_message(build_request(OpCode.RESOLUTION, ResolutionRequest("88.100/bench-0", (), types),
-                                        flags=OpFlag.PO))
+    data = encode_message(
+        build_request(OpCode.RESOLUTION, ResolutionRequest("88.100/bench-0", (), types), flags=OpFlag.PO)
+    )
     assert len(data) > 512
     async with HandleClient(native.host, native.port, timeout=TIMEOUT) as c:
         msg = decode_message(await c.send_udp(data))
@@ -156,6 +162,7 @@ async def test_tcp_pipelining_and_keep_alive(native: NativeNode) -> None:  # noq
 async def test_tcp_idle_timeout(tmp_path: Path) -> None:
     node = await start_node(tmp_path, NativeOptions(idle_timeout=0.3))
     try:
+
         def idle() -> tuple[bytes, float]:
             with socket.create_connection((node.host, node.port), timeout=TIMEOUT) as s:
                 t0 = time.monotonic()
@@ -189,6 +196,7 @@ async def test_tcp_oversized_message_length_refused(native: NativeNode) -> None:
 async def test_tcp_connection_cap(tmp_path: Path) -> None:
     node = await start_node(tmp_path, NativeOptions(max_connections=2))
     try:
+
         def run() -> bytes:
             held = [socket.create_connection((node.host, node.port), timeout=TIMEOUT) for _ in range(2)]
             try:
@@ -229,8 +237,15 @@ async def test_cached_answer_is_byte_identical_and_invalidated_on_write(native: 
     first = encode_message(base)
     [slow] = await asyncio.to_thread(udp_exchange, native.host, native.port, first)
     assert len(cache) == 1
-    again = encode_message(base.__class__(**{**{f: getattr(base, f) for f in base.__dataclass_fields__},
-                                             "request_id": 77, "expiration": 1234}))
+    again = encode_message(
+        base.__class__(
+            **{
+                **{f: getattr(base, f) for f in base.__dataclass_fields__},
+                "request_id": 77,
+                "expiration": 1234,
+            }
+        )
+    )
     [fast] = await asyncio.to_thread(udp_exchange, native.host, native.port, again)
     # The slow path, run fresh on the second request, gives exactly the cached bytes.
     fresh = native.server.handler.handle(again, "127.0.0.1", udp=True)

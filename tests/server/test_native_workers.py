@@ -77,9 +77,28 @@ class Served:
     def __init__(self, data: Path, port: int, workers: int) -> None:
         self.port = port
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "idr", "serve", "--data", str(data), "--https", "", "--http", "",
-             "--native", f"127.0.0.1:{port}", "--workers", str(workers), "--warm"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "idr",
+                "serve",
+                "--data",
+                str(data),
+                "--https",
+                "",
+                "--http",
+                "",
+                "--native",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--warm",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         self.ready = threading.Event()
         self.lines: list[str] = []
         threading.Thread(target=self._drain, daemon=True).start()
@@ -167,8 +186,10 @@ def test_workers_answer_worker_0_writes(node_dir: tuple[Path, int]) -> None:
         while True:
             a = _resolve_all(socks, port, "88.100/w")
             b = _resolve_all(socks, port, "88.100/w-new")
-            if (a == [(ok, b"https://example.org/v2")] * SOURCES
-                    and b == [(ok, b"https://example.org/new")] * SOURCES):
+            if (
+                a == [(ok, b"https://example.org/v2")] * SOURCES
+                and b == [(ok, b"https://example.org/new")] * SOURCES
+            ):
                 break
             assert time.monotonic() - t0 < COHERENCE_BOUND, f"stale answers: {set(a)} {set(b)}"
     finally:

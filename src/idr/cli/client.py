@@ -40,15 +40,23 @@ from idr.resolver.keys import KeyFileError, generate, load_private_key, load_pub
 out = Console()
 T = TypeVar("T")
 
-ServerOpt = Annotated[str, typer.Option(
-    "--server", "-s", help="HOST:PORT of the server (HTTP: a URL or HOST:PORT)")]
-AuthOpt = Annotated[str | None, typer.Option(
-    "--auth", help="your identity, INDEX:HANDLE (e.g. 300:0.NA/88.100)")]
+ServerOpt = Annotated[
+    str, typer.Option("--server", "-s", help="HOST:PORT of the server (HTTP: a URL or HOST:PORT)")
+]
+AuthOpt = Annotated[
+    str | None, typer.Option("--auth", help="your identity, INDEX:HANDLE (e.g. 300:0.NA/88.100)")
+]
 KeyOpt = Annotated[Path | None, typer.Option("--key", help="PEM private key behind your HS_PUBKEY")]
 SecretOpt = Annotated[str | None, typer.Option("--secret", help="the secret of your HS_SECKEY")]
-ValueOpt = Annotated[list[str] | None, typer.Option(
-    "--value", "-v", help="INDEX:TYPE:DATA (repeatable); DATA '@FILE' reads a file (a PEM key for "
-    "HS_PUBKEY); HS_ADMIN data is INDEX:HANDLE")]
+ValueOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--value",
+        "-v",
+        help="INDEX:TYPE:DATA (repeatable); DATA '@FILE' reads a file (a PEM key for "
+        "HS_PUBKEY); HS_ADMIN data is INDEX:HANDLE",
+    ),
+]
 JsonFileOpt = Annotated[Path | None, typer.Option("--json", help="values as REST API JSON (a file)")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="seconds per attempt")]
 
@@ -134,8 +142,14 @@ def _print_values(handle: str, values: tuple[HandleValue, ...], as_json: bool) -
     for col in ("index", "type", "data", "ttl", "perms", "timestamp"):
         table.add_column(col)
     for v in values:
-        table.add_row(str(v.index), v.type, _text(v), str(v.ttl), rest.value_permissions_text(v.permissions),
-                      rest.format_time(v.timestamp))
+        table.add_row(
+            str(v.index),
+            v.type,
+            _text(v),
+            str(v.ttl),
+            rest.value_permissions_text(v.permissions),
+            rest.format_time(v.timestamp),
+        )
     out.print(table)
 
 
@@ -203,8 +217,14 @@ def _authenticator(auth: str | None, key: Path | None, secret: str | None) -> Au
     return SecretKeyAuth(identity, secret.encode("utf-8"))
 
 
-def _admin(server: str, auth: str | None, key: Path | None, secret: str | None, timeout: float,
-           action: Callable[[HandleClient], Awaitable[str]]) -> None:
+def _admin(
+    server: str,
+    auth: str | None,
+    key: Path | None,
+    secret: str | None,
+    timeout: float,
+    action: Callable[[HandleClient], Awaitable[str]],
+) -> None:
     host, port = _server(server)
     authenticator = _authenticator(auth, key, secret)
 
@@ -218,13 +238,19 @@ def _admin(server: str, auth: str | None, key: Path | None, secret: str | None, 
 def register(app: typer.Typer) -> None:
     @app.command()
     def resolve(
-        handle: Annotated[str, typer.Argument(
-            metavar="ID", help="a handle, GS1 Digital Link (URI, /01/… path or (01)… element string), "
-            "GTIN, OID or Ecode")],
+        handle: Annotated[
+            str,
+            typer.Argument(
+                metavar="ID",
+                help="a handle, GS1 Digital Link (URI, /01/… path or (01)… element string), "
+                "GTIN, OID or Ecode",
+            ),
+        ],
         udp: Annotated[bool, typer.Option("--udp", help="native protocol over UDP (default)")] = False,
         tcp: Annotated[bool, typer.Option("--tcp", help="native protocol over TCP")] = False,
-        http: Annotated[bool, typer.Option("--http", help="the REST API (HTTPS unless the URL says http://)")]
-        = False,
+        http: Annotated[
+            bool, typer.Option("--http", help="the REST API (HTTPS unless the URL says http://)")
+        ] = False,
         server: ServerOpt = "127.0.0.1:2641",
         type_: Annotated[list[str] | None, typer.Option("--type", "-t", help="only these types")] = None,
         index: Annotated[
@@ -232,13 +258,21 @@ def register(app: typer.Typer) -> None:
             typer.Option("--index", "-i", help="only these indexes", min=_INDEX_MIN, max=_INDEX_MAX),
         ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print REST-style JSON")] = False,
-        insecure: Annotated[bool, typer.Option("--insecure", help="HTTP: accept a self-signed certificate")]
-        = False,
-        trace: Annotated[bool, typer.Option(
-            "--trace", help="show every hop (node, prefix, latency, cache hit) of a recursive node")]
-        = False,
-        via: Annotated[str | None, typer.Option(
-            "--via", help="with --trace: the recursive node's HTTP URL (default: its site info)")] = None,
+        insecure: Annotated[
+            bool, typer.Option("--insecure", help="HTTP: accept a self-signed certificate")
+        ] = False,
+        trace: Annotated[
+            bool,
+            typer.Option(
+                "--trace", help="show every hop (node, prefix, latency, cache hit) of a recursive node"
+            ),
+        ] = False,
+        via: Annotated[
+            str | None,
+            typer.Option(
+                "--via", help="with --trace: the recursive node's HTTP URL (default: its site info)"
+            ),
+        ] = None,
         timeout: TimeoutOpt = 5.0,
     ) -> None:
         """Resolve ID and print its values.
@@ -265,8 +299,9 @@ def register(app: typer.Typer) -> None:
             """(code, message, values, the handle that answered) from the server."""
             if http:
                 try:
-                    values = await resolve_http(base, h, types=types, indexes=indexes, insecure=insecure,
-                                                timeout=timeout)
+                    values = await resolve_http(
+                        base, h, types=types, indexes=indexes, insecure=insecure, timeout=timeout
+                    )
                 except ResponseError as e:
                     return e.code, e.message, (), h
                 return ResponseCode.SUCCESS, "", values, h
@@ -308,8 +343,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def create(
-        handle: str, value: ValueOpt = None, json_file: JsonFileOpt = None, auth: AuthOpt = None,
-        key: KeyOpt = None, secret: SecretOpt = None, server: ServerOpt = "127.0.0.1:2641",
+        handle: str,
+        value: ValueOpt = None,
+        json_file: JsonFileOpt = None,
+        auth: AuthOpt = None,
+        key: KeyOpt = None,
+        secret: SecretOpt = None,
+        server: ServerOpt = "127.0.0.1:2641",
         overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing handle")] = False,
         mint: Annotated[bool, typer.Option("--mint", help="let the server pick a unique suffix")] = False,
         timeout: TimeoutOpt = 5.0,
@@ -324,10 +364,16 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def add(
-        handle: str, value: ValueOpt = None, json_file: JsonFileOpt = None, auth: AuthOpt = None,
-        key: KeyOpt = None, secret: SecretOpt = None, server: ServerOpt = "127.0.0.1:2641",
-        overwrite: Annotated[bool, typer.Option("--overwrite", help="replace values with the same index")]
-        = False,
+        handle: str,
+        value: ValueOpt = None,
+        json_file: JsonFileOpt = None,
+        auth: AuthOpt = None,
+        key: KeyOpt = None,
+        secret: SecretOpt = None,
+        server: ServerOpt = "127.0.0.1:2641",
+        overwrite: Annotated[
+            bool, typer.Option("--overwrite", help="replace values with the same index")
+        ] = False,
         timeout: TimeoutOpt = 5.0,
     ) -> None:
         """Add values to HANDLE."""
@@ -341,8 +387,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def modify(
-        handle: str, value: ValueOpt = None, json_file: JsonFileOpt = None, auth: AuthOpt = None,
-        key: KeyOpt = None, secret: SecretOpt = None, server: ServerOpt = "127.0.0.1:2641",
+        handle: str,
+        value: ValueOpt = None,
+        json_file: JsonFileOpt = None,
+        auth: AuthOpt = None,
+        key: KeyOpt = None,
+        secret: SecretOpt = None,
+        server: ServerOpt = "127.0.0.1:2641",
         timeout: TimeoutOpt = 5.0,
     ) -> None:
         """Replace values of HANDLE (matched by index)."""
@@ -361,8 +412,11 @@ def register(app: typer.Typer) -> None:
             list[int],
             typer.Option("--index", "-i", help="index of a value to remove", min=_INDEX_MIN, max=_INDEX_MAX),
         ],
-        auth: AuthOpt = None, key: KeyOpt = None, secret: SecretOpt = None,
-        server: ServerOpt = "127.0.0.1:2641", timeout: TimeoutOpt = 5.0,
+        auth: AuthOpt = None,
+        key: KeyOpt = None,
+        secret: SecretOpt = None,
+        server: ServerOpt = "127.0.0.1:2641",
+        timeout: TimeoutOpt = 5.0,
     ) -> None:
         """Remove values of HANDLE by index."""
 
@@ -374,8 +428,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def delete(
-        handle: str, auth: AuthOpt = None, key: KeyOpt = None, secret: SecretOpt = None,
-        server: ServerOpt = "127.0.0.1:2641", timeout: TimeoutOpt = 5.0,
+        handle: str,
+        auth: AuthOpt = None,
+        key: KeyOpt = None,
+        secret: SecretOpt = None,
+        server: ServerOpt = "127.0.0.1:2641",
+        timeout: TimeoutOpt = 5.0,
     ) -> None:
         """Delete HANDLE."""
 
@@ -401,7 +459,9 @@ def register(app: typer.Typer) -> None:
         data = encode_public_key(key.public_key())
         out.print(f"private key: {out_path}\npublic key:  {pub}")
         out.print(f"HS_PUBKEY data ({len(data)} bytes, hex): {data.hex()}")
-        out.print("put it in your admin handle, e.g.:\n"
-                  f"  idr add 0.NA/<prefix> --value 301:HS_PUBKEY:@{pub} "
-                  "--auth 300:0.NA/<prefix> --secret …\n"
-                  f"then authenticate with --auth 301:0.NA/<prefix> --key {out_path}")
+        out.print(
+            "put it in your admin handle, e.g.:\n"
+            f"  idr add 0.NA/<prefix> --value 301:HS_PUBKEY:@{pub} "
+            "--auth 300:0.NA/<prefix> --secret …\n"
+            f"then authenticate with --auth 301:0.NA/<prefix> --key {out_path}"
+        )

@@ -45,6 +45,7 @@ def _repl_secret() -> str:
 
     return REPLICATION_SECRET
 
+
 ViaOpt = Annotated[str, typer.Option("--via", help="HTTP(S) URL of a recursive node.")]
 NodeOpt = Annotated[str, typer.Option("--node", help="HTTP(S) URL of the node.")]
 UserOpt = Annotated[str, typer.Option("--user", help="Identity index:handle, e.g. 300:0.NA/88.168.")]

@@ -61,8 +61,16 @@ def _pbkdf2_mac(key: bytes, data: bytes, salt: bytes, iterations: int, bits: int
     return hmac.digest(derived, data, "sha1")
 
 
-def secret_key_mac(alg: int, key: bytes, nonce: bytes, digest: bytes, *, salt: bytes | None = None,
-                   iterations: int = PBKDF2_ITERATIONS, key_bits: int = PBKDF2_KEY_BITS) -> bytes:
+def secret_key_mac(
+    alg: int,
+    key: bytes,
+    nonce: bytes,
+    digest: bytes,
+    *,
+    salt: bytes | None = None,
+    iterations: int = PBKDF2_ITERATIONS,
+    key_bits: int = PBKDF2_KEY_BITS,
+) -> bytes:
     """The complete HS_SECKEY answer for MAC code ``alg`` (code byte included, except legacy 0)."""
     data = nonce + digest
     if alg in _SANDWICH:

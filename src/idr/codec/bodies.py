@@ -431,12 +431,30 @@ class ChallengeResponse:
 
 
 BodyType = type[
-    GenericRequest | ListHandlesRequest | ResolutionRequest | CreateHandleRequest | AddValueRequest
-    | ModifyValueRequest | ResolutionResponse | RemoveValueRequest | ChallengeAnswerRequest
-    | VerifyChallengeRequest | VerifyChallengeResponse | SessionSetupRequest | SessionSetupResponse
-    | SessionExchangeKeyRequest | SiteInfoResponse | CreateHandleResponse | ListHandlesResponse
-    | ListHomedNAsResponse | NextTxnIdResponse | OpaqueBody | EmptyBody | ErrorResponse
-    | ServiceReferral | ChallengeResponse
+    GenericRequest
+    | ListHandlesRequest
+    | ResolutionRequest
+    | CreateHandleRequest
+    | AddValueRequest
+    | ModifyValueRequest
+    | ResolutionResponse
+    | RemoveValueRequest
+    | ChallengeAnswerRequest
+    | VerifyChallengeRequest
+    | VerifyChallengeResponse
+    | SessionSetupRequest
+    | SessionSetupResponse
+    | SessionExchangeKeyRequest
+    | SiteInfoResponse
+    | CreateHandleResponse
+    | ListHandlesResponse
+    | ListHomedNAsResponse
+    | NextTxnIdResponse
+    | OpaqueBody
+    | EmptyBody
+    | ErrorResponse
+    | ServiceReferral
+    | ChallengeResponse
 ]
 
 REQUEST_BODIES: dict[int, BodyType] = {

@@ -111,16 +111,28 @@ def encode_message(msg: Message, *, sequence_number: int = 0) -> bytes:
         w.blob(msg.request_digest.digest)
     body = w.getvalue()
     header = Header(
-        msg.opcode, msg.response_code, flags, msg.site_info_serial, msg.recursion_count,
-        msg.expiration, len(body),
+        msg.opcode,
+        msg.response_code,
+        flags,
+        msg.site_info_serial,
+        msg.recursion_count,
+        msg.expiration,
+        len(body),
     )
     cred = msg.credential.encode() if msg.credential is not None else b""
     length = HEADER_SIZE + len(body) + 4 + len(cred)
     if length > MAX_MESSAGE_LENGTH:
         raise ValueError(f"message of {length} bytes exceeds {MAX_MESSAGE_LENGTH}")
     env = Envelope(
-        msg.major, msg.minor, msg.env_flags, msg.suggested_major, msg.suggested_minor,
-        msg.session_id, msg.request_id, sequence_number, length,
+        msg.major,
+        msg.minor,
+        msg.env_flags,
+        msg.suggested_major,
+        msg.suggested_minor,
+        msg.session_id,
+        msg.request_id,
+        sequence_number,
+        length,
     )
     return b"".join((env.encode(), header.encode(), body, len(cred).to_bytes(4, "big"), cred))
 
@@ -135,8 +147,9 @@ def decode_message(data: bytes | bytearray | memoryview) -> Message:
     if env.message_length != len(data) - ENVELOPE_SIZE:
         raise ProtocolError(f"envelope says {env.message_length} bytes, got {len(data) - ENVELOPE_SIZE}")
     if env.flags & (EnvFlag.CP | EnvFlag.EC):
-        raise ProtocolError("compressed or encrypted messages are not supported",
-                            ResponseCode.OPERATION_NOT_SUPPORTED)
+        raise ProtocolError(
+            "compressed or encrypted messages are not supported", ResponseCode.OPERATION_NOT_SUPPORTED
+        )
     r = Reader(data, ENVELOPE_SIZE)
     if r.remaining < HEADER_SIZE:
         raise ProtocolError("message shorter than its header")
@@ -158,9 +171,23 @@ def decode_message(data: bytes | bytearray | memoryview) -> Message:
                 credential = read_credential(r)
         r.expect_end("credential")
     return Message(
-        h.opcode, body, h.response_code, h.opflags, env.request_id, env.session_id,
-        env.major, env.minor, env.suggested_major, env.suggested_minor, env.flags,
-        h.site_info_serial, h.recursion_count, h.expiration, digest, credential, data,
+        h.opcode,
+        body,
+        h.response_code,
+        h.opflags,
+        env.request_id,
+        env.session_id,
+        env.major,
+        env.minor,
+        env.suggested_major,
+        env.suggested_minor,
+        env.flags,
+        h.site_info_serial,
+        h.recursion_count,
+        h.expiration,
+        digest,
+        credential,
+        data,
     )
 
 
@@ -196,8 +223,15 @@ def answer_version(request: Message) -> tuple[int, int]:
     return min(request.effective_suggested, (PROTOCOL_MAJOR, PROTOCOL_MINOR))
 
 
-def response_to(request: Message, response_code: int, body: Body, *, opflags: int | None = None,
-                site_info_serial: int = 1, expiration: int | None = None) -> Message:
+def response_to(
+    request: Message,
+    response_code: int,
+    body: Body,
+    *,
+    opflags: int | None = None,
+    site_info_serial: int = 1,
+    expiration: int | None = None,
+) -> Message:
     """A response echoing the request's ids and version, with the request digest if RD was set.
 
     The default flags mirror Handle.Net: the request's flags (minus RD) with AT added."""
@@ -207,8 +241,21 @@ def response_to(request: Message, response_code: int, body: Body, *, opflags: in
     wants = request.has_flag(OpFlag.RD) or response_code == ResponseCode.AUTHENTICATION_NEEDED
     digest = request_digest(request, digest_alg_for((major, minor))) if wants else None
     return replace(
-        Message(request.opcode, body, response_code, flags, request.request_id, request.session_id,
-                major, minor, PROTOCOL_MAJOR, PROTOCOL_MINOR, 0, site_info_serial,
-                request.recursion_count, request.expiration if expiration is None else expiration),
+        Message(
+            request.opcode,
+            body,
+            response_code,
+            flags,
+            request.request_id,
+            request.session_id,
+            major,
+            minor,
+            PROTOCOL_MAJOR,
+            PROTOCOL_MINOR,
+            0,
+            site_info_serial,
+            request.recursion_count,
+            request.expiration if expiration is None else expiration,
+        ),
         request_digest=digest,
     )

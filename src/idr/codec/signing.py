@@ -51,8 +51,10 @@ def sign_message(
     alg = hash_alg or default_hash_alg(key, msg.version)
     unsigned = replace(msg, credential=None, raw=b"")
     signature = sign(key, covered_bytes(unsigned, session_counter), alg)
-    return replace(unsigned, credential=Credential(CREDENTIAL_SIGNED, alg, signature,
-                                                   ValueReference("", session_counter)))
+    return replace(
+        unsigned,
+        credential=Credential(CREDENTIAL_SIGNED, alg, signature, ValueReference("", session_counter)),
+    )
 
 
 def verify_message(msg: Message, key: PublicKey) -> bool:

@@ -63,7 +63,7 @@ class SM2PublicKey:
             return cls(der)
         if len(der) != len(_SPKI_HEADER) + POINT_SIZE or not der.startswith(_SPKI_HEADER):
             raise SM2Error("not an SM2 SubjectPublicKeyInfo (id-ecPublicKey, sm2p256v1, uncompressed)")
-        return cls(der[len(_SPKI_HEADER):])
+        return cls(der[len(_SPKI_HEADER) :])
 
     def to_der(self) -> bytes:
         return _SPKI_HEADER + self.point
@@ -141,8 +141,11 @@ class SM2PrivateKey:
 
 def _tlv(tag: int, body: bytes) -> bytes:
     n = len(body)
-    length = bytes([n]) if n < 0x80 else bytes([0x80 | (n.bit_length() + 7) // 8]) + n.to_bytes(
-        (n.bit_length() + 7) // 8, "big")
+    length = (
+        bytes([n])
+        if n < 0x80
+        else bytes([0x80 | (n.bit_length() + 7) // 8]) + n.to_bytes((n.bit_length() + 7) // 8, "big")
+    )
     return bytes([tag]) + length + body
 
 
@@ -166,7 +169,7 @@ class _Der:
             count = first & 0x7F
             if not 1 <= count <= 2 or pos + count > len(self.data):
                 raise SM2Error("bad DER length")
-            length = int.from_bytes(self.data[pos:pos + count], "big")
+            length = int.from_bytes(self.data[pos : pos + count], "big")
             pos += count
             if length < 0x80 or length.bit_length() <= 8 * (count - 1):
                 raise SM2Error("non-minimal DER length")
@@ -177,12 +180,12 @@ class _Der:
     def tlv(self) -> tuple[int, bytes]:
         tag, pos, length = self._header()
         self.pos = pos + length
-        return tag, self.data[pos:pos + length]
+        return tag, self.data[pos : pos + length]
 
     def raw(self) -> bytes:
         start = self.pos
         self.tlv()
-        return self.data[start:self.pos]
+        return self.data[start : self.pos]
 
     def take(self, tag: int) -> bytes:
         got, body = self.tlv()

@@ -19,8 +19,9 @@ MAX_UDP_PACKET = 512
 MAX_UDP_DATA = MAX_UDP_PACKET - ENVELOPE_SIZE  # 492
 
 
-def fragment(message: bytes, request_id: int | None = None, *, truncated: bool = False,
-             max_payload: int = MAX_UDP_DATA) -> list[bytes]:
+def fragment(
+    message: bytes, request_id: int | None = None, *, truncated: bool = False, max_payload: int = MAX_UDP_DATA
+) -> list[bytes]:
     """Split a complete message (envelope first) into datagrams.
 
     ``request_id`` overrides the envelope's; ``truncated`` sets TC on every datagram when there
@@ -57,8 +58,14 @@ class Reassembler:
     oldest partial messages are dropped, as a DNS server drops half-open state under load.
     """
 
-    def __init__(self, *, max_pending: int = 1024, max_bytes: int = 8 * 1024 * 1024,
-                 timeout: float = 5.0, max_payload: int = MAX_UDP_DATA) -> None:
+    def __init__(
+        self,
+        *,
+        max_pending: int = 1024,
+        max_bytes: int = 8 * 1024 * 1024,
+        timeout: float = 5.0,
+        max_payload: int = MAX_UDP_DATA,
+    ) -> None:
         self.max_pending = max_pending
         self.max_bytes = max_bytes
         self.timeout = timeout

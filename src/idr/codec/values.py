@@ -42,10 +42,7 @@ def read_value(r: Reader) -> HandleValue:
         raise ProtocolError(f"bad permission byte {perms:#x}", ResponseCode.INVALID_VALUE)
     type_ = r.text("value type")
     data = r.blob("value data")
-    refs = tuple(
-        ValueReference(r.text("reference handle"), r.i32())
-        for _ in range(r.count("references", 8))
-    )
+    refs = tuple(ValueReference(r.text("reference handle"), r.i32()) for _ in range(r.count("references", 8)))
     return HandleValue(index, type_, data, ttl, TtlType(ttl_type), timestamp, perms, refs)
 
 

@@ -57,9 +57,7 @@ class Handle:
         if not text:
             raise HandleError(ResponseCode.INVALID_HANDLE, "empty handle")
         if len(text.encode("utf-8", "surrogatepass")) > MAX_HANDLE_LENGTH:
-            raise HandleError(
-                ResponseCode.INVALID_HANDLE, f"handle longer than {MAX_HANDLE_LENGTH} bytes"
-            )
+            raise HandleError(ResponseCode.INVALID_HANDLE, f"handle longer than {MAX_HANDLE_LENGTH} bytes")
         _check_text(text, "handle")
         prefix, sep, suffix = text.partition("/")
         if not sep:

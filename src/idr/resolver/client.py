@@ -219,9 +219,16 @@ class _TcpChannel:
 class HandleClient:
     """Talks to one Handle server. Use as ``async with HandleClient(host, port) as c: …``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, timeout: float = DEFAULT_TIMEOUT,
-                 retries: int = DEFAULT_RETRIES, auth: Authenticator | None = None,
-                 keep_alive: bool = False) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        auth: Authenticator | None = None,
+        keep_alive: bool = False,
+    ) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -265,8 +272,9 @@ class HandleClient:
     async def _tcp_exchange(self, msg: Message) -> list[Message]:
         if self.keep_alive:
             msg = replace(msg, opflags=msg.opflags | OpFlag.KA)
-        channel = self._tcp if self._tcp is not None else await _TcpChannel.open(self.host, self.port,
-                                                                                self.timeout)
+        channel = (
+            self._tcp if self._tcp is not None else await _TcpChannel.open(self.host, self.port, self.timeout)
+        )
         try:
             await channel.send(encode_message(msg))
             answers = await self._read_answer(channel, msg.request_id)
@@ -306,8 +314,9 @@ class HandleClient:
         if request_digest(sent, d.alg).digest != d.digest:
             raise ClientError("the server's challenge is not for the request we sent; refusing to sign")
         signed = self.auth.answer(challenge.body.nonce, d.digest, challenge.version)
-        body = ChallengeAnswerRequest(self.auth.auth_type, self.auth.identity.handle,
-                                      self.auth.identity.index, signed)
+        body = ChallengeAnswerRequest(
+            self.auth.auth_type, self.auth.identity.handle, self.auth.identity.index, signed
+        )
         return build_request(OpCode.RESPONSE_TO_CHALLENGE, body, session_id=challenge.session_id)
 
     @staticmethod
@@ -324,7 +333,8 @@ class HandleClient:
         datagrams = [data] if len(data) <= MAX_UDP_PACKET else fragment(data, truncated=True)
         try:
             transport, proto = await loop.create_datagram_endpoint(
-                lambda: _UdpExchange(rid), remote_addr=(self.host, self.port))
+                lambda: _UdpExchange(rid), remote_addr=(self.host, self.port)
+            )
         except OSError as e:
             raise ClientError(f"cannot reach {self.host}:{self.port} over UDP: {e.strerror or e}") from e
         try:
@@ -337,18 +347,27 @@ class HandleClient:
                     continue
             raise ClientError(
                 f"no answer from {self.host}:{self.port} over UDP after {1 + max(0, self.retries)} "
-                f"attempts of {self.timeout:g} s")
+                f"attempts of {self.timeout:g} s"
+            )
         finally:
             transport.close()
 
     # ------------------------------------------------------------------ operations
 
-    async def resolve(self, handle: str, *, indexes: Sequence[int] = (), types: Sequence[str] = (),
-                      transport: str = "udp", public_only: bool = True) -> Message:
+    async def resolve(
+        self,
+        handle: str,
+        *,
+        indexes: Sequence[int] = (),
+        types: Sequence[str] = (),
+        transport: str = "udp",
+        public_only: bool = True,
+    ) -> Message:
         """Resolution; the raw answer (check ``response_code``)."""
         flags = OpFlag.PO if public_only else 0
-        req = build_request(OpCode.RESOLUTION, ResolutionRequest(handle, tuple(indexes), tuple(types)),
-                            flags=flags)
+        req = build_request(
+            OpCode.RESOLUTION, ResolutionRequest(handle, tuple(indexes), tuple(types)), flags=flags
+        )
         return (await self.request(req, transport=transport))[0]
 
     async def site_info(self) -> SiteInfo:
@@ -367,8 +386,9 @@ class HandleClient:
         answers = await self.request(build_request(opcode, body, flags=flags), transport="tcp")
         return _check(answers[0])
 
-    async def create(self, handle: str, values: Sequence[HandleValue], *, overwrite: bool = False,
-                     mint: bool = False) -> str:
+    async def create(
+        self, handle: str, values: Sequence[HandleValue], *, overwrite: bool = False, mint: bool = False
+    ) -> str:
         """Create ``handle`` (with ``mint``: a suffix the server picks); returns the handle made."""
         flags = (OpFlag.OVRW if overwrite else 0) | (OpFlag.MINT if mint else 0)
         msg = await self._admin(OpCode.CREATE_HANDLE, CreateHandleRequest(handle, tuple(values)), flags)
@@ -376,10 +396,12 @@ class HandleClient:
             return msg.body.handle
         return handle
 
-    async def add_values(self, handle: str, values: Sequence[HandleValue], *,
-                         overwrite: bool = False) -> None:
-        await self._admin(OpCode.ADD_VALUE, AddValueRequest(handle, tuple(values)),
-                          OpFlag.OVRW if overwrite else 0)
+    async def add_values(
+        self, handle: str, values: Sequence[HandleValue], *, overwrite: bool = False
+    ) -> None:
+        await self._admin(
+            OpCode.ADD_VALUE, AddValueRequest(handle, tuple(values)), OpFlag.OVRW if overwrite else 0
+        )
 
     async def modify_values(self, handle: str, values: Sequence[HandleValue]) -> None:
         await self._admin(OpCode.MODIFY_VALUE, ModifyValueRequest(handle, tuple(values)))
@@ -434,15 +456,24 @@ def _http_get(url: str, insecure: bool, timeout: float) -> tuple[int, bytes]:
     except urllib.error.URLError as e:
         reason = e.reason
         if isinstance(reason, ssl.SSLCertVerificationError):
-            raise ClientError(f"TLS certificate of {url} not trusted (use --insecure for a "
-                              f"self-signed test node): {reason.verify_message}") from e
+            raise ClientError(
+                f"TLS certificate of {url} not trusted (use --insecure for a "
+                f"self-signed test node): {reason.verify_message}"
+            ) from e
         raise ClientError(f"cannot reach {url}: {reason}") from e
     except (TimeoutError, OSError) as e:
         raise ClientError(f"cannot reach {url}: {e}") from e
 
 
-async def resolve_http(base_url: str, handle: str, *, indexes: Sequence[int] = (), types: Sequence[str] = (),
-                       insecure: bool = False, timeout: float = DEFAULT_TIMEOUT) -> tuple[HandleValue, ...]:
+async def resolve_http(
+    base_url: str,
+    handle: str,
+    *,
+    indexes: Sequence[int] = (),
+    types: Sequence[str] = (),
+    insecure: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> tuple[HandleValue, ...]:
     """Resolve through the REST API (``GET /api/handles/<handle>?type=…&index=…``)."""
     query = [f"type={quote(t)}" for t in types] + [f"index={i}" for i in indexes]
     url = f"{base_url.rstrip('/')}/api/handles/{quote(handle, safe='/')}"

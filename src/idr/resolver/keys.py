@@ -40,14 +40,14 @@ def _pem_body(data: bytes, label: str) -> bytes:
     if start < 0 or stop < 0:
         raise SM2Error(f"no {label} PEM block")
     try:
-        return base64.b64decode(b"".join(data[start + len(begin):stop].split()), validate=True)
+        return base64.b64decode(b"".join(data[start + len(begin) : stop].split()), validate=True)
     except binascii.Error as e:
         raise SM2Error(f"bad base64 in {label} PEM block") from e
 
 
 def _pem(label: str, der: bytes) -> bytes:
     b64 = base64.b64encode(der)
-    lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
+    lines = [b64[i : i + 64] for i in range(0, len(b64), 64)]
     return b"\n".join([f"-----BEGIN {label}-----".encode(), *lines, f"-----END {label}-----".encode(), b""])
 
 

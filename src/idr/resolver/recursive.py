@@ -334,9 +334,7 @@ class RecursiveResolver:
         resp, _ = await self._ask_following(sites, str(h), budget)
         return resp
 
-    async def _locate(
-        self, candidates: Sequence[str], budget: _Budget
-    ) -> tuple[str, list[SiteInfo]] | None:
+    async def _locate(self, candidates: Sequence[str], budget: _Budget) -> tuple[str, list[SiteInfo]] | None:
         """The most specific candidate prefix the federation has a prefix handle for, and its
         sites. The probes share one budget of their own (bounded by ``max_candidates``)."""
         cands = list(candidates)[-self.limits.max_candidates :]

@@ -122,8 +122,9 @@ def claimed_keys(service: NodeService, answer: Message) -> tuple[ValueReference,
     return claimed, body.auth_type, values
 
 
-def verify_answer(claimed: ValueReference, auth_type: str, values: list[HandleValue], pending: Pending,
-                  answer: Message) -> ValueReference:
+def verify_answer(
+    claimed: ValueReference, auth_type: str, values: list[HandleValue], pending: Pending, answer: Message
+) -> ValueReference:
     """Check an OC_RESPONSE_TO_CHALLENGE against the identity's key values.
 
     Returns the identity with the index of the key that matched (index 0 in the claim means "any
@@ -135,11 +136,13 @@ def verify_answer(claimed: ValueReference, auth_type: str, values: list[HandleVa
     for v in values:
         try:
             if auth_type == PUBKEY:
-                ok = verify_signature_answer(decode_public_key(v.data), pending.nonce, pending.digest,
-                                             body.signed_response)
+                ok = verify_signature_answer(
+                    decode_public_key(v.data), pending.nonce, pending.digest, body.signed_response
+                )
             else:
-                ok = verify_secret_answer(v.data, pending.nonce, pending.digest, body.signed_response,
-                                          legacy=legacy)
+                ok = verify_secret_answer(
+                    v.data, pending.nonce, pending.digest, body.signed_response, legacy=legacy
+                )
         except ProtocolError:
             ok = False
         if ok:

@@ -36,10 +36,14 @@ from idr.server.answers import ADMIN_OPS, CONNECTION_OPS, Answerer, bare_error, 
 
 log = logging.getLogger("idr.native")
 
-CACHEABLE_CODES = frozenset({
-    ResponseCode.SUCCESS, ResponseCode.HANDLE_NOT_FOUND, ResponseCode.VALUES_NOT_FOUND,
-    ResponseCode.SERVER_NOT_RESPONSIBLE,
-})
+CACHEABLE_CODES = frozenset(
+    {
+        ResponseCode.SUCCESS,
+        ResponseCode.HANDLE_NOT_FOUND,
+        ResponseCode.VALUES_NOT_FOUND,
+        ResponseCode.SERVER_NOT_RESPONSIBLE,
+    }
+)
 NOT_HERE = "That prefix doesn't live here"  # HandleServer.MSG_NA_NOT_HOMED_HERE
 MSG_NO_SESSION = "Invalid session id or session time out. Please try again."  # HandleServer's text
 
@@ -62,8 +66,9 @@ Result = Outcome | Coroutine[Any, Any, Outcome]
 
 
 class NativeHandler:
-    def __init__(self, service: NodeService, *, udp_admin: bool = False,
-                 challenges: auth.ChallengeTable | None = None) -> None:
+    def __init__(
+        self, service: NodeService, *, udp_admin: bool = False, challenges: auth.ChallengeTable | None = None
+    ) -> None:
         self.service = service
         self.udp_admin = udp_admin
         self.challenges = challenges or auth.ChallengeTable()
@@ -107,9 +112,14 @@ class NativeHandler:
         if resp.code == ResponseCode.AUTHENTICATION_NEEDED:
             return self._challenge(msg, peer, keep)
         out = Outcome([encode_message(m) for m in self.answers.answer(msg, resp)], keep_alive=keep)
-        if (whole and req.op == Op.RESOLUTION and resp.code in CACHEABLE_CODES
-                and not msg.opflags & OpFlag.RD and msg.credential is None
-                and not msg.env_flags & EnvFlag.TC):
+        if (
+            whole
+            and req.op == Op.RESOLUTION
+            and resp.code in CACHEABLE_CODES
+            and not msg.opflags & OpFlag.RD
+            and msg.credential is None
+            and not msg.env_flags & EnvFlag.TC
+        ):
             with contextlib.suppress(HandleError):
                 out.handle_key = Handle.parse(req.handle).key
                 if resp.code != ResponseCode.SERVER_NOT_RESPONSIBLE:
@@ -154,7 +164,8 @@ class NativeHandler:
             claimed, kind, values = auth.claimed_keys(self.service, answer)
             loop = asyncio.get_running_loop()
             identity = await loop.run_in_executor(
-                None, auth.verify_answer, claimed, kind, values, pending, answer)
+                None, auth.verify_answer, claimed, kind, values, pending, answer
+            )
         except HandleError as e:
             return self._one(self._under(answer, self.answers.error(original, e.code, e.message)), keep)
         req = to_request(original, identity)
@@ -182,6 +193,12 @@ class NativeHandler:
         if not self.service.is_responsible(h):
             return self.answers.error(msg, ResponseCode.SERVER_NOT_RESPONSIBLE, NOT_HERE)
         legacy = msg.version < (2, 1)
-        ok = auth.verify_local_secret(self.service, ValueReference(body.handle, body.index), body.nonce,
-                                      body.digest.digest, body.signed_response, legacy)
+        ok = auth.verify_local_secret(
+            self.service,
+            ValueReference(body.handle, body.index),
+            body.nonce,
+            body.digest.digest,
+            body.signed_response,
+            legacy,
+        )
         return self.answers.message(msg, ResponseCode.SUCCESS, VerifyChallengeResponse(ok))

@@ -67,10 +67,14 @@ def plain_handle(data: bytes) -> bytes | None:
     if n < 60:
         return None
     hl = int.from_bytes(data[44:48], "big")
-    if (n != 60 + hl or int.from_bytes(data[16:20], "big") != n - 20
-            or int.from_bytes(data[40:44], "big") != hl + 12 or data[48 + hl:] != PLAIN_TAIL):
+    if (
+        n != 60 + hl
+        or int.from_bytes(data[16:20], "big") != n - 20
+        or int.from_bytes(data[40:44], "big") != hl + 12
+        or data[48 + hl :] != PLAIN_TAIL
+    ):
         return None
-    return data[48:48 + hl]
+    return data[48 : 48 + hl]
 
 
 def request_shape(data: bytes, ka: int = 0) -> bytes:
@@ -79,7 +83,7 @@ def request_shape(data: bytes, ka: int = 0) -> bytes:
     cleared: what :func:`idr.server.native.warm` takes."""
     out = bytearray(data[:44])
     for at in (8, 16, 36, 40):
-        out[at:at + 4] = bytes(4)
+        out[at : at + 4] = bytes(4)
     out[28] ^= ka
     return bytes(out)
 
@@ -163,8 +167,11 @@ class AnswerCache:
                 return 0
             dirty, written = self.dirty, self._written
             for key, answer, handle_key in items:
-                if (handle_key in dirty or handle_key in written
-                        or (key not in self.data and len(self.data) >= self.capacity)):
+                if (
+                    handle_key in dirty
+                    or handle_key in written
+                    or (key not in self.data and len(self.data) >= self.capacity)
+                ):
                     continue
                 self._put(key, answer, handle_key)
                 n += 1

@@ -193,7 +193,11 @@ def signed_response(auth: HandleAuth) -> tuple[str, bytes]:
 
 
 def verify(
-    claimed: ValueReference, auth_type: str, values: list[HandleValue], nonce: bytes, cnonce: bytes,
+    claimed: ValueReference,
+    auth_type: str,
+    values: list[HandleValue],
+    nonce: bytes,
+    cnonce: bytes,
     answer: bytes,
 ) -> ValueReference:
     """The identity (with the index of the key that matched) or AuthFailed. CPU-heavy (RSA,

@@ -70,14 +70,14 @@ BIND_ATTEMPTS = 20
 # clients that matter, warmed for every handle at start: the Handle.Net 9 client (2.3 suggesting
 # 2.11, REC|CA|PO, as in ../shared/vectors/handle), a plain RFC 3652 2.1 client (what hdlperf
 # and older libraries send) and idr's own client (2.11, PO). Any other shape is cached on first use.
-WARM_SHAPES: tuple[bytes, ...] = tuple(bytes.fromhex(h) for h in (
-    "0203020b" "00000000" "00000000" "00000000" "00000000"
-    "00000001" "00000000" "19000000" "ffff0000" "00000000" "00000000",
-    "02010000" "00000000" "00000000" "00000000" "00000000"
-    "00000001" "00000000" "19000000" "ffff0000" "00000000" "00000000",
-    "020b020b" "00000000" "00000000" "00000000" "00000000"
-    "00000001" "00000000" "01000000" "ffff0000" "00000000" "00000000",
-))
+WARM_SHAPES: tuple[bytes, ...] = tuple(
+    bytes.fromhex(h)
+    for h in (
+        "0203020b00000000000000000000000000000000000000010000000019000000ffff00000000000000000000",
+        "0201000000000000000000000000000000000000000000010000000019000000ffff00000000000000000000",
+        "020b020b00000000000000000000000000000000000000010000000001000000ffff00000000000000000000",
+    )
+)
 
 
 @dataclass
@@ -148,8 +148,9 @@ def _udp_socket(host: str, port: int, reuse_port: bool, rcvbuf: int | None = Non
     return s
 
 
-def _bind_pair(host: str, port: int, reuse_port: bool,
-               rcvbuf: int | None = None) -> tuple[socket.socket, socket.socket]:
+def _bind_pair(
+    host: str, port: int, reuse_port: bool, rcvbuf: int | None = None
+) -> tuple[socket.socket, socket.socket]:
     """TCP then UDP on the same port number; with port 0, retry until both are free. Only the
     UDP socket takes ``reuse_port``: extra workers share UDP, TCP stays with worker 0."""
     for _ in range(BIND_ATTEMPTS if port == 0 else 1):
@@ -164,8 +165,12 @@ def _bind_pair(host: str, port: int, reuse_port: bool,
     raise OSError(f"no port free for both TCP and UDP on {host} after {BIND_ATTEMPTS} attempts")
 
 
-async def start_server(service: NodeService, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-                       options: NativeOptions | None = None) -> NativeServer:
+async def start_server(
+    service: NodeService,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    options: NativeOptions | None = None,
+) -> NativeServer:
     opts = options or NativeOptions()
     loop = asyncio.get_running_loop()
     cache = AnswerCache(opts.cache_entries)
@@ -177,12 +182,14 @@ async def start_server(service: NodeService, host: str = "127.0.0.1", port: int 
         tcp_sock, udp_sock = _bind_pair(host, port, opts.reuse_port, opts.udp_rcvbuf)
     else:
         tcp_sock, udp_sock = None, _udp_socket(host, port, opts.reuse_port, opts.udp_rcvbuf)
-    state = TcpServerState(handler, cache, TcpLimits(idle_timeout=opts.idle_timeout,
-                                                     max_connections=opts.max_connections))
+    state = TcpServerState(
+        handler, cache, TcpLimits(idle_timeout=opts.idle_timeout, max_connections=opts.max_connections)
+    )
     try:
         server = await loop.create_server(state.factory, sock=tcp_sock) if tcp_sock is not None else None
         udp_transport, udp = await loop.create_datagram_endpoint(
-            lambda: UdpProtocol(handler, cache, opts.amplification), sock=udp_sock)
+            lambda: UdpProtocol(handler, cache, opts.amplification), sock=udp_sock
+        )
     except BaseException:
         if tcp_sock is not None:
             tcp_sock.close()
@@ -253,15 +260,19 @@ async def follow_log(srv: NativeServer, service: NodeService, seq: int, opts: Na
             log.warning("following the store's log: %s", e)
 
 
-async def start_native(service: NodeService, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-                       options: NativeOptions | None = None,
-                       ) -> tuple[tuple[str, int], Callable[[], Awaitable[None]]]:
+async def start_native(
+    service: NodeService,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    options: NativeOptions | None = None,
+) -> tuple[tuple[str, int], Callable[[], Awaitable[None]]]:
     """The entry point ``idr.node.Node.start`` uses: ((host, port), async close)."""
     srv = await start_server(service, host, port, options)
     return srv.address, srv.close
 
 
 # ---------------------------------------------------------------------------- warm-up
+
 
 def plain_request(shape: bytes, handle: bytes) -> bytes:
     """The plain resolution request of ``shape`` (44 bytes) for ``handle``."""
@@ -293,8 +304,9 @@ class _Shape:
         self.answers = answers
         self.request: Message = decode_message(plain_request(shape, b"0.NA/x"))
         self.public_only = bool(self.request.opflags & OpFlag.PO)
-        first = encode_message(answers.message(self.request, ResponseCode.SUCCESS,
-                                               ResolutionResponse("0.NA/x", ())))
+        first = encode_message(
+            answers.message(self.request, ResponseCode.SUCCESS, ResolutionResponse("0.NA/x", ()))
+        )
         self.head = bytearray(first[:44])
         self.version = (first[0], first[1])
         self.exact = True  # splicing verified (False: encode every answer in full)
@@ -322,15 +334,17 @@ class _Shape:
         if self.checks < 8:  # the splice must equal the codec's own encoding, byte for byte
             self.checks += 1
             if out != self.full(handle, values):
-                log.warning("warm-up: spliced answer differs for shape %s; encoding in full",
-                            self.shape.hex())
+                log.warning(
+                    "warm-up: spliced answer differs for shape %s; encoding in full", self.shape.hex()
+                )
                 self.exact = False
                 return self.full(handle, values)
         return out
 
 
-def check_warm(server: NativeServer, service: NodeService, handles: Sequence[str],
-               shapes: Sequence[bytes] = WARM_SHAPES) -> list[str]:
+def check_warm(
+    server: NativeServer, service: NodeService, handles: Sequence[str], shapes: Sequence[bytes] = WARM_SHAPES
+) -> list[str]:
     """Warmed answers that differ from what the slow path gives now (for tests): empty is good."""
     bad = []
     for shape in shapes:
@@ -343,8 +357,9 @@ def check_warm(server: NativeServer, service: NodeService, handles: Sequence[str
     return bad
 
 
-async def warm(server: NativeServer, service: NodeService, shapes: Sequence[bytes] = WARM_SHAPES,
-               batch: int = 2000) -> int:
+async def warm(
+    server: NativeServer, service: NodeService, shapes: Sequence[bytes] = WARM_SHAPES, batch: int = 2000
+) -> int:
     """Learn from one store snapshot every handle the store holds (``known``) and fill the answer
     cache with their answers for ``shapes`` (none is fine: shapes are then learned on first use),
     in batches between which the loop keeps serving; then mark the cache complete. Commits that
@@ -359,8 +374,7 @@ async def warm(server: NativeServer, service: NodeService, shapes: Sequence[byte
         stored = await _fill(server, service, shapes, known, batch)
     log.debug("warm: %d keys in %.1f s", len(known), time.monotonic() - t0)
     cache.finish_warm(known)
-    log.info("answer cache warm: %d answers for %d handles (complete=%s)", stored, len(known),
-             cache.complete)
+    log.info("answer cache warm: %d answers for %d handles (complete=%s)", stored, len(known), cache.complete)
     return stored
 
 
@@ -394,8 +408,9 @@ async def warm_shape(server: NativeServer, service: NodeService, shape: bytes, b
     return stored
 
 
-async def _fill(server: NativeServer, service: NodeService, shapes: Sequence[bytes],
-                known: set[str] | None, batch: int) -> int:
+async def _fill(
+    server: NativeServer, service: NodeService, shapes: Sequence[bytes], known: set[str] | None, batch: int
+) -> int:
     """One pass over a snapshot: answers for ``shapes`` (one body encoded per record and wire
     version, spliced under each shape's head), and every key into ``known`` when given."""
     cache = server.cache
@@ -438,8 +453,13 @@ async def _fill(server: NativeServer, service: NodeService, shapes: Sequence[byt
                 values = _resolvable(record, shape.public_only)
                 if values is None:
                     continue
-                items.append((cache_key(plain_request(shape.shape, raw)),
-                              shape.answer(record.handle, values, bodies), hkey))
+                items.append(
+                    (
+                        cache_key(plain_request(shape.shape, raw)),
+                        shape.answer(record.handle, values, bodies),
+                        hkey,
+                    )
+                )
         stored += cache.put_many(items, epoch)
     finally:
         close = getattr(rows, "close", None)
@@ -477,14 +497,25 @@ class Workers:
         self.procs.clear()
 
 
-async def start_workers(data_dir: str, count: int, address: tuple[str, int],
-                        options: NativeOptions | None = None) -> Workers:
+async def start_workers(
+    data_dir: str, count: int, address: tuple[str, int], options: NativeOptions | None = None
+) -> Workers:
     """Start ``count`` UDP-only workers on ``address`` (SO_REUSEPORT; the caller's UDP socket must
     have it too) and wait until each has bound its socket. Each opens the node in ``data_dir``
     itself (its own store connection and caches) and follows the store's log."""
     opts = options or NativeOptions()
-    args = ["--data", data_dir, "--host", address[0], "--port", str(address[1]),
-            "--cache-entries", str(opts.cache_entries), "--learn-shapes", str(opts.learn_shapes)]
+    args = [
+        "--data",
+        data_dir,
+        "--host",
+        address[0],
+        "--port",
+        str(address[1]),
+        "--cache-entries",
+        str(opts.cache_entries),
+        "--learn-shapes",
+        str(opts.learn_shapes),
+    ]
     if opts.warm:
         args.append("--warm")
     if opts.udp_rcvbuf:
@@ -495,10 +526,16 @@ async def start_workers(data_dir: str, count: int, address: tuple[str, int],
     try:
         for i in range(1, count + 1):
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", "import sys; from idr.server.native import worker_main; "
-                "sys.exit(worker_main(sys.argv[1:]))", *args, "--worker", str(i),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                start_new_session=True)  # Ctrl-C reaches worker 0 only; it stops the others
+                sys.executable,
+                "-c",
+                "import sys; from idr.server.native import worker_main; sys.exit(worker_main(sys.argv[1:]))",
+                *args,
+                "--worker",
+                str(i),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )  # Ctrl-C reaches worker 0 only; it stops the others
             workers.procs.append(proc)
             assert proc.stdout is not None
             line = await asyncio.wait_for(proc.stdout.readline(), WORKER_START_TIMEOUT)
@@ -544,9 +581,16 @@ def worker_main(argv: Sequence[str]) -> int:
     if os.getppid() != parent:  # the parent died before prctl took effect
         return 1
     logging.basicConfig(level=logging.WARNING, format=f"worker {a.worker}: %(levelname)s %(message)s")
-    opts = NativeOptions(reuse_port=True, tcp=False, warm=a.warm, cache_entries=a.cache_entries,
-                         warm_shapes=tuple(bytes.fromhex(h) for h in a.shape),
-                         learn_shapes=a.learn_shapes, follow=FOLLOW_INTERVAL, udp_rcvbuf=a.udp_rcvbuf)
+    opts = NativeOptions(
+        reuse_port=True,
+        tcp=False,
+        warm=a.warm,
+        cache_entries=a.cache_entries,
+        warm_shapes=tuple(bytes.fromhex(h) for h in a.shape),
+        learn_shapes=a.learn_shapes,
+        follow=FOLLOW_INTERVAL,
+        udp_rcvbuf=a.udp_rcvbuf,
+    )
     import uvloop
 
     uvloop.run(_worker(Path(a.data), a.host, a.port, opts))

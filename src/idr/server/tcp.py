@@ -127,9 +127,13 @@ class TcpConnection(asyncio.Protocol):
             length = int.from_bytes(self.buf[16:20], "big")
             if self.buf[0] != PROTOCOL_MAJOR or length > MAX_MESSAGE_LENGTH:
                 head = bytes(self.buf[:48])
-                err = bare_error(head, ResponseCode.PROTOCOL_ERROR,
-                                 f"Invalid message length {length}" if self.buf[0] == PROTOCOL_MAJOR
-                                 else "not a Handle protocol 2.x message")
+                err = bare_error(
+                    head,
+                    ResponseCode.PROTOCOL_ERROR,
+                    f"Invalid message length {length}"
+                    if self.buf[0] == PROTOCOL_MAJOR
+                    else "not a Handle protocol 2.x message",
+                )
                 if err is not None:
                     transport.write(err)
                 self._close()
