@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -195,13 +194,6 @@ class Node:
 
     def close(self) -> None:
         self.service.close()
-
-    async def serve_forever(self, **addresses: str | None) -> None:
-        await self.start(**addresses)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await self.stop()
 
 
 def _bound(site: object) -> tuple[str, int]:

@@ -46,12 +46,6 @@ def read_value(r: Reader) -> HandleValue:
     return HandleValue(index, type_, data, ttl, TtlType(ttl_type), timestamp, perms, refs)
 
 
-def encode_value(v: HandleValue) -> bytes:
-    w = Writer()
-    write_value(w, v)
-    return w.getvalue()
-
-
 def write_values(w: Writer, values: Iterable[HandleValue]) -> None:
     vals = list(values)
     w.u32(len(vals))
