@@ -26,7 +26,7 @@ from idr.codec.udp import Reassembler
 from idr.codec.values import decode_admin, decode_values, decode_vlist
 from idr.codec.wire import ProtocolError
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "handle"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "handle"
 SEEDS = [p.read_bytes() for p in sorted(VECTORS.glob("*.bin"))]
 
 

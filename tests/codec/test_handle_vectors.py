@@ -15,7 +15,7 @@ from idr.codec.udp import Reassembler, fragment
 from idr.codec.values import decode_admin
 from idr.model.errors import ResponseCode
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "handle"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "handle"
 ALL = sorted(p.name for p in VECTORS.glob("*.bin"))
 MESSAGES = [n for n in ALL if "_pkt" not in n]
 PACKETS = [f"udp_resolve_big_response_pkt{i}.bin" for i in range(7)]

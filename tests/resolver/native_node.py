@@ -30,7 +30,7 @@ from idr.resolver.keys import generate
 from idr.server.native import NativeOptions, NativeServer, start_server
 from idr.store.sqlite import SqliteStore
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "handle"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "handle"
 T0 = 1700000000
 SECRET = b"top-secret"
 SECKEY_ID = ValueReference("0.NA/88.100", 300)

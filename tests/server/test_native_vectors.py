@@ -1,4 +1,4 @@
-"""Byte-for-byte against the reference server (Handle.Net 9.2.0) captures in ../shared/vectors/handle:
+"""Byte-for-byte against the reference server (Handle.Net 9.2.0) captures in tests/vectors/handle:
 the same request bytes sent to an idr node holding the same records give the same answer bytes."""
 
 from __future__ import annotations
