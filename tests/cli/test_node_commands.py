@@ -215,11 +215,20 @@ def test_roles_choose_the_core(tmp_path: Path) -> None:
     from idr.core.federation import FederatedService
     from idr.resolver.recursive import RecursiveService
 
-    init(tmp_path / "top", "--role", "top")
-    recursive = ["init", "--data", str(tmp_path / "rec"), "--prefix", "0.RECURSIVE", "--admin-secret", "x"]
-    rec = runner.invoke(app, [*recursive, "--role", "recursive"])
+    # --role top implies its prefix, 0.NA; a recursive node has no prefix and no admin.
+    top = runner.invoke(
+        app, ["init", "--data", str(tmp_path / "top"), "--role", "top", "--admin-secret", "x"]
+    )
+    assert top.exit_code == 0 and "home to 0.NA" in text(top), top.output
+    assert NodeConfig.load(tmp_path / "top").admins == ["300:0.NA/0.NA"]
+    recursive = ["init", "--data", str(tmp_path / "rec"), "--role", "recursive"]
+    rec = runner.invoke(app, recursive)
     assert rec.exit_code == 1 and "needs --root" in text(rec)
-    rec = runner.invoke(app, [*recursive, "--role", "recursive", "--root", "127.0.0.1:2641"])
+    dummy = runner.invoke(
+        app, [*recursive, "--root", "127.0.0.1:2641", "--prefix", "0.R", "--admin-secret", "x"]
+    )
+    assert dummy.exit_code == 1 and "holds no prefix" in text(dummy)
+    rec = runner.invoke(app, [*recursive, "--root", "127.0.0.1:2641"])
     assert rec.exit_code == 0, rec.output
     bad = runner.invoke(
         app,
@@ -246,7 +255,7 @@ def test_roles_choose_the_core(tmp_path: Path) -> None:
 
 def test_replication_commands_refuse_a_bad_node_address_clearly() -> None:
     for command in ("status", "promote"):
-        r = runner.invoke(app, [command, "--node", "nonsense", "--secret", "k"])
+        r = runner.invoke(app, [command, "--site", "nonsense", "--secret", "k"])
         assert r.exit_code == 1, text(r)
         assert "must be HOST:PORT, not 'nonsense'" in text(r)
         assert r.exception is None or isinstance(r.exception, SystemExit)

@@ -41,7 +41,14 @@ out = Console()
 T = TypeVar("T")
 
 ServerOpt = Annotated[
-    str, typer.Option("--server", "-s", help="HOST:PORT of the server (HTTP: a URL or HOST:PORT)")
+    str,
+    typer.Option(
+        "--server",
+        "-s",
+        metavar="HOST:PORT",
+        envvar="IDR_SERVER",
+        help="the server's Handle protocol address (with --http: its API URL or HOST:PORT)",
+    ),
 ]
 AuthOpt = Annotated[
     str | None, typer.Option("--auth", help="your identity, INDEX:HANDLE (e.g. 300:0.NA/88.100)")
@@ -148,7 +155,7 @@ def _print_values(handle: str, values: tuple[HandleValue, ...], as_json: bool) -
             _text(v),
             str(v.ttl),
             rest.value_permissions_text(v.permissions),
-            rest.format_time(v.timestamp),
+            rest.format_time(v.timestamp) if v.timestamp else "",
         )
     out.print(table)
 
@@ -277,7 +284,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Resolve ID and print its values.
 
-        Identifiers of other schemes are sent in root form (``GS1/01/…``, ``ECODE/…``): a
+        Identifiers of other schemes are sent in root form (GS1/01/…, ECODE/…): a
         recursive node locates the prefix that holds them. A scheme identifier whose record
         is an alias (HS_ALIAS) is followed to the record it names."""
         if udp + tcp + http > 1:
@@ -460,8 +467,11 @@ def register(app: typer.Typer) -> None:
         out.print(f"private key: {out_path}\npublic key:  {pub}")
         out.print(f"HS_PUBKEY data ({len(data)} bytes, hex): {data.hex()}")
         out.print(
-            "put it in your admin handle, e.g.:\n"
+            "put it in your prefix handle, as identity 301:0.NA/<prefix>:\n"
             f"  idr add 0.NA/<prefix> --value 301:HS_PUBKEY:@{pub} "
             "--auth 300:0.NA/<prefix> --secret …\n"
-            f"then authenticate with --auth 301:0.NA/<prefix> --key {out_path}"
+            "name that identity as admin of the handles it may change "
+            "(e.g. --value 100:HS_ADMIN:301:0.NA/<prefix>),\n"
+            f"then authenticate with --auth 301:0.NA/<prefix> --key {out_path}",
+            highlight=False,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import http.client
 import json
 import shutil
 import ssl
@@ -25,7 +26,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from idr.cli.common import fail, run_async
+from idr.cli.common import fail, node_url, run_async
+from idr.core.config import ConfigError
+from idr.model.errors import HandleError
+from idr.store.base import StoreError
 
 console = Console()
 err = Console(stderr=True)
@@ -46,14 +50,39 @@ def _repl_secret() -> str:
     return REPLICATION_SECRET
 
 
-ViaOpt = Annotated[str, typer.Option("--via", help="HTTP(S) URL of a recursive node.")]
-NodeOpt = Annotated[str, typer.Option("--node", help="HTTP(S) URL of the node.")]
-UserOpt = Annotated[str, typer.Option("--user", help="Identity index:handle, e.g. 300:0.NA/88.168.")]
+ViaOpt = Annotated[
+    str,
+    typer.Option("--via", metavar="URL", help="A recursive node's API: URL, or HOST:PORT for http://."),
+]
+NodeOpt = Annotated[
+    str,
+    typer.Option("--node", metavar="URL", help="The node's API: https://HOST:PORT (or HOST:PORT)."),
+]
+AuthOpt = Annotated[
+    str | None,
+    typer.Option("--auth", metavar="INDEX:HANDLE", help="Your identity, e.g. 300:0.NA/88.168."),
+]
+UserAlias = Annotated[str | None, typer.Option("--user", hidden=True, help="Old name of --auth.")]
 SecretOpt = Annotated[str, typer.Option("--secret", help="The identity's secret key.")]
 CaOpt = Annotated[
-    Path | None, typer.Option("--cafile", help="Pin this certificate (the node's tls/cert.pem).")
+    Path | None,
+    typer.Option("--cafile", metavar="FILE", help="Pin this certificate (the node's tls/cert.pem)."),
 ]
 InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Accept any certificate.")]
+
+
+def _identity(auth: str | None, user: str | None) -> str:
+    """``--auth`` (or its old name ``--user``): INDEX:HANDLE, checked before anything is sent."""
+    from idr.model.value import ValueReference
+
+    given = auth or user
+    if not given:
+        fail("this command needs --auth INDEX:HANDLE (e.g. 300:0.NA/88.168) and --secret")
+    try:
+        ValueReference.parse(given)
+    except ValueError:
+        fail(f"--auth must be INDEX:HANDLE (e.g. 300:0.NA/88.168), not {given!r}")
+    return given
 
 
 def _call(
@@ -78,22 +107,28 @@ def _call(
         headers["Authorization"] = f"Basic {token}"
     ctx = None
     if url.startswith("https:"):
-        ctx = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+        try:
+            ctx = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+        except (OSError, ssl.SSLError) as e:
+            fail(f"--cafile {cafile}: {getattr(e, 'strerror', None) or e}")
         if insecure:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
-    req = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
+        req = urllib.request.Request(url, data=data, headers=headers, method=method)
         with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
             doc = json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as e:
         try:
             doc = json.loads(e.read() or b"{}")
-        except ValueError:
-            fail(f"{url}: HTTP {e.code}")
-        fail(f"{doc.get('message') or 'HTTP ' + str(e.code)} (response code {doc.get('responseCode')})")
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        fail(f"{url}: {getattr(e, 'reason', e)}")
+        except (ValueError, OSError):
+            doc = None
+        if not isinstance(doc, dict) or not doc.get("message"):
+            fail(f"{url}: HTTP {e.code} {e.reason}")
+        fail(f"{doc['message']} (response code {doc.get('responseCode')})")
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
+        reason = getattr(e, "reason", None) or e
+        fail(f"{url}: {reason or type(e).__name__} — is a node's API listening there?")
     if not isinstance(doc, dict):
         fail(f"{url}: unexpected answer")
     return doc
@@ -173,7 +208,7 @@ async def _demo(
     err.print("starting the twin-city federation on 127.0.0.1 …")
     try:
         fed = await start(data, base_port=base_port)
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError, ValueError, StoreError, ConfigError, HandleError) as e:
         fail(f"cannot start the federation: {e}")
     try:
         table = Table(title="idr demo — twin-city federation (成渝双城)")
@@ -237,7 +272,7 @@ async def _demo(
             (
                 "one top, one backup: the Chengdu mirror answers too; writes there name the primary",
                 f"idr resolve 0.NA/88.168 --server 127.0.0.1:{mirror.native[1]}\n"
-                f"    idr status --node {_repl_address(mirror)} --secret {_repl_secret()}",
+                f"    idr status --site {_repl_address(mirror)} --secret {_repl_secret()}",
             ),
             (
                 "verify (核验) a prefix or an identifier at the top node",
@@ -252,12 +287,12 @@ async def _demo(
                 f"idr prefix apply --node {sec.https_url} --cafile {sec.cert} --enterprise 'My Co' "
                 f"--uscc {DEMO_APPLICANT_USCC} --contact me@example.org --secret my-secret-123\n"
                 f"    idr prefix list --node {sec.https_url} --cafile {sec.cert} "
-                f"--user '{sec.admin}' --secret {sec.secret}",
+                f"--auth '{sec.admin}' --secret {sec.secret}",
             ),
             (
                 "the audit trail (transaction log) of the Sichuan secondary node",
                 f"idr audit --node {sec.https_url} --cafile {sec.cert} "
-                f"--user '{sec.admin}' --secret {sec.secret}",
+                f"--auth '{sec.admin}' --secret {sec.secret}",
             ),
         ]
         console.print("\n[bold]Try:[/]")
@@ -290,40 +325,51 @@ def register(app: typer.Typer) -> None:
         no_follow: Annotated[
             bool, typer.Option("--no-follow", help="Only this identifier, not its references.")
         ] = False,
-        depth: Annotated[int, typer.Option(help="How deep to follow references.")] = 6,
+        depth: Annotated[int, typer.Option(min=0, max=32, help="How deep to follow references.")] = 6,
         hops: Annotated[bool, typer.Option(help="Show each identifier's resolution path.")] = True,
         as_json: Annotated[bool, typer.Option("--json", help="Print the JSON answer.")] = False,
     ) -> None:
         """Resolve HANDLE through a recursive node, showing every hop (node, prefix, latency,
-        cache hit), and follow its references across nodes (the supply-chain tree)."""
-        base = via.rstrip("/")
+        cache hit), and follow its references across nodes (the supply-chain tree).
+
+        Exits with 1 when HANDLE itself does not resolve."""
+        base = node_url(via, "--via")
         if no_follow:
             doc = resolution_trace(base, handle)
             if as_json:
                 console.print_json(data=doc)
-                return
-            print_resolution_trace(doc)
+            else:
+                print_resolution_trace(doc)
             if doc.get("code") != 1:
                 raise typer.Exit(1)
             return
         doc = _call(f"{base}/api/federation/trace?{urlencode({'handle': handle, 'depth': depth})}")
+        tree = doc.get("tree")
+        if not isinstance(tree, dict):
+            fail(f"{base}: the answer holds no trace")
         if as_json:
             console.print_json(data=doc)
-            return
-        root = Tree("[bold]supply chain[/]")
-        _add_node(root, doc["tree"], hops)
-        console.print(root)
+        else:
+            root = Tree("[bold]supply chain[/]")
+            _add_node(root, tree, hops)
+            console.print(root)
+        if tree.get("code") != 1:
+            raise typer.Exit(1)
 
     @app.command()
     def verify(
         identifier: str,
-        top: Annotated[str, typer.Option("--top", help="HTTP(S) URL of the top node.")] = DEMO_TOP_HTTP,
-        as_json: Annotated[bool, typer.Option("--json")] = False,
+        top: Annotated[
+            str,
+            typer.Option("--top", metavar="URL", help="The top node's API: URL, or HOST:PORT for http://."),
+        ] = DEMO_TOP_HTTP,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the JSON answer.")] = False,
     ) -> None:
         """核验: is the prefix (of IDENTIFIER) filed, which node serves it, is that node answering."""
-        doc = _call(f"{top.rstrip('/')}/api/federation/verify?{urlencode({'id': identifier})}")[
-            "verification"
-        ]
+        base = node_url(top, "--top")
+        doc = _call(f"{base}/api/federation/verify?{urlencode({'id': identifier})}").get("verification")
+        if not isinstance(doc, dict):
+            fail(f"{base}: the answer holds no verification (is it a top node?)")
         if as_json:
             console.print_json(data=doc)
             return
@@ -347,26 +393,28 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def audit(
         node: NodeOpt,
-        user: UserOpt,
         secret: SecretOpt,
+        auth: AuthOpt = None,
+        user: UserAlias = None,
         match: Annotated[str, typer.Option(help="Only entries touching keys that contain this.")] = "",
-        limit: int = 50,
+        limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many entries.")] = 50,
         cafile: CaOpt = None,
         insecure: InsecureOpt = False,
     ) -> None:
         """The node's audit trail, read from its transaction log: who changed what, when."""
         import datetime as dt
 
+        base, who = node_url(node, secure=True), _identity(auth, user)
         q = urlencode({"match": match, "limit": limit})
         doc = _call(
-            f"{node.rstrip('/')}/api/federation/audit?{q}",
-            user=user,
+            f"{base}/api/federation/audit?{q}",
+            user=who,
             secret=secret,
             cafile=cafile,
             insecure=insecure,
         )
         table = Table("seq", "time (UTC)", "op", "actor", "records")
-        for e in doc["entries"]:
+        for e in doc.get("entries", []):
             when = dt.datetime.fromtimestamp(e["time"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
             keys = ", ".join(e["keys"][:3]) + (" …" if len(e["keys"]) > 3 else "")
             table.add_row(str(e["seq"]), when, e["op"], e["actor"], keys)
@@ -394,7 +442,7 @@ def register(app: typer.Typer) -> None:
             "prefix": prefix,
         }
         doc = _call(
-            f"{node.rstrip('/')}/api/federation/applications",
+            f"{node_url(node, secure=True)}/api/federation/applications",
             method="POST",
             body=body,
             cafile=cafile,
@@ -406,23 +454,27 @@ def register(app: typer.Typer) -> None:
     @prefix_app.command("list")
     def prefix_list(
         node: NodeOpt,
-        user: UserOpt,
         secret: SecretOpt,
+        auth: AuthOpt = None,
+        user: UserAlias = None,
         status: Annotated[str, typer.Option(help="pending, approved or rejected")] = "",
         cafile: CaOpt = None,
         insecure: InsecureOpt = False,
     ) -> None:
         """Applications at a secondary node (its admins only)."""
+        if status not in ("", "pending", "approved", "rejected"):
+            fail(f"--status is pending, approved or rejected, not {status!r}")
+        base, who = node_url(node, secure=True), _identity(auth, user)
         q = urlencode({"status": status}) if status else ""
         doc = _call(
-            f"{node.rstrip('/')}/api/federation/applications?{q}",
-            user=user,
+            f"{base}/api/federation/applications?{q}",
+            user=who,
             secret=secret,
             cafile=cafile,
             insecure=insecure,
         )
         table = Table("id", "enterprise", "USCC", "status", "prefix", "filed", "reason")
-        for a in doc["applications"]:
+        for a in doc.get("applications", []):
             filed = "yes" if a["filed"] else (a["filing_error"][:40] or "—")
             table.add_row(
                 a["id"],
@@ -439,14 +491,15 @@ def register(app: typer.Typer) -> None:
         action: str,
         node: str,
         app_id: str,
-        user: str,
+        who: tuple[str | None, str | None],
         secret: str,
         body: dict[str, Any],
         cafile: Path | None,
         insecure: bool,
     ) -> None:
+        base, user = node_url(node, secure=True), _identity(*who)
         doc = _call(
-            f"{node.rstrip('/')}/api/federation/applications/{quote(app_id)}/{action}",
+            f"{base}/api/federation/applications/{quote(app_id, safe='')}/{action}",
             method="POST",
             body=body,
             user=user,
@@ -467,36 +520,41 @@ def register(app: typer.Typer) -> None:
     def prefix_approve(
         app_id: str,
         node: NodeOpt,
-        user: UserOpt,
         secret: SecretOpt,
+        auth: AuthOpt = None,
+        user: UserAlias = None,
         prefix: Annotated[str, typer.Option(help="Allocate this prefix instead of the next free.")] = "",
         cafile: CaOpt = None,
         insecure: InsecureOpt = False,
     ) -> None:
         """Approve (real-name review passed): allocate, set its admin, file it with the top."""
-        _decide("approve", node, app_id, user, secret, {"prefix": prefix}, cafile, insecure)
+        _decide("approve", node, app_id, (auth, user), secret, {"prefix": prefix}, cafile, insecure)
 
     @prefix_app.command("reject")
     def prefix_reject(
         app_id: str,
         node: NodeOpt,
-        user: UserOpt,
         secret: SecretOpt,
         reason: Annotated[str, typer.Option(help="Why (the applicant sees it).")],
+        auth: AuthOpt = None,
+        user: UserAlias = None,
         cafile: CaOpt = None,
         insecure: InsecureOpt = False,
     ) -> None:
         """Reject an application with a reason."""
-        _decide("reject", node, app_id, user, secret, {"reason": reason}, cafile, insecure)
+        if not reason.strip():
+            fail("--reason must say why (the applicant sees it)")
+        _decide("reject", node, app_id, (auth, user), secret, {"reason": reason}, cafile, insecure)
 
     @prefix_app.command("file")
     def prefix_file(
         app_id: str,
         node: NodeOpt,
-        user: UserOpt,
         secret: SecretOpt,
+        auth: AuthOpt = None,
+        user: UserAlias = None,
         cafile: CaOpt = None,
         insecure: InsecureOpt = False,
     ) -> None:
         """File (again) an approved prefix with the top node."""
-        _decide("file", node, app_id, user, secret, {}, cafile, insecure)
+        _decide("file", node, app_id, (auth, user), secret, {}, cafile, insecure)

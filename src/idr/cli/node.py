@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+import shutil
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -15,8 +17,9 @@ from idr.cli.common import fail, run_async
 from idr.codec.values import encode_admin
 from idr.core.config import ROLES, ConfigError, NodeConfig
 from idr.core.federation import FederationSettings
+from idr.core.service import NodeService
 from idr.model.errors import HandleError
-from idr.model.handle import prefix_handle
+from idr.model.handle import Handle, prefix_handle
 from idr.model.value import PERM_SECRET, AdminPermission, AdminRecord, HandleValue
 from idr.node import AddressError, Node, open_service, parse_address
 from idr.store.base import StoreError
@@ -40,9 +43,13 @@ def admin_key_values(prefix: str, index: int, secret: str | None, key_file: Path
     return values
 
 
+DEMO_MAX_BASE_PORT = 65535 - 63  # the demo's block: 7 nodes, 10 ports apart, up to base + 63
+TOP_PREFIX = "0.NA"  # the top service is home to 0.NA: every prefix handle 0.NA/<P> is its
+
+
 def init_node(
     data: Path,
-    prefix: str,
+    prefix: str = "",
     *,
     secret: str | None = None,
     key_file: Path | None = None,
@@ -55,17 +62,46 @@ def init_node(
     dsn: str = "",
     root: Sequence[str] = (),
 ) -> NodeConfig:
+    """Create a node in ``data``: its settings, and (except a recursive node, which holds
+    nothing) its store with ``prefix`` homed and the admin's key. Everything is checked
+    before anything is written, and a failure removes what this call created, so the
+    corrected command can simply be run again."""
     if (data / "idr.toml").exists():
         raise ConfigError(f"{data} already holds a node (idr.toml exists)")
     if role not in ROLES:
         raise ConfigError(f"--role must be one of {', '.join(ROLES)}, not {role!r}")
-    if role == "recursive" and not root:
-        raise ConfigError("a recursive node needs --root HOST:PORT (the top service's native address)")
+    if role == "top":
+        if prefix and prefix.upper() != TOP_PREFIX:
+            raise ConfigError(f"the top node is home to {TOP_PREFIX} (give no --prefix, or --prefix 0.NA)")
+        prefix = TOP_PREFIX
+    if role == "recursive":
+        if not root:
+            raise ConfigError("a recursive node needs --root HOST:PORT (the top service's native address)")
+        if prefix or secret is not None or key_file is not None:
+            raise ConfigError(
+                "a recursive node holds no prefix: give no --prefix, --admin-secret, --admin-key"
+            )
+    else:
+        if not prefix:
+            raise ConfigError(f"a {role} node needs --prefix (the prefix it is home to, e.g. 88.100)")
+        Handle.parse(prefix_handle(prefix))
+        if (secret is None) == (key_file is None):
+            raise ConfigError("give exactly one of --admin-secret and --admin-key")
+        if secret is not None and not secret.strip():
+            raise ConfigError("--admin-secret must not be empty")
     if store not in ("sqlite", "postgres") or (store == "postgres") != bool(dsn):
         raise ConfigError("--store is sqlite (no --dsn) or postgres with --dsn")
+    named = [("--https", https), ("--http", http), ("--native", native), *(("--root", a) for a in root)]
+    for option, addr in named:
+        if addr:
+            try:
+                parse_address(addr)
+            except AddressError as e:
+                raise ConfigError(f"{option}: {e}") from e
+    admin_values = admin_key_values(prefix, index, secret, key_file) if role != "recursive" else []
     cfg = NodeConfig(
         data_dir=data,
-        admins=[f"{index}:{prefix_handle(prefix)}"],
+        admins=[f"{index}:{prefix_handle(prefix)}"] if role != "recursive" else [],
         role=role,
         https=https,
         http=http,
@@ -73,43 +109,79 @@ def init_node(
         store=store,
         dsn=dsn,
     )
-    for addr in (https, http, native, *root):
-        if addr:
-            parse_address(addr)
-    cfg.save()
-    if root:
-        FederationSettings(root=list(root)).save(data)
-    service = open_service(cfg)
-    try:
-        service.bootstrap(prefix, admin_key_values(prefix, index, secret, key_file))
-    finally:
-        service.close()
+    with _undo_on_failure(data):
+        cfg.save()
+        if root:
+            FederationSettings(root=list(root)).save(data)
+        service = open_service(cfg)
+        try:
+            if role != "recursive":
+                service.bootstrap(prefix, admin_values)
+        finally:
+            service.close()
     return cfg
+
+
+@contextlib.contextmanager
+def _undo_on_failure(data: Path) -> Iterator[None]:
+    """Remove what the block created in ``data`` (the directory itself if it was new) when it fails."""
+    existed = data.exists()
+    before = {p.name for p in data.iterdir()} if existed else set()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(data, ignore_errors=True)
+        elif data.is_dir():
+            for p in data.iterdir():
+                if p.name not in before:
+                    if p.is_dir():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink(missing_ok=True)
+        raise
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def init(
         data: DataOpt,
-        prefix: Annotated[str, typer.Option(help="The prefix this node is home to, e.g. 88.100.")],
+        prefix: Annotated[
+            str,
+            typer.Option(help="The prefix this node is home to, e.g. 88.100 (a top node: 0.NA, implied)."),
+        ] = "",
         admin_secret: Annotated[str | None, typer.Option(help="Secret key (HS_SECKEY) of the admin.")] = None,
-        admin_key: Annotated[Path | None, typer.Option(help="Public key file (PEM) of the admin.")] = None,
-        admin_index: Annotated[int, typer.Option(help="Index of the admin's key value.")] = 300,
+        admin_key: Annotated[
+            Path | None, typer.Option(metavar="FILE", help="Public key file (PEM) of the admin.")
+        ] = None,
+        admin_index: Annotated[
+            int, typer.Option(min=1, max=2**31 - 1, help="Index of the admin's key value.")
+        ] = 300,
         role: Annotated[str, typer.Option(help="standalone, top, secondary, enterprise, recursive")] = (
             "standalone"
         ),
-        https: Annotated[str, typer.Option(help="HTTPS listen address.")] = "127.0.0.1:8443",
-        http: Annotated[str, typer.Option(help="Plain HTTP listen address (read-only API).")] = "",
-        native: Annotated[str, typer.Option(help="Handle protocol UDP+TCP listen address.")] = "",
+        https: Annotated[
+            str, typer.Option(metavar="HOST:PORT", help='HTTPS listen address ("" = off).')
+        ] = "127.0.0.1:8443",
+        http: Annotated[
+            str, typer.Option(metavar="HOST:PORT", help="Plain HTTP listen address (read-only API).")
+        ] = "",
+        native: Annotated[
+            str, typer.Option(metavar="HOST:PORT", help="Handle protocol UDP+TCP listen address.")
+        ] = "",
         store: Annotated[str, typer.Option(help="Storage engine: sqlite or postgres.")] = "sqlite",
         dsn: Annotated[str, typer.Option(help="PostgreSQL connection string (--store postgres).")] = "",
         root: Annotated[
-            list[str] | None, typer.Option(help="Top service HOST:PORT (native), primary first; repeatable.")
+            list[str] | None,
+            typer.Option(
+                metavar="HOST:PORT", help="Top service's Handle protocol address, primary first; repeatable."
+            ),
         ] = None,
     ) -> None:
-        """Create a node home to PREFIX whose admin is 300:0.NA/PREFIX."""
-        if (admin_secret is None) == (admin_key is None):
-            fail("give exactly one of --admin-secret and --admin-key")
+        """Create a node home to PREFIX whose admin is 300:0.NA/PREFIX.
+
+        A top node is home to 0.NA; a recursive node holds nothing (no prefix, no admin), only
+        --root, the top service's address."""
         try:
             cfg = init_node(
                 data,
@@ -127,8 +199,15 @@ def register(app: typer.Typer) -> None:
             )
         except (ConfigError, HandleError, AddressError, OSError, ValueError, StoreError) as e:
             fail(str(e))
-        console.print(f"[green]initialised[/] node home to [bold]{prefix}[/] in {cfg.data_dir}")
-        console.print(f"admin identity: [bold]{cfg.admins[0]}[/]   settings: {cfg.path}")
+        if cfg.role == "recursive":
+            console.print(
+                f"[green]initialised[/] recursive node in {cfg.data_dir} (root {', '.join(root or ())})"
+            )
+        else:
+            home = prefix or "0.NA"
+            console.print(f"[green]initialised[/] {cfg.role} node home to [bold]{home}[/] in {cfg.data_dir}")
+            console.print(f"admin identity: [bold]{cfg.admins[0]}[/]")
+        console.print(f"settings: {cfg.path}")
 
     @app.command()
     def serve(
@@ -151,7 +230,7 @@ def register(app: typer.Typer) -> None:
         from idr.server.native import NativeOptions
 
         cfg = _load(data)
-        node = Node(cfg)
+        node = Node(cfg, _open(cfg))
         node.workers = workers
         node.native_options = NativeOptions(warm=warm)
         try:
@@ -177,7 +256,7 @@ def register(app: typer.Typer) -> None:
         if not file.is_file():
             fail(f"{file} is not a file")
         size = file.stat().st_size
-        service = open_service(cfg)
+        service = _open(cfg)
         try:
             with Progress(
                 TextColumn("importing"),
@@ -214,9 +293,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def demo(
-        data: Annotated[Path | None, typer.Option(help="Keep the federation's data here.")] = None,
-        base_port: Annotated[int, typer.Option(help="First port of the block (0 = any free ports).")] = 26400,
-        seconds: Annotated[float, typer.Option(help="Stop after this long (0 = until Ctrl-C).")] = 0,
+        data: Annotated[
+            Path | None, typer.Option(metavar="DIR", help="Keep the federation's data here.")
+        ] = None,
+        base_port: Annotated[
+            int,
+            typer.Option(min=0, max=DEMO_MAX_BASE_PORT, help="First port of the block (0 = any free ports)."),
+        ] = 26400,
+        seconds: Annotated[float, typer.Option(min=0, help="Stop after this long (0 = until Ctrl-C).")] = 0,
     ) -> None:
         """Start the twin-city federation on 127.0.0.1 — top node (Chongqing + Chengdu mirror), two
         secondary nodes, two enterprise nodes, a recursive node — with a supply chain, and print
@@ -230,6 +314,14 @@ def _load(data: Path) -> NodeConfig:
     try:
         return NodeConfig.load(data)
     except ConfigError as e:
+        fail(str(e))
+
+
+def _open(cfg: NodeConfig) -> NodeService:
+    """The node's core on its store, or a clear error (a corrupt or unreachable store…)."""
+    try:
+        return open_service(cfg)
+    except (StoreError, ConfigError, HandleError) as e:
         fail(str(e))
 
 

@@ -17,8 +17,12 @@ console = Console(stderr=True)
 out = Console()
 
 DataOpt = Annotated[Path | None, typer.Option("--data", "-d", help="The node's data directory.")]
-NodeOpt = Annotated[str | None, typer.Option("--node", help="A running site's replication HOST:PORT.")]
-SecretOpt = Annotated[str | None, typer.Option("--secret", help="Replication secret (with --node).")]
+SiteOpt = Annotated[
+    str | None,
+    typer.Option("--site", metavar="HOST:PORT", help="A running site's replication address."),
+]
+NodeAlias = Annotated[str | None, typer.Option("--node", hidden=True, help="Old name of --site.")]
+SecretOpt = Annotated[str | None, typer.Option("--secret", help="Replication secret (with --site).")]
 
 
 def _config(data: Path) -> NodeConfig:
@@ -29,16 +33,16 @@ def _config(data: Path) -> NodeConfig:
 
 
 def _target(data: Path | None, node: str | None, secret: str | None) -> tuple[tuple[str, int], str]:
-    """Where a running site listens and its secret: from --node/--secret or from DATA's idr.toml."""
+    """Where a running site listens and its secret: from --site/--secret or from DATA's idr.toml."""
     from idr.replication.manager import parse_address
 
     if node is not None:
         if not secret:
-            fail("--node needs --secret")
+            fail("--site needs --secret")
         listen = node
     else:
         if data is None:
-            fail("give --data DIR or --node HOST:PORT --secret S")
+            fail("give --data DIR or --site HOST:PORT --secret S")
         rc = _config(data).replication
         if not rc.listen:
             fail(f"replication is not set up in {data} (idr replication setup)")
@@ -128,9 +132,11 @@ def register(app: typer.Typer) -> None:
         console.print(f"[green]replication[/] {role} ({mode}) on {listen}, peers {', '.join(peer)}")
 
     @app.command()
-    def promote(data: DataOpt = None, node: NodeOpt = None, secret: SecretOpt = None) -> None:
+    def promote(
+        data: DataOpt = None, site: SiteOpt = None, secret: SecretOpt = None, node: NodeAlias = None
+    ) -> None:
         """Make a mirror the primary with a new epoch (a running site, or DATA while it is down)."""
-        _, reply = _ask_site(data, node, secret, "promote")
+        _, reply = _ask_site(data, site or node, secret, "promote")
         if reply is None:
             assert data is not None  # _ask_site fails when the site is down and DATA is not given
             from idr.replication.admin import promote_offline
@@ -142,9 +148,11 @@ def register(app: typer.Typer) -> None:
         out.print(f"promoted: {reply['role']}, epoch {reply['epoch']}, last seq {reply['last_seq']}")
 
     @app.command()
-    def status(data: DataOpt = None, node: NodeOpt = None, secret: SecretOpt = None) -> None:
+    def status(
+        data: DataOpt = None, site: SiteOpt = None, secret: SecretOpt = None, node: NodeAlias = None
+    ) -> None:
         """Role, epoch, log position and replication lag (entries, seconds) of a site."""
-        address, reply = _ask_site(data, node, secret, "status")
+        address, reply = _ask_site(data, site or node, secret, "status")
         table = Table(show_header=False)
         if reply is None:
             assert data is not None  # _ask_site fails when the site is down and DATA is not given

@@ -453,8 +453,9 @@ def value_to_json(v: HandleValue) -> JsonObj:
     return out
 
 
-def value_from_json(v: Json, field: str = "value") -> HandleValue:
-    """One value object; ``timestamp`` is ignored (the server stamps every write)."""
+def value_from_json(v: Json, field: str = "value", *, timestamp: bool = False) -> HandleValue:
+    """One value object. ``timestamp`` is read only when asked (a client reading an answer):
+    in a write the server stamps every value itself."""
     o = _obj(v, field)
     for required in ("index", "type", "data"):
         if required not in o:
@@ -480,16 +481,22 @@ def value_from_json(v: Json, field: str = "value") -> HandleValue:
             _ref_from_json(r, f"{field}.references[{i}]")
             for i, r in enumerate(_list(o["references"], f"{field}.references"))
         )
-    return HandleValue(index, type_, data, ttl, ttl_type, 0, perms, refs)
+    stamp = 0
+    if timestamp and isinstance(o.get("timestamp"), str):
+        stamp = max(0, min(parse_time(o["timestamp"], f"{field}.timestamp"), _I32_MAX))
+    return HandleValue(index, type_, data, ttl, ttl_type, stamp, perms, refs)
 
 
 def values_to_json(values: Iterable[HandleValue]) -> list[JsonObj]:
     return [value_to_json(v) for v in values]
 
 
-def values_from_json(doc: Json, handle: str | None = None) -> tuple[HandleValue, ...]:
+def values_from_json(
+    doc: Json, handle: str | None = None, *, timestamps: bool = False
+) -> tuple[HandleValue, ...]:
     """A PUT body: an array of values, ``{"values":[…]}`` (its ``handle`` must match the
-    path's, compared case-insensitively as handles are), or one value object."""
+    path's, compared case-insensitively as handles are), or one value object. A client
+    reading a resolution's values asks for their ``timestamps`` too."""
     if isinstance(doc, list):
         items = doc
         where = "values"
@@ -500,10 +507,10 @@ def values_from_json(doc: Json, handle: str | None = None) -> tuple[HandleValue,
         items = _list(doc["values"] if doc["values"] is not None else [], "values")
         where = "values"
     elif isinstance(doc, dict) and {"index", "type", "data"} <= doc.keys():
-        return (value_from_json(doc),)
+        return (value_from_json(doc, timestamp=timestamps),)
     else:
         raise HandleError(ResponseCode.PROTOCOL_ERROR, "Invalid JSON in PUT request: expected values")
-    return tuple(value_from_json(item, f"{where}[{i}]") for i, item in enumerate(items))
+    return tuple(value_from_json(item, f"{where}[{i}]", timestamp=timestamps) for i, item in enumerate(items))
 
 
 # --------------------------------------------------------------------------- responses

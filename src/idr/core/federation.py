@@ -276,10 +276,17 @@ class FederationSettings:
     def load(cls, data_dir: Path) -> FederationSettings:
         import tomllib
 
+        from idr.core.config import ConfigError
+
         path = Path(data_dir) / FEDERATION_FILE
         if not path.is_file():
             return cls(root=[])
-        raw = tomllib.loads(path.read_text("utf-8")).get("federation", {})
+        try:
+            raw = tomllib.loads(path.read_text("utf-8")).get("federation", {})
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as e:
+            raise ConfigError(f"{path}: {e}") from e
+        if not isinstance(raw, dict) or not isinstance(raw.get("root", []), list):
+            raise ConfigError(f'{path}: expected [federation] with root = ["HOST:PORT", …]')
         return cls(
             root=[str(a) for a in raw.get("root", [])],
             top_url=str(raw.get("top_url", "")),

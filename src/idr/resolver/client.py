@@ -489,6 +489,6 @@ async def resolve_http(
         message = doc.get("message", "") if isinstance(doc, dict) else ""
         raise ResponseError(int(code) if isinstance(code, int) else 2, str(message or f"HTTP {status}"))
     try:
-        return rest.values_from_json(doc)
+        return rest.values_from_json(doc, timestamps=True)
     except HandleError as e:
         raise ClientError(f"unreadable values from {url}: {e.message}") from e
