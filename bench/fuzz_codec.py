@@ -20,7 +20,7 @@ from pathlib import Path
 from idr.codec.message import decode_message, encode_message
 from idr.codec.wire import ProtocolError
 
-VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "vectors" / "handle"
+VECTORS = Path(__file__).resolve().parents[1] / "tests" / "vectors" / "handle"
 
 
 def mutate(data: bytes, rng: random.Random, seeds: list[bytes]) -> bytes:

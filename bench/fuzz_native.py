@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VECTORS = ROOT.parent / "shared" / "vectors" / "handle"
+VECTORS = ROOT / "tests" / "vectors" / "handle"  # the repository's own copy
 CHECK_BOUND = 1.0  # s: a valid request must be answered within this (or its one retry)
 MAX_CONNS = 200  # concurrent fuzz TCP connections
 WINDOW = 64  # well-formed-enough UDP requests awaiting an answer before the sender waits

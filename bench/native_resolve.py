@@ -167,9 +167,7 @@ async def _serve(data: Path, port: int, worker: int, workers: int, cache: int) -
 
 async def _echo(port: int) -> None:
     """The baseline: a minimal uvloop UDP responder with a fixed pre-encoded 233-byte answer."""
-    answer = (
-        HERE.parents[1] / "shared" / "vectors" / "handle" / "udp_resolve_bench-0_response.bin"
-    ).read_bytes()
+    answer = (HERE.parent / "tests" / "vectors" / "handle" / "udp_resolve_bench-0_response.bin").read_bytes()
     assert len(answer) == 233
 
     class Echo(asyncio.DatagramProtocol):
