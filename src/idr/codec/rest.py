@@ -460,6 +460,8 @@ def value_from_json(v: Json, field: str = "value", *, timestamp: bool = False) -
     for required in ("index", "type", "data"):
         if required not in o:
             raise _bad(f"{field}.{required} is missing")
+    if not isinstance(o["index"], int):  # strictly a number here ("1" is refused, not guessed at)
+        raise _bad(f"{field}.index must be a JSON integer, not {type(o['index']).__name__}")
     index = _int(o["index"], f"{field}.index")
     type_ = _str(o["type"], f"{field}.type")
     data = data_from_json(type_, o["data"], f"{field}.data")

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
+from idr.codec.keys import decode_public_key
 from idr.codec.site import decode_site
 from idr.codec.values import decode_admin, decode_vlist
 from idr.codec.wire import ProtocolError
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle
-from idr.model.value import MAX_DATA_LENGTH, MAX_TYPE_LENGTH, MAX_VALUES, STANDARD_TYPES, HandleValue
+from idr.model.value import (
+    MAX_DATA_LENGTH,
+    MAX_TYPE_LENGTH,
+    MAX_VALUES,
+    PERM_PUBLIC_READ,
+    PERM_PUBLIC_WRITE,
+    STANDARD_TYPES,
+    HandleValue,
+    ValueReference,
+)
 
 MAX_INDEX = 2**31 - 1
 
@@ -31,16 +42,32 @@ def check_type(type_: str) -> None:
         raise _bad(f"unknown reserved type {type_!r}")
 
 
+def _check_reference(ref: ValueReference, what: str) -> None:
+    """An identity in an HS_ADMIN or HS_VLIST: a real handle and an index ≥ 0 (0: any index)."""
+    Handle.parse(ref.handle)
+    if ref.index < 0:
+        raise _bad(f"{what} index {ref.index} is negative")
+
+
 def check_data(v: HandleValue) -> None:
-    """Structured types must decode, so nothing downstream trips over what we stored."""
+    """Structured types must decode to something usable, so nothing downstream (authorisation,
+    referrals, challenge–response) trips over what we stored: an admin or group member that
+    names no handle, a key that is no key."""
     if len(v.data) > MAX_DATA_LENGTH:
         raise _bad(f"value {v.index} data longer than {MAX_DATA_LENGTH} bytes")
     t = v.type.upper()
     try:
         if t == "HS_ADMIN":
-            decode_admin(v.data)
+            admin = decode_admin(v.data)
+            _check_reference(ValueReference(admin.handle, admin.index), "admin")
         elif t == "HS_VLIST":
-            decode_vlist(v.data)
+            for ref in decode_vlist(v.data):
+                _check_reference(ref, "member")
+        elif t == "HS_PUBKEY":
+            decode_public_key(v.data)
+        elif t == "HS_SECKEY":
+            if not v.data:
+                raise _bad("an empty secret key would let anyone authenticate with no secret")
         elif t in ("HS_SITE", "HS_SITE.6", "HS_SITE.PREFIX"):
             decode_site(v.data)
         elif t in ("HS_ALIAS", "HS_SERV", "HS_SERV.PREFIX"):
@@ -50,8 +77,17 @@ def check_data(v: HandleValue) -> None:
         raise _bad(f"value {v.index} of type {v.type}: {msg}") from e
 
 
+def _private_secret(v: HandleValue) -> HandleValue:
+    """A secret key is never public, whatever permissions it was written with (a REST value
+    without ``permissions`` gets the default 1110): public read and write are cleared."""
+    if v.type.upper() == "HS_SECKEY" and v.permissions & (PERM_PUBLIC_READ | PERM_PUBLIC_WRITE):
+        return replace(v, permissions=v.permissions & ~(PERM_PUBLIC_READ | PERM_PUBLIC_WRITE))
+    return v
+
+
 def check_values(values: Iterable[HandleValue], *, allow_empty: bool = False) -> tuple[HandleValue, ...]:
-    vals = tuple(values)
+    """The values as they will be stored (secret keys made private), or INVALID_VALUE."""
+    vals = tuple(_private_secret(v) for v in values)
     if not vals and not allow_empty:
         raise _bad("no values given")
     if len(vals) > MAX_VALUES:

@@ -93,7 +93,8 @@ class AdminRecord:
     permissions: int = int(AdminPermission.ALL)
 
     def allows(self, perm: AdminPermission) -> bool:
-        return bool(self.permissions & perm)
+        """Every right in ``perm`` (one admin record must hold them all, as in Handle.Net)."""
+        return self.permissions & perm == perm
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +110,9 @@ class HandleValue:
 
     @property
     def public_read(self) -> bool:
-        return bool(self.permissions & PERM_PUBLIC_READ)
+        """Anyone may read it. Never a secret key, whatever its stored permissions say (values
+        written before writes made them private, or by an older node, stay hidden too)."""
+        return bool(self.permissions & PERM_PUBLIC_READ) and self.type.upper() != "HS_SECKEY"
 
     @property
     def admin_read(self) -> bool:
