@@ -46,6 +46,39 @@ def _fail(code: ResponseCode, message: str = "") -> HandleError:
     return HandleError(code, message)
 
 
+def _is_admin(v: HandleValue) -> bool:
+    return v.type.upper() == "HS_ADMIN"
+
+
+def replacement_rights(
+    old: Iterable[HandleValue], new: Iterable[HandleValue]
+) -> tuple[AdminPermission, dict[int, HandleValue]]:
+    """The rights replacing ``old`` values with ``new`` needs, index by index, as Handle.Net's
+    ``getPermsAndSetTimestampsForCreationWithOverwrite``: add/remove/modify value, the admin
+    rights for HS_ADMIN values, both kinds when one becomes the other. Also the old values that
+    do not change (they keep their timestamps)."""
+    before = {v.index: v for v in old}
+    needed = AdminPermission(0)
+    unchanged: dict[int, HandleValue] = {}
+    for v in new:
+        was = before.pop(v.index, None)
+        if was is None:
+            needed |= AdminPermission.ADD_ADMIN if _is_admin(v) else AdminPermission.ADD_VALUE
+        elif replace(was, timestamp=0) == replace(v, timestamp=0):
+            unchanged[v.index] = was
+        elif _is_admin(was) and _is_admin(v):
+            needed |= AdminPermission.MODIFY_ADMIN
+        elif _is_admin(was):
+            needed |= AdminPermission.REMOVE_ADMIN | AdminPermission.MODIFY_VALUE
+        elif _is_admin(v):
+            needed |= AdminPermission.MODIFY_VALUE | AdminPermission.ADD_ADMIN
+        else:
+            needed |= AdminPermission.MODIFY_VALUE
+    for was in before.values():
+        needed |= AdminPermission.REMOVE_ADMIN if _is_admin(was) else AdminPermission.REMOVE_VALUE
+    return needed, unchanged
+
+
 class RecordCache:
     """Bounded map key → record (or None for a known miss); FIFO eviction keeps it O(1)."""
 
@@ -386,18 +419,18 @@ class NodeService:
         values = check_values(req.values, allow_empty=True)
         existing = self._load(h.key)
         perm = AdminPermission.ADD_DERIVED_PREFIX if h.is_prefix_handle else AdminPermission.ADD_HANDLE
-        may_create = self._allowed(identity, self._parent_record(h), perm)
-        if existing is not None:
-            if not req.overwrite:
-                raise _fail(ResponseCode.HANDLE_ALREADY_EXISTS, f"handle {h} already exists")
-            if not (may_create or self._allowed(identity, existing, AdminPermission.MODIFY_VALUE)):
-                raise _fail(ResponseCode.INSUFFICIENT_PERMISSIONS, f"{identity} may not replace {h}")
-        elif not may_create:
-            raise _fail(ResponseCode.INSUFFICIENT_PERMISSIONS, f"{identity} may not create handles here")
+        if existing is not None and not req.overwrite:
+            raise _fail(ResponseCode.HANDLE_ALREADY_EXISTS, f"handle {h} already exists")
         if not any(v.type.upper() == "HS_ADMIN" for v in values):
             values = (*values, self._default_admin(identity, values))
+        if existing is None:
+            if not self._allowed(identity, self._parent_record(h), perm):
+                raise _fail(ResponseCode.INSUFFICIENT_PERMISSIONS, f"{identity} may not create handles here")
+            stamped = self._stamp(values)
+        else:
+            stamped = self._require_replace(identity, h, existing, values, perm)
         name = str(h) if req.mint or existing is None else existing.handle
-        record = HandleRecord(name, self._stamp(values))
+        record = HandleRecord(name, stamped)
         seq = self._commit("create", identity, [Write(h.key, record)])
         self.counters["registrations"] += 1
         return Response(
@@ -405,6 +438,39 @@ class NodeService:
             str(h) if req.mint else req.handle,
             seq=seq,
             extra={"created": existing is None},
+        )
+
+    def _require_replace(
+        self,
+        identity: ValueReference,
+        h: Handle,
+        existing: HandleRecord,
+        values: Sequence[HandleValue],
+        create_perm: AdminPermission,
+    ) -> tuple[HandleValue, ...]:
+        """Create with overwrite replaces a whole record: allowed, as Handle.Net's server allows
+        it (``HandleServer.doCreateHandle``), to one admin record holding every right the
+        changes need; or to one that may add admins (it could grant itself the rest); or to
+        one that may delete the record and create it again. Values that do not change keep
+        their timestamps. Returns the values to store."""
+        needed, kept = replacement_rights(existing.values, values)
+        ok = (
+            not needed
+            or (not needed & AdminPermission.ADD_ADMIN and self._allowed(identity, existing, needed))
+            or self._allowed(identity, existing, AdminPermission.ADD_ADMIN)
+            or (
+                self._allowed(identity, existing, AdminPermission.DELETE_HANDLE)
+                and self._allowed(identity, self._parent_record(h), create_perm)
+            )
+        )
+        if not ok:
+            rights = ", ".join(p.name.lower() for p in AdminPermission if p in needed and p.name)
+            raise _fail(
+                ResponseCode.INSUFFICIENT_PERMISSIONS, f"{identity} may not replace {h} (it needs {rights})"
+            )
+        now = int(self.clock())
+        return tuple(
+            sorted((kept.get(v.index) or replace(v, timestamp=now) for v in values), key=lambda v: v.index)
         )
 
     def _default_admin(self, identity: ValueReference, values: Sequence[HandleValue]) -> HandleValue:

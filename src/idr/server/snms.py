@@ -325,6 +325,9 @@ def parse_item(item: object) -> tuple[str, tuple[HandleValue, ...]]:
         if index == TEMPLATE_INDEX:
             raise _Fail(STATUS_FAILED, f"索引{TEMPLATE_INDEX}为预留索引 (index {TEMPLATE_INDEX} is reserved)")
         type_ = _field_str(v, "type", MAX_TYPE)
+        if type_.upper().startswith("HS_"):
+            # admins and keys are the Handle System's (REST or the native protocol), not SNMS's
+            raise _Fail(STATUS_FAILED, f"{where}.type {type_} 是系统属性 (HS_ types are not written here)")
         data = v.get("data")
         if isinstance(data, dict):
             fmt = data.get("format", "string")
