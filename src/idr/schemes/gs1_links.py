@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 import orjson
 
+from idr.model.url import script_scheme
 from idr.model.value import HandleValue
 
 GS1_VOC = "https://gs1.org/voc/"
@@ -105,6 +106,9 @@ def link_from_json(data: bytes) -> Link:
         raise LinkError("linkType must be a non-empty string")
     if not isinstance(href, str) or not href.strip():
         raise LinkError("href must be a non-empty string")
+    scheme = script_scheme(href)
+    if scheme is not None:
+        raise LinkError(f"a {scheme}: href is never a link target")
     title, type_ = o.get("title", ""), o.get("type", "")
     if not isinstance(title, str) or not isinstance(type_, str):
         raise LinkError("title and type must be strings")

@@ -45,6 +45,7 @@ from idr.core.request import Op, Request, Response
 from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle, normalize_key
+from idr.model.url import has_control, script_scheme
 from idr.model.value import HandleValue, ValueReference
 from idr.server import http_auth
 from idr.server.sessions import Session, SessionTable
@@ -736,7 +737,8 @@ def _values_page(handle: str, values: Iterable[HandleValue]) -> web.Response:
 
 
 def _redirect_target(values: Iterable[HandleValue]) -> str | None:
-    """First ``URL`` value by index, then the first ``URL.*`` sub-type (HDLProxy's order)."""
+    """First ``URL`` value by index, then the first ``URL.*`` sub-type (HDLProxy's order);
+    never one a browser would run as script (``idr.model.url``)."""
     vals = sorted(values, key=lambda v: v.index)
     for exact in (True, False):
         for v in vals:
@@ -746,7 +748,7 @@ def _redirect_target(values: Iterable[HandleValue]) -> str | None:
                     url = v.data.decode("utf-8").strip()
                 except UnicodeDecodeError:
                     continue
-                if url and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+                if url and not has_control(url) and script_scheme(url) is None:
                     return url
     return None
 
@@ -795,7 +797,10 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     target = _redirect_target(values)
     if target is None:
         return _values_page(current, values)
-    target += params.get("urlappend", "")
+    append = params.get("urlappend", "")
+    if has_control(append):
+        return _page(400, "Bad urlappend", "<h1>urlappend must not contain control characters</h1>")
+    target += append
     ttls = [v.ttl for v in values if v.ttl_type == 0 and v.ttl >= 0]
     headers = {"Location": target}
     if ttls:
