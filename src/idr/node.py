@@ -150,7 +150,7 @@ class Node:
             from idr.server.native import NativeOptions, start_native, start_workers
 
             host, port = parse_address(native)
-            opts = self.native_options or NativeOptions()
+            opts = self.native_options or NativeOptions.from_config(self.config.native_limits)
             if self.workers > 1:
                 opts = replace(opts, reuse_port=True)
             bound_native, close = await start_native(self.service, host, port, opts)

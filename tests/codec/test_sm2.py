@@ -95,7 +95,7 @@ def test_sign_verify_round_trip_and_refusals() -> None:
     assert not verify(key.public_key(), b"\x30\x00", MESSAGE, "SM3")
     assert not verify(key.public_key(), bytes(64), MESSAGE, "SM3")  # r = s = 0
     with pytest.raises(ValueError):
-        sign(key, MESSAGE, "SHA-256")
+        sign(key, MESSAGE, "SHA-512")
 
 
 def test_sm3_name_with_a_non_sm2_key_is_simply_false() -> None:

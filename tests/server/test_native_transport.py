@@ -4,6 +4,7 @@ oversized frames, garbage, and the pre-encoded answer cache (identical bytes, in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import time
@@ -55,20 +56,81 @@ def resolution(handle: str, flags: int = OpFlag.PO) -> bytes:
 # --------------------------------------------------------------------------- UDP
 
 
-async def test_big_udp_answer_is_truncated_and_client_retries_over_tcp(native: NativeNode) -> None:  # noqa: F811
+async def test_big_udp_answer_is_a_multi_datagram_message_by_default(native: NativeNode) -> None:  # noqa: F811
+    """RFC 3652 as the reference sends it: 7 datagrams, reassembled by the client; no TC."""
     request = vector("udp_resolve_big_request.bin")
-    [answer] = await asyncio.to_thread(udp_exchange, native.host, native.port, request)
-    assert answer[2] & EnvFlag.TC
-    assert len(answer) == 48 <= max(512, 3 * len(request))
-    assert int.from_bytes(answer[24:28], "big") == ResponseCode.SUCCESS
+    got = await asyncio.to_thread(udp_exchange, native.host, native.port, request, 7)
+    assert not any(d[2] & EnvFlag.TC for d in got)
     async with HandleClient(native.host, native.port, timeout=TIMEOUT) as c:
+        raw = await c.send_udp(request)  # UDP only: the reassembled message itself
         values = await c.resolve_values("88.100/big", transport="udp")
+    assert not raw[2] & EnvFlag.TC and decode_message(raw).response_code == ResponseCode.SUCCESS
     assert len(values[1].data) == 3000
+    assert native.server.udp.over_budget == 0
 
 
-async def test_udp_answer_within_three_times_a_padded_request(tmp_path: Path) -> None:
-    """A request large enough (3× rule) gets the whole multi-datagram answer."""
-    node = await start_node(tmp_path, NativeOptions(amplification=Amplification(3.0, 512)))
+def big_requests(n: int) -> list[bytes]:
+    base = vector("udp_resolve_big_request.bin")
+    return [base[:8] + (0x5000 + i).to_bytes(4, "big") + base[12:] for i in range(n)]
+
+
+def collect(host: str, port: int, requests: list[bytes], quiet: float = 0.3) -> list[bytes]:
+    """Send every request from one socket; every datagram that comes back until ``quiet`` s of silence."""
+    got: list[bytes] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        for r in requests:
+            s.sendto(r, (host, port))
+        s.settimeout(quiet)
+        with contextlib.suppress(TimeoutError):
+            while True:
+                got.append(s.recvfrom(65535)[0])
+    return got
+
+
+async def test_udp_byte_budget_per_source_bounds_amplification(tmp_path: Path) -> None:
+    """40 × 85-byte requests for a 3 KB answer: the source gets the burst (2 answers), then
+    per RRL slip=2 one 48-byte TC header for every second answer over budget, nothing more."""
+    amp = Amplification(rate=1, burst=2 * 3268, slip=2)  # 2 answers of 3128 + 7 × 20 bytes
+    node = await start_node(tmp_path, NativeOptions(amplification=amp))
+    try:
+        requests = big_requests(40)
+        got = await asyncio.to_thread(collect, node.host, node.port, requests)
+        whole = [d for d in got if not d[2] & EnvFlag.TC]
+        slips = [d for d in got if d[2] & EnvFlag.TC]
+        assert len(whole) == 14  # two complete 7-datagram answers
+        assert len(slips) == 19 and all(len(d) == 48 for d in slips)  # 38 over budget, every 2nd
+        sent = sum(len(d) for d in got)
+        assert sent <= amp.burst + 19 * 48 < 3 * sum(len(r) for r in requests)
+        assert node.server.udp.over_budget == 38
+        # TCP is not metered, and the client's TC fallback gets the whole record
+        async with HandleClient(node.host, node.port, timeout=TIMEOUT) as c:
+            values = await c.resolve_values("88.100/big", transport="udp")
+        assert len(values[1].data) == 3000
+    finally:
+        await node.server.close()
+        node.service.close()
+
+
+async def test_truncate_option_restores_tc_for_any_large_answer(tmp_path: Path) -> None:
+    """``truncate=True``: the former DNS-style rule — a header with TC, the client asks over TCP."""
+    node = await start_node(tmp_path, NativeOptions(amplification=Amplification(truncate=True)))
+    try:
+        request = vector("udp_resolve_big_request.bin")
+        [answer] = await asyncio.to_thread(udp_exchange, node.host, node.port, request)
+        assert answer[2] & EnvFlag.TC and len(answer) == 48
+        assert int.from_bytes(answer[24:28], "big") == ResponseCode.SUCCESS
+        async with HandleClient(node.host, node.port, timeout=TIMEOUT) as c:
+            values = await c.resolve_values("88.100/big", transport="udp")
+        assert len(values[1].data) == 3000
+    finally:
+        await node.server.close()
+        node.service.close()
+
+
+async def test_udp_answer_within_three_times_a_padded_request_is_free(tmp_path: Path) -> None:
+    """A request large enough (3× rule) gets the whole answer even with no budget at all."""
+    node = await start_node(tmp_path, NativeOptions(amplification=Amplification(rate=0, burst=0)))
     try:
         pad = tuple(f"T{i:04d}" for i in range(120))  # type filter that matches nothing extra
         msg = build_request(OpCode.RESOLUTION, ResolutionRequest("88.100/big", (1, 2), pad), flags=OpFlag.PO)
@@ -79,6 +141,7 @@ async def test_udp_answer_within_three_times_a_padded_request(tmp_path: Path) ->
         assert not raw[2] & EnvFlag.TC
         body = decode_message(raw).body
         assert isinstance(body, ResolutionResponse) and len(body.values) == 2
+        assert node.server.udp.over_budget == 0
     finally:
         await node.server.close()
         node.service.close()

@@ -232,7 +232,7 @@ def register(app: typer.Typer) -> None:
         cfg = _load(data)
         node = Node(cfg, _open(cfg))
         node.workers = workers
-        node.native_options = NativeOptions(warm=warm)
+        node.native_options = NativeOptions.from_config(cfg.native_limits, warm=warm)
         try:
             run_async(_serve(node, https=https, http=http, native=native))
         finally:

@@ -2,7 +2,8 @@
 ``SecretKeyAuthenticationInfo``, ``Util.doMac``). Both kinds cover ``nonce || request digest``.
 
 - HS_PUBKEY answer: UTF8-String hash algorithm name, then the length-prefixed signature. For SM2
-  keys the name is "SM3" and the signature DER (r, s) (``idr.codec.sm2``), as in China's SDKs.
+  keys the name is "SM3" (or "SHA-256") and the signature DER (r, s), in the forms of
+  ``idr.codec.sm2``; one of them takes the identity handle as SM2 user id.
 - HS_SECKEY answer (≥2.1): one code byte, then the MAC; for PBKDF2 (0x22) the "MAC" is
   salt (len-prefixed), int4 iterations, int4 key length in bits, MAC (len-prefixed).
   Before 2.1 the answer is a bare MD5(key || data || key).
@@ -42,13 +43,16 @@ def sign_challenge(
     return Writer().text(alg).blob(sign(private_key, nonce + digest, alg)).getvalue()
 
 
-def verify_signature_answer(public_key: PublicKey, nonce: bytes, digest: bytes, answer: bytes) -> bool:
-    """False for a wrong signature; ProtocolError for an answer that does not parse."""
+def verify_signature_answer(
+    public_key: PublicKey, nonce: bytes, digest: bytes, answer: bytes, identity: str = ""
+) -> bool:
+    """False for a wrong signature; ProtocolError for an answer that does not parse.
+    ``identity``: the handle the client claims (the SM2 user id of id-pointer-sdk's answers)."""
     r = Reader(answer)
     alg = r.text("signature hash", 64)
     signature = r.blob("signature", 65536)
     r.expect_end("signature answer")
-    return verify(public_key, signature, nonce + digest, alg)
+    return verify(public_key, signature, nonce + digest, alg, identity=identity)
 
 
 def _pbkdf2_password(key: bytes) -> bytes:

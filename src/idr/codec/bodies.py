@@ -105,19 +105,38 @@ class ListHandlesRequest(_Handle):
 
 @dataclass(frozen=True, slots=True)
 class ResolutionRequest:
+    """Handle, index filter, type filter; then, from Teleinfo's id-pointer-sdk only, ``auth``.
+
+    The SDK (``Encoder.encodeResolutionRequest``) appends one more length-prefixed field to every
+    resolution: empty (four zero bytes), or the UTF-8 identity token of ``resolveHandle(…,
+    authString)``, which also sets the RECU_AUTH op flag. Handle.Net's decoder stops after the
+    types and ignores the rest; we read the field when the rest is exactly one such field, and
+    otherwise ignore the rest too. ``auth`` is None when there was no such field."""
+
     handle: str
     indexes: tuple[int, ...] = ()
     types: tuple[str, ...] = ()
+    auth: bytes | None = None
 
     def write(self, w: Writer, version: Version) -> None:
         w.text(self.handle).int_array(self.indexes).text_array(self.types)
+        if self.auth is not None:
+            w.blob(self.auth)
 
     @classmethod
     def read(cls, r: Reader, version: Version) -> Self:
         handle = read_handle(r)
         indexes = tuple(r.int_array("requested indexes"))
         types = tuple(r.text("requested type", 1024) for _ in range(r.count("requested types", 4)))
-        return cls(handle, indexes, types)
+        auth = None
+        if r.remaining >= 4:
+            start = r.pos
+            n = r.u32()
+            if n == r.remaining:
+                auth = r.raw(n, "auth field")
+            else:
+                r.pos = start  # not the SDK's field: ignored, like any other trailing bytes
+        return cls(handle, indexes, types, auth)
 
 
 @dataclass(frozen=True, slots=True)

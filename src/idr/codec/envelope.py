@@ -29,7 +29,8 @@ class EnvFlag(IntFlag):
 
 
 class OpFlag(IntFlag):
-    """Header op flags (RFC 3652 §2.2.2.3; the last four are Handle.Net extensions)."""
+    """Header op flags (RFC 3652 §2.2.2.3; OVRW…DNRF are Handle.Net extensions, RECU_AUTH the
+    Teleinfo SDK's)."""
 
     AT = 0x80000000  # authoritative: no caches, primaries only
     CT = 0x40000000  # certify: server must sign the response
@@ -43,6 +44,9 @@ class OpFlag(IntFlag):
     OVRW = 0x00400000  # overwrite existing handle/values
     MINT = 0x00200000  # create: server mints the suffix
     DNRF = 0x00100000  # do not refer
+    # id-pointer-sdk (Teleinfo) ``Encoder.MSG_FLAG_RECU_AUTH``: a resolution carries the caller's
+    # identity token in its auth field (``bodies.ResolutionRequest.auth``), to be passed on.
+    RECU_AUTH = 0x00000004
 
 
 class OpCode(IntEnum):

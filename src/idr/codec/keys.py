@@ -9,9 +9,16 @@ only), so ``ED25519_PUB_KEY`` + flags + the 32 raw key bytes is an idr extension
 Handle.Net peer will not read such a key.
 
 SM2 (China's commercial cryptography, GB/T 32918) follows Teleinfo's id-pointer-sdk
-(``Common.KEY_ENCODING_SM2_PUB_KEY``): ``SM2_PUB_KEY`` + flags + the length-prefixed X.509
-SubjectPublicKeyInfo DER of the key; its signatures are SM3withSM2 and name their hash "SM3"
-(``Common.HASH_ALG_SM3``). Formats and the library are in ``idr.codec.sm2``.
+(``Common.KEY_ENCODING_SM2_PUB_KEY``): ``SM2_PUB_KEY`` + flags + a length-prefixed X.509
+SubjectPublicKeyInfo, as DER (what idr writes) or as the PEM text of it (what the SDK's
+``Util.getBytesFromPublicKey`` writes). The SDK's ``newIdisPublicKeyValue`` stores the bare PEM
+text as the whole HS_PUBKEY value, for any key type; that is read too. SM2 signatures name their
+hash "SM3" (``Common.HASH_ALG_SM3``), or "SHA-256" for the SDK's SHA256withSM2; the forms are in
+``idr.codec.sm2``.
+
+Costs a key's owner could choose are bounded when the key is read: RSA moduli up to 16384 bits
+with public exponents up to 64 bits (OpenSSL's own bound for large moduli), DSA as OpenSSL
+allows (p up to 10000 bits).
 """
 
 from __future__ import annotations
@@ -19,9 +26,19 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ed25519, padding, rsa
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_der_public_key
 
-from idr.codec.sm2 import SM2PrivateKey, SM2PublicKey
+from idr.codec.sm2 import (
+    DEFAULT_UID,
+    MAX_PEM,
+    SHA256,
+    SM2Error,
+    SM2PrivateKey,
+    SM2PublicKey,
+    is_pem,
+    pem_to_der,
+    sm3,
+)
 from idr.codec.wire import ProtocolError, Reader, Writer
 from idr.model.errors import ResponseCode
 
@@ -34,6 +51,7 @@ SM2_PUB_KEY = "SM2_PUB_KEY"  # Teleinfo/CAICT SDKs, see module docstring
 ED25519_SIG_ALG = "Ed25519"  # the "hash algorithm" name written for Ed25519 signatures
 SM2_SIG_ALG = "SM3"  # SM2 signs SM3(Z || data); the SDKs write the hash name "SM3"
 MAX_RSA_BITS = 16384  # refuse absurd moduli before anyone spends CPU on them
+MAX_RSA_EXPONENT_BITS = 64  # a huge public exponent would make every verification a private-key op
 
 PublicKey = rsa.RSAPublicKey | dsa.DSAPublicKey | ed25519.Ed25519PublicKey | SM2PublicKey
 PrivateKey = rsa.RSAPrivateKey | dsa.DSAPrivateKey | ed25519.Ed25519PrivateKey | SM2PrivateKey
@@ -77,25 +95,51 @@ def _uint(r: Reader, what: str) -> int:
     return int.from_bytes(r.blob(what, 4096), "big")
 
 
+def _check_rsa(key: rsa.RSAPublicKey) -> rsa.RSAPublicKey:
+    numbers = key.public_numbers()
+    if numbers.n.bit_length() > MAX_RSA_BITS:
+        raise ProtocolError(f"RSA modulus of {numbers.n.bit_length()} bits")
+    if numbers.e.bit_length() > MAX_RSA_EXPONENT_BITS:
+        raise ProtocolError(f"RSA public exponent of {numbers.e.bit_length()} bits")
+    return key
+
+
+def _from_pem(data: bytes) -> PublicKey:
+    """A bare PEM "PUBLIC KEY" value (id-pointer-sdk ``newIdisPublicKeyValue``)."""
+    der = pem_to_der(data)
+    try:
+        return SM2PublicKey.from_der(der)
+    except SM2Error:
+        pass
+    key = load_der_public_key(der)
+    if isinstance(key, rsa.RSAPublicKey):
+        return _check_rsa(key)
+    if isinstance(key, dsa.DSAPublicKey | ed25519.Ed25519PublicKey):
+        return key
+    raise ProtocolError(f"unsupported PEM public key type {type(key).__name__}")
+
+
 def decode_public_key(data: bytes) -> PublicKey:
     """HS_PUBKEY data to a key; anything malformed or unsupported is INVALID_VALUE."""
     r = Reader(data)
     try:
+        key: PublicKey
+        if is_pem(data):
+            return _from_pem(data)
         kind = r.text("key type", 64)
         r.u16()  # flags, reserved
-        key: PublicKey
         if kind == RSA_PUB_KEY:
             e, n = _uint(r, "RSA exponent"), _uint(r, "RSA modulus")
             if n.bit_length() > MAX_RSA_BITS:
                 raise ProtocolError(f"RSA modulus of {n.bit_length()} bits")
-            key = rsa.RSAPublicNumbers(e, n).public_key()
+            key = _check_rsa(rsa.RSAPublicNumbers(e, n).public_key())
         elif kind == DSA_PUB_KEY:
             q, p, g, y = (_uint(r, f"DSA {c}") for c in "qpgy")
             key = dsa.DSAPublicNumbers(y, dsa.DSAParameterNumbers(p, q, g)).public_key()
         elif kind == ED25519_PUB_KEY:
             key = ed25519.Ed25519PublicKey.from_public_bytes(r.blob("Ed25519 key", 32))
         elif kind == SM2_PUB_KEY:
-            key = SM2PublicKey.from_der(r.blob("SM2 key", 256))
+            key = SM2PublicKey.from_bytes(r.blob("SM2 key", MAX_PEM))
         else:
             raise ProtocolError(f"unsupported public key type {kind!r}")
         r.expect_end("public key")
@@ -126,29 +170,45 @@ def _hash(alg: str) -> hashes.HashAlgorithm:
 
 def sign(key: PrivateKey, data: bytes, hash_alg: str) -> bytes:
     """RSA PKCS#1 v1.5, DSA DER (r, s), Ed25519 (whose ``hash_alg`` must be "Ed25519"), or SM2
-    DER (r, s) with the default user id (whose ``hash_alg`` must be "SM3")."""
+    DER (r, s) with the default user id (``hash_alg`` "SM3", or "SHA-256" for SHA256withSM2)."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
         if hash_alg != ED25519_SIG_ALG:
             raise ValueError(f"Ed25519 signs with no separate hash, not {hash_alg!r}")
         return key.sign(data)
     if isinstance(key, SM2PrivateKey):
-        if hash_alg != SM2_SIG_ALG:
-            raise ValueError(f"SM2 signs with SM3 only, not {hash_alg!r}")
-        return key.sign(data)
+        if hash_alg == SM2_SIG_ALG:
+            return key.sign(data)
+        if _HASHES.get(hash_alg) is hashes.SHA256:  # id-pointer-sdk's SHA256withSM2
+            return key.sign(data, DEFAULT_UID, SHA256)
+        raise ValueError(f"SM2 signs with SM3 or SHA-256, not {hash_alg!r}")
     if isinstance(key, rsa.RSAPrivateKey):
         return key.sign(data, padding.PKCS1v15(), _hash(hash_alg))
     return key.sign(data, _hash(hash_alg))
 
 
-def verify(key: PublicKey, signature: bytes, data: bytes, hash_alg: str) -> bool:
-    """True only for a good signature; a wrong key type or hash name is simply False."""
+def verify_sm2(key: SM2PublicKey, signature: bytes, data: bytes, hash_alg: str, identity: str = "") -> bool:
+    """An SM2 signature in any of the forms of ``idr.codec.sm2``: "SM3" by id-pointer-sdk's EC
+    keys (user id = ``identity``, message = SM3(data)) or idr's (default user id, message =
+    data); "SHA-256" by the SDK's KeyConverter keys (SHA256withSM2, default user id)."""
+    if hash_alg == SM2_SIG_ALG:
+        if identity and key.verify(signature, sm3(data), identity.encode("utf-8")):
+            return True
+        return key.verify(signature, data)
+    if _HASHES.get(hash_alg) is hashes.SHA256:
+        return key.verify(signature, data, DEFAULT_UID, SHA256)
+    return False
+
+
+def verify(key: PublicKey, signature: bytes, data: bytes, hash_alg: str, *, identity: str = "") -> bool:
+    """True only for a good signature; a wrong key type or hash name is simply False.
+    ``identity``: the signer's handle, which SM2 signatures of id-pointer-sdk use as user id."""
     try:
         if isinstance(key, ed25519.Ed25519PublicKey):
             if hash_alg != ED25519_SIG_ALG:
                 return False
             key.verify(signature, data)
         elif isinstance(key, SM2PublicKey):
-            return hash_alg == SM2_SIG_ALG and key.verify(signature, data)
+            return verify_sm2(key, signature, data, hash_alg, identity)
         elif isinstance(key, rsa.RSAPublicKey):
             key.verify(signature, data, padding.PKCS1v15(), _hash(hash_alg))
         else:

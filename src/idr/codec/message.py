@@ -157,19 +157,22 @@ def decode_message(data: bytes | bytearray | memoryview) -> Message:
     version = (env.major, env.minor)
     digest: RequestDigest | None = None
     legacy = _legacy_challenge(h.response_code, version)
-    with r.restrict_to(h.body_length, "body"):
+    # Like Handle.Net's ``Encoder.decodeMessage``: each body decoder reads its fields and whatever
+    # follows them inside the body is ignored (id-pointer-sdk appends a field to resolutions,
+    # ``bodies.ResolutionRequest.auth``), but no decoder may read past the declared body length.
+    with r.restrict_to(h.body_length, "body", exact=False):
         if h.response_code != 0 and h.opflags & OpFlag.RD and not legacy:
             digest = read_digest(r)
         body = body_type(h.opcode, h.response_code, version).read(r, version)
         if legacy:
             digest = RequestDigest(DIGEST_MD5_LEGACY, r.blob("request digest", 64))
     credential = None
-    if r.remaining:  # Handle.Net tolerates a missing credential length; so do we
+    if r.remaining >= 4:  # Handle.Net reads a credential only when its length fits; so do we
         n = r.u32()
         if n:
             with r.restrict_to(n, "credential"):
                 credential = read_credential(r)
-        r.expect_end("credential")
+    # bytes after the credential are ignored, as by Handle.Net
     return Message(
         h.opcode,
         body,

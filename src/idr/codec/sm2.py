@@ -1,31 +1,51 @@
-"""SM2 keys and SM2-with-SM3 signatures (GB/T 32918, GB/T 32905), as China's Handle SDKs use them.
+"""SM2 keys and SM2 signatures (GB/T 32918, GB/T 32905), in the forms China's Handle SDKs use.
 
 ``cryptography`` has no SM2, so the arithmetic is ``gmalg`` (pure Python, no dependencies; see
 docs/security.md for why it was chosen). This module wraps it in two small immutable key classes
 and owns the byte formats, with no I/O:
 
-- Public key: X.509 SubjectPublicKeyInfo DER, algorithm id-ecPublicKey (1.2.840.10045.2.1) with
-  named curve sm2p256v1 (1.2.156.10197.1.301) and an uncompressed point. That is what OpenSSL 3
-  and BouncyCastle (hence Teleinfo's id-pointer-sdk, which puts ``getEncoded()`` in HS_PUBKEY)
-  write. DER is canonical, so a valid SPKI for such a key is always the same 26-byte header
+- Public key: X.509 SubjectPublicKeyInfo, algorithm id-ecPublicKey (1.2.840.10045.2.1) with
+  named curve sm2p256v1 (1.2.156.10197.1.301) and an uncompressed point, as DER or as the PEM
+  text of that DER. Teleinfo's id-pointer-sdk stores PEM: ``Util.getBytesFromPublicKey`` puts
+  ``KeyConverter.toX509Pem(key)`` (the "-----BEGIN PUBLIC KEY-----" text, CRLF line ends) inside
+  the SM2_PUB_KEY encoding, and ``ValueHelper.newIdisPublicKeyValue`` makes that PEM text the
+  whole HS_PUBKEY value; DER is what OpenSSL and BouncyCastle's ``getEncoded()`` write and what
+  idr writes. DER is canonical, so a valid SPKI for such a key is always the same 26-byte header
   followed by the 65-byte point; we compare rather than parse.
 - Private key: PKCS#8 (RFC 5208) wrapping an RFC 5915 ECPrivateKey with the same algorithm, as
   ``openssl genpkey -algorithm SM2`` writes. Encrypted PKCS#8 is not supported.
-- Signature: DER SEQUENCE { r INTEGER, s INTEGER } over SM3(Z || message), Z computed with the
-  GB/T 32918 default user id "1234567812345678" -- BouncyCastle's ``SM3withSM2`` and OpenSSL's
-  defaults. Verification also takes the 64-byte r || s "plain" form some SDK helpers emit
-  (hutool's ``usePlainEncoding``), because the challenge nonce makes malleability harmless.
+- Signature: DER SEQUENCE { r INTEGER, s INTEGER } (verification also takes the 64-byte r || s
+  "plain" form some SDK helpers emit: the challenge nonce makes malleability harmless) over
+  H(Z || message), Z = H(ENTL || user id || curve || public key). The SDK signs challenges in
+  two ways (``PublicKeyAuthenticationInfo.authenticate``), both verified here:
+  * a BouncyCastle/hutool EC key ("EC"): hutool ``SM2.signHex(SM3(nonce || digest), hex(user id))``
+    — H = SM3, user id = the identity handle's UTF-8 bytes, message = the 32-byte SM3 of
+    nonce || digest; hash name "SM3";
+  * a key loaded by its ``KeyConverter`` ("SM2"): the JCA ``SHA256withSM2`` signature
+    (BouncyCastle ``SM2Signer(new SHA256Digest())``) — H = SHA-256, the default user id,
+    message = nonce || digest; hash name "SHA-256".
+  idr's own form (BouncyCastle's and OpenSSL's SM3withSM2 defaults) is H = SM3 with the GB/T
+  32918 default user id "1234567812345678" over nonce || digest, hash name "SM3".
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import secrets
 from dataclasses import dataclass, field
 
 import gmalg
+import gmalg.sm2
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 DEFAULT_UID = b"1234567812345678"  # GB/T 32918.2 / GM/T 0009 default signer identity
+SM3 = "sm3"
+SHA256 = "sha256"
+PEM_BEGIN = b"-----BEGIN PUBLIC KEY-----"
+PEM_END = b"-----END PUBLIC KEY-----"
+MAX_PEM = 16384  # bytes of PEM text we are willing to read (an RSA-16384 key is ~2.9 KB)
 SM2_N = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123  # group order
 # The curve y² = x³ + ax + b over F_p (GB/T 32918.5); its cofactor is 1.
 SM2_P = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFF
@@ -41,6 +61,58 @@ _SM2_CURVE_OID = bytes.fromhex("06082a811ccf5501822d")
 
 class SM2Error(ValueError):
     """Bytes that are not an SM2 key of the supported form."""
+
+
+def pem_to_der(text: bytes) -> bytes:
+    """The DER inside "-----BEGIN PUBLIC KEY-----" PEM text (any line ends; strict base64)."""
+    if len(text) > MAX_PEM:
+        raise SM2Error(f"PEM text of {len(text)} bytes")
+    body = text.strip()
+    if not body.startswith(PEM_BEGIN) or not body.endswith(PEM_END):
+        raise SM2Error("not a PEM public key (-----BEGIN PUBLIC KEY----- … -----END PUBLIC KEY-----)")
+    inner = b"".join(body[len(PEM_BEGIN) : -len(PEM_END)].split())
+    try:
+        return base64.b64decode(inner, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise SM2Error(f"PEM public key is not valid base64: {e}") from None
+
+
+def is_pem(data: bytes) -> bool:
+    return data.lstrip()[: len(PEM_BEGIN)] == PEM_BEGIN
+
+
+class _Hashlib:
+    """gmalg's Hash interface over hashlib (OpenSSL's SM3 and SHA-256, much faster than gmalg's
+    pure-Python SM3): lets the SM2 arithmetic run with SHA-256 as BouncyCastle's SHA256withSM2."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._h = hashlib.new(name)
+
+    def reset(self) -> None:
+        self._h = hashlib.new(self.name)
+
+    def update(self, data: bytes) -> None:
+        self._h.update(data)
+
+    def value(self) -> bytes:
+        return self._h.digest()
+
+    def hash_length(self) -> int:
+        return self._h.digest_size
+
+
+def _core(hash_name: str) -> gmalg.sm2.SM2Core:
+    if hash_name == SM3 and SM3 not in hashlib.algorithms_available:
+        return gmalg.sm2.SM2Core(gmalg.sm2._ecdlp, gmalg.SM3())  # an OpenSSL built without SM3
+    return gmalg.sm2.SM2Core(gmalg.sm2._ecdlp, _Hashlib(hash_name))
+
+
+def sm3(data: bytes) -> bytes:
+    h = _core(SM3)._hash_obj
+    h.reset()
+    h.update(data)
+    return bytes(h.value())
 
 
 def _check_point(point: bytes) -> bytes:
@@ -74,21 +146,32 @@ class SM2PublicKey:
             raise SM2Error("not an SM2 SubjectPublicKeyInfo (id-ecPublicKey, sm2p256v1, uncompressed)")
         return cls(der[len(_SPKI_HEADER) :])
 
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SM2PublicKey:
+        """DER (or a bare point), or the PEM text of the DER as id-pointer-sdk stores it."""
+        return cls.from_der(pem_to_der(data) if is_pem(data) else data)
+
     def to_der(self) -> bytes:
         return _SPKI_HEADER + self.point
 
-    def verify(self, signature: bytes, data: bytes, uid: bytes = DEFAULT_UID) -> bool:
-        """True only for a good SM3withSM2 signature (DER, or plain 64-byte r || s)."""
+    def to_pem(self) -> bytes:
+        """PEM as id-pointer-sdk's ``KeyConverter.toX509Pem`` writes it (76-column MIME base64, CRLF)."""
+        b64 = base64.encodebytes(self.to_der()).replace(b"\n", b"\r\n")
+        return PEM_BEGIN + b"\r\n" + b64 + PEM_END + b"\r\n"
+
+    def verify(self, signature: bytes, data: bytes, uid: bytes = DEFAULT_UID, hash_name: str = SM3) -> bool:
+        """True only for a good SM2 signature (DER, or plain 64-byte r || s) over ``data`` with
+        user id ``uid`` and hash ``hash_name`` ("sm3", or "sha256" for SHA256withSM2)."""
         try:
             r, s = decode_dss_signature(signature)
         except ValueError:
             if len(signature) != 64:
                 return False
             r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-        if not (0 < r < SM2_N and 0 < s < SM2_N):
+        if not (0 < r < SM2_N and 0 < s < SM2_N) or len(uid) >= 8192:
             return False
-        checker = gmalg.SM2(pk=self.point, uid=uid)
-        return bool(checker.verify(data, r.to_bytes(32, "big"), s.to_bytes(32, "big")))
+        point = gmalg.sm2.bytes_to_point(self.point)
+        return bool(_core(hash_name).verify(data, r, s, uid, point))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +195,13 @@ class SM2PrivateKey:
     def public_key(self) -> SM2PublicKey:
         return self._public
 
-    def sign(self, data: bytes, uid: bytes = DEFAULT_UID) -> bytes:
-        """SM3withSM2 over ``data``, DER-encoded (r, s); the per-signature k is from ``secrets``."""
-        r, s = gmalg.SM2(sk=self.secret, pk=self._public.point, uid=uid).sign(data)
-        return encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
+    def sign(self, data: bytes, uid: bytes = DEFAULT_UID, hash_name: str = SM3) -> bytes:
+        """SM2 over ``data`` with user id ``uid`` and hash ``hash_name``, DER-encoded (r, s);
+        the per-signature k is from ``secrets``."""
+        point = gmalg.sm2.bytes_to_point(self._public.point)
+        d = int.from_bytes(self.secret, "big")
+        r, s = _core(hash_name).sign(data, d, uid, point)
+        return encode_dss_signature(r, s)
 
     @classmethod
     def from_pkcs8(cls, der: bytes) -> SM2PrivateKey:

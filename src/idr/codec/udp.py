@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 
-from idr.codec.envelope import ENVELOPE_SIZE, Envelope, EnvFlag, decode_envelope
+from idr.codec.envelope import ENVELOPE_SIZE, HEADER_SIZE, Envelope, EnvFlag, decode_envelope
 from idr.codec.wire import ProtocolError
 
 MAX_UDP_PACKET = 512
@@ -22,24 +22,47 @@ MAX_UDP_DATA = MAX_UDP_PACKET - ENVELOPE_SIZE  # 492
 def fragment(
     message: bytes, request_id: int | None = None, *, truncated: bool = False, max_payload: int = MAX_UDP_DATA
 ) -> list[bytes]:
-    """Split a complete message (envelope first) into datagrams.
+    """Split a complete message (envelope first) into datagrams, as Handle.Net's
+    ``HdlUdpRequestHandler.handleResponse`` does: each datagram is the envelope with its
+    sequence number (bytes 12–15) set, then the next ``max_payload`` bytes.
 
     ``request_id`` overrides the envelope's; ``truncated`` sets TC on every datagram when there
     is more than one (what a Handle.Net client does for a multi-packet request — servers don't).
-    """
-    env = decode_envelope(message)
+    The envelope is copied as it is (any version: this only cuts bytes)."""
+    if len(message) < ENVELOPE_SIZE:
+        raise ValueError(f"message of {len(message)} bytes has no envelope")
     payload = memoryview(message)[ENVELOPE_SIZE:]
-    if env.message_length != len(payload):
-        raise ValueError(f"envelope length {env.message_length} != {len(payload)} bytes after it")
+    length = int.from_bytes(message[16:20], "big")
+    if length != len(payload):
+        raise ValueError(f"envelope length {length} != {len(payload)} bytes after it")
+    head = bytearray(message[:ENVELOPE_SIZE])
     if request_id is not None:
-        env = replace(env, request_id=request_id)
+        head[8:12] = (request_id & 0xFFFFFFFF).to_bytes(4, "big")
     n = max(1, -(-len(payload) // max_payload))
     if truncated and n > 1:
-        env = replace(env, flags=env.flags | EnvFlag.TC)
-    return [
-        replace(env, sequence_number=i).encode() + bytes(payload[i * max_payload : (i + 1) * max_payload])
-        for i in range(n)
-    ]
+        head[2] |= EnvFlag.TC
+    out = []
+    for i in range(n):
+        head[12:16] = i.to_bytes(4, "big")
+        out.append(bytes(head) + payload[i * max_payload : (i + 1) * max_payload])
+    return out
+
+
+def tc_header(message: bytes) -> bytes:
+    """Envelope + header of ``message`` with an empty body and TC set (DNS's "ask again over
+    TCP", RFC 7766): what the UDP front-end sends past a source's budget (see server/udp.py)."""
+    out = bytearray(message[: ENVELOPE_SIZE + HEADER_SIZE] + b"\0\0\0\0")
+    out[2] |= EnvFlag.TC
+    out[16:20] = (HEADER_SIZE + 4).to_bytes(4, "big")
+    out[40:44] = b"\0\0\0\0"
+    return bytes(out)
+
+
+def wire_size(message: bytes, max_payload: int = MAX_UDP_DATA) -> int:
+    """Bytes on the wire after :func:`fragment` (each extra datagram repeats the envelope)."""
+    payload = len(message) - ENVELOPE_SIZE
+    packets = max(1, -(-payload // max_payload))
+    return payload + packets * ENVELOPE_SIZE
 
 
 @dataclass(slots=True)

@@ -106,15 +106,18 @@ class Reader:
         return [self.text(what) for _ in range(self.count(what, 4))]
 
     @contextmanager
-    def restrict_to(self, n: int, what: str) -> Iterator[None]:
-        """Run a nested decode that must consume exactly ``n`` bytes."""
+    def restrict_to(self, n: int, what: str, *, exact: bool = True) -> Iterator[None]:
+        """Run a nested decode that may not read past the next ``n`` bytes and must consume them
+        all (``exact``), or whose unread rest is skipped (``exact=False``: what the reference
+        decoders do with a message body, which read their fields and ignore what follows)."""
         self._need(n, what)
         saved_end = self._end
         self._end = self.pos + n
         try:
             yield
-            if self.pos != self._end:
+            if exact and self.pos != self._end:
                 raise ProtocolError(f"{self._end - self.pos} trailing bytes in {what}")
+            self.pos = self._end
         finally:
             self._end = saved_end
 

@@ -24,6 +24,25 @@ class Limits:
 
 
 @dataclass
+class NativeLimits:
+    """``[native]``: what one client may cost the Handle protocol front-ends (docs/security.md)."""
+
+    udp_rate: int = 64 * 1024  # bytes/s of large UDP answers per source network (RRL budget)
+    udp_burst: int = 256 * 1024
+    udp_slip: int = 2  # past the budget, every n-th large answer becomes a TC header (0: none)
+    udp_truncate: bool = False  # legacy: TC header for every answer too large to send freely
+    tcp_max_connections: int = 1024
+    tcp_max_per_source: int = 64
+    tcp_idle_timeout: float = 30.0
+    tcp_write_buffer: int = 64 * 1024  # per connection: stop answering while the client lags
+    verify_slots: int = 1  # signature/MAC checks at once, off the event loop
+    verify_queue: int = 16
+    verify_cpu_per_source: float = 0.25  # CPU seconds of verification per second per address
+    verify_cpu_burst: float = 1.0
+    token_window: float = 300.0  # id-pointer-sdk identity tokens: seconds of clock skew allowed
+
+
+@dataclass
 class ReplicationConfig:
     """``[replication]``: this site's part in its service (see docs/replication.md).
 
@@ -53,6 +72,7 @@ class NodeConfig:
     http: str = ""
     native: str = ""
     limits: Limits = field(default_factory=Limits)
+    native_limits: NativeLimits = field(default_factory=NativeLimits)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
 
     @property
@@ -75,6 +95,7 @@ class NodeConfig:
         node = raw.get("node", {})
         listen = raw.get("listen", {})
         limits = raw.get("limits", {})
+        native_limits = raw.get("native", {})
         replication = raw.get("replication", {})
         try:
             cfg = cls(
@@ -88,6 +109,7 @@ class NodeConfig:
                 http=str(listen.get("http", "")),
                 native=str(listen.get("native", "")),
                 limits=Limits(**limits),
+                native_limits=NativeLimits(**native_limits),
                 replication=ReplicationConfig(**replication),
             )
         except TypeError as e:
@@ -115,6 +137,7 @@ class NodeConfig:
             },
             "listen": {"https": self.https, "http": self.http, "native": self.native},
             "limits": asdict(self.limits),
+            "native": asdict(self.native_limits),
         }
         if self.replication.listen:
             doc["replication"] = asdict(self.replication)

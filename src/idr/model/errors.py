@@ -37,6 +37,12 @@ class ResponseCode(IntEnum):
     NEED_RSAKEY_FOR_SESSIONEXCHANGE = 503
     INVALID_SESSIONSETUP_REQUEST = 504
     SESSION_MESSAGE_REJECTED = 505
+    # Teleinfo id-pointer-sdk (``AbstractMessage`` RC_REQUEST_LIMIT_DAILY, RC_REGISTER_COUNT_LIMIT,
+    # RC_PREFIX_LIMIT): quota refusals of the national platform's nodes, decoded by the SDK as
+    # error responses (message text body). Its 601 and 602 are client-side only, never sent.
+    REQUEST_LIMIT_DAILY = 603
+    REGISTER_COUNT_LIMIT = 604
+    PREFIX_LIMIT = 605
 
 
 class HandleError(Exception):

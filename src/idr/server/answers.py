@@ -79,6 +79,13 @@ _GENERIC_OPS: dict[int, Op] = {
 }
 
 
+def zero_na(handle: str) -> str:
+    """A handle without a slash names a prefix: ``88.100`` → ``0.NA/88.100``, as Handle.Net's
+    server reads it (``Util.convertSlashlessHandleToZeroNaHandle``; the core already takes bare
+    prefixes for home, unhome and list). Teleinfo's SDK resolves prefixes that way."""
+    return handle if "/" in handle or not handle else f"0.NA/{handle}"
+
+
 def to_request(msg: Message, identity: ValueReference | None = None) -> Request | None:
     """The core request for ``msg``; None when the core has no such operation."""
     body = msg.body
@@ -87,7 +94,7 @@ def to_request(msg: Message, identity: ValueReference | None = None) -> Request 
         case ResolutionRequest(handle=h, indexes=ix, types=ty) if msg.opcode == OpCode.RESOLUTION:
             return Request(
                 Op.RESOLUTION,
-                h,
+                zero_na(h),
                 ix,
                 ty,
                 identity=identity,
@@ -154,7 +161,9 @@ class Answerer:
             return [self.error(request, code, resp.message)]
         op = request.opcode
         if op == OpCode.RESOLUTION:
-            return [self.message(request, code, ResolutionResponse(resp.handle, resp.values))]
+            # the handle as asked (``88.100`` stays ``88.100``), as HandleServer answers
+            asked = request.body.handle if isinstance(request.body, ResolutionRequest) else resp.handle
+            return [self.message(request, code, ResolutionResponse(asked, resp.values))]
         if op == OpCode.GET_SITE_INFO:
             site = resp.extra.get("site")
             if not isinstance(site, SiteInfo):

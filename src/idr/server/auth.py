@@ -7,7 +7,15 @@ named by the envelope SessionId of the 402, which the client echoes in its
 OC_RESPONSE_TO_CHALLENGE; we also bind it to the client's IP address. Unlike Handle.Net (which
 keeps an answered challenge until it expires), a challenge is consumed by the first answer: a
 second answer with the same SessionId is a replay and gets SESSION_MESSAGE_REJECTED, an unknown or
-expired one AUTHEN_TIMEOUT (Handle.Net's code). The table is bounded in entries and time.
+expired one AUTHEN_TIMEOUT (Handle.Net's code). The table is bounded in entries, bytes (a parked
+request may be a 256 KB CREATE from anyone: ``max_bytes``), entries per client address
+(``per_peer``) and time.
+
+Verifying an answer costs CPU the client chooses (PBKDF2 iterations, key sizes, the pure-Python
+SM2 arithmetic), so every verification goes through one :class:`AuthGuard`: a per-address rate,
+a back-off per identity after failed attempts (an online guessing oracle otherwise), and a
+:class:`~idr.server.limits.CostGate` that runs the work off the event loop, a bounded amount at
+a time. The store is read on the event loop; only the pure checks below run on the gate's thread.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 from idr.codec.auth import verify_secret_answer, verify_signature_answer
 from idr.codec.bodies import ChallengeAnswerRequest
@@ -26,10 +35,15 @@ from idr.codec.wire import ProtocolError
 from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.value import HandleValue, ValueReference
+from idr.server.limits import CostGate, RateTable
+
+T = TypeVar("T")
 
 NONCE_SIZE = 16  # Handle.Net Common.CHALLENGE_NONCE_SIZE
 CHALLENGE_TTL = 60.0  # seconds; Handle.Net's max_auth_time default is of this order
 MAX_PENDING = 10_000
+MAX_PENDING_BYTES = 32 * 1024 * 1024  # parked requests' raw bytes, all clients together
+MAX_PENDING_PER_PEER = 64
 
 PUBKEY = "HS_PUBKEY"
 SECKEY = "HS_SECKEY"
@@ -44,6 +58,10 @@ class Pending:
     digest: bytes
     deadline: float
 
+    @property
+    def size(self) -> int:
+        return len(self.request.raw) + 256  # the decoded copy is of the same order; count both
+
 
 class ChallengeTable:
     """Pending challenges keyed by (client address, challenge SessionId); one use each."""
@@ -53,23 +71,41 @@ class ChallengeTable:
         *,
         ttl: float = CHALLENGE_TTL,
         capacity: int = MAX_PENDING,
+        max_bytes: int = MAX_PENDING_BYTES,
+        per_peer: int = MAX_PENDING_PER_PEER,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ttl = ttl
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.per_peer = per_peer
         self.clock = clock
         self._pending: OrderedDict[tuple[Hashable, int], Pending] = OrderedDict()
         self._used: OrderedDict[tuple[Hashable, int], float] = OrderedDict()
+        self._by_peer: dict[Hashable, OrderedDict[int, None]] = {}  # peer → its session ids, oldest first
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._pending)
 
+    def _drop(self, key: tuple[Hashable, int]) -> None:
+        pending = self._pending.pop(key)
+        self.bytes -= pending.size
+        mine = self._by_peer[key[0]]
+        del mine[key[1]]
+        if not mine:
+            del self._by_peer[key[0]]
+
     def _expire(self, now: float) -> None:
         while self._pending:
             key, pending = next(iter(self._pending.items()))
-            if pending.deadline > now and len(self._pending) <= self.capacity:
+            if (
+                pending.deadline > now
+                and len(self._pending) <= self.capacity
+                and self.bytes <= self.max_bytes
+            ):
                 break
-            del self._pending[key]
+            self._drop(key)
         while self._used:
             key, deadline = next(iter(self._used.items()))
             if deadline > now and len(self._used) <= self.capacity:
@@ -84,9 +120,18 @@ class ChallengeTable:
                 return sid
 
     def park(self, peer: Hashable, session_id: int, request: Message, nonce: bytes, digest: bytes) -> None:
+        """Keep a challenged request; a client with ``per_peer`` waiting already loses its oldest
+        (one address cannot fill the table and push out everyone else's challenges)."""
         now = self.clock()
         self._expire(now)
-        self._pending[(peer, session_id)] = Pending(request, nonce, digest, now + self.ttl)
+        mine = self._by_peer.setdefault(peer, OrderedDict())
+        if len(mine) >= self.per_peer:
+            self._drop((peer, next(iter(mine))))
+            mine = self._by_peer.setdefault(peer, OrderedDict())
+        pending = Pending(request, nonce, digest, now + self.ttl)
+        self._pending[(peer, session_id)] = pending
+        mine[session_id] = None
+        self.bytes += pending.size
         self._expire(now)
 
     def take(self, peer: Hashable, session_id: int) -> Pending:
@@ -94,8 +139,10 @@ class ChallengeTable:
         now = self.clock()
         self._expire(now)
         key = (peer, session_id)
-        pending = self._pending.pop(key, None)
-        if pending is None:
+        pending = self._pending.get(key)
+        if pending is not None:
+            self._drop(key)
+        else:
             if key in self._used:
                 raise HandleError(
                     ResponseCode.SESSION_MESSAGE_REJECTED, "challenge already answered (replay)"
@@ -137,7 +184,11 @@ def verify_answer(
         try:
             if auth_type == PUBKEY:
                 ok = verify_signature_answer(
-                    decode_public_key(v.data), pending.nonce, pending.digest, body.signed_response
+                    decode_public_key(v.data),
+                    pending.nonce,
+                    pending.digest,
+                    body.signed_response,
+                    claimed.handle,
                 )
             else:
                 ok = verify_secret_answer(
@@ -151,13 +202,86 @@ def verify_answer(
 
 
 def verify_local_secret(
-    service: NodeService, identity: ValueReference, nonce: bytes, digest: bytes, answer: bytes, legacy: bool
+    values: list[HandleValue], nonce: bytes, digest: bytes, answer: bytes, legacy: bool
 ) -> bool:
-    """OC_VERIFY_CHALLENGE: does ``answer`` prove knowledge of one of the identity's HS_SECKEYs?"""
-    for v in service.identity_values(identity, SECKEY):
+    """OC_VERIFY_CHALLENGE: does ``answer`` prove knowledge of one of these HS_SECKEY values?
+    (``HandleServer.verifyChallenge``; the caller reads the values on the event loop.)"""
+    for v in values:
         try:
             if verify_secret_answer(v.data, nonce, digest, answer, legacy=legacy):
                 return True
         except ProtocolError:
             return False
     return False
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyLimits:
+    """How much verification work clients may ask of a node (see docs/security.md)."""
+
+    slots: int = 1  # verifications running at once, on threads of their own
+    queue: int = 16  # waiting beyond that; more is refused at once (SERVER_TOO_BUSY)
+    # Seconds of verification work per client address: refilled at this rate, up to the burst.
+    # An HMAC check costs microseconds (never limited in practice); PBKDF2 at Handle.Net's 10,000
+    # iterations ~2-20 ms, at the 100,000 allowed ~20-200 ms; SM2 (pure Python) ~20-60 ms.
+    cpu_per_source: float = 0.25
+    cpu_burst: float = 1.0
+    failures_per_identity: float = 10.0  # failed attempts an identity may see in a row…
+    failure_refill: float = 10.0 / 60.0  # …refilled at this many per second (10 a minute)
+    max_sources: int = 4096  # addresses and identities remembered (LRU)
+
+
+class AuthGuard:
+    """The one door every costly verification of the native front-ends goes through."""
+
+    def __init__(self, limits: VerifyLimits | None = None, clock: Callable[[], float] = time.monotonic):
+        self.limits = lim = limits or VerifyLimits()
+        self.clock = clock
+        self.gate = CostGate(lim.slots, lim.queue)
+        self.sources = RateTable(lim.cpu_per_source, lim.cpu_burst, lim.max_sources)
+        self.failures = RateTable(lim.failure_refill, lim.failures_per_identity, lim.max_sources)
+
+    def admit(self, peer: Hashable, identity: ValueReference) -> None:
+        """Raise SERVER_TOO_BUSY when this address or this identity must wait."""
+        now = self.clock()
+        if not self.failures.has(_identity_key(identity), 1, now):
+            raise HandleError(
+                ResponseCode.SERVER_TOO_BUSY, f"too many failed attempts for {identity}: try again later"
+            )
+        if not self.sources.has(peer, 1e-9, now):
+            self.sources.refused += 1
+            raise HandleError(
+                ResponseCode.SERVER_TOO_BUSY, "too much verification work from this address: try again later"
+            )
+
+    async def check(self, peer: Hashable, identity: ValueReference, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` off the loop after :meth:`admit`, its time charged to ``peer``; a
+        falsy result or an AUTHENTICATION_FAILED counts as a failed attempt for ``identity``."""
+        self.admit(peer, identity)
+        result, error, cpu = await self.gate.run(_timed, fn, args)
+        self.sources.charge(peer, cpu, self.clock())
+        if error is not None:
+            if error.code == ResponseCode.AUTHENTICATION_FAILED:
+                self.failed(identity)
+            raise error
+        if not result:
+            self.failed(identity)
+        return cast(T, result)
+
+    def failed(self, identity: ValueReference) -> None:
+        self.failures.take(_identity_key(identity), 1, self.clock())
+
+
+def _timed(fn: Callable[..., T], args: tuple[object, ...]) -> tuple[T | None, HandleError | None, float]:
+    """``fn(*args)`` (or the HandleError it raised) and how long it held the gate's thread: the
+    wall time, not the CPU time, since that is what other clients wait for (under load, or for
+    pure-Python SM2 sharing the GIL, it is the larger of the two)."""
+    t0 = time.perf_counter()
+    try:
+        return fn(*args), None, time.perf_counter() - t0
+    except HandleError as e:
+        return None, e, time.perf_counter() - t0
+
+
+def _identity_key(identity: ValueReference) -> tuple[str, int]:
+    return identity.handle.upper(), identity.index

@@ -10,27 +10,43 @@ challenge; the answer to it (opcode 200) runs the parked request with the proven
 answered under the answer's RequestId (``FixRequestIdAndThen``).
 
 Reads are answered synchronously (the hot path must not create tasks); writes and signature
-checks return a coroutine for the caller to await.
+checks return a coroutine for the caller to await. Every signature or MAC check (challenge
+answers, OC_VERIFY_CHALLENGE, id-pointer-sdk identity tokens) goes through the node's one
+:class:`~idr.server.auth.AuthGuard`: rate per address, back-off per identity, bounded work off
+the event loop.
+
+OC_VERIFY_CHALLENGE (201) is answered as Handle.Net's server answers it
+(``HandleServer.verifyChallenge``): on any interface, UDP included, to whoever asks — other
+Handle servers and clients send it (``HandleServer.verifyIdentity``, ``Resolver``) to the home
+server of an HS_SECKEY identity, over UDP first — but through the guard, so it is neither a
+free CPU sink nor an unthrottled guessing oracle.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine, Hashable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from idr.codec.bodies import ChallengeResponse, VerifyChallengeRequest, VerifyChallengeResponse
+from idr.codec import idtoken
+from idr.codec.bodies import (
+    ChallengeResponse,
+    ResolutionRequest,
+    VerifyChallengeRequest,
+    VerifyChallengeResponse,
+)
 from idr.codec.envelope import EnvFlag, OpCode, OpFlag
+from idr.codec.keys import decode_public_key
 from idr.codec.message import Message, decode_message, encode_message
 from idr.codec.wire import ProtocolError
 from idr.core.request import WRITE_OPS, Op
 from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle
-from idr.model.value import ValueReference
+from idr.model.value import HandleValue, ValueReference
 from idr.server import auth
 from idr.server.answers import ADMIN_OPS, CONNECTION_OPS, Answerer, bare_error, to_request
 
@@ -67,11 +83,20 @@ Result = Outcome | Coroutine[Any, Any, Outcome]
 
 class NativeHandler:
     def __init__(
-        self, service: NodeService, *, udp_admin: bool = False, challenges: auth.ChallengeTable | None = None
+        self,
+        service: NodeService,
+        *,
+        udp_admin: bool = False,
+        challenges: auth.ChallengeTable | None = None,
+        guard: auth.AuthGuard | None = None,
+        token_window: float = idtoken.WINDOW,
     ) -> None:
         self.service = service
         self.udp_admin = udp_admin
         self.challenges = challenges or auth.ChallengeTable()
+        self.guard = guard or auth.AuthGuard()
+        self.token_window = token_window
+        self.wall_clock = time.time  # for identity tokens' timestamps (tests pin it)
         self.answers = Answerer(service.site_info)
 
     # ------------------------------------------------------------------ entry
@@ -98,7 +123,7 @@ class NativeHandler:
         if msg.session_id != 0:
             return self._one(self.answers.error(msg, ResponseCode.SESSION_TIMEOUT, MSG_NO_SESSION), keep)
         if msg.opcode == OpCode.VERIFY_CHALLENGE:
-            return self._one(self._verify(msg), keep)
+            return self._verify(msg, peer, keep)
         req = to_request(msg)
         if req is None:
             text = f"operation {msg.opcode} is not supported by this server"
@@ -108,6 +133,9 @@ class NativeHandler:
         # A recursive node's reads go to the network too (idr.resolver.recursive.RecursiveService).
         if req.op in WRITE_OPS or getattr(self.service, "resolves_remotely", False):
             return self._write(msg, req, peer, keep)
+        body = msg.body
+        if isinstance(body, ResolutionRequest) and body.auth and msg.opflags & OpFlag.RECU_AUTH:
+            return self._token_resolution(msg, req, body.auth, peer, keep)
         resp = self.service.handle(req)
         if resp.code == ResponseCode.AUTHENTICATION_NEEDED:
             return self._challenge(msg, peer, keep)
@@ -162,9 +190,8 @@ class NativeHandler:
         original = pending.request
         try:
             claimed, kind, values = auth.claimed_keys(self.service, answer)
-            loop = asyncio.get_running_loop()
-            identity = await loop.run_in_executor(
-                None, auth.verify_answer, claimed, kind, values, pending, answer
+            identity = await self.guard.check(
+                peer, claimed, auth.verify_answer, claimed, kind, values, pending, answer
             )
         except HandleError as e:
             return self._one(self._under(answer, self.answers.error(original, e.code, e.message)), keep)
@@ -181,24 +208,60 @@ class NativeHandler:
         """Answers to the parked request go out under the challenge answer's RequestId."""
         return replace(msg, request_id=answer.request_id)
 
-    def _verify(self, msg: Message) -> Message:
+    async def _verify(self, msg: Message, peer: Hashable, keep: bool) -> Outcome:
         """OC_VERIFY_CHALLENGE for an HS_SECKEY identity held here (``HandleServer.verifyChallenge``)."""
         body = msg.body
         if not isinstance(body, VerifyChallengeRequest):
-            return self.answers.error(msg, ResponseCode.PROTOCOL_ERROR, "bad verify request")
+            return self._one(self.answers.error(msg, ResponseCode.PROTOCOL_ERROR, "bad verify request"), keep)
         try:
             h = Handle.parse(body.handle)
         except HandleError as e:
-            return self.answers.error(msg, e.code, e.message)
+            return self._one(self.answers.error(msg, e.code, e.message), keep)
         if not self.service.is_responsible(h):
-            return self.answers.error(msg, ResponseCode.SERVER_NOT_RESPONSIBLE, NOT_HERE)
+            return self._one(self.answers.error(msg, ResponseCode.SERVER_NOT_RESPONSIBLE, NOT_HERE), keep)
+        identity = ValueReference(body.handle, body.index)
+        values = self.service.identity_values(identity, auth.SECKEY)  # read here, on the loop
         legacy = msg.version < (2, 1)
-        ok = auth.verify_local_secret(
-            self.service,
-            ValueReference(body.handle, body.index),
-            body.nonce,
-            body.digest.digest,
-            body.signed_response,
-            legacy,
-        )
-        return self.answers.message(msg, ResponseCode.SUCCESS, VerifyChallengeResponse(ok))
+        args = (values, body.nonce, body.digest.digest, body.signed_response, legacy)
+        try:
+            ok = await self.guard.check(peer, identity, auth.verify_local_secret, *args)
+        except HandleError as e:
+            return self._one(self.answers.error(msg, e.code, e.message), keep)
+        return self._one(self.answers.message(msg, ResponseCode.SUCCESS, VerifyChallengeResponse(ok)), keep)
+
+    async def _token_resolution(
+        self, msg: Message, req: Any, token: bytes, peer: Hashable, keep: bool
+    ) -> Outcome:
+        """A resolution carrying id-pointer-sdk's identity token (``codec.idtoken``): answered as
+        that identity once the token's RS256 signature checks against its HS_PUBKEY and its
+        timestamp is fresh. Never cached (the answer depends on who asks)."""
+        try:
+            tok = idtoken.decode_user_token(token)
+            if not idtoken.is_fresh(tok, self.wall_clock(), self.token_window):
+                raise HandleError(
+                    ResponseCode.AUTHENTICATION_FAILED, "identity token expired or from the future"
+                )
+            values = self.service.identity_values(tok.identity, auth.PUBKEY)
+            if not await self.guard.check(peer, tok.identity, _token_signed, tok, values):
+                raise HandleError(
+                    ResponseCode.AUTHENTICATION_FAILED, f"identity token of {tok.identity} does not verify"
+                )
+        except HandleError as e:
+            return self._one(self.answers.error(msg, e.code, e.message), keep)
+        # The SDK sets PO on every resolution; a token asks for what its identity may read, and
+        # an identity that may read nothing more gets the public values, as without the token.
+        resp = self.service.handle(replace(req, identity=tok.identity, public_only=False))
+        if resp.code == ResponseCode.INSUFFICIENT_PERMISSIONS and req.public_only:
+            resp = self.service.handle(replace(req, identity=tok.identity))
+        return Outcome([encode_message(m) for m in self.answers.answer(msg, resp)], keep_alive=keep)
+
+
+def _token_signed(token: idtoken.UserToken, values: list[HandleValue]) -> bool:
+    """Pure check on the guard's thread: one of the identity's keys signed the token."""
+    for v in values:
+        try:
+            if idtoken.verify_user_token(token, decode_public_key(v.data)):
+                return True
+        except ProtocolError:
+            continue
+    return False

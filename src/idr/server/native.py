@@ -46,15 +46,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from idr.codec import idtoken
 from idr.codec.bodies import ResolutionRequest, ResolutionResponse
 from idr.codec.envelope import OpFlag
 from idr.codec.message import Message, decode_message, encode_message
 from idr.codec.wire import Writer
+from idr.core.config import NativeLimits
 from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle, normalize_key
 from idr.model.value import HandleRecord, HandleValue
 from idr.server.answers import Answerer
+from idr.server.auth import AuthGuard, VerifyLimits
 from idr.server.handler import NativeHandler, Outcome
 from idr.server.hotcache import MAX_SHAPES, AnswerCache, cache_key
 from idr.server.tcp import TcpLimits, TcpServerState
@@ -85,6 +88,10 @@ class NativeOptions:
     amplification: Amplification = field(default_factory=Amplification)
     idle_timeout: float = 30.0
     max_connections: int = 1024
+    max_per_source: int = 64  # TCP connections from one client address
+    write_high: int = 64 * 1024  # per TCP connection: answering pauses past this much unsent
+    verify: VerifyLimits = field(default_factory=VerifyLimits)
+    token_window: float = idtoken.WINDOW
     cache_entries: int = 500_000
     udp_admin: bool = False  # Handle.Net's default site: UDP interface is query-only
     reuse_port: bool = False  # SO_REUSEPORT, for several worker processes on one port
@@ -94,6 +101,29 @@ class NativeOptions:
     learn_shapes: int = MAX_SHAPES  # ...warmed in the background when first used (0: never)
     follow: float = 0.0  # > 0: poll the store's log this often (s) for others' commits (workers)
     udp_rcvbuf: int | None = None  # SO_RCVBUF for UDP (None: kernel default; see _udp_socket)
+
+    @classmethod
+    def from_config(cls, limits: NativeLimits, **kwargs: Any) -> NativeOptions:
+        """Options with the ``[native]`` limits of a node's idr.toml."""
+        amp = Amplification(
+            rate=limits.udp_rate, burst=limits.udp_burst, slip=limits.udp_slip, truncate=limits.udp_truncate
+        )
+        verify = VerifyLimits(
+            slots=limits.verify_slots,
+            queue=limits.verify_queue,
+            cpu_per_source=limits.verify_cpu_per_source,
+            cpu_burst=limits.verify_cpu_burst,
+        )
+        return cls(
+            amplification=amp,
+            idle_timeout=limits.tcp_idle_timeout,
+            max_connections=limits.tcp_max_connections,
+            max_per_source=limits.tcp_max_per_source,
+            write_high=limits.tcp_write_buffer,
+            verify=verify,
+            token_window=limits.token_window,
+            **kwargs,
+        )
 
 
 @dataclass
@@ -176,15 +206,20 @@ async def start_server(
     cache = AnswerCache(opts.cache_entries)
     cache.responsible = service.is_responsible
     service.add_listener(cache.invalidate)
-    handler = NativeHandler(service, udp_admin=opts.udp_admin)
+    guard = AuthGuard(opts.verify)
+    handler = NativeHandler(service, udp_admin=opts.udp_admin, guard=guard, token_window=opts.token_window)
     if opts.tcp:
         tcp_sock: socket.socket | None
         tcp_sock, udp_sock = _bind_pair(host, port, opts.reuse_port, opts.udp_rcvbuf)
     else:
         tcp_sock, udp_sock = None, _udp_socket(host, port, opts.reuse_port, opts.udp_rcvbuf)
-    state = TcpServerState(
-        handler, cache, TcpLimits(idle_timeout=opts.idle_timeout, max_connections=opts.max_connections)
+    limits = TcpLimits(
+        idle_timeout=opts.idle_timeout,
+        max_connections=opts.max_connections,
+        max_per_source=opts.max_per_source,
+        write_high=opts.write_high,
     )
+    state = TcpServerState(handler, cache, limits)
     try:
         server = await loop.create_server(state.factory, sock=tcp_sock) if tcp_sock is not None else None
         udp_transport, udp = await loop.create_datagram_endpoint(
@@ -212,6 +247,7 @@ async def start_server(
             task.cancel()
         if server is not None:
             await asyncio.wait_for(server.wait_closed(), 5.0)
+        guard.gate.close()
 
     srv._closers.append(close)
     if opts.follow > 0:
@@ -603,7 +639,12 @@ async def _worker(data: Path, host: str, port: int, opts: NativeOptions) -> None
     from idr.core.config import NodeConfig
     from idr.node import open_service
 
-    service = open_service(NodeConfig.load(data))
+    cfg = NodeConfig.load(data)
+    limits = NativeOptions.from_config(cfg.native_limits)  # the UDP budgets of idr.toml's [native]
+    opts = replace(
+        opts, amplification=limits.amplification, verify=limits.verify, token_window=limits.token_window
+    )
+    service = open_service(cfg)
     try:
         srv = await start_server(service, host, port, opts)
         stop = asyncio.Event()

@@ -2,7 +2,13 @@
 
 Framing is the 20-byte envelope's MessageLength (RFC 3652 §2.2.1). Connection rules:
 - Requests on one connection are answered one at a time, in order; pipelined requests wait in
-  the buffer (reading pauses while more than two maximal messages are buffered).
+  the input buffer.
+- Memory per connection is bounded both ways. Input: reading pauses while more than one maximal
+  message (262 164 bytes) is buffered. Output: the transport's write buffer has a high-water mark
+  (``write_high``, default 64 KiB); past it asyncio calls ``pause_writing`` and we stop answering
+  (and reading) until the client has taken the bytes (``resume_writing``). A client that pipelines
+  requests and never reads holds at most write_high + one answer + one input buffer, however
+  long it keeps going; everything is freed when it leaves.
 - A MessageLength over 262144 (Handle.Net ``Common.MAX_MESSAGE_LENGTH``) or an envelope that is
   not Handle 2.x gets a PROTOCOL_ERROR (when it has a request id to answer) and the connection is
   closed: the stream cannot be re-synchronised.
@@ -10,8 +16,9 @@ Framing is the 20-byte envelope's MessageLength (RFC 3652 §2.2.1). Connection r
   no further request is already buffered, and the answer was not a 402 challenge (whose answer
   comes on the same connection). With KA the connection stays open.
 - Idle timeout (default 30 s) with no complete request; a partial message must complete within
-  the same timeout. At most ``max_connections`` at once (default 1024); beyond that new
-  connections are closed at once.
+  the same timeout. At most ``max_connections`` at once (default 1024) and at most
+  ``max_per_source`` (default 64) from one client address, so one client cannot take them all;
+  beyond either, a new connection is closed at once.
 """
 
 from __future__ import annotations
@@ -40,10 +47,22 @@ def _key(data: bytes, ka: int) -> bytes:
     return data[:8] + data[12:28] + bytes((data[28] ^ ka,)) + data[29:36] + data[40:]
 
 
+MAX_INPUT = MAX_MESSAGE_LENGTH + ENVELOPE_SIZE  # one maximal message buffered: stop reading
+
+
 class TcpLimits:
-    def __init__(self, *, idle_timeout: float = 30.0, max_connections: int = 1024) -> None:
+    def __init__(
+        self,
+        *,
+        idle_timeout: float = 30.0,
+        max_connections: int = 1024,
+        max_per_source: int = 64,
+        write_high: int = 64 * 1024,
+    ) -> None:
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
+        self.max_per_source = max_per_source
+        self.write_high = write_high
 
 
 class TcpServerState:
@@ -52,6 +71,24 @@ class TcpServerState:
         self.cache = cache
         self.limits = limits
         self.connections: set[TcpConnection] = set()
+        self.per_source: dict[Any, int] = {}
+        self.refused = 0  # connections closed at once (global or per-source limit)
+
+    def admit(self, peer: Any) -> bool:
+        if len(self.connections) >= self.limits.max_connections:
+            return False
+        n = self.per_source.get(peer, 0)
+        if n >= self.limits.max_per_source:
+            return False
+        self.per_source[peer] = n + 1
+        return True
+
+    def release(self, peer: Any) -> None:
+        n = self.per_source.get(peer, 0) - 1
+        if n > 0:
+            self.per_source[peer] = n
+        else:
+            self.per_source.pop(peer, None)
 
     def factory(self) -> TcpConnection:
         return TcpConnection(self)
@@ -64,7 +101,9 @@ class TcpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
         self.busy = False
-        self.paused = False
+        self.paused = False  # reading paused (input full, or output full)
+        self.write_paused = False  # the transport's write buffer is over its high-water mark
+        self.admitted = False
         self.closing = False
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
@@ -74,22 +113,40 @@ class TcpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCPTransport is not an asyncio.Transport subclass, only shaped like one.
         self.transport = cast(asyncio.Transport, transport)
-        if len(self.state.connections) >= self.state.limits.max_connections:
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else peer
+        if not self.state.admit(self.peer):
+            self.state.refused += 1
             self.transport.abort()
             self.closing = True
             return
+        self.admitted = True
         self.state.connections.add(self)
-        peer = transport.get_extra_info("peername")
-        self.peer = peer[0] if isinstance(peer, tuple) else peer
+        self.transport.set_write_buffer_limits(high=self.state.limits.write_high)
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.state.connections.discard(self)
+        if self.admitted:
+            self.admitted = False
+            self.state.release(self.peer)
         if self.timer is not None:
             self.timer.cancel()
         if self.task is not None and not self.task.done():
             self.task.cancel()
+        self.buf = bytearray()
+
+    def pause_writing(self) -> None:
+        """The client is not reading: stop answering and reading until it does."""
+        self.write_paused = True
+        self._flow()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.closing and not self.busy:
+            self._drain()
+        self._flow()
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -97,10 +154,20 @@ class TcpConnection(asyncio.Protocol):
         self.buf += data
         if not self.busy:
             self._drain()
-        if len(self.buf) > 2 * (MAX_MESSAGE_LENGTH + ENVELOPE_SIZE) and not self.paused:
+        self._flow()
+
+    def _flow(self) -> None:
+        """Read only while there is room for input and the client takes our output."""
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        stop = self.write_paused or len(self.buf) > MAX_INPUT
+        if stop and not self.paused:
             self.paused = True
-            assert self.transport is not None
-            self.transport.pause_reading()
+            transport.pause_reading()
+        elif not stop and self.paused:
+            self.paused = False
+            transport.resume_reading()
 
     # ------------------------------------------------------------------ framing
 
@@ -123,7 +190,7 @@ class TcpConnection(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         cache = self.state.cache
-        while not self.closing and len(self.buf) >= ENVELOPE_SIZE:
+        while not self.closing and not self.write_paused and len(self.buf) >= ENVELOPE_SIZE:
             length = int.from_bytes(self.buf[16:20], "big")
             if self.buf[0] != PROTOCOL_MAJOR or length > MAX_MESSAGE_LENGTH:
                 head = bytes(self.buf[:48])
@@ -184,9 +251,7 @@ class TcpConnection(asyncio.Protocol):
 
             self.task = asyncio.get_running_loop().create_task(run())
             return
-        if self.paused and len(self.buf) <= MAX_MESSAGE_LENGTH + ENVELOPE_SIZE:
-            self.paused = False
-            transport.resume_reading()
+        self._flow()
 
     def _reply(self, out: Outcome, data: bytes, generation: int) -> bool:
         """Write the answer; False when the connection is (being) closed."""

@@ -4,20 +4,33 @@ Hot path: a resolution whose answer is in :class:`~idr.server.hotcache.AnswerCac
 in ``datagram_received`` with one dict lookup, one copy with two slice assignments, and one
 ``sendto``; nothing is decoded. Everything else goes to :class:`~idr.server.handler.NativeHandler`.
 
-Large answers are split into 512-byte datagrams exactly as Handle.Net does
-(``codec.udp.fragment``); multi-datagram requests (TC set by the client) are reassembled, bounded
-(``codec.udp.Reassembler``).
+Large answers go as RFC 3652 multi-datagram messages, exactly as Handle.Net's server sends them
+(``codec.udp.fragment``: 512-byte datagrams, each with its own envelope, same request id,
+sequence numbers 0…n-1, MessageLength = the whole message, TC not set); hdllib
+(``HandleResolver.sendHdlUdpRequest``) and idr's client reassemble them. Multi-datagram requests
+(TC set by the client) are reassembled, bounded (``codec.udp.Reassembler``).
 
-Anti-amplification rule. A UDP answer goes to an address nobody has proven to own, so it must not
-be a lever for reflection attacks. An answer (all its datagrams together) is sent whole when
-    answer_bytes ≤ max(floor, factor × request_bytes)      (defaults: floor 512, factor 3)
-i.e. anything that fits one classic 512-byte datagram (Handle.Net's and DNS's UDP size), or up to
-3× the request (QUIC's pre-validation limit, RFC 9000 §8). Otherwise the client gets, instead, a
-header-only copy of the answer — same opcode, response code and flags, empty body, TC set in the
-envelope — the DNS convention (RFC 1035 §4.2.1, RFC 7766) that tells it to ask again over TCP,
-where the handshake proves its address. Exempt: the answer to a completed challenge (the client
-received our nonce at its address). ``factor=None`` turns the rule off and reproduces the
-reference server, which fragments any answer. Handle.Net's own UDP interface has no such limit.
+Amplification defence (:class:`Amplification`). A UDP answer goes to an address nobody has
+proven to own, so a large answer to a small request is a lever for reflection attacks. As DNS
+servers do (response rate limiting, RRL), each source network (/24 for IPv4, /56 for IPv6) has a
+byte budget for answers larger than the request could justify:
+
+- an answer (all its datagrams) of at most max(``floor``, ``factor`` × request bytes) — one
+  classic 512-byte datagram, or 3× the request (QUIC's pre-validation limit, RFC 9000 §8) — is
+  sent, unmetered;
+- a larger one is sent whole while the source network's budget lasts: ``rate`` bytes/s refilled,
+  up to ``burst`` (defaults 64 KiB/s, 256 KiB: a 50 × 1 KB record is ~55 KB);
+- past the budget, answers are dropped, and every ``slip``-th one is replaced by a 48-byte
+  header-only copy with TC set (BIND's RRL "slip"): no bigger than the request, and the clients
+  that act on it (idr's own; hdllib, whose decoder fails on the empty body and moves on to its
+  next interface) go to TCP, where the handshake proves their address. A client that ignores it
+  retries, and its retries fall into the next second's budget.
+
+Answers to a completed challenge are exempt (the client received our nonce at its address).
+The table of budgets is bounded (``max_sources``, LRU). ``truncate=True`` restores the former
+DNS-style rule instead (any answer over the free size becomes the TC header, never fragments):
+strict, but hdllib then fails UDP-only resolution of any larger record. ``factor=None`` turns
+the defence off, as Handle.Net's server runs. See docs/security.md for the trade-off.
 """
 
 from __future__ import annotations
@@ -30,10 +43,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from idr.codec.envelope import ENVELOPE_SIZE, HEADER_SIZE, EnvFlag
-from idr.codec.udp import MAX_UDP_PACKET, Reassembler, fragment
+from idr.codec.udp import MAX_UDP_PACKET, Reassembler, fragment, tc_header, wire_size
 from idr.codec.wire import ProtocolError
 from idr.server.handler import NativeHandler, Outcome
 from idr.server.hotcache import AnswerCache, cache_key, patch
+from idr.server.limits import RateTable, source_network
 
 log = logging.getLogger("idr.native.udp")
 
@@ -43,20 +57,21 @@ MAX_INFLIGHT = 1024  # concurrent slow (write/auth) UDP requests; beyond: droppe
 
 @dataclass(frozen=True, slots=True)
 class Amplification:
-    factor: float | None = 3.0  # None: no limit (reference behaviour)
-    floor: int = MAX_UDP_PACKET
+    """The UDP amplification defence (see module docstring)."""
 
-    def allows(self, answer_bytes: int, request_bytes: int) -> bool:
+    factor: float | None = 3.0  # None: no limit at all (Handle.Net's behaviour)
+    floor: int = MAX_UDP_PACKET  # answers up to this many bytes are never metered
+    rate: int = 64 * 1024  # bytes/s of larger answers per source network
+    burst: int = 256 * 1024
+    slip: int = 2  # past the budget, every slip-th answer becomes a TC header (0: never)
+    truncate: bool = False  # legacy: TC header instead of any answer over the free size
+    v4_prefix: int = 24
+    v6_prefix: int = 56
+    max_sources: int = 16384  # budgets kept (LRU); ~200 bytes each
+
+    def free(self, answer_bytes: int, request_bytes: int) -> bool:
+        """Small enough to send to any address without spending the source's budget."""
         return self.factor is None or answer_bytes <= max(self.floor, self.factor * request_bytes)
-
-
-def truncated(message: bytes) -> bytes:
-    """Envelope + header of ``message`` with an empty body and TC set: "retry over TCP"."""
-    out = bytearray(message[: ENVELOPE_SIZE + HEADER_SIZE] + b"\0\0\0\0")
-    out[2] |= EnvFlag.TC
-    out[16:20] = (HEADER_SIZE + 4).to_bytes(4, "big")
-    out[40:44] = b"\0\0\0\0"
-    return bytes(out)
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
@@ -64,6 +79,8 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self.handler = handler
         self.cache = cache
         self.amp = amp
+        self.budget = RateTable(amp.rate, amp.burst, amp.max_sources)
+        self.over_budget = 0  # large answers not sent whole because the budget was spent
         self.reassembler = Reassembler(max_pending=1024, max_bytes=4 * 1024 * 1024, timeout=5.0)
         self.transport: asyncio.DatagramTransport | None = None
         self.inflight: set[asyncio.Task[None]] = set()
@@ -135,15 +152,19 @@ class UdpProtocol(asyncio.DatagramProtocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        amp = self.amp
         for message in out.messages:
-            if not out.authenticated and not self.amp.allows(_wire_size(message), len(request)):
-                transport.sendto(truncated(message), addr)
-                continue
-            if len(message) <= MAX_UDP_PACKET:
-                transport.sendto(message, addr)
+            size = wire_size(message)
+            if out.authenticated or amp.free(size, len(request)):
+                self._emit(transport, message, addr)
+            elif amp.truncate:
+                transport.sendto(tc_header(message), addr)
+            elif self.budget.take(self._network(addr), size, time.monotonic()):
+                self._emit(transport, message, addr)
             else:
-                for datagram in fragment(message):
-                    transport.sendto(datagram, addr)
+                self.over_budget += 1
+                if amp.slip and self.over_budget % amp.slip == 0:
+                    transport.sendto(tc_header(message), addr)
         if whole and out.handle_key is not None and len(out.messages) == 1 and len(request) >= MIN_REQUEST:
             answer = out.messages[0]
             hk = out.handle_key
@@ -152,12 +173,18 @@ class UdpProtocol(asyncio.DatagramProtocol):
             if out.exists:
                 self.cache.note_shape(request)
 
+    @staticmethod
+    def _emit(transport: asyncio.DatagramTransport, message: bytes, addr: Any) -> None:
+        """One datagram, or the RFC 3652 multi-datagram message Handle.Net sends."""
+        if len(message) <= MAX_UDP_PACKET:
+            transport.sendto(message, addr)
+        else:
+            for datagram in fragment(message):
+                transport.sendto(datagram, addr)
+
+    def _network(self, addr: Any) -> str:
+        host = addr[0] if isinstance(addr, tuple) else str(addr)
+        return source_network(host, self.amp.v4_prefix, self.amp.v6_prefix)
+
     def error_received(self, exc: Exception) -> None:  # ICMP unreachable etc.: nothing to do
         log.debug("UDP error: %s", exc)
-
-
-def _wire_size(message: bytes) -> int:
-    """Bytes on the wire after fragmentation (each extra datagram repeats the envelope)."""
-    payload = len(message) - ENVELOPE_SIZE
-    packets = max(1, -(-payload // (MAX_UDP_PACKET - ENVELOPE_SIZE)))
-    return payload + packets * ENVELOPE_SIZE
