@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,7 @@ from idr.core.request import Op, Request
 from idr.core.service import NodeService
 from idr.model.value import PERM_SECRET, AdminPermission, AdminRecord, HandleValue, ValueReference
 from idr.server import snms
+from idr.server.tls import server_context
 from idr.store.sqlite import SqliteStore
 
 ADMIN = ValueReference("0.NA/88.100", 300)
@@ -74,11 +76,12 @@ async def snms_node(tmp_path: Path) -> AsyncIterator[SnmsNode]:
     snms.add_snms_routes(app, service, clock=lambda: now[0])
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(tmp_path))  # HTTPS only
     await site.start()
-    session = aiohttp.ClientSession()
+    trust = ssl.create_default_context(cafile=str(tmp_path / "tls" / "cert.pem"))
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust))
     try:
-        yield SnmsNode(f"http://127.0.0.1:{runner.addresses[0][1]}", session, service, now)
+        yield SnmsNode(f"https://127.0.0.1:{runner.addresses[0][1]}", session, service, now)
     finally:
         await session.close()
         await runner.cleanup()

@@ -29,7 +29,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -62,6 +62,7 @@ MSG_EXISTS = "标识已存在"  # the id-guide tells clients to treat this answe
 MSG_NOT_FOUND = "没有找到标识"
 MSG_BAD_LOGIN = "用户名/密码错误！"
 MSG_NOT_LOGGED_IN = "没有登录，需要验证"
+MSG_HTTPS_ONLY = "只接受HTTPS请求 (HTTPS only)"
 
 Clock = Callable[[], float]
 
@@ -73,9 +74,24 @@ class _Fail(Exception):
         self.message = message
 
 
-def envelope(status: int, message: str, data: Any = None) -> web.Response:
+def envelope(status: int, message: str, data: Any = None, *, http_status: int = 200) -> web.Response:
     body = orjson.dumps({"status": status, "message": message, "data": data})
-    return web.Response(body=body, content_type="application/json", charset="utf-8")
+    return web.Response(status=http_status, body=body, content_type="application/json", charset="utf-8")
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def https_only(handler: Handler) -> Handler:
+    """Passwords go in, bearer tokens come out and go back in, records are written: none of
+    it over plain HTTP (as the REST API). Refused before the body is read: 403, status -1."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        if not request.secure:
+            return envelope(STATUS_NOT_LOGGED_IN, MSG_HTTPS_ONLY, http_status=403)
+        return await handler(request)
+
+    return guarded
 
 
 def _from_core(resp: Response) -> _Fail:
@@ -365,11 +381,14 @@ def add_snms_routes(
 ) -> None:
     """Mount the SNMS-compatible API (the id-guide's default port is 3000; serve it where you like)."""
     api = SnmsApi(service, TokenStore(token_ttl, clock), clock)
-    app.router.add_post("/identity/token", api.token)
-    app.router.add_post("/identity/token/v1", api.token)
-    app.router.add_get("/identityv2/data/detail", api.detail)
-    for method in ("POST", "PUT", "DELETE"):
-        app.router.add_route(method, "/identityv2/data", api.data)
-    app.router.add_post("/identityv2/data/batchCreate", api.batch)
-    app.router.add_put("/identityv2/data/batchUpdate", api.batch)
-    app.router.add_delete("/identityv2/data/batchDelete", api.batch)
+    routes: list[tuple[str, str, Handler]] = [
+        ("POST", "/identity/token", api.token),
+        ("POST", "/identity/token/v1", api.token),
+        ("GET", "/identityv2/data/detail", api.detail),
+        *((method, "/identityv2/data", api.data) for method in ("POST", "PUT", "DELETE")),
+        ("POST", "/identityv2/data/batchCreate", api.batch),
+        ("PUT", "/identityv2/data/batchUpdate", api.batch),
+        ("DELETE", "/identityv2/data/batchDelete", api.batch),
+    ]
+    for method, path, handler in routes:
+        app.router.add_route(method, path, https_only(handler))
