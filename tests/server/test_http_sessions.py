@@ -164,6 +164,13 @@ def handle_header(fields: dict[str, str]) -> dict[str, str]:
     return {"Authorization": "Handle " + ", ".join(parts)}
 
 
+def renamed_session(r: requests.Response) -> str:
+    """The session's new id after a login (``Authentication-Info: Handle sessionId="…"``)."""
+    m = re.fullmatch(r'Handle sessionId="([^"]+)"', r.headers["Authentication-Info"])
+    assert m is not None, r.headers
+    return m.group(1)
+
+
 def session_header(sid: str) -> dict[str, str]:
     return {"Authorization": f'Handle sessionId="{sid}"'}
 
@@ -195,10 +202,14 @@ def test_write_challenged_then_signed_then_session_alone(node: Node) -> None:
     r = put(node, "88.100/s1", handle_header(login_fields(sid, nonce, ADMIN, sha1_sandwich)))
     assert r.status_code == 200, r.text
     assert node.record("88.100/s1") is not None
-    r = put(node, "88.100/s2", session_header(sid))
+    # the session was renamed when it authenticated (no fixation): the answer names it
+    renamed = renamed_session(r)
+    assert renamed != sid
+    assert put(node, "88.100/s2", session_header(sid)).status_code == 401
+    r = put(node, "88.100/s2", session_header(renamed))
     assert r.status_code == 200, r.text
-    me = node.s().get(f"{node.https}/api/sessions/this", headers=session_header(sid)).json()
-    assert me["authenticated"] is True and me["id"] == ADMIN and me["sessionId"] == sid
+    me = node.s().get(f"{node.https}/api/sessions/this", headers=session_header(renamed)).json()
+    assert me["authenticated"] is True and me["id"] == ADMIN and me["sessionId"] == renamed
     assert base64.b64decode(me["nonce"]) != nonce  # the used nonce is gone
 
 
@@ -209,8 +220,10 @@ def test_sessions_api_login_with_each_key_kind(node: Node, method: str) -> None:
     r = node.s().put(f"{node.https}/api/sessions/this", json=login_fields(sid, nonce, ident, signer))
     assert r.status_code == 200, r.text
     assert r.json()["authenticated"] is True and r.json()["id"] == ident
+    renamed = r.json()["sessionId"]
+    assert renamed != sid and renamed == renamed_session(r)
     handle = f"88.100/by-{method}"
-    r = put(node, handle, session_header(sid))
+    r = put(node, handle, session_header(renamed))
     assert r.status_code == 200, r.text
     assert node.record(handle) is not None
 
@@ -304,6 +317,7 @@ def test_expired_session(node: Node, clock: Clock) -> None:
     sid, nonce = new_session(node)
     r = node.s().put(f"{node.https}/api/sessions/this", json=login_fields(sid, nonce, ADMIN, pbkdf2))
     assert r.status_code == 200
+    sid = r.json()["sessionId"]
     clock.now += IDLE / 2  # use keeps it alive
     assert put(node, "88.100/alive", session_header(sid)).status_code == 200
     clock.now += IDLE + 1

@@ -59,6 +59,7 @@ SESSIONS_KEY = web.AppKey("idr.http.sessions", SessionTable)
 _SESSION = web.RequestKey("idr.http.session", Session)
 _AUTH_ERROR = web.RequestKey("idr.http.auth_error", str)
 _LOGIN = web.RequestKey("idr.http.login", ValueReference)
+_RENAMED = web.RequestKey("idr.http.renamed", Session)  # a session this request authenticated
 
 DEFAULT_MAX_BODY = 1024 * 1024
 MAX_ALIAS_HOPS = 20  # Handle.Net HandleResolver's alias limit
@@ -305,8 +306,16 @@ async def _handle_login(request: web.Request, session: Session, auth: http_auth.
     identity = await asyncio.get_running_loop().run_in_executor(
         None, http_auth.verify, claimed, auth_type, values, nonce, cnonce, answer
     )
-    request.app[SESSIONS_KEY].authenticate(session, identity, auth.id)
+    _authenticated(request, session, identity, auth.id)
     return identity
+
+
+def _authenticated(request: web.Request, session: Session, identity: ValueReference, id_text: str) -> None:
+    """``session`` proved ``identity``: it is renamed (no session fixation), and the answer
+    names it in ``Authentication-Info: Handle sessionId=…`` (RFC 7615), as the sessions API's
+    JSON does, because the id the client sent no longer works."""
+    request.app[SESSIONS_KEY].authenticate(session, identity, id_text)
+    request[_RENAMED] = session
 
 
 async def _handle_authentication(request: web.Request) -> None:
@@ -642,7 +651,7 @@ async def _session_login(request: web.Request, session: Session, auth: http_auth
         identity = _basic_identity(request, header[6:])
         if identity is None:
             return "identity not verified"
-        request.app[SESSIONS_KEY].authenticate(session, identity, str(identity))
+        _authenticated(request, session, identity, str(identity))
         return None
     if not auth.authenticating:
         return None
@@ -825,7 +834,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
                 return await proxy(request)
         if hdrs.AUTHORIZATION in request.headers and not request.path.startswith("/api/sessions"):
             await _handle_authentication(request)
-        return await handler(request)
+        response = await handler(request)
+        renamed = request.get(_RENAMED)
+        if renamed is not None and not response.prepared:
+            response.headers["Authentication-Info"] = f"Handle sessionId={_quote(renamed.id)}"
+        return response
     except _Reply as r:
         return _error(request, r.code, r.message, status=r.status, headers=r.headers)
     except HandleError as e:

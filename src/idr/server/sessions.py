@@ -49,6 +49,10 @@ def new_nonce() -> bytes:
     return secrets.token_bytes(NONCE_SIZE)
 
 
+def _new_id() -> str:
+    return secrets.token_urlsafe(18)
+
+
 class SessionTable:
     """Sessions by id, in least-recently-used order; bounded in count and idle time."""
 
@@ -79,7 +83,7 @@ class SessionTable:
     def create(self) -> Session:
         now = self.clock()
         self._expire(self._anonymous, now)
-        session = Session(secrets.token_urlsafe(18), new_nonce(), now + self.idle)
+        session = Session(_new_id(), new_nonce(), now + self.idle)
         self._anonymous[session.id] = session
         return session
 
@@ -98,12 +102,16 @@ class SessionTable:
         return session
 
     def authenticate(self, session: Session, identity: ValueReference, id_text: str) -> None:
-        """Record who ``session`` proved to be; it moves to the authenticated table (unless it
-        was removed or expired while its signature was being checked: no resurrection)."""
+        """Record who ``session`` proved to be. It gets a new id and moves to the authenticated
+        table, so an id known before the login — one an attacker opened and handed to the
+        victim (session fixation) — names nothing afterwards. A session removed or expired
+        while its signature was being checked stays gone (no resurrection)."""
         session.identity, session.id_text = identity, id_text
-        if self._anonymous.pop(session.id, None) is not None:
-            self._expire(self._authenticated, self.clock())
-            self._authenticated[session.id] = session
+        if self._anonymous.pop(session.id, None) is None and self._authenticated.pop(session.id, None) is None:
+            return
+        session.id = _new_id()
+        self._expire(self._authenticated, self.clock())
+        self._authenticated[session.id] = session
 
     def take_nonce(self, session: Session) -> bytes:
         """The nonce to check an attempt against; the session gets a fresh one at once (before
