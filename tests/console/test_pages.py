@@ -300,11 +300,15 @@ async def test_prefix_application_review_and_reject(node: RunningNode) -> None:
                 assert r.status == 303
         async with http.get(node.https_url + "/console/prefixes") as r:
             body = await r.text()
-            assert body.count("st-pending") == 2 and XSS not in body
-            assert 'name="decision"' not in body  # not logged in: no review buttons
+            # not logged in: applicants' data is not shown (reviewers only), no review buttons
+            assert (
+                "st-pending" not in body and "a@example.org" not in body and "91511500MA64K8Q21C" not in body
+            )
+            assert 'name="decision"' not in body
         assert (await login(http, node)).status == 303
         async with http.get(node.https_url + "/console/prefixes?lang=en") as r:
             page = await r.text()
+            assert page.count("st-pending") == 2 and XSS not in page
         import re
 
         ids = re.findall(r'id="app-(APP-[0-9A-F]+)"', page)

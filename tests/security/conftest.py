@@ -8,6 +8,7 @@ store exactly as it was (``Live.snapshot``).
 from __future__ import annotations
 
 import base64
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -87,10 +88,14 @@ class Live:
         return me
 
 
-@pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[Live]:
-    data = tmp_path / "node"
-    init_node(data, PREFIX, secret=SECRET, https="127.0.0.1:0", http="127.0.0.1:0", native="127.0.0.1:0")
+@contextlib.asynccontextmanager
+async def start_live(
+    data: Path, *, role: str = "standalone", prefix: str = PREFIX, secret: str = SECRET
+) -> AsyncIterator[Live]:
+    """``idr init`` + ``idr serve`` in this process, every listener on an ephemeral port."""
+    init_node(
+        data, prefix, secret=secret, role=role, https="127.0.0.1:0", http="127.0.0.1:0", native="127.0.0.1:0"
+    )
     node = Node(NodeConfig.load(data))
     await node.start()
     ctx = ssl.create_default_context(cafile=str(data / "tls" / "cert.pem"))
@@ -104,3 +109,9 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
         await client.close()
         await node.stop()
         node.close()
+
+
+@pytest.fixture
+async def live(tmp_path: Path) -> AsyncIterator[Live]:
+    async with start_live(tmp_path / "node") as node:
+        yield node

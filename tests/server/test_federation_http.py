@@ -81,5 +81,13 @@ async def test_apply_approve_file_verify_and_reject(fed: Federation) -> None:
     )
     ops = [e["op"] for e in audit.json()["entries"]]
     assert "prefix-approve" in ops and "prefix-filed" in ops and "prefix-reject" in ops
-    filings = (await call("GET", f"{top.http_url}/api/federation/filings")).json()["filings"]
+    # filings hold credit codes and contacts: the top's admins (or the filing secondary's) only
+    anon = await call("GET", f"{top.https_url}/api/federation/filings", verify=str(top.cert))
+    assert anon.status_code == 401
+    top_auth = (quote(str(top.admin), safe=""), top.secret)
+    filings = (
+        await call("GET", f"{top.https_url}/api/federation/filings", auth=top_auth, verify=str(top.cert))
+    ).json()["filings"]
     assert prefix in {f["prefix"] for f in filings}
+    mine = await call("GET", f"{top.https_url}/api/federation/filings", auth=auth, verify=str(top.cert))
+    assert {f["parent"] for f in mine.json()["filings"]} == {sec.prefix}

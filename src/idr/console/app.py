@@ -834,7 +834,7 @@ def _registries(console: Console) -> list[Any]:
     return out
 
 
-def _filings(console: Console) -> list[Any]:
+def _filings(console: Console, identity: ValueReference | None) -> list[Any]:
     try:
         from idr.core.federation import FederatedService
         from idr.core.prefixes import FilingRegister
@@ -843,13 +843,16 @@ def _filings(console: Console) -> list[Any]:
     svc = console.service
     if not isinstance(svc, FederatedService) or console.role != "top":
         return []
-    return list(FilingRegister(svc).filings())
+    return FilingRegister(svc).visible_to(identity)
 
 
 async def prefixes_page(request: web.Request, *, status: int = 200, **extra: Any) -> web.StreamResponse:
+    """Anyone may apply; only a reviewer of the parent prefix sees the queue (applicants'
+    contacts and credit codes), only the top's admins (or the filing secondary's) filings."""
     p = _page(request)
     regs = _registries(p.console)
-    apps = [a for r in regs for a in r.applications()]
+    reviewing = [r for r in regs if r.may_review(p.identity)]
+    apps = [a for r in reviewing for a in r.applications()]
     apps.sort(key=lambda a: (a.status != "pending", -a.created))
     ctx: dict[str, Any] = {"errors": {}, "form": {}, "general": ""}
     ctx.update(extra)
@@ -859,7 +862,8 @@ async def prefixes_page(request: web.Request, *, status: int = 200, **extra: Any
         available=bool(regs),
         parents=[r.parent for r in regs],
         apps=apps,
-        filings=_filings(p.console),
+        reviewer=bool(reviewing),
+        filings=_filings(p.console, p.identity),
         **ctx,
     )
 

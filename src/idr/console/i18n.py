@@ -164,8 +164,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "pfx.submitted_at": ("Submitted", "提交时间"),
     "pfx.actions": ("Decision", "审核"),
     "pfx.reviewer_login": (
-        "Log in as a reviewer (admin identity) to approve or reject.",
-        "请以管理员身份登录后审核。",
+        "Applications are shown to their reviewers only: log in with an admin identity of the parent prefix.",
+        "申请信息仅对审核人可见：请以上级前缀的管理员身份登录。",
     ),
     "pfx.unavailable": (
         "Prefix applications are handled by the federation module, which this node does not run yet.",

@@ -211,9 +211,17 @@ class PrefixRegistry:
 
     # ---------------------------------------------------------- review (实名审核)
 
-    def _require_reviewer(self, reviewer: ValueReference) -> None:
+    def may_review(self, identity: ValueReference | None) -> bool:
+        """Whether ``identity`` reviews applications under the parent: one of its admins with
+        the right to add derived prefixes. Only reviewers see applications — they hold an
+        applicant's contact and credit code (personal data)."""
+        if identity is None:
+            return False
         parent = self.service.load(prefix_handle(self.parent))
-        if not self.service.may(reviewer, parent, AdminPermission.ADD_DERIVED_PREFIX):
+        return self.service.may(identity, parent, AdminPermission.ADD_DERIVED_PREFIX)
+
+    def _require_reviewer(self, reviewer: ValueReference) -> None:
+        if not self.may_review(reviewer):
             raise HandleError(
                 ResponseCode.INSUFFICIENT_PERMISSIONS,
                 f"{reviewer} may not review prefixes under {self.parent}",
@@ -396,6 +404,24 @@ class FilingRegister:
             if f is not None:
                 out.append(f)
         return out
+
+    def visible_to(self, identity: ValueReference | None) -> list[Filing]:
+        """The filings ``identity`` may read (they name an enterprise's credit code and contact):
+        every one for an admin of this (top) node, those under its own prefixes for a
+        secondary's admin, none for anyone else."""
+        if identity is None:
+            return []
+        if self.service.is_server_admin(identity):
+            return self.filings()
+        allowed: dict[str, bool] = {}
+
+        def may(parent: str) -> bool:
+            if parent not in allowed:
+                rec = self.service.load(prefix_handle(parent))
+                allowed[parent] = self.service.may(identity, rec, AdminPermission.ADD_DERIVED_PREFIX)
+            return allowed[parent]
+
+        return [f for f in self.filings() if may(f.parent)]
 
 
 # ------------------------------------------------------------------ helpers

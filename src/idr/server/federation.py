@@ -118,7 +118,12 @@ async def templates(request: web.Request) -> web.Response:
 async def applications(request: web.Request) -> web.Response:
     reg = _registry(request)
     if request.method == "GET":
-        _who(request)
+        reviewer = _who(request)
+        if not reg.may_review(reviewer):
+            raise _fail(
+                ResponseCode.INSUFFICIENT_PERMISSIONS,
+                f"{reviewer} does not review applications under {reg.parent}",
+            )
         status = request.query.get("status") or None
         return _ok({"applications": [a.to_json() for a in reg.applications(status)]})
     if request.method != "POST":
@@ -175,7 +180,8 @@ async def filings(request: web.Request) -> web.Response:
     service = _fed(request)
     register = FilingRegister(service)
     if request.method == "GET":
-        return _ok({"filings": [f.to_json() for f in register.filings()]})
+        # credit codes and contacts: the top's admins see all, a secondary's admins their own
+        return _ok({"filings": [f.to_json() for f in register.visible_to(_who(request))]})
     identity = _who(request)
     doc = await _json_body(request)
     filing = Filing(

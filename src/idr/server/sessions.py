@@ -107,7 +107,10 @@ class SessionTable:
         victim (session fixation) — names nothing afterwards. A session removed or expired
         while its signature was being checked stays gone (no resurrection)."""
         session.identity, session.id_text = identity, id_text
-        if self._anonymous.pop(session.id, None) is None and self._authenticated.pop(session.id, None) is None:
+        if (
+            self._anonymous.pop(session.id, None) is None
+            and self._authenticated.pop(session.id, None) is None
+        ):
             return
         session.id = _new_id()
         self._expire(self._authenticated, self.clock())
