@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from idr.codec.envelope import PROTOCOL_MAJOR, PROTOCOL_MINOR
 from idr.codec.site import decode_site, encode_site
 from idr.codec.wire import ProtocolError
 from idr.core.request import Request, Response
@@ -83,13 +84,18 @@ def loopback_site(
     primary: bool = True,
     serial: int = 1,
 ) -> SiteInfo:
-    """A one-server site at ``host`` with the interfaces a node listens on; ``desc`` names it."""
+    """A one-server site at ``host`` with the interfaces a node listens on; ``desc`` names it.
+
+    As Handle.Net's server sets up its site (``SiteInfo(…)`` of ``hdl-setup-server``): protocol
+    version 2.11 (what idr answers with), TCP for administration and queries, UDP for queries
+    only — idr refuses writes over UDP, and hdllib sends a request to the first interface whose
+    type admits it (``Interface.canHandleRequest``), so UDP must not claim admin."""
     import ipaddress
 
     ifaces: list[ServerInterface] = []
     if native:
-        ifaces.append(ServerInterface(InterfaceType.ADMIN_AND_QUERY, TransportProtocol.UDP, native))
         ifaces.append(ServerInterface(InterfaceType.ADMIN_AND_QUERY, TransportProtocol.TCP, native))
+        ifaces.append(ServerInterface(InterfaceType.QUERY, TransportProtocol.UDP, native))
     if http:
         ifaces.append(ServerInterface(InterfaceType.QUERY, TransportProtocol.HTTP, http))
     if https:
@@ -97,7 +103,14 @@ def loopback_site(
     packed = ipaddress.ip_address(host).packed
     addr = bytes(16 - len(packed)) + packed  # IPv4 right-aligned in 16 bytes, as on the wire
     server = ServerInfo(1, addr, b"", tuple(ifaces))
-    return SiteInfo(serial=serial, primary=primary, attributes=(("desc", name),), servers=(server,))
+    return SiteInfo(
+        serial=serial,
+        primary=primary,
+        attributes=(("desc", name),),
+        servers=(server,),
+        protocol_major=PROTOCOL_MAJOR,
+        protocol_minor=PROTOCOL_MINOR,
+    )
 
 
 def site_value(index: int, site: SiteInfo, type_: str = "HS_SITE", ttl: int = SITE_TTL) -> HandleValue:
