@@ -45,7 +45,7 @@ async def serve(cells: int) -> None:
         try:
             yb = fed["ent-yb"].service
             for start in range(0, cells, 10_000):
-                yb.import_records(
+                await yb.import_records(
                     [
                         HandleRecord(
                             f"88.168.6/BENCH-{i}",

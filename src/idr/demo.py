@@ -31,11 +31,10 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from idr.codec.values import encode_admin
 from idr.core.config import NodeConfig, ReplicationConfig
-from idr.core.federation import FederatedService, FederationSettings, delegation_values, loopback_site
+from idr.core.federation import FederatedService, FederationSettings, delegation_values
 from idr.core.prefixes import PrefixRegistry
 from idr.core.request import Op, Request
 from idr.core.service import NodeService
@@ -43,10 +42,7 @@ from idr.core.templates import TEMPLATE_INDEX, TEMPLATE_TYPE
 from idr.model.handle import prefix_handle
 from idr.model.site import SiteInfo
 from idr.model.value import PERM_SECRET, AdminPermission, AdminRecord, HandleValue, ValueReference
-from idr.node import Node, open_store
-
-if TYPE_CHECKING:
-    from idr.resolver.filing import FilingTarget
+from idr.node import Node
 
 HOST = "127.0.0.1"
 # Default ports: a block well away from the usual suspects (2641, 8000, 8080, 8443, 5432…);
@@ -140,13 +136,14 @@ async def start_node(
     secret: str,
     *,
     ports: tuple[int, int, int] = (0, 0, 0),
-    primary: bool = True,
     taken: set[int] | None = None,
-    service: NodeService | None = None,
     replication: ReplicationConfig | None = None,
+    federation: FederationSettings | None = None,
 ) -> RunningNode:
-    """Initialise (first time) and start one node on 127.0.0.1 with native, HTTP and HTTPS;
-    with ``replication``, as one site of a replicated service (saved in its idr.toml)."""
+    """Initialise (first time) and start one node on 127.0.0.1 with native, HTTP and HTTPS,
+    exactly as ``idr init`` + ``idr serve`` would: its settings go to its data directory
+    (``idr.toml``; ``replication`` as one site of a replicated service; ``federation`` as its
+    ``federation.toml``) and :class:`idr.node.Node` assembles it from there."""
     from idr.cli.node import init_node
 
     taken = taken if taken is not None else set()
@@ -160,35 +157,34 @@ async def start_node(
             data,
             prefix,
             secret=secret,
-            role=role if role != "recursive" else "standalone",
+            role=role,
             https=addr["https"],
             http=addr["http"],
             native=addr["native"],
+            root=federation.root if federation is not None and role == "recursive" else (),
         )
     cfg = NodeConfig.load(data)
     cfg.name = name
+    cfg.https, cfg.http, cfg.native = addr["https"], addr["http"], addr["native"]
     if replication is not None:
         cfg.replication = replication
-        cfg.save()  # so `idr serve --data` restarts the site as what it is
-    site = loopback_site(name, native=native, http=http, https=https, primary=primary)
-    if service is None:
-        service = FederatedService(
-            open_store(cfg), role=role, admins=cfg.admins, cache_entries=cfg.limits.cache_entries
-        )
-    service.site_info = site
-    node = Node(cfg, service)
+    cfg.save()  # so `idr serve --data` restarts the node as what it is
+    if federation is not None:
+        federation.save(data)
+    node = Node(cfg)
     try:
-        await node.start(**addr)
+        await node.start()
     except BaseException:
         await node.stop()
         node.close()
         raise
     ls = node.listeners
-    assert ls.native and ls.http and ls.https
+    assert ls.native and ls.http and ls.https and node.service.site_info is not None
+    site = node.service.site_info
     return RunningNode(key, name, role, prefix, secret, node, site, ls.native, ls.http, ls.https)
 
 
-def publish_prefix(
+async def publish_prefix(
     parent: RunningNode,
     prefix: str,
     sites: Sequence[SiteInfo],
@@ -207,12 +203,12 @@ def publish_prefix(
     if admin_secret is not None:
         values.append(HandleValue(300, "HS_SECKEY", admin_secret.encode(), permissions=PERM_SECRET))
     req = Request(Op.CREATE_HANDLE, ph, values=tuple(values), identity=actor or parent.admin, overwrite=True)
-    resp = parent.service.handle(req)
+    resp = await parent.service.submit(req)
     if not resp.ok:
         raise RuntimeError(f"publishing {ph} at {parent.name}: {resp.code.name} {resp.message}")
 
 
-def register(
+async def register(
     node: RunningNode,
     handle: str,
     values: Sequence[tuple[int, str, str]],
@@ -223,7 +219,7 @@ def register(
     prefix = handle.partition("/")[0]
     identity = identity or ValueReference(prefix_handle(prefix), 300)
     req = Request(Op.CREATE_HANDLE, handle, values=vals, identity=identity, overwrite=True)
-    resp = node.service.handle(req)
+    resp = await node.service.submit(req)
     if not resp.ok:
         raise RuntimeError(f"registering {handle} at {node.name}: {resp.code.name} {resp.message}")
 
@@ -291,24 +287,38 @@ async def start_federation(base: Path, *, base_port: int = 0, load: bool = True)
 
     ``base_port`` 0 uses ephemeral ports everywhere (tests); the demo asks for its fixed block
     (node *i*: native ``base+10i``, HTTP ``+1``, HTTPS ``+2``; the top's sites replicate on ``+3``).
+    Each node is configured through its data directory (idr.toml, federation.toml) and
+    assembled by :class:`idr.node.Node`, as ``idr serve`` would; the rest is data: the top
+    publishes its sites and the secondary prefixes, prefixes go through their lifecycle.
     """
-    from idr.resolver.recursive import RecursiveResolver, RecursiveService
-    from idr.resolver.transport import NativeTransport
-
     fed = Federation(base)
     taken: set[int] = set()
 
     def block(i: int) -> tuple[int, int, int]:
         b = base_port + 10 * i
-        return (b, b + 1, b + 2) if base_port else (0, 0, 0)
+        if not base_port:
+            b = 0
+        return (
+            pick_port(b, udp_too=True, taken=taken),
+            pick_port(b + 1 if b else 0, taken=taken),
+            pick_port(b + 2 if b else 0, taken=taken),
+        )
 
+    # Every node's ports first: each node's settings name the others' (the top's two sites
+    # are the federation's root; the secondaries file with the primary's HTTPS API).
+    ports = {key: block(i) for i, (key, *_rest) in enumerate(NODES)}
+    ports["recursive"] = block(len(NODES))
     # One top, one backup: the two sites of the top service replicate to each other.
     repl = {
         key: f"{HOST}:{pick_port(base_port + 10 * i + 3 if base_port else 0, taken=taken)}"
         for i, key in enumerate(("top-cq", "top-cd"))
     }
+    root = [f"{HOST}:{ports['top-cq'][0]}", f"{HOST}:{ports['top-cd'][0]}"]
+    root_names = [NODES[0][1], NODES[1][1]]
+    top_https = f"https://{HOST}:{ports['top-cq'][2]}"
+    top_cert = base / "top-cq" / "tls" / "cert.pem"
     try:
-        for i, (key, name, role, prefix, secret) in enumerate(NODES):
+        for key, name, role, prefix, secret in NODES:
             replication = None
             if key in repl:
                 replication = ReplicationConfig(
@@ -318,6 +328,14 @@ async def start_federation(base: Path, *, base_port: int = 0, load: bool = True)
                     mode="sync",
                     role="primary" if key == "top-cq" else "mirror",
                 )
+            # Where the top is; a secondary files as its prefix's admin (300:0.NA/<prefix>),
+            # the identity the top holds on 0.NA/<prefix>.
+            federation = FederationSettings(root=root, root_names=root_names)
+            if role == "secondary":
+                federation.top_url = top_https
+                federation.top_identity = f"300:{prefix_handle(prefix)}"
+                federation.top_secret = secret
+                federation.top_cafile = str(top_cert)
             fed.nodes[key] = await start_node(
                 base,
                 key,
@@ -325,21 +343,17 @@ async def start_federation(base: Path, *, base_port: int = 0, load: bool = True)
                 role,
                 prefix,
                 secret,
-                ports=block(i),
-                primary=key != "top-cd",
-                taken=taken,
+                ports=ports[key],  # picked above (free, and in ``taken``)
                 replication=replication,
+                federation=federation,
             )
+            if key == "top-cd":
+                # Sync mode acknowledges a write only once the mirror holds it: wait for the link.
+                primary = fed["top-cq"]
+                why = "the Chengdu mirror did not connect to Chongqing"
+                await _until(lambda: _mirrors(primary) >= 1, 30.0, why)  # noqa: B023 (awaited at once)
         top, mirror = fed["top-cq"], fed["top-cd"]
-        root = [top.site, mirror.site]
-        # Sync mode acknowledges a write only once the mirror holds it: wait for the link.
-        await _until(lambda: _mirrors(top) >= 1, 30.0, "the Chengdu mirror did not connect to Chongqing")
         # The recursive node: nothing of its own, the top's two sites as its root.
-        rec_data = base / "recursive"
-        rec_data.mkdir(parents=True, exist_ok=True)
-        FederationSettings(root=[f"{HOST}:{top.native[1]}", f"{HOST}:{mirror.native[1]}"]).save(rec_data)
-        rec_cfg = NodeConfig(data_dir=rec_data, role="recursive")
-        rec_service = RecursiveService(open_store(rec_cfg), RecursiveResolver(root, NativeTransport()))
         fed.nodes["recursive"] = await start_node(
             base,
             "recursive",
@@ -347,38 +361,16 @@ async def start_federation(base: Path, *, base_port: int = 0, load: bool = True)
             "recursive",
             "0.RECURSIVE",
             "recursive-demo-secret",
-            ports=block(len(NODES)),
-            taken=taken,
-            service=rec_service,
+            ports=ports["recursive"],
+            federation=FederationSettings(root=root, root_names=root_names),
         )
         # Written once, at the primary; the mirror gets every record by log shipping.
         # The top service names both its sites (0.NA/0.NA HS_SITE), so clients and the console
         # learn the mirror from the data; the top knows the two secondaries and hands them
         # their derived prefix handles; each secondary's admin can authenticate to file.
-        publish_service_sites(top, [top.site, mirror.site])
+        await publish_service_sites(top, [top.site, mirror.site])
         for sec in (fed["sec-cq"], fed["sec-sc"]):
-            publish_prefix(top, sec.prefix, [sec.site], admin_secret=sec.secret, derived=True)
-        for key in ("sec-cq", "sec-sc", "ent-cq", "ent-yb"):
-            FederationSettings(
-                root=[f"{HOST}:{top.native[1]}", f"{HOST}:{mirror.native[1]}"],
-                top_url=top.https_url,
-                top_identity=str(fed[key].admin) if key.startswith("sec") else "",
-                top_secret=fed[key].secret if key.startswith("sec") else "",
-                top_cafile=str(top.cert),
-            ).save(fed[key].node.config.data_dir)
-        from idr.resolver.filing import FilingTarget, Verifier
-        from idr.resolver.recursive import Limits
-        from idr.server.federation import FederationContext
-
-        for t in (top, mirror):
-            # Verification must see the federation as it is now: no cache.
-            verifier_resolver = RecursiveResolver(root, NativeTransport(), limits=Limits(cache_entries=0))
-            t.federated.context = FederationContext(verifier=Verifier(t.federated, verifier_resolver))
-        for key in ("sec-cq", "sec-sc"):
-            sec = fed[key]
-            sec.federated.context = FederationContext(
-                parent=sec.prefix, filing_target=FilingTarget(top.https_url, sec.admin, sec.secret, top.cert)
-            )
+            await publish_prefix(top, sec.prefix, [sec.site], admin_secret=sec.secret, derived=True)
         if load:
             await _lifecycle_and_chain(fed)
         await _until(
@@ -409,60 +401,57 @@ async def _until(ok: Callable[[], bool], seconds: float, why: str) -> None:
         await asyncio.sleep(0.05)
 
 
-def publish_service_sites(node: RunningNode, sites: Sequence[SiteInfo]) -> None:
+async def publish_service_sites(node: RunningNode, sites: Sequence[SiteInfo]) -> None:
     """Add the service's own sites (primary first) to its prefix handle (``0.NA/0.NA`` for the
     top): how clients that know one site learn the others, as the GHR publishes its sites."""
     ph = prefix_handle(node.prefix)
     values = tuple(delegation_values(sites))
     req = Request(Op.ADD_VALUE, ph, values=values, identity=node.admin, overwrite=True)
-    resp = node.service.handle(req)
+    resp = await node.service.submit(req)
     if not resp.ok:
         raise RuntimeError(f"publishing the sites of {ph}: {resp.code.name} {resp.message}")
 
 
 async def _lifecycle_and_chain(fed: Federation) -> None:
-    from idr.resolver.filing import FilingTarget
-
-    top, sec_cq, sec_sc = fed["top-cq"], fed["sec-cq"], fed["sec-sc"]
-    target = FilingTarget(top.https_url, sec_sc.admin, sec_sc.secret, top.cert)
+    sec_cq, sec_sc = fed["sec-cq"], fed["sec-sc"]
     # Yibin cell plant: apply → review → approve → file with the top → delegate to its node.
     reg_sc = PrefixRegistry(sec_sc.federated, "88.168")
-    yb = reg_sc.apply(
+    yb = await reg_sc.apply(
         enterprise="宜宾动力电池有限公司 (Yibin power battery cells)",
         uscc=YIBIN_USCC,
         contact="quality@yibin-cells.example",
         secret=fed["ent-yb"].secret,
         requested="88.168.6",
     )
-    reg_sc.approve(yb.id, sec_sc.admin)
-    await _file(reg_sc, yb.id, target)
-    reg_sc.delegate("88.168.6", [fed["ent-yb"].site], sec_sc.admin)
+    await reg_sc.approve(yb.id, sec_sc.admin)
+    await _file(sec_sc, reg_sc, yb.id)
+    await reg_sc.delegate("88.168.6", [fed["ent-yb"].site], sec_sc.admin)
     # The pack line has no node: its prefix stays at the Sichuan secondary.
-    pk = reg_sc.apply(
+    pk = await reg_sc.apply(
         enterprise="宜宾电池包装配线 (Yibin battery pack assembly)",
         uscc=PACK_USCC,
         contact="packs@yibin-cells.example",
         secret="yibin-pack-secret",
         requested="88.168.2",
     )
-    reg_sc.approve(pk.id, sec_sc.admin, site=sec_sc.site)
-    await _file(reg_sc, pk.id, target)
+    await reg_sc.approve(pk.id, sec_sc.admin, site=sec_sc.site)
+    await _file(sec_sc, reg_sc, pk.id)
     # The Chongqing vehicle maker: approved and filed the same way, delegated to its node.
     reg_cq = PrefixRegistry(sec_cq.federated, "88.118")
-    vm = reg_cq.apply(
+    vm = await reg_cq.apply(
         enterprise="重庆整车制造 (Chongqing vehicle assembly, Yubei)",
         uscc=VEHICLE_USCC,
         contact="trace@cq-vehicles.example",
         secret=fed["ent-cq"].secret,
         requested="88.118.8",
     )
-    reg_cq.approve(vm.id, sec_cq.admin)
-    await _file(reg_cq, vm.id, FilingTarget(top.https_url, sec_cq.admin, sec_cq.secret, top.cert))
-    reg_cq.delegate("88.118.8", [fed["ent-cq"].site], sec_cq.admin)
+    await reg_cq.approve(vm.id, sec_cq.admin)
+    await _file(sec_cq, reg_cq, vm.id)
+    await reg_cq.delegate("88.118.8", [fed["ent-cq"].site], sec_cq.admin)
     # The supply chain, each identifier at a different node, linked by references.
     claim = (TEMPLATE_INDEX, TEMPLATE_TYPE)
     for cell in (CELL, CELL2):
-        register(
+        await register(
             fed["ent-yb"],
             cell,
             [
@@ -477,8 +466,8 @@ async def _lifecycle_and_chain(fed: Federation) -> None:
                 (*claim, "battery-cell@1"),
             ],
         )
-    _scheme_names(fed)
-    register(
+    await _scheme_names(fed)
+    await register(
         sec_sc,
         PACK,
         [
@@ -493,7 +482,7 @@ async def _lifecycle_and_chain(fed: Federation) -> None:
             (*claim, "battery-pack@1"),
         ],
     )
-    register(
+    await register(
         fed["ent-cq"],
         VEHICLE,
         [
@@ -507,7 +496,7 @@ async def _lifecycle_and_chain(fed: Federation) -> None:
     )
 
 
-def _scheme_names(fed: Federation) -> None:
+async def _scheme_names(fed: Federation) -> None:
     """The cell's GS1 key and Ecode, delegated the way a federation delegates any prefix.
 
     GS1 China allocated the plant the company prefix 6975310 and the Ecode authority the
@@ -518,17 +507,23 @@ def _scheme_names(fed: Federation) -> None:
     """
     top, yb = fed["top-cq"], fed["ent-yb"]
     for prefix in (YIBIN_GS1_PREFIX, YIBIN_ECODE_PREFIX):
-        publish_prefix(top, prefix, [yb.site], admin_secret=yb.secret)
-        resp = yb.service.handle(Request(Op.HOME_NA, prefix, identity=yb.admin))
+        await publish_prefix(top, prefix, [yb.site], admin_secret=yb.secret)
+        resp = await yb.service.submit(Request(Op.HOME_NA, prefix, identity=yb.admin))
         if not resp.ok:
             raise RuntimeError(f"homing {prefix} at {yb.name}: {resp.code.name} {resp.message}")
     for handle in (CELL_GS1_HANDLE, CELL_ECODE_HANDLE):
-        register(yb, handle, [(1, "HS_ALIAS", CELL)], identity=yb.admin)
+        await register(yb, handle, [(1, "HS_ALIAS", CELL)], identity=yb.admin)
 
 
-async def _file(reg: PrefixRegistry, app_id: str, target: FilingTarget) -> None:
+async def _file(sec: RunningNode, reg: PrefixRegistry, app_id: str) -> None:
+    """File with the top as the node's own federation context does (from its federation.toml)."""
     from idr.resolver.filing import file_prefix
+    from idr.server.federation import FederationContext
 
+    ctx = sec.federated.context
+    target = ctx.filing_target if isinstance(ctx, FederationContext) else None
+    if target is None:
+        raise RuntimeError(f"{sec.name} has no top node to file with (federation.toml)")
     if not await file_prefix(reg, app_id, target):
         raise RuntimeError(f"filing {reg.get(app_id).prefix} failed: {reg.get(app_id).filing_error}")
 

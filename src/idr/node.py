@@ -1,4 +1,13 @@
-"""Assemble a node from its data directory: store, core, and the network front-ends."""
+"""The one assembly point: any node role from its data directory and config.
+
+``Node(config).start()`` builds, in order: the store and the core for the role
+(``open_service``), the runtime that runs the core's writes and blocking reads and follows
+the store's log (``idr.runtime``), replication (``[replication]`` in idr.toml), the
+federation links from ``federation.toml`` (a secondary's filing target at the top node, the
+top's verifier; ``federation_context``), then the front-ends (native UDP/TCP, HTTP(S) with
+the REST API, SNMS, GS1, converged resolution, console, metrics). ``idr serve``, ``idr demo``
+and the tests all start nodes this way; nothing is wired anywhere else.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +15,20 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from idr.core.config import ConfigError, NodeConfig
+from idr.core.federation import FederationSettings
 from idr.core.service import NodeService
 from idr.store.base import Store
 
 if TYPE_CHECKING:
+    from idr.core.federation import FederatedService
     from idr.model.site import SiteInfo
     from idr.replication import Replicator
+    from idr.runtime import NodeRuntime
+    from idr.server.federation import FederationContext
     from idr.server.metrics import MetricsSource
     from idr.server.native import NativeOptions
 
@@ -42,14 +56,23 @@ def open_store(config: NodeConfig) -> Store:
     if config.store == "postgres":
         from idr.store.postgres import PostgresStore
 
-        return PostgresStore(config.dsn)
+        return PostgresStore(config.dsn, read_only=config.standby)
     raise ValueError(f"unknown store engine {config.store!r}")
+
+
+def _standby_gate() -> None:
+    from idr.model.errors import HandleError, ResponseCode
+
+    raise HandleError(
+        ResponseCode.SERVER_READ_ONLY,
+        "this site reads a PostgreSQL hot standby: writes go to the primary site",
+    )
 
 
 def open_service(config: NodeConfig) -> NodeService:
     """The core for the node's role: authoritative roles refer for what they delegate; a
     recursive node resolves through the top service named in ``federation.toml``."""
-    from idr.core.federation import FederationSettings, loopback_site, make_service
+    from idr.core.federation import make_service
 
     store = open_store(config)
     kwargs: dict[str, Any] = {"admins": config.admins, "cache_entries": config.limits.cache_entries}
@@ -58,23 +81,75 @@ def open_service(config: NodeConfig) -> NodeService:
             from idr.resolver.recursive import RecursiveResolver, RecursiveService
             from idr.resolver.transport import NativeTransport
 
-            roots = FederationSettings.load(config.data_dir).root
-            if not roots:
+            settings = FederationSettings.load(config.data_dir)
+            if not settings.root:
                 raise ConfigError(
                     f'a recursive node needs the top service\'s address: root = ["HOST:PORT"] '
                     f"under [federation] in {config.data_dir / 'federation.toml'} (idr init --root)"
                 )
-            sites = []
-            for i, address in enumerate(roots):
-                host, port = parse_address(address)
-                sites.append(loopback_site(f"root {address}", native=port, host=host, primary=i == 0))
-            return RecursiveService(store, RecursiveResolver(sites, NativeTransport()), **kwargs)
+            return RecursiveService(
+                store, RecursiveResolver(root_sites(settings), NativeTransport()), **kwargs
+            )
         if config.role in ("top", "secondary", "enterprise"):
-            return make_service(config.role, store, **kwargs)
-        return NodeService(store, **kwargs)
+            service = make_service(config.role, store, **kwargs)
+        else:
+            service = NodeService(store, **kwargs)
+        if config.standby:
+            service.write_gate = _standby_gate
+        return service
     except BaseException:
         store.close()
         raise
+
+
+def root_sites(settings: FederationSettings) -> list[SiteInfo]:
+    """The top service's sites from ``root = ["HOST:PORT", …]`` (native, primary first),
+    named by ``root_names`` where given."""
+    from idr.core.federation import loopback_site
+
+    sites = []
+    for i, address in enumerate(settings.root):
+        host, port = parse_address(address)
+        name = settings.root_names[i] if i < len(settings.root_names) else f"root {address}"
+        sites.append(loopback_site(name, native=port, host=host, primary=i == 0))
+    return sites
+
+
+def federation_context(config: NodeConfig, service: FederatedService) -> FederationContext:
+    """What ``federation.toml`` says this node does in the federation, ready to use:
+
+    * a **secondary** files the prefixes it allocates with the top (``top_url`` over HTTPS,
+      as ``top_identity`` — default: this node's admin — with ``top_secret``, the top's
+      certificate pinned by ``top_cafile``);
+    * the **top** verifies (核验) by walking the federation from ``root`` (default: itself),
+      with no cache, so it sees the federation as it is now.
+    """
+    from idr.model.value import ValueReference
+    from idr.resolver.filing import FilingTarget, Verifier
+    from idr.resolver.recursive import Limits, RecursiveResolver
+    from idr.resolver.transport import NativeTransport
+    from idr.server.federation import FederationContext
+
+    settings = FederationSettings.load(config.data_dir)
+    ctx = FederationContext()
+    if config.role == "secondary" and settings.top_url:
+        identity = settings.top_identity or (config.admins[0] if config.admins else "")
+        try:
+            who = ValueReference.parse(identity)
+        except ValueError as e:
+            raise ConfigError(f"federation.toml: top_identity {identity!r}: {e}") from e
+        cafile = Path(settings.top_cafile) if settings.top_cafile else None
+        if cafile is not None and not cafile.is_absolute():
+            cafile = config.data_dir / cafile
+        ctx.filing_target = FilingTarget(settings.top_url, who, settings.top_secret, cafile)
+    if config.role == "top":
+        sites = root_sites(settings)
+        if not sites and service.site_info is not None:
+            sites = [service.site_info]
+        if sites:
+            resolver = RecursiveResolver(sites, NativeTransport(), limits=Limits(cache_entries=0))
+            ctx.verifier = Verifier(service, resolver)
+    return ctx
 
 
 @dataclass
@@ -98,6 +173,7 @@ class Node:
         # Handle protocol: options, and worker processes on its UDP port (``idr serve --workers``).
         self.native_options: NativeOptions | None = None
         self.workers = 1
+        self.runtime: NodeRuntime | None = None
 
     async def start(
         self, *, https: str | None = None, http: str | None = None, native: str | None = None
@@ -117,6 +193,14 @@ class Node:
         http = self.config.http if http is None else http
         native = self.config.native if native is None else native
         max_body = self.config.limits.max_body_bytes
+        if self.runtime is None and self.service.role != "recursive":
+            # First: every write from here on takes the writer thread (group commit), and the
+            # store's log is followed for other writers' commits.
+            from idr.runtime import NodeRuntime
+
+            self.runtime = NodeRuntime(self.service, follow=self.config.limits.follow_interval)
+            await self.runtime.start()
+            self.listeners.closers.append(self._stop_runtime)
         if self.config.replication.listen and self.replicator is None:
             # Before any front-end opens: a mirror or fenced site must never take a write.
             from idr.replication import Replicator
@@ -161,6 +245,7 @@ class Node:
                 self.listeners.closers.append(extra.close)
         if self.service.site_info is None:
             self.service.site_info = self.own_site()
+        self.attach_federation()
 
         if self.replicator is not None:
             ls = self.listeners
@@ -168,7 +253,8 @@ class Node:
             self.replicator.api = ", ".join(f"{n} {a[0]}:{a[1]}" for n, a in named if a)
 
     def own_site(self) -> SiteInfo:
-        """This node as a one-server site (HS_SITE), from the addresses it listens on."""
+        """This node as a one-server site (HS_SITE), from the addresses it listens on; a
+        replication mirror's site is not primary (clients prefer primaries, RFC 3652 §3.3)."""
         from idr.core.federation import loopback_site
 
         ls = self.listeners
@@ -179,7 +265,20 @@ class Node:
             http=ls.http[1] if ls.http else None,
             https=ls.https[1] if ls.https else None,
             host=host,
+            primary=not (self.config.replication.listen and self.config.replication.role == "mirror"),
         )
+
+    def attach_federation(self) -> None:
+        """The federation links of ``federation.toml`` (``federation_context``) on the core."""
+        from idr.core.federation import FederatedService
+
+        if isinstance(self.service, FederatedService):
+            self.service.context = federation_context(self.config, self.service)
+
+    async def _stop_runtime(self) -> None:
+        if self.runtime is not None:
+            await self.runtime.stop()
+            self.runtime = None
 
     async def _stop_replicator(self) -> None:
         if self.replicator is not None:

@@ -121,26 +121,26 @@ def test_template_claims_are_validated_field_by_field(secondary: FederatedServic
     assert r.code == ResponseCode.INVALID_VALUE
 
 
-def test_application_review_allocation_and_audit(secondary: FederatedService) -> None:
+async def test_application_review_allocation_and_audit(secondary: FederatedService) -> None:
     reg = PrefixRegistry(secondary, "88.168")
     uscc = "91511500MA62XB4P3" + uscc_check_char("91511500MA62XB4P3")
     with pytest.raises(HandleError) as bad:
-        reg.apply(enterprise="X", uscc="91511500MA62XB4P30", contact="c", secret="long-secret")
+        await reg.apply(enterprise="X", uscc="91511500MA62XB4P30", contact="c", secret="long-secret")
     assert bad.value.code == ResponseCode.INVALID_VALUE and "credit code" in bad.value.message
-    a = reg.apply(enterprise="Yibin cells", uscc=uscc, contact="q@example.org", secret="yibin-secret")
-    b = reg.apply(enterprise="Shell Co", uscc=uscc, contact="x@example.org", secret="shell-secret")
+    a = await reg.apply(enterprise="Yibin cells", uscc=uscc, contact="q@example.org", secret="yibin-secret")
+    b = await reg.apply(enterprise="Shell Co", uscc=uscc, contact="x@example.org", secret="shell-secret")
     assert {x.id for x in reg.applications("pending")} == {a.id, b.id}
     stranger = ValueReference("0.NA/88.999", 300)
     with pytest.raises(HandleError) as denied:
-        reg.approve(a.id, stranger)
+        await reg.approve(a.id, stranger)
     assert denied.value.code == ResponseCode.INSUFFICIENT_PERMISSIONS
-    approved = reg.approve(a.id, SEC_ADMIN)
+    approved = await reg.approve(a.id, SEC_ADMIN)
     assert approved.prefix == "88.168.1" and approved.status == "approved"
     assert reg.next_free() == "88.168.2"
-    rejected = reg.reject(b.id, SEC_ADMIN, "business licence does not match the name")
+    rejected = await reg.reject(b.id, SEC_ADMIN, "business licence does not match the name")
     assert rejected.status == "rejected" and "licence" in rejected.reason
     with pytest.raises(HandleError):
-        reg.approve(b.id, SEC_ADMIN)
+        await reg.approve(b.id, SEC_ADMIN)
     # The new prefix is home here and its admin is the applicant's key.
     new_admin = ValueReference("0.NA/88.168.1", 300)
     assert secondary.authenticate_secret(new_admin, b"yibin-secret")
@@ -154,14 +154,14 @@ def test_application_review_allocation_and_audit(secondary: FederatedService) ->
     assert ops == ["prefix-apply", "prefix-apply", "prefix-approve", "prefix-reject"]
 
 
-def test_top_accepts_filings_only_from_the_parent_admin(top: FederatedService) -> None:
+async def test_top_accepts_filings_only_from_the_parent_admin(top: FederatedService) -> None:
     reg = FilingRegister(top)
     uscc = "91511500MA62XB4P3" + uscc_check_char("91511500MA62XB4P3")
     f = Filing("88.168.6", "88.168", "Yibin cells", uscc, "q@example.org")
     with pytest.raises(HandleError) as denied:
-        reg.file(ValueReference("0.NA/88.118", 300), f)
+        await reg.file(ValueReference("0.NA/88.118", 300), f)
     assert denied.value.code == ResponseCode.INSUFFICIENT_PERMISSIONS
-    filed = reg.file(SEC_ADMIN, f)
+    filed = await reg.file(SEC_ADMIN, f)
     assert filed.filed_by == str(SEC_ADMIN)
     got = reg.get("88.168.6")
     assert got is not None and got.enterprise == "Yibin cells"

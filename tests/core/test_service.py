@@ -250,24 +250,7 @@ def test_cache_is_invalidated_by_writes_and_listeners_hear_of_them(service: Node
     assert heard == ["88.100/C", "88.100/C"]
 
 
-async def test_submit_runs_writes_off_the_loop(service: NodeService) -> None:
+async def test_submit_without_a_runtime_runs_the_write_path_inline(service: NodeService) -> None:
     r = await service.submit(Request(Op.CREATE_HANDLE, "88.100/async", values=(URL,), identity=ADMIN))
     assert r.ok and r.seq == service.store.last_seq()
     assert (await service.submit(Request(Op.RESOLUTION, "88.100/async"))).ok
-
-
-def test_record_cache_drops_a_load_that_raced_an_invalidation() -> None:
-    from idr.core.service import RecordCache
-    from idr.model.value import HandleRecord
-
-    cache = RecordCache(10)
-    stale = HandleRecord("88.100/x", ())
-
-    def load_then_commit_lands(key: str) -> HandleRecord:
-        cache.invalidate([key])  # a commit's invalidation while the read was in flight
-        return stale
-
-    assert cache.get("88.100/X", load_then_commit_lands) is stale
-    fresh = HandleRecord("88.100/x", (URL,))
-    assert cache.get("88.100/X", lambda _k: fresh) is fresh  # the raced read was not kept
-    assert cache.get("88.100/X", lambda _k: stale) is fresh  # now it is cached

@@ -89,7 +89,7 @@ def make_service(data_dir: Path) -> NodeService:
     admins = [str(SECKEY_ID)] + [str(identity(k)) for k in KEY_INDEX]
     svc = NodeService(SqliteStore(data_dir / "idr.sqlite3"), admins=admins, clock=lambda: T0)
     svc.bootstrap("88.100", prefix_values())
-    svc.import_records([bench_record(0), bench_record(1), big_record()])
+    svc.import_now([bench_record(0), bench_record(1), big_record()])
     return svc
 
 

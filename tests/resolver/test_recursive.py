@@ -88,7 +88,7 @@ async def test_delegation_loop_ends_with_a_clear_error(tmp_path: Path) -> None:
         for here, there in ((a, b), (b, a)):
             rec = HandleRecord("0.NA/77", tuple(delegation_values([there.site], derived=True)))
             assert isinstance(here.service, FederatedService)
-            here.service.commit_internal("test", None, [("0.NA/77", rec)])
+            await here.service.commit_internal("test", None, [("0.NA/77", rec)])
             assert here.service.load("0.NA/77") is not None
         r = RecursiveResolver([a.site], NativeTransport())
         res = await r.resolve("77.5/x")

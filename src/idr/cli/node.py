@@ -267,12 +267,14 @@ def register(app: typer.Typer) -> None:
                 transient=True,
             ) as progress:
                 task = progress.add_task("import", total=size)
-                report = import_file(
-                    service,
-                    file,
-                    batch=batch,
-                    restart=restart,
-                    on_progress=lambda done: progress.update(task, completed=done),
+                report = asyncio.run(
+                    import_file(
+                        service,
+                        file,
+                        batch=batch,
+                        restart=restart,
+                        on_progress=lambda done: progress.update(task, completed=done),
+                    )
                 )
         except (StoreError, HandleError) as e:
             fail(f"import stopped: {e}. Committed batches are kept: run the same command to resume.")

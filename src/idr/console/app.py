@@ -891,7 +891,7 @@ async def prefix_apply(request: web.Request) -> web.StreamResponse:
         errors["secret"] = "at least 8 characters"
     if not errors and reg is not None:
         try:
-            app = reg.apply(
+            app = await reg.apply(
                 enterprise=values["enterprise"],
                 uscc=values["uscc"],
                 contact=values["contact"],
@@ -926,12 +926,12 @@ async def prefix_decide(request: web.Request) -> web.StreamResponse:
         return await prefixes_page(request, status=404, general=f"{app_id}: {p.t('err.not_found')}")
     try:
         if decision == "approve":
-            reg.approve(app_id, p.identity, site=getattr(reg.service, "site_info", None))
+            await reg.approve(app_id, p.identity, site=getattr(reg.service, "site_info", None))
             await _file_with_top(p.console, reg, app_id)
         elif decision == "reject":
             if not reason:
                 return await prefixes_page(request, status=400, general=p.t("pfx.reason_needed"))
-            reg.reject(app_id, p.identity, reason)
+            await reg.reject(app_id, p.identity, reason)
         else:
             return await prefixes_page(request, status=400, general="decision must be approve or reject")
     except HandleError as e:

@@ -21,6 +21,9 @@ class Limits:
     max_body_bytes: int = 1024 * 1024
     max_list_page: int = 10000
     cache_entries: int = 2_000_000
+    # Seconds between polls of the store's log for other writers' commits (idr.runtime.follow):
+    # the bound on how long another process's write can go unseen by this node's caches.
+    follow_interval: float = 0.01
 
 
 @dataclass
@@ -68,6 +71,8 @@ class NodeConfig:
     name: str = "idr node"
     store: str = "sqlite"
     dsn: str = ""  # store = "postgres": libpq connection string (keep passwords in ~/.pgpass)
+    # store = "postgres": the database is a hot standby (read-only; writes go to the primary site)
+    standby: bool = False
     https: str = "127.0.0.1:8443"
     http: str = ""
     native: str = ""
@@ -105,6 +110,7 @@ class NodeConfig:
                 name=str(node.get("name", "idr node")),
                 store=str(node.get("store", "sqlite")),
                 dsn=str(node.get("dsn", "")),
+                standby=bool(node.get("standby", False)),
                 https=str(listen.get("https", "127.0.0.1:8443")),
                 http=str(listen.get("http", "")),
                 native=str(listen.get("native", "")),
@@ -120,6 +126,8 @@ class NodeConfig:
             raise ConfigError(f"{path}: replication role must be primary or mirror")
         if cfg.store not in ("sqlite", "postgres"):
             raise ConfigError(f"{path}: store must be sqlite or postgres, not {cfg.store!r}")
+        if cfg.standby and cfg.store != "postgres":
+            raise ConfigError(f"{path}: standby = true is for a PostgreSQL hot standby (store = 'postgres')")
         if cfg.store == "postgres" and not cfg.dsn:
             raise ConfigError(f"{path}: store = 'postgres' needs dsn = '…' (a libpq connection string)")
         if cfg.role not in ROLES:
@@ -134,6 +142,7 @@ class NodeConfig:
                 "admins": self.admins,
                 "store": self.store,
                 **({"dsn": self.dsn} if self.dsn else {}),
+                **({"standby": True} if self.standby else {}),
             },
             "listen": {"https": self.https, "http": self.http, "native": self.native},
             "limits": asdict(self.limits),

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from idr.codec.envelope import PROTOCOL_MAJOR, PROTOCOL_MINOR
 from idr.codec.site import decode_site, encode_site
 from idr.codec.wire import ProtocolError
 from idr.core.request import Request, Response
-from idr.core.service import HOMED_PREFIX, NodeService
+from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import NA_PREFIX, Handle, normalize_key, prefix_handle
 from idr.model.site import (
@@ -40,7 +40,7 @@ from idr.model.site import (
     TransportProtocol,
 )
 from idr.model.value import AdminPermission, HandleRecord, HandleValue, ValueReference
-from idr.store.base import Store, Write
+from idr.store.base import Store
 
 ROLES_AUTHORITATIVE = ("standalone", "top", "secondary", "enterprise")
 SITE_TYPES = ("HS_SITE", "HS_SITE.6")
@@ -248,19 +248,15 @@ class FederatedService(NodeService):
 
     # ------------------------------------------------------------- internal writes
 
-    def commit_internal(
+    async def commit_internal(
         self, op: str, actor: ValueReference | None, records: Sequence[tuple[str, HandleRecord | None]]
     ) -> int:
         """Write records (applications, filings, prefix handles, homing) as one logged
-        transaction, through the same single-writer lock, write gate and cache as requests."""
-        if self.write_gate is not None:
-            self.write_gate()
-        writes = [Write(normalize_key(k), r) for k, r in records]
-        with self._write_lock:
-            seq = self._commit(op, actor, writes)
-        if any(w.key.startswith(HOMED_PREFIX + "/") for w in writes):
-            self.reload_homed()
-        return seq
+        transaction through the node's write path; returns its seq. Checks that must see the
+        state the write lands on belong inside the job: ``await write(fn)`` with ``fn``
+        calling :meth:`stage`."""
+        job = await self.write_job(lambda: self.stage(op, actor, records))
+        return job.seq
 
     def load(self, handle: str) -> HandleRecord | None:
         """A record by handle (internal ones too), from the cache or the store."""
@@ -275,11 +271,13 @@ class FederationSettings:
     """What a node knows of the federation beyond its own data (``<data>/federation.toml``).
 
     ``root``: the top service's native addresses (``host:port``, primary first) for recursive
-    resolution and verification. ``top_url``/``top_identity``/``top_secret``/``top_cafile``:
-    how a secondary files prefixes with the top (HTTPS, Basic auth, pinned certificate).
+    resolution and verification; ``root_names``: what traces call those sites (optional, in
+    the same order). ``top_url``/``top_identity``/``top_secret``/``top_cafile``: how a
+    secondary files prefixes with the top (HTTPS, Basic auth, pinned certificate).
     """
 
     root: list[str]
+    root_names: list[str] = field(default_factory=list)
     top_url: str = ""
     top_identity: str = ""
     top_secret: str = ""
@@ -302,6 +300,7 @@ class FederationSettings:
             raise ConfigError(f'{path}: expected [federation] with root = ["HOST:PORT", …]')
         return cls(
             root=[str(a) for a in raw.get("root", [])],
+            root_names=[str(a) for a in raw.get("root_names", [])],
             top_url=str(raw.get("top_url", "")),
             top_identity=str(raw.get("top_identity", "")),
             top_secret=str(raw.get("top_secret", "")),

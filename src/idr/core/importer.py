@@ -1,7 +1,9 @@
 """Bulk registration from JSON lines: ``{"handle": "88.100/x", "values": [REST JSON values]}``.
 
 Runs with direct access to the node's data directory (an operator's tool, like Handle.Net's
-batch loader), so it skips authentication but applies every validation the API applies.
+batch loader), so it skips authentication but applies every validation the API applies. Each
+batch is a job of the node's write path (``NodeService.import_records``); a node serving the
+same store picks the batches up by following the store's log (``idr.runtime.follow``).
 Good lines land in batched transactions (one log entry per batch); bad lines are reported
 with their line numbers and skipped; an existing handle is replaced by the imported one.
 
@@ -59,7 +61,7 @@ def parse_line(service: NodeService, line: bytes) -> HandleRecord:
     return HandleRecord(name, values)
 
 
-def import_lines(
+async def import_lines(
     service: NodeService,
     lines: Iterable[bytes],
     *,
@@ -77,10 +79,10 @@ def import_lines(
     committed = resume_after
     line_no = 0
 
-    def flush(upto: int) -> None:
+    async def flush(upto: int) -> None:
         nonlocal committed
         mark = None if checkpoint is None else (checkpoint, upto)
-        report.loaded += service.import_records(pending, checkpoint=mark)
+        report.loaded += await service.import_records(pending, checkpoint=mark)
         committed = upto
         pending.clear()
         if errors_out is not None:
@@ -98,11 +100,11 @@ def import_lines(
             if errors_out is not None:
                 errors_out.write(orjson.dumps({"line": line_no, "reason": msg}) + b"\n")
         if len(pending) >= batch:
-            flush(line_no)
+            await flush(line_no)
             if on_progress:
                 on_progress(done_bytes)
     if pending or (checkpoint is not None and line_no > committed):
-        flush(line_no)
+        await flush(line_no)
     if on_progress:
         on_progress(done_bytes)
     return report
@@ -118,7 +120,7 @@ def errors_path_for(path: Path) -> Path:
     return path.with_name(path.name + ".errors.jsonl")
 
 
-def import_file(
+async def import_file(
     service: NodeService,
     path: Path,
     *,
@@ -144,7 +146,7 @@ def import_file(
                 continue
     with errors_path.open("wb") as errors_out, path.open("rb") as fh:
         errors_out.writelines(kept)
-        report = import_lines(
+        report = await import_lines(
             service,
             fh,
             batch=batch,

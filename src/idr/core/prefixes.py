@@ -135,7 +135,7 @@ class PrefixRegistry:
 
     # ---------------------------------------------------------- applying
 
-    def apply(
+    async def apply(
         self,
         *,
         enterprise: str,
@@ -154,8 +154,6 @@ class PrefixRegistry:
             raise _bad("give exactly one admin key for the new prefix: a secret or a public key")
         if secret is not None and len(secret) < 8:
             raise _bad("the admin secret must be at least 8 characters")
-        if requested:
-            self._check_requested(requested)
         now = int(self.service.clock())
         app = Application(
             id=f"APP-{secrets.token_hex(5).upper()}",
@@ -173,8 +171,14 @@ class PrefixRegistry:
             if secret is not None
             else HandleValue(ADMIN_INDEX, "HS_PUBKEY", public_key or b"", permissions=PERM_SECRET)
         )
-        self._save(app, "prefix-apply", applicant, key)
-        return app
+
+        def job() -> Application:
+            if requested:
+                self._check_requested(requested)
+            self._save(app, "prefix-apply", applicant, key)
+            return app
+
+        return await self.service.write(job)
 
     def _check_requested(self, prefix: str) -> None:
         head, dot, last = prefix.rpartition(".")
@@ -227,10 +231,17 @@ class PrefixRegistry:
                 f"{reviewer} may not review prefixes under {self.parent}",
             )
 
-    def approve(
+    async def approve(
         self, app_id: str, reviewer: ValueReference, *, prefix: str = "", site: SiteInfo | None = None
     ) -> Application:
-        """Allocate the prefix, write its prefix handle (admin = the applicant's key) and home it."""
+        """Allocate the prefix, write its prefix handle (admin = the applicant's key) and home it.
+
+        One write job: the checks (pending, prefix free) see the state the write lands on."""
+        return await self.service.write(lambda: self._approve(app_id, reviewer, prefix, site))
+
+    def _approve(
+        self, app_id: str, reviewer: ValueReference, prefix: str, site: SiteInfo | None
+    ) -> Application:
         self._require_reviewer(reviewer)
         app = self.get(app_id)
         if app.status != "pending":
@@ -262,7 +273,7 @@ class PrefixRegistry:
         prefix_rec = HandleRecord(
             ph, tuple(sorted((v.with_timestamp(now) for v in values), key=lambda v: v.index))
         )
-        self.service.commit_internal(
+        self.service.stage(
             "prefix-approve",
             reviewer,
             [
@@ -273,21 +284,27 @@ class PrefixRegistry:
         )
         return app
 
-    def reject(self, app_id: str, reviewer: ValueReference, reason: str) -> Application:
-        self._require_reviewer(reviewer)
-        app = self.get(app_id)
-        if app.status != "pending":
-            raise _bad(f"application {app_id} is already {app.status}")
-        app.status, app.reason, app.reviewer = "rejected", _text(reason, "reason"), str(reviewer)
-        app.decided = int(self.service.clock())
-        self._save(app, "prefix-reject", reviewer)
-        return app
+    async def reject(self, app_id: str, reviewer: ValueReference, reason: str) -> Application:
+        def job() -> Application:
+            self._require_reviewer(reviewer)
+            app = self.get(app_id)
+            if app.status != "pending":
+                raise _bad(f"application {app_id} is already {app.status}")
+            app.status, app.reason, app.reviewer = "rejected", _text(reason, "reason"), str(reviewer)
+            app.decided = int(self.service.clock())
+            self._save(app, "prefix-reject", reviewer)
+            return app
 
-    def record_filing(self, app_id: str, ok: bool, error: str = "") -> Application:
-        app = self.get(app_id)
-        app.filed, app.filing_error = ok, error[:MAX_TEXT]
-        self._save(app, "prefix-filed" if ok else "prefix-filing-failed", None)
-        return app
+        return await self.service.write(job)
+
+    async def record_filing(self, app_id: str, ok: bool, error: str = "") -> Application:
+        def job() -> Application:
+            app = self.get(app_id)
+            app.filed, app.filing_error = ok, error[:MAX_TEXT]
+            self._save(app, "prefix-filed" if ok else "prefix-filing-failed", None)
+            return app
+
+        return await self.service.write(job)
 
     def next_free(self) -> str:
         """``<parent>.N`` for the smallest N ≥ 1 not taken by a prefix handle or a reservation."""
@@ -304,14 +321,18 @@ class PrefixRegistry:
             if app.requested:
                 taken.add(int(app.requested.rpartition(".")[2]))
         n = 1
-        while n in taken:
+        # ``load`` also sees what earlier writes of this group staged (another approval).
+        while n in taken or self.service.load(prefix_handle(f"{self.parent}.{n}")) is not None:
             n += 1
         return f"{self.parent}.{n}"
 
     # ---------------------------------------------------------- delegation to an enterprise node
 
-    def delegate(self, prefix: str, sites: list[SiteInfo], actor: ValueReference) -> None:
+    async def delegate(self, prefix: str, sites: list[SiteInfo], actor: ValueReference) -> None:
         """Point ``0.NA/<prefix>`` at the enterprise node's sites and stop serving it here."""
+        await self.service.write(lambda: self._delegate(prefix, sites, actor))
+
+    def _delegate(self, prefix: str, sites: list[SiteInfo], actor: ValueReference) -> None:
         from idr.core.federation import delegation_values
 
         ph = prefix_handle(prefix)
@@ -324,7 +345,7 @@ class PrefixRegistry:
         now = int(self.service.clock())
         new = [v.with_timestamp(now) for v in delegation_values(sites)]
         values = tuple(sorted((*kept, *new), key=lambda v: v.index))
-        self.service.commit_internal(
+        self.service.stage(
             "prefix-delegate",
             actor,
             [(ph, HandleRecord(rec.handle, values)), (f"0.HOMED/{normalize_key(prefix)}", None)],
@@ -344,7 +365,7 @@ class PrefixRegistry:
         if key is None:
             old = self.service.load(self._key(app.id))
             key = next((v for v in old.values if v.index == ADMIN_INDEX), None) if old else None
-        self.service.commit_internal(op, actor, [(self._key(app.id), self._record(app, key))])
+        self.service.stage(op, actor, [(self._key(app.id), self._record(app, key))])
 
 
 # ------------------------------------------------------------------ the top's filing register (备案)
@@ -370,8 +391,11 @@ class FilingRegister:
     def __init__(self, service: FederatedService) -> None:
         self.service = service
 
-    def file(self, identity: ValueReference, filing: Filing) -> Filing:
+    async def file(self, identity: ValueReference, filing: Filing) -> Filing:
         """Accept a filing from the parent prefix's admin (authenticated by the caller)."""
+        return await self.service.write(lambda: self._file(identity, filing))
+
+    def _file(self, identity: ValueReference, filing: Filing) -> Filing:
         err = uscc_error(filing.uscc)
         if err:
             raise _bad(f"unified social credit code: {err}")
@@ -390,7 +414,7 @@ class FilingRegister:
         filing.enterprise = _text(filing.enterprise, "enterprise")
         filing.contact = _text(filing.contact, "contact", required=False)
         record = HandleRecord(f"{FILINGS}/{filing.prefix}", (json_value(1, FILING_TYPE, filing.to_json()),))
-        self.service.commit_internal("filing", identity, [(record.handle, record)])
+        self.service.stage("filing", identity, [(record.handle, record)])
         return filing
 
     def get(self, prefix: str) -> Filing | None:

@@ -1,32 +1,38 @@
 """The node's core: every front-end's ``Request`` is answered here, the same way.
 
-Single writer: writes run one at a time (under ``_write_lock``, and from one executor
-thread when driven through ``submit``), so a check-then-write never races another write.
-Reads go to a bounded record cache first; every commit invalidates the keys it touched
-and tells listeners (front-ends keep pre-encoded answers and drop them on that signal).
+The rules only: no threads, no event loop. Reads go to a bounded record cache first
+(``idr.store.cache``). Writes are jobs of the one write path (``idr.core.writes``): a driver
+outside the core — the node's writer thread (``idr.runtime``), or :meth:`write_now` for a
+tool without an event loop — plans them in groups and commits each group in one
+transaction; then the record cache drops the keys it touched and listeners hear of them
+(front-ends keep pre-encoded answers and drop them on that signal).
+
+``submit``/``write`` are the asynchronous entry points every front-end uses; they hand the
+work to the attached :class:`Runtime` (``idr.runtime.NodeRuntime``, attached by the node's
+assembly) and only fall back to doing it inline when none is attached (unit tests, tools).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import secrets
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from idr.codec.values import encode_admin
 from idr.core import authz
+from idr.core.interface import Listener, drops_everything
 from idr.core.request import WRITE_OPS, Op, Request, Response
 from idr.core.validate import check_values
+from idr.core.writes import NO_WAIT, PLANNING, Plan, Staged, WouldBlock, WriteJob, changed_keys
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import NA_PREFIX, Handle, normalize_key, prefix_handle
 from idr.model.site import SiteInfo
 from idr.model.value import AdminPermission, AdminRecord, HandleRecord, HandleValue, ValueReference
-from idr.store.base import Store, StoreError, Write
+from idr.store.base import Commit, Store, StoreError, Write
+from idr.store.cache import MISSING, RecordCache
 
 # Homed prefixes are records too (so they are logged and replicated), under a reserved
 # prefix that no request can reach: ``0.HOMED/<PREFIX>`` → record named by the prefix.
@@ -34,12 +40,29 @@ HOMED_PREFIX = "0.HOMED"
 DEFAULT_ADMIN_INDEX = 100
 MINT_ATTEMPTS = 16
 
-Listener = Callable[[Sequence[str]], None]
+T = TypeVar("T")
+
 # Raises HandleError when this node must not take writes now (a mirror, a fenced old primary).
 WriteGate = Callable[[], None]
 # Completes when the write with this sequence number is as durable as the node's policy asks
 # (e.g. held by a mirror in sync replication); raises HandleError when it cannot be.
 Durability = Callable[[int], Awaitable[None]]
+
+__all__ = ["HOMED_PREFIX", "Durability", "Listener", "NodeService", "RecordCache", "Runtime", "WriteGate"]
+
+
+class Runtime(Protocol):
+    """What runs the core's work for an asyncio node (``idr.runtime.NodeRuntime``)."""
+
+    async def write(self, job: WriteJob) -> None:
+        """Run ``job`` through the write path: planned and committed in the writer's next
+        group, listeners notified; returns when committed (the caller waits for durability)."""
+
+    async def read(self, fn: Callable[[], T]) -> T:
+        """``fn()`` where it may block (a store read across a network), off the event loop."""
+
+    def notify(self, keys: Sequence[str]) -> None:
+        """Deliver ``keys`` to the listeners on the event loop (callable from any thread)."""
 
 
 def _fail(code: ResponseCode, message: str = "") -> HandleError:
@@ -79,48 +102,10 @@ def replacement_rights(
     return needed, unchanged
 
 
-class RecordCache:
-    """Bounded map key → record (or None for a known miss); FIFO eviction keeps it O(1)."""
-
-    __slots__ = ("_data", "_generation", "capacity", "hits", "misses")
-
-    def __init__(self, capacity: int) -> None:
-        self._data: dict[str, HandleRecord | None] = {}
-        # Bumped by every invalidation: a load that raced a commit (read before it, finished
-        # after its invalidation) must not put what it read into the cache.
-        self._generation = 0
-        self.capacity = capacity
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: str, load: Callable[[str], HandleRecord | None]) -> HandleRecord | None:
-        try:
-            rec = self._data[key]
-            self.hits += 1
-            return rec
-        except KeyError:
-            self.misses += 1
-        generation = self._generation
-        rec = load(key)
-        if self.capacity > 0 and generation == self._generation:
-            if len(self._data) >= self.capacity:
-                self._data.pop(next(iter(self._data), key), None)
-            self._data[key] = rec
-        return rec
-
-    def invalidate(self, keys: Iterable[str]) -> None:
-        self._generation += 1
-        for k in keys:
-            self._data.pop(k, None)
-        self._generation += 1
-
-    def clear(self) -> None:
-        self._generation += 1
-        self._data.clear()
-
-
 class NodeService:
     """One node's identifiers: resolution, administration, authorisation."""
+
+    role = "standalone"
 
     def __init__(
         self,
@@ -137,87 +122,260 @@ class NodeService:
         self.clock = clock
         self.cache = RecordCache(cache_entries)
         self._listeners: list[Listener] = []
-        self._write_lock = threading.Lock()
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="idr-writer")
-        self._homed: set[str] = set()
+        self._homed: dict[str, str] = {}  # normalised prefix → as first written
         self.write_gate: WriteGate | None = None
         self.durability: Durability | None = None
+        self.runtime: Runtime | None = None
         self.reload_homed()
         self.counters: dict[str, int] = {"resolutions": 0, "registrations": 0, "writes": 0, "errors": 0}
 
     # ----------------------------------------------------------------- plumbing
 
     def close(self) -> None:
-        self._writer.shutdown(wait=True)
         self.store.close()
 
     def add_listener(self, fn: Listener) -> None:
-        """``fn(keys)`` runs after every commit with the normalised keys it changed."""
+        """``fn(keys)`` runs after every commit with the normalised keys it changed (on the
+        event loop when a runtime is attached)."""
         self._listeners.append(fn)
 
+    def notify(self, keys: Sequence[str]) -> None:
+        """Tell every listener about ``keys`` now, in this thread (the runtime calls this on
+        the event loop; see ``Runtime.notify``)."""
+        for fn in self._listeners:
+            fn(keys)
+
     def reload_homed(self) -> None:
-        self._homed = {normalize_key(p) for p in self.homed_prefixes()}
+        names = self.store.list_handles(HOMED_PREFIX, None, 1_000_000)
+        self._homed = {normalize_key(p): p for p in names}
 
     def homed_prefixes(self) -> list[str]:
-        return self.store.list_handles(HOMED_PREFIX, None, 1_000_000)
+        """The prefixes this node is home to, sorted by key (from memory: never blocks)."""
+        return [self._homed[k] for k in sorted(self._homed)]
 
     @staticmethod
     def _homed_key(prefix: str) -> str:
         return f"{HOMED_PREFIX}/{normalize_key(prefix)}"
 
     def _load(self, key: str) -> HandleRecord | None:
+        plan = PLANNING.get()
+        if plan is not None and key in plan.overlay:
+            return plan.overlay[key]
+        if NO_WAIT.get() and self.store.blocking_reads:
+            rec = self.cache.lookup(key)
+            if rec is MISSING:
+                raise WouldBlock(key)
+            return rec  # type: ignore[return-value]
         return self.cache.get(key, self.store.get)
 
-    def _commit(self, op: str, actor: ValueReference | None, writes: Sequence[Write]) -> int:
-        try:
-            seq = self.store.commit(op, str(actor or ""), writes)
-        except StoreError as e:
-            raise _fail(ResponseCode.ERROR, f"storage failure: {e}") from e
-        finally:
-            # Even a failed commit drops cached copies: the next read goes to the store.
-            self.cache.invalidate(w.key for w in writes)
-        keys = [w.key for w in writes]
-        self.counters["writes"] += 1
-        for fn in self._listeners:
-            fn(keys)
-        return seq
+    def _commit(self, op: str, actor: ValueReference | str | None, writes: Sequence[Write]) -> int:
+        """Stage ``writes`` as the current write job's commit (see ``idr.core.writes``); the
+        job's seq is known once its group commits (0 until then)."""
+        plan = PLANNING.get()
+        if plan is None:
+            raise RuntimeError("a write outside the write path: run it as a job (write/submit)")
+        staged = plan.staged
+        if staged is None:
+            plan.staged = Staged(op, str(actor or ""), list(writes))
+        else:  # one job, one transaction, one log entry
+            staged.writes.extend(writes)
+        return 0
+
+    def stage(
+        self, op: str, actor: ValueReference | None, records: Sequence[tuple[str, HandleRecord | None]]
+    ) -> None:
+        """Inside a write job: write ``records`` (internal ones too: applications, filings,
+        prefix handles, homing) as this job's one logged transaction."""
+        self._commit(op, actor, [Write(normalize_key(k), r) for k, r in records])
 
     def on_external_commit(self, keys: Sequence[str]) -> None:
-        """A change applied to the store by someone else (a replication follower)."""
+        """A change applied to the store by someone else (a replication follower, another
+        process followed through the log): drop cached copies now, tell listeners on the loop."""
         self.cache.invalidate(keys)
-        if any(k.startswith(HOMED_PREFIX + "/") for k in keys):
+        if drops_everything(keys):
             self.reload_homed()
-        for fn in self._listeners:
-            fn(keys)
+        if self.runtime is not None:
+            self.runtime.notify(keys)
+        else:
+            self.notify(keys)
+
+    # ----------------------------------------------------------------- the write path
+
+    def run_group(self, jobs: Sequence[WriteJob]) -> list[str]:
+        """Plan and commit ``jobs`` (the driver's one group at a time; see ``idr.core.writes``).
+
+        Each job ends with ``result`` or ``error`` and, when it committed, ``seq``. Returns
+        the keys the group changed (for the listeners). Splits into several transactions
+        where a job needs one of its own (an import batch) or changes the homed prefixes
+        (later jobs must be planned against the new set)."""
+        changed: list[str] = []
+        rest = list(jobs)
+        while rest:
+            plan = Plan()
+            planned: list[WriteJob] = []
+            while rest:
+                job = rest[0]
+                if planned and any(j.staged and j.staged.bulk is not None for j in planned):
+                    break
+                rest.pop(0)
+                self._plan(job, plan)
+                if job.staged is None:
+                    continue
+                if job.staged.bulk is not None and planned:
+                    rest.insert(0, job)  # an import batch commits alone: next transaction
+                    job.staged = None
+                    break
+                planned.append(job)
+                if job.staged.bulk is None:
+                    plan.overlay.update((w.key, w.record) for w in job.staged.writes)
+                if drops_everything(job.changed()):
+                    break
+            if planned:
+                self._commit_planned(planned)
+                changed.extend(changed_keys(planned))
+        return list(dict.fromkeys(changed))
+
+    def _plan(self, job: WriteJob, plan: Plan) -> None:
+        plan.staged = None
+        token = PLANNING.set(plan)
+        try:
+            job.result = job.fn()
+            job.error = None
+        except Exception as e:  # the job's own failure: never its group's
+            job.error = e
+            job.result = None
+        finally:
+            PLANNING.reset(token)
+        staged, plan.staged = plan.staged, None
+        ok = job.error is None and not (isinstance(job.result, Response) and not job.result.ok)
+        job.staged = (
+            staged if ok and staged is not None and (staged.writes or staged.bulk is not None) else None
+        )
+
+    def _commit_planned(self, planned: list[WriteJob]) -> None:
+        keys = list(dict.fromkeys(k for j in planned for k in j.changed()))
+        try:
+            if len(planned) == 1 and planned[0].staged and planned[0].staged.bulk is not None:
+                st = planned[0].staged
+                seqs = [self.store.bulk_load(st.bulk or (), st.op, st.actor, checkpoint=st.checkpoint)]
+            else:
+                commits = [Commit(s.op, s.actor, tuple(s.writes)) for s in (j.staged for j in planned) if s]
+                seqs = self.store.commit_many(commits)
+        except StoreError as e:
+            self.cache.invalidate(keys)  # even a failed commit drops cached copies
+            if len(planned) > 1:
+                # The engine refused the group: each job again on its own, so only the one
+                # it refuses fails (re-planned: earlier jobs' overlay is gone).
+                for job in planned:
+                    job.staged = None
+                    self.run_group([job])
+                return
+            job = planned[0]
+            job.staged = None
+            job.error = _fail(ResponseCode.ERROR, f"storage failure: {e}")
+            job.result = None
+            return
+        self.cache.invalidate(keys)
+        if drops_everything(keys):
+            self.reload_homed()
+        for job, seq in zip(planned, seqs, strict=True):
+            job.seq = seq
+            if isinstance(job.result, Response):
+                job.result = replace(job.result, seq=seq)
+        self.counters["writes"] += len(planned)
+
+    def write_now(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` as a write job right here, alone (the write path's synchronous driver,
+        for tools and tests without an event loop; no durability wait). A running node's
+        writes go through :meth:`write` / :meth:`submit` instead."""
+        if self.runtime is not None:
+            raise RuntimeError("this node's writes go through its writer: use write()/submit()")
+        if self.write_gate is not None:
+            self.write_gate()
+        job = self._run_inline(WriteJob(fn))
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[no-any-return]
+
+    def _run_inline(self, job: WriteJob) -> WriteJob:
+        keys = self.run_group([job])
+        if keys:
+            self.notify(keys)
+        return job
+
+    async def write(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (rules, then ``stage``) as a write job of the node's write path:
+        write gate → group commit → listeners → durability wait. Returns ``fn``'s result;
+        raises its error, or HandleError when the write gate or durability refuses."""
+        job = await self.write_job(fn)
+        return job.result  # type: ignore[no-any-return]
+
+    async def write_job(self, fn: Callable[[], Any]) -> WriteJob:
+        """:meth:`write`, returning the finished job (its ``seq``, 0 if nothing was staged)."""
+        if self.write_gate is not None:
+            self.write_gate()
+        job = WriteJob(fn)
+        if self.runtime is None:
+            self._run_inline(job)
+        else:
+            await self.runtime.write(job)
+        if job.error is not None:
+            raise job.error
+        if job.seq and self.durability is not None:
+            await self.durability(job.seq)
+        return job
 
     # ----------------------------------------------------------------- entry points
 
     def handle(self, req: Request) -> Response:
-        """Answer one request; every failure becomes a Response with its code and message."""
+        """Answer one request synchronously; every failure becomes a Response with its code.
+        Writes run through :meth:`write_now` (tools and tests); front-ends use ``submit``."""
+        if req.op in WRITE_OPS:
+            try:
+                return self.write_now(lambda: self._execute(req))
+            except HandleError as e:
+                self.counters["errors"] += 1
+                return Response(e.code, req.handle, message=e.message)
+        return self._execute(req)
+
+    def _execute(self, req: Request) -> Response:
         try:
-            if req.op in WRITE_OPS:
-                if self.write_gate is not None:
-                    self.write_gate()
-                with self._write_lock:
-                    return self._dispatch(req)
             return self._dispatch(req)
         except HandleError as e:
             self.counters["errors"] += 1
             return Response(e.code, req.handle, message=e.message)
 
+    # Reads that always leave the event loop: they walk the store beyond one record.
+    _OFF_LOOP: ClassVar[frozenset[Op]] = frozenset({Op.LIST_HANDLES})
+
+    def answer_now(self, req: Request) -> Response | None:
+        """A read's answer if it needs no waiting: from the record cache (any engine) or an
+        embedded store; None when a store read could block, or for a list (``submit`` it)."""
+        if req.op in WRITE_OPS or req.op in self._OFF_LOOP:
+            return None
+        token = NO_WAIT.set(True)
+        try:
+            return self._execute(req)
+        except WouldBlock:
+            return None
+        finally:
+            NO_WAIT.reset(token)
+
     async def submit(self, req: Request) -> Response:
-        """``handle`` for asyncio front-ends: writes (which fsync) go to the writer thread, and
-        are acknowledged only once ``durability`` (if any) says they are safe."""
+        """Any request, for asyncio front-ends: reads answered at once or off the loop; writes
+        through :meth:`write`, acknowledged only once durable by the node's policy."""
         if req.op not in WRITE_OPS:
-            return self.handle(req)
-        resp = await asyncio.get_running_loop().run_in_executor(self._writer, self.handle, req)
-        if resp.ok and resp.seq and self.durability is not None:
-            try:
-                await self.durability(resp.seq)
-            except HandleError as e:
-                self.counters["errors"] += 1
-                return Response(e.code, req.handle, message=e.message, seq=resp.seq)
-        return resp
+            resp = self.answer_now(req)
+            if resp is not None:
+                return resp
+            if self.runtime is None:
+                return self._execute(req)
+            return await self.runtime.read(lambda: self._execute(req))
+        try:
+            return await self.write(lambda: self._execute(req))
+        except HandleError as e:
+            self.counters["errors"] += 1
+            return Response(e.code, req.handle, message=e.message)
 
     def _dispatch(self, req: Request) -> Response:
         match req.op:
@@ -431,12 +589,11 @@ class NodeService:
             stamped = self._require_replace(identity, h, existing, values, perm)
         name = str(h) if req.mint or existing is None else existing.handle
         record = HandleRecord(name, stamped)
-        seq = self._commit("create", identity, [Write(h.key, record)])
+        self._commit("create", identity, [Write(h.key, record)])
         self.counters["registrations"] += 1
         return Response(
             ResponseCode.SUCCESS,
             str(h) if req.mint else req.handle,
-            seq=seq,
             extra={"created": existing is None},
         )
 
@@ -494,8 +651,8 @@ class NodeService:
         identity = self._require_identity(req)
         h, record = self._existing(req.handle)
         self._require(identity, record, AdminPermission.DELETE_HANDLE, f"delete {h}")
-        seq = self._commit("delete", identity, [Write(h.key, None)])
-        return Response(ResponseCode.SUCCESS, req.handle, seq=seq)
+        self._commit("delete", identity, [Write(h.key, None)])
+        return Response(ResponseCode.SUCCESS, req.handle)
 
     # Which right a value change needs: admin values are guarded by the *_ADMIN rights.
     _VALUE_RIGHTS: ClassVar[dict[str, tuple[AdminPermission, AdminPermission]]] = {
@@ -556,8 +713,8 @@ class NodeService:
         self, h: Handle, record: HandleRecord, values: dict[int, HandleValue], op: str, actor: ValueReference
     ) -> Response:
         new = HandleRecord(record.handle, tuple(values[i] for i in sorted(values)))
-        seq = self._commit(op, actor, [Write(h.key, new)])
-        return Response(ResponseCode.SUCCESS, str(h), seq=seq)
+        self._commit(op, actor, [Write(h.key, new)])
+        return Response(ResponseCode.SUCCESS, str(h))
 
     def home(self, req: Request, home: bool) -> Response:
         identity = self._require_identity(req)
@@ -572,41 +729,55 @@ class NodeService:
         Handle.parse(prefix_handle(prefix))
         key = self._homed_key(prefix)
         rec = HandleRecord(prefix, ()) if home else None
-        seq = self._commit("home" if home else "unhome", identity, [Write(key, rec)])
-        self.reload_homed()
-        return Response(ResponseCode.SUCCESS, prefix, seq=seq)
+        self._commit("home" if home else "unhome", identity, [Write(key, rec)])
+        return Response(ResponseCode.SUCCESS, prefix)
 
-    def import_records(
+    async def import_records(
         self,
         records: Sequence[HandleRecord],
         actor: str = "import",
         checkpoint: tuple[str, int] | None = None,
     ) -> int:
-        """Store already-validated records in one logged transaction; returns how many.
+        """Store already-validated records in one logged transaction (the write path's bulk
+        job: ``COPY`` on PostgreSQL); returns how many.
 
         ``checkpoint`` (name, line) is stored in the same transaction, so a resumed import
         knows exactly which batches landed.
         """
+        n: int = await self.write(self._import_job(records, actor, checkpoint))
+        return n
+
+    def import_now(
+        self,
+        records: Sequence[HandleRecord],
+        actor: str = "import",
+        checkpoint: tuple[str, int] | None = None,
+    ) -> int:
+        """:meth:`import_records` through the synchronous driver (``write_now``)."""
+        n: int = self.write_now(self._import_job(records, actor, checkpoint))
+        return n
+
+    def _import_job(
+        self, records: Sequence[HandleRecord], actor: str, checkpoint: tuple[str, int] | None
+    ) -> Callable[[], int]:
         stamped = [HandleRecord(r.handle, self._stamp(r.values)) for r in records]
-        if self.write_gate is not None:
-            self.write_gate()
-        with self._write_lock:
-            try:
-                self.store.bulk_load(stamped, "import", actor, checkpoint=checkpoint)
-            except StoreError as e:
-                raise _fail(ResponseCode.ERROR, f"storage failure: {e}") from e
-            finally:
-                self.cache.invalidate(normalize_key(r.handle) for r in stamped)
-        keys = [normalize_key(r.handle) for r in stamped]
-        for fn in self._listeners:
-            fn(keys)
-        self.counters["registrations"] += len(stamped)
-        return len(stamped)
+
+        def job() -> int:
+            plan = PLANNING.get()
+            if plan is None:  # pragma: no cover - the drivers always plan
+                raise RuntimeError("import outside the write path")
+            if stamped or checkpoint is not None:
+                plan.staged = Staged("import", actor, bulk=stamped, checkpoint=checkpoint)
+            self.counters["registrations"] += len(stamped)
+            return len(stamped)
+
+        return job
 
     def bootstrap(self, prefix: str, admin_values: Sequence[HandleValue], actor: str = "init") -> int:
         """A new node: home ``prefix`` and write its prefix handle with the admin's key values.
 
-        Runs before anyone can authenticate (there is no key yet), so it bypasses checks.
+        Runs before anyone can authenticate (there is no key yet), so it skips the checks, and
+        before the node serves, so through the write path's synchronous driver; returns the seq.
         """
         Handle.parse(prefix_handle(prefix))
         writes = [
@@ -616,7 +787,7 @@ class NodeService:
                 HandleRecord(prefix_handle(prefix), self._stamp(check_values(admin_values))),
             ),
         ]
-        seq = self.store.commit("init", actor, writes)
-        self.cache.clear()
-        self.reload_homed()
-        return seq
+        job = self._run_inline(WriteJob(lambda: self._commit("init", actor, writes)))
+        if job.error is not None:
+            raise job.error
+        return job.seq

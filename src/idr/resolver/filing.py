@@ -89,9 +89,9 @@ async def file_prefix(reg: PrefixRegistry, app_id: str, target: FilingTarget) ->
     try:
         await send_filing(target, filing)
     except HandleError as e:
-        reg.record_filing(app_id, False, e.message)
+        await reg.record_filing(app_id, False, e.message)
         return False
-    reg.record_filing(app_id, True)
+    await reg.record_filing(app_id, True)
     return True
 
 

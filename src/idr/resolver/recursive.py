@@ -487,8 +487,6 @@ class RecursiveService(NodeService):
     front-ends' pre-encoded answer caches never outlive the TTL (``sweep`` runs each second).
     """
 
-    resolves_remotely = True
-
     def __init__(self, store: Store, resolver: RecursiveResolver, **kwargs: Any) -> None:
         super().__init__(store, **kwargs)
         self.resolver = resolver
@@ -499,6 +497,12 @@ class RecursiveService(NodeService):
     def _dropped(self, key: str) -> None:
         for fn in self._listeners:
             fn([key])
+
+    def answer_now(self, req: Request) -> Response | None:
+        """A cached answer (or this node's own site info, or a refusal); None when the
+        federation must be asked (``submit``)."""
+        resp = self.handle(req)
+        return None if resp.code == ResponseCode.SERVER_TOO_BUSY else resp
 
     def handle(self, req: Request) -> Response:
         """Synchronous callers get cached answers only; a miss needs ``submit``."""
@@ -514,7 +518,7 @@ class RecursiveService(NodeService):
                 ResponseCode.SERVER_TOO_BUSY, req.handle, message="not cached; resolve asynchronously"
             )
         if req.op == Op.GET_SITE_INFO:
-            return super().handle(req)
+            return self._execute(req)
         return Response(
             ResponseCode.OPERATION_NOT_SUPPORTED, req.handle, message="a recursive node holds no identifiers"
         )

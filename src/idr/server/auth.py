@@ -32,7 +32,7 @@ from idr.codec.bodies import ChallengeAnswerRequest
 from idr.codec.keys import decode_public_key
 from idr.codec.message import Message
 from idr.codec.wire import ProtocolError
-from idr.core.service import NodeService
+from idr.core.interface import Core
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.value import HandleValue, ValueReference
 from idr.server.limits import CostGate, RateTable
@@ -156,7 +156,7 @@ def new_nonce() -> bytes:
     return secrets.token_bytes(NONCE_SIZE)
 
 
-def claimed_keys(service: NodeService, answer: Message) -> tuple[ValueReference, str, list[HandleValue]]:
+def claimed_keys(service: Core, answer: Message) -> tuple[ValueReference, str, list[HandleValue]]:
     """Who the answer claims to be and that identity's key values on this node (read on the
     event loop: the store is not touched from other threads)."""
     body = answer.body

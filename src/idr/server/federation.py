@@ -132,7 +132,7 @@ async def applications(request: web.Request) -> web.Response:
     doc = await _json_body(request)
     secret = doc.get("secret")
     pubkey = doc.get("publicKey")
-    app = reg.apply(
+    app = await reg.apply(
         enterprise=_str(doc, "enterprise", ""),
         uscc=_str(doc, "uscc", ""),
         contact=_str(doc, "contact", ""),
@@ -151,7 +151,7 @@ async def decide(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     doc = await _json_body(request) if request.can_read_body else {}
     if action == "approve":
-        app = reg.approve(app_id, reviewer, prefix=_str(doc, "prefix", ""), site=reg.service.site_info)
+        app = await reg.approve(app_id, reviewer, prefix=_str(doc, "prefix", ""), site=reg.service.site_info)
         target = _context(reg.service).filing_target
         if target is not None:
             from idr.resolver.filing import file_prefix
@@ -160,7 +160,7 @@ async def decide(request: web.Request) -> web.Response:
             app = reg.get(app_id)
         return _ok({"application": app.to_json()})
     if action == "reject":
-        app = reg.reject(app_id, reviewer, _str(doc, "reason", ""))
+        app = await reg.reject(app_id, reviewer, _str(doc, "reason", ""))
         return _ok({"application": app.to_json()})
     if action == "file":
         target = _context(reg.service).filing_target
@@ -191,7 +191,7 @@ async def filings(request: web.Request) -> web.Response:
         uscc=_str(doc, "uscc"),
         contact=_str(doc, "contact", ""),
     )
-    return _ok({"filing": register.file(identity, filing).to_json()}, 201)
+    return _ok({"filing": (await register.file(identity, filing)).to_json()}, 201)
 
 
 async def verify(request: web.Request) -> web.Response:

@@ -46,7 +46,7 @@ def service_holds(service: NodeService, *, delegated: bool = False) -> Holds:
     its prefix handle ``0.NA/<prefix>`` (the top node knows every delegated prefix that way)."""
 
     def holds(prefix: str) -> bool:
-        if getattr(service, "resolves_remotely", False):
+        if service.role == "recursive":
             return False  # a recursive node holds nothing: it locates prefixes (root form)
         try:
             if service.is_responsible(Handle(prefix, "_")):
@@ -55,7 +55,10 @@ def service_holds(service: NodeService, *, delegated: bool = False) -> Holds:
             return False
         if not delegated:
             return False
-        resp = service.handle(Request(Op.RESOLUTION, prefix_handle(prefix)))
+        req = Request(Op.RESOLUTION, prefix_handle(prefix))
+        # From the record cache, or the store where reading it never waits on a network;
+        # else (PostgreSQL, not cached yet) the one synchronous read left on this path.
+        resp = service.answer_now(req) or service.handle(req)
         return resp.ok
 
     return holds
@@ -104,7 +107,7 @@ async def lookup(
     """
     prefix = longest_held(gs1.candidate_prefixes(dl, root), holds)
     if prefix is None:
-        if not getattr(service, "resolves_remotely", False):
+        if service.role != "recursive":
             return Found(
                 ResponseCode.HANDLE_NOT_FOUND, message=f"no prefix held here for GS1 key {dl.path()}"
             )

@@ -9,8 +9,9 @@ out → SESSION_TIMEOUT; then the core. A core answer of AUTHENTICATION_NEEDED b
 challenge; the answer to it (opcode 200) runs the parked request with the proven identity and is
 answered under the answer's RequestId (``FixRequestIdAndThen``).
 
-Reads are answered synchronously (the hot path must not create tasks); writes and signature
-checks return a coroutine for the caller to await. Every signature or MAC check (challenge
+Reads the core answers at once (``Core.answer_now``) are answered synchronously (the hot path
+must not create tasks); writes, waiting reads and signature checks return a coroutine for the
+caller to await. Every signature or MAC check (challenge
 answers, OC_VERIFY_CHALLENGE, id-pointer-sdk identity tokens) goes through the node's one
 :class:`~idr.server.auth.AuthGuard`: rate per address, back-off per identity, bounded work off
 the event loop.
@@ -42,8 +43,8 @@ from idr.codec.envelope import EnvFlag, OpCode, OpFlag
 from idr.codec.keys import decode_public_key
 from idr.codec.message import Message, decode_message, encode_message
 from idr.codec.wire import ProtocolError
+from idr.core.interface import Core
 from idr.core.request import WRITE_OPS, Op
-from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle
 from idr.model.value import HandleValue, ValueReference
@@ -84,7 +85,7 @@ Result = Outcome | Coroutine[Any, Any, Outcome]
 class NativeHandler:
     def __init__(
         self,
-        service: NodeService,
+        service: Core,
         *,
         udp_admin: bool = False,
         challenges: auth.ChallengeTable | None = None,
@@ -130,13 +131,14 @@ class NativeHandler:
             if msg.opcode in (OpCode.SESSION_SETUP, OpCode.SESSION_EXCHANGEKEY, OpCode.SESSION_TERMINATE):
                 text = "sessions are not supported: authenticate each request by challenge"
             return self._one(self.answers.error(msg, ResponseCode.OPERATION_NOT_SUPPORTED, text), keep)
-        # A recursive node's reads go to the network too (idr.resolver.recursive.RecursiveService).
-        if req.op in WRITE_OPS or getattr(self.service, "resolves_remotely", False):
-            return self._write(msg, req, peer, keep)
         body = msg.body
         if isinstance(body, ResolutionRequest) and body.auth and msg.opflags & OpFlag.RECU_AUTH:
             return self._token_resolution(msg, req, body.auth, peer, keep)
-        resp = self.service.handle(req)
+        # A read the core can answer without waiting is answered here, synchronously; anything
+        # else (writes, a store read across a network, a recursive node's walk) is awaited.
+        resp = None if req.op in WRITE_OPS else self.service.answer_now(req)
+        if resp is None:
+            return self._submit(msg, req, peer, keep)
         if resp.code == ResponseCode.AUTHENTICATION_NEEDED:
             return self._challenge(msg, peer, keep)
         out = Outcome([encode_message(m) for m in self.answers.answer(msg, resp)], keep_alive=keep)
@@ -175,7 +177,7 @@ class NativeHandler:
         self.challenges.park(peer, sid, msg, nonce, resp.request_digest.digest)
         return Outcome([encode_message(resp)], challenge=True, keep_alive=keep)
 
-    async def _write(self, msg: Message, req: Any, peer: Hashable, keep: bool) -> Outcome:
+    async def _submit(self, msg: Message, req: Any, peer: Hashable, keep: bool) -> Outcome:
         resp = await self.service.submit(req)
         if resp.code == ResponseCode.AUTHENTICATION_NEEDED:
             return self._challenge(msg, peer, keep)
@@ -250,9 +252,9 @@ class NativeHandler:
             return self._one(self.answers.error(msg, e.code, e.message), keep)
         # The SDK sets PO on every resolution; a token asks for what its identity may read, and
         # an identity that may read nothing more gets the public values, as without the token.
-        resp = self.service.handle(replace(req, identity=tok.identity, public_only=False))
+        resp = await self.service.submit(replace(req, identity=tok.identity, public_only=False))
         if resp.code == ResponseCode.INSUFFICIENT_PERMISSIONS and req.public_only:
-            resp = self.service.handle(replace(req, identity=tok.identity))
+            resp = await self.service.submit(replace(req, identity=tok.identity))
         return Outcome([encode_message(m) for m in self.answers.answer(msg, resp)], keep_alive=keep)
 
 

@@ -33,7 +33,7 @@ import binascii
 import html
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -41,6 +41,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, MultiDict, MultiMapping
 
 from idr.codec import rest
+from idr.core.interface import drops_everything
 from idr.core.request import Op, Request, Response
 from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
@@ -454,8 +455,13 @@ class EncodedCache:
         self._data[key] = (encoded, handle, body)
         return body
 
-    def invalidate(self, keys: Iterable[str]) -> None:
+    def invalidate(self, keys: Sequence[str]) -> None:
+        """Listener (on the event loop): drop the changed handles; a change of homed prefixes
+        (or ``EVERYTHING``) drops all, since an answer may now be "not here"."""
         self.generation += 1
+        if drops_everything(keys):
+            self._data.clear()
+            return
         for k in keys:
             self._data.pop(k, None)
 

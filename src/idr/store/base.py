@@ -38,6 +38,15 @@ class LogEntry:
     writes: tuple[Write, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One write's transaction as the core hands it to ``commit_many``: its own log entry."""
+
+    op: str
+    actor: str
+    writes: tuple[Write, ...]
+
+
 # Op of the marker entry ``replace_all`` leaves at the snapshot's seq: it stands for the
 # history the snapshot replaced, so it is never shipped as an entry (a follower needing
 # anything at or before it takes a snapshot instead).
@@ -47,6 +56,10 @@ REPLICA_COPY_OP = "replica-copy"
 class Store(ABC):
     """Records keyed by ``normalize_key(handle)``; one atomic, logged transaction per ``commit``."""
 
+    # Whether a read may wait on something slower than a local file (a database server across
+    # a network): the node then keeps such reads off its event loop.
+    blocking_reads = False
+
     @abstractmethod
     def get(self, key: str) -> HandleRecord | None:
         """The record stored under ``key``, or None."""
@@ -55,12 +68,21 @@ class Store(ABC):
     def get_many(self, keys: Sequence[str]) -> dict[str, HandleRecord]:
         """The records that exist among ``keys``."""
 
-    @abstractmethod
     def commit(self, op: str, actor: str, writes: Sequence[Write]) -> int:
         """Apply ``writes`` and append one log entry, atomically and durably; return its seq.
 
         When this returns, the change survives a crash (``kill -9``, power loss as far as
         fsync promises). When it raises, nothing of it was applied.
+        """
+        return self.commit_many([Commit(op, actor, tuple(writes))])[0]
+
+    @abstractmethod
+    def commit_many(self, commits: Sequence[Commit]) -> list[int]:
+        """Group commit: every commit applied in order, each with its own log entry (seqs
+        consecutive, returned in order), in ONE transaction made durable once (one fsync).
+
+        All or nothing: when it raises, none of them was applied (the caller may then retry
+        them one by one to find which one the engine refuses).
         """
 
     @abstractmethod
@@ -117,6 +139,11 @@ class Store(ABC):
         raises StoreError on a gap (``entry.seq > last_seq() + 1``): applying out of order
         would make this log differ from the primary's at the same seq.
         """
+
+    def apply_entries(self, entries: Sequence[LogEntry]) -> int:
+        """``apply_entry`` for consecutive entries in one transaction where the engine can
+        (one fsync for a mirror catching up with a group commit); returns how many applied."""
+        return sum(1 for e in entries if self.apply_entry(e))
 
     @abstractmethod
     def snapshot(self) -> tuple[int, Iterator[tuple[str, HandleRecord]]]:

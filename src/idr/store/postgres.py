@@ -51,7 +51,7 @@ from psycopg_pool import ConnectionPool
 from idr.codec.values import encode_values
 from idr.model.handle import normalize_key
 from idr.model.value import HandleRecord
-from idr.store.base import REPLICA_COPY_OP, LogEntry, Store, StoreError, Write
+from idr.store.base import REPLICA_COPY_OP, Commit, LogEntry, Store, StoreError, Write
 from idr.store.records import (
     CHECKPOINT_PREFIX,
     Logged,
@@ -59,6 +59,7 @@ from idr.store.records import (
     decode_log_payload,
     decode_record,
     encode_writes,
+    logged,
     prefix_of,
 )
 
@@ -79,6 +80,12 @@ _LOG = (
     "WITH s AS (UPDATE txseq SET seq = seq + 1 WHERE id = 1 RETURNING seq) "
     "INSERT INTO txlog (seq, ts, op, actor, payload) "
     "SELECT s.seq, extract(epoch FROM clock_timestamp()), %s, %s, %s FROM s RETURNING seq"
+)
+# Group commit: reserve n numbers at once (the row lock orders groups like single commits).
+_RESERVE = "UPDATE txseq SET seq = seq + %s WHERE id = 1 RETURNING seq"
+_LOG_AT = (
+    "INSERT INTO txlog (seq, ts, op, actor, payload) "
+    "VALUES (%s, extract(epoch FROM clock_timestamp()), %s, %s, %s)"
 )
 _STAGE = (
     'CREATE TEMP TABLE idr_stage (ord BIGINT, key TEXT COLLATE "C", prefix TEXT COLLATE "C", '
@@ -149,6 +156,7 @@ class PostgresStore(Store):
             # One connection would make every read wait for a bulk load to finish.
             raise StoreError(f"pool_size must be at least 2, not {pool_size}")
         self.read_only = read_only
+        self.blocking_reads = True  # a server across a socket: reads stay off the event loop
         self._closed = False
         self._close_lock = threading.Lock()
         self._where = _redact(dsn)
@@ -317,9 +325,34 @@ class PostgresStore(Store):
 
     # -- writes ------------------------------------------------------------------------
 
-    def commit(self, op: str, actor: str, writes: Sequence[Write]) -> int:
+    def commit_many(self, commits: Sequence[Commit]) -> list[int]:
+        """One transaction for the group: the counter row advanced once by the group's size
+        (seqs stay gap-free and in commit order), the rows and log entries written with
+        ``executemany`` (pipelined: a few round trips however many writes), one WAL flush."""
         self._writable()
-        return self._transaction(op, actor, lambda cur: _apply_writes(cur, writes))
+        if not commits:
+            return []
+        what = f"commit of {commits[0].op!r}" if len(commits) == 1 else f"group commit of {len(commits)}"
+        with self._write(what) as cur:
+            row = cur.execute(_RESERVE, (len(commits),)).fetchone()
+            if row is None:  # pragma: no cover - the counter row always exists
+                raise StoreError("sequence counter row is missing")
+            first = int(row[0]) - len(commits) + 1
+            final: dict[str, tuple[str, str | None, bytes | None]] = {}
+            entries = []
+            for i, c in enumerate(commits):
+                items = [logged(w) for w in c.writes]
+                for item in items:
+                    final[item[0]] = item  # later writes to a key win, as applied in order
+                entries.append((first + i, c.op, c.actor, encode_writes(items)))
+            puts = [(k, prefix_of(k), h, v) for k, h, v in final.values() if h is not None and v is not None]
+            deletes = [(k,) for k, h, _ in final.values() if h is None]
+            if deletes:
+                cur.executemany(_DELETE, deletes)
+            if puts:
+                cur.executemany(_UPSERT, puts)
+            cur.executemany(_LOG_AT, entries)
+        return [first + i for i in range(len(commits))]
 
     def bulk_load(
         self,
@@ -332,28 +365,28 @@ class PostgresStore(Store):
         self._writable()
 
         def apply(cur: psycopg.Cursor[Any]) -> Logged:
-            logged: Logged = []
+            out: Logged = []
             cur.execute(_STAGE)
             with cur.copy("COPY idr_stage (ord, key, prefix, handle, vals) FROM STDIN (FORMAT BINARY)") as cp:
                 cp.set_types(["int8", "text", "text", "text", "bytea"])
                 for i, rec in enumerate(records):
                     key = normalize_key(rec.handle)
                     vals = encode_values(rec.values)
-                    logged.append((key, rec.handle, vals))
+                    out.append((key, rec.handle, vals))
                     cp.write_row((i, key, prefix_of(key), rec.handle, vals))
-            if logged:
+            if out:
                 cur.execute(_MERGE_STAGE)
             if checkpoint is not None:
                 cur.execute(_SET_META, (CHECKPOINT_PREFIX + checkpoint[0], str(checkpoint[1])))
-            return logged
+            return out
 
         return self._transaction(op, actor, apply)
 
     def _transaction(self, op: str, actor: str, apply: Callable[[psycopg.Cursor[Any]], Logged]) -> int:
         """Run ``apply`` and append its log entry in one transaction, or nothing."""
         with self._write(f"commit of {op!r}") as cur:
-            logged = apply(cur)
-            cur.execute(_LOG, (op, actor, encode_writes(logged)))
+            items = apply(cur)
+            cur.execute(_LOG, (op, actor, encode_writes(items)))
             row = cur.fetchone()
         if row is None:  # pragma: no cover - the counter row always exists
             raise StoreError("log insert returned no sequence number")
@@ -377,21 +410,32 @@ class PostgresStore(Store):
 
     def apply_entry(self, entry: LogEntry) -> bool:
         """The primary's entry with its own seq; the counter row lock orders it like a commit."""
+        return self.apply_entries([entry]) == 1
+
+    def apply_entries(self, entries: Sequence[LogEntry]) -> int:
+        """Consecutive primary entries in one transaction; those already held are skipped."""
         self._writable()
-        with self._write(f"applying entry {entry.seq}") as cur:
+        if not entries:
+            return 0
+        applied = 0
+        with self._write(f"applying entries {entries[0].seq}…") as cur:
             row = cur.execute("SELECT seq FROM txseq WHERE id = 1 FOR UPDATE").fetchone()
             last = int(row[0]) if row else 0
-            if entry.seq <= last:
-                return False
-            if entry.seq != last + 1:
-                raise StoreError(f"log gap: entry {entry.seq} does not follow {last}")
-            logged = _apply_writes(cur, entry.writes)
-            cur.execute("UPDATE txseq SET seq = %s WHERE id = 1", (entry.seq,))
-            cur.execute(
-                "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES (%s, %s, %s, %s, %s)",
-                (entry.seq, entry.timestamp, entry.op, entry.actor, encode_writes(logged)),
-            )
-        return True
+            for entry in entries:
+                if entry.seq <= last:
+                    continue
+                if entry.seq != last + 1:
+                    raise StoreError(f"log gap: entry {entry.seq} does not follow {last}")
+                logged_items = _apply_writes(cur, entry.writes)
+                cur.execute(
+                    "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES (%s, %s, %s, %s, %s)",
+                    (entry.seq, entry.timestamp, entry.op, entry.actor, encode_writes(logged_items)),
+                )
+                last = entry.seq
+                applied += 1
+            if applied:
+                cur.execute("UPDATE txseq SET seq = %s WHERE id = 1", (last,))
+        return applied
 
     def snapshot(self) -> tuple[int, Iterator[tuple[str, HandleRecord]]]:
         """A pooled connection holds one REPEATABLE READ transaction while the rows stream

@@ -38,7 +38,7 @@ from pathlib import Path
 from idr.codec.values import encode_values
 from idr.model.handle import normalize_key
 from idr.model.value import HandleRecord
-from idr.store.base import REPLICA_COPY_OP, LogEntry, Store, StoreError, Write
+from idr.store.base import REPLICA_COPY_OP, Commit, LogEntry, Store, StoreError
 from idr.store.records import (
     CHECKPOINT_PREFIX,
     Logged,
@@ -286,10 +286,21 @@ class SqliteStore(Store):
 
     # -- writes ----------------------------------------------------------------------
 
-    def commit(self, op: str, actor: str, writes: Sequence[Write]) -> int:
-        return self._transaction(
-            op, actor, lambda conn: apply_writes(conn.execute, _UPSERT, _DELETE_SQL, writes)
-        )
+    def commit_many(self, commits: Sequence[Commit]) -> list[int]:
+        """One IMMEDIATE transaction holding every commit and its log entry: one WAL fsync."""
+        if not commits:
+            return []
+        seqs: list[int] = []
+        what = commits[0].op if len(commits) == 1 else f"{len(commits)} grouped writes"
+        with self._write(f"commit of {what!r} to {self.path} failed, nothing written") as conn:
+            now = time.time()
+            for c in commits:
+                logged = apply_writes(conn.execute, _UPSERT, _DELETE_SQL, c.writes)
+                seq = conn.execute(_LOG, (now, c.op, c.actor, encode_writes(logged))).lastrowid
+                if seq is None:  # pragma: no cover - an INSERT always sets lastrowid
+                    raise StoreError("log insert returned no sequence number")
+                seqs.append(seq)
+        return seqs
 
     def bulk_load(
         self,
@@ -364,19 +375,30 @@ class SqliteStore(Store):
 
     def apply_entry(self, entry: LogEntry) -> bool:
         """The primary's entry with its own seq, payload re-encoded exactly as ``commit`` does."""
-        with self._write(f"applying entry {entry.seq} to {self.path} failed") as conn:
+        return self.apply_entries([entry]) == 1
+
+    def apply_entries(self, entries: Sequence[LogEntry]) -> int:
+        """Consecutive primary entries in one transaction (one fsync); those held are skipped."""
+        if not entries:
+            return 0
+        applied = 0
+        with self._write(f"applying entries {entries[0].seq}… to {self.path} failed") as conn:
             last = int(conn.execute("SELECT coalesce(max(seq), 0) FROM txlog").fetchone()[0])
-            if entry.seq <= last:
+            for entry in entries:
+                if entry.seq <= last:
+                    continue
+                if entry.seq != last + 1:
+                    raise StoreError(f"log gap: entry {entry.seq} does not follow {last}")
+                logged = apply_writes(conn.execute, _UPSERT, _DELETE_SQL, entry.writes)
+                conn.execute(
+                    "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES (?, ?, ?, ?, ?)",
+                    (entry.seq, entry.timestamp, entry.op, entry.actor, encode_writes(logged)),
+                )
+                last = entry.seq
+                applied += 1
+            if not applied:
                 _rollback(conn)
-                return False
-            if entry.seq != last + 1:
-                raise StoreError(f"log gap: entry {entry.seq} does not follow {last}")
-            logged = apply_writes(conn.execute, _UPSERT, _DELETE_SQL, entry.writes)
-            conn.execute(
-                "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES (?, ?, ?, ?, ?)",
-                (entry.seq, entry.timestamp, entry.op, entry.actor, encode_writes(logged)),
-            )
-        return True
+        return applied
 
     def snapshot(self) -> tuple[int, Iterator[tuple[str, HandleRecord]]]:
         """A private connection holds one read transaction until the iterator ends or closes."""

@@ -1,0 +1,107 @@
+"""Cross-process coherence: a running node follows its store's transaction log.
+
+Any writer may commit to a node's store besides the node's own writer thread: ``idr import``
+run against the data directory of a running node, a second ``idr serve`` on the same
+PostgreSQL database, the primary whose PostgreSQL hot standby this node reads, the worker
+processes' worker 0. Their commits must reach this process's caches — the record cache,
+the native hot answers and negative answers, the HTTP pre-built bodies — or those would keep
+answering the old value (or "not found") until a restart.
+
+So every node polls ``Store.last_seq()`` every ``interval`` seconds (default 10 ms; one
+index probe: SQLite reads it in microseconds on the loop, PostgreSQL in a reader thread)
+and, when it moved, reads the new entries (``log_since``) and hands their keys to
+``NodeService.on_external_commit`` — the path a replication mirror uses — which drops the
+record cache's copies and tells the listeners. Entries this process committed itself are
+skipped (their listeners ran before they were acknowledged). A whole-store copy
+(``REPLICA_COPY_OP``: a mirror re-copied from its primary) drops everything.
+
+The bound: a commit by another writer is answered by this node within ``interval`` plus
+the time to read the entries (one poll, typically < 1 ms), i.e. about 10 ms by default —
+``tests/runtime/test_coherence.py`` checks each case against ``COHERENCE_BOUND`` with
+separate processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from idr.core.interface import EVERYTHING
+from idr.core.service import NodeService
+from idr.store.base import REPLICA_COPY_OP, StoreError
+
+if TYPE_CHECKING:
+    from idr.runtime.writer import NodeRuntime
+
+log = logging.getLogger("idr.runtime.follow")
+
+FOLLOW_INTERVAL = 0.01  # s between polls of the store's last seq
+BATCH = 1000  # log entries read per call
+
+
+class LogFollower:
+    """Polls the store's log and reports other writers' commits (see the module docstring)."""
+
+    def __init__(self, service: NodeService, runtime: NodeRuntime, interval: float = FOLLOW_INTERVAL) -> None:
+        self.service = service
+        self.runtime = runtime
+        self.interval = interval
+        self.seq = 0
+        self.reported = 0  # entries of other writers handed on (tests and metrics read it)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        # Before any answer is cached: a commit after this seq is reported, so none slips by.
+        self.seq = await self.runtime.read(self.service.store.last_seq)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.poll()
+            except StoreError as e:  # a busy or vanished store: try again at the next tick
+                log.warning("following the store's log: %s", e)
+
+    async def poll(self) -> int:
+        """Report what other writers committed since the last poll; returns how many entries."""
+        store = self.service.store
+        last = await self.runtime.read(store.last_seq)
+        if last <= self.seq:
+            return 0
+        own = self.runtime.own
+        n = 0
+        while self.seq < last:
+            entries = await self.runtime.read(lambda: store.log_since(self.seq, BATCH))
+            if not entries:
+                break
+            keys: list[str] = []
+            copied = False
+            for e in entries:
+                if e.seq in own:
+                    own.discard(e.seq)
+                    continue
+                n += 1
+                if e.op == REPLICA_COPY_OP:
+                    copied = True
+                keys.extend(w.key for w in e.writes)
+            self.seq = entries[-1].seq
+            if copied:
+                self.service.cache.clear()
+                self.service.on_external_commit(EVERYTHING)
+            elif keys:
+                self.service.on_external_commit(list(dict.fromkeys(keys)))
+        self.reported += n
+        return n
+
+
+__all__ = ["FOLLOW_INTERVAL", "LogFollower"]

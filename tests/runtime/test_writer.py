@@ -1,0 +1,82 @@
+"""The node's write path at run time: group commit on the writer thread, listeners on the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from idr.core.request import Op, Request
+from idr.core.service import NodeService
+from idr.model.errors import ResponseCode
+from idr.model.value import HandleValue
+from idr.runtime import NodeRuntime
+from idr.store.sqlite import SqliteStore
+from tests.core.conftest import ADMIN, admin_values
+
+URL = HandleValue(1, "URL", b"https://example.org/")
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[tuple[NodeService, NodeRuntime]]:
+    svc = NodeService(SqliteStore(tmp_path / "idr.sqlite3"), admins=[str(ADMIN)])
+    svc.bootstrap("88.100", admin_values())
+    rt = NodeRuntime(svc, follow=0)
+    await rt.start()
+    try:
+        yield svc, rt
+    finally:
+        await rt.stop()
+        svc.close()
+
+
+def create(handle: str) -> Request:
+    return Request(Op.CREATE_HANDLE, handle, values=(URL,), identity=ADMIN)
+
+
+async def test_concurrent_writes_share_commits_each_with_its_own_seq_and_error(
+    running: tuple[NodeService, NodeRuntime],
+) -> None:
+    svc, rt = running
+    before = svc.store.last_seq()
+    names = [f"88.100/w{i}" for i in range(64)]
+    names[10] = names[11] = "88.100/twice"  # one of these two must fail, alone
+    results = await asyncio.gather(*(svc.submit(create(n)) for n in names))
+    codes = [r.code for r in results]
+    assert codes.count(ResponseCode.HANDLE_ALREADY_EXISTS) == 1
+    assert codes.count(ResponseCode.SUCCESS) == 63
+    seqs = sorted(r.seq for r in results if r.ok)
+    assert seqs == list(range(before + 1, before + 64))  # one log entry each, no gaps
+    assert rt.grouped == 63 and rt.groups < 32, (rt.groups, rt.grouped)  # fsyncs shared
+    entries = svc.store.log_since(before)
+    assert len(entries) == 63 and all(len(e.writes) == 1 for e in entries)
+
+
+async def test_listeners_run_on_the_loop_before_the_write_is_acknowledged(
+    running: tuple[NodeService, NodeRuntime],
+) -> None:
+    svc, _ = running
+    heard: list[tuple[str, threading.Thread]] = []
+    svc.add_listener(lambda keys: heard.extend((k, threading.current_thread()) for k in keys))
+    assert (await svc.submit(create("88.100/heard"))).ok
+    assert heard == [("88.100/HEARD", threading.current_thread())]
+    # A commit applied by another thread (a replication applier) is delivered on the loop too.
+    await asyncio.get_running_loop().run_in_executor(None, svc.on_external_commit, ["88.100/OTHER"])
+    for _ in range(100):
+        if len(heard) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert heard[1] == ("88.100/OTHER", threading.current_thread())
+
+
+async def test_a_running_node_refuses_the_synchronous_driver(
+    running: tuple[NodeService, NodeRuntime],
+) -> None:
+    svc, _ = running
+    with pytest.raises(RuntimeError, match="writer"):
+        svc.handle(create("88.100/sync"))
+    with pytest.raises(RuntimeError, match="writer"):
+        svc.write_now(lambda: None)
