@@ -153,15 +153,16 @@ async def start_node(
     data = base / key
     addr = {"https": f"{HOST}:{https}", "http": f"{HOST}:{http}", "native": f"{HOST}:{native}"}
     if not (data / "idr.toml").exists():
+        recursive = role == "recursive"  # holds nothing: no prefix, no admin key
         init_node(
             data,
-            prefix,
-            secret=secret,
+            "" if recursive else prefix,
+            secret=None if recursive else secret,
             role=role,
             https=addr["https"],
             http=addr["http"],
             native=addr["native"],
-            root=federation.root if federation is not None and role == "recursive" else (),
+            root=federation.root if federation is not None and recursive else (),
         )
     cfg = NodeConfig.load(data)
     cfg.name = name
@@ -359,8 +360,8 @@ async def start_federation(base: Path, *, base_port: int = 0, load: bool = True)
             "recursive",
             "Public recursive node",
             "recursive",
-            "0.RECURSIVE",
-            "recursive-demo-secret",
+            "",
+            "",
             ports=ports["recursive"],
             federation=FederationSettings(root=root, root_names=root_names),
         )
