@@ -128,7 +128,7 @@ async def test_tcp_client_that_does_not_read_is_paused_and_loses_nothing(tmp_pat
     """The issue's attack on one connection: pipelined keep-alive resolutions of a record of 39
     values of 1000 bytes (~40 KB answers), a 4 KB receive buffer, never reading."""
     node = await start_node(tmp_path, NativeOptions(write_high=32 * 1024))
-    node.service.import_records([WIDE])
+    node.service.import_now([WIDE])
     try:
         n = 400  # 400 × ~40 KB = 16 MB of answers: more than any kernel buffer holds
         s = socket.socket()

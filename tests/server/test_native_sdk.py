@@ -103,7 +103,7 @@ async def token_node(tmp_path: Path) -> AsyncIterator[TokenNode]:
             HandleValue(100, "HS_ADMIN", encode_admin(reader)),
         ),
     )
-    svc.import_records([HandleRecord("0.NA/88.100", (*prefix_values(), user_key)), private])
+    svc.import_now([HandleRecord("0.NA/88.100", (*prefix_values(), user_key)), private])
     node.server.handler.wall_clock = lambda: T0 + 60.0  # the token vector was made at T0
     try:
         yield TokenNode(node, key)
@@ -182,7 +182,7 @@ async def test_writes_authenticated_by_sdk_sm2_keys(tmp_path: Path, value: str, 
             101, "HS_ADMIN", encode_admin(AdminRecord(ident.handle, ident.index, AdminPermission.ALL))
         )
         stored = HandleValue(ident.index, "HS_PUBKEY", sdk(value))  # the SDK's bytes, as stored
-        node.service.import_records([HandleRecord("0.NA/88.100", (*prefix_values(), admin, stored))])
+        node.service.import_now([HandleRecord("0.NA/88.100", (*prefix_values(), admin, stored))])
         auth = SdkSm2Auth(ident, key, form)
         async with HandleClient(node.host, node.port, timeout=TIMEOUT, auth=auth) as c:
             await c.create("88.100/sm2-sdk", [HandleValue(1, "URL", b"https://a.example/")])

@@ -82,11 +82,14 @@ async def import_lines(
     async def flush(upto: int) -> None:
         nonlocal committed
         mark = None if checkpoint is None else (checkpoint, upto)
+        if errors_out is not None:
+            # Before the commit: once the checkpoint says these lines landed, their rejections
+            # are on disk too (a kill in between would otherwise lose them from the report;
+            # rejections past the checkpoint are dropped on resume and found again).
+            errors_out.flush()
         report.loaded += await service.import_records(pending, checkpoint=mark)
         committed = upto
         pending.clear()
-        if errors_out is not None:
-            errors_out.flush()
 
     for line_no, line in enumerate(lines, 1):
         done_bytes += len(line)
