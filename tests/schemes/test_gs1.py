@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from idr.schemes import gs1
+from idr.schemes import gs1, gs1_syntax
 from idr.schemes.common import SchemeError
 
 GCP = "9506000"
@@ -23,11 +23,13 @@ KEYS: dict[str, str] = {
     "401": GCP + "CONS-1",
     "402": CD(GCP + "123456789"),
     "414": CD(GCP + "13437"),
+    "415": CD(GCP + "13437"),
     "417": CD(GCP + "13437"),
     "8003": CD("0" + GCP + "12345") + "S1",
     "8004": GCP + "ASSET1",
     "8006": CD("0" + GCP + "13435") + "0102",
     "8010": GCP + "COMP-1",
+    "8013": GCP + "GMN1" + gs1_syntax.check_pair(GCP + "GMN1"),
     "8017": CD(GCP + "1234567890"),
     "8018": CD(GCP + "1234567890"),
 }
@@ -64,24 +66,34 @@ def test_gtin8_and_gtin12_padded() -> None:
     assert gs1.parse_path(f"/01/{g12}").value == g12.zfill(14)
 
 
+# Qualifiers a key cannot go without (the Syntax Dictionary: AI 415 requires AI 8020).
+REQUIRED = {"415": "/8020/INV1"}
+
+
 @pytest.mark.parametrize("ai", sorted(KEYS))
 def test_every_primary_key_parses_and_maps(ai: str) -> None:
-    dl = gs1.parse_path(f"/{ai}/{KEYS[ai]}")
+    path = f"/{ai}/{KEYS[ai]}{REQUIRED.get(ai, '')}"
+    dl = gs1.parse_path(path)
     assert dl.primary == ai
     assert dl.company_digits().startswith(GCP)
     handle = gs1.handle_for(dl, lambda p: p == f"GS1.{GCP}")
-    assert handle == f"GS1.{GCP}/{ai}/{KEYS[ai]}"
+    assert handle == f"GS1.{GCP}{path}"
     assert gs1.from_handle(handle) == dl
 
 
-@pytest.mark.parametrize("ai", sorted(a for a in KEYS if gs1.AIS[a].parts[0].check))
+def _has_check_digit(ai: str) -> bool:
+    return any("csum" in c.linters for c in gs1_syntax.rule(ai).components)
+
+
+@pytest.mark.parametrize("ai", sorted(a for a in KEYS if _has_check_digit(a)))
 def test_every_check_digit_key_rejects_a_wrong_digit(ai: str) -> None:
     good = KEYS[ai]
-    pos = {"00": 17, "01": 13, "253": 12, "255": 12, "402": 16, "414": 12, "417": 12, "8003": 13, "8006": 13}
+    pos = {"00": 17, "01": 13, "253": 12, "255": 12, "402": 16, "8003": 13, "8006": 13}
+    pos |= {"414": 12, "415": 12, "417": 12}
     i = pos.get(ai, len(good) - 1)
     bad = good[:i] + str((int(good[i]) + 1) % 10) + good[i + 1 :]
     with pytest.raises(SchemeError, match=f"AI {ai} .*expected {good[i]}"):
-        gs1.parse_path(f"/{ai}/{bad}")
+        gs1.parse_path(f"/{ai}/{bad}{REQUIRED.get(ai, '')}")
 
 
 def test_qualifiers_in_order_and_canonical_path() -> None:

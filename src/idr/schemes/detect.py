@@ -4,17 +4,23 @@ Shared by every front-end (HTTP ``/api/resolve``, the native protocol), so the r
 once. In order:
 
 1. ``urn:oid:…`` → OID; ``ecode:…`` / ``urn:ecode:…`` → Ecode (explicit markers win);
-2. ``(01)…`` → GS1 element string; ``/01/…`` or ``http(s)://…/01/…`` → GS1 Digital Link;
-3. text with a ``/`` (optionally ``hdl:``-prefixed) → Handle;
-4. digits and dots → OID;
-5. 8/12/13/14 digits with a valid GS1 check digit → GTIN; other text → Ecode if it parses.
+2. what a scanner sends — a symbology identifier (``]d2…``, ``]C1…``, ``]Q3…``), FNC1 as
+   ``^`` or a GS (0x1D) separator — → GS1 scan;
+3. ``(01)…`` → GS1 element string; ``/01/…`` or ``scheme://…`` → GS1 Digital Link (http
+   and https only; other schemes are refused as such);
+4. text with a ``/`` (optionally ``hdl:``-prefixed) → Handle;
+5. digits and dots → OID;
+6. 8/12/13/14 digits with a valid GS1 check digit → GTIN;
+7. raw AI data that is a complete, valid GS1 message (``0109506000134352…``) → GS1;
+8. other text → Ecode if it parses.
 
-Rule 5 makes a bare digit string a GTIN when it could be either; write ``ecode:…`` to
+Rules 6 and 7 make a digit string GS1 when it could also be an Ecode; write ``ecode:…`` to
 force an Ecode.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -25,6 +31,7 @@ from idr.schemes import ecode, gs1, oid
 from idr.schemes.common import Holds, SchemeError, longest_held
 
 Scheme = Literal["handle", "gs1", "oid", "ecode"]
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 MAX_INPUT = 2048  # as long as a handle may be; nothing longer is any of these schemes
 
 
@@ -63,7 +70,7 @@ def _pick(candidates: tuple[str, ...], holds: Holds | None) -> str:
 def gs1_details(dl: gs1.DigitalLink) -> dict[str, object]:
     return {
         "primaryKey": dl.primary,
-        "keyName": gs1.AIS[dl.primary].name,
+        "keyName": gs1.ai_title(dl.primary),
         "value": dl.value,
         "qualifiers": dict(dl.qualifiers),
         "attributes": dict(dl.attributes),
@@ -114,7 +121,7 @@ def recognise(text: str, holds: Holds | None = None, roots: SchemeRoots | None =
         return _oid(oid.parse(t), holds, roots)
     if low.startswith(ecode.EXPLICIT_PREFIXES):
         return _ecode(ecode.parse(t), holds, roots)
-    if t.startswith("(") or t.startswith("/") or low.startswith(("http://", "https://")):
+    if t[0] in "]^(/" or gs1.GS in t or _URI.match(t):
         return _gs1(gs1.parse(t), holds, roots)
     if low.startswith("hdl:"):
         return _handle(t[4:])
@@ -123,10 +130,18 @@ def recognise(text: str, holds: Holds | None = None, roots: SchemeRoots | None =
     if oid.looks_like_oid(t):
         return _oid(oid.parse(t), holds, roots)
     if t.isdigit() and len(t) in (8, 12, 13, 14) and gs1.check_digit(t[:-1]) == int(t[-1]):
-        return _gs1(gs1.make("01", t), holds, roots)
+        return _gs1(gs1.make("01", gs1.pad_gtin(t)), holds, roots)
+    raw_error: SchemeError | None = None
+    if gs1.looks_raw(t):
+        try:
+            return _gs1(gs1.parse_raw(t), holds, roots)
+        except SchemeError as e:
+            raw_error = e
     try:
         return _ecode(ecode.parse(t), holds, roots)
     except SchemeError as e:
+        if raw_error is not None:  # it read as GS1 data first: say what GS1 refused
+            raise raw_error from e
         raise SchemeError(
             "unknown",
             f"{text!r} is not a Handle (prefix/suffix), GS1 key, OID or Ecode ({e.message})",

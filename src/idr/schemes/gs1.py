@@ -1,9 +1,20 @@
-"""GS1 keys: Digital Link URIs, element strings, check digits, and their handles.
+"""GS1 keys: Digital Link URIs, element strings, raw scanner data, and their handles.
 
-Syntax follows the GS1 Digital Link URI standard (path ``/{primary AI}/{value}[/{qualifier
-AI}/{value}…]``, data attributes in the query string) and the AI formats of the GS1
-General Specifications for the AIs below. Only what a resolver needs is implemented:
-compressed Digital Links and the full AI table are not.
+Every rule about an AI — format, length, check digits, dates, code lists, which AIs are
+Digital Link keys and qualifiers, which AIs require or exclude others — comes from GS1's
+Barcode Syntax Dictionary (``gs1_syntax``). This module knows the written forms:
+
+* Digital Link URIs (``https://host/…/01/{gtin}/10/{lot}?17=…``; http and https only),
+  uncompressed, partially or fully compressed (``gs1_compress``);
+* element strings in human-readable form (``(01)09506000134352(10)LOT``);
+* raw scanner data: AIs without brackets, variable-length values ended by GS (0x1D) or
+  FNC1 (written ``^`` as in GS1's syntax engine), optionally after an ISO/IEC 15424
+  symbology identifier (``]d2``, ``]C1``, ``]Q3``, ``]e0``…; ``]E0``/``]E4``/``]I1`` carry a
+  bare GTIN);
+* a bare GTIN-8/12/13/14.
+
+A GTIN-8/12/13 is padded to 14 digits only where GS1 allows it: in a Digital Link path
+(and as a bare GTIN). In an element string AI 01 is exactly 14 digits.
 
 Handles: a GS1 key lives at ``<root>.<company digits>/<canonical DL path without the
 leading slash>``, e.g. ``GS1.6901234/01/06901234567892/10/L1``. A GTIN does not say how
@@ -19,96 +30,33 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote_to_bytes, urlsplit
 
-from idr.schemes.common import Holds, SchemeError, handle_suffix, longest_held
+from biip import ParseError as _BiipParseError
+from biip.symbology import GS1Symbology, SymbologyIdentifier
+
+from idr.schemes import gs1_syntax as syntax
+from idr.schemes.common import Holds, handle_suffix, longest_held
+from idr.schemes.gs1_syntax import CSET39, CSET82, Gs1Error, check_digit
+
+__all__ = ["CSET39", "CSET82", "DigitalLink", "Gs1Error", "check_digit"]
 
 DEFAULT_ROOT = "GS1"
-
-# GS1 General Specifications §7.11: AI encodable character sets 82 and 39.
-CSET82 = frozenset("!\"%&'()*+,-./0123456789:;<=>?ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz")
-CSET39 = frozenset("#-/0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_CHARSETS = {"N": frozenset("0123456789"), "X": CSET82, "Y": CSET39}
-_CHARSET_NAMES = {"N": "digits", "X": "GS1 character set 82", "Y": "GS1 character set 39"}
-
 MAX_QUERY_ATTRIBUTES = 32  # a Digital Link carries a handful; bound what a request can make us parse
+MAX_ELEMENTS = 64  # elements in one element string or scan
+GS = "\x1d"  # ASCII group separator: how scanners transmit FNC1 used as a separator
+SEPARATORS = frozenset({GS, "^"})  # "^" is FNC1 in GS1's syntax-engine notation; never data (set 82)
+_BASE64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def _err(message: str) -> SchemeError:
-    return SchemeError("gs1", message)
+def _err(message: str, ai: str = "", rule: str = "") -> Gs1Error:
+    return Gs1Error(message, ai=ai, rule=rule)
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
-    """One component of an AI's value: charset N/X/Y, length range, whether it ends in a check digit."""
+PRIMARY_KEYS: tuple[str, ...] = syntax.primary_keys()
 
-    charset: str
-    min: int
-    max: int
-    check: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Ai:
-    code: str
-    name: str
-    parts: tuple[Part, ...]
-    role: str  # "primary", "qualifier" or "attribute"
-
-
-def _n(n: int, check: bool = False) -> Part:
-    return Part("N", n, n, check)
-
-
-def _ai(code: str, name: str, role: str, *parts: Part) -> Ai:
-    return Ai(code, name, parts, role)
-
-
-# Formats from the GS1 General Specifications AI table (e.g. 01 = N2+N14 with check digit,
-# 10 = N2+X..20, 8003 = N4+N14+X..16, 8004 = N4+X..30); only the value part is listed.
-AIS: Mapping[str, Ai] = {
-    a.code: a
-    for a in (
-        _ai("00", "SSCC", "primary", _n(18, True)),
-        _ai("01", "GTIN", "primary", _n(14, True)),
-        _ai("253", "GDTI", "primary", _n(13, True), Part("X", 0, 17)),
-        _ai("255", "GCN", "primary", _n(13, True), Part("N", 0, 12)),
-        _ai("401", "GINC", "primary", Part("X", 1, 30)),
-        _ai("402", "GSIN", "primary", _n(17, True)),
-        _ai("414", "GLN", "primary", _n(13, True)),
-        _ai("417", "PARTY GLN", "primary", _n(13, True)),
-        _ai("8003", "GRAI", "primary", _n(14, True), Part("X", 0, 16)),
-        _ai("8004", "GIAI", "primary", Part("X", 1, 30)),
-        _ai("8006", "ITIP", "primary", _n(14, True), _n(2), _n(2)),
-        _ai("8010", "CPID", "primary", Part("Y", 1, 30)),
-        _ai("8017", "GSRN PROVIDER", "primary", _n(18, True)),
-        _ai("8018", "GSRN RECIPIENT", "primary", _n(18, True)),
-        _ai("22", "CPV", "qualifier", Part("X", 1, 20)),
-        _ai("10", "BATCH/LOT", "qualifier", Part("X", 1, 20)),
-        _ai("21", "SERIAL", "qualifier", Part("X", 1, 20)),
-        _ai("254", "GLN EXTENSION COMPONENT", "qualifier", Part("X", 1, 20)),
-        _ai("8011", "CPID SERIAL", "qualifier", Part("N", 1, 12)),
-        _ai("8019", "SRIN", "qualifier", Part("N", 1, 10)),
-        _ai("11", "PROD DATE", "attribute", _n(6)),
-        _ai("12", "DUE DATE", "attribute", _n(6)),
-        _ai("13", "PACK DATE", "attribute", _n(6)),
-        _ai("15", "BEST BEFORE", "attribute", _n(6)),
-        _ai("16", "SELL BY", "attribute", _n(6)),
-        _ai("17", "USE BY", "attribute", _n(6)),
-        _ai("30", "VAR. COUNT", "attribute", Part("N", 1, 8)),
-        _ai("37", "COUNT", "attribute", Part("N", 1, 8)),
-        _ai("7003", "EXPIRY TIME", "attribute", _n(10)),
-    )
+# Key qualifiers per primary key: the sequences the Digital Link path allows, each in order.
+QUALIFIERS: Mapping[str, tuple[tuple[str, ...], ...]] = {
+    ai: tuple(seq for seq in syntax.rules()[ai].dl_qualifiers or () if seq) for ai in PRIMARY_KEYS
 }
-
-# Key qualifiers per primary key, in the one order the Digital Link path allows.
-QUALIFIERS: Mapping[str, tuple[str, ...]] = {
-    "01": ("22", "10", "21"),
-    "8006": ("22", "10", "21"),
-    "414": ("254",),
-    "8010": ("8011",),
-    "8017": ("8019",),
-    "8018": ("8019",),
-}
-PRIMARY_KEYS = tuple(code for code, ai in AIS.items() if ai.role == "primary")
 
 # Where the company prefix starts and the most digits it could span (GS1 company prefixes
 # are at most 12 digits; the key's check digit is never part of it).
@@ -121,6 +69,7 @@ _COMPANY_SLICE: Mapping[str, tuple[int, int]] = {
     "255": (0, 12),
     "402": (0, 16),
     "414": (0, 12),
+    "415": (0, 12),
     "417": (0, 12),
     "8017": (0, 17),
     "8018": (0, 17),
@@ -128,10 +77,9 @@ _COMPANY_SLICE: Mapping[str, tuple[int, int]] = {
 MAX_COMPANY_PREFIX = 12
 
 
-def check_digit(body: str) -> int:
-    """GS1 mod-10: weights 3,1,3,… from the rightmost digit of ``body`` (which excludes the check digit)."""
-    total = sum(int(c) * (3 if i % 2 == 0 else 1) for i, c in enumerate(reversed(body)))
-    return (10 - total % 10) % 10
+def ai_title(code: str) -> str:
+    """GS1's data title of an AI (``GTIN``, ``BATCH/LOT``…)."""
+    return syntax.rule(code).title
 
 
 def with_check_digit(body: str) -> str:
@@ -146,54 +94,16 @@ def pad_gtin(value: str) -> str:
 
 
 def validate_ai(code: str, value: str) -> str:
-    """Check ``value`` against AI ``code``'s format; returns it (GTINs padded to 14 digits)."""
-    ai = AIS.get(code)
-    if ai is None:
-        raise _err(f"AI {code} is not supported by this resolver")
-    if code == "01":
-        value = pad_gtin(value)
-    label = f"AI {code} ({ai.name})"
-    pos = 0
-    for i, part in enumerate(ai.parts):
-        rest = len(value) - pos
-        if i < len(ai.parts) - 1:
-            n = part.max  # only the last part varies in length, so earlier ones are fixed
-            if rest < n:
-                raise _err(f"{label}: {value!r} is too short ({_format_text(ai)})")
-        else:
-            n = rest
-            if not part.min <= n <= part.max:
-                raise _err(f"{label}: {value!r} has the wrong length ({_format_text(ai)})")
-        chunk = value[pos : pos + n]
-        allowed = _CHARSETS[part.charset]
-        bad = next((c for c in chunk if c not in allowed), None)
-        if bad is not None:
-            raise _err(f"{label}: {bad!r} is not allowed ({_CHARSET_NAMES[part.charset]} only)")
-        if part.check and n:
-            want = check_digit(chunk[:-1])
-            if int(chunk[-1]) != want:
-                raise _err(f"{label}: check digit of {chunk} is {chunk[-1]}, expected {want}")
-        pos += n
-    if pos != len(value):
-        raise _err(f"{label}: {value!r} is too long ({_format_text(ai)})")
+    """Check ``value`` against AI ``code``'s rules (format, length, linters); returns it."""
+    syntax.check_value(code, value)
     return value
-
-
-def _format_text(ai: Ai) -> str:
-    out = []
-    for p in ai.parts:
-        if p.min == p.max:
-            out.append(f"{p.charset}{p.max}")
-        else:
-            out.append(f"{p.charset}..{p.max}")
-    return "+".join(out)
 
 
 def _decode_segment(raw: str) -> str:
     try:
         return unquote_to_bytes(raw).decode("utf-8")
     except UnicodeDecodeError as e:
-        raise _err(f"path segment {raw!r} is not UTF-8 after percent-decoding") from e
+        raise _err(f"path segment {raw!r} is not UTF-8 after percent-decoding", rule="digital-link") from e
 
 
 def _encode(value: str) -> str:
@@ -223,11 +133,13 @@ class DigitalLink:
         q = self.query()
         return root.rstrip("/") + self.path() + (f"?{q}" if q else "")
 
+    def elements(self) -> list[tuple[str, str]]:
+        """Every (AI, value): the key, its qualifiers, then the data attributes."""
+        return [(self.primary, self.value), *self.qualifiers, *self.attributes]
+
     def element_string(self) -> str:
         """Human-readable form ``(01)09506000134352(10)L1(17)290101``."""
-        return "".join(
-            f"({c}){v}" for c, v in ((self.primary, self.value), *self.qualifiers, *self.attributes)
-        )
+        return "".join(f"({c}){v}" for c, v in self.elements())
 
     def ai_values(self) -> dict[str, str]:
         return {self.primary: self.value, **dict(self.qualifiers)}
@@ -244,8 +156,15 @@ class DigitalLink:
         sl = _COMPANY_SLICE.get(self.primary)
         if sl is not None:
             return self.value[sl[0] : sl[1]]
-        m = re.match(r"\d{0,12}", self.value)  # GINC, GIAI, CPID: GCP then a free-form reference
+        m = re.match(r"\d{0,12}", self.value)  # GINC, GIAI, CPID, GMN: GCP then a free-form reference
         return m.group(0) if m else ""
+
+
+def _qualifier_order(primary: str, codes: Iterable[str]) -> tuple[str, ...]:
+    """The allowed sequence of ``primary``'s qualifiers that holds the most of ``codes``."""
+    seqs = QUALIFIERS.get(primary, ())
+    present = set(codes)
+    return max(seqs, key=lambda seq: len(present & set(seq)), default=())
 
 
 def make(
@@ -254,38 +173,80 @@ def make(
     qualifiers: Iterable[tuple[str, str]] = (),
     attributes: Iterable[tuple[str, str]] = (),
 ) -> DigitalLink:
-    """Validate every element and the qualifier order; the one constructor parsers use."""
-    if primary not in AIS or AIS[primary].role != "primary":
-        raise _err(f"AI {primary} is not a primary key (supported: {', '.join(PRIMARY_KEYS)})")
-    value = validate_ai(primary, value)
-    allowed = QUALIFIERS.get(primary, ())
-    quals: list[tuple[str, str]] = []
+    """Validate every element, the qualifier order and the AI pairs; the one constructor."""
+    if primary not in PRIMARY_KEYS:
+        syntax.rule(primary)  # an unassigned AI says so
+        raise _err(
+            f"AI {primary} is not a primary key (supported: {', '.join(PRIMARY_KEYS)})",
+            ai=primary,
+            rule="digital-link",
+        )
+    quals = list(qualifiers)
+    seqs = QUALIFIERS.get(primary, ())
+    order = _qualifier_order(primary, (c for c, _ in quals))
+    allowed_text = " | ".join(", ".join(seq) for seq in seqs)
     last = -1
-    for code, v in qualifiers:
-        if code not in allowed:
-            if not allowed:
-                raise _err(f"AI {primary} ({AIS[primary].name}) takes no key qualifiers, got AI {code}")
+    for code, _ in quals:
+        if code not in order:
+            if not seqs:
+                raise _err(
+                    f"AI {primary} ({ai_title(primary)}) takes no key qualifiers, got AI {code}",
+                    ai=code,
+                    rule="digital-link",
+                )
             raise _err(
-                f"AI {code} is not a key qualifier of AI {primary} (allowed, in order: {', '.join(allowed)})"
+                f"AI {code} is not a key qualifier of AI {primary} (allowed, in order: {allowed_text})",
+                ai=code,
+                rule="digital-link",
             )
-        pos = allowed.index(code)
+        pos = order.index(code)
         if pos == last:
-            raise _err(f"AI {code} given twice")
+            raise _err(f"AI {code} given twice", ai=code, rule="duplicate")
         if pos < last:
-            raise _err(f"AI {code} out of order: qualifiers of AI {primary} go {' then '.join(allowed)}")
+            raise _err(
+                f"AI {code} out of order: qualifiers of AI {primary} go {' then '.join(order)}",
+                ai=code,
+                rule="digital-link",
+            )
         last = pos
-        quals.append((code, validate_ai(code, v)))
+    attrs = list(attributes)
+    elements = syntax.check_message([(primary, value), *quals, *attrs])
+    n_quals = len(dict.fromkeys(c for c, _ in quals))
+    return DigitalLink(primary, value, tuple(elements[1 : 1 + n_quals]), tuple(elements[1 + n_quals :]))
+
+
+def from_elements(elements: Iterable[tuple[str, str]]) -> DigitalLink:
+    """A key from an unordered message (element string, scan, compressed link): the first
+    primary key AI is the key, its qualifiers are put in the one allowed order, every other
+    AI is a data attribute."""
+    elems = list(elements)
+    if len(elems) > MAX_ELEMENTS:
+        raise _err(f"more than {MAX_ELEMENTS} elements", rule="format")
+    for code, _ in elems:
+        syntax.rule(code)
+    primary = next((c for c, _ in elems if c in PRIMARY_KEYS), None)
+    if primary is None:
+        listed = "".join(f"({c})" for c, _ in elems)
+        raise _err(
+            f"no GS1 primary key among {listed} (expected one of {', '.join(PRIMARY_KEYS)})",
+            rule="digital-link",
+        )
+    key_at = next(i for i, (c, _) in enumerate(elems) if c == primary)
+    rest = elems[:key_at] + elems[key_at + 1 :]
+    order = _qualifier_order(primary, (c for c, _ in rest))
+    quals: dict[str, str] = {}
     attrs: list[tuple[str, str]] = []
-    for code, v in attributes:
-        ai = AIS.get(code)
-        if ai is not None and ai.role != "attribute":
-            raise _err(f"AI {code} ({ai.name}) belongs in the path, not among the data attributes")
-        attrs.append((code, validate_ai(code, v) if ai is not None else v))
-    return DigitalLink(primary, value, tuple(quals), tuple(attrs))
+    for code, v in rest:
+        if code in order and quals.get(code, v) == v:
+            quals[code] = v
+        else:
+            attrs.append((code, v))
+    ordered = sorted(quals.items(), key=lambda cv: order.index(cv[0]))
+    return make(primary, elems[key_at][1], ordered, attrs)
 
 
-def _is_ai_code(s: str) -> bool:
-    return 2 <= len(s) <= 4 and s.isdigit()
+def _is_numeric_key(s: str) -> bool:
+    return s.isdigit() and len(s) <= 8
 
 
 def parse_path(path: str, query: str = "") -> DigitalLink:
@@ -296,34 +257,97 @@ def parse_path(path: str, query: str = "") -> DigitalLink:
     if len(segs) > 1 and segs[-1] == "":
         segs = segs[:-1]  # tolerate one trailing slash
     if len(segs) > 64:
-        raise _err("too many path segments for a Digital Link")
+        raise _err("too many path segments for a Digital Link", rule="digital-link")
     start = next(
-        (i for i, s in enumerate(segs) if s in AIS and AIS[s].role == "primary" and (len(segs) - i) % 2 == 0),
+        (i for i, s in enumerate(segs) if s in PRIMARY_KEYS and (len(segs) - i) % 2 == 0),
         None,
     )
     if start is None:
-        raise _err(
-            f"no GS1 primary key in {path!r} "
-            f"(expected /{{AI}}/{{value}}…, AI one of {', '.join(PRIMARY_KEYS)})"
-        )
+        return _with_query(_compressed_path(path, segs), query)
     elems = [(segs[i], _decode_segment(segs[i + 1])) for i in range(start, len(segs), 2)]
     for code, _ in elems[1:]:
-        if not _is_ai_code(code):
-            raise _err(f"path segment {code!r} is not an AI")
-    attrs: list[tuple[str, str]] = []
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=256)
-        for k, v in pairs:
-            if _is_ai_code(k):
-                attrs.append((k, v))
-        if len(attrs) > MAX_QUERY_ATTRIBUTES:
-            raise _err(f"more than {MAX_QUERY_ATTRIBUTES} data attributes")
+        if not _is_numeric_key(code):
+            raise _err(f"path segment {code!r} is not an AI", rule="digital-link")
+        syntax.rule(code)
     (primary, value), *quals = elems
-    return make(primary, value, quals, attrs)
+    if primary == "01":
+        value = pad_gtin(value)  # GS1 Digital Link: a GTIN-8/12/13 in the path is read as GTIN-14
+    return _with_query(make(primary, value, quals), query)
+
+
+def _compressed_path(path: str, segs: list[str]) -> DigitalLink:
+    """A compressed Digital Link (GS1 Digital Link 1.1 compression): the whole key in the
+    last path segment, or ``/{primary}/{value}/{compressed qualifiers and attributes}``."""
+    from idr.schemes.gs1_compress import decompress
+
+    last = segs[-1] if segs else ""
+    problem = ""
+    if len(last) >= 4 and _BASE64URL.match(last):
+        if len(segs) >= 3 and segs[-3] in PRIMARY_KEYS:  # partially compressed
+            primary, value = segs[-3], _decode_segment(segs[-2])
+            if primary == "01":
+                value = pad_gtin(value)
+            return from_elements([(primary, value), *decompress(last)])
+        try:
+            return from_elements(decompress(last))
+        except Gs1Error as e:
+            if e.rule != "compression":
+                raise
+            problem = f", nor a compressed Digital Link: {e.message}"
+    raise _err(
+        f"no GS1 primary key in {path!r} "
+        f"(expected /{{AI}}/{{value}}…, AI one of {', '.join(PRIMARY_KEYS)}){problem}",
+        rule="digital-link",
+    )
+
+
+def _query_attributes(dl: DigitalLink, query: str) -> list[tuple[str, str]]:
+    """The data attributes of a query string: all-numeric keys are AIs and must be GS1 data
+    attributes, each at most once; other keys (``linkType``, ``context``…) are not data."""
+    if not query:
+        return []
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=256)
+    except ValueError as e:
+        raise _err(f"query string: {e}", rule="digital-link") from e
+    in_path = {c for c, _ in dl.elements()}
+    own_qualifiers = {q for seq in QUALIFIERS.get(dl.primary, ()) for q in seq}
+    seen: set[str] = set()
+    attrs: list[tuple[str, str]] = []
+    for k, v in pairs:
+        if not k.isdigit():
+            continue
+        r = syntax.rule(k)
+        if k in seen or k in in_path:
+            raise _err(f"{r.label()} given twice in the Digital Link", ai=k, rule="duplicate")
+        seen.add(k)
+        if k in own_qualifiers or k == dl.primary:
+            raise _err(
+                f"{r.label()} belongs in the path, not among the data attributes", ai=k, rule="digital-link"
+            )
+        if not r.dl_attribute:
+            raise _err(f"{r.label()} is not a Digital Link data attribute", ai=k, rule="digital-link")
+        attrs.append((k, v))
+        if len(attrs) > MAX_QUERY_ATTRIBUTES:
+            raise _err(f"more than {MAX_QUERY_ATTRIBUTES} data attributes", rule="digital-link")
+    return attrs
+
+
+def _with_query(dl: DigitalLink, query: str) -> DigitalLink:
+    attrs = _query_attributes(dl, query)
+    if not attrs:
+        return dl
+    return make(dl.primary, dl.value, dl.qualifiers, [*dl.attributes, *attrs])
+
+
+_URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 
 def parse_uri(uri: str) -> DigitalLink:
-    """``https://host/…/01/…?17=…`` or a bare path ``/01/…``."""
+    """``https://host/…/01/…?17=…`` (http and https only) or a bare path ``/01/…``."""
+    m = _URI_SCHEME.match(uri)
+    if m is not None and m.group(1).lower() not in ("http", "https"):
+        raise _err(f"{m.group(1)}: URIs are not GS1 Digital Links (http and https only)", rule="digital-link")
     parts = urlsplit(uri)
     return parse_path(parts.path, parts.query)
 
@@ -332,32 +356,115 @@ _ELEMENT = re.compile(r"\((\d{2,4})\)")
 
 
 def parse_element_string(text: str) -> DigitalLink:
-    """``(01)09506000134352(10)LOT(17)290101``: primary key first, then qualifiers and attributes
-    in any order."""
+    """``(01)09506000134352(10)LOT(17)290101``: AIs in any order, each value exactly as its
+    AI's format says (no padding: AI 01 is 14 digits here)."""
     text = text.strip()
     pieces = _ELEMENT.split(text)
     if not text.startswith("(") or len(pieces) < 3 or pieces[0] != "":
-        raise _err(f"{text!r} is not a GS1 element string like (01)09506000134352")
-    elems = [(pieces[i], pieces[i + 1]) for i in range(1, len(pieces), 2)]
-    (primary, value), *rest = elems
-    quals = [(c, v) for c, v in rest if c in AIS and AIS[c].role == "qualifier"]
-    # An element string has no canonical order (a barcode may carry (21) before (10)).
-    order = QUALIFIERS.get(primary, ())
-    quals.sort(key=lambda cv: order.index(cv[0]) if cv[0] in order else -1)
-    attrs = [(c, v) for c, v in rest if not (c in AIS and AIS[c].role == "qualifier")]
-    return make(primary, value, quals, attrs)
+        raise _err(f"{text!r} is not a GS1 element string like (01)09506000134352", rule="format")
+    return from_elements((pieces[i], pieces[i + 1]) for i in range(1, len(pieces), 2))
+
+
+def split_raw(data: str) -> list[tuple[str, str]]:
+    """Unbracketed AI data as a scanner sends it: ``0109506000134352`` + ``10LOT`` + GS + ``17…``.
+
+    An AI whose value has one fixed length takes exactly that many characters (GS1's
+    predefined-length AIs never need a separator; a missing one after another fixed-length
+    AI is tolerated); a variable-length value runs to the next separator (GS, or FNC1
+    written ``^``) or the end. Separators are accepted between any two elements.
+    """
+    out: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(data):
+        if data[pos] in SEPARATORS:
+            pos += 1
+            continue
+        if len(out) >= MAX_ELEMENTS:
+            raise _err(f"more than {MAX_ELEMENTS} elements", rule="format")
+        r = syntax.ai_at(data, pos)
+        if r is None:
+            head = data[pos : pos + 4]
+            raise _err(
+                f"no GS1 Application Identifier at position {pos} ({head!r}…)", ai=head, rule="unknown-ai"
+            )
+        start = pos + len(r.ai)
+        if r.min_length == r.max_length:
+            end = start + r.max_length
+        else:
+            end = start
+            while end < len(data) and data[end] not in SEPARATORS:
+                end += 1
+        out.append((r.ai, data[start:end]))
+        pos = end
+    if not out:
+        raise _err("no element strings in the scanned data", rule="format")
+    return out
+
+
+def parse_raw(data: str) -> DigitalLink:
+    """Raw (unbracketed) AI data, GS/FNC1-separated: see ``split_raw``."""
+    return from_elements(split_raw(data))
+
+
+_GTIN_SYMBOLOGIES = {
+    GS1Symbology.EAN_13: 13,
+    GS1Symbology.EAN_13_WITH_ADD_ON: 13,  # the add-on after the 13 digits is not part of the GTIN
+    GS1Symbology.EAN_8: 8,
+    GS1Symbology.ITF_14: 14,
+}
+
+
+def parse_scan(text: str) -> DigitalLink:
+    """What a barcode scanner transmits: an ISO/IEC 15424 symbology identifier (GenSpecs
+    Figure 5.1.2-2) then the data. GS1 symbologies with AI data (GS1-128 ``]C1``, GS1
+    DataBar ``]e0``, GS1 DataMatrix ``]d2``, GS1 QR ``]Q3``, GS1 DotCode ``]J1``) carry raw
+    element strings; EAN/UPC (``]E0``, ``]E4``…) and ITF-14 (``]I1``) a GTIN; anything else
+    (``]Q1``, ``]d1``: plain QR/DataMatrix) a Digital Link URI or text."""
+    if len(text) < 3:
+        raise _err(f"{text!r} is not a symbology identifier", rule="symbology")
+    try:
+        sym = SymbologyIdentifier.extract(text)
+    except (_BiipParseError, ValueError, IndexError) as e:
+        raise _err(f"{text[:4]!r} is not an ISO/IEC 15424 symbology identifier", rule="symbology") from e
+    data = text[len(sym) :]
+    if data.startswith("]"):
+        raise _err("two symbology identifiers", rule="symbology")
+    if re.match(r"^https?://", data, re.I):
+        return parse_uri(data)
+    kind = sym.gs1_symbology
+    if kind in GS1Symbology.with_gs1_messages():
+        return parse_raw(data)
+    if kind in _GTIN_SYMBOLOGIES:
+        n = _GTIN_SYMBOLOGIES[kind]
+        gtin = data[:n]
+        if len(gtin) != n or not gtin.isdigit():
+            raise _err(f"{sym.value} carries {n} digits, got {data!r}", ai="01", rule="symbology")
+        return make("01", pad_gtin(gtin))
+    return parse(data)
+
+
+def looks_raw(text: str) -> bool:
+    """Whether ``text`` reads as raw AI data: FNC1/GS markers, or a primary key AI first."""
+    if text[:1] in SEPARATORS or GS in text:
+        return True
+    r = syntax.ai_at(text)
+    return r is not None and r.ai in PRIMARY_KEYS and len(text) > len(r.ai)
 
 
 def parse(text: str) -> DigitalLink:
-    """Any written form: URI, path, element string, or a bare 8/12/13/14-digit GTIN."""
+    """Any written form: URI, path, element string, scan, raw AI data, or a bare GTIN."""
     t = text.strip()
+    if t.startswith("]"):
+        return parse_scan(t)
     if t.startswith("("):
         return parse_element_string(t)
-    if t.startswith("/") or "://" in t:
+    if t.startswith("/") or _URI_SCHEME.match(t):
         return parse_uri(t)
-    if t.isdigit() and len(t) in (8, 12, 13, 14):
-        return make("01", t)
-    raise _err(f"{text!r} is not a GS1 Digital Link, element string or GTIN")
+    if t.isdigit() and len(t) in (8, 12, 13, 14) and check_digit(t[:-1]) == int(t[-1]):
+        return make("01", pad_gtin(t))
+    if t and looks_raw(t):
+        return parse_raw(t)
+    raise _err(f"{text!r} is not a GS1 Digital Link, element string, scan or GTIN", rule="format")
 
 
 # --------------------------------------------------------------------------- handles
