@@ -6,6 +6,7 @@ import typer
 
 from idr.cli import client as _client
 from idr.cli import federation as _federation
+from idr.cli import gs1 as _gs1
 from idr.cli import node as _node
 from idr.cli import replication as _replication
 
@@ -20,6 +21,7 @@ _node.register(app)
 _client.register(app)
 _federation.register(app)
 _replication.register(app)
+_gs1.register(app)
 
 
 def main() -> None:

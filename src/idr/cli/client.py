@@ -90,9 +90,10 @@ def _identifier(text: str) -> tuple[str, list[str]]:
     try:
         rec = recognise(text)
     except SchemeError as e:
-        if "/" in text:
+        if "/" in text and e.scheme in ("handle", "unknown"):
             return "handle", [text]  # the server says what is wrong with it
-        fail(f"{text!r}: {e.message}")
+        rule = getattr(e, "rule", "")
+        fail(f"{text!r}: {e.message}" + (f" [{e.scheme} rule {rule}]" if rule else ""))  # nothing is sent
     if rec.scheme == "handle":
         return "handle", [text.strip().removeprefix("hdl:")]
     key = getattr(rec.key, "gs1", None) or rec.key

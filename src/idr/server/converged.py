@@ -1,7 +1,9 @@
 """Converged resolution over HTTP: ``GET /api/resolve?id=…`` for any scheme.
 
-``id`` may be a Handle, a GS1 Digital Link (URI or path), a GS1 element string, a GTIN,
-an OID (dotted or ``urn:oid:``) or an Ecode; ``schemes.detect`` decides which. The answer
+``id`` may be a Handle, a GS1 Digital Link (URI or path, compressed or not), a GS1
+element string, raw scanner data (symbology identifier, GS/FNC1 separators), a GTIN, an
+OID (dotted or ``urn:oid:``) or an Ecode; ``schemes.detect`` decides which. An identifier
+a scheme's rules refuse answers 400 with the reason (for GS1 also ``ai`` and ``rule``). The answer
 is the Handle.Net REST record of the handle it maps to (same JSON and status codes as
 ``GET /api/handles/{handle}``) plus ``scheme`` and ``details`` saying what was recognised.
 GS1 keys fall back from the most specific record (``/01/x/21/s``) to less specific ones.
@@ -24,6 +26,7 @@ from idr.model.errors import ResponseCode
 from idr.schemes import ecode, gs1
 from idr.schemes.common import SchemeError
 from idr.schemes.detect import Recognised, SchemeRoots, recognise
+from idr.schemes.gs1_syntax import Gs1Error
 from idr.server.gs1 import lookup, resolve_following_aliases, service_holds
 
 _HEADERS = {"Access-Control-Allow-Origin": "*"}
@@ -67,6 +70,8 @@ def add_converged_routes(
         except SchemeError as e:
             out = rest.error_json(ResponseCode.INVALID_HANDLE, e.message)
             out["scheme"] = e.scheme
+            if isinstance(e, Gs1Error):  # which AI, which GS1 rule
+                out.update({k: v for k, v in (("ai", e.ai), ("rule", e.rule)) if v})
             return _reply(400, out)
         answer = await resolve_recognised(service, rec, scheme_roots)
         handle = answer.handle or rec.handle

@@ -5,7 +5,9 @@ to a handle, resolved through the core (``Op.RESOLUTION``, public values), and t
 in that record are chosen by ``schemes.gs1_links``. Outcomes follow the GS1 resolver
 standard and the GS1 community resolver:
 
-* bad syntax or check digit → 400 with the reason;
+* an identifier GS1's rules refuse → 400 ``{"error", "ai", "rule"}``, and nothing is looked up;
+* compressed Digital Links (``/AQnYUc1gmg``, ``/01/05412345000013/EEarwSM``) are decoded first;
+  ``?compress=true`` answers the compressed form of the request's link (200 JSON);
 * ``linkType=linkset`` (or the deprecated ``all``), or ``Accept: application/linkset+json``
   → 200 with the RFC 9264 linkset, never a redirect;
 * otherwise the wanted link type (``linkType``, else the record's default) → one link:
@@ -31,6 +33,8 @@ from idr.model.value import HandleValue
 from idr.schemes import gs1
 from idr.schemes import gs1_links as gl
 from idr.schemes.common import Holds, SchemeError, longest_held
+from idr.schemes.gs1_compress import compress
+from idr.schemes.gs1_syntax import Gs1Error
 
 ALLOWED_METHODS = "GET, HEAD, OPTIONS"
 _CORS = {
@@ -127,6 +131,17 @@ async def lookup(
     return first or Found(ResponseCode.HANDLE_NOT_FOUND, message=f"no record for GS1 key {dl.path()}")
 
 
+def refusal(e: SchemeError) -> dict[str, str]:
+    """The 400 body of a refused identifier: the reason, and for a GS1 rule its AI and name."""
+    body = {"error": e.message}
+    if isinstance(e, Gs1Error):
+        if e.ai:
+            body["ai"] = e.ai
+        if e.rule:
+            body["rule"] = e.rule
+    return body
+
+
 def _json(
     status: int, obj: object, headers: dict[str, str], content_type: str = "application/json"
 ) -> web.Response:
@@ -157,8 +172,13 @@ class GS1Resolver:
             dl = gs1.parse_path(url.raw_path, url.raw_query_string)
         except SchemeError as e:
             headers["Link"] = gl.link_header(None)
-            return _json(400, {"error": e.message}, headers)
+            return _json(400, refusal(e), headers)
         anchor = self._base(request) + dl.path()
+        if request.query.get("compress", "").lower() in ("true", "1"):
+            headers["Link"] = gl.link_header(anchor)
+            base = self._base(request)
+            body = {"uri": dl.uri(base), "compressed": f"{base}/{compress(dl.elements())}"}
+            return _json(200, body, headers)
         found = await lookup(self.service, dl, self.holds, self.root)
         if found.code != ResponseCode.SUCCESS:
             headers["Link"] = gl.link_header(anchor)
@@ -213,6 +233,21 @@ class GS1Resolver:
             headers["Location"] = gl.safe_uri(gl.with_query(chosen[0].href, url.raw_query_string))
             return web.Response(status=307, headers=headers)
         return _json(300, gl.linkset(anchor, chosen), headers)
+
+    async def resolve_compressed(self, request: web.Request) -> web.StreamResponse:
+        """``/{one base64url segment}``: a fully compressed Digital Link. A segment that is
+        not one goes where it went before this route existed (the handle proxy, or 404)."""
+        from idr.schemes.gs1_compress import decompress
+        from idr.server.http import RESERVED_ROOTS, SETTINGS_KEY, proxy
+
+        segment = request.match_info["compressed"]
+        try:
+            decompress(segment)
+        except Gs1Error:
+            if segment in RESERVED_ROOTS or not request.app.get(SETTINGS_KEY, {}).get("proxy"):
+                return _json(404, {"error": "not found"}, {**_CORS, "Link": gl.link_header(None)})
+            return await proxy(request)
+        return await self.resolve(request)
 
     @staticmethod
     def _options_headers() -> dict[str, str]:
@@ -288,3 +323,5 @@ def add_gs1_routes(
     for ai in gs1.PRIMARY_KEYS:
         app.router.add_route("*", f"/{ai}/{{tail:.*}}", r.resolve)
     app.router.add_route("*", "/.well-known/gs1resolver", r.well_known)
+    # Plain routes (/metrics, /console…) always win over this one, whatever the order.
+    app.router.add_route("*", "/{compressed:[A-Za-z0-9_-]{4,1024}}", r.resolve_compressed)
