@@ -345,3 +345,114 @@ async def test_mounts_beside_the_rest_api_and_proxy(gs1_node: Gs1Node) -> None:
             assert r.status == 200
     finally:
         await runner.cleanup()
+
+
+# --------------------------------------------------------------------------- GS1 rules over HTTP
+
+
+@pytest.mark.parametrize(
+    ("path", "ai", "rule"),
+    [
+        (f"/01/{GTIN}?3103=12345", "3103", "length"),  # 3103 is N6
+        (f"/01/{GTIN}?17=251301", "17", "yymmd0"),  # month 13
+        (f"/01/{GTIN}?17=200904&17=901007", "17", "duplicate"),
+        (f"/01/{GTIN}?9999=1", "9999", "unknown-ai"),
+        ("/00/" + OTHER_KEYS["00"] + "?17=290101", "17", "requires"),  # 17 needs a trade item
+        ("/01/09506000134353", "01", "csum"),
+    ],
+)
+async def test_refusal_names_the_ai_and_rule_and_looks_nothing_up(
+    gs1_node: Gs1Node, monkeypatch: pytest.MonkeyPatch, path: str, ai: str, rule: str
+) -> None:
+    asked: list[str] = []
+    submit = gs1_node.service.submit
+
+    async def spy(request: Request) -> Any:
+        asked.append(request.handle)
+        return await submit(request)
+
+    monkeypatch.setattr(gs1_node.service, "submit", spy)
+    r = await _get(gs1_node, path)
+    body = await r.json()
+    assert (r.status, body["ai"], body["rule"]) == (400, ai, rule)
+    assert f"AI {ai}" in body["error"]
+    async with gs1_node.session.get(gs1_node.base + "/api/resolve", params={"id": path}) as r:
+        body = await r.json()
+    assert (r.status, body["scheme"], body["ai"], body["rule"]) == (400, "gs1", ai, rule)
+    assert asked == []  # nothing was looked up for an invalid identifier
+
+
+COMPRESSED = "AQnYUc1gmiCNV4JG"  # /01/05412345000013/10/ABC123 (GS1 Digital Link compression)
+
+
+async def test_compressed_links_resolve(gs1_node: Gs1Node) -> None:
+    from idr.schemes.gs1_compress import compress
+
+    lot = gs1.parse_path(f"/01/{GTIN}/10/LOT1")
+    full = compress(lot.elements())
+    r = await _get(gs1_node, f"/{full}")  # fully compressed: the lot's recall link
+    assert (r.status, r.headers["Location"]) == (307, "https://recall.example/lot1?x=1")
+    partial = compress([("10", "LOT1")])
+    r = await _get(gs1_node, f"/01/{GTIN}/{partial}")  # partially compressed
+    assert (r.status, r.headers["Location"]) == (307, "https://recall.example/lot1?x=1")
+    r = await _get(gs1_node, f"/{COMPRESSED}")  # valid, but not held here
+    assert r.status == 404
+    r = await _get(gs1_node, "/AQnYUc1gmiCNV4JH")  # one bit changed: not a valid key any more
+    assert r.status == 400 and "compressed Digital Link" in (await r.json())["error"]
+    async with gs1_node.session.get(
+        gs1_node.base + "/api/resolve", params={"id": f"https://id.gs1.org/{full}"}
+    ) as resp:
+        assert resp.status == 200 and (await resp.json())["handle"] == f"GS1.9506000/01/{GTIN}/10/LOT1"
+
+
+async def test_resolver_writes_the_compressed_link(gs1_node: Gs1Node) -> None:
+    async with gs1_node.session.get(
+        gs1_node.base + "/01/05412345000013/10/ABC123?compress=true", allow_redirects=False
+    ) as r:
+        assert r.status == 200
+        body = await r.json()
+    assert body == {
+        "uri": "https://id.example.cn/01/05412345000013/10/ABC123",
+        "compressed": "https://id.example.cn/CwnYUc1gmo1XgkY",  # as GS1's reference toolkit writes it
+    }
+
+
+@pytest.mark.parametrize(
+    "scan",
+    [
+        f"]d201{GTIN}10LOT1\x1d21X",  # GS1 DataMatrix, GS-separated
+        f"]C101{GTIN}10LOT1",  # GS1-128
+        f"]Q301{GTIN}10LOT1",  # GS1 QR
+        f"^01{GTIN}10LOT1^21X",  # FNC1 written ^ (GS1 syntax engine notation)
+        f"01{GTIN}10LOT1\x1d21X",  # no symbology identifier
+        f"10LOT1\x1d01{GTIN}",  # AIs in any order
+    ],
+)
+async def test_converged_accepts_raw_scanner_data(gs1_node: Gs1Node, scan: str) -> None:
+    async with gs1_node.session.get(gs1_node.base + "/api/resolve", params={"id": scan}) as r:
+        assert r.status == 200
+        body = await r.json()
+    assert body["scheme"] == "gs1" and body["handle"] == f"GS1.9506000/01/{GTIN}/10/LOT1"
+
+
+async def test_compressed_route_beside_the_proxy(gs1_node: Gs1Node) -> None:
+    from idr.server.http import make_http_app
+
+    app = make_http_app(gs1_node.service, tls=False)
+    add_gs1_routes(app, gs1_node.service)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        s = gs1_node.session
+        async with s.get(f"{base}/noslash", allow_redirects=False) as r:
+            assert r.status == 400  # never a handle (no slash): refused, as the proxy did
+            assert "not a compressed Digital Link" in (await r.json())["error"]
+        async with s.get(f"{base}/console", allow_redirects=False) as r:
+            assert r.status == 404  # a reserved root is never a handle
+        async with s.get(f"{base}/{COMPRESSED}", allow_redirects=False) as r:
+            assert r.status == 404 and "anchor" in await r.json()  # the GS1 resolver's answer
+    finally:
+        await runner.cleanup()

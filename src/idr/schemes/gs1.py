@@ -293,7 +293,7 @@ def _compressed_path(path: str, segs: list[str]) -> DigitalLink:
         except Gs1Error as e:
             if e.rule != "compression":
                 raise
-            problem = f", nor a compressed Digital Link: {e.message}"
+            problem = f"; {e.message}"
     raise _err(
         f"no GS1 primary key in {path!r} "
         f"(expected /{{AI}}/{{value}}…, AI one of {', '.join(PRIMARY_KEYS)}){problem}",
@@ -385,7 +385,9 @@ def split_raw(data: str) -> list[tuple[str, str]]:
         if r is None:
             head = data[pos : pos + 4]
             raise _err(
-                f"no GS1 Application Identifier at position {pos} ({head!r}…)", ai=head, rule="unknown-ai"
+                f"AI {head[:2]}…: no GS1 Application Identifier starts {head!r} (position {pos})",
+                ai=data[pos : pos + 2],
+                rule="unknown-ai",
             )
         start = pos + len(r.ai)
         if r.min_length == r.max_length:
@@ -422,6 +424,8 @@ def parse_scan(text: str) -> DigitalLink:
     (``]Q1``, ``]d1``: plain QR/DataMatrix) a Digital Link URI or text."""
     if len(text) < 3:
         raise _err(f"{text!r} is not a symbology identifier", rule="symbology")
+    if text.startswith("]J1"):  # GS1 DotCode: biip knows its GS1 identifier, not the ISO code J
+        return parse_raw(text[3:])
     try:
         sym = SymbologyIdentifier.extract(text)
     except (_BiipParseError, ValueError, IndexError) as e:

@@ -65,7 +65,7 @@ _WIDE_X = {f"723{n}": 30 for n in range(10)}  # reference table: X..30, dictiona
 
 
 def _err(message: str) -> Gs1Error:
-    return Gs1Error(f"compressed Digital Link: {message}", rule="compression")
+    return Gs1Error(f"not a compressed Digital Link: {message}", rule="compression")
 
 
 @dataclass(frozen=True, slots=True)

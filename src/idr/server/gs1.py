@@ -235,18 +235,13 @@ class GS1Resolver:
         return _json(300, gl.linkset(anchor, chosen), headers)
 
     async def resolve_compressed(self, request: web.Request) -> web.StreamResponse:
-        """``/{one base64url segment}``: a fully compressed Digital Link. A segment that is
-        not one goes where it went before this route existed (the handle proxy, or 404)."""
-        from idr.schemes.gs1_compress import decompress
-        from idr.server.http import RESERVED_ROOTS, SETTINGS_KEY, proxy
+        """``/{one base64url segment}``: a fully compressed Digital Link. A single segment is
+        never a handle, so one that does not decode is refused with the reason (400); the
+        reserved roots (``/console``, ``/metrics``… when not mounted) stay 404."""
+        from idr.server.http import RESERVED_ROOTS
 
-        segment = request.match_info["compressed"]
-        try:
-            decompress(segment)
-        except Gs1Error:
-            if segment in RESERVED_ROOTS or not request.app.get(SETTINGS_KEY, {}).get("proxy"):
-                return _json(404, {"error": "not found"}, {**_CORS, "Link": gl.link_header(None)})
-            return await proxy(request)
+        if request.match_info["compressed"] in RESERVED_ROOTS:
+            return _json(404, {"error": "not found"}, {**_CORS, "Link": gl.link_header(None)})
         return await self.resolve(request)
 
     @staticmethod
