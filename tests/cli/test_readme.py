@@ -25,6 +25,7 @@ SECTIONS = (
     "Using a node",
     "HTTP API (Handle.Net 9 REST shapes)",
     "Native Handle protocol (UDP and TCP, port 2641)",
+    "GS1 keys",
 )
 
 
@@ -123,6 +124,11 @@ def test_readme_node_examples_run_as_written(
     assert "2 handles loaded" in " ".join(outputs["idr import"].split())
     assert "https://example.org/b" in outputs["idr resolve 88.100/bench-0"]
     assert "modified 1 value(s) of 88.100/item-2" in outputs["idr modify 88.100/item-2"]
+    gs1_links = [out for line, out in ran if line.startswith("idr gs1 link")]
+    assert gs1_links[0].strip() == "https://id.gs1.org/GhFKk4XBoIdXjPjlnrtvwjaag"
+    scanned = json.loads(gs1_links[1])
+    assert scanned["elementString"] == "(01)09506000134352(10)ABC(17)290101"
+    assert scanned["compressed"].startswith("https://id.gs1.org/")
     curl = [out for line, out in ran if line.startswith("curl")]
     assert '"responseCode":1' in curl[0].replace(" ", "")  # the imported BAT-2024-000001
     assert "302" in curl[-1].split("\n")[0] or "301" in curl[-1].split("\n")[0]  # the proxy redirect

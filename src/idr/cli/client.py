@@ -93,7 +93,7 @@ def _identifier(text: str) -> tuple[str, list[str]]:
         if "/" in text and e.scheme in ("handle", "unknown"):
             return "handle", [text]  # the server says what is wrong with it
         rule = getattr(e, "rule", "")
-        fail(f"{text!r}: {e.message}" + (f" [{e.scheme} rule {rule}]" if rule else ""))  # nothing is sent
+        fail(f"{text!r}: {e.message}" + (f" ({e.scheme.upper()} rule: {rule})" if rule else ""))  # not sent
     if rec.scheme == "handle":
         return "handle", [text.strip().removeprefix("hdl:")]
     key = getattr(rec.key, "gs1", None) or rec.key

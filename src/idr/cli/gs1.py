@@ -31,8 +31,7 @@ def _key(text: str) -> object:
             return gs1.from_handle(t)
         return gs1.parse(t)
     except Gs1Error as e:
-        where = f" [AI {e.ai}, rule {e.rule}]" if e.ai else (f" [rule {e.rule}]" if e.rule else "")
-        fail(f"{text!r}: {e.message}{where}")
+        fail(f"{text!r}: {e.message}" + (f" (GS1 rule: {e.rule})" if e.rule else ""))
     except SchemeError as e:
         fail(f"{text!r}: {e.message}")
 
