@@ -29,8 +29,11 @@ if TYPE_CHECKING:
     from idr.replication import Replicator
     from idr.runtime import NodeRuntime
     from idr.server.federation import FederationContext
+    from idr.server.limits import CostGate
     from idr.server.metrics import MetricsSource
     from idr.server.native import NativeOptions
+    from idr.server.sessions import SessionTable
+    from idr.server.throttle import Throttle
 
 log = logging.getLogger("idr.node")
 
@@ -174,6 +177,7 @@ class Node:
         self.native_options: NativeOptions | None = None
         self.workers = 1
         self.runtime: NodeRuntime | None = None
+        self.throttle: Throttle | None = None  # failed-login back-off of the HTTP front-ends
 
     async def start(
         self, *, https: str | None = None, http: str | None = None, native: str | None = None
@@ -209,15 +213,20 @@ class Node:
             await self.replicator.start()
             self.listeners.closers.append(self._stop_replicator)
             self.metrics_sources.append(self.replicator.replication_metrics)
+        guards = self._http_guards() if https or http else None
         for addr, secure in ((https, True), (http, False)):
             if not addr:
                 continue
+            assert guards is not None
             host, port = parse_address(addr)
-            app = make_http_app(self.service, tls=secure, max_body=max_body)
+            throttle, gate, sessions = guards
+            app = make_http_app(
+                self.service, tls=secure, max_body=max_body, throttle=throttle, gate=gate, sessions=sessions
+            )
             add_metrics_routes(app, self.service, self.metrics_sources)
             add_gs1_routes(app, self.service)
             add_converged_routes(app, self.service)
-            add_snms_routes(app, self.service)
+            add_snms_routes(app, self.service, throttle=throttle)
             add_console_routes(app, self)
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
@@ -251,6 +260,24 @@ class Node:
             ls = self.listeners
             named = (("https", ls.https), ("http", ls.http), ("native", ls.native))
             self.replicator.api = ", ".join(f"{n} {a[0]}:{a[1]}" for n, a in named if a)
+
+    def _http_guards(self) -> tuple[Throttle, CostGate, SessionTable]:
+        """What the node's HTTP listeners share: the failed-login back-off, the gate costly
+        signature checks pass through, the ``Authorization: Handle`` sessions (``[http]``)."""
+        from idr.server.limits import CostGate
+        from idr.server.sessions import SessionTable
+        from idr.server.throttle import Throttle, ThrottleLimits
+
+        h = self.config.http_limits
+        if self.throttle is None:
+            self.throttle = Throttle(ThrottleLimits.from_config(h))
+        gate = CostGate(h.verify_slots, h.verify_queue)
+
+        async def close_gate() -> None:
+            gate.close()
+
+        self.listeners.closers.append(close_gate)
+        return self.throttle, gate, SessionTable(idle=h.session_idle, capacity=h.sessions)
 
     def own_site(self) -> SiteInfo:
         """This node as a one-server site (HS_SITE), from the addresses it listens on; a

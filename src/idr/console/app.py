@@ -38,6 +38,8 @@ from idr.model.handle import Handle, normalize_key
 from idr.model.value import HandleValue, ValueReference
 from idr.schemes.common import SchemeError
 from idr.schemes.detect import recognise
+from idr.server.throttle import THROTTLE_KEY, Throttled
+from idr.server.throttle import install as install_throttle
 
 if TYPE_CHECKING:
     from idr.core.templates import Template, TemplateRegistry
@@ -780,9 +782,16 @@ async def login_page(request: web.Request) -> web.StreamResponse:
         identity = ValueReference.parse(ident_text)
     except ValueError:
         return refused(400, "login.bad_identity")
+    throttle = request.app[THROTTLE_KEY]
+    try:
+        throttle.begin(request.remote, identity)
+    except Throttled as e:
+        resp = refused(429, "login.throttled")
+        resp.headers["Retry-After"] = str(e.retry_after)
+        return resp
     if not secret or not p.console.service.authenticate_secret(identity, secret.encode("utf-8")):
-        await asyncio.sleep(0.2)  # a little friction for guessing
         return refused(401, "login.failed")
+    throttle.succeeded(request.remote, identity)
     p.rotate(identity)
     p.flash("ok", p.t("login.ok"))
     nxt = str(form.get("next", "")) or "/console"
@@ -1017,6 +1026,7 @@ def add_console_routes(app: web.Application, node: Any) -> Console:
     """Serve the console of ``node`` (an ``idr.node.Node``, or a ``NodeView``) on ``app``."""
     console = console_for(node)
     app[CONSOLE_KEY] = console
+    install_throttle(app, getattr(node, "throttle", None))
     app.on_startup.append(console.on_startup)
     app.on_cleanup.append(console.on_cleanup)
     r = app.router

@@ -139,6 +139,10 @@ LABELS: dict[str, tuple[str, str]] = {
     ),
     "login.failed": ("Identity or secret key not accepted.", "身份或密钥不正确。"),
     "login.bad_identity": ("An identity looks like 300:0.NA/88.100.", "身份格式如 300:0.NA/88.100。"),
+    "login.throttled": (
+        "Too many failed attempts: wait a little and try again.",
+        "失败次数过多，请稍后再试。",
+    ),
     "login.ok": ("Logged in.", "已登录。"),
     "login.out": ("Logged out.", "已退出。"),
     # prefixes

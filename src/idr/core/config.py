@@ -46,6 +46,25 @@ class NativeLimits:
 
 
 @dataclass
+class HttpLimits:
+    """``[http]``: what one client may cost the HTTP front-ends — REST API, proxy, SNMS API,
+    console, sessions API (docs/security.md)."""
+
+    # Back-off for failed logins (console, Basic, Authorization: Handle, SNMS tokens).
+    login_free_failures: int = 5  # failures per source / identity before any wait
+    login_backoff_base: float = 1.0  # seconds; doubled with each further failure…
+    login_source_max_delay: float = 900.0  # …up to this for one address
+    login_identity_max_delay: float = 60.0  # …and this for one identity (never a lockout)
+    login_forget_after: float = 3600.0  # failures forgotten this long after the last
+    login_known_source_days: float = 30.0  # an address that logged in as an identity skips its back-off
+    login_table_entries: int = 16384  # addresses and identities remembered (LRU)
+    verify_slots: int = 1  # Authorization: Handle signature/MAC checks at once, off the event loop
+    verify_queue: int = 16  # waiting beyond that; more get 503 at once
+    sessions: int = 10_000  # Authorization: Handle sessions kept (anonymous and logged-in each)
+    session_idle: float = 1800.0  # seconds
+
+
+@dataclass
 class ReplicationConfig:
     """``[replication]``: this site's part in its service (see docs/replication.md).
 
@@ -78,6 +97,7 @@ class NodeConfig:
     native: str = ""
     limits: Limits = field(default_factory=Limits)
     native_limits: NativeLimits = field(default_factory=NativeLimits)
+    http_limits: HttpLimits = field(default_factory=HttpLimits)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
 
     @property
@@ -101,6 +121,7 @@ class NodeConfig:
         listen = raw.get("listen", {})
         limits = raw.get("limits", {})
         native_limits = raw.get("native", {})
+        http_limits = raw.get("http", {})
         replication = raw.get("replication", {})
         try:
             cfg = cls(
@@ -116,6 +137,7 @@ class NodeConfig:
                 native=str(listen.get("native", "")),
                 limits=Limits(**limits),
                 native_limits=NativeLimits(**native_limits),
+                http_limits=HttpLimits(**http_limits),
                 replication=ReplicationConfig(**replication),
             )
         except TypeError as e:
@@ -147,6 +169,7 @@ class NodeConfig:
             "listen": {"https": self.https, "http": self.http, "native": self.native},
             "limits": asdict(self.limits),
             "native": asdict(self.native_limits),
+            "http": asdict(self.http_limits),
         }
         if self.replication.listen:
             doc["replication"] = asdict(self.replication)

@@ -459,7 +459,10 @@ class NodeService:
             raise _fail(ResponseCode.INSUFFICIENT_PERMISSIONS, f"{identity} may not {what}")
 
     def authenticate_secret(self, identity: ValueReference, secret: bytes) -> bool:
-        """Check ``secret`` against the identity's HS_SECKEY value (index 0: any of them)."""
+        """Check ``secret`` against the identity's HS_SECKEY value (index 0: any of them). An
+        empty secret proves nothing, whatever an old record holds."""
+        if not secret:
+            return False
         try:
             h = Handle.parse(identity.handle)
         except HandleError:

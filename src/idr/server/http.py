@@ -27,7 +27,6 @@ console) can be added to the application without touching this file.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import html
@@ -49,13 +48,17 @@ from idr.model.handle import Handle, normalize_key
 from idr.model.url import has_control, script_scheme
 from idr.model.value import HandleValue, ValueReference
 from idr.server import http_auth
+from idr.server.limits import CostGate
 from idr.server.sessions import Session, SessionTable
+from idr.server.throttle import THROTTLE_KEY, Throttle, Throttled
+from idr.server.throttle import install as install_throttle
 
 log = logging.getLogger("idr.http")
 
 SERVICE_KEY = web.AppKey("idr.service", NodeService)
 SETTINGS_KEY = web.AppKey("idr.http.settings", dict[str, Any])
 SESSIONS_KEY = web.AppKey("idr.http.sessions", SessionTable)
+GATE_KEY = web.AppKey("idr.http.verify_gate", CostGate)
 # per request: the Handle-auth session in play (the 401 challenge names it) and why auth failed
 _SESSION = web.RequestKey("idr.http.session", Session)
 _AUTH_ERROR = web.RequestKey("idr.http.auth_error", str)
@@ -283,7 +286,22 @@ def _basic_identity(request: web.Request, token: str) -> ValueReference | None:
         identity = ValueReference.parse(unquote_to_bytes(user).decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return None
-    return identity if _service(request).authenticate_secret(identity, secret) else None
+    throttle = request.app[THROTTLE_KEY]
+    _begin(request, identity)
+    if not _service(request).authenticate_secret(identity, secret):
+        return None
+    throttle.succeeded(request.remote, identity)
+    return identity
+
+
+def _begin(request: web.Request, identity: ValueReference) -> None:
+    """A secret is about to be checked: 429 with Retry-After while this address or this
+    identity must wait after failed attempts (``idr.server.throttle``)."""
+    try:
+        request.app[THROTTLE_KEY].begin(request.remote, identity)
+    except Throttled as e:
+        headers = {"Retry-After": str(e.retry_after)}
+        raise _Reply(429, ResponseCode.SERVER_TOO_BUSY, str(e), headers) from None
 
 
 async def _handle_login(request: web.Request, session: Session, auth: http_auth.HandleAuth) -> ValueReference:
@@ -301,12 +319,21 @@ async def _handle_login(request: web.Request, session: Session, auth: http_auth.
         cnonce = base64.b64decode(auth.cnonce.strip(), validate=True)
     except (binascii.Error, ValueError):
         raise http_auth.AuthFailed("cnonce is not base64") from None
+    _begin(request, claimed)
     values = _service(request).identity_values(claimed, auth_type)  # the store: on the loop
     if not values:
         raise http_auth.AuthFailed(f"no {auth_type} value for {auth.id}")
-    identity = await asyncio.get_running_loop().run_in_executor(
-        None, http_auth.verify, claimed, auth_type, values, nonce, cnonce, answer
-    )
+    # The client chose the cost (PBKDF2 iterations, key sizes): off the loop, a bounded amount
+    # at a time; when the gate is full the attempt is 503 and not counted against anyone.
+    throttle = request.app[THROTTLE_KEY]
+    try:
+        identity = await request.app[GATE_KEY].run(
+            http_auth.verify, claimed, auth_type, values, nonce, cnonce, answer
+        )
+    except HandleError:
+        throttle.cancel(request.remote, claimed)
+        raise
+    throttle.succeeded(request.remote, claimed)
     _authenticated(request, session, identity, auth.id)
     return identity
 
@@ -863,6 +890,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(request, ResponseCode.ERROR, "internal server error", status=500)
 
 
+async def _close(gate: CostGate) -> None:
+    gate.close()
+
+
 # The API's route table; add further front-end routes to the returned app the same way.
 API_ROUTES: tuple[tuple[str, Handler], ...] = (
     ("/api/handles", api_handles),
@@ -883,6 +914,8 @@ def make_http_app(
     routes: Iterable[tuple[str, Handler]] = (),
     cache_entries: int = 100_000,
     sessions: SessionTable | None = None,
+    throttle: Throttle | None = None,
+    gate: CostGate | None = None,
 ) -> web.Application:
     """The node's HTTP application.
 
@@ -890,6 +923,8 @@ def make_http_app(
     only on requests that arrived over TLS either way). ``routes``: extra ``(path,
     handler)`` pairs (any method) registered ahead of the API's. ``sessions``: the
     ``Authorization: Handle`` session table (default: 10,000 sessions, 30 min idle).
+    ``throttle`` (failed-login back-off) and ``gate`` (signature checks off the loop): one of
+    each per node, shared by its applications; by default the application's own.
     """
     app = web.Application(middlewares=[_errors], client_max_size=max_body)
     app[SERVICE_KEY] = service
@@ -897,6 +932,11 @@ def make_http_app(
     cache = EncodedCache(cache_entries)
     app[CACHE_KEY] = cache
     app[SESSIONS_KEY] = sessions if sessions is not None else SessionTable()
+    install_throttle(app, throttle)
+    if gate is None:
+        gate = CostGate()
+        app.on_cleanup.append(lambda _: _close(gate))
+    app[GATE_KEY] = gate
     service.add_listener(cache.invalidate)
     for path, handler in (*routes, *API_ROUTES):
         app.router.add_route("*", path, handler)

@@ -40,6 +40,8 @@ from idr.core.request import Op, Request, Response
 from idr.core.service import NodeService
 from idr.model.errors import ResponseCode
 from idr.model.value import HandleValue, ValueReference
+from idr.server.throttle import THROTTLE_KEY, Throttle, Throttled
+from idr.server.throttle import install as install_throttle
 
 STATUS_OK = 1
 STATUS_NOT_LOGGED_IN = -1
@@ -182,6 +184,7 @@ class SnmsApi:
         return None
 
     async def token(self, request: web.Request) -> web.StreamResponse:
+        throttle = request.app[THROTTLE_KEY]
         try:
             body = await _json_body(request)
             if not isinstance(body, dict):
@@ -191,9 +194,17 @@ class SnmsApi:
                 if not isinstance(v, str) or not v:
                     raise _Fail(STATUS_FAILED, f"缺少必要的请求参数: {name}")
             assert isinstance(username, str) and isinstance(password, str)
+            claimed = _username(username)
+            try:
+                throttle.begin(request.remote, claimed)
+            except Throttled as e:
+                resp = envelope(STATUS_FAILED, f"尝试次数过多 ({e})", http_status=429)
+                resp.headers["Retry-After"] = str(e.retry_after)
+                return resp
             identity = self._login(username, password, request.path.endswith("/v1"))
             if identity is None:
                 raise _Fail(STATUS_FAILED, MSG_BAD_LOGIN)
+            throttle.succeeded(request.remote, claimed)
         except _Fail as f:
             return envelope(f.status, f.message)
         return envelope(STATUS_OK, "success", {"token": self.tokens.issue(identity)})
@@ -378,9 +389,11 @@ def add_snms_routes(
     *,
     token_ttl: float = TOKEN_TTL,
     clock: Clock = time.time,
+    throttle: Throttle | None = None,
 ) -> None:
     """Mount the SNMS-compatible API (the id-guide's default port is 3000; serve it where you like)."""
     api = SnmsApi(service, TokenStore(token_ttl, clock), clock)
+    install_throttle(app, throttle)
     routes: list[tuple[str, str, Handler]] = [
         ("POST", "/identity/token", api.token),
         ("POST", "/identity/token/v1", api.token),
