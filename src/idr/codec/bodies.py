@@ -200,6 +200,22 @@ class ChallengeAnswerRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class LoginRequest:
+    """OC_LOGIN_ID_SYSTEM (2001, Teleinfo SDK ``MsgConverter.convertLoginIDSystemReqToBytes``):
+    the identity handle and its index; the server answers with a challenge for that identity."""
+
+    handle: str
+    index: int
+
+    def write(self, w: Writer, version: Version) -> None:
+        w.text(self.handle).i32(self.index)
+
+    @classmethod
+    def read(cls, r: Reader, version: Version) -> Self:
+        return cls(read_handle(r, "identity handle"), r.i32())
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyChallengeRequest:
     """OC_VERIFY_CHALLENGE: ask the identity's home server whether an HS_SECKEY answer is right."""
 
@@ -459,6 +475,7 @@ BodyType = type[
     | ResolutionResponse
     | RemoveValueRequest
     | ChallengeAnswerRequest
+    | LoginRequest
     | VerifyChallengeRequest
     | VerifyChallengeResponse
     | SessionSetupRequest
@@ -497,6 +514,7 @@ REQUEST_BODIES: dict[int, BodyType] = {
     OpCode.RETRIEVE_TXN_LOG: OpaqueBody,
     OpCode.DUMP_HANDLES: OpaqueBody,
     OpCode.BACKUP_SERVER: GenericRequest,
+    OpCode.LOGIN_ID_SYSTEM: LoginRequest,
 }
 
 SUCCESS_BODIES: dict[int, BodyType] = {
@@ -519,6 +537,7 @@ SUCCESS_BODIES: dict[int, BodyType] = {
     OpCode.RETRIEVE_TXN_LOG: OpaqueBody,
     OpCode.DUMP_HANDLES: OpaqueBody,
     OpCode.BACKUP_SERVER: EmptyBody,
+    OpCode.LOGIN_ID_SYSTEM: EmptyBody,  # the SDK reads nothing from it
 }
 
 

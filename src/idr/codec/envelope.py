@@ -71,6 +71,7 @@ class OpCode(IntEnum):
     RETRIEVE_TXN_LOG = 1001
     DUMP_HANDLES = 1002
     BACKUP_SERVER = 1003
+    LOGIN_ID_SYSTEM = 2001  # Teleinfo id-pointer-sdk (``AbstractMessage.OC_LOGIN_ID_SYSTEM``)
 
 
 def version_at_least(major: int, minor: int, want_major: int, want_minor: int) -> bool:
