@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from idr.core.config import ConfigError, NodeConfig
 from idr.core.federation import FederationSettings
 from idr.core.service import NodeService
+from idr.server.server_key import load_server_key
 from idr.store.base import Store
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from idr.server.limits import CostGate
     from idr.server.metrics import MetricsSource
     from idr.server.native import NativeOptions
+    from idr.server.server_key import ServerKey
     from idr.server.sessions import SessionTable
     from idr.server.throttle import Throttle
 
@@ -178,6 +180,9 @@ class Node:
         self.workers = 1
         self.runtime: NodeRuntime | None = None
         self.throttle: Throttle | None = None  # failed-login back-off of the HTTP front-ends
+        # The server's key pair (server_key.pem): signs certified answers and session setups,
+        # published in the site's server record.
+        self.server_key: ServerKey | None = load_server_key(config.data_dir)
 
     async def start(
         self, *, https: str | None = None, http: str | None = None, native: str | None = None
@@ -244,6 +249,8 @@ class Node:
 
             host, port = parse_address(native)
             opts = self.native_options or NativeOptions.from_config(self.config.native_limits)
+            if opts.server_key is None:
+                opts = replace(opts, server_key=self.server_key)
             if self.workers > 1:
                 opts = replace(opts, reuse_port=True)
             bound_native, close = await start_native(self.service, host, port, opts)
@@ -293,6 +300,7 @@ class Node:
             https=ls.https[1] if ls.https else None,
             host=host,
             primary=not (self.config.replication.listen and self.config.replication.role == "mirror"),
+            public_key=self.server_key.public_bytes if self.server_key is not None else b"",
         )
 
     def attach_federation(self) -> None:

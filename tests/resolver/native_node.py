@@ -17,6 +17,7 @@ import pytest_asyncio
 
 from idr.codec.keys import PrivateKey, encode_public_key
 from idr.codec.values import encode_admin
+from idr.core.federation import loopback_site
 from idr.core.service import NodeService
 from idr.model.value import (
     PERM_SECRET,
@@ -112,8 +113,12 @@ class NativeNode:
 
 
 async def start_node(tmp_path: Path, options: NativeOptions | None = None) -> NativeNode:
+    """The node; with ``options.server_key``, its site info publishes that key (as ``Node``'s)."""
     svc = make_service(tmp_path)
     srv = await start_server(svc, "127.0.0.1", 0, options)
+    key = options.server_key if options is not None else None
+    if key is not None:
+        svc.site_info = loopback_site("test node", native=srv.address[1], public_key=key.public_bytes)
     return NativeNode(svc, srv)
 
 

@@ -22,6 +22,7 @@ from idr.model.errors import HandleError
 from idr.model.handle import Handle, prefix_handle
 from idr.model.value import PERM_SECRET, AdminPermission, AdminRecord, HandleValue
 from idr.node import AddressError, Node, open_service, parse_address
+from idr.server.server_key import SERVER_KEY_NAME, create_server_key
 from idr.store.base import StoreError
 
 console = Console(stderr=True)
@@ -61,6 +62,8 @@ def init_node(
     store: str = "sqlite",
     dsn: str = "",
     root: Sequence[str] = (),
+    server_key_type: str = "rsa",
+    server_key: Path | None = None,
 ) -> NodeConfig:
     """Create a node in ``data``: its settings, and (except a recursive node, which holds
     nothing) its store with ``prefix`` homed and the admin's key. Everything is checked
@@ -110,6 +113,7 @@ def init_node(
         dsn=dsn,
     )
     with _undo_on_failure(data):
+        create_server_key(data, server_key_type, server_key)  # checked (type, file) before the rest
         cfg.save()
         if root:
             FederationSettings(root=list(root)).save(data)
@@ -177,11 +181,20 @@ def register(app: typer.Typer) -> None:
                 metavar="HOST:PORT", help="Top service's Handle protocol address, primary first; repeatable."
             ),
         ] = None,
+        server_key_type: Annotated[
+            str, typer.Option(help="The server's own key pair: rsa (as Handle.Net), dsa or sm2.")
+        ] = "rsa",
+        server_key: Annotated[
+            Path | None, typer.Option(help="Use this PEM private key as the server's key instead.")
+        ] = None,
     ) -> None:
         """Create a node home to PREFIX whose admin is 300:0.NA/PREFIX.
 
         A top node is home to 0.NA; a recursive node holds nothing (no prefix, no admin), only
-        --root, the top service's address."""
+        --root, the top service's address.
+
+        Every node gets its server key pair (DATA/server_key.pem): it signs certified answers
+        and session setups and is published in the site's server record."""
         try:
             cfg = init_node(
                 data,
@@ -196,6 +209,8 @@ def register(app: typer.Typer) -> None:
                 store=store,
                 dsn=dsn,
                 root=root or (),
+                server_key_type=server_key_type,
+                server_key=server_key,
             )
         except (ConfigError, HandleError, AddressError, OSError, ValueError, StoreError) as e:
             fail(str(e))
@@ -230,6 +245,9 @@ def register(app: typer.Typer) -> None:
         from idr.server.native import NativeOptions
 
         cfg = _load(data)
+        if not (cfg.data_dir / SERVER_KEY_NAME).exists():  # a node made before nodes had keys
+            path = create_server_key(cfg.data_dir)
+            console.print(f"made the server's key pair: {path}")
         node = Node(cfg, _open(cfg))
         node.workers = workers
         node.native_options = NativeOptions.from_config(cfg.native_limits, warm=warm)

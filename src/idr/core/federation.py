@@ -83,13 +83,15 @@ def loopback_site(
     host: str = "127.0.0.1",
     primary: bool = True,
     serial: int = 1,
+    public_key: bytes = b"",
 ) -> SiteInfo:
     """A one-server site at ``host`` with the interfaces a node listens on; ``desc`` names it.
 
     As Handle.Net's server sets up its site (``SiteInfo(…)`` of ``hdl-setup-server``): protocol
     version 2.11 (what idr answers with), TCP for administration and queries, UDP for queries
     only — idr refuses writes over UDP, and hdllib sends a request to the first interface whose
-    type admits it (``Interface.canHandleRequest``), so UDP must not claim admin."""
+    type admits it (``Interface.canHandleRequest``), so UDP must not claim admin.
+    ``public_key``: the server's HS_PUBKEY data (what clients verify its signatures with)."""
     import ipaddress
 
     ifaces: list[ServerInterface] = []
@@ -102,7 +104,7 @@ def loopback_site(
         ifaces.append(ServerInterface(InterfaceType.ADMIN_AND_QUERY, TransportProtocol.HTTPS, https))
     packed = ipaddress.ip_address(host).packed
     addr = bytes(16 - len(packed)) + packed  # IPv4 right-aligned in 16 bytes, as on the wire
-    server = ServerInfo(1, addr, b"", tuple(ifaces))
+    server = ServerInfo(1, addr, public_key, tuple(ifaces))
     return SiteInfo(
         serial=serial,
         primary=primary,

@@ -103,18 +103,24 @@ def write_key_pair(key: PrivateKey, private_path: Path, passphrase: bytes | None
     if isinstance(key, SM2PrivateKey):
         if passphrase:
             raise KeyFileError("encrypted SM2 key files are not supported")
-        pem, pub_pem = _pem("PRIVATE KEY", key.to_pkcs8()), _pem("PUBLIC KEY", key.public_key().to_der())
+        pem = _pem("PRIVATE KEY", key.to_pkcs8())
     else:
         enc: serialization.KeySerializationEncryption = (
             serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
         )
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
-        pub_pem = key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(pem)
     pub_path = Path(str(private_path) + ".pub")
-    pub_path.write_bytes(pub_pem)
+    pub_path.write_bytes(public_pem(key))
     return pub_path
+
+
+def public_pem(key: PrivateKey) -> bytes:
+    """The SubjectPublicKeyInfo ``PUBLIC KEY`` PEM of ``key``'s public half."""
+    if isinstance(key, SM2PrivateKey):
+        return _pem("PUBLIC KEY", key.public_key().to_der())
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )

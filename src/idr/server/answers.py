@@ -67,6 +67,7 @@ CONNECTION_OPS = frozenset(
         OpCode.SESSION_SETUP,
         OpCode.SESSION_EXCHANGEKEY,
         OpCode.SESSION_TERMINATE,
+        OpCode.LOGIN_ID_SYSTEM,
     }
 )
 

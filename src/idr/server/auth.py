@@ -51,12 +51,14 @@ SECKEY = "HS_SECKEY"
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """A parked request: what was asked, the nonce we sent, the digest the answer must cover."""
+    """A parked request: what was asked, the nonce we sent, the digest the answer must cover, and
+    what the front-end wants back with it (the session the request came in)."""
 
     request: Message
     nonce: bytes
     digest: bytes
     deadline: float
+    context: object = None
 
     @property
     def size(self) -> int:
@@ -64,7 +66,9 @@ class Pending:
 
 
 class ChallengeTable:
-    """Pending challenges keyed by (client address, challenge SessionId); one use each."""
+    """Pending challenges keyed by (scope, challenge SessionId); one use each. The scope is the
+    client's address, or the TCP connection when the SessionId is one the client picked itself
+    (the Teleinfo SDK's logins: every SDK process numbers its sessions from 10001)."""
 
     def __init__(
         self,
@@ -80,6 +84,7 @@ class ChallengeTable:
         self.max_bytes = max_bytes
         self.per_peer = per_peer
         self.clock = clock
+        self.issued = 0  # challenges sent, for tests and metrics
         self._pending: OrderedDict[tuple[Hashable, int], Pending] = OrderedDict()
         self._used: OrderedDict[tuple[Hashable, int], float] = OrderedDict()
         self._by_peer: dict[Hashable, OrderedDict[int, None]] = {}  # peer → its session ids, oldest first
@@ -119,26 +124,39 @@ class ChallengeTable:
             if (peer, sid) not in self._pending and (peer, sid) not in self._used:
                 return sid
 
-    def park(self, peer: Hashable, session_id: int, request: Message, nonce: bytes, digest: bytes) -> None:
+    def park(
+        self,
+        scope: Hashable,
+        session_id: int,
+        request: Message,
+        nonce: bytes,
+        digest: bytes,
+        context: object = None,
+    ) -> None:
         """Keep a challenged request; a client with ``per_peer`` waiting already loses its oldest
-        (one address cannot fill the table and push out everyone else's challenges)."""
+        (one address cannot fill the table and push out everyone else's challenges). ``scope``:
+        the client's address, or its connection for a SessionId it picked itself."""
         now = self.clock()
         self._expire(now)
-        mine = self._by_peer.setdefault(peer, OrderedDict())
+        self.issued += 1
+        mine = self._by_peer.setdefault(scope, OrderedDict())
         if len(mine) >= self.per_peer:
-            self._drop((peer, next(iter(mine))))
-            mine = self._by_peer.setdefault(peer, OrderedDict())
-        pending = Pending(request, nonce, digest, now + self.ttl)
-        self._pending[(peer, session_id)] = pending
+            self._drop((scope, next(iter(mine))))
+            mine = self._by_peer.setdefault(scope, OrderedDict())
+        pending = Pending(request, nonce, digest, now + self.ttl, context)
+        self._pending[(scope, session_id)] = pending
         mine[session_id] = None
         self.bytes += pending.size
         self._expire(now)
 
-    def take(self, peer: Hashable, session_id: int) -> Pending:
-        """The parked request, removed; HandleError for an unknown, expired or used challenge."""
+    def take(self, peer: Hashable, session_id: int, conn: Hashable | None = None) -> Pending:
+        """The parked request, removed (the connection's own first, then the address's);
+        HandleError for an unknown, expired or used challenge."""
         now = self.clock()
         self._expire(now)
         key = (peer, session_id)
+        if conn is not None and (conn, session_id) in self._pending:
+            key = (conn, session_id)
         pending = self._pending.get(key)
         if pending is not None:
             self._drop(key)

@@ -60,6 +60,7 @@ from idr.server.answers import Answerer
 from idr.server.auth import AuthGuard, VerifyLimits
 from idr.server.handler import NativeHandler, Outcome
 from idr.server.hotcache import MAX_SHAPES, AnswerCache, cache_key
+from idr.server.server_key import ServerKey, load_server_key
 from idr.server.tcp import TcpLimits, TcpServerState
 from idr.server.udp import Amplification, UdpProtocol
 from idr.store.base import REPLICA_COPY_OP, StoreError
@@ -101,6 +102,7 @@ class NativeOptions:
     learn_shapes: int = MAX_SHAPES  # ...warmed in the background when first used (0: never)
     follow: float = 0.0  # > 0: poll the store's log this often (s) for others' commits (workers)
     udp_rcvbuf: int | None = None  # SO_RCVBUF for UDP (None: kernel default; see _udp_socket)
+    server_key: ServerKey | None = None  # signs certified answers; needed for sessions
 
     @classmethod
     def from_config(cls, limits: NativeLimits, **kwargs: Any) -> NativeOptions:
@@ -207,7 +209,13 @@ async def start_server(
     cache.responsible = service.is_responsible
     service.add_listener(cache.invalidate)
     guard = AuthGuard(opts.verify)
-    handler = NativeHandler(service, udp_admin=opts.udp_admin, guard=guard, token_window=opts.token_window)
+    handler = NativeHandler(
+        service,
+        udp_admin=opts.udp_admin,
+        guard=guard,
+        token_window=opts.token_window,
+        server_key=opts.server_key,
+    )
     if opts.tcp:
         tcp_sock: socket.socket | None
         tcp_sock, udp_sock = _bind_pair(host, port, opts.reuse_port, opts.udp_rcvbuf)
@@ -646,6 +654,7 @@ async def _worker(data: Path, host: str, port: int, opts: NativeOptions) -> None
     )
     service = open_service(cfg)
     try:
+        opts = replace(opts, server_key=load_server_key(data))  # certified UDP answers are signed
         srv = await start_server(service, host, port, opts)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -13,8 +13,10 @@ Framing is the 20-byte envelope's MessageLength (RFC 3652 §2.2.1). Connection r
   not Handle 2.x gets a PROTOCOL_ERROR (when it has a request id to answer) and the connection is
   closed: the stream cannot be re-synchronised.
 - Handle.Net closes after each response; so do we when the request did not set KA (keep-alive),
-  no further request is already buffered, and the answer was not a 402 challenge (whose answer
-  comes on the same connection). With KA the connection stays open.
+  named no session, no further request is already buffered, the answer was not a 402 challenge
+  (whose answer comes on the same connection), and the connection holds no session. With KA, or
+  once the Teleinfo SDK has logged in on it (the SDK keeps its connections and never sets KA),
+  the connection stays open; its sessions end with it.
 - Idle timeout (default 30 s) with no complete request; a partial message must complete within
   the same timeout. At most ``max_connections`` at once (default 1024) and at most
   ``max_per_source`` (default 64) from one client address, so one client cannot take them all;
@@ -131,6 +133,7 @@ class TcpConnection(asyncio.Protocol):
         if self.admitted:
             self.admitted = False
             self.state.release(self.peer)
+        self.state.handler.sessions.drop_scope(self)
         if self.timer is not None:
             self.timer.cancel()
         if self.task is not None and not self.task.done():
@@ -217,19 +220,19 @@ class TcpConnection(asyncio.Protocol):
                 out = patch(answer, data)
                 out[28] |= ka
                 transport.write(out)
-                if not data[28] & 0x02 and not self.buf:  # no KA (0x02000000: top op-flag byte)
+                if not data[28] & KA_BYTE and not self.buf and not self._holds_session():
                     self._close()
                     return
                 continue
             negative = cache.not_found(data)
             if negative is not None:  # warm cache: a handle the store does not hold
                 transport.write(patch(negative, data))
-                if not data[28] & KA_BYTE and not self.buf:
+                if not data[28] & KA_BYTE and not self.buf and not self._holds_session():
                     self._close()
                     return
                 continue
             generation = cache.generation
-            result = self.state.handler.handle(data, self.peer, udp=False)
+            result = self.state.handler.handle(data, self.peer, udp=False, conn=self)
             if isinstance(result, Outcome):
                 if not self._reply(result, data, generation):
                     return
@@ -272,7 +275,10 @@ class TcpConnection(asyncio.Protocol):
             if out.exists:
                 cache.note_shape(data, ka)
         self._arm()
-        if not out.keep_alive and not out.challenge and not self.buf:
+        if not out.keep_alive and not out.challenge and not self.buf and not self._holds_session():
             self._close()
             return False
         return True
+
+    def _holds_session(self) -> bool:
+        return self.state.handler.sessions.holds(self)
