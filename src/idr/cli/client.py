@@ -55,6 +55,17 @@ AuthOpt = Annotated[
 ]
 KeyOpt = Annotated[Path | None, typer.Option("--key", help="PEM private key behind your HS_PUBKEY")]
 SecretOpt = Annotated[str | None, typer.Option("--secret", help="the secret of your HS_SECKEY")]
+SessionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--session",
+        help="work inside a Handle.Net session: the server's signed setup answer is checked against "
+        "the key its site info publishes, requests are MACed with the session key",
+    ),
+]
+CertifyOpt = Annotated[
+    bool, typer.Option("--certify", help="ask for answers signed by the server (or MACed in a session)")
+]
 ValueOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -232,12 +243,15 @@ def _admin(
     secret: str | None,
     timeout: float,
     action: Callable[[HandleClient], Awaitable[str]],
+    session: bool = False,
+    certify: bool = False,
 ) -> None:
     host, port = _server(server)
     authenticator = _authenticator(auth, key, secret)
 
     async def go() -> str:
-        async with HandleClient(host, port, auth=authenticator, timeout=timeout) as client:
+        c = HandleClient(host, port, auth=authenticator, timeout=timeout, session=session, certify=certify)
+        async with c as client:
             return await action(client)
 
     out.print(_run(go()))
@@ -361,6 +375,8 @@ def register(app: typer.Typer) -> None:
         overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing handle")] = False,
         mint: Annotated[bool, typer.Option("--mint", help="let the server pick a unique suffix")] = False,
         timeout: TimeoutOpt = 5.0,
+        session: SessionOpt = False,
+        certify: CertifyOpt = False,
     ) -> None:
         """Create HANDLE with the given values."""
         values = _values(value, json_file)
@@ -368,7 +384,7 @@ def register(app: typer.Typer) -> None:
         async def act(c: HandleClient) -> str:
             return f"created {await c.create(handle, values, overwrite=overwrite, mint=mint)}"
 
-        _admin(server, auth, key, secret, timeout, act)
+        _admin(server, auth, key, secret, timeout, act, session, certify)
 
     @app.command()
     def add(
@@ -383,6 +399,8 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--overwrite", help="replace values with the same index")
         ] = False,
         timeout: TimeoutOpt = 5.0,
+        session: SessionOpt = False,
+        certify: CertifyOpt = False,
     ) -> None:
         """Add values to HANDLE."""
         values = _values(value, json_file, required=True)
@@ -391,7 +409,7 @@ def register(app: typer.Typer) -> None:
             await c.add_values(handle, values, overwrite=overwrite)
             return f"added {len(values)} value(s) to {handle}"
 
-        _admin(server, auth, key, secret, timeout, act)
+        _admin(server, auth, key, secret, timeout, act, session, certify)
 
     @app.command()
     def modify(
@@ -403,6 +421,8 @@ def register(app: typer.Typer) -> None:
         secret: SecretOpt = None,
         server: ServerOpt = "127.0.0.1:2641",
         timeout: TimeoutOpt = 5.0,
+        session: SessionOpt = False,
+        certify: CertifyOpt = False,
     ) -> None:
         """Replace values of HANDLE (matched by index)."""
         values = _values(value, json_file, required=True)
@@ -411,7 +431,7 @@ def register(app: typer.Typer) -> None:
             await c.modify_values(handle, values)
             return f"modified {len(values)} value(s) of {handle}"
 
-        _admin(server, auth, key, secret, timeout, act)
+        _admin(server, auth, key, secret, timeout, act, session, certify)
 
     @app.command()
     def remove(
@@ -425,6 +445,8 @@ def register(app: typer.Typer) -> None:
         secret: SecretOpt = None,
         server: ServerOpt = "127.0.0.1:2641",
         timeout: TimeoutOpt = 5.0,
+        session: SessionOpt = False,
+        certify: CertifyOpt = False,
     ) -> None:
         """Remove values of HANDLE by index."""
 
@@ -432,7 +454,7 @@ def register(app: typer.Typer) -> None:
             await c.remove_values(handle, index)
             return f"removed value(s) {', '.join(map(str, index))} of {handle}"
 
-        _admin(server, auth, key, secret, timeout, act)
+        _admin(server, auth, key, secret, timeout, act, session, certify)
 
     @app.command()
     def delete(
@@ -442,6 +464,8 @@ def register(app: typer.Typer) -> None:
         secret: SecretOpt = None,
         server: ServerOpt = "127.0.0.1:2641",
         timeout: TimeoutOpt = 5.0,
+        session: SessionOpt = False,
+        certify: CertifyOpt = False,
     ) -> None:
         """Delete HANDLE."""
 
@@ -449,7 +473,7 @@ def register(app: typer.Typer) -> None:
             await c.delete(handle)
             return f"deleted {handle}"
 
-        _admin(server, auth, key, secret, timeout, act)
+        _admin(server, auth, key, secret, timeout, act, session, certify)
 
     @app.command()
     def keygen(

@@ -60,6 +60,7 @@ from idr.codec.wire import ProtocolError
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.site import SiteInfo
 from idr.model.value import HandleValue, ValueReference
+from idr.resolver.session import ClientSession, SessionError, Setup, check_certified, finish, setup_body
 
 DEFAULT_PORT = 2641
 DEFAULT_TIMEOUT = 5.0
@@ -228,13 +229,23 @@ class HandleClient:
         retries: int = DEFAULT_RETRIES,
         auth: Authenticator | None = None,
         keep_alive: bool = False,
+        session: bool = False,
+        certify: bool = False,
+        server_key: bytes | None = None,
     ) -> None:
+        """``session``: administer inside a Handle.Net session (identity proven once, requests
+        MACed); ``certify``: ask for signed answers and check them; ``server_key``: the server's
+        HS_PUBKEY data to check signatures with (default: what its GET_SITE_INFO publishes)."""
         self.host = host
         self.port = port
         self.timeout = timeout
         self.retries = retries
         self.auth = auth
         self.keep_alive = keep_alive
+        self.use_session = session
+        self.certify = certify
+        self.server_key = server_key
+        self.session: ClientSession | None = None
         self._tcp: _TcpChannel | None = None
         self._tcp_lock = asyncio.Lock()
 
@@ -245,9 +256,75 @@ class HandleClient:
         await self.close()
 
     async def close(self) -> None:
+        if self.session is not None:
+            with contextlib.suppress(ClientError):
+                await self.end_session()
         if self._tcp is not None:
             await self._tcp.close()
             self._tcp = None
+
+    # ------------------------------------------------------------------ sessions
+
+    async def published_key(self) -> bytes:
+        """The server's HS_PUBKEY data: given, or from the server record of its site that
+        listens on our port (trust on first use when nobody gave it to us)."""
+        if self.server_key is None:
+            site = await self.site_info()
+            ours = [s for s in site.servers if self.port in (i.port for i in s.interfaces)]
+            mine = ours or list(site.servers)
+            if not mine or not mine[0].public_key:
+                raise ClientError("the server publishes no public key: it cannot certify or set up sessions")
+            self.server_key = mine[0].public_key
+        return self.server_key
+
+    async def open_session(self) -> ClientSession:
+        """SESSION_SETUP (Diffie–Hellman) naming our identity; the answer must be signed."""
+        server_key = await self.published_key()
+        identity = self.auth.identity if self.auth is not None else None
+        body, private = setup_body(identity)
+        req = build_request(OpCode.SESSION_SETUP, body, flags=OpFlag.CT | OpFlag.RD)
+        async with self._tcp_lock:
+            answer = _check((await self._tcp_exchange(req))[0])
+        try:
+            self.session = finish(Setup(req, private, identity), answer, server_key)
+        except SessionError as e:
+            raise ClientError(f"session setup refused: {e}") from e
+        return self.session
+
+    async def end_session(self) -> None:
+        """SESSION_TERMINATE, MACed; the session is forgotten whatever the answer."""
+        session, self.session = self.session, None
+        if session is not None:
+            req = session.sign(build_request(OpCode.SESSION_TERMINATE, GenericRequest("")))
+            async with self._tcp_lock:
+                await self._tcp_exchange(req)
+
+    async def _in_session(self, msg: Message) -> list[Message]:
+        """``msg`` over TCP inside our session (set up on first use; set up again once when the
+        server has forgotten it, as ``HandleResolver`` does on codes ≥ 500)."""
+        for attempt in range(2):
+            session = self.session or await self.open_session()
+            signed = session.sign(replace(msg, opflags=msg.opflags | (OpFlag.CT if self.certify else 0)))
+            async with self._tcp_lock:
+                answers = await self._tcp_exchange(signed)
+            if answers[0].response_code >= ResponseCode.SESSION_TIMEOUT and attempt == 0:
+                self.session = None
+                continue
+            await self._check_certified(answers, session)
+            if answers[0].response_code == ResponseCode.SUCCESS and self.auth is not None:
+                session.authenticated = True
+            return answers
+        raise AssertionError("unreachable")
+
+    async def _check_certified(self, answers: list[Message], session: ClientSession | None) -> None:
+        if not self.certify:
+            return
+        server_key = await self.published_key()
+        try:
+            for a in answers:
+                check_certified(a, session, server_key)
+        except SessionError as e:
+            raise ClientError(f"uncertified answer: {e}") from e
 
     # ------------------------------------------------------------------ the primitive
 
@@ -368,6 +445,8 @@ class HandleClient:
         req = build_request(
             OpCode.RESOLUTION, ResolutionRequest(handle, tuple(indexes), tuple(types)), flags=flags
         )
+        if not public_only and self.use_session:  # restricted values: as our session's identity
+            return (await self._in_session(req))[0]
         return (await self.request(req, transport=transport))[0]
 
     async def site_info(self) -> SiteInfo:
@@ -383,8 +462,17 @@ class HandleClient:
         return msg.body.values
 
     async def _admin(self, opcode: int, body: Body, flags: int = 0) -> Message:
-        answers = await self.request(build_request(opcode, body, flags=flags), transport="tcp")
-        return _check(answers[0])
+        return _check((await self._tcp_request(build_request(opcode, body, flags=flags)))[0])
+
+    async def _tcp_request(self, msg: Message) -> list[Message]:
+        """An administrative (or authenticated) request: in our session when we keep one."""
+        if self.use_session:
+            return await self._in_session(msg)
+        if self.certify:
+            msg = replace(msg, opflags=msg.opflags | OpFlag.CT)
+        answers = await self.request(msg, transport="tcp")
+        await self._check_certified(answers, None)
+        return answers
 
     async def create(
         self, handle: str, values: Sequence[HandleValue], *, overwrite: bool = False, mint: bool = False
@@ -421,7 +509,7 @@ class HandleClient:
     async def list_handles(self, prefix: str) -> list[str]:
         req = build_request(OpCode.LIST_HANDLES, ListHandlesRequest(prefix))
         out: list[str] = []
-        for part in await self.request(req, transport="tcp"):
+        for part in await self._tcp_request(req):
             _check(part)
             assert isinstance(part.body, ListHandlesResponse)
             out.extend(part.body.handles)
@@ -430,7 +518,7 @@ class HandleClient:
     async def list_homed(self) -> list[str]:
         req = build_request(OpCode.LIST_HOMED_NAS, ListHandlesRequest(""))
         out: list[str] = []
-        for part in await self.request(req, transport="tcp"):
+        for part in await self._tcp_request(req):
             _check(part)
             assert isinstance(part.body, ListHomedNAsResponse)
             out.extend(part.body.prefixes)
