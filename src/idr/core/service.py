@@ -64,9 +64,22 @@ class Runtime(Protocol):
     def notify(self, keys: Sequence[str]) -> None:
         """Deliver ``keys`` to the listeners on the event loop (callable from any thread)."""
 
+    def seen(self, seqs: Sequence[int]) -> None:
+        """These log entries were reported already (the log follower skips them)."""
+
 
 def _fail(code: ResponseCode, message: str = "") -> HandleError:
     return HandleError(code, message)
+
+
+def _write_reads(req: Request) -> tuple[str, ...]:
+    """The key a write request reads first (its handle's), for the group's prefetch."""
+    if req.mint:
+        return ()
+    try:
+        return (Handle.parse(req.handle).key,)
+    except HandleError:
+        return ()
 
 
 def _is_admin(v: HandleValue) -> bool:
@@ -159,8 +172,11 @@ class NodeService:
 
     def _load(self, key: str) -> HandleRecord | None:
         plan = PLANNING.get()
-        if plan is not None and key in plan.overlay:
-            return plan.overlay[key]
+        if plan is not None:
+            if key in plan.overlay:
+                return plan.overlay[key]
+            if key in plan.prefetched:
+                return plan.prefetched[key]
         if NO_WAIT.get() and self.store.blocking_reads:
             rec = self.cache.lookup(key)
             if rec is MISSING:
@@ -188,13 +204,15 @@ class NodeService:
         prefix handles, homing) as this job's one logged transaction."""
         self._commit(op, actor, [Write(normalize_key(k), r) for k, r in records])
 
-    def on_external_commit(self, keys: Sequence[str]) -> None:
+    def on_external_commit(self, keys: Sequence[str], seqs: Sequence[int] = ()) -> None:
         """A change applied to the store by someone else (a replication follower, another
-        process followed through the log): drop cached copies now, tell listeners on the loop."""
+        process followed through the log): drop cached copies now, tell listeners on the loop.
+        ``seqs``: the log entries it was (the log follower need not report them again)."""
         self.cache.invalidate(keys)
         if drops_everything(keys):
             self.reload_homed()
         if self.runtime is not None:
+            self.runtime.seen(seqs)
             self.runtime.notify(keys)
         else:
             self.notify(keys)
@@ -211,7 +229,7 @@ class NodeService:
         changed: list[str] = []
         rest = list(jobs)
         while rest:
-            plan = Plan()
+            plan = Plan(prefetched=self._prefetch(rest))
             planned: list[WriteJob] = []
             while rest:
                 job = rest[0]
@@ -234,6 +252,18 @@ class NodeService:
                 self._commit_planned(planned)
                 changed.extend(changed_keys(planned))
         return list(dict.fromkeys(changed))
+
+    def _prefetch(self, jobs: Sequence[WriteJob]) -> dict[str, HandleRecord | None]:
+        """The records the jobs name (``WriteJob.reads``) that the cache lacks, in one store
+        query; absent keys map to None."""
+        wanted = [k for j in jobs for k in j.reads if self.cache.lookup(k) is MISSING]
+        if len(wanted) < 2:
+            return {}  # one key: the ordinary cached read costs the same
+        try:
+            found = self.store.get_many(wanted)
+        except StoreError:
+            return {}  # planning reads them one by one (and reports the failure there)
+        return {k: found.get(k) for k in wanted}
 
     def _plan(self, job: WriteJob, plan: Plan) -> None:
         plan.staged = None
@@ -310,11 +340,12 @@ class NodeService:
         job = await self.write_job(fn)
         return job.result  # type: ignore[no-any-return]
 
-    async def write_job(self, fn: Callable[[], Any]) -> WriteJob:
-        """:meth:`write`, returning the finished job (its ``seq``, 0 if nothing was staged)."""
+    async def write_job(self, fn: Callable[[], Any], reads: tuple[str, ...] = ()) -> WriteJob:
+        """:meth:`write`, returning the finished job (its ``seq``, 0 if nothing was staged);
+        ``reads``: keys ``fn`` will read (see ``WriteJob.reads``)."""
         if self.write_gate is not None:
             self.write_gate()
-        job = WriteJob(fn)
+        job = WriteJob(fn, reads)
         if self.runtime is None:
             self._run_inline(job)
         else:
@@ -372,7 +403,8 @@ class NodeService:
                 return self._execute(req)
             return await self.runtime.read(lambda: self._execute(req))
         try:
-            return await self.write(lambda: self._execute(req))
+            job = await self.write_job(lambda: self._execute(req), reads=_write_reads(req))
+            return job.result  # type: ignore[no-any-return]
         except HandleError as e:
             self.counters["errors"] += 1
             return Response(e.code, req.handle, message=e.message)

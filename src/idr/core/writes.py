@@ -49,9 +49,11 @@ class Staged:
 
 @dataclass
 class Plan:
-    """The group being planned: what earlier jobs staged (key → record, None = deleted)."""
+    """The group being planned: what earlier jobs staged (key → record, None = deleted), and
+    the records the group's jobs named up front, read from the store in one query."""
 
     overlay: dict[str, HandleRecord | None] = field(default_factory=dict)
+    prefetched: dict[str, HandleRecord | None] = field(default_factory=dict)
     staged: Staged | None = None  # the current job's
 
 
@@ -69,6 +71,9 @@ class WriteJob:
     """One write through the write path; ``fn`` runs the rules and stages (see module doc)."""
 
     fn: Callable[[], Any]
+    # Keys ``fn`` will read that are likely not cached (the handle a request writes): the
+    # group reads them all in one query before planning (one round trip, not one per write).
+    reads: tuple[str, ...] = ()
     result: Any = None
     error: BaseException | None = None
     staged: Staged | None = None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -27,13 +29,14 @@ from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
 from idr.replication import wire
 from idr.replication.state import MIRROR, PRIMARY, ReplState, logs_match
-from idr.store.base import REPLICA_COPY_OP, StoreError
+from idr.store.base import REPLICA_COPY_OP, LogEntry, StoreError
 
 log = logging.getLogger("idr.replication")
 T = TypeVar("T")
 
 SNAPSHOT_BATCH = 1000
 LOG_BATCH = 256
+MAX_WAITERS = 10_000  # sync writes awaiting a mirror before timed-out ones are swept
 _LINK_ERRORS = (OSError, TimeoutError, wire.LinkError, ProtocolError, StoreError, KeyError, ValueError)
 
 
@@ -42,6 +45,18 @@ def parse_address(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise ValueError(f"replication address must be HOST:PORT, not {text!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
 
 
 def _history(raw: Any) -> list[tuple[int, int]]:
@@ -89,7 +104,8 @@ class Replicator:
         # primary side
         self._sessions: set[_Session] = set()
         self._acked = 0
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap by seq
+        self._tiebreak = itertools.count()
         # mirror side
         self.primary_seq = 0
         self.primary_ts = 0.0
@@ -185,25 +201,37 @@ class Replicator:
         )
 
     def _on_commit(self, keys: object) -> None:
-        """Runs in the writer thread after each local commit: wake every shipping session."""
+        """A commit listener (on the event loop, or from another thread for a node without a
+        runtime): wake every shipping session."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
+        on_loop = _running_loop() is loop
         for s in list(self._sessions):
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(s.wake.set)
+            if on_loop:
+                s.wake.set()
+            else:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(s.wake.set)
 
     async def _durable(self, seq: int) -> None:
-        """Sync mode: the write is acknowledged only once a mirror of this epoch holds it."""
+        """Sync mode: the write is acknowledged only once a mirror of this epoch holds it.
+
+        Waiters sit in a heap by seq; a mirror's (cumulative) ack releases every waiter up to
+        it, so one ack completes a whole group commit's writes."""
         if not self.writable:
             raise HandleError(ResponseCode.ERROR, f"write {seq} not acknowledged: this site was fenced")
         if self._acked >= seq:
             return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        item = (seq, fut)
-        self._waiters.append(item)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        if len(self._waiters) > MAX_WAITERS:  # no ack for long: drop those that timed out
+            self._waiters = [w for w in self._waiters if not w[2].done()]
+            heapq.heapify(self._waiters)
+        heapq.heappush(self._waiters, (seq, next(self._tiebreak), fut))
+        timer = loop.call_later(self.cfg.ack_timeout, _expire, fut)
         try:
-            await asyncio.wait_for(fut, self.cfg.ack_timeout)
+            await fut
         except TimeoutError:
             raise HandleError(
                 ResponseCode.ERROR,
@@ -211,20 +239,22 @@ class Replicator:
                 f"{self.cfg.ack_timeout:g}s; it is NOT acknowledged (sync replication)",
             ) from None
         finally:
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(item)
+            timer.cancel()
 
     def _on_ack(self, session: _Session, seq: int) -> None:
         session.acked = max(session.acked, seq)
         if not self.writable or session.epoch != self.state.epoch:
             return
         self._acked = max(self._acked, seq)
-        for s, fut in self._waiters:
-            if s <= self._acked and not fut.done():
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= self._acked:
+            _, _, fut = heapq.heappop(waiters)
+            if not fut.done():
                 fut.set_result(None)
 
     def _fail_waiters(self, why: str) -> None:
-        for s, fut in self._waiters:
+        waiters, self._waiters = self._waiters, []
+        for s, _, fut in waiters:
             if not fut.done():
                 fut.set_exception(HandleError(ResponseCode.ERROR, f"write {s} not acknowledged: {why}"))
 
@@ -389,12 +419,13 @@ class Replicator:
         try:
             while self.writable and self.state.epoch == session.epoch and not acks.done():
                 session.wake.clear()
-                entries = await loop.run_in_executor(None, self.store.log_since, pos, LOG_BATCH)
+                # As stored: payloads go out without being decoded and encoded again.
+                entries = await loop.run_in_executor(None, self.store.log_raw_since, pos, LOG_BATCH)
                 if entries:
                     if entries[0].seq != pos + 1 or any(e.op == REPLICA_COPY_OP for e in entries):
                         raise wire.LinkError(f"log does not continue after {pos}; the mirror must re-copy")
                     for e in entries:
-                        await ch.send(wire.ENTRY, wire.encode_entry(e))
+                        await ch.send(wire.ENTRY, wire.encode_raw_entry(e))
                     pos, last_ts = entries[-1].seq, entries[-1].timestamp
                     continue
                 await ch.send_json({"t": "hb", "epoch": self.state.epoch, "seq": pos, "ts": last_ts})
@@ -542,26 +573,50 @@ class Replicator:
         return seq
 
     async def _stream(self, ch: wire.Channel) -> None:
+        """Apply the primary's entries as they come, all that arrived while the last batch
+        was being applied in one transaction (one fsync: a primary's group commit costs the
+        mirror one too), and acknowledge the batch's last seq (acks are cumulative)."""
         store, service = self.store, self.service
-        while self.state.role == MIRROR:
-            async with asyncio.timeout(self.link_timeout * 2):
-                kind, payload = await ch.recv()
-            self.last_contact = time.monotonic()
-            if kind == wire.ENTRY:
-                entry = wire.decode_entry(payload)
+        arrived: asyncio.Queue[LogEntry] = asyncio.Queue()
 
-                def apply(e: Any = entry) -> bool:
-                    done = store.apply_entry(e)
+        async def receive() -> None:
+            while self.state.role == MIRROR:
+                async with asyncio.timeout(self.link_timeout * 2):
+                    kind, payload = await ch.recv()
+                self.last_contact = time.monotonic()
+                if kind == wire.ENTRY:
+                    arrived.put_nowait(wire.decode_entry(payload))
+                elif kind == wire.JSON:
+                    msg = orjson.loads(payload)
+                    if msg.get("t") == "hb":
+                        self.learn_epoch(int(msg.get("epoch", 0)), "primary")
+                        self.primary_seq, self.primary_ts = int(msg["seq"]), float(msg["ts"])
+
+        receiver = asyncio.ensure_future(receive())
+        try:
+            while self.state.role == MIRROR:
+                nxt = asyncio.ensure_future(arrived.get())
+                await asyncio.wait({nxt, receiver}, return_when=asyncio.FIRST_COMPLETED)
+                if not nxt.done():
+                    nxt.cancel()
+                    receiver.result()  # the link's error (or its end) ends the stream
+                    return
+                batch = [nxt.result()]
+                while not arrived.empty():
+                    batch.append(arrived.get_nowait())
+
+                def apply(entries: list[LogEntry] = batch) -> int:
+                    done = store.apply_entries(entries)
                     if done:
-                        service.on_external_commit([w.key for w in e.writes])
+                        keys = [w.key for e in entries for w in e.writes]
+                        service.on_external_commit(list(dict.fromkeys(keys)), seqs=[e.seq for e in entries])
                     return done
 
                 await self._in_applier(apply)
-                self.applied_ts = entry.timestamp
-                self.primary_seq = max(self.primary_seq, entry.seq)
-                await ch.send_json({"t": "ack", "seq": entry.seq})
-            elif kind == wire.JSON:
-                msg = orjson.loads(payload)
-                if msg.get("t") == "hb":
-                    self.learn_epoch(int(msg.get("epoch", 0)), "primary")
-                    self.primary_seq, self.primary_ts = int(msg["seq"]), float(msg["ts"])
+                self.applied_ts = batch[-1].timestamp
+                self.primary_seq = max(self.primary_seq, batch[-1].seq)
+                await ch.send_json({"t": "ack", "seq": batch[-1].seq})
+        finally:
+            receiver.cancel()
+            with contextlib.suppress(BaseException):
+                await receiver

@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from idr.codec.values import decode_values, encode_values
 from idr.codec.wire import Reader, Writer
 from idr.model.value import HandleRecord
-from idr.store.base import LogEntry
-from idr.store.records import logged, read_writes, write_writes
+from idr.store.base import LogEntry, RawEntry
+from idr.store.records import PAYLOAD_VERSION, logged, read_writes, write_writes
 
 VERSION = 1
 PRE_AUTH_MAX = 4096
@@ -74,6 +74,15 @@ def _keys(secret: bytes, nc: bytes, ns: bytes) -> tuple[bytes, bytes]:
 def encode_entry(e: LogEntry) -> bytes:
     w = Writer().raw(_SEQ_TS.pack(e.seq, e.timestamp)).text(e.op).text(e.actor)
     return write_writes(w, [logged(wr) for wr in e.writes]).getvalue()
+
+
+def encode_raw_entry(e: RawEntry) -> bytes:
+    """``encode_entry`` from a stored entry: its payload *is* the writes' encoding after the
+    payload's version byte (``idr.store.records``), so nothing is decoded or re-encoded."""
+    if not e.payload or e.payload[0] != PAYLOAD_VERSION:
+        raise LinkError(f"log entry {e.seq} has a payload of an unknown version")
+    head = Writer().raw(_SEQ_TS.pack(e.seq, e.timestamp)).text(e.op).text(e.actor).getvalue()
+    return head + e.payload[1:]
 
 
 def decode_entry(data: bytes) -> LogEntry:

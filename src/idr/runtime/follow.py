@@ -79,6 +79,11 @@ class LogFollower:
         if last <= self.seq:
             return 0
         own = self.runtime.own
+        # Usually every new entry is this process's own: then there is nothing to read.
+        if last - self.seq <= BATCH and all(s in own for s in range(self.seq + 1, last + 1)):
+            own.difference_update(range(self.seq + 1, last + 1))
+            self.seq = last
+            return 0
         n = 0
         while self.seq < last:
             entries = await self.runtime.read(lambda: store.log_since(self.seq, BATCH))

@@ -105,6 +105,11 @@ class NodeRuntime:
             return fn()
         return await asyncio.get_running_loop().run_in_executor(self._readers, fn)
 
+    def seen(self, seqs: Sequence[int]) -> None:
+        if len(self.own) > MAX_OWN:
+            self.own.clear()
+        self.own.update(seqs)
+
     def notify(self, keys: Sequence[str]) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
@@ -136,9 +141,7 @@ class NodeRuntime:
                         job.error = e
             committed = [job.seq for job in jobs if job.seq]
             if committed:
-                if len(self.own) > MAX_OWN:
-                    self.own.clear()
-                self.own.update(committed)
+                self.seen(committed)
                 self.groups += 1
                 self.grouped += len(committed)
             by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}

@@ -47,6 +47,18 @@ class Commit:
     writes: tuple[Write, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class RawEntry:
+    """A log entry as stored: its writes still encoded (``idr.store.records`` payload), for
+    shipping to a mirror without decoding and re-encoding every value."""
+
+    seq: int
+    timestamp: float
+    op: str
+    actor: str
+    payload: bytes
+
+
 # Op of the marker entry ``replace_all`` leaves at the snapshot's seq: it stands for the
 # history the snapshot replaced, so it is never shipped as an entry (a follower needing
 # anything at or before it takes a snapshot instead).
@@ -107,9 +119,23 @@ class Store(ABC):
     def last_seq(self) -> int:
         """Sequence number of the newest log entry (0 for an empty log)."""
 
-    @abstractmethod
     def log_since(self, seq: int, limit: int = 1000) -> list[LogEntry]:
         """Log entries with sequence number greater than ``seq``, oldest first."""
+        from idr.store.records import decode_log_payload
+
+        return [
+            LogEntry(e.seq, e.timestamp, e.op, e.actor, decode_log_payload(e.seq, self.where, e.payload))
+            for e in self.log_raw_since(seq, limit)
+        ]
+
+    @abstractmethod
+    def log_raw_since(self, seq: int, limit: int = 1000) -> list[RawEntry]:
+        """``log_since`` with the payloads as stored."""
+
+    @property
+    def where(self) -> str:
+        """The store, for messages (a path, a DSN without its password)."""
+        return type(self).__name__
 
     @abstractmethod
     def bulk_load(

@@ -51,12 +51,11 @@ from psycopg_pool import ConnectionPool
 from idr.codec.values import encode_values
 from idr.model.handle import normalize_key
 from idr.model.value import HandleRecord
-from idr.store.base import REPLICA_COPY_OP, Commit, LogEntry, Store, StoreError, Write
+from idr.store.base import REPLICA_COPY_OP, Commit, LogEntry, RawEntry, Store, StoreError, Write
 from idr.store.records import (
     CHECKPOINT_PREFIX,
     Logged,
     apply_writes,
-    decode_log_payload,
     decode_record,
     encode_writes,
     logged,
@@ -302,7 +301,7 @@ class PostgresStore(Store):
             row = conn.execute("SELECT coalesce(max(seq), 0) FROM txlog").fetchone()
         return int(row[0]) if row else 0
 
-    def log_since(self, seq: int, limit: int = 1000) -> list[LogEntry]:
+    def log_raw_since(self, seq: int, limit: int = 1000) -> list[RawEntry]:
         if limit <= 0:
             return []
         with self._conn() as conn:
@@ -310,11 +309,11 @@ class PostgresStore(Store):
                 "SELECT seq, ts, op, actor, payload FROM txlog WHERE seq > %s ORDER BY seq LIMIT %s",
                 (seq, limit),
             ).fetchall()
-        where = f"at {self._where}"
-        return [
-            LogEntry(int(s), float(ts), op, actor, decode_log_payload(s, where, payload))
-            for s, ts, op, actor, payload in rows
-        ]
+        return [RawEntry(int(s), float(ts), op, actor, bytes(payload)) for s, ts, op, actor, payload in rows]
+
+    @property
+    def where(self) -> str:
+        return f"at {self._where}"
 
     def checkpoint(self, name: str) -> int:
         with self._conn() as conn:

@@ -19,7 +19,7 @@ from idr.store.base import StoreError, Write
 # default 1 MiB cap is for untrusted peers, not for our own store.
 _MAX_BLOB = 2**31 - 1
 
-_PAYLOAD_VERSION = 1
+PAYLOAD_VERSION = 1  # first byte of a log payload; the rest is ``write_writes``
 _PUT = 1
 _DELETE = 0
 
@@ -74,13 +74,13 @@ def read_writes(r: Reader, blob_max: int, count_max: int = MAX_ARRAY_SIZE) -> tu
 def encode_writes(items: Sequence[tuple[str, str | None, bytes | None]]) -> bytes:
     """Log payload: u8 version, then the writes (``write_writes``). Values reuse the bytes
     already encoded for the row."""
-    return write_writes(Writer().u8(_PAYLOAD_VERSION), items).getvalue()
+    return write_writes(Writer().u8(PAYLOAD_VERSION), items).getvalue()
 
 
 def decode_writes(payload: bytes) -> tuple[Write, ...]:
     r = Reader(payload)
     version = r.u8()
-    if version != _PAYLOAD_VERSION:
+    if version != PAYLOAD_VERSION:
         raise ProtocolError(f"unknown log payload version {version}")
     out = read_writes(r, _MAX_BLOB)
     r.expect_end("log payload")

@@ -38,12 +38,11 @@ from pathlib import Path
 from idr.codec.values import encode_values
 from idr.model.handle import normalize_key
 from idr.model.value import HandleRecord
-from idr.store.base import REPLICA_COPY_OP, Commit, LogEntry, Store, StoreError
+from idr.store.base import REPLICA_COPY_OP, Commit, LogEntry, RawEntry, Store, StoreError
 from idr.store.records import (
     CHECKPOINT_PREFIX,
     Logged,
     apply_writes,
-    decode_log_payload,
     decode_record,
     encode_writes,
     prefix_of,
@@ -264,7 +263,7 @@ class SqliteStore(Store):
             raise self._read_error(e) from e
         return int(row[0])
 
-    def log_since(self, seq: int, limit: int = 1000) -> list[LogEntry]:
+    def log_raw_since(self, seq: int, limit: int = 1000) -> list[RawEntry]:
         if limit <= 0:
             return []
         try:
@@ -278,11 +277,11 @@ class SqliteStore(Store):
             )
         except sqlite3.Error as e:
             raise self._read_error(e) from e
-        where = f"in {self.path}"
-        return [
-            LogEntry(int(s), float(ts), op, actor, decode_log_payload(s, where, payload))
-            for s, ts, op, actor, payload in rows
-        ]
+        return [RawEntry(int(s), float(ts), op, actor, bytes(payload)) for s, ts, op, actor, payload in rows]
+
+    @property
+    def where(self) -> str:
+        return f"in {self.path}"
 
     # -- writes ----------------------------------------------------------------------
 
