@@ -157,3 +157,31 @@ def test_sdk_sm2_challenge_answers_verify() -> None:
     assert verify_signature_answer(key, NONCE, DIGEST, sha, "0.NA/88.100")
     assert verify_signature_answer(key, NONCE, DIGEST, sha)
     assert not verify_signature_answer(key, NONCE, bytes(32), sha)
+
+
+def test_client_chosen_costs_are_bounded_when_read() -> None:
+    """A secret-key answer may not ask for more than 100,000 PBKDF2 iterations or 1024 key bits,
+    and an RSA key may not carry a public exponent over 64 bits (each verification would cost a
+    private-key operation)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from idr.codec.auth import MAC_PBKDF2_HMAC_SHA1, verify_secret_answer
+    from idr.codec.keys import RSA_PUB_KEY
+    from idr.codec.wire import Writer
+
+    for iterations, bits in ((100_001, 160), (10_000, 2048), (0, 160)):
+        answer = Writer().u8(MAC_PBKDF2_HMAC_SHA1).blob(b"s").i32(iterations).i32(bits).blob(b"m").getvalue()
+        with pytest.raises(ProtocolError):
+            verify_secret_answer(b"key", NONCE, DIGEST, answer)
+    n = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key().public_numbers().n
+    huge_e = (1 << 100) + 1
+    value = (
+        Writer()
+        .text(RSA_PUB_KEY)
+        .u16(0)
+        .blob(huge_e.to_bytes(13, "big"))
+        .blob(b"\0" + n.to_bytes(128, "big"))
+    )
+    with pytest.raises(ProtocolError) as e:
+        decode_public_key(value.getvalue())
+    assert e.value.code == ResponseCode.INVALID_VALUE and "exponent" in e.value.message
