@@ -80,7 +80,11 @@ def open_service(config: NodeConfig) -> NodeService:
     from idr.core.federation import make_service
 
     store = open_store(config)
-    kwargs: dict[str, Any] = {"admins": config.admins, "cache_entries": config.limits.cache_entries}
+    kwargs: dict[str, Any] = {
+        "admins": config.admins,
+        "cache_entries": config.limits.cache_entries,
+        "max_list_page": config.limits.max_list_page,
+    }
     try:
         if config.role == "recursive":
             from idr.resolver.recursive import RecursiveResolver, RecursiveService

@@ -128,8 +128,10 @@ class NodeService:
         cache_entries: int = 100_000,
         site_info: SiteInfo | None = None,
         clock: Callable[[], float] = time.time,
+        max_list_page: int = 10_000,
     ) -> None:
         self.store = store
+        self.max_list_page = max_list_page  # the most handle names one list answer holds
         self.admins = tuple(ValueReference.parse(a) for a in admins)
         self.site_info = site_info
         self.clock = clock
@@ -558,9 +560,14 @@ class NodeService:
         identity = self._require_identity(req)
         self._require(identity, self._load(h.key), AdminPermission.LIST_HANDLES, f"list {prefix}")
         pkey = normalize_key(prefix)
-        total = self.store.count(pkey)
+        limit = self.max_list_page
         size = req.page_size
         if req.page is not None and size is not None and size >= 0:
+            if size > limit:
+                raise _fail(
+                    ResponseCode.INVALID_VALUE, f"pageSize {size} is more than this node's limit of {limit}"
+                )
+            total = self.store.count(pkey)
             if size == 0:
                 return Response(ResponseCode.SUCCESS, prefix, total=total)
             # Walk pages by key: each step reads only one page, never an OFFSET scan.
@@ -573,18 +580,18 @@ class NodeService:
                 after = normalize_key(page[-1])
             return Response(ResponseCode.SUCCESS, prefix, handles=tuple(page), total=total)
         if req.after is not None or size is not None:
-            limit = size if size and size > 0 else 1000
-            page = self.store.list_handles(pkey, normalize_key(req.after) if req.after else None, limit)
-            return Response(ResponseCode.SUCCESS, prefix, handles=tuple(page), total=total)
-        out: list[str] = []
-        after = None
-        while True:
-            chunk = self.store.list_handles(pkey, after, 10000)
-            out.extend(chunk)
-            if len(chunk) < 10000:
-                break
-            after = normalize_key(chunk[-1])
-        return Response(ResponseCode.SUCCESS, prefix, handles=tuple(out), total=total)
+            n = min(size, limit) if size and size > 0 else min(1000, limit)
+            page = self.store.list_handles(pkey, normalize_key(req.after) if req.after else None, n)
+            return Response(ResponseCode.SUCCESS, prefix, handles=tuple(page), total=self.store.count(pkey))
+        # Everything, in one answer (the native protocol cannot page): at most ``limit`` names.
+        everything = self.store.list_handles(pkey, None, limit + 1)
+        if len(everything) > limit:
+            raise _fail(
+                ResponseCode.INVALID_VALUE,
+                f"more than {limit} handles under {prefix}: list them page by page "
+                f"(GET /api/handles?prefix={prefix}&page=0&pageSize={limit}), or raise max_list_page",
+            )
+        return Response(ResponseCode.SUCCESS, prefix, handles=tuple(everything), total=len(everything))
 
     # ----------------------------------------------------------------- writes
 

@@ -15,7 +15,7 @@ state across requests: TCP (all admin work, challenges, sessions), HTTP(S), repl
 only UDP to the same port; the kernel spreads datagrams over the group by 4-tuple hash, so one
 client's retries stay with one worker. UDP admin requests are refused (as Handle.Net's default
 site does), so extra workers only read. Each has its own caches, kept coherent by following the
-store's transaction log (:func:`follow_log`: ``last_seq()`` every 5 ms, then ``log_since`` →
+store's transaction log (``idr.runtime.follow``: ``last_seq()`` every 5 ms, then ``log_since`` →
 ``on_external_commit(keys)``, the path a replication mirror uses): an extra worker answers
 a committed write within one poll, ~5 ms (the coherence test bounds it at 3 s on a loaded CI
 machine and fails without the follower). A worker is started with ``start_new_session`` (Ctrl-C
@@ -52,6 +52,7 @@ from idr.codec.envelope import OpFlag
 from idr.codec.message import Message, decode_message, encode_message
 from idr.codec.wire import Writer
 from idr.core.config import NativeLimits
+from idr.core.interface import drops_everything
 from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle, normalize_key
@@ -63,7 +64,6 @@ from idr.server.hotcache import MAX_SHAPES, AnswerCache, cache_key
 from idr.server.server_key import ServerKey, load_server_key
 from idr.server.tcp import TcpLimits, TcpServerState
 from idr.server.udp import Amplification, UdpProtocol
-from idr.store.base import REPLICA_COPY_OP, StoreError
 
 log = logging.getLogger("idr.native")
 
@@ -100,7 +100,7 @@ class NativeOptions:
     warm: bool = False  # fill the cache from the store at start (see ``warm``)
     warm_shapes: Sequence[bytes] = ()  # shapes warmed at start (e.g. WARM_SHAPES); others...
     learn_shapes: int = MAX_SHAPES  # ...warmed in the background when first used (0: never)
-    follow: float = 0.0  # > 0: poll the store's log this often (s) for others' commits (workers)
+    follow: float = 0.0  # extra workers: poll the store's log this often (s) (idr.runtime.follow)
     udp_rcvbuf: int | None = None  # SO_RCVBUF for UDP (None: kernel default; see _udp_socket)
     server_key: ServerKey | None = None  # signs certified answers; needed for sessions
 
@@ -258,14 +258,19 @@ async def start_server(
         guard.gate.close()
 
     srv._closers.append(close)
-    if opts.follow > 0:
-        # before the warm's snapshot: a commit after this seq is reported, so nothing slips by
-        _spawn(srv, follow_log(srv, service, service.store.last_seq(), opts))
     if opts.warm:
         srv.warm_task = loop.create_task(warm(srv, service, opts.warm_shapes))
         if opts.learn_shapes > 0:
             cache.max_shapes = opts.learn_shapes
             cache.on_new_shape = lambda shape: _spawn(srv, warm_shape(srv, service, shape))
+
+        def rewarm(keys: Sequence[str]) -> None:
+            # Everything was dropped (homed prefixes changed, the store re-copied from a
+            # primary): learn again which handles exist, so misses are answered from memory.
+            if drops_everything(keys):
+                _spawn(srv, warm(srv, service, opts.warm_shapes))
+
+        service.add_listener(rewarm)
     return srv
 
 
@@ -273,35 +278,6 @@ def _spawn(srv: NativeServer, coro: Awaitable[Any]) -> None:
     task = asyncio.ensure_future(coro)
     srv.tasks.add(task)
     task.add_done_callback(srv.tasks.discard)
-
-
-async def follow_log(srv: NativeServer, service: NodeService, seq: int, opts: NativeOptions) -> None:
-    """Keep this process's caches coherent with commits other processes make (the extra workers
-    of ``idr serve --workers``: worker 0 takes every write): poll ``last_seq`` every
-    ``opts.follow`` seconds and hand the keys of new log entries to ``on_external_commit``,
-    which drops exactly the stale answers (and marks them dirty for the negative cache). A
-    whole-store replacement (a mirror's snapshot copy) drops everything and re-warms."""
-    store = service.store
-    while True:
-        await asyncio.sleep(opts.follow)
-        try:
-            if store.last_seq() <= seq:
-                continue
-            while True:
-                entries = store.log_since(seq, 1000)
-                if not entries:
-                    break
-                if any(e.op == REPLICA_COPY_OP for e in entries):
-                    service.cache.clear()
-                    service.reload_homed()
-                    srv.cache.clear()
-                    if opts.warm:
-                        _spawn(srv, warm(srv, service, opts.warm_shapes))
-                else:
-                    service.on_external_commit([w.key for e in entries for w in e.writes])
-                seq = entries[-1].seq
-        except StoreError as e:  # a busy or vanished store: try again at the next tick
-            log.warning("following the store's log: %s", e)
 
 
 async def start_native(
@@ -646,6 +622,7 @@ async def _worker(data: Path, host: str, port: int, opts: NativeOptions) -> None
 
     from idr.core.config import NodeConfig
     from idr.node import open_service
+    from idr.runtime import NodeRuntime
 
     cfg = NodeConfig.load(data)
     limits = NativeOptions.from_config(cfg.native_limits)  # the UDP budgets of idr.toml's [native]
@@ -653,7 +630,11 @@ async def _worker(data: Path, host: str, port: int, opts: NativeOptions) -> None
         opts, amplification=limits.amplification, verify=limits.verify, token_window=limits.token_window
     )
     service = open_service(cfg)
+    # This process's caches follow the store's log (worker 0, and anyone else, write to it).
+    runtime = NodeRuntime(service, follow=opts.follow) if service.role != "recursive" else None
     try:
+        if runtime is not None:
+            await runtime.start()
         opts = replace(opts, server_key=load_server_key(data))  # certified UDP answers are signed
         srv = await start_server(service, host, port, opts)
         stop = asyncio.Event()
@@ -667,4 +648,6 @@ async def _worker(data: Path, host: str, port: int, opts: NativeOptions) -> None
         finally:
             await srv.close()
     finally:
+        if runtime is not None:
+            await runtime.stop()
         service.close()
