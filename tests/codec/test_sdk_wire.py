@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from idr.codec import idtoken
 from idr.codec.auth import verify_signature_answer
-from idr.codec.bodies import ErrorResponse, GenericRequest, ResolutionRequest
+from idr.codec.bodies import ErrorResponse, GenericRequest, ResolutionRequest, ResolutionResponse
 from idr.codec.envelope import OpCode, OpFlag
 from idr.codec.keys import decode_public_key, encode_public_key
 from idr.codec.message import Message, decode_message, encode_message
@@ -185,3 +185,51 @@ def test_client_chosen_costs_are_bounded_when_read() -> None:
     with pytest.raises(ProtocolError) as e:
         decode_public_key(value.getvalue())
     assert e.value.code == ResponseCode.INVALID_VALUE and "exponent" in e.value.message
+
+
+CAPTURED = SDK / "captured"
+
+
+def test_captured_sdk_requests_match_the_layout_the_vectors_were_laid_out_in() -> None:
+    """The SDK's real bytes (captured on loopback) have the shape of the hand-laid vectors:
+    envelope 2.10 suggesting 2.11, REC|CA|PO, site serial -1, and the auth field at the end."""
+    laid = sdk("sdk_resolve_request.bin")
+    for name in (
+        "resolve_rec700_request.bin",
+        "resolve_missing_request.bin",
+        "resolve_bare_prefix_request.bin",
+    ):
+        real = (CAPTURED / name).read_bytes()
+        assert real[:8] == laid[:8] and real[24:36] == laid[24:36], name
+        msg = decode_message(real)
+        assert isinstance(msg.body, ResolutionRequest) and msg.body.auth == b"", name
+        assert real.endswith(bytes(8))  # empty auth field, then the empty credential
+    assert decode_message(
+        (CAPTURED / "resolve_index_filter_request.bin").read_bytes()
+    ).body == ResolutionRequest("88.100/rec700", (1, 3), (), b"")
+    assert decode_message(
+        (CAPTURED / "resolve_type_filter_request.bin").read_bytes()
+    ).body == ResolutionRequest("88.100/rec700", (), ("EMAIL",), b"")
+    auth = decode_message((CAPTURED / "resolve_authstring_request.bin").read_bytes())
+    assert auth.has_flag(OpFlag.RECU_AUTH) and isinstance(auth.body, ResolutionRequest)
+    assert auth.body.auth == b"interop-auth-string" and not idtoken.is_jwt(auth.body.auth)
+    assert idtoken.is_jwt(sdk("sdk_token.txt"))
+
+
+def test_reference_answers_a_bare_prefix_under_the_name_asked() -> None:
+    answer = decode_message((CAPTURED / "resolve_bare_prefix_reference_response.bin").read_bytes())
+    assert answer.response_code == ResponseCode.SUCCESS and isinstance(answer.body, ResolutionResponse)
+    assert answer.body.handle == "88.100" and [v.type for v in answer.body.values] == ["HS_SITE"]
+
+
+def test_hdllib_public_key_values_are_read_as_hdllib_writes_them() -> None:
+    """hdllib's Util.getBytesFromPublicKey (captured key values): its RSA encoding ends in four
+    zero bytes (its buffer is one int too long), which its own reader skips; so do we."""
+    handle_vectors = SDK.parent / "handle"
+    rsa_value = (handle_vectors / "hdllib_rsa_pubkey_value.bin").read_bytes()
+    assert rsa_value.endswith(bytes(4))
+    key = decode_public_key(rsa_value)
+    assert encode_public_key(key) == rsa_value[:-4]
+    decode_public_key((handle_vectors / "hdllib_dsa_pubkey_value.bin").read_bytes())
+    with pytest.raises(ProtocolError):
+        decode_public_key(rsa_value[:-1] + b"\x01")

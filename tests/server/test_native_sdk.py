@@ -19,14 +19,17 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from idr.codec.bodies import ResolutionResponse
 from idr.codec.keys import encode_public_key
 from idr.codec.message import decode_message
+from idr.codec.site import encode_site
 from idr.codec.sm2 import DEFAULT_UID, SHA256, SM3, SM2PrivateKey, sm3
 from idr.codec.udp import Reassembler
 from idr.codec.values import encode_admin
 from idr.codec.wire import Writer
+from idr.core.federation import loopback_site
 from idr.model.errors import ResponseCode
 from idr.model.value import AdminPermission, AdminRecord, HandleRecord, HandleValue, ValueReference
 from idr.resolver.client import HandleClient, ResponseError
-from tests.resolver.native_node import T0, TIMEOUT, NativeNode, native, prefix_values, start_node  # noqa: F401
+from tests.resolver.native_node import T0, TIMEOUT, NativeNode, native, prefix_values, start_node, vector  # noqa: F401
+from tests.server.test_native_transport import recv_message
 from tests.server.test_native_vectors import tcp_exchange, udp_exchange
 
 SDK = Path(__file__).resolve().parents[1] / "vectors" / "sdk"
@@ -35,6 +38,13 @@ USER = ValueReference("0.NA/88.100", 310)  # the identity of the token vector
 
 def sdk(name: str) -> bytes:
     return (SDK / name).read_bytes()
+
+
+def tcp_message(host: str, port: int, data: bytes) -> bytes:
+    """One request over TCP; its one answer (the SDK's connections are not closed after it)."""
+    with socket.create_connection((host, port), timeout=TIMEOUT) as s:
+        s.sendall(data)
+        return recv_message(s)
 
 
 def udp_message(host: str, port: int, data: bytes) -> bytes:
@@ -62,7 +72,7 @@ async def test_sdk_resolutions(native: NativeNode, transport: str) -> None:  # n
         if transport == "udp":
             raw = udp_message(native.host, native.port, data)
         else:
-            raw = tcp_exchange(native.host, native.port, data)
+            raw = tcp_message(native.host, native.port, data)
         got = decode_message(raw)
         assert got.request_id == decode_message(data).request_id
         return answer_of(raw)
@@ -79,6 +89,43 @@ async def test_sdk_resolutions(native: NativeNode, transport: str) -> None:  # n
         code, handle, indexes = await asyncio.to_thread(ask, "sdk_resolve_prefix_request.bin")
         # the bare prefix is resolved as 0.NA/88.100 and echoed as asked; HS_SECKEY stays private (PO)
         assert (code, handle) == (1, "88.100") and 100 in indexes and 300 not in indexes
+
+
+REC700 = HandleRecord(
+    "88.100/rec700",
+    (
+        HandleValue(1, "URL", b"https://example.org/interop/rec700"),
+        HandleValue(2, "EMAIL", b"interop@example.org"),
+        HandleValue(3, "DESC", b"seven hundred bytes " * 30),
+    ),
+)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+async def test_captured_sdk_requests(native: NativeNode, transport: str) -> None:  # noqa: F811
+    """The SDK's own bytes, captured against the reference server, sent to idr: the same
+    answers the reference gave (with this node's data)."""
+    site = HandleValue(1, "HS_SITE", encode_site(loopback_site("idr", native=native.port)))
+    native.service.import_now([REC700, HandleRecord("0.NA/88.100", (*prefix_values(), site))])
+
+    def ask(name: str) -> tuple[int, str, list[int]]:
+        data = (SDK / "captured" / name).read_bytes()
+        raw = (
+            udp_message(native.host, native.port, data)
+            if transport == "udp"
+            else tcp_message(native.host, native.port, data)
+        )
+        assert decode_message(raw).request_id == decode_message(data).request_id
+        return answer_of(raw)
+
+    assert await asyncio.to_thread(ask, "resolve_rec700_request.bin") == (1, "88.100/rec700", [1, 2, 3])
+    assert await asyncio.to_thread(ask, "resolve_type_filter_request.bin") == (1, "88.100/rec700", [2])
+    assert await asyncio.to_thread(ask, "resolve_index_filter_request.bin") == (1, "88.100/rec700", [1, 3])
+    assert (await asyncio.to_thread(ask, "resolve_missing_request.bin"))[0] == ResponseCode.HANDLE_NOT_FOUND
+    # "88.100" with type HS_SITE: the prefix handle's site, under the name asked (as the reference)
+    assert await asyncio.to_thread(ask, "resolve_bare_prefix_request.bin") == (1, "88.100", [1])
+    # an auth string that is not the SDK's token: ignored, as the reference ignores the field
+    assert await asyncio.to_thread(ask, "resolve_authstring_request.bin") == (1, "88.100/rec700", [1, 2, 3])
 
 
 @dataclass
@@ -115,7 +162,7 @@ async def token_node(tmp_path: Path) -> AsyncIterator[TokenNode]:
 async def test_resolution_with_identity_token_answers_as_that_identity(token_node: TokenNode) -> None:
     node = token_node.node
     data = sdk("sdk_resolve_token_request.bin")
-    raw = await asyncio.to_thread(tcp_exchange, node.host, node.port, data)
+    raw = await asyncio.to_thread(tcp_message, node.host, node.port, data)
     assert answer_of(raw) == (1, "88.100/private", [1, 2, 100])
     [raw] = await asyncio.to_thread(udp_exchange, node.host, node.port, data)
     assert answer_of(raw) == (1, "88.100/private", [1, 2, 100])
@@ -126,7 +173,7 @@ async def test_resolution_with_identity_token_answers_as_that_identity(token_nod
     body = bytes(plain[44:auth_at]) + bytes(4)
     anon = plain[:16] + (24 + len(body) + 4).to_bytes(4, "big") + plain[20:40]
     anon += len(body).to_bytes(4, "big") + body + bytes(4)
-    raw = await asyncio.to_thread(tcp_exchange, node.host, node.port, bytes(anon))
+    raw = await asyncio.to_thread(tcp_message, node.host, node.port, bytes(anon))
     assert answer_of(raw) == (1, "88.100/private", [1, 100])
 
 
@@ -134,12 +181,12 @@ async def test_identity_token_refused_when_stale_forged_or_unknown(token_node: T
     node = token_node.node
     data = sdk("sdk_resolve_token_request.bin")
     node.server.handler.wall_clock = lambda: T0 + 3600.0  # an hour later
-    raw = await asyncio.to_thread(tcp_exchange, node.host, node.port, data)
+    raw = await asyncio.to_thread(tcp_message, node.host, node.port, data)
     assert decode_message(raw).response_code == ResponseCode.AUTHENTICATION_FAILED
     node.server.handler.wall_clock = lambda: T0
     forged = bytearray(data)
     forged[-10] ^= 1  # inside the signature
-    raw = await asyncio.to_thread(tcp_exchange, node.host, node.port, bytes(forged))
+    raw = await asyncio.to_thread(tcp_message, node.host, node.port, bytes(forged))
     assert decode_message(raw).response_code in (
         ResponseCode.AUTHENTICATION_FAILED,
         ResponseCode.INVALID_CREDENTIAL,
@@ -198,3 +245,28 @@ async def test_writes_authenticated_by_sdk_sm2_keys(tmp_path: Path, value: str, 
     finally:
         await node.server.close()
         node.service.close()
+
+
+async def test_sdk_connections_stay_open_without_ka(native: NativeNode) -> None:  # noqa: F811
+    """id-pointer-sdk pools its TCP channels and never sets KA: after an answer to its resolution
+    the connection stays open for the next one (hdllib's requests still get the close)."""
+    data = sdk("sdk_resolve_request.bin")
+
+    def pooled() -> list[int]:
+        with socket.create_connection((native.host, native.port), timeout=TIMEOUT) as s:
+            codes = []
+            for name in (
+                "sdk_resolve_request.bin",
+                "sdk_resolve_missing_request.bin",
+                "sdk_resolve_request.bin",
+            ):
+                s.sendall(sdk(name))  # one at a time, each after the previous answer
+                codes.append(decode_message(recv_message(s)).response_code)
+            return codes
+
+    for _ in range(2):  # slow path, then the answers come from the cache
+        assert await asyncio.to_thread(pooled) == [1, 100, 1]
+    assert await asyncio.to_thread(
+        tcp_exchange, native.host, native.port, vector("tcp_resolve_bench-0_request.bin")
+    )
+    assert data  # hdllib's request: answered, then closed (tcp_exchange reads until the close)

@@ -139,6 +139,19 @@ class ResolutionRequest:
         return cls(handle, indexes, types, auth)
 
 
+def is_sdk_resolution(data: bytes) -> bool:
+    """Whether a complete request message (envelope first) is a resolution carrying
+    id-pointer-sdk's auth field: how a server tells that client apart without decoding the rest
+    (it pools TCP channels and reuses them without the KA flag)."""
+    if len(data) < 48 or data[20:24] != b"\0\0\0\x01" or data[24:28] != bytes(4):
+        return False
+    end = 44 + int.from_bytes(data[40:44], "big")
+    try:
+        return ResolutionRequest.read(Reader(data, 44, min(end, len(data))), (2, 11)).auth is not None
+    except ProtocolError:
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class _HandleAndValues:
     handle: str

@@ -16,6 +16,9 @@ one per call.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from dataclasses import dataclass
 
 import jwt
@@ -37,6 +40,20 @@ class UserToken:
     nonce: int
     timestamp: float  # seconds since the epoch
     raw: str
+
+
+def is_jwt(data: bytes) -> bool:
+    """Whether ``data`` is shaped as a JWT at all (three dot-separated parts, a JSON header).
+    Anything else in the auth field is not the SDK's token and is ignored, as Handle.Net's
+    server ignores the whole field."""
+    if len(data) > MAX_TOKEN or data.count(b".") != 2:
+        return False
+    head = data.split(b".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(head + b"=" * (-len(head) % 4)))
+    except (ValueError, binascii.Error):
+        return False
+    return isinstance(header, dict) and "alg" in header
 
 
 def _fail(message: str) -> ProtocolError:

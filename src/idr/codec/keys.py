@@ -142,7 +142,11 @@ def decode_public_key(data: bytes) -> PublicKey:
             key = SM2PublicKey.from_bytes(r.blob("SM2 key", MAX_PEM))
         else:
             raise ProtocolError(f"unsupported public key type {kind!r}")
-        r.expect_end("public key")
+        # hdllib's Util.getBytesFromPublicKey sizes an RSA key's buffer one int too long, so its
+        # keys end in 4 zero bytes, which its reader ignores. Zero padding is read past; anything
+        # else after the key is still refused.
+        if r.remaining and any(r.raw(r.remaining)):
+            raise ProtocolError("bytes after the public key")
     except ProtocolError as e:
         raise ProtocolError(f"malformed HS_PUBKEY data: {e.message}", ResponseCode.INVALID_VALUE) from e
     except (ValueError, UnsupportedAlgorithm) as e:

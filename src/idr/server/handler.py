@@ -182,7 +182,12 @@ class NativeHandler:
             return self._finish(msg, [error], keep, None, peer)
         context = InSession(session, mac_ok) if session is not None else None
         body = msg.body
-        if isinstance(body, ResolutionRequest) and body.auth and msg.opflags & OpFlag.RECU_AUTH:
+        if (
+            isinstance(body, ResolutionRequest)
+            and body.auth
+            and msg.opflags & OpFlag.RECU_AUTH
+            and idtoken.is_jwt(body.auth)  # anything else there is ignored, as Handle.Net does
+        ):
             return self._token_resolution(msg, req, body.auth, peer, keep, session)
         # A read the core can answer without waiting is answered here, synchronously; anything
         # else (writes, a store read across a network, a recursive node's walk) is awaited.

@@ -29,6 +29,7 @@ import asyncio
 import logging
 from typing import Any, cast
 
+from idr.codec.bodies import is_sdk_resolution
 from idr.codec.envelope import ENVELOPE_SIZE, MAX_MESSAGE_LENGTH, PROTOCOL_MAJOR
 from idr.model.errors import ResponseCode
 from idr.server.answers import bare_error
@@ -106,6 +107,7 @@ class TcpConnection(asyncio.Protocol):
         self.paused = False  # reading paused (input full, or output full)
         self.write_paused = False  # the transport's write buffer is over its high-water mark
         self.admitted = False
+        self.pooled = False  # the client pools this connection (id-pointer-sdk): never closed after an answer
         self.closing = False
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
@@ -183,6 +185,16 @@ class TcpConnection(asyncio.Protocol):
     def _idle(self) -> None:
         self._close()
 
+    def _keep(self, data: bytes) -> bool:
+        """Whether the connection stays open after the answer to ``data``: the request set KA,
+        more requests are waiting, a session lives on this connection, or the client is
+        id-pointer-sdk, which pools its channels and reuses them without ever setting KA (a
+        closed channel would leave its next request unanswered until it times out)."""
+        if (len(data) > 28 and data[28] & KA_BYTE) or self.buf or self.pooled or self._holds_session():
+            return True
+        self.pooled = is_sdk_resolution(data)
+        return self.pooled
+
     def _close(self) -> None:
         self.closing = True
         if self.transport is not None:
@@ -220,14 +232,14 @@ class TcpConnection(asyncio.Protocol):
                 out = patch(answer, data)
                 out[28] |= ka
                 transport.write(out)
-                if not data[28] & KA_BYTE and not self.buf and not self._holds_session():
+                if not self._keep(data):
                     self._close()
                     return
                 continue
             negative = cache.not_found(data)
             if negative is not None:  # warm cache: a handle the store does not hold
                 transport.write(patch(negative, data))
-                if not data[28] & KA_BYTE and not self.buf and not self._holds_session():
+                if not self._keep(data):
                     self._close()
                     return
                 continue
@@ -275,7 +287,7 @@ class TcpConnection(asyncio.Protocol):
             if out.exists:
                 cache.note_shape(data, ka)
         self._arm()
-        if not out.keep_alive and not out.challenge and not self.buf and not self._holds_session():
+        if not out.keep_alive and not out.challenge and not self._keep(data):
             self._close()
             return False
         return True
