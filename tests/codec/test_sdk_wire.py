@@ -225,11 +225,11 @@ def test_reference_answers_a_bare_prefix_under_the_name_asked() -> None:
 def test_hdllib_public_key_values_are_read_as_hdllib_writes_them() -> None:
     """hdllib's Util.getBytesFromPublicKey (captured key values): its RSA encoding ends in four
     zero bytes (its buffer is one int too long), which its own reader skips; so do we."""
-    handle_vectors = SDK.parent / "handle"
-    rsa_value = (handle_vectors / "hdllib_rsa_pubkey_value.bin").read_bytes()
+    hdllib = SDK.parent / "hdllib"
+    rsa_value = (hdllib / "rsa_pubkey_value.bin").read_bytes()
     assert rsa_value.endswith(bytes(4))
     key = decode_public_key(rsa_value)
     assert encode_public_key(key) == rsa_value[:-4]
-    decode_public_key((handle_vectors / "hdllib_dsa_pubkey_value.bin").read_bytes())
+    decode_public_key((hdllib / "dsa_pubkey_value.bin").read_bytes())
     with pytest.raises(ProtocolError):
         decode_public_key(rsa_value[:-1] + b"\x01")
