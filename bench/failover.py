@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -38,7 +39,7 @@ from idr.replication import admin
 from idr.resolver.failover import Failover, SiteUnavailable
 from idr.store.sqlite import SqliteStore
 
-SECRET = "bench-replication-secret"
+SECRET = secrets.token_urlsafe(32)  # a generated 256-bit replication key, as idr replication setup makes
 ADMIN_AUTH = {"Authorization": aiohttp.encode_basic_auth("300%3A0.NA%2F88.100", "bench-s3cret")}
 IDR = [sys.executable, "-c", "from idr.cli import main; main()"]
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from idr.codec.values import encode_admin
-from idr.core.config import NodeConfig, ReplicationConfig
+from idr.core.config import ConfigError, NodeConfig, ReplicationConfig
 from idr.core.federation import FederatedService, FederationSettings, delegation_values
 from idr.core.prefixes import PrefixRegistry
 from idr.core.request import Op, Request
@@ -50,7 +50,6 @@ HOST = "127.0.0.1"
 DEMO_BASE_PORT = 26400
 
 TOP_SECRET = "top-demo-secret"
-REPLICATION_SECRET = "top-replication-demo-secret"  # shared by the top's two sites
 
 
 @dataclass
@@ -251,6 +250,16 @@ PACK_USCC = "91511500MA64K8Q21C"
 VEHICLE_USCC = "91500000MA5U7AJF01"
 
 
+def _replication_secret(base: Path) -> str:
+    from idr.core.secret_policy import generate_link_secret, link_secret_problem
+
+    with contextlib.suppress(ConfigError, OSError):
+        kept = NodeConfig.load(base / "top-cq").replication.secret
+        if kept and link_secret_problem(kept) is None:
+            return kept
+    return generate_link_secret()
+
+
 @dataclass
 class Federation:
     """The running twin-city federation (stop with :meth:`stop`)."""
@@ -318,6 +327,8 @@ async def start_federation(base: Path, *, base_port: int = 0, load: bool = True)
     root_names = [NODES[0][1], NODES[1][1]]
     top_https = f"https://{HOST}:{ports['top-cq'][2]}"
     top_cert = base / "top-cq" / "tls" / "cert.pem"
+    # The top's two sites share a generated replication key (kept if this data was run before).
+    repl_secret = _replication_secret(base)
     try:
         for key, name, role, prefix, secret in NODES:
             replication = None
@@ -325,7 +336,7 @@ async def start_federation(base: Path, *, base_port: int = 0, load: bool = True)
                 replication = ReplicationConfig(
                     listen=repl[key],
                     peers=[a for k, a in repl.items() if k != key],
-                    secret=REPLICATION_SECRET,
+                    secret=repl_secret,
                     mode="sync",
                     role="primary" if key == "top-cq" else "mirror",
                 )

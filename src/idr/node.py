@@ -74,11 +74,32 @@ def _standby_gate() -> None:
     )
 
 
+def _tighten(data_dir: Path) -> None:
+    """A data directory made before files were created private: close it up now (0700/0600)."""
+    from idr.private import tighten
+
+    if not data_dir.is_dir():
+        return
+    try:
+        loosened = tighten(data_dir)
+    except OSError as e:
+        log.warning("cannot make %s private (0700, files 0600): %s", data_dir, e)
+        return
+    if loosened:
+        log.warning(
+            "%d file(s) in %s were readable by others (secrets!): now 0600/0700: %s",
+            len(loosened),
+            data_dir,
+            ", ".join(str(p) for p in loosened[:5]),
+        )
+
+
 def open_service(config: NodeConfig) -> NodeService:
     """The core for the node's role: authoritative roles refer for what they delegate; a
     recursive node resolves through the top service named in ``federation.toml``."""
     from idr.core.federation import make_service
 
+    _tighten(config.data_dir)
     store = open_store(config)
     kwargs: dict[str, Any] = {
         "admins": config.admins,

@@ -80,7 +80,9 @@ def test_demo_refuses_a_port_block_outside_the_port_range() -> None:
 def test_serve_and_import_on_a_corrupt_store(tmp_path: Path) -> None:
     data = tmp_path / "n"
     assert (
-        runner.invoke(app, ["init", "--data", str(data), "--prefix", "88.1", "--admin-secret", "s"]).exit_code
+        runner.invoke(
+            app, ["init", "--data", str(data), "--prefix", "88.1", "--admin-secret", "s3cret-key"]
+        ).exit_code
         == 0
     )
     for extra in ("-wal", "-shm"):
@@ -101,9 +103,21 @@ def test_a_failed_init_leaves_nothing_behind(tmp_path: Path) -> None:
     assert not data.exists()
     data.mkdir()
     (data / "notes.txt").write_text("mine")
-    refused(["init", "--data", str(data), "--prefix", "88.1", "--admin-secret", "s", "--native", "nonsense"])
+    refused(
+        [
+            "init",
+            "--data",
+            str(data),
+            "--prefix",
+            "88.1",
+            "--admin-secret",
+            "s3cret-key",
+            "--native",
+            "nonsense",
+        ]
+    )
     assert sorted(p.name for p in data.iterdir()) == ["notes.txt"]  # only what was there before
-    ok = runner.invoke(app, ["init", "--data", str(data), "--prefix", "88.1", "--admin-secret", "s"])
+    ok = runner.invoke(app, ["init", "--data", str(data), "--prefix", "88.1", "--admin-secret", "s3cret-key"])
     assert ok.exit_code == 0, ok.output
 
 
@@ -116,10 +130,23 @@ def test_init_refuses_an_empty_secret_and_a_top_with_another_prefix(tmp_path: Pa
         "must not be empty",
     )
     refused(
-        ["init", "--data", str(tmp_path / "b"), "--role", "top", "--prefix", "88", "--admin-secret", "s"],
+        [
+            "init",
+            "--data",
+            str(tmp_path / "b"),
+            "--role",
+            "top",
+            "--prefix",
+            "88",
+            "--admin-secret",
+            "s3cret-key",
+        ],
         "0.NA",
     )
-    refused(["init", "--data", str(tmp_path / "c"), "--role", "secondary", "--admin-secret", "s"], "--prefix")
+    refused(
+        ["init", "--data", str(tmp_path / "c"), "--role", "secondary", "--admin-secret", "s3cret-key"],
+        "--prefix",
+    )
     refused(["init", "--data", str(tmp_path / "d"), "--role", "recursive"], "--root")
     assert not any((tmp_path / n).exists() for n in "abcd")
 

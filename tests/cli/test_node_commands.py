@@ -31,7 +31,7 @@ def text(result: object) -> str:
     return " ".join(str(getattr(result, "output", "")).split())
 
 
-AUTH = ("300%3A0.NA/88.100", "s3cret")
+AUTH = ("300%3A0.NA/88.100", "s3cret-key")
 
 
 def free_port() -> int:
@@ -42,7 +42,7 @@ def free_port() -> int:
 
 def init(data: Path, *extra: str) -> None:
     r = runner.invoke(
-        app, ["init", "--data", str(data), "--prefix", "88.100", "--admin-secret", "s3cret", *extra]
+        app, ["init", "--data", str(data), "--prefix", "88.100", "--admin-secret", "s3cret-key", *extra]
     )
     assert r.exit_code == 0, r.output
 
@@ -57,7 +57,7 @@ def test_init_writes_settings_and_prefix_handle(tmp_path: Path) -> None:
         assert r.code == ResponseCode.AUTHENTICATION_NEEDED  # the HS_SECKEY is not public
         public = svc.handle(Request(Op.RESOLUTION, "0.NA/88.100"))
         assert [v.type for v in public.values] == ["HS_ADMIN"]
-        assert svc.authenticate_secret(svc.admins[0], b"s3cret")
+        assert svc.authenticate_secret(svc.admins[0], b"s3cret-key")
     finally:
         svc.close()
 
@@ -67,11 +67,11 @@ def test_init_refuses_bad_input_clearly(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "exactly one of" in text(r)
     init(tmp_path / "b")
     again = runner.invoke(
-        app, ["init", "--data", str(tmp_path / "b"), "--prefix", "88.1", "--admin-secret", "x"]
+        app, ["init", "--data", str(tmp_path / "b"), "--prefix", "88.1", "--admin-secret", "s3cret-key"]
     )
     assert again.exit_code == 1 and "already holds a node" in text(again)
     bad = runner.invoke(
-        app, ["init", "--data", str(tmp_path / "c"), "--prefix", "88..1", "--admin-secret", "x"]
+        app, ["init", "--data", str(tmp_path / "c"), "--prefix", "88..1", "--admin-secret", "s3cret-key"]
     )
     assert bad.exit_code == 1 and "empty segment" in text(bad) and "Traceback" not in text(bad)
 
@@ -217,7 +217,7 @@ def test_roles_choose_the_core(tmp_path: Path) -> None:
 
     # --role top implies its prefix, 0.NA; a recursive node has no prefix and no admin.
     top = runner.invoke(
-        app, ["init", "--data", str(tmp_path / "top"), "--role", "top", "--admin-secret", "x"]
+        app, ["init", "--data", str(tmp_path / "top"), "--role", "top", "--admin-secret", "s3cret-key"]
     )
     assert top.exit_code == 0 and "home to 0.NA" in text(top), top.output
     assert NodeConfig.load(tmp_path / "top").admins == ["300:0.NA/0.NA"]
@@ -225,7 +225,7 @@ def test_roles_choose_the_core(tmp_path: Path) -> None:
     rec = runner.invoke(app, recursive)
     assert rec.exit_code == 1 and "needs --root" in text(rec)
     dummy = runner.invoke(
-        app, [*recursive, "--root", "127.0.0.1:2641", "--prefix", "0.R", "--admin-secret", "x"]
+        app, [*recursive, "--root", "127.0.0.1:2641", "--prefix", "0.R", "--admin-secret", "s3cret-key"]
     )
     assert dummy.exit_code == 1 and "holds no prefix" in text(dummy)
     rec = runner.invoke(app, [*recursive, "--root", "127.0.0.1:2641"])

@@ -19,7 +19,7 @@ from idr.replication import Replicator
 from idr.store.sqlite import SqliteStore
 
 ADMIN = ValueReference("0.NA/88.100", 300)
-SECRET = "replication-secret"
+SECRET = "Qm9vdHN0cmFwLWtleS1mb3ItdGVzdHMtb25seS0zMmJ5dGVzIQ"  # a 256-bit-looking test key
 
 
 def admin_values() -> list[HandleValue]:

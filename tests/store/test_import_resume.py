@@ -63,7 +63,7 @@ def _node(tmp_path: Path, engine: str) -> Path:
     data = tmp_path / "node"
     extra = ["--store", "postgres", "--dsn", pg.new_database()] if engine == "postgres" else []
     r = runner.invoke(
-        app, ["init", "--data", str(data), "--prefix", "88.100", "--admin-secret", "s3cret", *extra]
+        app, ["init", "--data", str(data), "--prefix", "88.100", "--admin-secret", "s3cret-key", *extra]
     )
     assert r.exit_code == 0, r.output
     return data

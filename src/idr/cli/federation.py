@@ -44,10 +44,8 @@ def _repl_address(site: Any) -> str:
     return f"{rep.address[0]}:{rep.address[1]}" if rep is not None and rep.address else "?"
 
 
-def _repl_secret() -> str:
-    from idr.demo import REPLICATION_SECRET
-
-    return REPLICATION_SECRET
+def _repl_secret(site: Any) -> str:
+    return str(site.node.config.replication.secret)
 
 
 ViaOpt = Annotated[
@@ -272,7 +270,7 @@ async def _demo(
             (
                 "one top, one backup: the Chengdu mirror answers too; writes there name the primary",
                 f"idr resolve 0.NA/88.168 --server 127.0.0.1:{mirror.native[1]}\n"
-                f"    idr status --site {_repl_address(mirror)} --secret {_repl_secret()}",
+                f"    idr status --site {_repl_address(mirror)} --secret {_repl_secret(mirror)}",
             ),
             (
                 "verify (核验) a prefix or an identifier at the top node",

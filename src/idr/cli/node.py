@@ -17,6 +17,7 @@ from idr.cli.common import fail, run_async
 from idr.codec.values import encode_admin
 from idr.core.config import ROLES, ConfigError, NodeConfig
 from idr.core.federation import FederationSettings
+from idr.core.secret_policy import admin_secret_problem
 from idr.core.service import NodeService
 from idr.model.errors import HandleError
 from idr.model.handle import Handle, prefix_handle
@@ -90,8 +91,9 @@ def init_node(
         Handle.parse(prefix_handle(prefix))
         if (secret is None) == (key_file is None):
             raise ConfigError("give exactly one of --admin-secret and --admin-key")
-        if secret is not None and not secret.strip():
-            raise ConfigError("--admin-secret must not be empty")
+        problem = admin_secret_problem(secret) if secret is not None else None
+        if problem is not None:
+            raise ConfigError(f"--admin-secret: {problem}")
     if store not in ("sqlite", "postgres") or (store == "postgres") != bool(dsn):
         raise ConfigError("--store is sqlite (no --dsn) or postgres with --dsn")
     named = [("--https", https), ("--http", http), ("--native", native), *(("--root", a) for a in root)]
@@ -353,6 +355,9 @@ async def _serve(node: Node, **addresses: str | None) -> None:
     except (OSError, AddressError) as e:
         await node.stop()  # whatever did start (worker processes included)
         fail(f"cannot listen: {e}")
+    except ConfigError as e:
+        await node.stop()
+        fail(str(e))
     _print_listeners(node)
     stop = asyncio.Event()
     # SIGTERM ends as Ctrl-C does: listeners closed and worker processes stopped, none orphaned.

@@ -101,14 +101,24 @@ def register(app: typer.Typer) -> None:
         data: Annotated[Path, typer.Option("--data", "-d", help="The node's data directory.")],
         listen: Annotated[str, typer.Option(help="This site's replication HOST:PORT.")],
         peer: Annotated[list[str], typer.Option(help="Another site's replication HOST:PORT (repeat).")],
-        secret: Annotated[str, typer.Option(help="Shared by all sites of the service.")],
+        secret: Annotated[
+            str | None,
+            typer.Option(
+                help="Shared by all sites of the service; omit it on the first site to generate one."
+            ),
+        ] = None,
         role: Annotated[str, typer.Option(help="primary or mirror (first start only).")] = "primary",
         mode: Annotated[str, typer.Option(help="sync or async.")] = "sync",
         ack_timeout: Annotated[float, typer.Option(help="sync: seconds to wait for a mirror.")] = 5.0,
         auto_promote_after: Annotated[float, typer.Option(help="Mirror: self-promote after (0=off).")] = 0.0,
     ) -> None:
-        """Write the replication section of DATA/idr.toml."""
+        """Write the replication section of DATA/idr.toml.
+
+        The secret is a generated 256-bit key (a captured handshake must not be testable
+        against a passphrase offline): without --secret a new one is made and printed, to be
+        given to the other sites' setup; a --secret that is not such a key is refused."""
         from idr.core.config import ReplicationConfig
+        from idr.core.secret_policy import generate_link_secret, link_secret_problem
         from idr.replication.manager import parse_address
 
         cfg = _config(data)
@@ -119,6 +129,12 @@ def register(app: typer.Typer) -> None:
             fail(str(e))
         if role not in ("primary", "mirror") or mode not in ("sync", "async"):
             fail("--role is primary or mirror; --mode is sync or async")
+        generated = secret is None
+        if secret is None:
+            secret = generate_link_secret()
+        problem = link_secret_problem(secret)
+        if problem is not None:
+            fail(f"--secret: {problem}")
         cfg.replication = ReplicationConfig(
             listen=listen,
             peers=list(peer),
@@ -130,6 +146,11 @@ def register(app: typer.Typer) -> None:
         )
         cfg.save()
         console.print(f"[green]replication[/] {role} ({mode}) on {listen}, peers {', '.join(peer)}")
+        if generated:
+            console.print(
+                f"new replication secret (kept in {cfg.path}, mode 0600); give it to the other sites:"
+            )
+            out.print(f"  idr replication setup … --secret {secret}", highlight=False, soft_wrap=True)
 
     @app.command()
     def promote(

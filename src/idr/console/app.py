@@ -32,6 +32,7 @@ from idr.console import fedmap, lookup
 from idr.console.i18n import LANGS, pick_lang, translate
 from idr.console.state import BatchJob, Jobs, ResolutionRing, Session, Sessions
 from idr.core.request import Op, Request
+from idr.core.secret_policy import admin_secret_problem
 from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle, normalize_key
@@ -896,8 +897,9 @@ async def prefix_apply(request: web.Request) -> web.StreamResponse:
     for k in ("enterprise", "uscc", "contact"):
         if not values[k]:
             errors[k] = "required"
-    if len(secret) < 8:
-        errors["secret"] = "at least 8 characters"
+    problem = admin_secret_problem(secret)
+    if problem is not None:
+        errors["secret"] = problem
     if not errors and reg is not None:
         try:
             app = await reg.apply(

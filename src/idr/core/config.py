@@ -8,6 +8,8 @@ from pathlib import Path
 
 import tomli_w
 
+from idr.private import make_private_dir, write_private
+
 CONFIG_NAME = "idr.toml"
 ROLES = ("standalone", "top", "secondary", "enterprise", "recursive")
 
@@ -173,7 +175,6 @@ class NodeConfig:
         }
         if self.replication.listen:
             doc["replication"] = asdict(self.replication)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(tomli_w.dumps(doc), "utf-8")
-        tmp.replace(self.path)
+        # It holds the replication key: the directory and the file are the node user's alone.
+        make_private_dir(self.data_dir)
+        write_private(self.path, tomli_w.dumps(doc).encode("utf-8"))

@@ -310,18 +310,13 @@ class FederationSettings:
         )
 
     def save(self, data_dir: Path) -> None:
-        import os
-
         import tomli_w
 
-        path = Path(data_dir) / FEDERATION_FILE
+        from idr.private import write_private
+
         doc = {"federation": {k: v for k, v in self.__dict__.items() if v}}
-        tmp = path.with_suffix(".tmp")
         # It may hold the secret the node files with: created private, never world-readable.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(tomli_w.dumps(doc))
-        tmp.replace(path)
+        write_private(Path(data_dir) / FEDERATION_FILE, tomli_w.dumps(doc).encode("utf-8"))
 
 
 def make_service(role: str, store: Store, **kwargs: Any) -> NodeService:

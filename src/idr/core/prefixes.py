@@ -25,6 +25,7 @@ from typing import Any
 from idr.codec.site import encode_site
 from idr.codec.values import encode_admin
 from idr.core.federation import FederatedService, json_of, json_value
+from idr.core.secret_policy import admin_secret_problem
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import normalize_key, prefix_handle
 from idr.model.site import SiteInfo
@@ -152,8 +153,9 @@ class PrefixRegistry:
             raise _bad(f"unified social credit code: {err}")
         if (secret is None) == (public_key is None):
             raise _bad("give exactly one admin key for the new prefix: a secret or a public key")
-        if secret is not None and len(secret) < 8:
-            raise _bad("the admin secret must be at least 8 characters")
+        problem = admin_secret_problem(secret) if secret is not None else None
+        if problem is not None:
+            raise _bad(problem)
         now = int(self.service.clock())
         app = Application(
             id=f"APP-{secrets.token_hex(5).upper()}",

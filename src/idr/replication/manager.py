@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 import orjson
 
 from idr.codec.wire import ProtocolError
-from idr.core.config import ReplicationConfig
+from idr.core.config import ConfigError, ReplicationConfig
+from idr.core.secret_policy import link_secret_problem
 from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
 from idr.replication import wire
@@ -87,7 +88,10 @@ class Replicator:
         link_timeout: float = 2.0,
     ) -> None:
         if not cfg.secret:
-            raise ValueError("replication needs a shared secret ([replication] secret in idr.toml)")
+            raise ConfigError("replication needs a shared secret ([replication] secret in idr.toml)")
+        problem = link_secret_problem(cfg.secret)
+        if problem is not None:  # a captured handshake would let anyone test guesses offline
+            raise ConfigError(f"[replication] secret in idr.toml: {problem}")
         self.service = service
         self.store = service.store
         self.cfg = cfg

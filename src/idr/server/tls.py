@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from idr.private import make_private_dir, write_private
+
 CERT_NAME = "cert.pem"
 KEY_NAME = "key.pem"
 VALID_DAYS = 3650
@@ -73,7 +75,7 @@ def generate_self_signed(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    key_path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(key_path.parent)  # <data>/tls: the node user's alone, as the whole data directory
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -83,7 +85,7 @@ def generate_self_signed(
         f.write(key_pem)
     os.chmod(tmp_key, 0o600)  # O_CREAT's mode is masked by umask; make it exact
     tmp_cert = cert_path.with_suffix(".tmp")
-    tmp_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_private(tmp_cert, cert.public_bytes(serialization.Encoding.PEM))
     # Key first: a cert without its key is useless, a key without a cert is regenerated.
     tmp_key.replace(key_path)
     tmp_cert.replace(cert_path)

@@ -38,6 +38,7 @@ from pathlib import Path
 from idr.codec.values import encode_values
 from idr.model.handle import normalize_key
 from idr.model.value import HandleRecord
+from idr.private import create_private
 from idr.store.base import REPLICA_COPY_OP, Commit, LogEntry, RawEntry, Store, StoreError
 from idr.store.records import (
     CHECKPOINT_PREFIX,
@@ -83,6 +84,9 @@ class SqliteStore(Store):
         if not self.path.parent.is_dir():
             # A missing data directory is a configuration mistake; creating it would hide it.
             raise StoreError(f"data directory {self.path.parent} does not exist")
+        # It will hold secret keys (HS_SECKEY): created 0600 before SQLite opens it, and SQLite
+        # gives its -wal and -shm files the database file's permissions.
+        create_private(self.path)
         self._closed = False
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()  # guards _readers
