@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -44,7 +45,7 @@ import aiohttp
 
 IDR = [sys.executable, "-c", "from idr.cli import main; main()"]
 SECRET = "bench-s3cret"
-REPL_SECRET = "bench-replication-secret"
+REPL_SECRET = secrets.token_urlsafe(32)  # a generated key, as idr replication setup makes
 AUTH = aiohttp.encode_basic_auth("300%3A0.NA%2F88.100", SECRET)  # type: ignore[attr-defined]
 READY_TIMEOUT = 60.0
 WARMUP_S = 1.0

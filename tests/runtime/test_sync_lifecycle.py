@@ -5,6 +5,7 @@ bypassed the durability wait and the approval returned at once with no mirror ho
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from pathlib import Path
 
@@ -21,12 +22,13 @@ USCC = "91511500MA62XB4P3" + uscc_check_char("91511500MA62XB4P3")
 
 async def two_sites(tmp_path: Path) -> tuple[RunningNode, RunningNode]:
     addr = {k: f"127.0.0.1:{pick_port(0)}" for k in ("a", "b")}
+    key_of_both = secrets.token_urlsafe(32)  # a generated key, as idr replication setup makes
     sites = []
     for key, role in (("a", "primary"), ("b", "mirror")):
         repl = ReplicationConfig(
             listen=addr[key],
             peers=[a for k, a in addr.items() if k != key],
-            secret="lifecycle-replication-secret",
+            secret=key_of_both,
             mode="sync",
             role=role,
             ack_timeout=1.0,

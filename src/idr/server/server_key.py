@@ -57,11 +57,12 @@ def create_server_key(data_dir: Path, kind: str = "rsa", source: Path | None = N
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     if source is None:
         write_key_pair(key, path)
-        return path
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(Path(source).read_bytes())
-    Path(str(path) + ".pub").write_bytes(public_pem(key))
+    else:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(Path(source).read_bytes())
+        Path(str(path) + ".pub").write_bytes(public_pem(key))
+    os.chmod(str(path) + ".pub", 0o600)  # the data directory is the node user's alone (idr.private)
     return path
 
 
