@@ -85,6 +85,19 @@ def test_bounds_evict_oldest() -> None:
         assert ra.buffered_bytes <= 1000
 
 
+def test_one_source_cannot_push_out_the_others() -> None:
+    """A flood of first datagrams from one address costs that address its own oldest partial
+    messages, not a partial message of anyone else."""
+    ra = Reassembler(max_pending=64, per_source=8, source_bytes=4 * 492)
+    other = fragment(big_message(2000, 999))
+    ra.feed("bystander", other[0], now=0.0)
+    for rid in range(200):  # from ever new ports of one address
+        ra.feed(("10.0.0.9", 1000 + rid), fragment(big_message(3000, rid))[0], now=0.0, group="10.0.0.9")
+        assert ra.pending <= 1 + 4  # its bytes bound (4 datagrams) is tighter than its count bound
+    assert all(ra.feed("bystander", d, now=0.1) is None for d in other[1:-1])
+    assert ra.feed("bystander", other[-1], now=0.1) is not None
+
+
 @pytest.mark.parametrize("mutation", ["seq", "short", "long", "length"])
 def test_inconsistent_packets_are_refused(mutation: str) -> None:
     packets = fragment(big_message(2000))

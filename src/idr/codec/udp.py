@@ -70,15 +70,18 @@ class _Pending:
     envelope: Envelope
     deadline: float
     count: int
+    group: Hashable = None
     chunks: dict[int, bytes] = field(default_factory=dict)
     size: int = 0
 
 
 class Reassembler:
-    """Collects datagrams into messages, bounded in messages, bytes and time.
+    """Collects datagrams into messages, bounded in messages, bytes and time, in all and per source.
 
     Memory is what has actually arrived (never the declared MessageLength); past the bounds the
-    oldest partial messages are dropped, as a DNS server drops half-open state under load.
+    oldest partial messages are dropped, as a DNS server drops half-open state under load. A
+    source past its own bounds (``per_source`` messages, ``source_bytes`` bytes) loses its own
+    oldest partial messages, so one address cannot push out everyone else's.
     """
 
     def __init__(
@@ -88,12 +91,20 @@ class Reassembler:
         max_bytes: int = 8 * 1024 * 1024,
         timeout: float = 5.0,
         max_payload: int = MAX_UDP_DATA,
+        per_source: int = 32,
+        source_bytes: int = 1024 * 1024,
     ) -> None:
         self.max_pending = max_pending
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.max_payload = max_payload
+        self.per_source = per_source
+        self.source_bytes = source_bytes
         self._pending: OrderedDict[tuple[Hashable, int], _Pending] = OrderedDict()
+        self._sources: dict[
+            Hashable, OrderedDict[tuple[Hashable, int], None]
+        ] = {}  # group → its keys, oldest first
+        self._source_bytes: dict[Hashable, int] = {}
         self._bytes = 0
         self.dropped = 0  # partial messages given up on (expired or evicted)
 
@@ -105,17 +116,35 @@ class Reassembler:
     def buffered_bytes(self) -> int:
         return self._bytes
 
-    def _drop(self, key: tuple[Hashable, int]) -> None:
+    def _forget(self, key: tuple[Hashable, int]) -> _Pending:
         p = self._pending.pop(key)
         self._bytes -= p.size
+        ids = self._sources[p.group]
+        del ids[key]
+        if ids:
+            self._source_bytes[p.group] -= p.size
+        else:
+            del self._sources[p.group]
+            del self._source_bytes[p.group]
+        return p
+
+    def _drop(self, key: tuple[Hashable, int]) -> None:
+        self._forget(key)
         self.dropped += 1
 
     def expire(self, now: float) -> None:
-        for key in [k for k, p in self._pending.items() if p.deadline <= now]:
+        # deadlines grow in insertion order (each is its arrival + the same timeout)
+        while self._pending:
+            key, p = next(iter(self._pending.items()))
+            if p.deadline > now:
+                break
             self._drop(key)
 
-    def feed(self, source: Hashable, datagram: bytes, now: float) -> bytes | None:
+    def feed(self, source: Hashable, datagram: bytes, now: float, group: Hashable = None) -> bytes | None:
         """Add one datagram; return the complete message (envelope + all data) once it is whole.
+        ``source`` (with the request id) names the message; ``group`` is whom the per-source
+        bounds count it against (default: the source; a server passes the address without the
+        port, since a client chooses its ports).
 
         Raises ProtocolError for a datagram that cannot belong to a well-formed message."""
         env = decode_envelope(datagram)
@@ -133,9 +162,16 @@ class Reassembler:
         self.expire(now)
         key = (source, env.request_id)
         p = self._pending.get(key)
+        group = source if group is None else group
         if p is None:
-            p = _Pending(replace(env, sequence_number=0), now + self.timeout, count)
+            ids = self._sources.setdefault(group, OrderedDict())
+            if len(ids) >= self.per_source:
+                self._drop(next(iter(ids)))
+                ids = self._sources.setdefault(group, OrderedDict())
+            p = _Pending(replace(env, sequence_number=0), now + self.timeout, count, group)
             self._pending[key] = p
+            ids[key] = None
+            self._source_bytes.setdefault(group, 0)
         elif p.envelope.message_length != total or p.envelope.session_id != env.session_id:
             raise ProtocolError("datagram disagrees with the message it continues")
         if env.sequence_number in p.chunks:
@@ -143,13 +179,18 @@ class Reassembler:
         p.chunks[env.sequence_number] = data
         p.size += len(data)
         self._bytes += len(data)
+        self._source_bytes[p.group] += len(data)
         if len(p.chunks) == p.count:
-            del self._pending[key]
-            self._bytes -= p.size
+            self._forget(key)
             return p.envelope.encode() + b"".join(p.chunks[i] for i in range(p.count))
-        while len(self._pending) > self.max_pending or self._bytes > self.max_bytes:
-            oldest = next(iter(self._pending))
+        while self._source_bytes.get(p.group, 0) > self.source_bytes:
+            oldest = next(iter(self._sources[p.group]))
             self._drop(oldest)
             if oldest == key:
+                return None
+        while len(self._pending) > self.max_pending or self._bytes > self.max_bytes:
+            oldest_key = next(iter(self._pending))
+            self._drop(oldest_key)
+            if oldest_key == key:
                 break
         return None

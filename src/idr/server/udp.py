@@ -118,7 +118,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
         request = data
         if data[2] & EnvFlag.TC:
             try:
-                full = self.reassembler.feed(addr, data, time.monotonic())
+                full = self.reassembler.feed(addr, data, time.monotonic(), addr[0])
             except ProtocolError:
                 full = data  # let the decoder produce the precise protocol error
             if full is None:
