@@ -48,6 +48,7 @@ from idr.codec.udp import Reassembler
 from idr.model.errors import ResponseCode
 from idr.model.value import HandleValue, ValueReference
 from idr.resolver.client import HandleClient, SecretKeyAuth, build_request
+from tests.server.test_native_transport import recv_message
 
 SECRET = b"native-attack-secret"
 ADMIN = ValueReference("0.NA/88.100", 300)
@@ -69,23 +70,6 @@ def rss_kib(pid: int) -> int:
 
 def resolution(handle: str, flags: int = OpFlag.PO) -> bytes:
     return encode_message(build_request(OpCode.RESOLUTION, ResolutionRequest(handle), flags=flags))
-
-
-def recv_message(s: socket.socket) -> bytes:
-    head = b""
-    while len(head) < 20:
-        chunk = s.recv(20 - len(head))
-        if not chunk:
-            raise EOFError
-        head += chunk
-    need = int.from_bytes(head[16:20], "big")
-    body = b""
-    while len(body) < need:
-        chunk = s.recv(need - len(body))
-        if not chunk:
-            raise EOFError
-        body += chunk
-    return head + body
 
 
 @dataclass
