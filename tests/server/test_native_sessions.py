@@ -267,14 +267,22 @@ async def test_anonymous_session_is_never_promoted(node: NativeNode) -> None:
     assert node.server.handler.challenges.issued == 2
 
 
-async def test_session_ops_and_login_need_tcp(node: NativeNode) -> None:
+async def test_session_setup_and_terminate_over_udp(node: NativeNode) -> None:
+    """hdllib sends SESSION_SETUP to the first interface that takes queries: UDP."""
     c = HandleClient(node.host, node.port, timeout=TIMEOUT, retries=0)
-    body = SessionSetupRequest(
-        KEY_EXCHANGE_DH, 60, "", -1, keys.DHPrivateKey.generate().public_key().encode()
+    private = keys.DHPrivateKey.generate()
+    body = SessionSetupRequest(KEY_EXCHANGE_DH, 60, "0.NA/88.100", 300, private.public_key().encode())
+    answer = (await c.request(build_request(OpCode.SESSION_SETUP, body, flags=OpFlag.CT), transport="udp"))[0]
+    assert answer.response_code == ResponseCode.SUCCESS and isinstance(answer.body, SessionSetupResponse)
+    assert verify_message(answer, decode_public_key(server_key("rsa").public_bytes))
+    _, k = keys.dh_finish(private, answer.body.data, legacy=False)
+    bye = mac_message(
+        replace(build_request(OpCode.SESSION_TERMINATE, GenericRequest("")), session_id=answer.session_id),
+        k,
+        1,
     )
-    for op, b in ((OpCode.SESSION_SETUP, body), (OpCode.SESSION_TERMINATE, GenericRequest(""))):
-        answer = (await c.request(build_request(op, b), transport="udp"))[0]
-        assert answer.response_code == ResponseCode.PROTOCOL_ERROR
+    assert (await c.request(bye, transport="udp"))[0].response_code == ResponseCode.SUCCESS
+    assert len(node.server.handler.sessions) == 0
 
 
 async def test_no_server_key_no_sessions(tmp_path: Path) -> None:

@@ -57,17 +57,16 @@ ADMIN_OPS = frozenset(
     }
 )
 # Opcodes that stream several answers or set up per-connection state: never over UDP
-# (``Interface.canHandleRequest``: "streaming" / "requiresConnection").
+# (``Interface.canHandleRequest``: "streaming" / "requiresConnection"). Session setup, key
+# exchange and terminate are not among them: hdllib sends them to the first query interface,
+# UDP, and the reference server answers them there.
 CONNECTION_OPS = frozenset(
     {
         OpCode.LIST_HANDLES,
         OpCode.LIST_HOMED_NAS,
         OpCode.RETRIEVE_TXN_LOG,
         OpCode.DUMP_HANDLES,
-        OpCode.SESSION_SETUP,
-        OpCode.SESSION_EXCHANGEKEY,
-        OpCode.SESSION_TERMINATE,
-        OpCode.LOGIN_ID_SYSTEM,
+        OpCode.LOGIN_ID_SYSTEM,  # its session belongs to the connection (server.native_sessions)
     }
 )
 
