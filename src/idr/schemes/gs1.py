@@ -1,8 +1,9 @@
 """GS1 keys: Digital Link URIs, element strings, raw scanner data, and their handles.
 
 Every rule about an AI — format, length, check digits, dates, code lists, which AIs are
-Digital Link keys and qualifiers, which AIs require or exclude others — comes from GS1's
-Barcode Syntax Dictionary (``gs1_syntax``). This module knows the written forms:
+Digital Link keys and qualifiers, which AIs require or exclude others — comes from idr's
+AI rule table (``gs1_syntax``: the rules of GS1's Barcode Syntax Dictionary, restated).
+This module knows the written forms:
 
 * Digital Link URIs (``https://host/…/01/{gtin}/10/{lot}?17=…``; http and https only),
   uncompressed, partially or fully compressed (``gs1_compress``);

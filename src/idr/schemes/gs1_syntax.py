@@ -1,32 +1,35 @@
-"""GS1 Application Identifier rules, read from GS1's own Barcode Syntax Dictionary.
+"""GS1 Application Identifier rules and the checks they name.
 
-The dictionary (``data/gs1-syntax-dictionary.txt``, vendored unchanged with its Apache-2.0
-licence) states, for every AI: its components (type N/X/Y/Z, fixed or variable length,
-optional or not), the *linters* that check each component's content (check digits, dates,
-code lists…), whether it has a predefined length (no FNC1 needed after it), whether it may
-be a Digital Link data attribute, its Digital Link key qualifiers, and the AIs it requires
-(``req=``) or excludes (``ex=``). This module parses that file and applies it; the linters
-are implemented here from the rules in the GS1 General Specifications (GenSpecs) they
-name. A hand-kept AI table is exactly what this replaces: a new dictionary release updates
-every rule at once.
+The facts are the AI rules of GS1's Barcode Syntax Dictionary, release 2026-01-27, restated
+as idr's own table (``data/gs1_ai_rules.json``, described in ``data/README.md``): for every
+AI its components (character set N/X/Y/Z, length, optional or not), the content checks of
+each component by idr's names (check digits, dates, code lists…), whether it has a
+predefined length (no FNC1 needed after it), its Digital Link role (primary key with its
+key qualifier sequences, data attribute) and the AIs it requires or excludes. To update,
+regenerate the table from a newer release and run ``tests/schemes``.
 
-Every refusal is a :class:`Gs1Error` naming the AI and the rule that failed.
+The checks are implemented here from the rules in the GS1 General Specifications
+(GenSpecs) they stand for. Every refusal is a :class:`Gs1Error` naming the AI and the rule
+that failed; a content check is named as GS1's syntax tools name it (``csum``, ``yymmd0``…),
+so a refusal reads the same as theirs (``CHECK_OF_LINTER`` maps those names to idr's).
 """
 
 from __future__ import annotations
 
 import calendar
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Any
 
 import pycountry
 
 from idr.schemes.common import SchemeError
 
-DICTIONARY_RELEASE = "2026-01-27"
+RULES_FILE = "data/gs1_ai_rules.json"
 
 # GenSpecs §7.11: the AI encodable character sets (Figure 7.11-1 set 82, 7.11-2 set 39,
 # 7.11-3 set 64 — base64url, used by the digital signature AI 8030).
@@ -44,8 +47,9 @@ CHARSETS: Mapping[str, tuple[frozenset[str], str]] = {
 
 class Gs1Error(SchemeError):
     """A GS1 rule refused the identifier: ``ai`` is the AI concerned (or ""), ``rule`` names
-    the rule (``format``, ``length``, ``charset``, a linter such as ``csum`` or ``yymmdd``,
-    ``unknown-ai``, ``duplicate``, ``requires``, ``excludes``, ``digital-link``, …)."""
+    the rule (``format``, ``length``, ``charset``, a content check by its GS1 linter name such
+    as ``csum`` or ``yymmdd``, ``unknown-ai``, ``duplicate``, ``requires``, ``excludes``,
+    ``digital-link``, …)."""
 
     def __init__(self, message: str, *, ai: str = "", rule: str = "") -> None:
         super().__init__("gs1", message)
@@ -53,18 +57,18 @@ class Gs1Error(SchemeError):
         self.rule = rule
 
 
-# --------------------------------------------------------------------------- dictionary
+# --------------------------------------------------------------------------- rule table
 
 
 @dataclass(frozen=True, slots=True)
 class Component:
-    """One component of an AI's data field: ``N6,yymmdd`` or ``[X..17]``."""
+    """One component of an AI's data field, e.g. six digits checked as a date."""
 
     charset: str  # N, X, Y or Z
     min: int
     max: int
     optional: bool
-    linters: tuple[str, ...]
+    checks: tuple[str, ...]  # idr check names, keys of CHECKS
 
     def text(self) -> str:
         core = f"{self.charset}{self.max}" if self.min == self.max else f"{self.charset}..{self.max}"
@@ -73,16 +77,16 @@ class Component:
 
 @dataclass(frozen=True, slots=True)
 class AiRule:
-    """One AI's entry in the dictionary."""
+    """Everything idr knows about one AI."""
 
     ai: str
     title: str
     components: tuple[Component, ...]
-    predefined_length: bool  # flag "*": no FNC1 separator follows it
-    dl_attribute: bool  # flag "?": may be a Digital Link data attribute (query string)
-    requires: tuple[tuple[tuple[str, ...], ...], ...]  # each req=: alternatives, each a "+" group
-    excludes: tuple[tuple[str, ...], ...]  # each ex=: AI patterns ("310n")
-    dl_qualifiers: tuple[tuple[str, ...], ...] | None  # None: not a primary key; else sequences
+    predefined_length: bool  # no FNC1 separator follows it
+    dl_attribute: bool  # may be a Digital Link data attribute (query string)
+    requires: tuple[tuple[tuple[str, ...], ...], ...]  # each: alternatives, each a group of AI patterns
+    excludes: tuple[str, ...]  # AI patterns that may not appear with it
+    dl_qualifiers: tuple[tuple[str, ...], ...] | None  # None: not a primary key; else its sequences
 
     @property
     def max_length(self) -> int:
@@ -99,67 +103,46 @@ class AiRule:
         return f"AI {self.ai} ({self.title})"
 
 
-_COMPONENT = re.compile(r"^(\[)?([NXYZ])(\.\.)?(\d+)(\])?((?:,[a-z0-9]+)*)$")
-_FLAG_CHARS = frozenset("*!?\"$%&'()+,-./:;<=>@[\\]^_`{|}~")
+def _component(raw: Mapping[str, Any]) -> Component:
+    return Component(
+        str(raw["charset"]),
+        int(raw["min"]),
+        int(raw["max"]),
+        bool(raw.get("optional", False)),
+        tuple(str(c) for c in raw.get("checks", ())),
+    )
 
 
-def _parse_line(line: str) -> list[AiRule]:
-    body, _, title = line.partition("#")
-    tokens = body.split()
-    ai_token, rest = tokens[0], tokens[1:]
-    flags = ""
-    if rest and all(ch in _FLAG_CHARS for ch in rest[0]) and not _COMPONENT.match(rest[0]):
-        flags, rest = rest[0], rest[1:]
-    components: list[Component] = []
-    requires: list[tuple[tuple[str, ...], ...]] = []
-    excludes: list[tuple[str, ...]] = []
-    qualifiers: tuple[tuple[str, ...], ...] | None = None
-    for tok in rest:
-        m = _COMPONENT.match(tok)
-        if m is not None:
-            optional, charset, variable, length, _, linters = m.groups()
-            n = int(length)
-            components.append(
-                Component(charset, 1 if variable else n, n, bool(optional), tuple(linters.split(",")[1:]))
-            )
-        elif tok == "dlpkey":
-            qualifiers = ((),)
-        elif tok.startswith("dlpkey="):
-            qualifiers = tuple(tuple(seq.split(",")) for seq in tok[7:].split("|"))
-        elif tok.startswith("req="):
-            requires.append(tuple(tuple(alt.split("+")) for alt in tok[4:].split(",")))
-        elif tok.startswith("ex="):
-            excludes.append(tuple(tok[3:].split(",")))
-        else:
-            raise ValueError(f"GS1 syntax dictionary: unknown token {tok!r} in {line!r}")
-    first, _, last = ai_token.partition("-")
-    ais = [first] if not last else [str(n).zfill(len(first)) for n in range(int(first), int(last) + 1)]
-    return [
-        AiRule(
-            ai,
-            title.strip(),
-            tuple(components),
-            "*" in flags,
-            "?" in flags,
-            tuple(requires),
-            tuple(excludes),
-            qualifiers,
-        )
-        for ai in ais
-    ]
+def _ai_rule(ai: str, raw: Mapping[str, Any]) -> AiRule:
+    qualifiers = raw.get("dl_key_qualifiers")
+    return AiRule(
+        ai,
+        str(raw["title"]),
+        tuple(_component(c) for c in raw["components"]),
+        bool(raw.get("predefined_length", False)),
+        bool(raw.get("dl_attribute", False)),
+        tuple(tuple(tuple(str(p) for p in group) for group in req) for req in raw.get("requires", ())),
+        tuple(str(p) for p in raw.get("excludes", ())),
+        None if qualifiers is None else tuple(tuple(str(q) for q in seq) for seq in qualifiers),
+    )
+
+
+@cache
+def _table() -> Mapping[str, Any]:
+    text = resources.files("idr.schemes").joinpath(RULES_FILE).read_text("utf-8")
+    table: Mapping[str, Any] = json.loads(text)
+    return table
+
+
+def release() -> str:
+    """The Syntax Dictionary release the table restates."""
+    return str(_table()["release"])
 
 
 @cache
 def rules() -> Mapping[str, AiRule]:
-    """Every AI in the vendored dictionary, by AI."""
-    text = resources.files("idr.schemes").joinpath("data/gs1-syntax-dictionary.txt").read_text("utf-8")
-    table: dict[str, AiRule] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#"):
-            for rule in _parse_line(line):
-                table[rule.ai] = rule
-    return table
+    """Every AI GS1 has assigned, by AI, in the table's order."""
+    return {ai: _ai_rule(ai, raw) for ai, raw in _table()["ais"].items()}
 
 
 def rule(ai: str) -> AiRule:
@@ -171,7 +154,7 @@ def rule(ai: str) -> AiRule:
 
 
 def primary_keys() -> tuple[str, ...]:
-    """AIs that may start a Digital Link path (``dlpkey``), in dictionary order."""
+    """AIs that may start a Digital Link path, in table order."""
     return tuple(a for a, r in rules().items() if r.dl_qualifiers is not None)
 
 
@@ -190,7 +173,7 @@ def ai_at(data: str, pos: int = 0) -> AiRule | None:
     return None
 
 
-# --------------------------------------------------------------------------- linters
+# --------------------------------------------------------------------------- checks
 
 
 def check_digit(body: str) -> int:
@@ -364,59 +347,95 @@ def _unchecked(_v: str) -> str | None:
     return None
 
 
-LINTERS: Mapping[str, Callable[[str], str | None]] = {
-    "csum": _csum,
-    "csumalpha": _csumalpha,
-    "gcppos1": _gcppos(0),
-    "gcppos2": _gcppos(1),
-    "key": _gcppos(0),  # former names of gcppos1/2 (dictionary releases before 2026)
-    "keyoff1": _gcppos(1),
-    "yymmdd": lambda v: _date(v, 2, False),
-    "yymmd0": lambda v: _date(v, 2, True),
-    "yyyymmdd": lambda v: _date(v, 4, False),
-    "yyyymmd0": lambda v: _date(v, 4, True),
-    "hh": _range("an hour", 0, 23),
-    "mi": _range("a minute", 0, 59),
-    "ss": _range("a second", 0, 59),
-    "hhmi": _hhmi,
-    "iso3166": _one_of("an ISO 3166 numeric country code", _COUNTRIES_NUMERIC),
-    "iso3166999": _one_of("an ISO 3166 numeric country code or 999", _COUNTRIES_NUMERIC | {"999"}),
-    "iso3166alpha2": _one_of("an ISO 3166 alpha-2 country code", _COUNTRIES_ALPHA2),
-    "iso4217": _one_of("an ISO 4217 numeric currency code", _CURRENCIES_NUMERIC),
-    "iso5218": _one_of("an ISO/IEC 5218 sex code (0, 1, 2 or 9)", "0129"),
-    "yesno": _one_of("0 (no) or 1 (yes)", "01"),
-    "winding": _one_of("a winding direction (0, 1 or 9)", "019"),
-    "zero": lambda v: None if v and set(v) == {"0"} else f"{v!r} must be zero",
-    "nonzero": lambda v: None if v.strip("0") else f"{v!r} must not be zero",
-    "nozeroprefix": lambda v: None if not v.startswith("0") else f"{v!r} must not start with zero",
-    "hasnondigit": lambda v: None if not v.isdigit() else f"{v!r} must contain a non-digit",
+CHECKS: Mapping[str, Callable[[str], str | None]] = {
+    "check-digit": _csum,
+    "check-pair": _csumalpha,
+    "company-prefix": _gcppos(0),
+    "company-prefix-after-first-digit": _gcppos(1),
+    "date-yymmdd": lambda v: _date(v, 2, False),
+    "date-yymmdd-day-00-allowed": lambda v: _date(v, 2, True),
+    "date-yyyymmdd": lambda v: _date(v, 4, False),
+    "date-yyyymmdd-day-00-allowed": lambda v: _date(v, 4, True),
+    "hour": _range("an hour", 0, 23),
+    "minute": _range("a minute", 0, 59),
+    "second": _range("a second", 0, 59),
+    "hour-minute": _hhmi,
+    "country-numeric": _one_of("an ISO 3166 numeric country code", _COUNTRIES_NUMERIC),
+    "country-numeric-or-999": _one_of(
+        "an ISO 3166 numeric country code or 999", _COUNTRIES_NUMERIC | {"999"}
+    ),
+    "country-alpha2": _one_of("an ISO 3166 alpha-2 country code", _COUNTRIES_ALPHA2),
+    "currency-numeric": _one_of("an ISO 4217 numeric currency code", _CURRENCIES_NUMERIC),
+    "sex-code": _one_of("an ISO/IEC 5218 sex code (0, 1, 2 or 9)", "0129"),
+    "yes-no": _one_of("0 (no) or 1 (yes)", "01"),
+    "winding-direction": _one_of("a winding direction (0, 1 or 9)", "019"),
+    "all-zero": lambda v: None if v and set(v) == {"0"} else f"{v!r} must be zero",
+    "not-zero": lambda v: None if v.strip("0") else f"{v!r} must not be zero",
+    "no-leading-zero": lambda v: None if not v.startswith("0") else f"{v!r} must not start with zero",
+    "has-non-digit": lambda v: None if not v.isdigit() else f"{v!r} must contain a non-digit",
     "hyphen": lambda v: None if set(v) <= {"-"} else f"{v!r} must be a hyphen",
     "latitude": lambda v: None if int(v) <= 1_800_000_000 else f"{v} is not a latitude (0–1800000000)",
     "longitude": lambda v: None if int(v) <= 3_600_000_000 else f"{v} is not a longitude (0–3600000000)",
-    "mediatype": _one_of("an AIDC media type", _MEDIA_TYPES),
-    "packagetype": _one_of("a package type code (UN/ECE Recommendation 21)", _PACKAGE_TYPES),
-    "importeridx": _one_of("an importer index character", _IMPORTER_INDEX),
+    "media-type": _one_of("an AIDC media type", _MEDIA_TYPES),
+    "package-type": _one_of("a package type code (UN/ECE Recommendation 21)", _PACKAGE_TYPES),
+    "importer-index": _one_of("an importer index character", _IMPORTER_INDEX),
     "iban": _iban,
-    "pcenc": _pcenc,
-    "pieceoftotal": _pieceoftotal,
-    "posinseqslash": _posinseqslash,
-    # Character-set linters: the component's type already checks them.
-    "cset82": _unchecked,
-    "cset39": _unchecked,
-    "cset64": _unchecked,
-    "csetnumeric": _unchecked,
+    "percent-encoding": _pcenc,
+    "piece-of-total": _pieceoftotal,
+    "position-in-sequence": _posinseqslash,
     # North American coupon structures (AIs 8110, 8112): checked for format only.
-    "couponcode": _unchecked,
-    "couponposoffer": _unchecked,
+    "coupon-code": _unchecked,
+    "coupon-offer": _unchecked,
 }
-UNCHECKED_LINTERS = frozenset({"couponcode", "couponposoffer"})
+UNCHECKED = frozenset({"coupon-code", "coupon-offer"})
+
+# The Syntax Dictionary's name of each content check ("linter") → idr's check. The table is
+# generated through this mapping; a refusal is named by the linter, as GS1's tools name it.
+CHECK_OF_LINTER: Mapping[str, str] = {
+    "csum": "check-digit",
+    "csumalpha": "check-pair",
+    "gcppos1": "company-prefix",
+    "gcppos2": "company-prefix-after-first-digit",
+    "yymmdd": "date-yymmdd",
+    "yymmd0": "date-yymmdd-day-00-allowed",
+    "yyyymmdd": "date-yyyymmdd",
+    "yyyymmd0": "date-yyyymmdd-day-00-allowed",
+    "hh": "hour",
+    "mi": "minute",
+    "ss": "second",
+    "hhmi": "hour-minute",
+    "iso3166": "country-numeric",
+    "iso3166999": "country-numeric-or-999",
+    "iso3166alpha2": "country-alpha2",
+    "iso4217": "currency-numeric",
+    "iso5218": "sex-code",
+    "yesno": "yes-no",
+    "winding": "winding-direction",
+    "zero": "all-zero",
+    "nonzero": "not-zero",
+    "nozeroprefix": "no-leading-zero",
+    "hasnondigit": "has-non-digit",
+    "hyphen": "hyphen",
+    "latitude": "latitude",
+    "longitude": "longitude",
+    "mediatype": "media-type",
+    "packagetype": "package-type",
+    "importeridx": "importer-index",
+    "iban": "iban",
+    "pcenc": "percent-encoding",
+    "pieceoftotal": "piece-of-total",
+    "posinseqslash": "position-in-sequence",
+    "couponcode": "coupon-code",
+    "couponposoffer": "coupon-offer",
+}
+LINTER_OF_CHECK: Mapping[str, str] = {check: linter for linter, check in CHECK_OF_LINTER.items()}
 
 
 # --------------------------------------------------------------------------- values
 
 
 def check_value(ai: str, value: str) -> None:
-    """Check ``value`` against AI ``ai``'s components and their linters, in order."""
+    """Check ``value`` against AI ``ai``'s components and their content checks, in order."""
     r = rule(ai)
     label = r.label()
     pos = 0
@@ -434,35 +453,33 @@ def check_value(ai: str, value: str) -> None:
         bad = next((c for c in chunk if c not in allowed), None)
         if bad is not None:
             raise Gs1Error(f"{label}: {bad!r} is not allowed ({name} only)", ai=ai, rule="charset")
-        for linter in comp.linters:
-            problem = LINTERS[linter](chunk)
+        for check in comp.checks:
+            problem = CHECKS[check](chunk)
             if problem is not None:
-                raise Gs1Error(f"{label}: {problem}", ai=ai, rule=linter)
+                raise Gs1Error(f"{label}: {problem}", ai=ai, rule=LINTER_OF_CHECK[check])
         pos += n
     if pos != len(value):
         raise Gs1Error(f"{label}: {value!r} has the wrong length ({r.format_text()})", ai=ai, rule="length")
 
 
 def _matches(pattern: str, ai: str) -> bool:
-    if len(pattern) != len(ai):
-        return False
-    return all(p == a or (p == "n" and a.isdigit()) for p, a in zip(pattern, ai, strict=True))
+    """An AI pattern is an AI, or a prefix then ``*``: every AI that starts with it."""
+    return ai.startswith(pattern[:-1]) if pattern.endswith("*") else ai == pattern
 
 
 def check_associations(ais: Iterable[str]) -> None:
-    """GenSpecs §4.14: the pairs of AIs that are required together (§4.14.2, ``req=``) or
-    may not appear together (§4.14.1, ``ex=``), over every AI of one message."""
+    """GenSpecs §4.14: the AIs that require others (§4.14.2, mandatory associations) or may
+    not appear with others (§4.14.1, invalid pairs), over every AI of one message."""
     present = list(dict.fromkeys(ais))
     for ai in present:
         r = rule(ai)
-        for patterns in r.excludes:
-            for other in present:
-                if other != ai and any(_matches(p, other) for p in patterns):
-                    raise Gs1Error(
-                        f"{r.label()} may not be used with AI {other} ({rule(other).title})",
-                        ai=ai,
-                        rule="excludes",
-                    )
+        for other in present:
+            if other != ai and any(_matches(p, other) for p in r.excludes):
+                raise Gs1Error(
+                    f"{r.label()} may not be used with AI {other} ({rule(other).title})",
+                    ai=ai,
+                    rule="excludes",
+                )
         for alternatives in r.requires:
             if not any(all(any(_matches(p, o) for o in present) for p in group) for group in alternatives):
                 wanted = [" + ".join(group) for group in alternatives]
