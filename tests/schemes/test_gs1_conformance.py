@@ -7,12 +7,14 @@ Sources (section numbers as in the documents; titles quoted where the number may
   (predefined-length AIs need no FNC1; FNC1 sent as GS, GSCN 16-477), §7.9.1 mod-10 check
   digit, §7.9.5 check character pair, §7.11 character sets 82/39/64, §7.12 century of a
   YY year.
-- Dictionary: the GS1 Barcode Syntax Dictionary (release 2026-01-27) entry of the AI named.
+- Dictionary: the GS1 Barcode Syntax Dictionary (release 2026-01-27) entry of the AI named,
+  as restated in idr's table (src/idr/schemes/data/gs1_ai_rules.json).
 - DL: GS1 Digital Link URI Syntax (1.2+): "URI syntax" (http/https, primary key then key
   qualifiers in the listed order, data attributes in the query, each AI once) and the
   GTIN-8/12/13 → GTIN-14 rule for the path.
 - DLC: GS1 Digital Link 1.1 "compression" (binary AI/value encoding, table Opt, base64url);
-  vectors from GS1's reference toolkit and a second independent implementation.
+  vectors observed from GS1DigitalLinkToolkit.js (gs1/GS1DigitalLinkCompressionPrototype)
+  and Solidsoft-Reply/Gs1DigitalLinkLib's CompressGs1DigitalLink.feature.
 
 Each case is run through ``gs1.parse`` and ``detect.recognise`` (what ``idr resolve``,
 ``/api/resolve``, the console and the GS1 resolver all use). ``OK`` cases give the canonical
@@ -182,7 +184,7 @@ CASES: list[tuple[str, str, Ok | Refused]] = [
     ("sym-qr-url", f"]Q1https://id.gs1.org/01/{G}", Ok(f"/01/{G}")),
     ("sym-garbage", "]Y", Refused("", "symbology")),
     # --- compressed Digital Links (issue 18, item 5) -----------------------------------------
-    # DLC vectors: GS1 reference toolkit / second implementation.
+    # DLC vectors observed from GS1DigitalLinkToolkit.js and Gs1DigitalLinkLib (see the top).
     ("dlc-gtin", "https://id.gs1.org/AQnYUc1gmg", Ok("/01/05412345000013")),
     (
         "dlc-gtin-lot-serial",
@@ -191,9 +193,9 @@ CASES: list[tuple[str, str, Ok | Refused]] = [
     ),
     ("dlc-sscc", "https://id.gs1.org/AN2yxDhfaiaw", Ok("/00/998440410914660971")),
     ("dlc-gln-ext", "https://id.gs1.org/JUa0T-eifdtOO9UFEmlYwv3Q", Ok("/414/5060917510004/254/RP56J920471")),
-    # DLC optimisation code 0B (01 then 10), written by GS1's reference toolkit.
+    # DLC optimisation code 0B (01 then 10), as GS1DigitalLinkToolkit.js writes it.
     ("dlc-optimised", "https://id.gs1.org/CwnYUc1gmo1XgkY", Ok("/01/05412345000013/10/ABC123")),
-    # DLC: partially compressed, /{primary}/{value}/{compressed rest}.
+    # DLC: partially compressed, /{primary}/{value}/{compressed rest} (Gs1DigitalLinkLib's vector).
     ("dlc-partial", "https://id.gs1.org/01/05412345000013/EEarwSM", Ok("/01/05412345000013/10/ABC123")),
     # A compressed link is validated like any other (GenSpecs §7.9.1 after decoding).
     ("dlc-then-rules", "https://id.gs1.org/AQnYUc1gmA", Refused("01", "csum")),

@@ -4,27 +4,28 @@ A compressed link carries its AIs as one base64url path segment,
 ``https://id.gs1.org/AQnYUc1gmg`` = ``https://id.gs1.org/01/05412345000013``. The bits are
 a sequence of elements, each:
 
-* the AI as 4-bit digits (two digits say how long the AI is: GS1's "table P", derived here
-  from the Syntax Dictionary), or one byte from the optimisation table ("table Opt") standing
-  for a common sequence of AIs (``0B`` = 01 then 10);
-* its value, component by component ("table F"): fixed-length digits as one binary number
-  of ⌈n·log2 10⌉ bits; variable-length digits as a length (⌈log2 max⌉ bits) then the number;
-  alphanumerics as a 3-bit encoding (0 digits, 1 lower-case hex, 2 upper-case hex, 3
-  base64url, 4 seven-bit ASCII), a length if variable, then the characters;
+* the AI as 4-bit digits (the first two digits say how many digits the AI has — the
+  standard's "table P", taken here from idr's AI rule table), or one byte from the
+  standard's optimisation table ("table Opt") standing for a common sequence of AIs
+  (``0B`` = 01 then 10);
+* its value, part by part ("table F"): fixed-length digits as one binary number just wide
+  enough for the largest value of that many digits; variable-length digits as a length
+  (wide enough for the maximum), then the number; alphanumerics as a 3-bit encoding (0
+  digits, 1 lower-case hex, 2 upper-case hex, 3 base64url, 4 seven-bit ASCII), a length if
+  variable, then the characters;
 * or, after the nibble F, a non-GS1 ``key=value`` pair (7-bit key length, base64url key,
   encoded value), which is decoded and set aside.
 
-The bit string is right-padded with zeros to whole base64url characters. "Table F" follows
-the formats of GS1's reference toolkit: the Syntax Dictionary's components with runs of
-fixed-length components of one type joined (``N6 N4`` → N10) and optional ones joined into
-one variable-length component (``[N2] [N2]`` → N..4); AIs 7230–7239 keep the X..30 of the
-reference table. Values are padded back to their encoded length on decoding (the reference
-toolkit drops leading zeros of variable-length digits).
+The bit string is right-padded with zeros to whole base64url characters. An AI's "table F"
+parts are its components from the rule table, with neighbouring fixed-length components of
+one kind merged (``N6 N4`` → N10) and optional ones merged into one variable-length part
+(``[N2] [N2]`` → N..4); AIs 7230–7239 are one X..30 part, as GS1's encoders write them.
+Decoded digits keep their encoded length: leading zeros are part of the value (GS1's
+JavaScript toolkit drops those of variable-length digits).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -37,7 +38,8 @@ ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _INDEX = {c: i for i, c in enumerate(ALPHABET)}
 MAX_COMPRESSED = 1024  # characters of one compressed segment: far beyond any real key
 
-# The optimisation codes of GS1 Digital Link compression: one byte for a sequence of AIs.
+# The optimisation codes of GS1 Digital Link compression ("table Opt"): one byte for a
+# sequence of AIs.
 OPTIMISATIONS: Mapping[str, tuple[str, ...]] = {
     "0A": ("01", "22"),
     "0B": ("01", "10"),
@@ -61,7 +63,7 @@ OPTIMISATIONS: Mapping[str, tuple[str, ...]] = {
     **{f"C{n}": ("255", f"390{n}") for n in range(10)},
     **{f"C{x}": ("255", f"394{n}") for n, x in enumerate("ABCD")},
 }
-_WIDE_X = {f"723{n}": 30 for n in range(10)}  # reference table: X..30, dictionary: X2 + X..28
+_WIDE_X = {f"723{n}": 30 for n in range(10)}  # compressed as one X..30 part; the rules say X2 + X..28
 
 
 def _err(message: str) -> Gs1Error:
@@ -93,16 +95,18 @@ def table_f(ai: str) -> tuple[Part, ...]:
 
 @cache
 def _ai_lengths() -> Mapping[str, int]:
-    """GS1's table P: how long an AI is, from its first two digits."""
+    """The standard's table P: how many digits an AI has, from its first two."""
     return {ai[:2]: len(ai) for ai in syntax.rules()}
 
 
 def _value_bits(digits: int) -> int:
-    return math.ceil(digits * math.log2(10) + 0.01)
+    """Bits for any number of ``digits`` digits: those of the largest one, 99…9."""
+    return int("9" * digits).bit_length() if digits else 0
 
 
 def _length_bits(maximum: int) -> int:
-    return math.ceil(math.log2(maximum) + 0.01)
+    """Bits for a length from 0 to ``maximum``."""
+    return maximum.bit_length()
 
 
 # --------------------------------------------------------------------------- decoding
