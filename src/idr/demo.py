@@ -35,9 +35,9 @@ from pathlib import Path
 from idr.codec.values import encode_admin
 from idr.core.config import ConfigError, NodeConfig, ReplicationConfig
 from idr.core.federation import FederatedService, FederationSettings, delegation_values
+from idr.core.interface import Core
 from idr.core.prefixes import PrefixRegistry
 from idr.core.request import Op, Request
-from idr.core.service import NodeService
 from idr.core.templates import TEMPLATE_INDEX, TEMPLATE_TYPE
 from idr.model.handle import prefix_handle
 from idr.model.site import SiteInfo
@@ -68,7 +68,7 @@ class RunningNode:
     https: tuple[str, int]
 
     @property
-    def service(self) -> NodeService:
+    def service(self) -> Core:
         return self.node.service
 
     @property

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from idr.core.config import ConfigError, NodeConfig
 from idr.core.federation import FederationSettings
+from idr.core.interface import Core
 from idr.core.service import NodeService
 from idr.server.server_key import load_server_key
 from idr.store.base import Store
@@ -94,7 +95,7 @@ def _tighten(data_dir: Path) -> None:
         )
 
 
-def open_service(config: NodeConfig) -> NodeService:
+def open_service(config: NodeConfig) -> Core:
     """The core for the node's role: authoritative roles refer for what they delegate; a
     recursive node resolves through the top service named in ``federation.toml``."""
     from idr.core.federation import make_service
@@ -193,7 +194,7 @@ class Listeners:
 
 
 class Node:
-    def __init__(self, config: NodeConfig, service: NodeService | None = None) -> None:
+    def __init__(self, config: NodeConfig, service: Core | None = None) -> None:
         self.config = config
         self.service = service or open_service(config)
         self.listeners = Listeners()
@@ -227,7 +228,7 @@ class Node:
         http = self.config.http if http is None else http
         native = self.config.native if native is None else native
         max_body = self.config.limits.max_body_bytes
-        if self.runtime is None and self.service.role != "recursive":
+        if self.runtime is None and isinstance(self.service, NodeService):
             # First: every write from here on takes the writer thread (group commit), and the
             # store's log is followed for other writers' commits.
             from idr.runtime import NodeRuntime
@@ -236,6 +237,8 @@ class Node:
             await self.runtime.start()
             self.listeners.closers.append(self._stop_runtime)
         if self.config.replication.listen and self.replicator is None:
+            if not isinstance(self.service, NodeService):
+                raise ConfigError("a recursive node holds nothing to replicate: remove [replication]")
             # Before any front-end opens: a mirror or fenced site must never take a write.
             from idr.replication import Replicator
 

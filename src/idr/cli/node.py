@@ -17,6 +17,7 @@ from idr.cli.common import fail, run_async
 from idr.codec.values import encode_admin
 from idr.core.config import ROLES, ConfigError, NodeConfig
 from idr.core.federation import FederationSettings
+from idr.core.interface import Core
 from idr.core.secret_policy import admin_secret_problem
 from idr.core.service import NodeService
 from idr.model.errors import HandleError
@@ -121,7 +122,7 @@ def init_node(
             FederationSettings(root=list(root)).save(data)
         service = open_service(cfg)
         try:
-            if role != "recursive":
+            if isinstance(service, NodeService):  # a recursive node holds nothing
                 service.bootstrap(prefix, admin_values)
         finally:
             service.close()
@@ -277,6 +278,9 @@ def register(app: typer.Typer) -> None:
             fail(f"{file} is not a file")
         size = file.stat().st_size
         service = _open(cfg)
+        if not isinstance(service, NodeService):
+            service.close()
+            fail("a recursive node holds no identifiers: import into the node home to their prefix")
         try:
             with Progress(
                 TextColumn("importing"),
@@ -339,7 +343,7 @@ def _load(data: Path) -> NodeConfig:
         fail(str(e))
 
 
-def _open(cfg: NodeConfig) -> NodeService:
+def _open(cfg: NodeConfig) -> Core:
     """The node's core on its store, or a clear error (a corrupt or unreachable store…)."""
     try:
         return open_service(cfg)

@@ -31,9 +31,9 @@ from aiohttp import web
 from idr.console import fedmap, lookup
 from idr.console.i18n import LANGS, pick_lang, translate
 from idr.console.state import BatchJob, Jobs, ResolutionRing, Session, Sessions
+from idr.core.interface import Core
 from idr.core.request import Op, Request
 from idr.core.secret_policy import admin_secret_problem
-from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle, normalize_key
 from idr.model.value import HandleValue, ValueReference
@@ -63,7 +63,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class NodeView:
     """What the console needs of a node; ``idr.node.Node`` provides it (tests may build one)."""
 
-    service: NodeService
+    service: Core
     name: str
     role: str
     data_dir: Path | None = None
@@ -97,8 +97,8 @@ class Console:
     # node facts -------------------------------------------------------------------------
 
     @property
-    def service(self) -> NodeService:
-        svc: NodeService = self.node.service
+    def service(self) -> Core:
+        svc: Core = self.node.service
         return svc
 
     @property

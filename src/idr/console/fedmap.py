@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from idr.core.federation import site_name, sites_of
-from idr.core.service import NodeService
+from idr.core.interface import Core
 from idr.model.handle import normalize_key
 from idr.model.site import SiteInfo, TransportProtocol
 
@@ -95,7 +95,7 @@ def _decoded_sites(values: Any) -> list[SiteInfo]:
     return uniq
 
 
-def delegations(service: NodeService) -> list[tuple[str, list[SiteInfo]]]:
+def delegations(service: Core) -> list[tuple[str, list[SiteInfo]]]:
     """``(prefix, sites)`` for every prefix this node delegates to another service."""
     homed = {normalize_key(p) for p in service.homed_prefixes()}
     out: list[tuple[str, list[SiteInfo]]] = []
@@ -112,7 +112,7 @@ def delegations(service: NodeService) -> list[tuple[str, list[SiteInfo]]]:
     return out
 
 
-def own_sites(service: NodeService) -> list[SiteInfo]:
+def own_sites(service: Core) -> list[SiteInfo]:
     """This service's sites as it publishes them (``0.NA/<own prefix>`` or ``0.NA/0.NA``)."""
     for p in ["0.NA", *service.homed_prefixes()]:
         rec = service.store.get(normalize_key(f"0.NA/{p}"))
@@ -123,7 +123,7 @@ def own_sites(service: NodeService) -> list[SiteInfo]:
     return []
 
 
-def node_info(service: NodeService, name: str, role: str) -> dict[str, Any]:
+def node_info(service: Core, name: str, role: str) -> dict[str, Any]:
     """What ``/console/api/node`` publishes: public facts only (names, prefixes, where nodes live)."""
     return {
         "name": name,
@@ -188,7 +188,7 @@ async def _child(http: aiohttp.ClientSession, prefix: str, views: list[SiteView]
     return node
 
 
-async def build_map(service: NodeService, name: str, role: str, extra_sites: list[SiteView]) -> MapNode:
+async def build_map(service: Core, name: str, role: str, extra_sites: list[SiteView]) -> MapNode:
     """This node and what hangs below it, probed now."""
     root = MapNode(
         name=name,
@@ -217,7 +217,7 @@ class MapCache:
         self._map: MapNode | None = None
         self._lock = asyncio.Lock()
 
-    async def get(self, service: NodeService, name: str, role: str, extra: list[SiteView]) -> MapNode:
+    async def get(self, service: Core, name: str, role: str, extra: list[SiteView]) -> MapNode:
         async with self._lock:
             if self._map is None or time.monotonic() - self._at > MAP_TTL:
                 self._map = await build_map(service, name, role, extra)

@@ -23,8 +23,8 @@ from idr.codec.site import decode_site
 from idr.codec.values import decode_admin, decode_vlist
 from idr.console.fedmap import site_urls
 from idr.core.federation import site_name, sites_of
+from idr.core.interface import Core
 from idr.core.request import Op, Request
-from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle
 from idr.model.site import SiteInfo
@@ -181,7 +181,7 @@ async def fetch_remote(base: str, handle: str) -> tuple[int, str, tuple[HandleVa
 
 
 async def resolve_traced(
-    service: NodeService, node_name: str, handle: str, fetch: RemoteFetch = fetch_remote
+    service: Core, node_name: str, handle: str, fetch: RemoteFetch = fetch_remote
 ) -> Resolution:
     """Resolve ``handle`` here, then follow referrals node by node, timing every hop."""
     res = Resolution(query=handle, handle=handle)

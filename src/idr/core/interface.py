@@ -25,6 +25,8 @@ from idr.core.request import Request, Response
 from idr.model.handle import Handle
 from idr.model.site import SiteInfo
 from idr.model.value import HandleValue, ValueReference
+from idr.store.base import Store
+from idr.store.cache import RecordCache
 
 Listener = Callable[[Sequence[str]], None]
 
@@ -47,8 +49,16 @@ class Core(Protocol):
     site_info: SiteInfo | None
     counters: dict[str, int]
 
+    @property
+    def store(self) -> Store:
+        """The node's own store (its data directory: a recursive node keeps its admins there)."""
+
+    @property
+    def cache(self) -> RecordCache:
+        """That store's record cache (its hit counts are metrics)."""
+
     def is_responsible(self, h: Handle) -> bool:
-        """Whether ``h`` is this node's to answer (a recursive node: any handle)."""
+        """Whether ``h`` is under a prefix this node is home to (its own identities included)."""
 
     def add_listener(self, fn: Listener) -> None: ...
 

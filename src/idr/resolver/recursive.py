@@ -45,9 +45,10 @@ from idr.core.templates import TEMPLATE_TYPE
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle, normalize_key, prefix_handle
 from idr.model.site import ServerInfo, SiteInfo, TransportProtocol
-from idr.model.value import HandleValue, TtlType
+from idr.model.value import HandleValue, TtlType, ValueReference
 from idr.schemes.detect import SchemeRoots, root_candidates
 from idr.store.base import Store
+from idr.store.cache import RecordCache
 
 REFERRALS = (ResponseCode.SERVICE_REFERRAL, ResponseCode.PREFIX_REFERRAL)
 NEGATIVE = (ResponseCode.HANDLE_NOT_FOUND, ResponseCode.VALUES_NOT_FOUND)
@@ -479,24 +480,66 @@ class RecursiveResolver:
 # ---------------------------------------------------------------------- the recursive node's core
 
 
-class RecursiveService(NodeService):
-    """A recursive node: holds nothing of its own and answers resolutions from the engine.
+class RecursiveService:
+    """A recursive node's core (``idr.core.interface.Core``): holds no identifiers and answers
+    resolutions from the engine; the other implementation of the interface beside the
+    authoritative ``NodeService``, not a kind of it.
 
-    It plugs into the same front-ends as any node (they call ``submit``). Its record cache
-    is the engine's; when an entry expires or is evicted the listeners hear of it, so the
-    front-ends' pre-encoded answer caches never outlive the TTL (``sweep`` runs each second).
+    It plugs into the same front-ends as any node (they call ``answer_now``/``submit``). Its
+    answer cache is the engine's; when an entry expires or is evicted the listeners hear of
+    it, so the front-ends' pre-encoded answer caches never outlive the TTL (``sweep`` runs each
+    second). What the node itself keeps — its data directory's store, the identities of its
+    admins (console login), its site — is an authoritative core of its own (``local``).
     """
 
+    role = "recursive"
+
     def __init__(self, store: Store, resolver: RecursiveResolver, **kwargs: Any) -> None:
-        super().__init__(store, **kwargs)
+        self.local = NodeService(store, **kwargs)
         self.resolver = resolver
         resolver.answers.on_drop = self._dropped
-        self.role = "recursive"
+        self._listeners: list[Callable[[Sequence[str]], None]] = []
+        self.counters: dict[str, int] = {"resolutions": 0, "registrations": 0, "writes": 0, "errors": 0}
         self._sweeper: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------- what the node itself holds
+
+    @property
+    def store(self) -> Store:
+        return self.local.store
+
+    @property
+    def cache(self) -> RecordCache:
+        return self.local.cache
+
+    @property
+    def site_info(self) -> SiteInfo | None:
+        return self.local.site_info
+
+    @site_info.setter
+    def site_info(self, site: SiteInfo | None) -> None:
+        self.local.site_info = site
+
+    def is_responsible(self, h: Handle) -> bool:
+        return self.local.is_responsible(h)
+
+    def homed_prefixes(self) -> list[str]:
+        return self.local.homed_prefixes()
+
+    def authenticate_secret(self, identity: ValueReference, secret: bytes) -> bool:
+        return self.local.authenticate_secret(identity, secret)
+
+    def identity_values(self, identity: ValueReference, type_: str) -> list[HandleValue]:
+        return self.local.identity_values(identity, type_)
+
+    def add_listener(self, fn: Callable[[Sequence[str]], None]) -> None:
+        self._listeners.append(fn)
 
     def _dropped(self, key: str) -> None:
         for fn in self._listeners:
             fn([key])
+
+    # ------------------------------------------------------------- answers
 
     def answer_now(self, req: Request) -> Response | None:
         """A cached answer (or this node's own site info, or a refusal); None when the
@@ -518,7 +561,7 @@ class RecursiveService(NodeService):
                 ResponseCode.SERVER_TOO_BUSY, req.handle, message="not cached; resolve asynchronously"
             )
         if req.op == Op.GET_SITE_INFO:
-            return self._execute(req)
+            return self.local.answer_now(req) or Response(ResponseCode.ERROR, req.handle)
         return Response(
             ResponseCode.OPERATION_NOT_SUPPORTED, req.handle, message="a recursive node holds no identifiers"
         )
@@ -566,7 +609,7 @@ class RecursiveService(NodeService):
     def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        super().close()
+        self.local.close()
 
 
 # ---------------------------------------------------------------------- supply-chain trace

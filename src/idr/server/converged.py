@@ -20,8 +20,8 @@ import orjson
 from aiohttp import web
 
 from idr.codec import rest
+from idr.core.interface import Core
 from idr.core.request import Op, Request, Response
-from idr.core.service import NodeService
 from idr.model.errors import ResponseCode
 from idr.schemes import ecode, gs1
 from idr.schemes.common import SchemeError
@@ -38,7 +38,7 @@ def _reply(status: int, obj: object) -> web.Response:
     )
 
 
-async def resolve_recognised(service: NodeService, rec: Recognised, roots: SchemeRoots) -> Response:
+async def resolve_recognised(service: Core, rec: Recognised, roots: SchemeRoots) -> Response:
     """Resolve what ``recognise`` found; GS1 keys (and V0 Ecodes) with the qualifier fallback."""
     dl = rec.key.gs1 if isinstance(rec.key, ecode.Ecode) else rec.key
     if isinstance(dl, gs1.DigitalLink):
@@ -49,9 +49,7 @@ async def resolve_recognised(service: NodeService, rec: Recognised, roots: Schem
     return await resolve_following_aliases(service, rec.handle)
 
 
-def add_converged_routes(
-    app: web.Application, service: NodeService, *, roots: SchemeRoots | None = None
-) -> None:
+def add_converged_routes(app: web.Application, service: Core, *, roots: SchemeRoots | None = None) -> None:
     """Mount ``/api/resolve``; ``roots``: the prefixes GS1, OID and Ecode identifiers live under."""
     scheme_roots = roots or SchemeRoots()
     holds = service_holds(service, delegated=True)

@@ -17,8 +17,8 @@ from aiohttp import web
 
 from idr.codec import rest
 from idr.core.federation import FederatedService
+from idr.core.interface import Core
 from idr.core.prefixes import Filing, FilingRegister, PrefixRegistry, audit_trail
-from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.value import ValueReference
 from idr.server.http import _identity, _require_tls  # the REST API's Basic-over-TLS identity
@@ -33,7 +33,7 @@ class FederationContext:
     verifier: Any = None  # top: idr.resolver.filing.Verifier
 
 
-SERVICE = web.AppKey("idr.federation.service", NodeService)
+SERVICE = web.AppKey("idr.federation.service", Core)
 
 
 def _ok(obj: dict[str, Any], status: int = 200) -> web.Response:
@@ -276,7 +276,7 @@ ROUTES = (
 )
 
 
-def add_federation_routes(app: web.Application, service: NodeService) -> None:
+def add_federation_routes(app: web.Application, service: Core) -> None:
     """Mount the federation's JSON routes (errors go through the REST API's middleware)."""
     app[SERVICE] = service
     for method, path, handler in ROUTES:

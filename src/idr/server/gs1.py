@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
+from idr.core.interface import Core
 from idr.core.request import Op, Request, Response
-from idr.core.service import NodeService
 from idr.model.errors import ResponseCode
-from idr.model.handle import Handle, prefix_handle
+from idr.model.handle import Handle, normalize_key, prefix_handle
 from idr.model.value import HandleValue
 from idr.schemes import gs1
 from idr.schemes import gs1_links as gl
@@ -45,7 +45,7 @@ _CORS = {
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def service_holds(service: NodeService, *, delegated: bool = False) -> Holds:
+def service_holds(service: Core, *, delegated: bool = False) -> Holds:
     """Whether a prefix is homed on this node; with ``delegated``, also whether this node has
     its prefix handle ``0.NA/<prefix>`` (the top node knows every delegated prefix that way)."""
 
@@ -59,11 +59,12 @@ def service_holds(service: NodeService, *, delegated: bool = False) -> Holds:
             return False
         if not delegated:
             return False
-        req = Request(Op.RESOLUTION, prefix_handle(prefix))
-        # From the record cache, or the store where reading it never waits on a network;
-        # else (PostgreSQL, not cached yet) the one synchronous read left on this path.
-        resp = service.answer_now(req) or service.handle(req)
-        return resp.ok
+        resp = service.answer_now(Request(Op.RESOLUTION, prefix_handle(prefix)))
+        if resp is not None:
+            return resp.ok
+        # Not cached and the store is across a network (PostgreSQL): the one synchronous
+        # read left on this path (``holds`` is a plain function of the scheme code).
+        return service.store.get(normalize_key(prefix_handle(prefix))) is not None
 
     return holds
 
@@ -71,7 +72,7 @@ def service_holds(service: NodeService, *, delegated: bool = False) -> Holds:
 MAX_ALIAS_HOPS = 4
 
 
-async def resolve_following_aliases(service: NodeService, handle: str) -> Response:
+async def resolve_following_aliases(service: Core, handle: str) -> Response:
     """Resolve ``handle``; a record that is an alias (``HS_ALIAS``) is replaced by its target's.
 
     A GS1 key or an Ecode often names a record that already has a handle of its own (the
@@ -101,9 +102,7 @@ class Found:
     message: str = ""
 
 
-async def lookup(
-    service: NodeService, dl: gs1.DigitalLink, holds: Holds, root: str = gs1.DEFAULT_ROOT
-) -> Found:
+async def lookup(service: Core, dl: gs1.DigitalLink, holds: Holds, root: str = gs1.DEFAULT_ROOT) -> Found:
     """Resolve ``dl`` at the longest held prefix, falling back to less specific keys.
 
     A level whose record has no links gives way to the next (a serial's record may carry
@@ -149,7 +148,7 @@ def _json(
 
 
 class GS1Resolver:
-    def __init__(self, service: NodeService, root: str, resolver_root: str | None, name: str) -> None:
+    def __init__(self, service: Core, root: str, resolver_root: str | None, name: str) -> None:
         self.service = service
         self.root = root
         self.resolver_root = resolver_root.rstrip("/") if resolver_root else None
@@ -305,7 +304,7 @@ class GS1Resolver:
 
 def add_gs1_routes(
     app: web.Application,
-    service: NodeService,
+    service: Core,
     *,
     root: str = gs1.DEFAULT_ROOT,
     resolver_root: str | None = None,

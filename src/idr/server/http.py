@@ -1,6 +1,6 @@
 """HTTP front-end: the Handle.Net 9 REST API (``/api/…``) and the hdl.handle.net-style proxy.
 
-This layer only translates: HTTP request → ``core.Request`` → ``NodeService`` →
+This layer only translates: HTTP request → ``core.Request`` → ``Core`` →
 ``core.Response`` → HTTP. Every rule about who may do what lives in the core. What is
 decided here is HTTP's own business, following Handle.Net's servlets so its clients
 (pyhandle, the HN tools) work unchanged:
@@ -40,9 +40,8 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, MultiDict, MultiMapping
 
 from idr.codec import rest
-from idr.core.interface import drops_everything
+from idr.core.interface import Core, drops_everything
 from idr.core.request import Op, Request, Response
-from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle, normalize_key
 from idr.model.url import has_control, script_scheme
@@ -55,7 +54,7 @@ from idr.server.throttle import install as install_throttle
 
 log = logging.getLogger("idr.http")
 
-SERVICE_KEY = web.AppKey("idr.service", NodeService)
+SERVICE_KEY = web.AppKey("idr.service", Core)
 SETTINGS_KEY = web.AppKey("idr.http.settings", dict[str, Any])
 SESSIONS_KEY = web.AppKey("idr.http.sessions", SessionTable)
 GATE_KEY = web.AppKey("idr.http.verify_gate", CostGate)
@@ -94,7 +93,7 @@ class _Reply(Exception):
 # --------------------------------------------------------------------------- helpers
 
 
-def _service(request: web.Request) -> NodeService:
+def _service(request: web.Request) -> Core:
     return request.app[SERVICE_KEY]
 
 
@@ -906,7 +905,7 @@ API_ROUTES: tuple[tuple[str, Handler], ...] = (
 
 
 def make_http_app(
-    service: NodeService,
+    service: Core,
     *,
     tls: bool,
     max_body: int = DEFAULT_MAX_BODY,

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from idr.core.service import NodeService
+from idr.core.interface import Core
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MetricsSource = Callable[[], dict[str, float]]
@@ -28,7 +28,7 @@ _COUNTERS = {
 
 
 class NodeCollector(Collector):
-    def __init__(self, service: NodeService, extra: list[MetricsSource]) -> None:
+    def __init__(self, service: Core, extra: list[MetricsSource]) -> None:
         self.service = service
         self.extra = extra
 
@@ -48,7 +48,7 @@ class NodeCollector(Collector):
 
 
 def add_metrics_routes(
-    app: web.Application, service: NodeService, extra: list[MetricsSource] | None = None
+    app: web.Application, service: Core, extra: list[MetricsSource] | None = None
 ) -> list[MetricsSource]:
     """Serve ``/metrics``; ``extra`` (returned) is where other parts add gauge sources."""
     extra = [] if extra is None else extra

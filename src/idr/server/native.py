@@ -52,8 +52,7 @@ from idr.codec.envelope import OpFlag
 from idr.codec.message import Message, decode_message, encode_message
 from idr.codec.wire import Writer
 from idr.core.config import NativeLimits
-from idr.core.interface import drops_everything
-from idr.core.service import NodeService
+from idr.core.interface import Core, drops_everything
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle, normalize_key
 from idr.model.value import HandleRecord, HandleValue
@@ -198,7 +197,7 @@ def _bind_pair(
 
 
 async def start_server(
-    service: NodeService,
+    service: Core,
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     options: NativeOptions | None = None,
@@ -281,7 +280,7 @@ def _spawn(srv: NativeServer, coro: Awaitable[Any]) -> None:
 
 
 async def start_native(
-    service: NodeService,
+    service: Core,
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     options: NativeOptions | None = None,
@@ -363,7 +362,7 @@ class _Shape:
 
 
 def check_warm(
-    server: NativeServer, service: NodeService, handles: Sequence[str], shapes: Sequence[bytes] = WARM_SHAPES
+    server: NativeServer, service: Core, handles: Sequence[str], shapes: Sequence[bytes] = WARM_SHAPES
 ) -> list[str]:
     """Warmed answers that differ from what the slow path gives now (for tests): empty is good."""
     bad = []
@@ -378,7 +377,7 @@ def check_warm(
 
 
 async def warm(
-    server: NativeServer, service: NodeService, shapes: Sequence[bytes] = WARM_SHAPES, batch: int = 2000
+    server: NativeServer, service: Core, shapes: Sequence[bytes] = WARM_SHAPES, batch: int = 2000
 ) -> int:
     """Learn from one store snapshot every handle the store holds (``known``) and fill the answer
     cache with their answers for ``shapes`` (none is fine: shapes are then learned on first use),
@@ -398,7 +397,7 @@ async def warm(
     return stored
 
 
-async def _known_keys(service: NodeService, page: int = 10_000) -> set[str] | None:
+async def _known_keys(service: Core, page: int = 10_000) -> set[str] | None:
     """Every handle's key from key-ordered pages of handle names: no record is decoded, so this
     is far cheaper than a snapshot pass (which decodes every value) when no shape is warmed.
     Not one snapshot, but commits meanwhile are ``dirty`` (tracking started first), so ``known``
@@ -421,7 +420,7 @@ async def _known_keys(service: NodeService, page: int = 10_000) -> set[str] | No
     return known
 
 
-async def warm_shape(server: NativeServer, service: NodeService, shape: bytes, batch: int = 2000) -> int:
+async def warm_shape(server: NativeServer, service: Core, shape: bytes, batch: int = 2000) -> int:
     """Answers for one request shape a client just used, for every handle (``on_new_shape``)."""
     stored = await _fill(server, service, (shape,), None, batch)
     log.info("answer cache: learned shape %s, %d answers", shape[:4].hex(), stored)
@@ -429,7 +428,7 @@ async def warm_shape(server: NativeServer, service: NodeService, shape: bytes, b
 
 
 async def _fill(
-    server: NativeServer, service: NodeService, shapes: Sequence[bytes], known: set[str] | None, batch: int
+    server: NativeServer, service: Core, shapes: Sequence[bytes], known: set[str] | None, batch: int
 ) -> int:
     """One pass over a snapshot: answers for ``shapes`` (one body encoded per record and wire
     version, spliced under each shape's head), and every key into ``known`` when given."""
@@ -621,6 +620,7 @@ async def _worker(data: Path, host: str, port: int, opts: NativeOptions) -> None
     import signal
 
     from idr.core.config import NodeConfig
+    from idr.core.service import NodeService
     from idr.node import open_service
     from idr.runtime import NodeRuntime
 
@@ -631,7 +631,7 @@ async def _worker(data: Path, host: str, port: int, opts: NativeOptions) -> None
     )
     service = open_service(cfg)
     # This process's caches follow the store's log (worker 0, and anyone else, write to it).
-    runtime = NodeRuntime(service, follow=opts.follow) if service.role != "recursive" else None
+    runtime = NodeRuntime(service, follow=opts.follow) if isinstance(service, NodeService) else None
     try:
         if runtime is not None:
             await runtime.start()

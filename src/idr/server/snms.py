@@ -36,8 +36,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from idr.core.interface import Core
 from idr.core.request import Op, Request, Response
-from idr.core.service import NodeService
 from idr.model.errors import ResponseCode
 from idr.model.value import HandleValue, ValueReference
 from idr.server.throttle import THROTTLE_KEY, Throttle, Throttled
@@ -156,7 +156,7 @@ def _username(text: str) -> ValueReference:
 
 
 class SnmsApi:
-    def __init__(self, service: NodeService, tokens: TokenStore, clock: Clock) -> None:
+    def __init__(self, service: Core, tokens: TokenStore, clock: Clock) -> None:
         self.service = service
         self.tokens = tokens
         self.clock = clock
@@ -385,7 +385,7 @@ def record_json(handle: str, values: tuple[HandleValue, ...]) -> dict[str, objec
 
 def add_snms_routes(
     app: web.Application,
-    service: NodeService,
+    service: Core,
     *,
     token_ttl: float = TOKEN_TTL,
     clock: Clock = time.time,
