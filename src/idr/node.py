@@ -66,6 +66,24 @@ def open_store(config: NodeConfig) -> Store:
     raise ValueError(f"unknown store engine {config.store!r}")
 
 
+def _replica_gate(config: NodeConfig) -> Callable[[], None]:
+    """A site's durable replication role, for writers without a running replicator (``idr
+    import`` into the data directory): a mirror's store takes only its primary's log."""
+    from idr.model.errors import HandleError, ResponseCode
+    from idr.replication.state import PRIMARY, ReplState
+
+    def gate() -> None:
+        state = ReplState.load(config.data_dir)
+        role = state.role if state is not None else config.replication.role
+        if role != PRIMARY:
+            raise HandleError(
+                ResponseCode.SERVER_READ_ONLY,
+                f"{config.data_dir} is a replication mirror: write to its primary site instead",
+            )
+
+    return gate
+
+
 def _standby_gate() -> None:
     from idr.model.errors import HandleError, ResponseCode
 
@@ -127,6 +145,8 @@ def open_service(config: NodeConfig) -> Core:
             service = NodeService(store, **kwargs)
         if config.standby:
             service.write_gate = _standby_gate
+        elif config.replication.listen:
+            service.write_gate = _replica_gate(config)  # until a running Replicator installs its own
         return service
     except BaseException:
         store.close()

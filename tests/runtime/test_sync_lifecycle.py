@@ -73,3 +73,25 @@ async def _apply_expecting_refusal(reg: PrefixRegistry) -> str:
     with pytest.raises(HandleError) as refused:
         await reg.apply(enterprise="Shell Co", uscc=USCC, contact="x@example.org", secret="shell-secret-1")
     return refused.value.message
+
+
+def test_import_into_a_mirrors_data_directory_is_refused(tmp_path: Path) -> None:
+    """A mirror's store takes only its primary's log: an import there would fork the log."""
+    import secrets
+    import subprocess
+    import sys
+
+    from tests.procs import free_port, idr
+
+    data = tmp_path / "mirror"
+    idr("init", "--data", str(data), "--prefix", "88.168", "--admin-secret", "sec-secret-1")
+    idr("replication", "setup", "--data", str(data), "--listen", f"127.0.0.1:{free_port()}",
+        "--peer", f"127.0.0.1:{free_port()}", "--secret", secrets.token_urlsafe(32),
+        "--role", "mirror")  # fmt: skip
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"handle": "88.168/x", "values": [{"index": 1, "type": "URL", "data": "https://x"}]}\n')
+    r = subprocess.run(
+        [sys.executable, "-c", "from idr.cli import main; main()", "import", "--data", str(data), str(src)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode != 0 and "mirror" in r.stdout + r.stderr, r.stdout + r.stderr
