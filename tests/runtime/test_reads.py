@@ -24,6 +24,7 @@ from idr.resolver.client import HandleClient
 from tests.procs import free_port
 
 ADMIN = ValueReference("0.NA/88.100", 300)
+SECRET = "reads-s3cret-0123456789"
 URL = HandleValue(1, "URL", b"https://example.org/")
 
 
@@ -33,9 +34,8 @@ async def pg_node(tmp_path: Path) -> AsyncIterator[tuple[Node, str]]:
 
     dsn = pg.new_database()
     native = f"127.0.0.1:{free_port(udp_too=True)}"
-    init_node(
-        tmp_path / "n", "88.100", secret="reads-secret-1", https="", native=native, store="postgres", dsn=dsn
-    )
+    https = f"127.0.0.1:{free_port()}"
+    init_node(tmp_path / "n", "88.100", secret=SECRET, https=https, native=native, store="postgres", dsn=dsn)
     node = Node(NodeConfig.load(tmp_path / "n"))
     await node.start()
     try:
@@ -55,7 +55,7 @@ async def test_a_cache_miss_on_postgres_does_not_stall_the_loop(pg_node: tuple[N
     port = node.listeners.native[1]
     async with HandleClient("127.0.0.1", port, timeout=5.0, retries=0) as c:
         assert (await c.resolve("88.100/hot")).response_code == ResponseCode.SUCCESS  # cached now
-    svc.cache.invalidate(["88.100/COLD"])
+    svc.cache.invalidate(["88.100/COLD", "0.NA/88.100"])  # the admin's identity record too
     # Another session holds the handles table: every SELECT on it waits until it lets go.
     locked, release = threading.Event(), threading.Event()
 
@@ -71,8 +71,10 @@ async def test_a_cache_miss_on_postgres_does_not_stall_the_loop(pg_node: tuple[N
     try:
         async with HandleClient("127.0.0.1", port, timeout=10.0, retries=0) as c:
             cold = asyncio.ensure_future(c.resolve("88.100/cold"))  # waits on the lock, off the loop
+            # A Basic-authenticated HTTPS request whose identity is not cached waits too, off the loop.
+            authed = asyncio.ensure_future(_basic_get(node, "88.100/hot"))
             await asyncio.sleep(0.2)
-            assert not cold.done()
+            assert not cold.done() and not authed.done()
             t0 = time.monotonic()
             hot = await c.resolve("88.100/hot")  # a cached answer, while the miss waits
             assert hot.response_code == ResponseCode.SUCCESS
@@ -80,9 +82,20 @@ async def test_a_cache_miss_on_postgres_does_not_stall_the_loop(pg_node: tuple[N
             assert not cold.done()
             release.set()
             assert (await cold).response_code == ResponseCode.SUCCESS
+            assert await authed == 200
     finally:
         release.set()
         holder.join(10)
+
+
+async def _basic_get(node: Node, handle: str) -> int:
+    import aiohttp
+
+    assert node.listeners.https is not None
+    url = f"https://127.0.0.1:{node.listeners.https[1]}/api/handles/{handle}"
+    headers = {"Authorization": aiohttp.encode_basic_auth("300%3A0.NA%2F88.100", SECRET)}  # type: ignore[attr-defined]
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers, ssl=False) as r:
+        return r.status
 
 
 @pytest.fixture

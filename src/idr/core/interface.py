@@ -70,6 +70,11 @@ class Core(Protocol):
 
     def homed_prefixes(self) -> list[str]: ...
 
+    async def preload(self, handles: Sequence[str]) -> None:
+        """Have these handles' records cached (read off the loop where the store may block), so
+        the synchronous identity lookups that follow (``authenticate_secret``,
+        ``identity_values``) never wait on the store."""
+
     def authenticate_secret(self, identity: ValueReference, secret: bytes) -> bool:
         """Whether ``secret`` is ``identity``'s HS_SECKEY (for Basic and console logins)."""
 

@@ -19,6 +19,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from idr.codec.values import encode_admin
@@ -163,6 +164,18 @@ class NodeService:
     def reload_homed(self) -> None:
         names = self.store.list_handles(HOMED_PREFIX, None, 1_000_000)
         self._homed = {normalize_key(p): p for p in names}
+
+    async def preload(self, handles: Sequence[str]) -> None:
+        """See ``Core.preload``: each record not cached is read by the runtime's readers."""
+        if not self.store.blocking_reads or self.runtime is None:
+            return
+        for handle in handles:
+            try:
+                key = Handle.parse(handle).key
+            except HandleError:
+                continue
+            if self.cache.lookup(key) is MISSING:
+                await self.runtime.read(partial(self.cache.get, key, self.store.get))
 
     def homed_prefixes(self) -> list[str]:
         """The prefixes this node is home to, sorted by key (from memory: never blocks)."""

@@ -526,6 +526,9 @@ class RecursiveService:
     def homed_prefixes(self) -> list[str]:
         return self.local.homed_prefixes()
 
+    async def preload(self, handles: Sequence[str]) -> None:
+        await self.local.preload(handles)
+
     def authenticate_secret(self, identity: ValueReference, secret: bytes) -> bool:
         return self.local.authenticate_secret(identity, secret)
 

@@ -41,6 +41,7 @@ from typing import Any
 
 from idr.codec import idtoken
 from idr.codec.bodies import (
+    ChallengeAnswerRequest,
     ChallengeResponse,
     EmptyBody,
     LoginRequest,
@@ -414,6 +415,8 @@ class NativeHandler:
         context = pending.context if isinstance(pending.context, InSession) else None
         session = context.session if context is not None else None
         try:
+            if isinstance(answer.body, ChallengeAnswerRequest):  # cached first: no store wait below
+                await self.service.preload([answer.body.identity_handle])
             claimed, kind, values = auth.claimed_keys(self.service, answer)
             identity = await self.guard.check(
                 peer, claimed, auth.verify_answer, claimed, kind, values, pending, answer
@@ -475,7 +478,8 @@ class NativeHandler:
             if not self.service.is_responsible(Handle.parse(body.handle)):
                 raise HandleError(ResponseCode.SERVER_NOT_RESPONSIBLE, NOT_HERE)
             identity = ValueReference(body.handle, body.index)
-            values = self.service.identity_values(identity, auth.SECKEY)  # read here, on the loop
+            await self.service.preload([body.handle])  # cached first: the read below never waits
+            values = self.service.identity_values(identity, auth.SECKEY)
             legacy = msg.version < (2, 1)
             args = (values, body.nonce, body.digest.digest, body.signed_response, legacy)
             ok = await self.guard.check(peer, identity, auth.verify_local_secret, *args)
@@ -496,6 +500,7 @@ class NativeHandler:
                 raise HandleError(
                     ResponseCode.AUTHENTICATION_FAILED, "identity token expired or from the future"
                 )
+            await self.service.preload([tok.identity.handle])
             values = self.service.identity_values(tok.identity, auth.PUBKEY)
             if not await self.guard.check(peer, tok.identity, _token_signed, tok, values):
                 raise HandleError(

@@ -271,6 +271,15 @@ def _auth_failed(request: web.Request, message: str) -> _Reply:
     return _Reply(401, ResponseCode.AUTHENTICATION_FAILED, f"authentication failed: {message}")
 
 
+def _basic_claim(token: str) -> ValueReference | None:
+    """The identity a ``Basic`` token names (not yet checked)."""
+    try:
+        user = base64.b64decode(token.strip(), validate=True).partition(b":")[0]
+        return ValueReference.parse(unquote_to_bytes(user).decode("utf-8"))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+
+
 def _basic_identity(request: web.Request, token: str) -> ValueReference | None:
     """``Basic``: user is ``index:handle`` percent-encoded (pyhandle: ``quote(username)``), the
     password the secret key's bytes. None when the credentials do not verify."""
@@ -319,7 +328,8 @@ async def _handle_login(request: web.Request, session: Session, auth: http_auth.
     except (binascii.Error, ValueError):
         raise http_auth.AuthFailed("cnonce is not base64") from None
     _begin(request, claimed)
-    values = _service(request).identity_values(claimed, auth_type)  # the store: on the loop
+    await _service(request).preload([claimed.handle])  # so the read below never waits
+    values = _service(request).identity_values(claimed, auth_type)
     if not values:
         raise http_auth.AuthFailed(f"no {auth_type} value for {auth.id}")
     # The client chose the cost (PBKDF2 iterations, key sizes): off the loop, a bounded amount
@@ -350,7 +360,16 @@ async def _handle_authentication(request: web.Request) -> None:
     ``Authorization: Handle`` header is verified here, off the event loop, so that
     ``_identity`` stays a plain function for every route; a failed one is a 401 at once."""
     header = request.headers.get(hdrs.AUTHORIZATION)
-    if header is None or not request.secure or header.lstrip()[:6].lower() != "handle":
+    if header is None or not request.secure:
+        return
+    if header.lstrip()[:6].lower() == "basic ":
+        # The identity's record, cached now (off the loop if the store may block), so that
+        # checking the secret in ``_identity`` never waits on the store.
+        claimed = _basic_claim(header.strip()[6:])
+        if claimed is not None:
+            await _service(request).preload([claimed.handle])
+        return
+    if header.lstrip()[:6].lower() != "handle":
         return
     auth = http_auth.parse_header(header)
     if auth is None or auth.sessionId is None or not auth.authenticating:
