@@ -11,6 +11,7 @@ and the tests all start nodes this way; nothing is wired anywhere else.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from idr.replication import Replicator
     from idr.runtime import NodeRuntime
     from idr.server.federation import FederationContext
+    from idr.server.http_connections import ConnectionGuard
     from idr.server.limits import CostGate
     from idr.server.metrics import MetricsSource
     from idr.server.native import NativeOptions
@@ -272,26 +274,42 @@ class Node:
                 continue
             assert guards is not None
             host, port = parse_address(addr)
-            throttle, gate, sessions = guards
             app = make_http_app(
-                self.service, tls=secure, max_body=max_body, throttle=throttle, gate=gate, sessions=sessions
+                self.service,
+                tls=secure,
+                max_body=max_body,
+                throttle=guards.throttle,
+                gate=guards.gate,
+                sessions=guards.sessions,
             )
             add_metrics_routes(app, self.service, self.metrics_sources)
             add_gs1_routes(app, self.service)
             add_converged_routes(app, self.service)
-            add_snms_routes(app, self.service, throttle=throttle)
+            add_snms_routes(app, self.service, throttle=guards.throttle)
             add_console_routes(app, self)
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            limits = guards.connections.limits
+            runner = web.AppRunner(
+                app, access_log=None, handle_signals=False, keepalive_timeout=limits.keepalive_timeout
+            )
             await runner.setup()
-            ssl_ctx = server_context(self.config.data_dir) if secure else None
-            site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, reuse_address=True)
-            await site.start()
-            bound = _bound(site)
-            if secure:
-                self.listeners.https = bound
-            else:
-                self.listeners.http = bound
             self.listeners.closers.append(runner.cleanup)
+            assert runner.server is not None  # made by setup()
+            ssl_ctx = server_context(self.config.data_dir) if secure else None
+            # aiohttp's per-connection protocol, behind the node's connection guard
+            server = await asyncio.get_running_loop().create_server(
+                guards.connections.factory(runner.server),
+                host,
+                port,
+                ssl=ssl_ctx,
+                ssl_handshake_timeout=limits.tls_handshake_timeout if ssl_ctx else None,
+                reuse_address=True,
+            )
+            self.listeners.closers.append(_closer(server))
+            bound = server.sockets[0].getsockname()[:2]
+            if secure:
+                self.listeners.https = (str(bound[0]), int(bound[1]))
+            else:
+                self.listeners.http = (str(bound[0]), int(bound[1]))
         if native:
             from idr.server.native import NativeOptions, start_native, start_workers
 
@@ -316,9 +334,9 @@ class Node:
             named = (("https", ls.https), ("http", ls.http), ("native", ls.native))
             self.replicator.api = ", ".join(f"{n} {a[0]}:{a[1]}" for n, a in named if a)
 
-    def _http_guards(self) -> tuple[Throttle, CostGate, SessionTable]:
-        """What the node's HTTP listeners share: the failed-login back-off, the gate costly
-        signature checks pass through, the ``Authorization: Handle`` sessions (``[http]``)."""
+    def _http_guards(self) -> HttpGuards:
+        """What the node's HTTP listeners share (``[http]`` in idr.toml)."""
+        from idr.server.http_connections import ConnectionGuard, ConnectionLimits
         from idr.server.limits import CostGate
         from idr.server.sessions import SessionTable
         from idr.server.throttle import Throttle, ThrottleLimits
@@ -332,7 +350,12 @@ class Node:
             gate.close()
 
         self.listeners.closers.append(close_gate)
-        return self.throttle, gate, SessionTable(idle=h.session_idle, capacity=h.sessions)
+        return HttpGuards(
+            self.throttle,
+            gate,
+            SessionTable(idle=h.session_idle, capacity=h.sessions),
+            ConnectionGuard(ConnectionLimits.from_config(h)),
+        )
 
     def own_site(self) -> SiteInfo:
         """This node as a one-server site (HS_SITE), from the addresses it listens on; a
@@ -378,8 +401,19 @@ class Node:
         self.service.close()
 
 
-def _bound(site: object) -> tuple[str, int]:
-    server = getattr(site, "_server", None)
-    sockets = getattr(server, "sockets", None) or []
-    host, port = sockets[0].getsockname()[:2]
-    return str(host), int(port)
+def _closer(server: asyncio.Server) -> Callable[[], Awaitable[None]]:
+    async def close() -> None:
+        server.close()
+
+    return close
+
+
+@dataclass
+class HttpGuards:
+    """What a node's HTTP(S) listeners share: the failed-login back-off, the gate costly signature
+    checks pass through, the ``Authorization: Handle`` sessions, the connection limits."""
+
+    throttle: Throttle
+    gate: CostGate
+    sessions: SessionTable
+    connections: ConnectionGuard

@@ -90,12 +90,24 @@ class Live:
 
 @contextlib.asynccontextmanager
 async def start_live(
-    data: Path, *, role: str = "standalone", prefix: str = PREFIX, secret: str = SECRET
+    data: Path,
+    *,
+    role: str = "standalone",
+    prefix: str = PREFIX,
+    secret: str = SECRET,
+    http_limits: dict[str, Any] | None = None,
 ) -> AsyncIterator[Live]:
-    """``idr init`` + ``idr serve`` in this process, every listener on an ephemeral port."""
+    """``idr init`` + ``idr serve`` in this process, every listener on an ephemeral port;
+    ``http_limits``: keys of ``[http]`` in idr.toml to set first."""
     init_node(
         data, prefix, secret=secret, role=role, https="127.0.0.1:0", http="127.0.0.1:0", native="127.0.0.1:0"
     )
+    if http_limits:
+        cfg = NodeConfig.load(data)
+        for key, value in http_limits.items():
+            assert hasattr(cfg.http_limits, key), key
+            setattr(cfg.http_limits, key, value)
+        cfg.save()
     node = Node(NodeConfig.load(data))
     await node.start()
     ctx = ssl.create_default_context(cafile=str(data / "tls" / "cert.pem"))

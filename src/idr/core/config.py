@@ -64,6 +64,13 @@ class HttpLimits:
     verify_queue: int = 16  # waiting beyond that; more get 503 at once
     sessions: int = 10_000  # Authorization: Handle sessions kept (anonymous and logged-in each)
     session_idle: float = 1800.0  # seconds
+    # Connections (idr.server.http_connections), all HTTP(S) listeners of the node together.
+    max_connections: int = 2048
+    max_connections_per_source: int = 64  # one address (an IPv6 client's /64)
+    request_timeout: float = 60.0  # a request received and its answer begun within this
+    write_stall_timeout: float = 60.0  # a client that stops reading is closed after this
+    keepalive_timeout: float = 75.0  # an idle keep-alive connection
+    tls_handshake_timeout: float = 10.0
 
 
 @dataclass

@@ -1,0 +1,132 @@
+"""Beyond issue 12's list: what one client may hold of the HTTP(S) listeners.
+
+aiohttp bounds a request's size, not the connections or the time a client holds. Against a
+live node (``[http]`` limits lowered in its idr.toml so the test is quick): one address cannot
+take more than ``max_connections_per_source``, a slowloris that trickles header bytes is closed
+``request_timeout`` after its first byte, a client that never reads its answers is closed
+``write_stall_timeout`` after its buffer filled — and meanwhile a bystander at another address
+is answered at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.security.conftest import Live, basic, start_live
+
+PER_SOURCE = 16
+TIMEOUT = 2.0
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[Live]:
+    limits = {
+        "max_connections_per_source": PER_SOURCE,
+        "request_timeout": TIMEOUT,
+        "write_stall_timeout": TIMEOUT,
+    }
+    async with start_live(tmp_path / "node", http_limits=limits) as live:
+        yield live
+
+
+def _port(live: Live) -> int:
+    assert live.node.listeners.http
+    return live.node.listeners.http[1]
+
+
+async def _connect(port: int, rcvbuf: int | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.bind(("127.0.0.2", 0))  # the attacker's address (any 127/8 address is loopback)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return await asyncio.open_connection(sock=sock)
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """Whether the server closes the connection within ``seconds`` (reading what it sends)."""
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            chunk = await asyncio.wait_for(reader.read(65536), deadline - time.monotonic())
+            if not chunk:
+                return True
+    except TimeoutError:
+        return False
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    return False
+
+
+async def _bystander(live: Live) -> float:
+    t0 = time.perf_counter()
+    async with live.client.get(f"{live.http}/api/handles/0.NA/88.100") as r:
+        assert r.status == 200
+    return time.perf_counter() - t0
+
+
+async def test_one_address_cannot_hold_every_connection(node: Live) -> None:
+    conns = [await _connect(_port(node)) for _ in range(PER_SOURCE + 24)]
+    try:
+        closed = await asyncio.gather(*(_closed_within(r, 1.0) for r, _ in conns))
+        assert sum(closed) >= 24, closed  # all beyond the per-source limit, at once
+        assert await _bystander(node) < 0.5
+    finally:
+        for _, w in conns:
+            w.close()
+
+
+async def test_slowloris_is_closed_after_the_request_timeout(node: Live) -> None:
+    conns = [await _connect(_port(node)) for _ in range(8)]
+    for _, w in conns:
+        w.write(b"GET /api/handles/0.NA/88.100 HTTP/1.1\r\nHost: x\r\n")
+
+    async def trickle(w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            for _ in range(int(3 * TIMEOUT / 0.25)):
+                w.write(b"X")
+                await w.drain()
+                await asyncio.sleep(0.25)
+
+    trickling = [asyncio.create_task(trickle(w)) for _, w in conns]
+    try:
+        t0 = time.monotonic()
+        closed = await asyncio.gather(*(_closed_within(r, TIMEOUT + 2.0) for r, _ in conns))
+        assert all(closed), closed
+        assert time.monotonic() - t0 >= TIMEOUT - 0.5  # not before its time
+        assert await _bystander(node) < 0.5
+    finally:
+        for t in trickling:
+            t.cancel()
+        for _, w in conns:
+            w.close()
+
+
+async def test_a_client_that_never_reads_is_closed_and_its_answers_freed(node: Live) -> None:
+    big = "x" * 600_000
+    status, _ = await node.put("88.100/big", [{"index": 1, "type": "DESC", "data": big}], basic())
+    assert status == 200
+    guard_before = node.node.listeners.http
+    assert guard_before
+    reader, writer = await _connect(_port(node), rcvbuf=4096)
+    request = b"GET /api/handles/88.100/big HTTP/1.1\r\nHost: x\r\n\r\n"
+    writer.write(request * 40)  # 24 MB of answers asked for, none read
+    await writer.drain()
+    try:
+        await asyncio.sleep(0.5)
+        assert await _bystander(node) < 0.5
+        t0 = time.monotonic()
+        # now read: what was sent before the stall, then the close
+        await asyncio.sleep(TIMEOUT + 1.5)
+        assert await _closed_within(reader, 30.0)
+        assert time.monotonic() - t0 < TIMEOUT + 30
+    finally:
+        writer.close()
