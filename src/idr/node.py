@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from idr.server.server_key import ServerKey
     from idr.server.sessions import SessionTable
     from idr.server.throttle import Throttle
+    from idr.server.walks import WalkGate
 
 log = logging.getLogger("idr.node")
 
@@ -228,6 +229,7 @@ class Node:
         self.workers = 1
         self.runtime: NodeRuntime | None = None
         self.throttle: Throttle | None = None  # failed-login back-off of the HTTP front-ends
+        self.walks: WalkGate | None = None  # federation-wide traces at once
         # The server's key pair (server_key.pem): signs certified answers and session setups,
         # published in the site's server record.
         self.server_key: ServerKey | None = load_server_key(config.data_dir)
@@ -281,6 +283,7 @@ class Node:
                 throttle=guards.throttle,
                 gate=guards.gate,
                 sessions=guards.sessions,
+                walks=guards.walks,
             )
             add_metrics_routes(app, self.service, self.metrics_sources)
             add_gs1_routes(app, self.service)
@@ -340,10 +343,13 @@ class Node:
         from idr.server.limits import CostGate
         from idr.server.sessions import SessionTable
         from idr.server.throttle import Throttle, ThrottleLimits
+        from idr.server.walks import WalkGate
 
         h = self.config.http_limits
         if self.throttle is None:
             self.throttle = Throttle(ThrottleLimits.from_config(h))
+        if self.walks is None:
+            self.walks = WalkGate(h.max_walks, h.walk_seconds)
         gate = CostGate(h.verify_slots, h.verify_queue)
 
         async def close_gate() -> None:
@@ -355,6 +361,7 @@ class Node:
             gate,
             SessionTable(idle=h.session_idle, capacity=h.sessions),
             ConnectionGuard(ConnectionLimits.from_config(h)),
+            self.walks,
         )
 
     def own_site(self) -> SiteInfo:
@@ -417,3 +424,4 @@ class HttpGuards:
     gate: CostGate
     sessions: SessionTable
     connections: ConnectionGuard
+    walks: WalkGate

@@ -41,6 +41,8 @@ from idr.schemes.common import SchemeError
 from idr.schemes.detect import recognise
 from idr.server.throttle import THROTTLE_KEY, Throttled
 from idr.server.throttle import install as install_throttle
+from idr.server.walks import WALKS_KEY
+from idr.server.walks import install as install_walks
 
 if TYPE_CHECKING:
     from idr.core.templates import Template, TemplateRegistry
@@ -75,7 +77,8 @@ class Console:
 
     def __init__(self, node: Any) -> None:
         self.node = node
-        self.sessions = Sessions()
+        limits = getattr(getattr(node, "config", None), "http_limits", None)
+        self.sessions = Sessions(capacity=limits.console_sessions if limits is not None else None)
         self.ring = ResolutionRing()
         self.jobs = Jobs()
         self.map = fedmap.MapCache()
@@ -713,6 +716,8 @@ async def batch_start(request: web.Request) -> web.StreamResponse:
     if problem:
         return p.json({"error": problem}, status=400)
     job = c.jobs.new(str(p.identity), len(rows))
+    if job is None:
+        return p.json({"error": p.t("batch.busy")}, status=429)
     c.spawn(run_batch(c, job, template, rows, p.identity))
     return p.json(job.to_json(), status=202)
 
@@ -980,14 +985,27 @@ async def chain_page(request: web.Request) -> web.StreamResponse:
     if not text:
         return p.render("chain.html", q="", tree=None, count=0)
     cache: dict[str, lookup.Resolution] = {}
+    try:
+        with request.app[WALKS_KEY].walk() as deadline:
 
-    async def resolve(handle: str) -> lookup.Resolution:
-        if handle not in cache:
-            cache[handle] = await traced(p.console, handle)
-        return cache[handle]
+            async def resolve(handle: str) -> lookup.Resolution:
+                """Traced, within what is left of the walk's time (then: not resolved)."""
+                if handle not in cache:
+                    try:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise TimeoutError
+                        cache[handle] = await asyncio.wait_for(traced(p.console, handle), left)
+                    except TimeoutError:
+                        res = lookup.Resolution(query=handle, handle=handle)
+                        res.code, res.message = int(ResponseCode.SERVER_TOO_BUSY), p.t("chain.time")
+                        cache[handle] = res
+                return cache[handle]
 
-    root = (await resolve(text)).handle
-    tree, count = await lookup.supply_chain(resolve, root)
+            root = (await resolve(text)).handle
+            tree, count = await lookup.supply_chain(resolve, root)
+    except HandleError as e:  # every walk slot taken
+        return p.render("message.html", status=503, title=p.t("chain.busy"), message=e.message)
     return p.render("chain.html", q=text, tree=tree, count=count)
 
 
@@ -1029,6 +1047,7 @@ def add_console_routes(app: web.Application, node: Any) -> Console:
     console = console_for(node)
     app[CONSOLE_KEY] = console
     install_throttle(app, getattr(node, "throttle", None))
+    install_walks(app, getattr(node, "walks", None))
     app.on_startup.append(console.on_startup)
     app.on_cleanup.append(console.on_cleanup)
     r = app.router

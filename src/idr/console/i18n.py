@@ -139,6 +139,12 @@ LABELS: dict[str, tuple[str, str]] = {
     ),
     "login.failed": ("Identity or secret key not accepted.", "身份或密钥不正确。"),
     "login.bad_identity": ("An identity looks like 300:0.NA/88.100.", "身份格式如 300:0.NA/88.100。"),
+    "chain.time": ("not resolved: the trace's time ran out", "未解析：追溯时间已用完"),
+    "chain.busy": ("Too many traces running", "正在进行的追溯过多"),
+    "batch.busy": (
+        "Your earlier batches are still running: wait for one to finish.",
+        "您之前的批量任务仍在运行，请等待其完成。",
+    ),
     "login.throttled": (
         "Too many failed attempts: wait a little and try again.",
         "失败次数过多，请稍后再试。",

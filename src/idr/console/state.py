@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from idr.model.value import ValueReference
 
 SESSION_TTL = 8 * 3600.0  # an operator's working day
-MAX_SESSIONS = 10_000  # oldest evicted first: anonymous visitors cannot grow memory unbounded
+MAX_SESSIONS = 10_000  # per table (anonymous, logged in); the least recently used go first
+MAX_SESSIONS_PER_IDENTITY = 32  # logged-in sessions of one identity
 RING_MINUTES = 60
 MAX_JOBS = 64
+MAX_RUNNING_PER_OWNER = 2
 
 
 @dataclass
@@ -35,26 +37,39 @@ class Session:
 
 
 class Sessions:
-    """Server-side sessions keyed by an unguessable id (the cookie carries only the id)."""
+    """Server-side sessions keyed by an unguessable id (the cookie carries only the id).
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._by_id: OrderedDict[str, Session] = OrderedDict()
+    Every page view without a session makes one (for its CSRF token), so anonymous sessions and
+    logged-in ones are kept in two tables, each bounded: a flood of anonymous visitors pushes out
+    only other anonymous sessions, never logs an operator out. One identity keeps at most
+    ``MAX_SESSIONS_PER_IDENTITY`` logged-in sessions (its oldest go first)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, capacity: int | None = None) -> None:
+        self._anonymous: OrderedDict[str, Session] = OrderedDict()
+        self._logged_in: OrderedDict[str, Session] = OrderedDict()
+        self.capacity = MAX_SESSIONS if capacity is None else capacity
         self.clock = clock
+
+    def __len__(self) -> int:
+        return len(self._anonymous) + len(self._logged_in)
+
+    def _table(self, s: Session) -> OrderedDict[str, Session]:
+        return self._anonymous if s.identity is None else self._logged_in
 
     def get(self, sid: str | None) -> Session | None:
         if not sid:
             return None
-        s = self._by_id.get(sid)
+        s = self._anonymous.get(sid) or self._logged_in.get(sid)
         if s is None:
             return None
+        table = self._table(s)
         if s.expires < self.clock():
-            del self._by_id[sid]
+            del table[sid]
             return None
+        table.move_to_end(sid)
         return s
 
     def new(self, secure: bool, identity: ValueReference | None = None) -> Session:
-        while len(self._by_id) >= MAX_SESSIONS:
-            self._by_id.popitem(last=False)
         s = Session(
             sid=secrets.token_urlsafe(32),
             csrf=secrets.token_urlsafe(32),
@@ -62,11 +77,19 @@ class Sessions:
             expires=self.clock() + SESSION_TTL,
             identity=identity,
         )
-        self._by_id[s.sid] = s
+        table = self._table(s)
+        if identity is not None:
+            mine = [k for k, v in table.items() if v.identity == identity]
+            for sid in mine[: max(0, len(mine) - MAX_SESSIONS_PER_IDENTITY + 1)]:
+                del table[sid]
+        while table and len(table) >= self.capacity:
+            table.popitem(last=False)
+        table[s.sid] = s
         return s
 
     def drop(self, sid: str) -> None:
-        self._by_id.pop(sid, None)
+        self._anonymous.pop(sid, None)
+        self._logged_in.pop(sid, None)
 
     def rotate(self, old: Session, identity: ValueReference | None) -> Session:
         """A new id on every login and logout, so a session id seen before login is worthless after."""
@@ -159,12 +182,26 @@ class BatchJob:
 
 
 class Jobs:
+    """Batch jobs, their progress and error reports: at most ``MAX_JOBS`` kept (finished ones are
+    forgotten first) and ``MAX_RUNNING_PER_OWNER`` running per identity, so one operator cannot
+    queue unbounded work behind the single writer or push others' reports out."""
+
     def __init__(self) -> None:
         self._jobs: OrderedDict[str, BatchJob] = OrderedDict()
 
-    def new(self, owner: str, total: int) -> BatchJob:
+    def running(self, owner: str) -> int:
+        return sum(1 for j in self._jobs.values() if j.owner == owner and not j.finished)
+
+    def new(self, owner: str, total: int) -> BatchJob | None:
+        """A new job, or None while ``owner`` has ``MAX_RUNNING_PER_OWNER`` running."""
+        if self.running(owner) >= MAX_RUNNING_PER_OWNER:
+            return None
         while len(self._jobs) >= MAX_JOBS:
-            self._jobs.popitem(last=False)
+            done = next((k for k, j in self._jobs.items() if j.finished), None)
+            if done is None:
+                self._jobs.popitem(last=False)
+            else:
+                del self._jobs[done]
         job = BatchJob(secrets.token_urlsafe(12), owner, total)
         self._jobs[job.id] = job
         return job

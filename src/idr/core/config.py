@@ -64,6 +64,9 @@ class HttpLimits:
     verify_queue: int = 16  # waiting beyond that; more get 503 at once
     sessions: int = 10_000  # Authorization: Handle sessions kept (anonymous and logged-in each)
     session_idle: float = 1800.0  # seconds
+    console_sessions: int = 10_000  # console sessions kept (anonymous and logged-in each)
+    max_walks: int = 4  # supply-chain traces across the federation at once (more: 503)
+    walk_seconds: float = 10.0  # each within this
     # Connections (idr.server.http_connections), all HTTP(S) listeners of the node together.
     max_connections: int = 2048
     max_connections_per_source: int = 64  # one address (an IPv6 client's /64)

@@ -583,14 +583,17 @@ class NodeService:
             total = self.store.count(pkey)
             if size == 0:
                 return Response(ResponseCode.SUCCESS, prefix, total=total)
-            # Walk pages by key: each step reads only one page, never an OFFSET scan.
+            # Skip to the page by key, up to ``limit`` names a step (never an OFFSET scan, never
+            # one query per page of a page number the client made up); past the end: nothing.
+            skip = req.page * size
             after = None
-            page: list[str] = []
-            for _ in range(req.page + 1):
-                page = self.store.list_handles(pkey, after, size)
-                if not page:
+            while 0 < skip < total:
+                chunk = self.store.list_handles(pkey, after, min(skip, limit))
+                if not chunk:
                     break
-                after = normalize_key(page[-1])
+                after = normalize_key(chunk[-1])
+                skip -= len(chunk)
+            page = self.store.list_handles(pkey, after, size) if skip == 0 else []
             return Response(ResponseCode.SUCCESS, prefix, handles=tuple(page), total=total)
         if req.after is not None or size is not None:
             n = min(size, limit) if size and size > 0 else min(1000, limit)

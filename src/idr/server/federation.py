@@ -10,6 +10,7 @@ filings and verification, a recursive node resolves and traces; elsewhere they a
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,8 @@ from idr.core.prefixes import Filing, FilingRegister, PrefixRegistry, audit_trai
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.value import ValueReference
 from idr.server.http import _identity, _require_tls  # the REST API's Basic-over-TLS identity
+from idr.server.walks import WALKS_KEY, WalkGate
+from idr.server.walks import install as install_walks
 
 
 @dataclass
@@ -258,7 +261,16 @@ async def trace(request: web.Request) -> web.Response:
         depth = max(0, min(int(request.query.get("depth", "6")), 12))
     except ValueError:
         raise _fail(ResponseCode.PROTOCOL_ERROR, "depth is an integer") from None
-    tree = await supply_chain(service.resolver, request.query.get("handle", ""), max_depth=depth)
+    gate = request.app[WALKS_KEY]
+    with gate.walk():
+        try:
+            async with asyncio.timeout(gate.seconds):
+                tree = await supply_chain(service.resolver, request.query.get("handle", ""), max_depth=depth)
+        except TimeoutError:
+            raise _fail(
+                ResponseCode.SERVER_TOO_BUSY,
+                f"the trace took longer than {gate.seconds:g} s: ask for less depth",
+            ) from None
     return _ok({"tree": tree})
 
 
@@ -276,8 +288,9 @@ ROUTES = (
 )
 
 
-def add_federation_routes(app: web.Application, service: Core) -> None:
+def add_federation_routes(app: web.Application, service: Core, walks: WalkGate | None = None) -> None:
     """Mount the federation's JSON routes (errors go through the REST API's middleware)."""
     app[SERVICE] = service
+    install_walks(app, walks)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)

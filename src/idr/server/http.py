@@ -51,6 +51,7 @@ from idr.server.limits import CostGate
 from idr.server.sessions import Session, SessionTable
 from idr.server.throttle import THROTTLE_KEY, Throttle, Throttled
 from idr.server.throttle import install as install_throttle
+from idr.server.walks import WalkGate
 
 log = logging.getLogger("idr.http")
 
@@ -934,6 +935,7 @@ def make_http_app(
     sessions: SessionTable | None = None,
     throttle: Throttle | None = None,
     gate: CostGate | None = None,
+    walks: WalkGate | None = None,
 ) -> web.Application:
     """The node's HTTP application.
 
@@ -941,8 +943,9 @@ def make_http_app(
     only on requests that arrived over TLS either way). ``routes``: extra ``(path,
     handler)`` pairs (any method) registered ahead of the API's. ``sessions``: the
     ``Authorization: Handle`` session table (default: 10,000 sessions, 30 min idle).
-    ``throttle`` (failed-login back-off) and ``gate`` (signature checks off the loop): one of
-    each per node, shared by its applications; by default the application's own.
+    ``throttle`` (failed-login back-off), ``gate`` (signature checks off the loop) and ``walks``
+    (federation-wide traces at once): one of each per node, shared by its applications; by
+    default the application's own.
     """
     app = web.Application(middlewares=[_errors], client_max_size=max_body)
     app[SERVICE_KEY] = service
@@ -960,7 +963,7 @@ def make_http_app(
         app.router.add_route("*", path, handler)
     from idr.server.federation import add_federation_routes  # imports this module: late
 
-    add_federation_routes(app, service)
+    add_federation_routes(app, service, walks)
     return app
 
 

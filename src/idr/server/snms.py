@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -51,6 +52,7 @@ STATUS_INTERNAL = -4
 
 TOKEN_TTL = 24 * 3600  # id-guide appendix: a token expires after 24 h
 MAX_TOKENS = 100_000
+MAX_TOKENS_PER_IDENTITY = 64
 MAX_BATCH = 2000
 TEMPLATE_INDEX = 1001
 TEMPLATE_TYPE = "TEMPLATE"
@@ -112,23 +114,47 @@ def _from_core(resp: Response) -> _Fail:
 
 
 class TokenStore:
-    """Bearer tokens → identity, in memory; bounded (expired ones go first, then the oldest)."""
+    """Bearer tokens → identity, in memory; bounded. Tokens expire in issue order, so the oldest
+    goes first when the store is full; one identity holds at most ``per_identity`` (its oldest
+    goes first), so one holder of a password cannot push everyone else's tokens out."""
 
-    def __init__(self, ttl: float = TOKEN_TTL, clock: Clock = time.time, capacity: int = MAX_TOKENS) -> None:
+    def __init__(
+        self,
+        ttl: float = TOKEN_TTL,
+        clock: Clock = time.time,
+        capacity: int = MAX_TOKENS,
+        per_identity: int = MAX_TOKENS_PER_IDENTITY,
+    ) -> None:
         self.ttl = ttl
         self.clock = clock
         self.capacity = capacity
-        self._tokens: dict[str, tuple[ValueReference, float]] = {}
+        self.per_identity = per_identity
+        self._tokens: OrderedDict[str, tuple[ValueReference, float]] = OrderedDict()
+        self._mine: dict[ValueReference, OrderedDict[str, None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def _drop(self, token: str) -> None:
+        identity, _ = self._tokens.pop(token)
+        mine = self._mine[identity]
+        del mine[token]
+        if not mine:
+            del self._mine[identity]
 
     def issue(self, identity: ValueReference) -> str:
         now = self.clock()
-        if len(self._tokens) >= self.capacity:
-            for t in [t for t, (_, exp) in self._tokens.items() if exp <= now]:
-                del self._tokens[t]
-            while len(self._tokens) >= self.capacity:
-                del self._tokens[next(iter(self._tokens))]
+        while self._tokens and (
+            len(self._tokens) >= self.capacity or next(iter(self._tokens.values()))[1] <= now
+        ):
+            self._drop(next(iter(self._tokens)))
+        mine = self._mine.setdefault(identity, OrderedDict())
+        while len(mine) >= self.per_identity:
+            self._drop(next(iter(mine)))
+            mine = self._mine.setdefault(identity, OrderedDict())
         token = secrets.token_urlsafe(32)
         self._tokens[token] = (identity, now + self.ttl)
+        mine[token] = None
         return token
 
     def identity(self, token: str) -> ValueReference | None:
@@ -136,7 +162,7 @@ class TokenStore:
         if entry is None:
             return None
         if entry[1] <= self.clock():
-            del self._tokens[token]
+            self._drop(token)
             return None
         return entry[0]
 
