@@ -24,15 +24,16 @@ from tests.security.conftest import Live, basic, start_live
 PER_SOURCE = 16
 TIMEOUT = 2.0
 
+LIMITS = {
+    "max_connections_per_source": PER_SOURCE,
+    "request_timeout": TIMEOUT,
+    "write_stall_timeout": TIMEOUT,
+}
+
 
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[Live]:
-    limits = {
-        "max_connections_per_source": PER_SOURCE,
-        "request_timeout": TIMEOUT,
-        "write_stall_timeout": TIMEOUT,
-    }
-    async with start_live(tmp_path / "node", http_limits=limits) as live:
+    async with start_live(tmp_path / "node", http_limits=LIMITS) as live:
         yield live
 
 
@@ -130,3 +131,15 @@ async def test_a_client_that_never_reads_is_closed_and_its_answers_freed(node: L
         assert time.monotonic() - t0 < TIMEOUT + 30
     finally:
         writer.close()
+
+
+def test_the_guard_under_uvloop(tmp_path: Path) -> None:
+    """``idr serve`` runs on uvloop, whose transports only look like asyncio's."""
+    import uvloop
+
+    async def main() -> None:
+        async with start_live(tmp_path / "node", http_limits=LIMITS) as live:
+            await test_one_address_cannot_hold_every_connection(live)
+            await test_slowloris_is_closed_after_the_request_timeout(live)
+
+    uvloop.run(main())

@@ -105,6 +105,10 @@ async def test_filings_are_for_the_top_and_the_filer(tmp_path: Path) -> None:
             assert status in (401, 403) and not _leaks(text)
             status, text = await _get(live, f"{base}/console/prefixes")
             assert not _leaks(text)
+        # public verification (核验) says the prefix is filed, by whom — not its code or contact
+        status, text = await _get(live, f"{live.http}/api/federation/verify?id=88.100.7")
+        assert status == 200 and '"filed":true' in text.replace(" ", "") and "Chengdu sensors" in text
+        assert not _leaks(text)
         status, text = await _get(live, f"{live.https}{url}", basic(str(other), SECRET))
         assert status == 200 and not _leaks(text)  # another secondary: none of it
         status, text = await _get(live, f"{live.https}{url}", basic(sec_admin, SECRET))

@@ -118,7 +118,10 @@ class Verifier:
         direct = self.service.load(prefix_handle(prefix))
         if filing is not None:
             out["filed"] = True
-            out["filing"] = filing.to_json()
+            # public: what was filed and when, not the credit code or the contact (personal data,
+            # for the top's admins and the filing secondary's: /api/federation/filings)
+            public = ("prefix", "parent", "enterprise", "filed_at")
+            out["filing"] = {k: v for k, v in filing.to_json().items() if k in public}
         elif direct is not None and normalize_key(prefix) != "0.NA":
             out["filed"] = True
             out["filing"] = {"prefix": prefix, "kind": "prefix handle held by the top node"}

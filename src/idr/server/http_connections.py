@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from idr.core.config import HttpLimits
 from idr.server.throttle import source_key
@@ -116,7 +116,8 @@ class _Guarded(asyncio.Protocol):
         self._stall_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # (uvloop's transports are not asyncio.Transport subclasses, only alike)
+        transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         key = source_key(peer[0] if isinstance(peer, tuple) and peer else None)
         if not self._guard._admit(key):
