@@ -192,3 +192,30 @@ async def test_a_record_of_2048_sm2_keys_is_checked_quickly(live: Live) -> None:
     status, body = await live.put("88.100/many-keys", {"values": values})
     assert status == 200, body
     assert time.perf_counter() - t0 < 3.0
+
+
+async def test_nesting_and_batch_sizes_are_refused_clearly(
+    live: Live, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JSON nested past orjson's 1,024 levels, an SNMS batch past 2,000 items: clear refusals."""
+    import logging
+
+    caplog.set_level(logging.ERROR)
+    deep = b"[" * 5000 + b"]" * 5000
+    headers = {**basic(), "Content-Type": "application/json"}
+    before = live.snapshot()
+    async with live.client.put(f"{live.https}/api/handles/88.100/deep", data=deep, headers=headers) as r:
+        assert r.status == 400 and (await r.json())["responseCode"] == ResponseCode.PROTOCOL_ERROR
+    async with live.client.post(
+        f"{live.https}/identity/token", json={"username": "300:0.NA/88.100", "password": "admin-secret-key"}
+    ) as r:
+        token = (await r.json())["data"]["token"]
+    bearer = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    async with live.client.post(f"{live.https}/identityv2/data", data=deep, headers=bearer) as r:
+        assert (await r.json())["status"] == -2
+    items = [{"handle": f"88.100/b{i}", "templateVersion": "v", "value": []} for i in range(2001)]
+    async with live.client.post(f"{live.https}/identityv2/data/batchCreate", json=items, headers=bearer) as r:
+        body = await r.json()
+    assert body["status"] == -2 and "2000" in body["message"]
+    assert live.snapshot() == before
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]

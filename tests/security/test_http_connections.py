@@ -143,3 +143,23 @@ def test_the_guard_under_uvloop(tmp_path: Path) -> None:
             await test_slowloris_is_closed_after_the_request_timeout(live)
 
     uvloop.run(main())
+
+
+async def test_unparseable_requests_are_a_400_without_a_traceback(
+    node: Live, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by bench/fuzz_http.py: aiohttp logged a header line over 8,190 bytes with a traceback."""
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    for header in ("Handle sessionId=" + "x" * 10_000, "Handle " + "a=b," * 3000):
+        async with node.client.get(
+            f"{node.http}/api/handles/0.NA/88.100", headers={"Authorization": header}
+        ) as r:
+            assert r.status == 400
+    reader, writer = await _connect(_port(node))
+    writer.write(b"\x00\x01GARBAGE / HTTP/9.9\r\n\r\n")
+    assert await _closed_within(reader, 5.0)
+    writer.close()
+    assert not [rec for rec in caplog.records if rec.exc_info or rec.levelno >= logging.ERROR]
+    assert await _bystander(node) < 0.5

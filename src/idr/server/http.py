@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, MultiDict, MultiMapping
 
 from idr.codec import rest
@@ -913,6 +914,23 @@ async def _close(gate: CostGate) -> None:
     gate.close()
 
 
+class _ClientErrorsWithoutTracebacks(logging.Filter):
+    """aiohttp logs a request it cannot parse (a header line over 8,190 bytes, a broken request
+    line: the client's 400) as an error with a traceback. It is the client's mistake, not the
+    node's: one warning line, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "%s: %s", (record.getMessage(), str(exc).splitlines()[0])
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_CLIENT_ERRORS = _ClientErrorsWithoutTracebacks()
+
+
 # The API's route table; add further front-end routes to the returned app the same way.
 API_ROUTES: tuple[tuple[str, Handler], ...] = (
     ("/api/handles", api_handles),
@@ -947,6 +965,9 @@ def make_http_app(
     (federation-wide traces at once): one of each per node, shared by its applications; by
     default the application's own.
     """
+    server_log = logging.getLogger("aiohttp.server")
+    if _CLIENT_ERRORS not in server_log.filters:
+        server_log.addFilter(_CLIENT_ERRORS)
     app = web.Application(middlewares=[_errors], client_max_size=max_body)
     app[SERVICE_KEY] = service
     app[SETTINGS_KEY] = {"max_body": max_body, "tls": tls, "proxy": proxy}
