@@ -41,7 +41,7 @@ from idr.schemes.common import SchemeError
 from idr.schemes.detect import recognise
 from idr.server.throttle import THROTTLE_KEY, Throttled
 from idr.server.throttle import install as install_throttle
-from idr.server.walks import WALKS_KEY
+from idr.server.walks import WALKS_KEY, WalksBusy
 from idr.server.walks import install as install_walks
 
 if TYPE_CHECKING:
@@ -1004,7 +1004,7 @@ async def chain_page(request: web.Request) -> web.StreamResponse:
 
             root = (await resolve(text)).handle
             tree, count = await lookup.supply_chain(resolve, root)
-    except HandleError as e:  # every walk slot taken
+    except WalksBusy as e:
         return p.render("message.html", status=503, title=p.t("chain.busy"), message=e.message)
     return p.render("chain.html", q=text, tree=tree, count=count)
 

@@ -20,6 +20,13 @@ MAX_WALKS = 4
 WALK_SECONDS = 10.0
 
 
+class WalksBusy(HandleError):
+    """Every walk slot is taken (SERVER_TOO_BUSY: HTTP 503)."""
+
+    def __init__(self) -> None:
+        super().__init__(ResponseCode.SERVER_TOO_BUSY, "too many traces running: try again shortly")
+
+
 class WalkGate:
     def __init__(self, slots: int = MAX_WALKS, seconds: float = WALK_SECONDS) -> None:
         self.slots = slots
@@ -32,7 +39,7 @@ class WalkGate:
         """A slot for one walk, and its deadline (``time.monotonic()``); SERVER_TOO_BUSY if none."""
         if self.running >= self.slots:
             self.refused += 1
-            raise HandleError(ResponseCode.SERVER_TOO_BUSY, "too many traces running: try again shortly")
+            raise WalksBusy
         self.running += 1
         try:
             yield time.monotonic() + self.seconds
@@ -52,4 +59,4 @@ def install(app: web.Application, gate: WalkGate | None = None) -> WalkGate:
     return app[WALKS_KEY]
 
 
-__all__ = ["MAX_WALKS", "WALKS_KEY", "WALK_SECONDS", "WalkGate", "install"]
+__all__ = ["MAX_WALKS", "WALKS_KEY", "WALK_SECONDS", "WalkGate", "WalksBusy", "install"]
