@@ -120,7 +120,7 @@ class Verifier:
             out["filed"] = True
             # public: what was filed and when, not the credit code or the contact (personal data,
             # for the top's admins and the filing secondary's: /api/federation/filings)
-            public = ("prefix", "parent", "enterprise", "filed_at")
+            public = ("prefix", "parent", "enterprise", "filed_by", "filed_at")
             out["filing"] = {k: v for k, v in filing.to_json().items() if k in public}
         elif direct is not None and normalize_key(prefix) != "0.NA":
             out["filed"] = True
