@@ -91,6 +91,27 @@ def cpu_seconds(site: Site) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def group_counts(site: Site) -> tuple[float, float]:
+    """(groups committed, writes in them) from the node's /metrics (0, 0 if unreadable)."""
+    import ssl
+    import urllib.request
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(f"https://127.0.0.1:{site.https}/metrics", context=ctx, timeout=10) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0.0, 0.0
+    got = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("idr_write_groups", "idr_writes_grouped"):
+            got[name] = float(value)
+    return got.get("idr_write_groups", 0.0), got.get("idr_writes_grouped", 0.0)
+
+
 def idr(*args: str) -> None:
     r = subprocess.run([*IDR, *args], capture_output=True, text=True)
     if r.returncode != 0:
@@ -281,6 +302,7 @@ async def measure(
             await wait_ready(primary, session, writable=True)  # sync: a mirror holds it too
         for clients in levels:
             cpu0 = [cpu_seconds(s) for s in sites]
+            g0 = group_counts(primary)
             t0 = time.perf_counter()
             if WRK is not None:
                 r = drive_wrk(primary.https, clients, seconds, f"c{clients}", base)
@@ -290,13 +312,21 @@ async def measure(
             writes = r["writes_per_s"] * (time.perf_counter() - t0)
             used = [cpu_seconds(s) - c for s, c in zip(sites, cpu0, strict=True)]
             cpu = [u / writes * 1000 if writes else 0.0 for u in used]
-            point = {"engine": engine, "replication": mode, "clients": clients, **r, "cpu_ms": cpu}
+            g1 = group_counts(primary)
+            per_commit = (g1[1] - g0[1]) / (g1[0] - g0[0]) if g1[0] > g0[0] else float("nan")
+            point = {
+                "engine": engine,
+                "replication": mode,
+                "clients": clients,
+                **r,
+                "cpu_ms": cpu,
+                "writes_per_commit": per_commit,
+            }
             out.append(point)
             print(
                 f"{engine:9} {mode:5} {clients:3} clients: {r['writes_per_s']:8.0f} writes/s  "
-                f"mean {r['mean_ms']:6.2f} ms  failed {r['failed']}  server CPU/write "
-                + " + ".join(f"{c:.2f}" for c in cpu)
-                + " ms",
+                f"mean {r['mean_ms']:6.2f} ms  failed {r['failed']}  writes/commit {per_commit:5.1f}  "
+                f"server CPU/write " + " + ".join(f"{c:.2f}" for c in cpu) + " ms",
                 flush=True,
             )
     finally:

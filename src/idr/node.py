@@ -260,6 +260,7 @@ class Node:
             self.runtime = NodeRuntime(self.service, follow=self.config.limits.follow_interval)
             await self.runtime.start()
             self.listeners.closers.append(self._stop_runtime)
+            self.metrics_sources.append(self.runtime.write_metrics)
         if self.config.replication.listen and self.replicator is None:
             if not isinstance(self.service, NodeService):
                 raise ConfigError("a recursive node holds nothing to replicate: remove [replication]")

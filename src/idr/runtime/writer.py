@@ -89,6 +89,15 @@ class NodeRuntime:
         if self.service.runtime is self:
             self.service.runtime = None
 
+    def write_metrics(self) -> dict[str, float]:
+        """Gauges for ``/metrics``: how writes share commits (writes ÷ groups = writes per fsync)
+        and how many other writers' log entries the follower brought to this node's caches."""
+        return {
+            "idr_write_groups": float(self.groups),
+            "idr_writes_grouped": float(self.grouped),
+            "idr_log_entries_followed": float(self.follower.reported if self.follower else 0),
+        }
+
     # ------------------------------------------------------------------ Runtime (idr.core.service)
 
     async def write(self, job: WriteJob) -> None:
