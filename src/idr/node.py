@@ -61,11 +61,11 @@ def open_store(config: NodeConfig) -> Store:
     if config.store == "sqlite":
         from idr.store.sqlite import SqliteStore
 
-        return SqliteStore(config.db_path)
+        return SqliteStore(config.db_path, search_mode=config.search.index)
     if config.store == "postgres":
         from idr.store.postgres import PostgresStore
 
-        return PostgresStore(config.dsn, read_only=config.standby)
+        return PostgresStore(config.dsn, read_only=config.standby, search_mode=config.search.index)
     raise ValueError(f"unknown store engine {config.store!r}")
 
 
@@ -127,6 +127,7 @@ def open_service(config: NodeConfig) -> Core:
         "admins": config.admins,
         "cache_entries": config.limits.cache_entries,
         "max_list_page": config.limits.max_list_page,
+        "search_access": config.search.access,
     }
     try:
         if config.role == "recursive":

@@ -94,6 +94,25 @@ class ReplicationConfig:
     auto_promote_after: float = 0.0  # mirror: promote itself after the primary is gone this long (0 = off)
 
 
+SEARCH_ACCESS = ("anonymous", "authenticated", "admins")
+SEARCH_INDEX = ("full", "exact", "off")
+
+
+@dataclass
+class SearchConfig:
+    """``[search]``: reverse lookup (``/hrls/handles``, docs/search.md).
+
+    ``access``: who may search — ``anonymous`` (anyone), ``authenticated`` (any identity that
+    authenticates to this node; the default, as Handle.Net's reverse-lookup service sits
+    behind a login), ``admins`` (the node's admins only). ``index``: ``full`` (exact, prefix
+    and substring patterns indexed), ``exact`` (exact and prefix only: less disk, substring
+    patterns scan the type's values) or ``off``; the store is rebuilt to it when it starts.
+    """
+
+    access: str = "authenticated"
+    index: str = "full"
+
+
 @dataclass
 class NodeConfig:
     data_dir: Path
@@ -111,6 +130,7 @@ class NodeConfig:
     native_limits: NativeLimits = field(default_factory=NativeLimits)
     http_limits: HttpLimits = field(default_factory=HttpLimits)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     @property
     def path(self) -> Path:
@@ -135,6 +155,7 @@ class NodeConfig:
         native_limits = raw.get("native", {})
         http_limits = raw.get("http", {})
         replication = raw.get("replication", {})
+        search = raw.get("search", {})
         try:
             cfg = cls(
                 data_dir=Path(data_dir),
@@ -151,6 +172,7 @@ class NodeConfig:
                 native_limits=NativeLimits(**native_limits),
                 http_limits=HttpLimits(**http_limits),
                 replication=ReplicationConfig(**replication),
+                search=SearchConfig(**search),
             )
         except TypeError as e:
             raise ConfigError(f"{path}: {e}") from e
@@ -164,6 +186,15 @@ class NodeConfig:
             raise ConfigError(f"{path}: standby = true is for a PostgreSQL hot standby (store = 'postgres')")
         if cfg.store == "postgres" and not cfg.dsn:
             raise ConfigError(f"{path}: store = 'postgres' needs dsn = '…' (a libpq connection string)")
+        if cfg.search.access not in SEARCH_ACCESS:
+            raise ConfigError(
+                f"{path}: [search] access must be one of {', '.join(SEARCH_ACCESS)}, "
+                f"not {cfg.search.access!r}"
+            )
+        if cfg.search.index not in SEARCH_INDEX:
+            raise ConfigError(
+                f"{path}: [search] index must be one of {', '.join(SEARCH_INDEX)}, not {cfg.search.index!r}"
+            )
         if cfg.role not in ROLES:
             raise ConfigError(f"{path}: role must be one of {', '.join(ROLES)}, not {cfg.role!r}")
         return cfg
@@ -182,6 +213,7 @@ class NodeConfig:
             "limits": asdict(self.limits),
             "native": asdict(self.native_limits),
             "http": asdict(self.http_limits),
+            "search": asdict(self.search),
         }
         if self.replication.listen:
             doc["replication"] = asdict(self.replication)
