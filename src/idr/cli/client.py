@@ -12,7 +12,7 @@ import base64
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -36,6 +36,9 @@ from idr.resolver.client import (
     resolve_http,
 )
 from idr.resolver.keys import KeyFileError, generate, load_private_key, load_public_key, write_key_pair
+
+if TYPE_CHECKING:
+    from idr.resolver.recursive import RecursiveResolver
 
 out = Console()
 T = TypeVar("T")
@@ -125,6 +128,41 @@ async def _http_url(host: str, port: int, timeout: float) -> str:
             if p:
                 return f"{scheme}://{srv.host}:{p}"
     fail(f"{host}:{port} publishes no HTTP interface; give --via URL")
+
+
+class _Walker:
+    """``idr resolve --root``: the recursion engine (``idr.resolver.recursive``, the one
+    referral walker a recursive node runs) in this process, from the top node's sites."""
+
+    def __init__(self, roots: list[tuple[str, int]], timeout: float) -> None:
+        self.roots = roots
+        self.timeout = timeout
+        self.engine: RecursiveResolver | None = None
+
+    async def fetch(
+        self, handle: str, types: tuple[str, ...], indexes: tuple[int, ...], trace: bool
+    ) -> tuple[int, str, tuple[HandleValue, ...], str]:
+        from idr.cli.federation import print_resolution_trace
+        from idr.core.request import Op, Request
+        from idr.resolver.recursive import Limits, RecursiveResolver, RecursiveService
+        from idr.resolver.transport import NativeTransport, root_sites
+
+        if self.engine is None:
+            sites = await root_sites(self.roots, timeout=min(self.timeout, 2.0))
+            # One query waits at most the per-attempt timeout; the whole walk four of them.
+            limits = Limits(timeout=min(self.timeout, 2.0), deadline=self.timeout * 4)
+            self.engine = RecursiveResolver(sites, NativeTransport(), limits=limits)
+        res = await self.engine.resolve(handle)
+        resp = RecursiveService._shape(Request(Op.RESOLUTION, handle, indexes, types), res.response)
+        if trace:
+            doc = {
+                "handle": resp.handle or handle,
+                "status": resp.code.name,
+                "hops": [hop.to_json() for hop in res.hops],
+                "message": resp.message,
+            }
+            print_resolution_trace(doc, values=False)
+        return int(resp.code), resp.message, resp.values, resp.handle or handle
 
 
 def _run(coro: Awaitable[T]) -> T:
@@ -296,14 +334,27 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         timeout: TimeoutOpt = 5.0,
+        root: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--root",
+                metavar="HOST:PORT",
+                envvar="IDR_ROOT",
+                help="resolve as a Handle client from the top node (repeatable, primary first): "
+                "its sites from 0.NA/0.NA, then the prefix's service, following referrals and "
+                "choosing each site's server by the handle's hash — no recursive node needed",
+            ),
+        ] = None,
     ) -> None:
         """Resolve ID and print its values.
 
         Identifiers of other schemes are sent in root form (GS1/01/…, ECODE/…): a
-        recursive node locates the prefix that holds them. A scheme identifier whose record
-        is an alias (HS_ALIAS) is followed to the record it names."""
+        recursive node (or --root) locates the prefix that holds them. A scheme identifier
+        whose record is an alias (HS_ALIAS) is followed to the record it names."""
         if udp + tcp + http > 1:
             fail("choose one of --udp, --tcp, --http")
+        if root and (http or tcp or via):
+            fail("--root walks the federation over the native protocol: not with --http, --tcp or --via")
         types, indexes = tuple(type_ or ()), tuple(index or ())
         scheme, tries = _identifier(handle)
         if scheme != "handle":
@@ -317,8 +368,12 @@ def register(app: typer.Typer) -> None:
 
         Answer = tuple[int, str, tuple[HandleValue, ...], str]
 
+        walker = _Walker([_server(r) for r in root or ()], timeout) if root else None
+
         async def fetch(h: str) -> Answer:
             """(code, message, values, the handle that answered) from the server."""
+            if walker is not None:
+                return await walker.fetch(h, types, indexes, trace)
             if http:
                 try:
                     values = await resolve_http(
@@ -342,7 +397,7 @@ def register(app: typer.Typer) -> None:
         async def go() -> Answer:
             answer: Answer = (ResponseCode.HANDLE_NOT_FOUND, "", (), "")
             for h in tries:  # a GS1 key with qualifiers falls back to less specific records
-                if trace:
+                if trace and walker is None:
                     await show_trace(h)
                 answer = await fetch(h)
                 if answer[0] not in (ResponseCode.HANDLE_NOT_FOUND, ResponseCode.VALUES_NOT_FOUND):
@@ -353,7 +408,7 @@ def register(app: typer.Typer) -> None:
                     break
                 target = alias.data.decode("utf-8", "replace")
                 out.print(f"[dim]{answer[3]} is an alias of {target}[/]", highlight=False)
-                if trace:
+                if trace and walker is None:
                     await show_trace(target)
                 answer = await fetch(target)
             return answer

@@ -171,6 +171,13 @@ class TtlCache(Generic[V]):
         if self.on_drop is not None:
             self.on_drop(key)
 
+    def discard(self, key: str) -> bool:
+        """Drop ``key``; whether it was there."""
+        if key not in self._data:
+            return False
+        self._drop(key)
+        return True
+
     def clear(self) -> None:
         for k in list(self._data):
             self._drop(k)
@@ -324,16 +331,31 @@ class RecursiveResolver:
             resp, _ = await self._ask_following(sites, handle, budget)
             # Answers say which handle the identifier was found under (front-ends echo it).
             return Response(resp.code, handle, resp.values, resp.message, extra={"located": handle})
-        try:
-            sites = await self._service_for(h.prefix, budget, 0)
-        except ResolutionFailed as e:
-            if e.code in NEGATIVE:
-                raise ResolutionFailed(
-                    ResponseCode.HANDLE_NOT_FOUND, f"prefix {h.prefix} is not known"
-                ) from e
-            raise
-        resp, _ = await self._ask_following(sites, str(h), budget)
-        return resp
+        for attempt in range(2):
+            try:
+                sites = await self._service_for(h.prefix, budget, 0)
+            except ResolutionFailed as e:
+                if e.code in NEGATIVE:
+                    raise ResolutionFailed(
+                        ResponseCode.HANDLE_NOT_FOUND, f"prefix {h.prefix} is not known"
+                    ) from e
+                raise
+            resp, site = await self._ask_following(sites, str(h), budget)
+            if resp.code != ResponseCode.SERVER_NOT_RESPONSIBLE:
+                return resp
+            # 301: the service we had for the prefix no longer serves it (moved): forget it
+            # and walk from the root once more; a second 301 is the answer.
+            if attempt == 0 and self.services.discard(normalize_key(h.prefix)):
+                budget.hops[-1].note = (
+                    "stale service, walking again from the root; " + budget.hops[-1].note
+                ).strip("; ")
+                continue
+            return Response(
+                resp.code,
+                str(h),
+                message=f"{site_name(site)} is not responsible for {h.prefix}: {resp.message}",
+            )
+        raise AssertionError("unreachable")
 
     async def _locate(self, candidates: Sequence[str], budget: _Budget) -> tuple[str, list[SiteInfo]] | None:
         """The most specific candidate prefix the federation has a prefix handle for, and its
