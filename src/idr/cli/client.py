@@ -283,7 +283,11 @@ def _admin(
     action: Callable[[HandleClient], Awaitable[str]],
     session: bool = False,
     certify: bool = False,
+    *,
+    echo: bool = False,
 ) -> None:
+    """Run ``action`` as the authenticated identity; print what it returns (``echo``: as plain
+    text, for output other programs read, such as handle lists)."""
     host, port = _server(server)
     authenticator = _authenticator(auth, key, secret)
 
@@ -292,7 +296,11 @@ def _admin(
         async with c as client:
             return await action(client)
 
-    out.print(_run(go()))
+    result = _run(go())
+    if echo:
+        typer.echo(result)
+    else:
+        out.print(result)
 
 
 def register(app: typer.Typer) -> None:
@@ -527,6 +535,81 @@ def register(app: typer.Typer) -> None:
         async def act(c: HandleClient) -> str:
             await c.delete(handle)
             return f"deleted {handle}"
+
+        _admin(server, auth, key, secret, timeout, act, session, certify)
+
+    @app.command("list")
+    def list_(
+        prefix: Annotated[
+            str | None,
+            typer.Argument(help="the prefix (88.100 or 0.NA/88.100) whose handles to list"),
+        ] = None,
+        homed: Annotated[
+            bool, typer.Option("--homed", help="list the prefixes the server is home to instead")
+        ] = False,
+        auth: AuthOpt = None,
+        key: KeyOpt = None,
+        secret: SecretOpt = None,
+        server: ServerOpt = "127.0.0.1:2641",
+        timeout: TimeoutOpt = 5.0,
+        session: SessionOpt = False,
+        certify: CertifyOpt = False,
+    ) -> None:
+        """List the handles under PREFIX (LIST_HANDLES over TCP, as an admin of the prefix with
+        the list-handles right), one per line; or with --homed the server's homed prefixes."""
+        if homed == (prefix is not None):
+            fail("give a PREFIX, or --homed for the server's homed prefixes")
+
+        async def act(c: HandleClient) -> str:
+            names = await c.list_homed() if homed else await c.list_handles(prefix or "")
+            return "\n".join(names) if names else "(none)"
+
+        if homed and auth is None:  # anyone may ask which prefixes a server is home to
+            host, port = _server(server)
+
+            async def anonymous() -> str:
+                async with HandleClient(host, port, timeout=timeout) as c:
+                    return await act(c)
+
+            typer.echo(_run(anonymous()))
+            return
+        _admin(server, auth, key, secret, timeout, act, session, certify, echo=True)
+
+    @app.command()
+    def home(
+        prefix: Annotated[str, typer.Argument(help="the prefix this server becomes home to, e.g. 88.100.7")],
+        auth: AuthOpt = None,
+        key: KeyOpt = None,
+        secret: SecretOpt = None,
+        server: ServerOpt = "127.0.0.1:2641",
+        timeout: TimeoutOpt = 5.0,
+        session: SessionOpt = False,
+        certify: CertifyOpt = False,
+    ) -> None:
+        """Make the server home to PREFIX (HOME_NA): it then answers for PREFIX/… itself."""
+
+        async def act(c: HandleClient) -> str:
+            await c.home(prefix)
+            return f"homed {prefix}"
+
+        _admin(server, auth, key, secret, timeout, act, session, certify)
+
+    @app.command()
+    def unhome(
+        prefix: Annotated[str, typer.Argument(help="the prefix this server stops being home to")],
+        auth: AuthOpt = None,
+        key: KeyOpt = None,
+        secret: SecretOpt = None,
+        server: ServerOpt = "127.0.0.1:2641",
+        timeout: TimeoutOpt = 5.0,
+        session: SessionOpt = False,
+        certify: CertifyOpt = False,
+    ) -> None:
+        """Stop the server being home to PREFIX (UNHOME_NA); its handles stay stored."""
+
+        async def act(c: HandleClient) -> str:
+            await c.unhome(prefix)
+            return f"unhomed {prefix}"
 
         _admin(server, auth, key, secret, timeout, act, session, certify)
 
