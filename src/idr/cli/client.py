@@ -576,6 +576,70 @@ def register(app: typer.Typer) -> None:
         _admin(server, auth, key, secret, timeout, act, session, certify, echo=True)
 
     @app.command()
+    def batch(
+        batch_file: Annotated[Path, typer.Argument(metavar="FILE", help="a Handle.Net batch file")],
+        log_file: Annotated[
+            Path | None, typer.Argument(metavar="[LOGFILE]", help="write the log here instead of stdout")
+        ] = None,
+        verbose: Annotated[
+            bool, typer.Option("--verbose", "-verbose", help="also list what was parsed")
+        ] = False,
+        auth: AuthOpt = None,
+        key: KeyOpt = None,
+        secret: SecretOpt = None,
+        server: ServerOpt = "127.0.0.1:2641",
+        timeout: TimeoutOpt = 10.0,
+        session: SessionOpt = False,
+    ) -> None:
+        """Run a Handle.Net batch file (hdl-genericbatch's format): CREATE, ADD, MODIFY, REMOVE,
+        DELETE, HOME, UNHOME, AUTHENTICATE, SESSIONSETUP — docs/batch.md.
+
+        Operations go to --server (HOME/UNHOME to the server they name); the identity is the
+        file's AUTHENTICATE or --auth with --key/--secret. Each operation is logged as
+        GenericBatch logs it, with its line number; the exit code is 1 if any failed or was
+        invalid."""
+        from idr.resolver.batch import parse_batch, run_batch
+
+        try:
+            text = batch_file.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            fail(f"cannot read {batch_file}: {e}")
+        ops = parse_batch(text)
+        start_auth = _authenticator(auth, key, secret) if auth is not None else None
+        try:
+            sink = log_file.open("w", encoding="utf-8") if log_file is not None else None
+        except OSError as e:
+            fail(f"cannot write {log_file}: {e.strerror or e}")
+
+        def log(line: str) -> None:
+            if sink is not None:
+                sink.write(line + "\n")
+                sink.flush()
+            else:
+                typer.echo(line)
+
+        if verbose:
+            for op in ops:
+                log(f"parsed: {op}")
+        try:
+            report = _run(
+                run_batch(
+                    ops,
+                    _server(server),
+                    auth=start_auth,
+                    timeout=timeout,
+                    session=session,
+                    log=log,
+                    line_count=len(text.splitlines()),
+                )
+            )
+        finally:
+            if sink is not None:
+                sink.close()
+        if not report.ok:
+            raise typer.Exit(1)
+
+    @app.command()
     def home(
         prefix: Annotated[str, typer.Argument(help="the prefix this server becomes home to, e.g. 88.100.7")],
         auth: AuthOpt = None,
