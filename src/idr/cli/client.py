@@ -36,8 +36,10 @@ from idr.resolver.client import (
     resolve_http,
 )
 from idr.resolver.keys import KeyFileError, generate, load_private_key, load_public_key, write_key_pair
+from idr.resolver.trust import TrustReport, verify_record
 
 if TYPE_CHECKING:
+    from idr.codec.keys import PublicKey
     from idr.resolver.recursive import RecursiveResolver
 
 out = Console()
@@ -163,6 +165,15 @@ class _Walker:
             }
             print_resolution_trace(doc, values=False)
         return int(resp.code), resp.message, resp.values, resp.handle or handle
+
+
+def _trust_root(path: Path) -> PublicKey:
+    from idr.resolver.keys import load_trust_root
+
+    try:
+        return load_trust_root(path)
+    except KeyFileError as e:
+        fail(str(e))
 
 
 def _run(coro: Awaitable[T]) -> T:
@@ -353,6 +364,23 @@ def register(app: typer.Typer) -> None:
                 "choosing each site's server by the handle's hash — no recursive node needed",
             ),
         ] = None,
+        verify: Annotated[
+            bool,
+            typer.Option(
+                "--verify",
+                help="check the record's HS_SIGNATURE values back to a --trust-root: tampered, "
+                "unsigned or untrusted values are reported and the exit code is 1",
+            ),
+        ] = False,
+        trust_root: Annotated[
+            list[Path] | None,
+            typer.Option(
+                "--trust-root",
+                envvar="IDR_TRUST_ROOTS",
+                help="a public key you trust as root of signature chains (PEM or HS_PUBKEY bytes; "
+                "repeatable)",
+            ),
+        ] = None,
     ) -> None:
         """Resolve ID and print its values.
 
@@ -421,10 +449,43 @@ def register(app: typer.Typer) -> None:
                 answer = await fetch(target)
             return answer
 
-        code, message, values, answered = _run(go())
+        async def lookup(h: str) -> tuple[HandleValue, ...] | None:
+            """A record's public values, the way this command resolves (for --verify)."""
+            if walker is not None:
+                got = await walker.fetch(h, (), (), False)
+            elif http:
+                try:
+                    return await resolve_http(base, h, insecure=insecure, timeout=timeout)
+                except ResponseError:
+                    return None
+            else:
+                async with HandleClient(host, port, timeout=timeout) as client:
+                    msg = await client.resolve(h, transport="tcp")
+                if not isinstance(msg.body, ResolutionResponse):
+                    return None
+                return msg.body.values
+            return got[2] if got[0] == ResponseCode.SUCCESS else None
+
+        async def go_verify() -> tuple[Answer, TrustReport | None]:
+            answer = await go()
+            if not verify or answer[0] != ResponseCode.SUCCESS:
+                return answer, None
+            record = await lookup(answer[3]) or ()
+            return answer, await verify_record(answer[3], record, lookup, roots)
+
+        roots = [_trust_root(p) for p in trust_root or ()]
+        if verify and not roots:
+            fail("--verify needs the keys you trust: --trust-root FILE (PEM or HS_PUBKEY bytes)")
+        (code, message, values, answered), report = _run(go_verify())
         if code != ResponseCode.SUCCESS:
             fail(str(ResponseError(code, message)))
         _print_values(answered if scheme != "handle" else handle, values, as_json)
+        if report is not None:
+            for line in report.lines():
+                style = "green" if report.ok else ("red" if line.split(":")[0].isupper() else "yellow")
+                out.print(f"[{style}]{line}[/]", highlight=False)
+            if not report.ok:
+                raise typer.Exit(1)
 
     @app.command()
     def create(

@@ -217,3 +217,23 @@ def public_pem(key: PrivateKey) -> bytes:
     return key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+def load_trust_root(path: Path) -> PublicKey:
+    """A trust root's public key: PEM, or Handle.Net's HS_PUBKEY bytes (``pubkey.bin``; hdllib
+    writes four zero bytes after an RSA key, which are dropped here)."""
+    from idr.codec.keys import decode_public_key
+    from idr.codec.wire import ProtocolError
+
+    data = _read(path)
+    if b"-----BEGIN" in data:
+        return load_public_key(path)
+    try:
+        return decode_public_key(data)
+    except ProtocolError as e:
+        if data.endswith(bytes(4)):
+            try:
+                return decode_public_key(data[:-4])
+            except ProtocolError:
+                pass
+        raise KeyFileError(f"{path}: not a PEM or Handle.Net public key ({e.message})") from e
