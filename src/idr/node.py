@@ -87,6 +87,20 @@ def _replica_gate(config: NodeConfig) -> Callable[[], None]:
     return gate
 
 
+def trust_roots(config: NodeConfig) -> list[Any]:
+    """The public keys of ``[trust] roots`` (paths relative to the data directory)."""
+    from idr.resolver.keys import KeyFileError, load_trust_root
+
+    keys = []
+    for name in config.trust.roots:
+        path = Path(name) if Path(name).is_absolute() else config.data_dir / name
+        try:
+            keys.append(load_trust_root(path))
+        except KeyFileError as e:
+            raise ConfigError(f"{config.path}: [trust] roots: {e}") from e
+    return keys
+
+
 def _standby_gate() -> None:
     from idr.model.errors import HandleError, ResponseCode
 
@@ -141,7 +155,11 @@ def open_service(config: NodeConfig) -> Core:
                     f"under [federation] in {config.data_dir / 'federation.toml'} (idr init --root)"
                 )
             return RecursiveService(
-                store, RecursiveResolver(root_sites(settings), NativeTransport()), **kwargs
+                store,
+                RecursiveResolver(root_sites(settings), NativeTransport()),
+                trust_roots=trust_roots(config),
+                trust_enforce=config.trust.enforce,
+                **kwargs,
             )
         if config.role in ("top", "secondary", "enterprise"):
             service = make_service(config.role, store, **kwargs)

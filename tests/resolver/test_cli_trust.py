@@ -49,6 +49,9 @@ def test_sign_certify_verify_and_tamper(native_thread: NativeThread, tmp_path: P
     assert code == 0, out
     assert "every public value is signed and the chain reaches a trusted root" in out
     assert "certified 302:0.NA/88.100 ← 301:0.NA/88.100 (trusted root)" in out
+    # the same through the client's own walk from the top (certificates resolved the same way)
+    code, out = idr("resolve", "88.100/bench-0", "--root", s, "--verify", "--trust-root", f"{rsa}.pub")
+    assert code == 0 and "every public value is signed" in out, out
     # with another root, or none
     code, out = idr("resolve", "88.100/bench-0", "--server", s, "--verify", "--trust-root", f"{dsa}.pub")
     assert code == 1 and "the chain ends at 301:0.NA/88.100, whose key is not a trusted root" in out

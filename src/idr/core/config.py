@@ -114,6 +114,18 @@ class SearchConfig:
 
 
 @dataclass
+class TrustConfig:
+    """``[trust]``: record signatures (docs/signatures.md). ``roots``: files with the public
+    keys a signature chain may end at (PEM or HS_PUBKEY bytes; relative to the data directory).
+    A recursive node with roots checks every signed record it resolves and reports the result
+    (``/api/federation/resolve``); with ``enforce`` a record whose check fails is answered as
+    an error naming what failed, on every front-end."""
+
+    roots: list[str] = field(default_factory=list)
+    enforce: bool = False
+
+
+@dataclass
 class NodeConfig:
     data_dir: Path
     admins: list[str] = field(default_factory=list)  # identities "index:handle" with every right
@@ -131,6 +143,7 @@ class NodeConfig:
     http_limits: HttpLimits = field(default_factory=HttpLimits)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
 
     @property
     def path(self) -> Path:
@@ -156,6 +169,7 @@ class NodeConfig:
         http_limits = raw.get("http", {})
         replication = raw.get("replication", {})
         search = raw.get("search", {})
+        trust = raw.get("trust", {})
         try:
             cfg = cls(
                 data_dir=Path(data_dir),
@@ -173,6 +187,7 @@ class NodeConfig:
                 http_limits=HttpLimits(**http_limits),
                 replication=ReplicationConfig(**replication),
                 search=SearchConfig(**search),
+                trust=TrustConfig(**trust),
             )
         except TypeError as e:
             raise ConfigError(f"{path}: {e}") from e
@@ -214,6 +229,7 @@ class NodeConfig:
             "native": asdict(self.native_limits),
             "http": asdict(self.http_limits),
             "search": asdict(self.search),
+            **({"trust": asdict(self.trust)} if self.trust.roots else {}),
         }
         if self.replication.listen:
             doc["replication"] = asdict(self.replication)

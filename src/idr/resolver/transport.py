@@ -73,11 +73,11 @@ async def root_sites(addresses: Sequence[tuple[str, int]], timeout: float = 2.0)
                     if sites:
                         return sites
                 site = await client.site_info()
+        except ResponseError:  # it answers, but publishes no site: the address is the site
+            site = loopback_site(f"root {host}:{port}", native=port, host=host)
         except ClientError as e:
             failures.append(f"{host}:{port}: {e}")
             continue
-        except ResponseError:
-            site = loopback_site(f"root {host}:{port}", native=port, host=host)
         found.append(replace(site, primary=not found))
     if not found:
         raise ClientError("no root server answered: " + "; ".join(failures))

@@ -18,8 +18,8 @@ import base64
 from aiohttp import web
 
 from idr.codec import rest
+from idr.core.interface import Core
 from idr.core.request import Op, Request
-from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.value import HandleValue
 from idr.server.http import SERVICE_KEY, _flag, _from_response, _identity, _json
@@ -42,11 +42,11 @@ def _value_json(v: HandleValue) -> dict[str, str]:
     return {"type": v.type, "value": value}
 
 
-def _records(service: NodeService, handles: tuple[str, ...]) -> dict[str, list[dict[str, str]]]:
-    """Each found handle's public values, as a resolution gives them (off the event loop)."""
+async def _records(service: Core, handles: tuple[str, ...]) -> dict[str, list[dict[str, str]]]:
+    """Each found handle's public values, as a resolution gives them."""
     out: dict[str, list[dict[str, str]]] = {}
     for h in handles:
-        resp = service.handle(Request(Op.RESOLUTION, h, public_only=True))
+        resp = await service.submit(Request(Op.RESOLUTION, h, public_only=True))
         out[h] = [_value_json(v) for v in resp.values] if resp.ok else []
     return out
 
@@ -71,9 +71,7 @@ async def hrls_handles(request: web.Request) -> web.StreamResponse:
     if not resp.ok:
         return _from_response(request, resp, "")
     if _flag(params, "retrieverecords", False):
-        import asyncio
-
-        return _json(request, 200, await asyncio.to_thread(_records, service, resp.handles))
+        return _json(request, 200, await _records(service, resp.handles))
     return _json(request, 200, list(resp.handles))
 
 
