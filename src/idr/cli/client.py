@@ -700,43 +700,34 @@ def register(app: typer.Typer) -> None:
         if not report.ok:
             raise typer.Exit(1)
 
-    @app.command()
-    def home(
-        prefix: Annotated[str, typer.Argument(help="the prefix this server becomes home to, e.g. 88.100.7")],
-        auth: AuthOpt = None,
-        key: KeyOpt = None,
-        secret: SecretOpt = None,
-        server: ServerOpt = "127.0.0.1:2641",
-        timeout: TimeoutOpt = 5.0,
-        session: SessionOpt = False,
-        certify: CertifyOpt = False,
-    ) -> None:
-        """Make the server home to PREFIX (HOME_NA): it then answers for PREFIX/… itself."""
+    def homing(home: bool) -> Callable[..., None]:
+        """``idr home`` and ``idr unhome``: one command each, the same shape."""
 
-        async def act(c: HandleClient) -> str:
-            await c.home(prefix)
-            return f"homed {prefix}"
+        def command(
+            prefix: Annotated[str, typer.Argument(help="the prefix, e.g. 88.100.7 (or 0.NA/88.100.7)")],
+            auth: AuthOpt = None,
+            key: KeyOpt = None,
+            secret: SecretOpt = None,
+            server: ServerOpt = "127.0.0.1:2641",
+            timeout: TimeoutOpt = 5.0,
+            session: SessionOpt = False,
+            certify: CertifyOpt = False,
+        ) -> None:
+            async def act(c: HandleClient) -> str:
+                await (c.home(prefix) if home else c.unhome(prefix))
+                return f"{'homed' if home else 'unhomed'} {prefix}"
 
-        _admin(server, auth, key, secret, timeout, act, session, certify)
+            _admin(server, auth, key, secret, timeout, act, session, certify)
 
-    @app.command()
-    def unhome(
-        prefix: Annotated[str, typer.Argument(help="the prefix this server stops being home to")],
-        auth: AuthOpt = None,
-        key: KeyOpt = None,
-        secret: SecretOpt = None,
-        server: ServerOpt = "127.0.0.1:2641",
-        timeout: TimeoutOpt = 5.0,
-        session: SessionOpt = False,
-        certify: CertifyOpt = False,
-    ) -> None:
-        """Stop the server being home to PREFIX (UNHOME_NA); its handles stay stored."""
+        command.__doc__ = (
+            "Make the server home to PREFIX (HOME_NA): it then answers for PREFIX/… itself."
+            if home
+            else "Stop the server being home to PREFIX (UNHOME_NA); its handles stay stored."
+        )
+        return command
 
-        async def act(c: HandleClient) -> str:
-            await c.unhome(prefix)
-            return f"unhomed {prefix}"
-
-        _admin(server, auth, key, secret, timeout, act, session, certify)
+    app.command("home")(homing(True))
+    app.command("unhome")(homing(False))
 
     @app.command()
     def keygen(
