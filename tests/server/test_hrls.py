@@ -4,6 +4,7 @@ it: pyhandle's ``search_handle`` against a node, query parameters, paging, who m
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 import time
@@ -181,7 +182,8 @@ def _serve(data: Path) -> Iterator[str]:
 def test_pyhandle_against_idr_serve(tmp_path: Path, access: str) -> None:
     import tomllib
 
-    from tests.cli.test_node_commands import init
+    from idr.cli import app
+    from tests.cli.test_node_commands import init, runner
 
     data = tmp_path / "node"
     init(data)
@@ -189,6 +191,19 @@ def test_pyhandle_against_idr_serve(tmp_path: Path, access: str) -> None:
     assert cfg["search"] == {"access": "authenticated", "index": "full"}  # the defaults, written out
     cfg["search"]["access"] = access
     (data / "idr.toml").write_text(tomli_w.dumps(cfg))
+    # handles bulk-loaded by `idr import` are searchable too (the index is kept by that write path)
+    lines = [
+        json.dumps(
+            {
+                "handle": f"88.100/imp-{i}",
+                "values": [{"index": 1, "type": "URL", "data": f"https://imp.example/{i}"}],
+            }
+        )
+        for i in range(3)
+    ]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    r = runner.invoke(app, ["import", "--data", str(data), str(tmp_path / "in.jsonl")])
+    assert r.exit_code == 0, r.output
     with _serve(data) as https:
         client = PyHandleClient("rest").instantiate_with_username_and_password(
             https, "300:0.NA/88.100", "s3cret", HTTPS_verify=False
@@ -200,6 +215,7 @@ def test_pyhandle_against_idr_serve(tmp_path: Path, access: str) -> None:
         ]
         assert client.search_handle(URL="*served*", CHECKSUM="k1") == ["88.100/served-1"]
         client.modify_handle_value("88.100/served-1", URL="https://moved.example/1")
+        assert client.search_handle(URL="*imp.example/2") == ["88.100/imp-2"]
         assert client.search_handle(URL="*served.example*") == ["88.100/served-0", "88.100/served-2"]
         client.delete_handle("88.100/served-0")
         assert client.search_handle(URL="*served.example*") == ["88.100/served-2"]
