@@ -20,6 +20,7 @@ from pyhandle.handleexceptions import ReverseLookupException
 
 from idr.codec.values import encode_admin
 from idr.core.request import Op, Request
+from idr.model.errors import ResponseCode
 from idr.model.value import PERM_ADMIN_READ, PERM_SECRET, AdminRecord, HandleValue, ValueReference
 from tests.server.conftest import ADMIN, SECRET, Node, basic
 
@@ -224,3 +225,18 @@ def test_pyhandle_against_idr_serve(tmp_path: Path, access: str) -> None:
             assert anonymous.json() == ["88.100/served-1"]
         else:
             assert anonymous.status_code == 401
+
+
+def test_a_store_without_the_index_refuses_searches(tmp_path: Path) -> None:
+    from idr.core.service import NodeService
+    from idr.store.sqlite import SqliteStore
+
+    svc = NodeService(SqliteStore(tmp_path / "off.db", search_mode="off"), search_access="anonymous")
+    try:
+        resp = svc.handle(Request(Op.SEARCH, terms=(("URL", "*"),)))
+        assert resp.code == ResponseCode.OPERATION_NOT_SUPPORTED and "reverse lookup is off" in resp.message
+        from idr.codec import rest
+
+        assert rest.http_status(resp.code) == 501
+    finally:
+        svc.close()
