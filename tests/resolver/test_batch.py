@@ -33,7 +33,7 @@ from idr.server.server_key import ServerKey
 from tests.resolver.native_node import NativeThread, key
 
 FILES = Path(__file__).parent / "batch_files"
-KEYS = Path(__file__).resolve().parents[1] / "vectors" / "handle" / "keys"
+KEYS = Path(__file__).resolve().parents[1] / "vectors" / "hdllib" / "keyfiles"
 runner = CliRunner()
 
 
