@@ -184,7 +184,7 @@ def test_pyhandle_against_idr_serve(tmp_path: Path, access: str) -> None:
     import tomllib
 
     from idr.cli import app
-    from tests.cli.test_node_commands import init, runner
+    from tests.cli.test_node_commands import AUTH, init, runner
 
     data = tmp_path / "node"
     init(data)
@@ -207,7 +207,7 @@ def test_pyhandle_against_idr_serve(tmp_path: Path, access: str) -> None:
     assert r.exit_code == 0, r.output
     with _serve(data) as https:
         client = PyHandleClient("rest").instantiate_with_username_and_password(
-            https, "300:0.NA/88.100", "s3cret", HTTPS_verify=False
+            https, "300:0.NA/88.100", AUTH[1], HTTPS_verify=False
         )
         for i in range(3):
             client.register_handle(f"88.100/served-{i}", f"https://served.example/{i}", checksum=f"k{i}")
