@@ -265,7 +265,7 @@ async def trace(request: web.Request) -> web.Response:
     with gate.walk():
         try:
             async with asyncio.timeout(gate.seconds):
-                tree = await supply_chain(service.resolver, request.query.get("handle", ""), max_depth=depth)
+                tree = await supply_chain(service.trace, request.query.get("handle", ""), max_depth=depth)
         except TimeoutError:
             raise _fail(
                 ResponseCode.SERVER_TOO_BUSY,
