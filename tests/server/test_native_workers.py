@@ -29,6 +29,7 @@ from idr.codec.message import decode_message, encode_message
 from idr.model.errors import ResponseCode
 from idr.model.value import HandleValue, ValueReference
 from idr.resolver.client import HandleClient, SecretKeyAuth, build_request
+from tests.server.test_metrics import metric
 
 SECRET = "worker-secret"
 AUTH = SecretKeyAuth(ValueReference("0.NA/88.100", 300), SECRET.encode())
@@ -74,7 +75,7 @@ def _alive(pid: int) -> bool:
 class Served:
     """``idr serve --workers N --warm`` in its own session; stderr drained by a thread."""
 
-    def __init__(self, data: Path, port: int, workers: int) -> None:
+    def __init__(self, data: Path, port: int, workers: int, http: str = "") -> None:
         self.port = port
         self.proc = subprocess.Popen(
             [
@@ -87,7 +88,7 @@ class Served:
                 "--https",
                 "",
                 "--http",
-                "",
+                http,
                 "--native",
                 f"127.0.0.1:{port}",
                 "--workers",
@@ -214,3 +215,42 @@ def test_workers_stop_with_serve_even_when_killed(node_dir: tuple[Path, int]) ->
     for w in left:
         os.kill(w, signal.SIGKILL)
     assert not left, "workers orphaned by a killed idr serve"
+
+
+def test_every_workers_answers_reach_metrics(node_dir: tuple[Path, int]) -> None:
+    """Answers of the extra workers (their hot paths included) reach worker 0's /metrics."""
+    import requests
+
+    data, port = node_dir
+    http_port = _free_port()
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(SOURCES)]
+    for s in socks:
+        s.settimeout(1.0)
+    served = Served(data, port, 2, http=f"127.0.0.1:{http_port}")
+    try:
+
+        async def create() -> None:
+            async with HandleClient("127.0.0.1", port, auth=AUTH, timeout=10) as c:
+                await c.create("88.100/m", [HandleValue(1, "URL", b"https://example.org/m")])
+
+        asyncio.run(create())
+        deadline = time.monotonic() + COHERENCE_BOUND
+        while any(code != ResponseCode.SUCCESS for code, _ in _resolve_all(socks, port, "88.100/m")):
+            assert time.monotonic() < deadline, "a worker never saw the create"
+        answered = 0
+        for _ in range(5):
+            answered += sum(code == ResponseCode.SUCCESS for code, _ in _resolve_all(socks, port, "88.100/m"))
+        assert answered >= 5 * SOURCES - 3
+        deadline = time.monotonic() + 10  # extra workers report every second
+        counted = 0.0
+        while time.monotonic() < deadline:
+            text = requests.get(f"http://127.0.0.1:{http_port}/metrics", timeout=5).text
+            counted = metric(text, "idr_answers_total", frontend="udp", op="resolution", code="SUCCESS")
+            if counted >= answered:
+                break
+            time.sleep(0.2)
+        assert answered <= counted <= 5 * SOURCES * 3, (answered, counted)
+    finally:
+        for s in socks:
+            s.close()
+        assert served.stop() == 0

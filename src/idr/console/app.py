@@ -178,8 +178,18 @@ class Console:
 
     # sampling ---------------------------------------------------------------------------
 
+    def answers(self) -> tuple[int, int]:
+        """(resolutions answered, failures answered) by every front-end of the node — the
+        counters ``/metrics`` exports (``idr.server.tally``), cache hits included."""
+        tallies = getattr(self.node, "tallies", None)
+        if tallies is None:  # a bare NodeView (tests): the core's own counters
+            counters = self.service.counters
+            return counters.get("resolutions", 0), counters.get("errors", 0)
+        overall = tallies.overall()
+        return overall.resolutions, overall.errors
+
     def sample(self) -> None:
-        self.ring.sample(self.service.counters.get("resolutions", 0))
+        self.ring.sample(self.answers()[0])
 
     async def _sample_forever(self) -> None:
         while True:
@@ -328,7 +338,7 @@ def _page(request: web.Request) -> Page:
 def stats(console: Console) -> dict[str, Any]:
     console.sample()
     counters = console.service.counters
-    total = counters.get("resolutions", 0)
+    total, errors = console.answers()
     secondary, enterprise = console.map.counts()
     out: dict[str, Any] = {
         "time": int(time.time()),
@@ -336,7 +346,7 @@ def stats(console: Console) -> dict[str, Any]:
         "resolutions_total": total,
         "resolutions_today": console.ring.today(total),
         "registrations": counters.get("registrations", 0),
-        "errors": counters.get("errors", 0),
+        "errors": errors,
         "secondary": secondary,
         "enterprise": enterprise,
         "per_minute": console.ring.per_minute(),
