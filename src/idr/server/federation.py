@@ -105,7 +105,8 @@ async def info(request: web.Request) -> web.Response:
 
 
 async def templates(request: web.Request) -> web.Response:
-    service = _fed(request)
+    """The identifier data templates this node enforces (any role: a standalone node too)."""
+    service: NodeService = request.app[SERVICE]
     ref = request.match_info.get("ref", "")
     if ref:
         t = service.templates.get(ref)
