@@ -115,7 +115,7 @@ async def test_failures_are_counted_as_errors(tmp_path: Path) -> None:
     n = await _node(tmp_path)
     try:
         async with HandleClient("127.0.0.1", n.native[1]) as c:
-            bad = await c.resolve("no-slash-here", transport="tcp")
+            bad = await c.resolve("88..100/x", transport="tcp")  # an empty prefix segment
             assert bad.response_code != 1
         async with aiohttp.ClientSession(trust_env=False) as http:
             text = await scrape(http, n.http_url)
