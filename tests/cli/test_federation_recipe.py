@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,22 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "federation.md"
 SECTION = "Build a federation by hand"
-
-
-def free_port() -> int:
-    """Free for TCP and UDP (a native port is both)."""
-    for _ in range(50):
-        with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            t.bind(("127.0.0.1", 0))
-            port = int(t.getsockname()[1])
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def recipe_blocks() -> list[str]:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.ports import free_port
+
 SECRET = "tmpl-secret"
 AUTH = ["--auth", "300:0.NA/88.100", "--secret", SECRET]
 SENSOR = """
@@ -28,19 +30,6 @@ minimum = 1
 [[fields]]
 name = "model"
 """
-
-
-def free_port() -> int:
-    for _ in range(50):
-        with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            t.bind(("127.0.0.1", 0))
-            port = int(t.getsockname()[1])
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def idr(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -29,6 +29,7 @@ from idr.codec.message import decode_message, encode_message
 from idr.model.errors import ResponseCode
 from idr.model.value import HandleValue, ValueReference
 from idr.resolver.client import HandleClient, SecretKeyAuth, build_request
+from tests.ports import free_port
 from tests.server.test_metrics import metric
 
 SECRET = "worker-secret"
@@ -40,20 +41,6 @@ STOP_TIMEOUT = 15.0
 # Extra workers poll the log every 5 ms; 3 s leaves room for a loaded CI machine while still
 # failing outright if a worker never learns of the write (it would answer stale forever).
 COHERENCE_BOUND = 3.0
-
-
-def _free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (a small race with other tests is accepted)."""
-    for _ in range(50):
-        with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            t.bind(("127.0.0.1", 0))
-            port = int(t.getsockname()[1])
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def _children(pid: int) -> set[int]:
@@ -127,7 +114,7 @@ class Served:
 
 @pytest.fixture
 def node_dir(tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    port = _free_port()
+    port = free_port()
     init_node(tmp_path / "node", "88.100", secret=SECRET, https="", native=f"127.0.0.1:{port}")
     yield tmp_path / "node", port
 
@@ -222,7 +209,7 @@ def test_every_workers_answers_reach_metrics(node_dir: tuple[Path, int]) -> None
     import requests
 
     data, port = node_dir
-    http_port = _free_port()
+    http_port = free_port()
     socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(SOURCES)]
     for s in socks:
         s.settimeout(1.0)

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from idr.cli.common import fail
+from idr.cli.common import fail, node_url
 from idr.codec import rest
 from idr.codec.bodies import ErrorResponse, ResolutionResponse, ServiceReferral
 from idr.codec.keys import encode_public_key
@@ -373,7 +373,8 @@ def register(app: typer.Typer) -> None:
         async def show_trace(h: str) -> None:
             from idr.cli.federation import print_resolution_trace, resolution_trace
 
-            url = via or await _http_url(host, port, timeout) if not http else (via or base)
+            given = node_url(via, "--via") if via else None
+            url = given or await _http_url(host, port, timeout) if not http else (given or base)
             print_resolution_trace(await asyncio.to_thread(resolution_trace, url, h), values=False)
 
         async def go() -> Answer:
