@@ -106,6 +106,13 @@ async def test_every_native_answer_is_counted_hot_path_included(tmp_path: Path) 
         assert metric(text, "idr_answer_seconds_count", frontend="http") == 5
         assert metric(text, "idr_answer_seconds_bucket", frontend="http", le="+Inf") == 5
         assert metric(text, "idr_answer_seconds_sum", frontend="http") > 0
+        # The hot path's latency is sampled: after a sampler tick the next datagram is timed.
+        await asyncio.sleep(0.2)
+        assert await asyncio.to_thread(udp_resolve, port, "88.100/m1", 1) == 1
+        async with aiohttp.ClientSession(trust_env=False) as http:
+            later = await scrape(http, n.http_url)
+        assert metric(later, "idr_answer_seconds_count", frontend="udp") == udp_timed + 1
+        assert metric(later, "idr_answer_seconds_bucket", frontend="udp", le="0.001") >= 1
     finally:
         await n.node.stop()
         n.node.close()

@@ -46,7 +46,7 @@ class NodeCollector(Collector):
         )
         latency = HistogramMetricFamily(
             "idr_answer_seconds",
-            "Time from request to answer inside the node (native hot path: sampled ~100/s).",
+            "Time from request to answer inside the node (native hot path: sampled ~20/s).",
             labels=("frontend",),
         )
         for frontend, t in per_frontend.items():

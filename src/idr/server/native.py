@@ -247,6 +247,8 @@ async def start_server(
 
     async def close() -> None:
         await tallies.stop_sampler()
+        with contextlib.suppress(ValueError):
+            tallies["udp"].samplers.remove(udp.sample_next)
         if srv.warm_task is not None:
             srv.warm_task.cancel()
         for task in list(srv.tasks):
