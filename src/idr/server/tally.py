@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from idr.codec.envelope import OpCode
 from idr.model.errors import ResponseCode
+from idr.server.handler import CACHEABLE_CODES
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -54,17 +55,10 @@ LATENCY_BUCKETS = (
 PROBES_PER_SECOND = 20  # an idle node wakes this often (7 demo nodes: 140/s); enough for a histogram
 FRONTENDS = ("udp", "tcp", "http", "https")
 RESOLUTION = int(OpCode.RESOLUTION)
-# The codes a pre-encoded (hot path) answer can carry, by the low byte of the code.
-HOT_CODES = {
-    int(c) & 0xFF: int(c)
-    for c in (
-        ResponseCode.SUCCESS,
-        ResponseCode.HANDLE_NOT_FOUND,
-        ResponseCode.VALUES_NOT_FOUND,
-        ResponseCode.SERVER_NOT_RESPONSIBLE,
-    )
-}
-assert len(HOT_CODES) == 4
+# The codes a pre-encoded (hot path) answer can carry — what the native handler lets into the
+# answer cache — by the low byte of the code (distinct for these, checked here).
+HOT_CODES = {int(c) & 0xFF: int(c) for c in CACHEABLE_CODES}
+assert len(HOT_CODES) == len(CACHEABLE_CODES), "cacheable codes must differ in their low byte"
 NOT_FOUND_LOW = int(ResponseCode.HANDLE_NOT_FOUND) & 0xFF  # the warm cache's negative answers
 # Answers that are not failures of the node: found, not found, referrals, a challenge.
 NOT_ERRORS = frozenset(
