@@ -71,3 +71,11 @@ async def test_an_unknown_identifier_is_a_clear_not_found_on_the_top_console(fed
         assert doc["responseCode"] == 100 and doc["trace"][-1]["node"] == YIBIN
         doc = await _json(http, f"{top.http_url}/console/api/resolve", id="99.999/nobody")
         assert doc["responseCode"] == 100 and "not known" in doc["message"]
+
+
+async def test_templates_are_listed_by_authoritative_nodes_only(fed: Federation) -> None:
+    async with aiohttp.ClientSession(trust_env=False) as http:
+        doc = await _json(http, f"{fed['sec-sc'].http_url}/api/federation/templates")
+        assert {t["ref"] for t in doc["templates"]} >= {"battery-cell@1", "battery-pack@1", "vehicle@1"}
+        async with http.get(f"{fed['recursive'].http_url}/api/federation/templates") as r:
+            assert r.status == 501 and "no templates" in (await r.json())["message"]
