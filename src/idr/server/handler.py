@@ -167,6 +167,8 @@ class NativeHandler:
                     mac_ok = self._check_mac(msg, session)
                 except HandleError as e:
                     return self._one(self.answers.error(msg, e.code, e.message), keep)
+                if mac_ok:
+                    self.sessions.touch(session)
         if msg.opcode in SESSION_OPS:
             return self._session_op(msg, peer, session, mac_ok, keep)
         if msg.opcode == OpCode.LOGIN_ID_SYSTEM:
@@ -312,8 +314,7 @@ class NativeHandler:
                 session = self.sessions.open_scoped(conn, msg.session_id, peer, msg.version)
         except HandleError as e:
             return self._one(self.answers.error(msg, e.code, e.message), keep)
-        if session.identity is None:
-            session.claimed = ValueReference(body.handle, body.index)
+        session.claimed = ValueReference(body.handle, body.index)  # a login again may change who
         return self._challenge(msg, peer, conn, True, InSession(session, True))
 
     # ------------------------------------------------------------------ answers
