@@ -359,3 +359,21 @@ async def test_hdllibs_captured_setup_request_is_answered(node: NativeNode, tran
     session = node.server.handler.sessions.find(answer.session_id)
     assert session is not None and session.claimed == ValueReference("0.NA/88.100", 300)
     assert session.key is not None and len(session.key) == 32 and session.version == (2, 11)
+
+
+async def test_an_extra_udp_worker_leaves_session_setup_to_worker_0(tmp_path: Path) -> None:
+    """A UDP-only worker of ``idr serve --workers`` would hold sessions worker 0 (TCP) does not
+    know: it does not answer a setup, so hdllib's UDP attempt times out and it uses TCP."""
+    node = await start_node(tmp_path, NativeOptions(server_key=server_key("rsa"), tcp=False))
+    try:
+        c = HandleClient(node.host, node.port, timeout=0.5, retries=0)
+        dh = keys.DHPrivateKey.generate().public_key().encode()
+        body = SessionSetupRequest(KEY_EXCHANGE_DH, 60, "", -1, dh)
+        with pytest.raises(ClientError, match="no answer"):
+            await c.request(build_request(OpCode.SESSION_SETUP, body, flags=OpFlag.CT), transport="udp")
+        assert len(node.server.handler.sessions) == 0
+        resolved = await c.resolve("88.100/bench-0")  # it still answers what it is for
+        assert resolved.response_code == ResponseCode.SUCCESS
+    finally:
+        await node.server.close()
+        node.service.close()
