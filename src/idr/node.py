@@ -23,6 +23,7 @@ from idr.core.config import ConfigError, NodeConfig
 from idr.core.federation import FederationSettings
 from idr.core.interface import Core
 from idr.core.service import NodeService
+from idr.model.errors import HandleError
 from idr.server.server_key import load_server_key
 from idr.store.base import Store
 
@@ -259,6 +260,8 @@ class Node:
         # The server's key pair (server_key.pem): signs certified answers and session setups,
         # published in the site's server record.
         self.server_key: ServerKey | None = load_server_key(config.data_dir)
+        # Writes the node's site into its own prefix handles at start (``_publish_site``).
+        self.site_task: asyncio.Task[None] | None = None
         # Every answer of every front-end, counted where it is sent (/metrics, the dashboard).
         from idr.server.tally import Tallies
 
@@ -366,6 +369,7 @@ class Node:
         if self.service.site_info is None:
             self.service.site_info = self.own_site()
         self.attach_federation()
+        self._publish_site()
 
         if self.replicator is not None:
             ls = self.listeners
@@ -415,6 +419,35 @@ class Node:
             primary=not (self.config.replication.listen and self.config.replication.role == "mirror"),
             public_key=self.server_key.public_bytes if self.server_key is not None else b"",
         )
+
+    def _publish_site(self) -> None:
+        """The node's site as the HS_SITE of its own prefix handles (``publish_site``), rewritten
+        at every start from its listeners and key, in the background: a sync primary's write
+        waits for a mirror. Not on a mirror or standby: they take no writes (the primary's
+        record reaches them)."""
+        site = self.service.site_info
+        service = self.service
+        if site is None or not isinstance(service, NodeService) or not site.primary:
+            return
+
+        async def publish() -> None:
+            try:
+                changed = await service.publish_site(site)
+            except HandleError as e:  # fenced, read-only, a standby: the primary keeps it
+                log.info("own site not published in the prefix handles: %s", e.message)
+                return
+            if changed:
+                log.info("own site published in %s", ", ".join(changed))
+
+        self.site_task = asyncio.get_running_loop().create_task(publish())
+
+        async def stop_publishing() -> None:
+            if self.site_task is not None and not self.site_task.done():
+                self.site_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.site_task
+
+        self.listeners.closers.append(stop_publishing)
 
     def attach_federation(self) -> None:
         """The federation links of ``federation.toml`` (``federation_context``) on the core."""

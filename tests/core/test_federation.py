@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from idr.core.federation import FederatedService, delegation_values, loopback_site
+from idr.codec.site import encode_site
+from idr.core.federation import (
+    FederatedService,
+    delegation_values,
+    loopback_site,
+    site_value,
+    with_own_site,
+)
 from idr.core.prefixes import Filing, FilingRegister, PrefixRegistry, audit_trail, uscc_check_char, uscc_error
 from idr.core.request import Op, Request
 from idr.core.templates import TEMPLATE_INDEX, TEMPLATE_TYPE, vin_check_digit, vin_error
@@ -166,3 +173,53 @@ async def test_top_accepts_filings_only_from_the_parent_admin(top: FederatedServ
     got = reg.get("88.168.6")
     assert got is not None and got.enterprise == "Yibin cells"
     assert [x.prefix for x in reg.filings()] == ["88.168.6"]
+
+
+# ------------------------------------------------------------- a node's site in its prefix handles
+
+
+async def test_a_node_names_its_own_site_in_its_prefix_handle(secondary: FederatedService) -> None:
+    """As the reference server's prefix handles: 0.NA/<P> for a P homed here carries the site
+    that serves it (the national SDK resolves ``88.168`` for HS_SITE), replaced when the node's
+    listeners change, the other values untouched; nothing to write when it is current."""
+    site = loopback_site("Sichuan secondary", native=26430, https=26443)
+    assert await secondary.publish_site(site) == ["0.NA/88.168"]
+    code, values = resolve(secondary, "0.NA/88.168")
+    assert code == ResponseCode.SUCCESS
+    [hs_site] = [v for v in values if v.type == "HS_SITE"]
+    assert hs_site.index == 1 and hs_site.data == encode_site(site)
+    stored = secondary.load("0.NA/88.168")
+    assert stored is not None and {v.index for v in stored.values} == {1, 100, 300}  # the admin's stay
+    assert await secondary.publish_site(site) == []  # current: no write
+    moved = loopback_site("Sichuan secondary", native=26431, https=26443)
+    assert await secondary.publish_site(moved) == ["0.NA/88.168"]
+    _, values = resolve(secondary, "0.NA/88.168")
+    assert [v.data for v in values if v.type == "HS_SITE"] == [encode_site(moved)]
+
+
+async def test_an_operators_sites_and_the_tops_delegations_are_left_alone(
+    top: FederatedService, secondary: FederatedService
+) -> None:
+    # The top is home to 0.NA: its own 0.NA/0.NA gets its site; 0.NA/88.168 is a delegation
+    # (88.168 is not homed at the top) and keeps naming the secondary.
+    before = resolve(top, "0.NA/88.168")
+    top_site = loopback_site("Chongqing top", native=2641)
+    assert await top.publish_site(top_site) == ["0.NA/0.NA"]
+    assert resolve(top, "0.NA/88.168") == before
+    assert resolve(top, "88.168/anything")[0] == ResponseCode.SERVICE_REFERRAL
+    # An HS_SITE written for another site (a primary and its mirror, say): the operator's.
+    other = site_value(7, loopback_site("Chengdu mirror", native=2642, primary=False))
+    r = secondary.handle(Request(Op.ADD_VALUE, "0.NA/88.168", values=(other,), identity=SEC_ADMIN))
+    assert r.ok, r.message
+    assert await secondary.publish_site(loopback_site("Sichuan secondary", native=1)) == []
+    _, values = resolve(secondary, "0.NA/88.168")
+    assert [v.index for v in values if v.type == "HS_SITE"] == [7]
+
+
+def test_own_site_goes_to_the_lowest_free_index() -> None:
+    site = loopback_site("n", native=1)
+    taken = tuple(HandleValue(i, "DESC", b"x") for i in (1, 2, 4))
+    out = with_own_site(taken, site)
+    assert out is not None and [v.index for v in out if v.type == "HS_SITE"] == [3]
+    broken = (HandleValue(1, "HS_SITE", b"\x00"),)  # undecodable: not ours, an operator's
+    assert with_own_site(broken, site) is None

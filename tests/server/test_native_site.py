@@ -121,3 +121,41 @@ async def test_site_info_as_hdllib_reads_it(served: Node) -> None:
 
     tcp = await asyncio.to_thread(over_tcp)
     assert tcp[44:] == raw[44:]  # the same record both ways
+
+
+async def test_the_prefix_handle_names_the_site_that_serves_it(served: Node, tmp_path: Path) -> None:
+    """The national SDK's ``resolveHandle("88.100", {"HS_SITE"})``: the node's own prefix handle
+    carries its site (GET_SITE_INFO's bytes), over UDP and TCP, bare or as 0.NA/88.100; after a
+    restart on other ports it names the new ones."""
+    from idr.codec.bodies import ResolutionResponse
+    from idr.codec.site import encode_site
+    from idr.resolver.client import HandleClient
+
+    assert served.site_task is not None
+    await served.site_task
+    assert served.listeners.native is not None
+    host, port = served.listeners.native
+    async with HandleClient(host, port, timeout=5) as client:
+        site = await client.site_info()
+        for handle, transport in (("88.100", "udp"), ("0.NA/88.100", "tcp")):
+            msg = await client.resolve(handle, types=("HS_SITE",), transport=transport)
+            assert isinstance(msg.body, ResolutionResponse), msg
+            [value] = msg.body.values
+            assert value.data == encode_site(site)
+    await served.stop()
+    again = Node(NodeConfig.load(tmp_path / "node"))
+    await again.start(native="127.0.0.1:0")
+    try:
+        assert again.site_task is not None
+        await again.site_task
+        assert again.listeners.native is not None and again.listeners.native != (host, port)
+        host, port = again.listeners.native
+        async with HandleClient(host, port, timeout=5) as client:
+            msg = await client.resolve("88.100", types=("HS_SITE",), transport="tcp")
+        assert isinstance(msg.body, ResolutionResponse)
+        [value] = msg.body.values
+        assert again.service.site_info is not None and value.data == encode_site(again.service.site_info)
+        assert (ST_QUERY, SP_UDP, port) in hdllib_site(value.data)["servers"][0]["interfaces"]  # type: ignore[index]
+    finally:
+        await again.stop()
+        again.close()

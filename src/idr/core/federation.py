@@ -130,6 +130,42 @@ def delegation_values(
     return out
 
 
+def with_own_site(values: Sequence[HandleValue], site: SiteInfo) -> tuple[HandleValue, ...] | None:
+    """The values of a node's own prefix handle (``0.NA/<P>`` for a P it is home to) carrying
+    ``site`` as HS_SITE, as the reference server's prefix handles name the site that serves them
+    (the national SDK asks ``88.100`` for HS_SITE); None when nothing is to change.
+
+    The node's value is the HS_SITE whose site has ``site``'s ``desc`` (the node's name): it is
+    replaced when the node's listeners or key changed. A record whose service values name other
+    sites only (an operator's HS_SITE for a primary and its mirrors, an HS_SERV) is left as
+    written. A new value goes to index 1 (as the reference's) or the lowest free index."""
+    data = encode_site(site)
+    desc = site.attribute("desc")
+    service = [v for v in values if v.type.upper() in SERVICE_TYPES]
+
+    def ours(v: HandleValue) -> bool:
+        if v.type.upper() != "HS_SITE":
+            return False
+        try:
+            return decode_site(v.data).attribute("desc") == desc
+        except ProtocolError:
+            return False
+
+    mine = [v for v in service if ours(v)]
+    if service and not mine:
+        return None
+    if len(mine) == 1 and mine[0].data == data:
+        return None
+    if mine:
+        index = mine[0].index
+        kept = [v for v in values if not any(v is m for m in mine)]
+    else:
+        used = {v.index for v in values}
+        index = next(i for i in range(1, len(used) + 2) if i not in used)
+        kept = list(values)
+    return tuple(sorted((*kept, site_value(index, site)), key=lambda v: v.index))
+
+
 def site_name(site: SiteInfo) -> str:
     """``desc`` of a site, else its first server's address: how traces and reports name it."""
     desc = site.attribute("desc")

@@ -188,6 +188,35 @@ class NodeService:
         """The prefixes this node is home to, sorted by key (from memory: never blocks)."""
         return [self._homed[k] for k in sorted(self._homed)]
 
+    async def publish_site(self, site: SiteInfo) -> list[str]:
+        """Keep ``site`` (this node's own, as GET_SITE_INFO answers it) as the HS_SITE of the
+        prefix handle of every prefix homed here (``with_own_site``), in one logged write;
+        returns the prefix handles it changed. Delegations (``0.NA/<P>`` of prefixes served
+        elsewhere, the top's referrals) are not homed here and are never touched."""
+        from idr.core.federation import with_own_site  # builds on this module: late
+
+        def job() -> list[str]:
+            changed: list[tuple[str, HandleRecord | None]] = []
+            for prefix in self.homed_prefixes():
+                name = prefix_handle(prefix)
+                rec = self._load(normalize_key(name))
+                if rec is None:
+                    continue
+                values = with_own_site(rec.values, site)
+                if values is None:
+                    continue
+                old = {v.index: v for v in rec.values}
+                stamped = tuple(
+                    v if old.get(v.index) == v else replace(v, timestamp=int(self.clock())) for v in values
+                )
+                changed.append((name, HandleRecord(rec.handle, stamped)))
+            if changed:
+                self.stage("site", None, changed)
+            return [h for h, _ in changed]
+
+        result: list[str] = await self.write(job)
+        return result
+
     @staticmethod
     def _homed_key(prefix: str) -> str:
         return f"{HOMED_PREFIX}/{normalize_key(prefix)}"
