@@ -306,6 +306,20 @@ class Node:
             self.listeners.closers.append(self._stop_replicator)
             self.metrics_sources.append(self.replicator.replication_metrics)
         guards = self._http_guards() if https or http else None
+        from idr.server import hdl_http
+        from idr.server.native import NativeOptions, native_handler, start_native, start_workers
+
+        opts = self.native_options or NativeOptions.from_config(self.config.native_limits)
+        if opts.server_key is None:
+            opts = replace(opts, server_key=self.server_key)
+        # One Handle request handler (sessions, challenges, the costly-work guard) for the
+        # native front-ends and Handle messages over HTTP(S) (``idr.server.hdl_http``).
+        handler = native_handler(self.service, opts)
+
+        async def close_handler() -> None:
+            handler.guard.gate.close()
+
+        self.listeners.closers.append(close_handler)
         for addr, secure in ((https, True), (http, False)):
             if not addr:
                 continue
@@ -320,6 +334,8 @@ class Node:
                 sessions=guards.sessions,
                 walks=guards.walks,
             )
+            # HTTP is advertised as a query interface, HTTPS as admin and query (own_site).
+            app.middlewares.insert(0, hdl_http.middleware(handler, admin=secure))
             app.middlewares.insert(0, http_middleware(self.tallies["https" if secure else "http"]))
             add_metrics_routes(app, self.service, self.metrics_sources, self.tallies)
             add_gs1_routes(app, self.service)
@@ -333,7 +349,7 @@ class Node:
             await runner.setup()
             self.listeners.closers.append(runner.cleanup)
             assert runner.server is not None  # made by setup()
-            ssl_ctx = server_context(self.config.data_dir) if secure else None
+            ssl_ctx = server_context(self.config.data_dir, server_key=self.server_key) if secure else None
             # aiohttp's per-connection protocol, behind the node's connection guard
             server = await asyncio.get_running_loop().create_server(
                 guards.connections.factory(runner.server),
@@ -350,15 +366,12 @@ class Node:
             else:
                 self.listeners.http = (str(bound[0]), int(bound[1]))
         if native:
-            from idr.server.native import NativeOptions, start_native, start_workers
-
             host, port = parse_address(native)
-            opts = self.native_options or NativeOptions.from_config(self.config.native_limits)
-            if opts.server_key is None:
-                opts = replace(opts, server_key=self.server_key)
             if self.workers > 1:
                 opts = replace(opts, reuse_port=True)
-            bound_native, close = await start_native(self.service, host, port, opts, self.tallies)
+            bound_native, close = await start_native(
+                self.service, host, port, opts, self.tallies, handler=handler
+            )
             self.listeners.native = bound_native
             self.listeners.closers.append(close)
             if self.workers > 1:

@@ -140,11 +140,19 @@ class NativeHandler:
     # ------------------------------------------------------------------ entry
 
     def handle(
-        self, data: bytes, peer: Hashable, *, udp: bool, whole: bool = True, conn: Hashable | None = None
+        self,
+        data: bytes,
+        peer: Hashable,
+        *,
+        udp: bool,
+        whole: bool = True,
+        conn: Hashable | None = None,
+        admin: bool = True,
     ) -> Result:
         """``peer``: the client's address (IP) for binding challenges; ``whole``: the message came
         as one datagram / frame (only then may its answer be cached); ``conn``: the TCP
-        connection, which scopes the sessions a client names itself."""
+        connection, which scopes the sessions a client names itself; ``admin``: whether the
+        interface it came in on is an admin interface (plain HTTP is not: ``hdl_http``)."""
         try:
             msg = decode_message(data)
         except ProtocolError as e:
@@ -155,8 +163,9 @@ class NativeHandler:
         if not msg.is_request:
             return Outcome()
         keep = bool(msg.opflags & OpFlag.KA) or (conn is not None and msg.session_id != 0)
-        if udp and (msg.opcode in CONNECTION_OPS or (msg.opcode in ADMIN_OPS and not self.udp_admin)):
-            what = "needs a TCP connection" if msg.opcode in CONNECTION_OPS else "is an admin request"
+        admin = admin and (self.udp_admin or not udp)
+        if (udp and msg.opcode in CONNECTION_OPS) or (msg.opcode in ADMIN_OPS and not admin):
+            what = "needs a TCP connection" if udp and msg.opcode in CONNECTION_OPS else "is an admin request"
             text = f"Received admin request on non-admin interface: opcode {msg.opcode} {what}"
             return self._one(self.answers.error(msg, ResponseCode.PROTOCOL_ERROR, text), keep)
         if msg.opcode == OpCode.RESPONSE_TO_CHALLENGE:

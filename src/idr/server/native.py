@@ -198,28 +198,39 @@ def _bind_pair(
     raise OSError(f"no port free for both TCP and UDP on {host} after {BIND_ATTEMPTS} attempts")
 
 
+def native_handler(service: Core, opts: NativeOptions) -> NativeHandler:
+    """The Handle request handler ``opts`` describe, with its own guard (whose gate the caller
+    closes: ``handler.guard.gate.close()``)."""
+    return NativeHandler(
+        service,
+        udp_admin=opts.udp_admin,
+        guard=AuthGuard(opts.verify),
+        token_window=opts.token_window,
+        server_key=opts.server_key,
+        serve_sessions=opts.tcp,  # sessions live with TCP, in worker 0
+    )
+
+
 async def start_server(
     service: Core,
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     options: NativeOptions | None = None,
     tallies: Tallies | None = None,
+    *,
+    handler: NativeHandler | None = None,
 ) -> NativeServer:
+    """``handler``: one shared with other front-ends (Handle over HTTP), closed by its owner;
+    by default the server's own."""
     opts = options or NativeOptions()
     tallies = tallies or Tallies()
     loop = asyncio.get_running_loop()
     cache = AnswerCache(opts.cache_entries)
     cache.responsible = service.is_responsible
     service.add_listener(cache.invalidate)
-    guard = AuthGuard(opts.verify)
-    handler = NativeHandler(
-        service,
-        udp_admin=opts.udp_admin,
-        guard=guard,
-        token_window=opts.token_window,
-        server_key=opts.server_key,
-        serve_sessions=opts.tcp,  # sessions live with TCP, in worker 0
-    )
+    own_handler = handler is None
+    handler = handler or native_handler(service, opts)
+    guard = handler.guard
     if opts.tcp:
         tcp_sock: socket.socket | None
         tcp_sock, udp_sock = _bind_pair(host, port, opts.reuse_port, opts.udp_rcvbuf)
@@ -263,7 +274,8 @@ async def start_server(
             task.cancel()
         if server is not None:
             await asyncio.wait_for(server.wait_closed(), 5.0)
-        guard.gate.close()
+        if own_handler:
+            guard.gate.close()
 
     srv._closers.append(close)
     if opts.warm:
@@ -294,9 +306,11 @@ async def start_native(
     port: int = DEFAULT_PORT,
     options: NativeOptions | None = None,
     tallies: Tallies | None = None,
+    *,
+    handler: NativeHandler | None = None,
 ) -> tuple[tuple[str, int], Callable[[], Awaitable[None]]]:
     """The entry point ``idr.node.Node.start`` uses: ((host, port), async close)."""
-    srv = await start_server(service, host, port, options, tallies)
+    srv = await start_server(service, host, port, options, tallies, handler=handler)
     return srv.address, srv.close
 
 

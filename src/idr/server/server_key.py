@@ -28,12 +28,18 @@ SERVER_KEY_TYPES = ("rsa", "dsa", "sm2")
 @dataclass(frozen=True)
 class ServerKey:
     private: PrivateKey
-    public_bytes: bytes = field(init=False)  # HS_PUBKEY data of the public half
+    public_bytes: bytes = field(init=False)  # HS_PUBKEY data of the public half, as hdllib's
 
     def __post_init__(self) -> None:
         if not isinstance(self.private, rsa.RSAPrivateKey | dsa.DSAPrivateKey | SM2PrivateKey):
             raise KeyFileError(f"a server key is RSA, DSA or SM2, not {type(self.private).__name__}")
-        object.__setattr__(self, "public_bytes", encode_public_key(self.private.public_key()))
+        public = encode_public_key(self.private.public_key())
+        if isinstance(self.private, rsa.RSAPrivateKey):
+            # As hdllib's Util.getBytesFromPublicKey writes an RSA key (one int too long: four
+            # zero bytes at the end), so the reference server's site info: hdllib pins an HTTPS
+            # interface's certificate by comparing these bytes with the certificate's key.
+            public += bytes(4)
+        object.__setattr__(self, "public_bytes", public)
 
     @property
     def rsa_key(self) -> rsa.RSAPrivateKey | None:

@@ -2,9 +2,16 @@
 
 Handle.Net servers present a self-signed certificate by default (clients pin or skip
 verification: pyhandle's ``HTTPS_verify=False``), because writes must travel over TLS and a
-fresh node has no CA-issued certificate. We do the same: on first start an EC P-256 key and
-a certificate for 127.0.0.1/localhost (plus any extra names) are written to
-``<data>/tls/``; later starts reuse them, so clients that pinned it keep working.
+fresh node has no CA-issued certificate. We do the same: on first start a certificate for
+127.0.0.1/localhost (plus any extra names) and its key are written to ``<data>/tls/``; later
+starts reuse them, so clients that pinned it keep working.
+
+The key is the node's server key when that is RSA (the default): hdllib accepts an HTTPS
+interface's certificate only when its public key is the server's HS_PUBKEY
+(``SSLEngineHelper.getClientSSLContext``, ``TrustManagerSpecificPublicKey``; it trusts any
+certificate of a DSA server). Otherwise (an SM2 or DSA server key, no server key) a new EC
+P-256 key. A certificate made before this rule keeps its own key: delete ``<data>/tls`` to
+have it remade.
 """
 
 from __future__ import annotations
@@ -15,13 +22,17 @@ import os
 import ssl
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from idr.private import make_private_dir, write_private
+
+if TYPE_CHECKING:
+    from idr.server.server_key import ServerKey
 
 CERT_NAME = "cert.pem"
 KEY_NAME = "key.pem"
@@ -39,17 +50,23 @@ def _alt_names(names: Iterable[str]) -> list[x509.GeneralName]:
 
 
 def generate_self_signed(
-    cert_path: Path, key_path: Path, *, common_name: str = "idr node", names: Iterable[str] = ()
+    cert_path: Path,
+    key_path: Path,
+    *,
+    common_name: str = "idr node",
+    names: Iterable[str] = (),
+    key: rsa.RSAPrivateKey | None = None,
 ) -> None:
-    """Write a new key (mode 0600, created so — never world-readable for an instant) and cert."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    """Write the key (mode 0600, created so — never world-readable for an instant) and a cert
+    for it; ``key``: the node's RSA server key, else a new EC P-256 key."""
+    pair: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = key or ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
-        .public_key(key.public_key())
+        .public_key(pair.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
@@ -72,11 +89,11 @@ def generate_self_signed(
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(pair.public_key()), critical=False)
+        .sign(pair, hashes.SHA256())
     )
     make_private_dir(key_path.parent)  # <data>/tls: the node user's alone, as the whole data directory
-    key_pem = key.private_bytes(
+    key_pem = pair.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     tmp_key = key_path.with_suffix(".tmp")
@@ -91,12 +108,15 @@ def generate_self_signed(
     tmp_cert.replace(cert_path)
 
 
-def ensure_certificate(data_dir: Path, *, names: Iterable[str] = ()) -> tuple[Path, Path]:
-    """``(cert, key)`` under ``data_dir/tls``, generated on first use."""
+def ensure_certificate(
+    data_dir: Path, *, names: Iterable[str] = (), server_key: ServerKey | None = None
+) -> tuple[Path, Path]:
+    """``(cert, key)`` under ``data_dir/tls``, generated on first use (with ``server_key``'s
+    key when it is RSA)."""
     tls_dir = Path(data_dir) / "tls"
     cert, key = tls_dir / CERT_NAME, tls_dir / KEY_NAME
     if not (cert.is_file() and key.is_file()):
-        generate_self_signed(cert, key, names=names)
+        generate_self_signed(cert, key, names=names, key=server_key.rsa_key if server_key else None)
     return cert, key
 
 
@@ -106,12 +126,13 @@ def server_context(
     cert_file: Path | None = None,
     key_file: Path | None = None,
     names: Iterable[str] = (),
+    server_key: ServerKey | None = None,
 ) -> ssl.SSLContext:
     """A server SSLContext from the configured cert/key, else the node's self-signed pair."""
     if cert_file is None or key_file is None:
         if data_dir is None:
             raise ValueError("need either cert_file and key_file, or a data_dir to keep a generated pair")
-        cert_file, key_file = ensure_certificate(data_dir, names=names)
+        cert_file, key_file = ensure_certificate(data_dir, names=names, server_key=server_key)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(cert_file), str(key_file))
