@@ -382,7 +382,7 @@ class Node:
         if self.service.site_info is None:
             self.service.site_info = self.own_site()
         self.attach_federation()
-        self._publish_site()
+        await self._publish_site()
 
         if self.replicator is not None:
             ls = self.listeners
@@ -433,11 +433,12 @@ class Node:
             public_key=self.server_key.public_bytes if self.server_key is not None else b"",
         )
 
-    def _publish_site(self) -> None:
+    async def _publish_site(self) -> None:
         """The node's site as the HS_SITE of its own prefix handles (``publish_site``), rewritten
-        at every start from its listeners and key, in the background: a sync primary's write
-        waits for a mirror. Not on a mirror or standby: they take no writes (the primary's
-        record reaches them)."""
+        at every start from its listeners and key: done when ``start`` returns, except on a
+        replicating primary, where the write waits for a mirror (``site_task``, in the
+        background). Not on a mirror or standby: they take no writes (the primary's record
+        reaches them)."""
         site = self.service.site_info
         service = self.service
         if site is None or not isinstance(service, NodeService) or not site.primary:
@@ -453,6 +454,9 @@ class Node:
                 log.info("own site published in %s", ", ".join(changed))
 
         self.site_task = asyncio.get_running_loop().create_task(publish())
+        if self.replicator is None:
+            await self.site_task
+            return
 
         async def stop_publishing() -> None:
             if self.site_task is not None and not self.site_task.done():
