@@ -210,6 +210,9 @@ async def test_a_body_that_is_not_a_request(node: Node) -> None:
     for body in (b"short", encode_message(response)):
         status, _, _ = await asyncio.to_thread(post, http_port, body, path="/x")
         assert status == 400  # no reflection: a response is never answered
+    cut = split(vector("resolve_not_found"))[1][:30]  # an envelope, part of its message
+    status, _, out = await asyncio.to_thread(post, http_port, cut)
+    assert status == 200 and messages(out, cut)[0].response_code == ResponseCode.PROTOCOL_ERROR
     # Any other POST is the REST API's, the proxy's: untouched.
     api = "/api/handles/88.100/x"
     status, ctype, _ = await asyncio.to_thread(
