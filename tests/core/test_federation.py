@@ -25,6 +25,7 @@ from idr.store.sqlite import SqliteStore
 from tests.core.conftest import admin_values
 
 TOP_ADMIN = ValueReference("0.NA/0.NA", 300)
+SERVER_KEY = b"\x00\x00\x00\x0aHS_DSAPUBKEY..."  # the site's server key: what names the node
 SEC_ADMIN = ValueReference("0.NA/88.168", 300)
 
 
@@ -182,7 +183,7 @@ async def test_a_node_names_its_own_site_in_its_prefix_handle(secondary: Federat
     """As the reference server's prefix handles: 0.NA/<P> for a P homed here carries the site
     that serves it (the national SDK resolves ``88.168`` for HS_SITE), replaced when the node's
     listeners change, the other values untouched; nothing to write when it is current."""
-    site = loopback_site("Sichuan secondary", native=26430, https=26443)
+    site = loopback_site("Sichuan secondary", native=26430, https=26443, public_key=SERVER_KEY)
     assert await secondary.publish_site(site) == ["0.NA/88.168"]
     code, values = resolve(secondary, "0.NA/88.168")
     assert code == ResponseCode.SUCCESS
@@ -191,10 +192,15 @@ async def test_a_node_names_its_own_site_in_its_prefix_handle(secondary: Federat
     stored = secondary.load("0.NA/88.168")
     assert stored is not None and {v.index for v in stored.values} == {1, 100, 300}  # the admin's stay
     assert await secondary.publish_site(site) == []  # current: no write
-    moved = loopback_site("Sichuan secondary", native=26431, https=26443)
+    moved = loopback_site("Sichuan secondary", native=26431, https=26443, public_key=SERVER_KEY)
     assert await secondary.publish_site(moved) == ["0.NA/88.168"]
     _, values = resolve(secondary, "0.NA/88.168")
     assert [v.data for v in values if v.type == "HS_SITE"] == [encode_site(moved)]
+    # A new key on the same ports (server_key.pem replaced), and a new name: still this node's.
+    rekeyed = loopback_site("renamed", native=26431, https=26443, public_key=SERVER_KEY + b"x")
+    assert await secondary.publish_site(rekeyed) == ["0.NA/88.168"]
+    _, values = resolve(secondary, "0.NA/88.168")
+    assert [v.data for v in values if v.type == "HS_SITE"] == [encode_site(rekeyed)]
 
 
 async def test_an_operators_sites_and_the_tops_delegations_are_left_alone(
@@ -207,11 +213,12 @@ async def test_an_operators_sites_and_the_tops_delegations_are_left_alone(
     assert await top.publish_site(top_site) == ["0.NA/0.NA"]
     assert resolve(top, "0.NA/88.168") == before
     assert resolve(top, "88.168/anything")[0] == ResponseCode.SERVICE_REFERRAL
-    # An HS_SITE written for another site (a primary and its mirror, say): the operator's.
-    other = site_value(7, loopback_site("Chengdu mirror", native=2642, primary=False))
+    # An HS_SITE written for another site (a primary and its mirror, say) — on the same host and
+    # under the same default name as this node: the operator's.
+    other = site_value(7, loopback_site("idr node", native=2642, primary=False))
     r = secondary.handle(Request(Op.ADD_VALUE, "0.NA/88.168", values=(other,), identity=SEC_ADMIN))
     assert r.ok, r.message
-    assert await secondary.publish_site(loopback_site("Sichuan secondary", native=1)) == []
+    assert await secondary.publish_site(loopback_site("idr node", native=1)) == []
     _, values = resolve(secondary, "0.NA/88.168")
     assert [v.index for v in values if v.type == "HS_SITE"] == [7]
 
@@ -223,3 +230,19 @@ def test_own_site_goes_to_the_lowest_free_index() -> None:
     assert out is not None and [v.index for v in out if v.type == "HS_SITE"] == [3]
     broken = (HandleValue(1, "HS_SITE", b"\x00"),)  # undecodable: not ours, an operator's
     assert with_own_site(broken, site) is None
+
+
+async def test_home_and_unhome_keep_the_prefix_handle_naming_its_server(secondary: FederatedService) -> None:
+    """Unhomed, a prefix handle that still named this node would refer the prefix's handles back
+    to it (a referral loop); homed again, it names the node at once, not at the next start."""
+    secondary.site_info = loopback_site("idr node", native=26430, public_key=SERVER_KEY)
+    assert await secondary.publish_site(secondary.site_info) == ["0.NA/88.168"]
+    r = secondary.handle(Request(Op.UNHOME_NA, "88.168", identity=SEC_ADMIN))
+    assert r.ok, r.message
+    stored = secondary.load("0.NA/88.168")
+    assert stored is not None and not [v for v in stored.values if v.type == "HS_SITE"]
+    assert resolve(secondary, "88.168/x")[0] == ResponseCode.SERVER_NOT_RESPONSIBLE  # not a 302 to itself
+    r = secondary.handle(Request(Op.HOME_NA, "88.168", identity=SEC_ADMIN))
+    assert r.ok, r.message
+    _, values = resolve(secondary, "0.NA/88.168")
+    assert [v.data for v in values if v.type == "HS_SITE"] == [encode_site(secondary.site_info)]

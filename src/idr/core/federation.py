@@ -130,31 +130,40 @@ def delegation_values(
     return out
 
 
+def _names_node(v: HandleValue, site: SiteInfo) -> bool:
+    """Whether ``v`` is an HS_SITE for the node whose own site is ``site``: one server at the same
+    address with the same server key, or with the same interfaces (the node's key or its ports
+    changed since it wrote it, not both). Names (``desc``) are no test: every node is "idr node"
+    until named."""
+    if v.type.upper() != "HS_SITE" or len(site.servers) != 1:
+        return False
+    try:
+        other = decode_site(v.data)
+    except ProtocolError:
+        return False
+    if len(other.servers) != 1:
+        return False
+    theirs, ours = other.servers[0], site.servers[0]
+    if theirs.address != ours.address:
+        return False
+    same_key = bool(ours.public_key) and theirs.public_key == ours.public_key
+    return same_key or set(theirs.interfaces) == set(ours.interfaces)
+
+
 def with_own_site(values: Sequence[HandleValue], site: SiteInfo) -> tuple[HandleValue, ...] | None:
     """The values of a node's own prefix handle (``0.NA/<P>`` for a P it is home to) carrying
     ``site`` as HS_SITE, as the reference server's prefix handles name the site that serves them
     (the national SDK asks ``88.100`` for HS_SITE); None when nothing is to change.
 
-    The node's value is the HS_SITE whose site has ``site``'s ``desc`` (the node's name): it is
-    replaced when the node's listeners or key changed. A record whose service values name other
-    sites only (an operator's HS_SITE for a primary and its mirrors, an HS_SERV) is left as
-    written. A new value goes to index 1 (as the reference's) or the lowest free index."""
-    data = encode_site(site)
-    desc = site.attribute("desc")
+    The node's value is the HS_SITE naming this node's server (``_names_node``): it is replaced
+    when the node's listeners or key changed. A record whose service values name other sites
+    only (an operator's HS_SITE for a primary and its mirrors, an HS_SERV) is left as written.
+    A new value goes to index 1 (as the reference's) or the lowest free index."""
     service = [v for v in values if v.type.upper() in SERVICE_TYPES]
-
-    def ours(v: HandleValue) -> bool:
-        if v.type.upper() != "HS_SITE":
-            return False
-        try:
-            return decode_site(v.data).attribute("desc") == desc
-        except ProtocolError:
-            return False
-
-    mine = [v for v in service if ours(v)]
+    mine = [v for v in service if _names_node(v, site)]
     if service and not mine:
         return None
-    if len(mine) == 1 and mine[0].data == data:
+    if len(mine) == 1 and mine[0].data == encode_site(site):
         return None
     if mine:
         index = mine[0].index
@@ -164,6 +173,13 @@ def with_own_site(values: Sequence[HandleValue], site: SiteInfo) -> tuple[Handle
         index = next(i for i in range(1, len(used) + 2) if i not in used)
         kept = list(values)
     return tuple(sorted((*kept, site_value(index, site)), key=lambda v: v.index))
+
+
+def without_own_site(values: Sequence[HandleValue], site: SiteInfo) -> tuple[HandleValue, ...] | None:
+    """The values of a prefix handle once the node (``site``) stops serving the prefix: its own
+    HS_SITE dropped, or it would refer handles of the prefix to itself; None when it has none."""
+    kept = tuple(v for v in values if not _names_node(v, site))
+    return kept if len(kept) < len(values) else None
 
 
 def site_name(site: SiteInfo) -> str:

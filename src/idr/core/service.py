@@ -205,11 +205,7 @@ class NodeService:
                 values = with_own_site(rec.values, site)
                 if values is None:
                     continue
-                old = {v.index: v for v in rec.values}
-                stamped = tuple(
-                    v if old.get(v.index) == v else replace(v, timestamp=int(self.clock())) for v in values
-                )
-                changed.append((name, HandleRecord(rec.handle, stamped)))
+                changed.append((name, HandleRecord(rec.handle, self._stamp_changed(rec.values, values))))
             if changed:
                 self.stage("site", None, changed)
             return [h for h, _ in changed]
@@ -672,6 +668,14 @@ class NodeService:
 
     # ----------------------------------------------------------------- writes
 
+    def _stamp_changed(
+        self, before: Iterable[HandleValue], after: Iterable[HandleValue]
+    ) -> tuple[HandleValue, ...]:
+        """``after`` with the values that are not in ``before`` stamped now."""
+        old = {v.index: v for v in before}
+        now = int(self.clock())
+        return tuple(v if old.get(v.index) == v else replace(v, timestamp=now) for v in after)
+
     def _stamp(self, values: Iterable[HandleValue]) -> tuple[HandleValue, ...]:
         now = int(self.clock())
         return tuple(sorted((replace(v, timestamp=now) for v in values), key=lambda v: v.index))
@@ -857,7 +861,18 @@ class NodeService:
         Handle.parse(prefix_handle(prefix))
         key = self._homed_key(prefix)
         rec = HandleRecord(prefix, ()) if home else None
-        self._commit("home" if home else "unhome", identity, [Write(key, rec)])
+        writes = [Write(key, rec)]
+        handle = self._load(normalize_key(prefix_handle(prefix)))
+        if handle is not None and self.site_info is not None:
+            from idr.core.federation import with_own_site, without_own_site  # build on this module
+
+            # The prefix handle names this node while it serves the prefix (publish_site), and
+            # stops when it no longer does: it would refer the prefix's handles to itself.
+            values = (with_own_site if home else without_own_site)(handle.values, self.site_info)
+            if values is not None:
+                changed = HandleRecord(handle.handle, self._stamp_changed(handle.values, values))
+                writes.append(Write(normalize_key(prefix_handle(prefix)), changed))
+        self._commit("home" if home else "unhome", identity, writes)
         return Response(ResponseCode.SUCCESS, prefix)
 
     async def import_records(
