@@ -159,3 +159,39 @@ async def test_the_prefix_handle_names_the_site_that_serves_it(served: Node, tmp
     finally:
         await again.stop()
         again.close()
+
+
+async def test_the_sdks_prefix_lookup_gets_the_site(served: Node) -> None:
+    """id-pointer-sdk's own bytes for ``resolveHandle("88.100", {"HS_SITE"})`` (captured against
+    the reference server) sent to a node as ``idr serve`` assembles it, nothing seeded: answered
+    as the reference answered them — success, the handle as asked, one HS_SITE at index 1 — with
+    this node's site."""
+    from idr.codec.bodies import ResolutionResponse
+    from idr.codec.message import decode_message
+    from idr.codec.site import encode_site
+    from tests.server.test_native_sdk import SDK
+
+    captured = SDK / "captured"
+    request = (captured / "resolve_bare_prefix_request.bin").read_bytes()
+    reference = decode_message((captured / "resolve_bare_prefix_reference_response.bin").read_bytes())
+    assert isinstance(reference.body, ResolutionResponse)
+    assert served.listeners.native is not None and served.service.site_info is not None
+    host, port = served.listeners.native
+
+    def over_tcp() -> bytes:
+        with socket.create_connection((host, port), timeout=5) as s:
+            s.sendall(request)
+            return recv_message(s)
+
+    for raw in (
+        await asyncio.to_thread(over_tcp),
+        (await asyncio.to_thread(udp_exchange, host, port, request))[0],
+    ):
+        got = decode_message(raw)
+        assert got.request_id == decode_message(request).request_id
+        assert isinstance(got.body, ResolutionResponse)
+        assert (got.response_code, got.body.handle) == (reference.response_code, reference.body.handle)
+        assert [(v.index, v.type) for v in got.body.values] == [
+            (v.index, v.type) for v in reference.body.values
+        ]
+        assert got.body.values[0].data == encode_site(served.service.site_info)
