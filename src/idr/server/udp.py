@@ -89,6 +89,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self.slow = 0
         self.hits = 0
         self._get = cache.data.get  # the dict object lives as long as the cache (clear() empties it)
+        self._miss = cache.miss
         self._sendto: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -105,12 +106,13 @@ class UdpProtocol(asyncio.DatagramProtocol):
             self._sendto(out, addr)
             self.hits += 1
             return
-        # ---- warm cache: a plain resolution of a handle the store does not hold
         if len(data) < ENVELOPE_SIZE:
             return  # not a Handle message; silence is the only safe answer to garbage
-        negative = self.cache.not_found(data)
-        if negative is not None:
-            self._sendto(patch(negative, data), addr)
+        # ---- a plain resolution settled by memory or one store row: not found, or spliced
+        template = self._miss(data, self.fast_limit)
+        if template is not None:
+            self._sendto(patch(template, data), addr)
+            self.hits += 1
             return
         # ---- slow path
         self.slow += 1
@@ -171,6 +173,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
             if out.exists is None or not self.cache.learn(request, answer, hk, out.exists, generation):
                 self.cache.put(cache_key(request), answer, out.handle_key, generation)
             if out.exists:
+                self.cache.learn_splice(request, answer, hk)
                 self.cache.note_shape(request)
 
     @staticmethod
