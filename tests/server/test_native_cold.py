@@ -148,3 +148,11 @@ async def test_only_an_authoritative_node_on_an_embedded_store_reads_rows_on_the
         await srv.close()
     finally:
         svc.close()
+
+
+def test_answer_cache_size_comes_from_native_limits() -> None:
+    from idr.core.config import NativeLimits
+
+    assert NativeOptions.from_config(NativeLimits(answer_cache=5)).cache_entries == 5
+    assert NativeOptions.from_config(NativeLimits()).cache_entries == 2_000_000
+    assert NativeOptions.from_config(NativeLimits(), cache_entries=7).cache_entries == 7

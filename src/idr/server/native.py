@@ -25,11 +25,38 @@ Rejected alternatives: threads (the GIL serialises the hot path), fork after war
 (copy-on-write is undone by reference counting), one shared answer cache in shared memory
 (every hit would pay for locking and a copy out of the shared segment).
 
-Warm-up. ``NativeOptions(warm=True)`` learns at start which handles exist (key-ordered pages of
-names, ~2 s and ~110 MB for 1M handles), so misses are answered from memory at once; answers are
-pre-encoded for the request shapes in ``warm_shapes`` at start and for any other plain shape once
-a client uses it (``AnswerCache.note_shape``, at most four), in the background: ~45 s and ~600 MB
-per shape for 1M handles, instead of 84 s and 1.6 GB for three shapes whether used or not.
+Cold start (issue 14: from the first second after ``idr serve`` starts on 1M handles, ≥ 0.5×
+the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per answer):
+
+* the slow path (decode, core, encode: ~50 µs) — what a node did before: 0.09–0.2× warm;
+* **one stored row per miss** (chosen, ``AnswerCache.miss``): the store already keeps each
+  handle's values in their wire form (``encode_values``, the ``vals`` column), which *is* the
+  body of a resolution answer, so a miss is one key lookup (``Store.get_raw``, on the loop for an
+  embedded store; SQLite reads through an mmap of the file), a walk over the permission bytes
+  (``all_public``) and a splice under the request shape's head (``Splice``, learned from the slow
+  path's first answer of that shape and checked once against it); a missing row is the shape's
+  learned HANDLE_NOT_FOUND answer. ~25 µs per answer on the loaded 2-core machine against
+  ~9 µs warm: 0.3× in the first second (the page cache and the shape are cold), 0.45–0.66× from
+  the second one. Nothing extra on disk (0 bytes per handle beyond the row it already has);
+  memory grows by one cached answer (~600 bytes with its index) per handle asked;
+* a separate pre-encoded answer column or file: the same bytes stored twice (~230 bytes more per
+  handle, a schema change in both engines) for nothing the values column does not already give;
+  an mmap'd hash file of answers would save the SQLite lookup (~5 µs) but needs its own
+  crash-consistent writer beside the store, and every worker and follower to share it;
+* a full warm pass before serving (``--warm``): a key-ordered snapshot of undecoded rows spliced
+  for each shape in use: ~5 µs per handle here (~5 s per 1M), +600 MB per shape. It runs in
+  CPU slices of ``WARM_SLICE`` taking at most ``WARM_DUTY`` of the loop while requests arrive,
+  so the node answers meanwhile; on the loaded 2-core machine that still held the first 10 s at
+  0.05–0.2× (the pass competes with the store lookups for the one core), so ``idr serve``
+  does not warm by default. Moving the splicing to a helper process that ships ready entries
+  (merged at C speed) is the next step for a node that must be at full speed within 5 s;
+* the collector: a full collection walks every entry of every map not frozen (130 ms for 1M
+  answers) and Python ran one every few thousand surviving objects, so server processes freeze
+  the maps (``gc.freeze``) once built and hold collection off during a pass (``_GcPause``).
+
+Memory per handle: ~600 bytes per cached answer (key ~100, answer ~270, three map entries), ~110
+bytes in ``known``; the cache holds at most ``[native] answer_cache`` answers (2,000,000).
+Disk per handle: its row and log entry (~520 bytes together for three values), nothing more.
 """
 
 from __future__ import annotations
