@@ -339,8 +339,8 @@ class AnswerCache:
             return template
         splice = self.heads.get(shape)
         values = row[1]
-        if splice is None or not all_public(values):
-            return None
+        if splice is None or 52 + len(raw) + len(values) > limit or not all_public(values):
+            return None  # (52: head, handle length, credential length)
         answer = splice.answer(raw, values)
         if len(answer) > limit:
             return None

@@ -109,11 +109,13 @@ class UdpProtocol(asyncio.DatagramProtocol):
         if len(data) < ENVELOPE_SIZE:
             return  # not a Handle message; silence is the only safe answer to garbage
         # ---- a plain resolution settled by memory or one store row: not found, or spliced
-        template = self._miss(data, self.fast_limit)
-        if template is not None:
-            self._sendto(patch(template, data), addr)
-            self.hits += 1
-            return
+        # (not for an answer already known to be too large to send freely: the slow path's)
+        if answer is None:
+            template = self._miss(data, self.fast_limit)
+            if template is not None:
+                self._sendto(patch(template, data), addr)
+                self.hits += 1
+                return
         # ---- slow path
         self.slow += 1
         whole = True
