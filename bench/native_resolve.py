@@ -23,6 +23,9 @@ the shared machine disturbs far less than requests/s. The last lines are a summa
 paste into the README. ``--workers N``: N server processes on one port (SO_REUSEPORT), driven by
 2N hdlperf sockets. ``--profile PATH``: py-spy samples worker 0 during the warm UDP run (200 Hz,
 native frames; from the load core, so that run's figures are depressed), top frames printed.
+``--before SRC [--rounds N]``: idr from another checkout's source tree against this one, both
+warm, UDP runs alternating, the after/before ratio of rates and of CPU per answer (how a change to
+the hot path is measured, e.g. ``--before /work/main/src``).
 """
 
 from __future__ import annotations
@@ -47,10 +50,12 @@ from typing import Any
 # 10% misses, cache warmed 5 s): issue 14. Not measured here (its code is not ours to run).
 REFERENCE_QPS = (70_000, 82_000)
 HERE = Path(__file__).resolve().parent
-# ../shared beside the clone (a worktree one level deeper finds it one level further up)
-HDLPERF_SRC = next(
-    (p / "shared" / "tools" / "hdlperf.c" for p in HERE.parents[1:3] if (p / "shared" / "tools").is_dir()),
-    HERE.parents[1] / "shared" / "tools" / "hdlperf.c",
+# ../shared/tools/hdlperf.c beside the clone (a worktree one level deeper finds it one level
+# further up; elsewhere: IDR_HDLPERF_SRC=path)
+_SHARED = [p / "shared" / "tools" for p in HERE.parents[1:3]]
+HDLPERF_SRC = Path(
+    os.environ.get("IDR_HDLPERF_SRC")
+    or next((d / "hdlperf.c" for d in _SHARED if d.is_dir()), _SHARED[0] / "hdlperf.c")
 )
 HDLPERF = HERE / "hdlperf"
 IN_FLIGHT = 16
@@ -137,6 +142,8 @@ async def _serve(data: Path, port: int, worker: int, workers: int, cache: int) -
     from idr.store.sqlite import SqliteStore
 
     svc = NodeService(SqliteStore(data / "idr.sqlite3"), admins=["300:0.NA/88.100"])
+    # As idr serve: the collector kept off the caches (an idr from before that option: --before).
+    gc_option = {"freeze_gc": True} if "freeze_gc" in NativeOptions.__dataclass_fields__ else {}
     # As ``idr serve --workers``: worker 0 has TCP, the others UDP only and follow the log.
     # Warmed at start: the one shape hdlperf and the TCP client send (plain 2.1, REC|CA|PO; KA is
     # not part of TCP's key); any other would be learned on first use.
@@ -147,7 +154,7 @@ async def _serve(data: Path, port: int, worker: int, workers: int, cache: int) -
         warm=True,
         warm_shapes=(WARM_SHAPES[1],),
         follow=FOLLOW_INTERVAL if worker else 0.0,
-        freeze_gc=True,  # as idr serve
+        **gc_option,
     )
     rss0 = rss_mib()
     srv = await start_server(svc, "127.0.0.1", port, opts)
@@ -223,9 +230,13 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-def spawn(args: list[str], core: int) -> subprocess.Popen[str]:
+def spawn(args: list[str], core: int, src: Path | None = None) -> subprocess.Popen[str]:
+    """This script in a process pinned to ``core``; ``src``: import idr from that source tree."""
     cmd = ["taskset", "-c", str(core), sys.executable, str(Path(__file__).resolve()), *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True, env=env)
 
 
 def wait_ready(proc: subprocess.Popen[str], timeout: float) -> str:
@@ -463,6 +474,50 @@ def profile_summary(path: Path, top: int = 12) -> list[str]:
     return out
 
 
+def compare(data: Path, before: Path, seconds: int, handles: int, rounds: int) -> None:
+    """idr from this checkout ("after") against idr from ``before`` (another checkout's source
+    tree, e.g. the revision before a change): both servers warm on core 0, UDP runs alternating
+    before, after, before, after…, so both see the same machine; the after/before ratio of each
+    round and of the medians is printed, for the rate and for the CPU time per answer."""
+    import statistics
+
+    here = Path(__file__).resolve().parents[1] / "src"
+    ports = {"before": free_port(), "after": free_port()}
+    servers = {
+        name: spawn(
+            ["--serve", str(data), "--port", str(ports[name]), "--handles", str(handles)],
+            0,
+            before if name == "before" else here,
+        )
+        for name in ("before", "after")
+    }
+    got: dict[str, list[float]] = {"before": [], "after": []}
+    cpu: dict[str, list[float]] = {"before": [], "after": []}
+    try:
+        pids = {}
+        for name, proc in servers.items():
+            ready = wait_ready(proc, STARTUP_TIMEOUT)
+            pids[name] = pid_of(ready)
+            print(f"server    {name}: {ready}", flush=True)
+        for i in range(rounds):
+            for name in ("before", "after"):
+                r = hdlperf(ports[name], seconds, handles, 1, [pids[name]])
+                got[name].append(float(r["qps"]))
+                cpu[name].append(float(r["cpu_us"]))
+                print(line(f"{name} {i + 1}", r), flush=True)
+            print(f"round {i + 1}   after / before = {got['after'][-1] / got['before'][-1]:.3f}", flush=True)
+    finally:
+        for st in stop(list(servers.values())):
+            print(f"server    {st}")
+    b, a = statistics.median(got["before"]), statistics.median(got["after"])
+    cb, ca = statistics.median(cpu["before"]), statistics.median(cpu["after"])
+    print(
+        f"ratio     after / before = {a / b:.3f} (medians {a:,.0f} / {b:,.0f} req/s over {rounds} rounds; "
+        f"CPU per answer {ca:.1f} / {cb:.1f} us = {ca / cb:.3f}; before = {before})",
+        flush=True,
+    )
+
+
 def line(name: str, r: dict[str, Any]) -> str:
     codes = r["codes"]
     assert isinstance(codes, dict)
@@ -556,6 +611,12 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--cold-only", action="store_true", help="skip the TCP run and the plain idr serve")
     ap.add_argument("--profile", type=Path, help="py-spy worker 0 during the UDP run (raw stacks here)")
+    ap.add_argument(
+        "--before",
+        type=Path,
+        help="SRC dir of another checkout: UDP runs alternate between its idr and this one (after/before)",
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="with --before: before/after pairs")
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -580,6 +641,9 @@ def main() -> int:
         f"{MISS_PERCENT}% misses, {a.workers} worker(s), {NCPU} cores, load {load:.1f}",
         flush=True,
     )
+    if a.before is not None:
+        compare(data, a.before.resolve(), a.seconds, a.handles, a.rounds)
+        return 0
 
     def baseline(when: str) -> dict[str, Any]:
         """Same hdlperf settings, responder pinned like the server. Run before and after idr:
