@@ -50,6 +50,7 @@ HOST = "127.0.0.1"
 DEMO_BASE_PORT = 26400
 
 TOP_SECRET = "top-demo-secret"
+DEMO_REPORT_INTERVAL = 2.0  # seconds between reports (a real federation: report_interval, default 60)
 
 
 @dataclass
@@ -343,11 +344,17 @@ async def start_federation(base: Path, *, base_port: int = 0, load: bool = True)
             # Where the top is; a secondary files as its prefix's admin (300:0.NA/<prefix>),
             # the identity the top holds on 0.NA/<prefix>.
             federation = FederationSettings(root=root, root_names=root_names)
+            federation.report_interval = DEMO_REPORT_INTERVAL
             if role == "secondary":
                 federation.top_url = top_https
                 federation.top_identity = f"300:{prefix_handle(prefix)}"
                 federation.top_secret = secret
                 federation.top_cafile = str(top_cert)
+            if role == "enterprise":
+                # 数据上报 to its secondary, as its prefix's admin (the key it holds itself).
+                parent = next(k for k, _, r, p, _ in NODES if r == "secondary" and prefix.startswith(p + "."))
+                federation.parent_url = f"https://{HOST}:{ports[parent][2]}"
+                federation.parent_cafile = str(base / parent / "tls" / "cert.pem")
             fed.nodes[key] = await start_node(
                 base,
                 key,

@@ -9,6 +9,7 @@ from idr.cli import federation as _federation
 from idr.cli import gs1 as _gs1
 from idr.cli import node as _node
 from idr.cli import replication as _replication
+from idr.cli import stats as _stats
 
 app = typer.Typer(
     name="idr",
@@ -22,6 +23,7 @@ _client.register(app)
 _federation.register(app)
 _replication.register(app)
 _gs1.register(app)
+_stats.register(app)
 
 
 def main() -> None:
