@@ -127,3 +127,24 @@ async def test_reports_that_speak_for_others_are_refused(top: FederatedService) 
         await h.receive(SEC, report(bad))
     assert e.value.code == ResponseCode.INVALID_VALUE and "counters" in e.value.message
     assert totals(top) == (0, 0)  # nothing of a refused report was kept
+
+
+async def test_a_recursive_node_reports_as_its_own_identity(top: FederatedService) -> None:
+    """A node without a prefix is known by the identity the top's admin made for it."""
+    r = top.handle(
+        Request(
+            Op.CREATE_HANDLE,
+            "0.NA/RECURSIVE-1",
+            values=tuple(admin_values("0.NA/RECURSIVE-1", secret=b"rec-secret")),
+            identity=TOP_ADMIN,
+        )
+    )
+    assert r.ok, r.message
+    h = hub(top, [T0])
+    me = ValueReference("0.NA/RECURSIVE-1", 300)
+    await h.receive(me, report(entry("0.NA/RECURSIVE-1", "recursive", 1, 0, 40)))
+    with pytest.raises(HandleError) as e:  # …and only as itself
+        await h.receive(me, report(entry("0.NA/RECURSIVE-2", "recursive", 1, 0, 40)))
+    assert e.value.code == ResponseCode.INSUFFICIENT_PERMISSIONS
+    doc = federation_stats(top, self_node="0.NA")
+    assert (doc["recursive_nodes"], doc["resolutions"]) == (1, 40)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from idr.cli.stats import federation_totals
 from idr.codec import rest
 from idr.core.federation import FederationSettings, loopback_site
 from idr.core.prefixes import uscc_check_char
@@ -203,6 +204,9 @@ def test_the_tops_totals_are_the_sums_of_what_every_node_did(fed: Federation) ->
     assert (today["registered"], today["deleted"], today["resolutions"]) == figures(doc)
     assert doc["months"][-1]["registered"] == t.registered
     assert fed.node(doc, "88.168")["status"] == "ok" and fed.node(doc, "88.168.6")["via"] == "88.168"
+    shown = idr("stats", "show", "--node", f"127.0.0.1:{fed.top.http}").stdout
+    assert f"接入二级节点 1 个 · 企业节点 1 家 · 标识注册量 {t.registered} · 标识解析总量 {doc['resolutions']}" in shown
+    assert federation_totals(f"127.0.0.1:{fed.top.http}")["registered"] == t.registered
     # the secondary's own statistics: its subtree
     sub = fed.stats(fed.sec)
     assert figures(sub) == (7, 1, t.resolutions["88.168.6"] + t.resolutions["88.168"])

@@ -18,6 +18,23 @@ from idr.cli.common import fail, node_url
 from idr.cli.federation import AuthOpt, CaOpt, InsecureOpt, NodeOpt, SecretOpt, _call, _identity
 
 
+def federation_totals(url: str, *, cafile: str | None = None, timeout: float = 15.0) -> dict[str, Any]:
+    """A node's ``/api/federation/stats`` (the top's: the federation's totals) as a dict —
+    what a bench (``bench/federation_scale.py``) reads its totals back with. ``url``:
+    ``http(s)://HOST:PORT`` or ``HOST:PORT`` (plain HTTP)."""
+    import ssl
+    import urllib.request
+
+    base = url if "://" in url else f"http://{url}"
+    ctx = ssl.create_default_context(cafile=cafile) if base.startswith("https:") else None
+    endpoint = f"{base.rstrip('/')}/api/federation/stats"
+    with urllib.request.urlopen(endpoint, timeout=timeout, context=ctx) as r:
+        doc: dict[str, Any] = json.loads(r.read())
+    if doc.get("responseCode") != 1:
+        raise RuntimeError(f"{url}: {doc.get('message', doc)}")
+    return doc
+
+
 def _pct(x: Any) -> str:
     return "—" if x is None else f"{100 * float(x):.1f}%"
 
@@ -120,4 +137,4 @@ def register(app: typer.Typer) -> None:
             fail(f"report to {doc['parent']} failed: {doc.get('error', '')}")
 
 
-__all__ = ["print_stats", "register"]
+__all__ = ["federation_totals", "print_stats", "register"]
