@@ -205,7 +205,8 @@ def test_the_tops_totals_are_the_sums_of_what_every_node_did(fed: Federation) ->
     assert doc["months"][-1]["registered"] == t.registered
     assert fed.node(doc, "88.168")["status"] == "ok" and fed.node(doc, "88.168.6")["via"] == "88.168"
     shown = idr("stats", "show", "--node", f"127.0.0.1:{fed.top.http}").stdout
-    assert f"接入二级节点 1 个 · 企业节点 1 家 · 标识注册量 {t.registered} · 标识解析总量 {doc['resolutions']}" in shown
+    assert "接入二级节点 1 个 · 企业节点 1 家" in shown
+    assert f"标识注册量 {t.registered} · 标识解析总量 {doc['resolutions']}" in shown
     assert federation_totals(f"127.0.0.1:{fed.top.http}")["registered"] == t.registered
     # the secondary's own statistics: its subtree
     sub = fed.stats(fed.sec)
