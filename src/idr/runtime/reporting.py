@@ -353,7 +353,6 @@ class StatsHub:
         reporter = entries[0]
         if reporter.node != doc.get("node"):
             raise ReportError(ResponseCode.INVALID_VALUE, "the first entry is the reporting node's own")
-        self.authorize(identity, reporter)
         head = normalize_key(reporter.node) + "."
         keys = {normalize_key(e.node) for e in entries}
         if len(keys) != len(entries):
@@ -366,11 +365,15 @@ class StatsHub:
                 )
         now = self.clock()
         reporter.parent = self.config.node
-        done = await self.service.write(
-            lambda: reports.apply_entries(
+
+        def job() -> reports.Applied:
+            # in the write job: the records it reads are read off the event loop
+            self.authorize(identity, reporter)
+            return reports.apply_entries(
                 self.service, entries, via=reporter.node, now=now, home_secondary=self.home_secondary
             )
-        )
+
+        done = await self.service.write(job)
         self.seen[reporter.node] = now
         for e in entries[1:]:
             self.views[e.node] = {"status": e.status, "availability": e.availability}
