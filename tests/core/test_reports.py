@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from idr.core.federation import FederatedService
+from idr.core.federation import FederatedService, delegation_values, loopback_site
 from idr.core.reports import Entry, day_of, federation_stats
 from idr.core.request import Op, Request
 from idr.model.errors import HandleError, ResponseCode
@@ -148,3 +148,18 @@ async def test_a_recursive_node_reports_as_its_own_identity(top: FederatedServic
     assert e.value.code == ResponseCode.INSUFFICIENT_PERMISSIONS
     doc = federation_stats(top, self_node="0.NA")
     assert (doc["recursive_nodes"], doc["resolutions"]) == (1, 40)
+
+
+async def test_a_delegated_child_that_never_reported_is_listed_silent(top: FederatedService) -> None:
+    site = loopback_site("Guangdong secondary", native=26990)
+    values = (*admin_values("0.NA/88.200", secret=b"gd-secret"), *delegation_values([site]))
+    assert top.handle(Request(Op.CREATE_HANDLE, "0.NA/88.200", values=values, identity=TOP_ADMIN)).ok
+    h = hub(top, [T0])
+    doc = await h.stats()
+    silent = [n for n in doc["nodes"] if n["status"] == "silent"]
+    assert [(n["node"], n["name"]) for n in silent] == [("88.200", "Guangdong secondary")]
+    assert doc["secondary_nodes"] == 0  # known, not counted until it reports
+    await h.receive(ValueReference("0.NA/88.200", 300), report(entry("88.200", "secondary", 1, 2, 3)))
+    doc = await h.stats()
+    assert [n["status"] for n in doc["nodes"] if n["node"] == "88.200"] == ["ok"]
+    assert doc["secondary_nodes"] == 1

@@ -69,6 +69,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "report.down": ("down", "离线"),
     "report.self": ("this node", "本节点"),
     "report.unknown": ("unknown", "未知"),
+    "report.silent": ("never reported", "未上报"),
     "health.up": ("up", "正常"),
     "health.down": ("unreachable", "不可达"),
     "health.unknown": ("unknown", "未知"),

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -452,6 +452,39 @@ def periods(service: NodeService, part: str, last: int) -> list[tuple[str, dict[
         after = page[-1]
 
 
+def delegated_children(service: NodeService, limit: int = 100_000) -> list[tuple[str, str]]:
+    """(prefix, site name) of every prefix this node delegates to another node (its prefix
+    handle names a site and the prefix is not homed here): the children that should report."""
+    from idr.core.federation import site_name, sites_of
+    from idr.model.handle import NA_PREFIX
+
+    out: list[tuple[str, str]] = []
+    pkey = normalize_key(NA_PREFIX)
+    after: str | None = None
+    seen = 0
+    while seen < limit:
+        page = service.store.list_handles(pkey, after, 1000)
+        found = service.store.get_many([normalize_key(h) for h in page])
+        for name in page:
+            prefix = name.partition("/")[2]
+            rec = found.get(normalize_key(name))
+            if (
+                rec is None
+                or not prefix
+                or normalize_key(prefix) in service._homed
+                or prefix.upper() == NA_PREFIX
+            ):
+                continue
+            sites = sites_of(rec.values)
+            if sites:
+                out.append((prefix, site_name(sites[0])))
+        seen += len(page)
+        if len(page) < 1000:
+            break
+        after = normalize_key(page[-1])
+    return out
+
+
 def node_status(state: NodeState, now: float, seen: float, health: bool | None, self_node: str) -> str:
     """As this table's node sees a node: ``self``; a direct child ``ok``, ``late`` (reports
     missing, still answering), ``down`` (not answering its health check, or no report for five
@@ -478,6 +511,7 @@ def federation_stats(
     health: Mapping[str, bool] | None = None,
     checks: Mapping[str, tuple[int, int]] | None = None,
     views: Mapping[str, Mapping[str, Any]] | None = None,
+    delegated: Sequence[tuple[str, str]] = (),
     days: int = 31,
     months: int = 12,
 ) -> dict[str, Any]:
@@ -485,7 +519,9 @@ def federation_stats(
 
     The monitor's fresher in-memory view, when given: ``seen`` (last report from a direct
     child, resent ones too), ``health`` (its last health check), ``checks`` (health checks
-    done, passed), ``views`` (a forwarded node's status as its parent last reported it)."""
+    done, passed), ``views`` (a forwarded node's status as its parent last reported it);
+    ``delegated``: (prefix, name) of children this node delegates to — one that never
+    reported is listed as ``silent`` (and counted nowhere)."""
     now = time.time() if now is None else now
     seen, health, checks, views = seen or {}, health or {}, checks or {}, views or {}
     nodes = []
@@ -495,8 +531,10 @@ def federation_stats(
     by_industry: dict[str, dict[str, int]] = {}
     by_region: dict[str, dict[str, int]] = {}
     resolutions: dict[str, dict[str, int]] = {}
+    known: set[str] = set()
     for state in iter_nodes(service):
         e = state.entry
+        known.update(normalize_key(p) for p in (e.node, *e.prefixes))
         if e.node in checks:
             state.checks, state.checks_ok = checks[e.node]
         figs = state.figures()
@@ -537,6 +575,13 @@ def federation_stats(
                 **figs,
             }
         )
+    for prefix, name in delegated:
+        if normalize_key(prefix) not in known:
+            nodes.append({"node": prefix, "name": name, "role": "", "prefixes": [prefix], "via": "",
+                          "status": "silent", "availability": None, "self_availability": None,
+                          "last_report": None, "received": None, "seen": None, "seq": 0, "instance": "",
+                          "industry": "", "region": "", "enterprise_nodes": 0,
+                          **dict.fromkeys(FIGURES, 0)})  # fmt: skip
     return {
         "node": self_node,
         "time": now,
@@ -553,10 +598,16 @@ def federation_stats(
         "by_secondary": by_secondary,
         "by_industry": by_industry,
         "by_region": by_region,
-        "nodes": sorted(nodes, key=lambda n: (ROLES.index(n["role"]), n["node"])),
+        "nodes": sorted(
+            nodes, key=lambda n: (ROLES.index(n["role"]) if n["role"] in ROLES else 9, n["node"])
+        ),
         "days": [_period_json("day", d, p) for d, p in periods(service, DAY_PART, days)],
         "months": [_period_json("month", m, p) for m, p in periods(service, MONTH_PART, months)],
     }
+
+
+def _order(n: Mapping[str, Any]) -> tuple[int, str]:
+    return (ROLES.index(n["role"]) if n["role"] in ROLES else len(ROLES), str(n["node"]))
 
 
 def _period_json(kind: str, name: str, period: Mapping[str, Any]) -> dict[str, Any]:

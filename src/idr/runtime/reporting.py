@@ -417,8 +417,8 @@ class StatsHub:
     # ------------------------------------------------------------------ reading
 
     async def stats(self) -> dict[str, Any]:
-        out: dict[str, Any] = await self._read(
-            lambda: reports.federation_stats(
+        def read() -> dict[str, Any]:
+            return reports.federation_stats(
                 self.service,
                 self_node=self.config.node,
                 now=self.clock(),
@@ -427,8 +427,10 @@ class StatsHub:
                 health=self.health,
                 checks=self.checks,
                 views=self.views,
+                delegated=reports.delegated_children(self.service),
             )
-        )
+
+        out: dict[str, Any] = await self._read(read)
         statuses = [n["status"] for n in out["nodes"]]
         self.summary = {
             **{k: out[k] for k in SUMMARY},
