@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from idr.server.native import NativeOptions
     from idr.server.server_key import ServerKey
     from idr.server.sessions import SessionTable
+    from idr.server.tally import Tallies
     from idr.server.throttle import Throttle
     from idr.server.walks import WalkGate
 
@@ -123,13 +124,19 @@ def open_service(config: NodeConfig) -> Core:
     """The core for the node's role: authoritative roles refer for what they delegate; a
     recursive node resolves through the top service named in ``federation.toml``."""
     from idr.core.federation import make_service
+    from idr.core.templates import TemplateFileError, TemplateRegistry
 
     _tighten(config.data_dir)
+    try:
+        templates = TemplateRegistry.load(config.data_dir)
+    except TemplateFileError as e:
+        raise ConfigError(str(e)) from e
     store = open_store(config)
     kwargs: dict[str, Any] = {
         "admins": config.admins,
         "cache_entries": config.limits.cache_entries,
         "max_list_page": config.limits.max_list_page,
+        "templates": templates,
     }
     try:
         if config.role == "recursive":
@@ -225,7 +232,7 @@ def stats_hub(node: Node) -> StatsHub | None:
     default its admin, with ``parent_secret`` or — when the node holds its admin's secret key
     itself — that key). None for a standalone node, a mirror or a standby."""
     from idr.core.service import NodeService
-    from idr.runtime.reporting import HubConfig, StatsHub, core_resolutions
+    from idr.runtime.reporting import HubConfig, StatsHub
 
     config = node.config
     if config.role not in ("top", "secondary", "enterprise", "recursive") or config.standby:
@@ -268,9 +275,8 @@ def stats_hub(node: Node) -> StatsHub | None:
         region=settings.region,
         prefixes=lambda: [p for p in own.homed_prefixes() if not p.upper().startswith("0.")],
     )
-    tallies = getattr(node, "tallies", None)
-    source = _tally_resolutions(tallies) if tallies is not None else core_resolutions(node.service)
-    return StatsHub(own, hub_config, source)
+    # Resolutions: the front-ends' answer tallies, the counters /metrics and the dashboard read.
+    return StatsHub(own, hub_config, node.tallies.resolutions)
 
 
 def _node_key(role: str, homed: list[str], identity: ValueReference | None, name: str) -> str:
@@ -289,23 +295,6 @@ def _node_key(role: str, homed: list[str], identity: ValueReference | None, name
             return identity.handle
     own = [p for p in homed if not p.upper().startswith("0.")]
     return own[0] if own else f"{role}:{name}"
-
-
-def _tally_resolutions(tallies: Any) -> Callable[[], dict[str, dict[int, int]]]:
-    """Resolutions from the front-ends' tallies (``idr.server.tally``), hot path included."""
-    from idr.codec.envelope import OpCode
-
-    resolution = int(OpCode.RESOLUTION)
-
-    def read() -> dict[str, dict[int, int]]:
-        out: dict[str, dict[int, int]] = {}
-        for frontend, totals in tallies.totals().items():
-            codes = {code: n for (op, code), n in totals.answers.items() if op == resolution and n}
-            if codes:
-                out[frontend] = codes
-        return out
-
-    return read
 
 
 @dataclass
@@ -335,6 +324,10 @@ class Node:
         # The server's key pair (server_key.pem): signs certified answers and session setups,
         # published in the site's server record.
         self.server_key: ServerKey | None = load_server_key(config.data_dir)
+        # Every answer of every front-end, counted where it is sent (/metrics, the dashboard).
+        from idr.server.tally import Tallies
+
+        self.tallies: Tallies = Tallies()
         self.stats_hub: StatsHub | None = None  # 数据上报 (idr.runtime.reporting), once started
 
     async def start(
@@ -350,6 +343,7 @@ class Node:
         from idr.server.metrics import add_metrics_routes
         from idr.server.snms import add_snms_routes
         from idr.server.stats import add_stats_routes
+        from idr.server.tally import http_middleware
         from idr.server.tls import server_context
 
         https = self.config.https if https is None else https
@@ -390,7 +384,8 @@ class Node:
                 sessions=guards.sessions,
                 walks=guards.walks,
             )
-            add_metrics_routes(app, self.service, self.metrics_sources)
+            app.middlewares.insert(0, http_middleware(self.tallies["https" if secure else "http"]))
+            add_metrics_routes(app, self.service, self.metrics_sources, self.tallies)
             add_stats_routes(app, self)
             add_gs1_routes(app, self.service)
             add_converged_routes(app, self.service)
@@ -428,11 +423,13 @@ class Node:
                 opts = replace(opts, server_key=self.server_key)
             if self.workers > 1:
                 opts = replace(opts, reuse_port=True)
-            bound_native, close = await start_native(self.service, host, port, opts)
+            bound_native, close = await start_native(self.service, host, port, opts, self.tallies)
             self.listeners.native = bound_native
             self.listeners.closers.append(close)
             if self.workers > 1:
-                extra = await start_workers(str(self.config.data_dir), self.workers - 1, bound_native, opts)
+                extra = await start_workers(
+                    str(self.config.data_dir), self.workers - 1, bound_native, opts, self.tallies
+                )
                 self.listeners.closers.append(extra.close)
         if self.service.site_info is None:
             self.service.site_info = self.own_site()

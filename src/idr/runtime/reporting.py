@@ -5,7 +5,8 @@
 * **cuts** — every ``report_interval`` (and on demand, and when the node stops) it makes an
   entry of the node's own figures (``idr.core.reports.Entry``): registrations, deletions,
   prefixes allocated and filed from the write path's durable counters; resolutions by
-  front-end and response code from the front-ends' tallies (:data:`ResolutionSource`), added
+  front-end and response code from the node's answer tallies (``Tallies.resolutions``, the counters
+  ``/metrics`` exports and the dashboard reads — one count, not a second one), added
   to what the previous cut of this store held, so they survive a restart; and applies it to
   the node's own table through the write path. A cut whose figures did not change makes
   no write (the report still goes out: it is the heartbeat);
@@ -59,16 +60,6 @@ SUMMARY = (
     "prefixes_allocated",
     "prefixes_filed",
 )
-
-
-def core_resolutions(service: Any) -> ResolutionSource:
-    """Fallback source: the core's resolution counter (answers the front-ends' caches gave
-    are not in it — the node's tallies are, when it has them)."""
-
-    def read() -> Mapping[str, Mapping[int, int]]:
-        return {"core": {int(ResponseCode.SUCCESS): int(service.counters.get("resolutions", 0))}}
-
-    return read
 
 
 @dataclass
