@@ -329,6 +329,7 @@ class Node:
 
         self.tallies: Tallies = Tallies()
         self.stats_hub: StatsHub | None = None  # 数据上报 (idr.runtime.reporting), once started
+        self.hold_reports = False  # start the hub held (StatsHub.held): released by whoever set it
 
     async def start(
         self, *, https: str | None = None, http: str | None = None, native: str | None = None
@@ -500,6 +501,7 @@ class Node:
             return
         from idr.server.stats import stats_metrics
 
+        hub.held = self.hold_reports
         await hub.start()
         self.stats_hub = hub
         self.metrics_sources.append(lambda: stats_metrics(self))

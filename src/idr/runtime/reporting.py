@@ -110,6 +110,10 @@ class StatsHub:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._ticks = 0
+        # Scheduled reports wait while held (cuts and monitoring go on; ``report_now`` still
+        # sends): for a node started before its parent holds its prefix — the demo wires its
+        # federation after starting the nodes — whose reports would only be refused.
+        self.held = False
 
     @property
     def home_secondary(self) -> str:
@@ -140,7 +144,7 @@ class StatsHub:
         with contextlib.suppress(Exception):
             await self.cut(force=True)
             await self._save_monitor()
-        if self.config.target is not None:
+        if self.config.target is not None and not self.held:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.send(), 3.0)
 
@@ -156,7 +160,7 @@ class StatsHub:
 
     async def tick(self) -> None:
         await self.cut()
-        if self.config.target is not None:
+        if self.config.target is not None and not self.held:
             with contextlib.suppress(HandleError):
                 await self.send()
         await self.monitor()
