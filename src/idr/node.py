@@ -133,6 +133,7 @@ def open_service(config: NodeConfig) -> Core:
         "admins": config.admins,
         "cache_entries": config.limits.cache_entries,
         "max_list_page": config.limits.max_list_page,
+        "max_record_bytes": config.limits.max_record_bytes,
         "templates": templates,
     }
     try:

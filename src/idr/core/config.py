@@ -8,6 +8,7 @@ from pathlib import Path
 
 import tomli_w
 
+from idr.codec.values import MAX_RECORD_BYTES
 from idr.private import make_private_dir, write_private
 
 CONFIG_NAME = "idr.toml"
@@ -23,6 +24,9 @@ class Limits:
     max_body_bytes: int = 1024 * 1024
     max_list_page: int = 10000
     cache_entries: int = 2_000_000
+    # Encoded bytes of one record's values together (every write path refuses more: INVALID_VALUE,
+    # REST 400). At most the default, which keeps a resolution answer within one Handle message.
+    max_record_bytes: int = MAX_RECORD_BYTES
     # Seconds between polls of the store's log for other writers' commits (idr.runtime.follow):
     # the bound on how long another process's write can go unseen by this node's caches.
     follow_interval: float = 0.01
@@ -164,6 +168,11 @@ class NodeConfig:
             raise ConfigError(f"{path}: standby = true is for a PostgreSQL hot standby (store = 'postgres')")
         if cfg.store == "postgres" and not cfg.dsn:
             raise ConfigError(f"{path}: store = 'postgres' needs dsn = '…' (a libpq connection string)")
+        if not 1024 <= cfg.limits.max_record_bytes <= MAX_RECORD_BYTES:
+            raise ConfigError(
+                f"{path}: [limits] max_record_bytes must be 1024..{MAX_RECORD_BYTES} "
+                "(a larger record's answer would not fit one Handle message)"
+            )
         if cfg.role not in ROLES:
             raise ConfigError(f"{path}: role must be one of {', '.join(ROLES)}, not {cfg.role!r}")
         return cfg

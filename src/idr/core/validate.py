@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from idr.codec.keys import decode_public_key
 from idr.codec.site import decode_site
-from idr.codec.values import decode_admin, decode_vlist
+from idr.codec.values import MAX_RECORD_BYTES, decode_admin, decode_vlist, values_size
 from idr.codec.wire import ProtocolError
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle
@@ -108,3 +108,14 @@ def check_values(values: Iterable[HandleValue], *, allow_empty: bool = False) ->
             Handle.parse(ref.handle)
         check_data(v)
     return vals
+
+
+def check_record_size(handle: str, values: Iterable[HandleValue], limit: int = MAX_RECORD_BYTES) -> None:
+    """A record's values together within ``limit`` encoded bytes (``[limits] max_record_bytes``),
+    so its answer fits the Handle protocol's framing and the node's memory bounds."""
+    size = values_size(values)
+    if size > limit:
+        raise _bad(
+            f"record {handle} would take {size:,} bytes, more than the {limit:,} a record may hold "
+            "(max_record_bytes): split it over several handles"
+        )
