@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from idr.model.site import SiteInfo
     from idr.replication import Replicator
     from idr.runtime import NodeRuntime
+    from idr.server.applying import ApplicationGate
     from idr.server.federation import FederationContext
     from idr.server.http_connections import ConnectionGuard
     from idr.server.limits import CostGate
@@ -151,7 +152,8 @@ def open_service(config: NodeConfig) -> Core:
                 store, RecursiveResolver(root_sites(settings), NativeTransport()), **kwargs
             )
         if config.role in ("top", "secondary", "enterprise"):
-            service = make_service(config.role, store, **kwargs)
+            pending = config.limits.max_pending_applications
+            service = make_service(config.role, store, max_pending_applications=pending, **kwargs)
         else:
             service = NodeService(store, **kwargs)
         if config.standby:
@@ -253,6 +255,7 @@ class Node:
         from aiohttp import web
 
         from idr.console import add_console_routes
+        from idr.server.applying import install as install_applications
         from idr.server.converged import add_converged_routes
         from idr.server.gs1 import add_gs1_routes
         from idr.server.http import make_http_app
@@ -304,6 +307,7 @@ class Node:
             add_gs1_routes(app, self.service)
             add_converged_routes(app, self.service)
             add_snms_routes(app, self.service, throttle=guards.throttle)
+            install_applications(app, guards.applications)
             add_console_routes(app, self)
             limits = guards.connections.limits
             runner = web.AppRunner(
@@ -356,6 +360,7 @@ class Node:
 
     def _http_guards(self) -> HttpGuards:
         """What the node's HTTP listeners share (``[http]`` in idr.toml)."""
+        from idr.server.applying import ApplicationGate
         from idr.server.http_connections import ConnectionGuard, ConnectionLimits
         from idr.server.limits import CostGate
         from idr.server.sessions import SessionTable
@@ -379,6 +384,7 @@ class Node:
             SessionTable(idle=h.session_idle, capacity=h.sessions),
             ConnectionGuard(ConnectionLimits.from_config(h)),
             self.walks,
+            ApplicationGate.from_config(h),
         )
 
     def own_site(self) -> SiteInfo:
@@ -442,3 +448,4 @@ class HttpGuards:
     sessions: SessionTable
     connections: ConnectionGuard
     walks: WalkGate
+    applications: ApplicationGate  # anonymous prefix applications per source network

@@ -32,6 +32,7 @@ from idr.console import fedmap, lookup
 from idr.console.i18n import LANGS, pick_lang, translate
 from idr.console.state import BatchJob, Jobs, ResolutionRing, Session, Sessions
 from idr.core.interface import Core
+from idr.core.prefixes import TooManyApplications
 from idr.core.request import Op, Request
 from idr.core.secret_policy import admin_secret_problem
 from idr.model.errors import HandleError, ResponseCode
@@ -40,6 +41,7 @@ from idr.model.value import HandleValue, ValueReference
 from idr.schemes import ecode, gs1
 from idr.schemes.common import SchemeError
 from idr.schemes.detect import Recognised, recognise
+from idr.server.applying import apply_counted
 from idr.server.throttle import THROTTLE_KEY, Throttled
 from idr.server.throttle import install as install_throttle
 from idr.server.walks import WALKS_KEY, WalksBusy
@@ -941,7 +943,9 @@ async def prefix_apply(request: web.Request) -> web.StreamResponse:
         errors["secret"] = problem
     if not errors and reg is not None:
         try:
-            app = await reg.apply(
+            app = await apply_counted(
+                request,
+                reg,
                 enterprise=values["enterprise"],
                 uscc=values["uscc"],
                 contact=values["contact"],
@@ -949,6 +953,10 @@ async def prefix_apply(request: web.Request) -> web.StreamResponse:
                 requested=values["requested"],
                 applicant=p.identity,
             )
+        except TooManyApplications as e:
+            resp = await prefixes_page(request, status=429, form=values, general=e.message)
+            resp.headers["Retry-After"] = str(e.retry_after)
+            return resp
         except HandleError as e:
             field = "uscc" if "credit code" in e.message else "requested" if "prefix" in e.message else ""
             if field:

@@ -27,6 +27,8 @@ class Limits:
     # Encoded bytes of one record's values together (every write path refuses more: INVALID_VALUE,
     # REST 400). At most the default, which keeps a resolution answer within one Handle message.
     max_record_bytes: int = MAX_RECORD_BYTES
+    # Anonymous prefix applications waiting for review under one parent prefix (more: HTTP 429).
+    max_pending_applications: int = 1000
     # Seconds between polls of the store's log for other writers' commits (idr.runtime.follow):
     # the bound on how long another process's write can go unseen by this node's caches.
     follow_interval: float = 0.01
@@ -78,6 +80,10 @@ class HttpLimits:
     write_stall_timeout: float = 60.0  # a client that stops reading is closed after this
     keepalive_timeout: float = 75.0  # an idle keep-alive connection
     tls_handshake_timeout: float = 10.0
+    # Anonymous prefix applications (REST, console) from one source network (/24, IPv6 /56):
+    # a burst of this many, then one per ``application_interval`` seconds (more: HTTP 429).
+    applications_per_source: int = 5
+    application_interval: float = 600.0
 
 
 @dataclass

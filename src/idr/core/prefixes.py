@@ -116,6 +116,16 @@ def _bad(message: str) -> HandleError:
     return HandleError(ResponseCode.INVALID_VALUE, message)
 
 
+class TooManyApplications(HandleError):
+    """An application refused for volume, not content (HTTP 429 with ``Retry-After``): too
+    many from its source network lately (the front-end's count), or too many waiting for
+    review under its parent (``max_pending_applications``)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(ResponseCode.SERVER_TOO_BUSY, message)
+        self.retry_after = retry_after
+
+
 def _text(value: str, what: str, *, required: bool = True) -> str:
     v = value.strip()
     if required and not v:
@@ -177,10 +187,23 @@ class PrefixRegistry:
         def job() -> Application:
             if requested:
                 self._check_requested(requested)
+            self._require_room()
             self._save(app, "prefix-apply", applicant, key)
             return app
 
         return await self.service.write(job)
+
+    def _require_room(self) -> None:
+        """Anyone may apply, and each application is a stored record: at most
+        ``max_pending_applications`` wait for review under one parent (checked in the write
+        job against what is committed: one write group may pass it by its own size)."""
+        cap = self.service.max_pending_applications
+        if len(self.applications("pending")) >= cap:
+            raise TooManyApplications(
+                f"{cap} applications under {self.parent} are waiting for review: "
+                "apply again once they are decided",
+                3600,
+            )
 
     def _check_requested(self, prefix: str) -> None:
         head, dot, last = prefix.rpartition(".")

@@ -19,11 +19,13 @@ from aiohttp import web
 from idr.codec import rest
 from idr.core.federation import FederatedService
 from idr.core.interface import Core
-from idr.core.prefixes import Filing, FilingRegister, PrefixRegistry, audit_trail
+from idr.core.prefixes import Filing, FilingRegister, PrefixRegistry, TooManyApplications, audit_trail
 from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.value import ValueReference
-from idr.server.http import _identity, _require_tls  # the REST API's Basic-over-TLS identity
+from idr.server.applying import apply_counted
+from idr.server.applying import install as install_applications
+from idr.server.http import _identity, _Reply, _require_tls  # the REST API's Basic-over-TLS identity
 from idr.server.walks import WALKS_KEY, WalkGate
 from idr.server.walks import install as install_walks
 
@@ -141,15 +143,19 @@ async def applications(request: web.Request) -> web.Response:
     doc = await _json_body(request)
     secret = doc.get("secret")
     pubkey = doc.get("publicKey")
-    app = await reg.apply(
-        enterprise=_str(doc, "enterprise", ""),
-        uscc=_str(doc, "uscc", ""),
-        contact=_str(doc, "contact", ""),
-        secret=secret if isinstance(secret, str) else None,
-        public_key=rest.key_from_jwk(pubkey) if pubkey is not None else None,
-        requested=_str(doc, "prefix", ""),
-        applicant=_identity(request),
-    )
+    fields = {
+        "enterprise": _str(doc, "enterprise", ""),
+        "uscc": _str(doc, "uscc", ""),
+        "contact": _str(doc, "contact", ""),
+        "secret": secret if isinstance(secret, str) else None,
+        "public_key": rest.key_from_jwk(pubkey) if pubkey is not None else None,
+        "requested": _str(doc, "prefix", ""),
+        "applicant": _identity(request),
+    }
+    try:
+        app = await apply_counted(request, reg, **fields)
+    except TooManyApplications as e:
+        raise _Reply(429, e.code, e.message, {"Retry-After": str(e.retry_after)}) from None
     return _ok({"application": app.to_json()}, 201)
 
 
@@ -298,5 +304,6 @@ def add_federation_routes(app: web.Application, service: Core, walks: WalkGate |
     """Mount the federation's JSON routes (errors go through the REST API's middleware)."""
     app[SERVICE] = service
     install_walks(app, walks)
+    install_applications(app)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
