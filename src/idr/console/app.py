@@ -42,6 +42,8 @@ from idr.schemes import ecode, gs1
 from idr.schemes.common import SchemeError
 from idr.schemes.detect import Recognised, recognise
 from idr.server.applying import apply_counted
+from idr.server.scans import install as install_scans
+from idr.server.scans import off_loop
 from idr.server.throttle import THROTTLE_KEY, Throttled
 from idr.server.throttle import install as install_throttle
 from idr.server.walks import WALKS_KEY, WalksBusy
@@ -831,6 +833,7 @@ async def login_page(request: web.Request) -> web.StreamResponse:
         resp = refused(429, "login.throttled")
         resp.headers["Retry-After"] = str(e.retry_after)
         return resp
+    await p.console.service.preload([identity.handle])  # the key lookup below never waits
     if not secret or not p.console.service.authenticate_secret(identity, secret.encode("utf-8")):
         return refused(401, "login.failed")
     throttle.succeeded(request.remote, identity)
@@ -902,8 +905,13 @@ async def prefixes_page(request: web.Request, *, status: int = 200, **extra: Any
     contacts and credit codes), only the top's admins (or the filing secondary's) filings."""
     p = _page(request)
     regs = _registries(p.console)
-    reviewing = [r for r in regs if r.may_review(p.identity)]
-    apps = [a for r in reviewing for a in r.applications()]
+
+    def read() -> tuple[list[Any], list[Any], list[Any]]:  # store walks: off the event loop
+        reviewing = [r for r in regs if r.may_review(p.identity)]
+        apps = [a for r in reviewing for a in r.applications()]
+        return reviewing, apps, _filings(p.console, p.identity)
+
+    reviewing, apps, filings = await off_loop(request, read)
     apps.sort(key=lambda a: (a.status != "pending", -a.created))
     ctx: dict[str, Any] = {"errors": {}, "form": {}, "general": ""}
     ctx.update(extra)
@@ -914,7 +922,7 @@ async def prefixes_page(request: web.Request, *, status: int = 200, **extra: Any
         parents=[r.parent for r in regs],
         apps=apps,
         reviewer=bool(reviewing),
-        filings=_filings(p.console, p.identity),
+        filings=filings,
         **ctx,
     )
 
@@ -1096,6 +1104,7 @@ def add_console_routes(app: web.Application, node: Any) -> Console:
     app[CONSOLE_KEY] = console
     install_throttle(app, getattr(node, "throttle", None))
     install_walks(app, getattr(node, "walks", None))
+    install_scans(app)
     app.on_startup.append(console.on_startup)
     app.on_cleanup.append(console.on_cleanup)
     r = app.router

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -491,8 +492,10 @@ def _all_under(service: FederatedService, prefix: str, start: str | None = None)
 def audit_trail(
     service: FederatedService, *, since: int = 0, limit: int = 1000, match: str = ""
 ) -> list[dict[str, Any]]:
-    """Log entries (newest ``limit`` after ``since``) whose keys contain ``match``: who did what when."""
-    out: list[dict[str, Any]] = []
+    """Log entries (newest ``limit`` after ``since``) whose keys contain ``match``: who did what
+    when. Walks the log from ``since`` (a page at a time, keeping only ``limit`` entries): run it
+    off the event loop (``idr.server.scans``)."""
+    out: deque[dict[str, Any]] = deque(maxlen=max(1, limit))
     seq = since
     needle = normalize_key(match) if match else ""
     for _ in range(100_000):  # bounded walk over the log, one page at a time
@@ -505,4 +508,4 @@ def audit_trail(
                 continue
             out.append({"seq": e.seq, "time": e.timestamp, "op": e.op, "actor": e.actor, "keys": keys})
         seq = page[-1].seq
-    return out[-limit:]
+    return list(out)
