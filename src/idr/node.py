@@ -240,6 +240,7 @@ class Node:
         self.runtime: NodeRuntime | None = None
         self.throttle: Throttle | None = None  # failed-login back-off of the HTTP front-ends
         self.walks: WalkGate | None = None  # federation-wide traces at once
+        self.http_guards: HttpGuards | None = None  # what the HTTP listeners share (once started)
         # The server's key pair (server_key.pem): signs certified answers and session setups,
         # published in the site's server record.
         self.server_key: ServerKey | None = load_server_key(config.data_dir)
@@ -288,6 +289,7 @@ class Node:
             self.listeners.closers.append(self._stop_replicator)
             self.metrics_sources.append(self.replicator.replication_metrics)
         guards = self._http_guards() if https or http else None
+        self.http_guards = guards
         for addr, secure in ((https, True), (http, False)):
             if not addr:
                 continue
@@ -318,13 +320,9 @@ class Node:
             assert runner.server is not None  # made by setup()
             ssl_ctx = server_context(self.config.data_dir) if secure else None
             # aiohttp's per-connection protocol, behind the node's connection guard
+            # (TLS too: a connection counts against its address from accept, handshake included)
             server = await asyncio.get_running_loop().create_server(
-                guards.connections.factory(runner.server),
-                host,
-                port,
-                ssl=ssl_ctx,
-                ssl_handshake_timeout=limits.tls_handshake_timeout if ssl_ctx else None,
-                reuse_address=True,
+                guards.connections.factory(runner.server, ssl_ctx), host, port, reuse_address=True
             )
             self.listeners.closers.append(_closer(server))
             bound = server.sockets[0].getsockname()[:2]
