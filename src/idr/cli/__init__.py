@@ -10,6 +10,8 @@ from idr.cli import gs1 as _gs1
 from idr.cli import node as _node
 from idr.cli import replication as _replication
 from idr.cli import sites as _sites
+from idr.cli import stats as _stats
+from idr.cli import trust as _trust
 
 app = typer.Typer(
     name="idr",
@@ -24,6 +26,8 @@ _federation.register(app)
 _replication.register(app)
 _gs1.register(app)
 _sites.register(app)
+_stats.register(app)
+_trust.register(app)
 
 
 def main() -> None:

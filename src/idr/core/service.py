@@ -23,7 +23,7 @@ from functools import partial
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from idr.codec.values import MAX_RECORD_BYTES, encode_admin
-from idr.core import authz
+from idr.core import authz, stats
 from idr.core.interface import Listener, drops_everything
 from idr.core.request import WRITE_OPS, Op, Request, Response
 from idr.core.templates import TemplateRegistry
@@ -35,6 +35,7 @@ from idr.model.site import SiteInfo
 from idr.model.value import AdminPermission, AdminRecord, HandleRecord, HandleValue, ValueReference
 from idr.store.base import Commit, Store, StoreError, Write
 from idr.store.cache import MISSING, RecordCache
+from idr.store.search import SearchError, check_page, make_terms
 
 # Homed prefixes are records too (so they are logged and replicated), under a reserved
 # prefix that no request can reach: ``0.HOMED/<PREFIX>`` → record named by the prefix.
@@ -131,6 +132,7 @@ class NodeService:
         site_info: SiteInfo | None = None,
         clock: Callable[[], float] = time.time,
         max_list_page: int = 10_000,
+        search_access: str = "authenticated",
         templates: TemplateRegistry | None = None,
         max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
@@ -138,6 +140,7 @@ class NodeService:
         self.max_list_page = max_list_page  # the most handle names one list answer holds
         # The most a record's encoded values may take (every write: checked where it is staged).
         self.max_record_bytes = max_record_bytes
+        self.search_access = search_access  # [search] access: anonymous | authenticated | admins
         # Identifier data templates, checked on every write of a record (core.templates).
         self.templates = templates if templates is not None else TemplateRegistry.builtin()
         self.admins = tuple(ValueReference.parse(a) for a in admins)
@@ -151,6 +154,9 @@ class NodeService:
         self.runtime: Runtime | None = None
         self.reload_homed()
         self.counters: dict[str, int] = {"resolutions": 0, "registrations": 0, "writes": 0, "errors": 0}
+        # This process's durable counters (idr.core.stats): its own record in the store.
+        self.writer_id = stats.new_writer_id()
+        self._writer_totals: dict[str, int] = {}
 
     # ----------------------------------------------------------------- plumbing
 
@@ -275,7 +281,8 @@ class NodeService:
                     break
             if planned:
                 self._commit_planned(planned)
-                changed.extend(changed_keys(planned))
+                # The writer's counter record is no listener's business (nothing serves it).
+                changed.extend(k for k in changed_keys(planned) if not stats.is_counter_key(k))
         return list(dict.fromkeys(changed))
 
     def _prefetch(self, jobs: Sequence[WriteJob]) -> dict[str, HandleRecord | None]:
@@ -292,6 +299,7 @@ class NodeService:
 
     def _plan(self, job: WriteJob, plan: Plan) -> None:
         plan.staged = None
+        plan.counts = {}
         token = PLANNING.set(plan)
         try:
             job.result = job.fn()
@@ -306,8 +314,12 @@ class NodeService:
         job.staged = (
             staged if ok and staged is not None and (staged.writes or staged.bulk is not None) else None
         )
+        if job.staged is not None:
+            job.staged.counts = plan.counts
+        plan.counts = {}
 
     def _commit_planned(self, planned: list[WriteJob]) -> None:
+        counted = self._count_in(planned)
         keys = list(dict.fromkeys(k for j in planned for k in j.changed()))
         try:
             if len(planned) == 1 and planned[0].staged and planned[0].staged.bulk is not None:
@@ -331,6 +343,8 @@ class NodeService:
             job.result = None
             return
         self.cache.invalidate(keys)
+        if counted is not None:
+            self._writer_totals = counted
         if drops_everything(keys):
             self.reload_homed()
         for job, seq in zip(planned, seqs, strict=True):
@@ -338,6 +352,28 @@ class NodeService:
             if isinstance(job.result, Response):
                 job.result = replace(job.result, seq=seq)
         self.counters["writes"] += len(planned)
+
+    def _count_in(self, planned: list[WriteJob]) -> dict[str, int] | None:
+        """Add this transaction's counts (``idr.core.stats.count``) to this writer's counter
+        record, written by the transaction's last job; the new totals, or None if nothing
+        counted. The totals in memory move only once the transaction commits."""
+        deltas = stats.sum_counts([j.staged.counts for j in planned if j.staged and j.staged.counts])
+        if not any(deltas.values()):
+            return None
+        totals = stats.add_counts(dict(self._writer_totals), deltas)
+        record = stats.counters_record(self.writer_id, totals)
+        last = planned[-1].staged
+        assert last is not None
+        if last.bulk is not None:
+            last.bulk.append(record)
+        else:
+            last.writes.append(Write(stats.writer_key(self.writer_id), record))
+        return totals
+
+    def durable_counts(self) -> dict[str, int]:
+        """Identifiers registered and deleted, prefixes allocated and filed, since the store
+        was made (every writer's record; see ``idr.core.stats``). May block on the store."""
+        return stats.durable_counts(self.store)
 
     def write_now(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` as a write job right here, alone (the write path's synchronous driver,
@@ -402,7 +438,7 @@ class NodeService:
             return Response(e.code, req.handle, message=e.message)
 
     # Reads that always leave the event loop: they walk the store beyond one record.
-    _OFF_LOOP: ClassVar[frozenset[Op]] = frozenset({Op.LIST_HANDLES})
+    _OFF_LOOP: ClassVar[frozenset[Op]] = frozenset({Op.LIST_HANDLES, Op.SEARCH})
 
     def answer_now(self, req: Request) -> Response | None:
         """A read's answer if it needs no waiting: from the record cache (any engine) or an
@@ -460,6 +496,8 @@ class NodeService:
                 return self.home(req, False)
             case Op.LIST_HOMED_NAS:
                 return Response(ResponseCode.SUCCESS, handles=tuple(sorted(self.homed_prefixes())))
+            case Op.SEARCH:
+                return self.search(req)
         raise _fail(ResponseCode.OPERATION_NOT_SUPPORTED, f"operation {req.op} not supported")
 
     # ----------------------------------------------------------------- responsibility
@@ -619,6 +657,29 @@ class NodeService:
             )
         return Response(ResponseCode.SUCCESS, prefix, handles=tuple(everything), total=len(everything))
 
+    def search(self, req: Request) -> Response:
+        """Reverse lookup: handles with values of each term's type matching its pattern
+        (``idr.store.search``), for whom ``[search] access`` allows. Only public values are
+        indexed, so a search shows nothing a resolution would not."""
+        if self.search_access != "anonymous":
+            identity = self._require_identity(req)
+            if self.search_access == "admins" and not self.is_server_admin(identity):
+                raise _fail(ResponseCode.INSUFFICIENT_PERMISSIONS, f"{identity} may not search: admins only")
+        try:
+            terms = make_terms(req.terms)
+            limit, offset = check_page(req.page_size, req.offset)
+            handles = self.store.search(terms, limit, offset)
+        except SearchError as e:
+            code = (
+                ResponseCode.OPERATION_NOT_SUPPORTED
+                if self.store.search_mode == "off"
+                else ResponseCode.PROTOCOL_ERROR
+            )
+            raise _fail(code, str(e)) from e
+        except StoreError as e:
+            raise _fail(ResponseCode.ERROR, f"storage failure: {e}") from e
+        return Response(ResponseCode.SUCCESS, handles=tuple(handles))
+
     # ----------------------------------------------------------------- writes
 
     def _stamp(self, values: Iterable[HandleValue]) -> tuple[HandleValue, ...]:
@@ -660,6 +721,8 @@ class NodeService:
         self._check_template(str(h), existing, record)
         self._commit("create", identity, [Write(h.key, record)])
         self.counters["registrations"] += 1
+        if existing is None and not h.is_prefix_handle:
+            stats.count(stats.REGISTERED)
         return Response(
             ResponseCode.SUCCESS,
             str(h) if req.mint else req.handle,
@@ -721,6 +784,8 @@ class NodeService:
         h, record = self._existing(req.handle)
         self._require(identity, record, AdminPermission.DELETE_HANDLE, f"delete {h}")
         self._commit("delete", identity, [Write(h.key, None)])
+        if not h.is_prefix_handle:
+            stats.count(stats.DELETED)
         return Response(ResponseCode.SUCCESS, req.handle)
 
     # Which right a value change needs: admin values are guarded by the *_ADMIN rights.
@@ -846,11 +911,20 @@ class NodeService:
             if plan is None:  # pragma: no cover - the drivers always plan
                 raise RuntimeError("import outside the write path")
             if stamped or checkpoint is not None:
-                plan.staged = Staged("import", actor, bulk=stamped, checkpoint=checkpoint)
+                plan.staged = Staged("import", actor, bulk=list(stamped), checkpoint=checkpoint)
             self.counters["registrations"] += len(stamped)
+            stats.count(stats.REGISTERED, self._new_names(stamped))
             return len(stamped)
 
         return job
+
+    def _new_names(self, records: Sequence[HandleRecord]) -> int:
+        """How many distinct identifiers among ``records`` the store does not hold yet (an
+        import replaces existing ones: only new ones are registrations). One query."""
+        keys = {normalize_key(r.handle) for r in records if not Handle.parse(r.handle).is_prefix_handle}
+        if not keys:
+            return 0
+        return len(keys) - len(self.store.get_many(list(keys)))
 
     def bootstrap(self, prefix: str, admin_values: Sequence[HandleValue], actor: str = "init") -> int:
         """A new node: home ``prefix`` and write its prefix handle with the admin's key values.
