@@ -132,12 +132,16 @@ class Console:
         return sorted(p for p in self.service.homed_prefixes() if not p.startswith("0."))
 
     def registered(self) -> int:
-        """Identifiers under this node's prefixes (recounted at most every 2 s: COUNT is a scan)."""
-        at, n = self._prefix_cache
-        if time.monotonic() - at > 2.0:
-            n = sum(self.service.store.count(normalize_key(p)) for p in self.prefixes())
-            self._prefix_cache = (time.monotonic(), n)
-        return n
+        """Identifiers under this node's prefixes, as last counted (:meth:`count_registered`)."""
+        return self._prefix_cache[1]
+
+    async def count_registered(self) -> None:
+        """Recount :meth:`registered` if 2 s old (COUNT is a scan: off the event loop)."""
+        if time.monotonic() - self._prefix_cache[0] <= 2.0:
+            return
+        prefixes, store = self.prefixes(), self.service.store
+        n = await asyncio.to_thread(lambda: sum(store.count(normalize_key(p)) for p in prefixes))
+        self._prefix_cache = (time.monotonic(), n)
 
     def walk(self) -> lookup.Walk:
         """How this console resolves a handle: with the recursive engine, built once (see
@@ -399,6 +403,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     c = p.console
     fmap = await c.map.get(c.service, c.name, c.role, [])
     fed = await federation_figures(c)
+    await c.count_registered()
     return p.render(
         "dashboard.html",
         stats=stats(c),
@@ -411,6 +416,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
 
 async def api_stats(request: web.Request) -> web.StreamResponse:
     p = _page(request)
+    await p.console.count_registered()
     return p.json(stats(p.console))
 
 
