@@ -3,6 +3,7 @@ whose tables another session holds locked keeps answering cached UDP resolutions
 
 * an admin's audit-trail query walks the transaction log (and many at once are refused, not
   queued without bound),
+* a ``/metrics`` scrape reads the log's position,
 * an SNMS token login, a console login, a mode-3 session setup (its exchange key's handle) and
   a converged GS1 resolution (which asks whether the top knows a GS1 company prefix) wait for
   records that are not cached
@@ -132,10 +133,16 @@ async def test_audit_trail_walks_the_log_off_the_loop_and_a_few_at_once(top: tup
             async with http.get(url, headers=auth) as r:
                 return r.status, await r.json()
 
+        async def metrics() -> int:
+            async with http.get(f"{_https(node)}/metrics") as r:
+                await r.read()
+                return r.status
+
         with locked(dsn, "txlog") as release:
             first = asyncio.ensure_future(audit())
+            scrape = asyncio.ensure_future(metrics())  # its log position waits on the lock too
             await asyncio.sleep(0.3)
-            assert not first.done()
+            assert not first.done() and not scrape.done()
             await _cached_udp_answers_flow(node, "0.NA/77.9")
             # one walk at a time, a few waiting: the rest are refused at once
             more = [asyncio.ensure_future(audit()) for _ in range(12)]
@@ -146,6 +153,7 @@ async def test_audit_trail_walks_the_log_off_the_loop_and_a_few_at_once(top: tup
             release.set()
             status, body = await first
             assert status == 200 and any("0.NA/77.9" in e["keys"] for e in body["entries"]), body
+            assert await scrape == 200
             statuses = sorted(status for status, _ in await asyncio.gather(*more))
         assert statuses.count(503) >= 3 and statuses.count(200) >= 1, statuses
 

@@ -14,8 +14,9 @@ Under each, a bystander at another loopback address (127.0.0.2) resolves a small
 probe must be answered, at most one in ten (a scheduling stall of this shared 2-core machine,
 seen in full-suite runs) may take longer than ``BYSTANDER_MS`` and none longer than
 ``STALL_MS`` (a probe is sent again every 250 ms until then, as a Handle client retries: a
-datagram the loaded machine dropped is latency, not a lost answer); the server's RSS must stay within a bound during the attack and come back to
-within 10% of its value before it once the attacker has gone.
+datagram the loaded machine dropped is latency, not a lost answer); the server's RSS must stay
+within a bound during the attack and come back to within 10% of its value before it once the
+attacker has gone.
 """
 
 from __future__ import annotations
