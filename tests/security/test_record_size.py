@@ -24,9 +24,9 @@ from idr.core.importer import import_lines
 from idr.core.request import Op, Request
 from idr.model.errors import ResponseCode
 from idr.model.handle import MAX_HANDLE_LENGTH
-from idr.model.value import HandleValue, ValueReference
+from idr.model.value import HandleRecord, HandleValue, ValueReference
 from idr.resolver.client import HandleClient, ResponseError, SecretKeyAuth
-from tests.security.conftest import ADMIN, ADMIN_REF, SECRET, Live, start_live
+from tests.security.conftest import ADMIN, ADMIN_REF, SECRET, Live, basic, start_live
 
 CAP = 4096
 
@@ -195,3 +195,31 @@ async def test_a_record_at_the_default_cap_resolves_over_tcp_and_udp(live: Live)
     async with HandleClient(host, port) as c:
         got = await c.resolve_values("88.100/near-cap", transport="tcp")
         assert sum(v.type == "DESC" for v in got) == n  # and the default HS_ADMIN
+
+
+async def test_a_record_stored_larger_before_may_shrink_but_not_grow(small: Live) -> None:
+    """A record over the cap (stored before it was lowered) can still lose values, not gain any."""
+    from idr.store.base import Write
+
+    svc = small.node.service
+    big = HandleRecord(
+        "88.100/legacy",
+        (*(HandleValue(i, "DESC", b"x" * 2000) for i in range(1, 5)), _admin_value()),
+    )
+    svc.store.commit("legacy", "test", [Write("88.100/LEGACY", big)])
+    svc.cache.invalidate(["88.100/LEGACY"])
+    before = small.snapshot()
+    status, body = await small.put("88.100/legacy", [_url(9, 10)], query="?index=9")
+    assert (status, body["responseCode"]) == (400, ResponseCode.INVALID_VALUE), body
+    assert small.snapshot() == before
+    async with small.client.delete(f"{small.https}/api/handles/88.100/legacy?index=4", headers=basic()) as r:
+        assert r.status == 200, await r.text()
+    record = small.record("88.100/legacy")
+    assert record is not None and sorted(v.index for v in record.values) == [1, 2, 3, 100]
+
+
+def _admin_value() -> HandleValue:
+    from idr.codec.values import encode_admin
+    from idr.model.value import AdminRecord
+
+    return HandleValue(100, "HS_ADMIN", encode_admin(AdminRecord("0.NA/88.100", 300, 0x0FFF)))

@@ -212,6 +212,10 @@ class NodeService:
             return rec  # type: ignore[return-value]
         return self.cache.get(key, self.store.get)
 
+    def _values_of(self, key: str) -> tuple[HandleValue, ...] | None:
+        record = self._load(key)
+        return record.values if record is not None else None
+
     def _commit(self, op: str, actor: ValueReference | str | None, writes: Sequence[Write]) -> int:
         """Stage ``writes`` as the current write job's commit (see ``idr.core.writes``); the
         job's seq is known once its group commits (0 until then)."""
@@ -220,7 +224,9 @@ class NodeService:
             raise RuntimeError("a write outside the write path: run it as a job (write/submit)")
         for w in writes:
             if w.record is not None:
-                check_record_size(w.record.handle, w.record.values, self.max_record_bytes)
+                check_record_size(
+                    w.record.handle, w.record.values, self.max_record_bytes, partial(self._values_of, w.key)
+                )
         staged = plan.staged
         if staged is None:
             plan.staged = Staged(op, str(actor or ""), list(writes))
