@@ -225,8 +225,30 @@ def test_tls_handshakes_are_counted_under_uvloop(tmp_path: Path) -> None:
     async def main() -> None:
         async with start_live(tmp_path / "node", http_limits=LIMITS) as live:
             await test_tls_handshakes_count_against_their_address(live)
+            await test_a_client_that_speaks_first_is_served(live)
 
     uvloop.run(main())
+
+
+async def test_a_client_that_speaks_first_is_served(node: Live) -> None:
+    """A blocking client (curl, http.client) sends its ClientHello with the connection: uvloop may
+    read it before the guard starts TLS, and the handshake must still get it."""
+    import http.client
+    import ssl
+
+    assert node.node.listeners.https
+    port = node.node.listeners.https[1]
+    ctx = ssl.create_default_context(cafile=str(node.data / "tls" / "cert.pem"))
+
+    def get() -> int:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5.0, context=ctx)
+        try:
+            conn.request("GET", "/api/handles/0.NA/88.100")
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    assert [await asyncio.to_thread(get) for _ in range(5)] == [200] * 5
 
 
 def _guard(live: Live) -> Any:

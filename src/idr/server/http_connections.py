@@ -123,6 +123,7 @@ class _Guarded(asyncio.Protocol):
         self._make = make_protocol
         self._tls = tls
         self._handshake: asyncio.Task[None] | None = None
+        self._pre_tls: list[bytes] | None = None
         # What TLS decrypted before start_tls returned (the first request may come with the
         # handshake's last flight): handed on once aiohttp's protocol is made.
         self._early: list[bytes] = []
@@ -146,18 +147,32 @@ class _Guarded(asyncio.Protocol):
             self._serve(transport)
             return
         transport.pause_reading()  # start_tls takes the connection from here, ClientHello included
+        self._pre_tls = []  # …but uvloop may have read some of it already: kept for TLS
         self._handshake = asyncio.get_running_loop().create_task(self._start_tls(transport, self._tls))
 
     async def _start_tls(self, transport: asyncio.Transport, tls: ssl.SSLContext) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            secure = await loop.start_tls(
+        starting = loop.create_task(
+            loop.start_tls(
                 transport,
                 self,
                 tls,
                 server_side=True,
                 ssl_handshake_timeout=self._guard.limits.tls_handshake_timeout,
             )
+        )
+        try:
+            # start_tls's first step puts its TLS protocol on the connection (its handshake begins
+            # on the next turn): what was read before that is the handshake's, handed to it now.
+            for _ in range(8):
+                await asyncio.sleep(0)
+                if transport.get_protocol() is not self or starting.done():
+                    break
+            early, self._pre_tls = b"".join(self._pre_tls or ()), None
+            tls_protocol = transport.get_protocol()
+            if early and tls_protocol is not self:
+                _feed(tls_protocol, early)
+            secure = await starting
         except BaseException as e:  # a failed or timed-out handshake, a peer gone, shutdown
             transport.abort()
             self._forget()
@@ -179,6 +194,9 @@ class _Guarded(asyncio.Protocol):
             self._inner.eof_received()
 
     def data_received(self, data: bytes) -> None:
+        if self._pre_tls is not None:  # TLS bytes read before start_tls took the connection
+            self._pre_tls.append(data)
+            return
         if self._inner is None:
             if self._key is not None:  # admitted, its TLS just up: aiohttp's protocol comes next
                 self._early.append(data)
@@ -233,6 +251,18 @@ class _Guarded(asyncio.Protocol):
         self._guard.timed_out += 1
         if self._transport is not None:
             self._transport.abort()
+
+
+def _feed(protocol: Any, data: bytes) -> None:
+    """Hand ``data`` to a TLS protocol as its transport would: asyncio's and uvloop's are
+    buffered protocols (``get_buffer`` / ``buffer_updated``; uvloop's without the base class)."""
+    view = memoryview(data)
+    while view:
+        buf = memoryview(protocol.get_buffer(len(view)))
+        n = min(len(buf), len(view))
+        buf[:n] = view[:n]
+        protocol.buffer_updated(n)
+        view = view[n:]
 
 
 __all__ = ["ConnectionGuard", "ConnectionLimits"]
