@@ -478,8 +478,8 @@ class Node:
         if self.service.site_info is None:
             self.service.site_info = self.own_site()
         self.attach_federation()
-        await self._publish_site()
         await self._start_stats()
+        await self._publish_site()
 
         if self.replicator is not None:
             ls = self.listeners
