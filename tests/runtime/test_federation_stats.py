@@ -366,7 +366,7 @@ def test_resolutions_answered_by_extra_workers_are_all_reported(tmp_path: Path) 
         for i in range(n):
             assert top.resolve_native("0.NA/0.NA" if i % 2 else "0.NA/NO-SUCH", "udp")[0] in (1, 100)
         top.stop()  # at once: the extra worker's last tally is at most a second old
-        top.start()
+        top.start(ready_path="/api/federation/stats")  # its stats hub up (HTTP answers before)
         node = next(x for x in fed_stats(top)["nodes"] if x["node"] == "0.NA")
         assert node["resolutions"] == n, node
     finally:
