@@ -63,7 +63,10 @@ def open_store(config: NodeConfig) -> Store:
 
         return SqliteStore(config.db_path)
     if config.store == "postgres":
-        from idr.store.postgres import PostgresStore
+        try:
+            from idr.store.postgres import PostgresStore
+        except ImportError as e:  # psycopg is the ``postgres`` extra: SQLite nodes never need it
+            raise ConfigError(f"store = 'postgres' needs psycopg ({e}): pip install 'idr[postgres]'") from e
 
         return PostgresStore(config.dsn, read_only=config.standby)
     raise ValueError(f"unknown store engine {config.store!r}")
