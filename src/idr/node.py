@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,15 +28,20 @@ from idr.server.server_key import load_server_key
 from idr.store.base import Store
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from idr.core.federation import FederatedService
     from idr.model.site import SiteInfo
+    from idr.operations.logs import LogSetup
+    from idr.operations.reload import ReloadReport
     from idr.replication import Replicator
     from idr.runtime import NodeRuntime
+    from idr.server.accesslog import AccessLog
     from idr.server.federation import FederationContext
     from idr.server.http_connections import ConnectionGuard
     from idr.server.limits import CostGate
     from idr.server.metrics import MetricsSource
-    from idr.server.native import NativeOptions
+    from idr.server.native import NativeOptions, Workers
     from idr.server.server_key import ServerKey
     from idr.server.sessions import SessionTable
     from idr.server.throttle import Throttle
@@ -236,6 +242,16 @@ class Node:
         # The server's key pair (server_key.pem): signs certified answers and session setups,
         # published in the site's server record.
         self.server_key: ServerKey | None = load_server_key(config.data_dir)
+        self.worker_procs: Workers | None = None
+        # The process's logs (idr.operations.logs; set by ``idr serve``) and the access records
+        # of every front-end (None = off).
+        self.log_setup: LogSetup | None = None
+        self.access_log: AccessLog | None = None
+        self.http_apps: list[web.Application] = []
+        # The HTTPS listener's TLS context, whose certificate a reload replaces in place.
+        self.tls_context: ssl.SSLContext | None = None
+        # Called on reload (SIGHUP) with the new settings, e.g. to re-read templates.
+        self.reload_hooks: list[Callable[[NodeConfig], list[str]]] = []
 
     async def start(
         self, *, https: str | None = None, http: str | None = None, native: str | None = None
@@ -249,7 +265,6 @@ class Node:
         from idr.server.http import make_http_app
         from idr.server.metrics import add_metrics_routes
         from idr.server.snms import add_snms_routes
-        from idr.server.tls import server_context
 
         https = self.config.https if https is None else https
         http = self.config.http if http is None else http
@@ -294,14 +309,26 @@ class Node:
             add_converged_routes(app, self.service)
             add_snms_routes(app, self.service, throttle=guards.throttle)
             add_console_routes(app, self)
+            self.http_apps.append(app)
             limits = guards.connections.limits
-            runner = web.AppRunner(
-                app, access_log=None, handle_signals=False, keepalive_timeout=limits.keepalive_timeout
-            )
+            if self.access_log is not None:
+                from idr.server.accesslog import ACCESS_LOGGER, HttpAccessLogger
+
+                runner = web.AppRunner(
+                    app,
+                    handle_signals=False,
+                    keepalive_timeout=limits.keepalive_timeout,
+                    access_log=logging.getLogger(ACCESS_LOGGER),
+                    access_log_class=HttpAccessLogger.bind(self.access_log),
+                )
+            else:
+                runner = web.AppRunner(
+                    app, access_log=None, handle_signals=False, keepalive_timeout=limits.keepalive_timeout
+                )
             await runner.setup()
             self.listeners.closers.append(runner.cleanup)
             assert runner.server is not None  # made by setup()
-            ssl_ctx = server_context(self.config.data_dir) if secure else None
+            ssl_ctx = self._tls_context() if secure else None
             # aiohttp's per-connection protocol, behind the node's connection guard
             server = await asyncio.get_running_loop().create_server(
                 guards.connections.factory(runner.server),
@@ -326,12 +353,18 @@ class Node:
                 opts = replace(opts, server_key=self.server_key)
             if self.workers > 1:
                 opts = replace(opts, reuse_port=True)
+            if self.access_log is not None:
+                opts = replace(opts, access_log=self.access_log)
             bound_native, close = await start_native(self.service, host, port, opts)
             self.listeners.native = bound_native
             self.listeners.closers.append(close)
             if self.workers > 1:
                 extra = await start_workers(str(self.config.data_dir), self.workers - 1, bound_native, opts)
+                self.worker_procs = extra
                 self.listeners.closers.append(extra.close)
+        if self.access_log is not None:
+            self.access_log.start()
+            self.listeners.closers.insert(0, self._stop_access_log)  # closed last: logs every answer
         if self.service.site_info is None:
             self.service.site_info = self.own_site()
         self.attach_federation()
@@ -397,6 +430,31 @@ class Node:
             await self.runtime.stop()
             self.runtime = None
 
+    def _tls_context(self) -> ssl.SSLContext:
+        from idr.server.tls import server_context
+
+        if self.tls_context is None:
+            cert, key, ca = tls_files(self.config)
+            self.tls_context = server_context(
+                self.config.data_dir,
+                cert_file=cert,
+                key_file=key,
+                ca_file=ca,
+                require_client_cert=self.config.tls.client_certs == "required",
+            )
+        return self.tls_context
+
+    async def _stop_access_log(self) -> None:
+        if self.access_log is not None:
+            self.access_log.stop()
+
+    async def reload(self) -> ReloadReport:
+        """Re-read idr.toml and apply what can change while serving (SIGHUP); see
+        idr.operations.reload for what can and what needs a restart."""
+        from idr.operations.reload import reload_node
+
+        return await reload_node(self)
+
     async def _stop_replicator(self) -> None:
         if self.replicator is not None:
             await self.replicator.stop()
@@ -429,3 +487,15 @@ class HttpGuards:
     sessions: SessionTable
     connections: ConnectionGuard
     walks: WalkGate
+
+
+def tls_files(config: NodeConfig) -> tuple[Path | None, Path | None, Path | None]:
+    """``[tls]`` cert, key and ca as paths (relative ones under the data directory)."""
+
+    def path(text: str) -> Path | None:
+        if not text:
+            return None
+        p = Path(text)
+        return p if p.is_absolute() else config.data_dir / p
+
+    return path(config.tls.cert), path(config.tls.key), path(config.tls.ca)

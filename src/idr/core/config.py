@@ -95,6 +95,34 @@ class ReplicationConfig:
 
 
 @dataclass
+class LoggingConfig:
+    """``[logging]``: see idr.operations.logs (reloaded on SIGHUP but for switching ``access``)."""
+
+    level: str = "info"  # of the ``idr`` loggers: debug | info | warning | error
+    levels: dict[str, str] = field(default_factory=dict)  # per logger, e.g. {"idr.replication" = "debug"}
+    file: str = ""  # event/error log (relative to the data directory); "" = stderr
+    format: str = "auto"  # auto (json to a file, text to stderr) | json | text
+    access: str = "logs/access.log"  # access log, JSON lines; "" = off
+    rotate_bytes: int = 100 * 1024 * 1024  # rotate a log at this size (0 = never by size)
+    rotate_when: str = ""  # or by time instead: "midnight", "H", … (TimedRotatingFileHandler)
+    backups: int = 10  # rotated files kept
+    flush_interval: float = 0.2  # seconds between access-log writes
+
+
+@dataclass
+class TlsConfig:
+    """``[tls]``: the HTTPS listener's certificate (reloaded on SIGHUP). Empty ``cert``/``key``:
+    the self-signed pair generated in ``<data>/tls``. ``ca``: CA certificates to verify client
+    certificates with (``client_certs`` optional: asked for, checked when given; required:
+    refused without one)."""
+
+    cert: str = ""
+    key: str = ""
+    ca: str = ""
+    client_certs: str = "optional"  # with ca: optional | required
+
+
+@dataclass
 class NodeConfig:
     data_dir: Path
     admins: list[str] = field(default_factory=list)  # identities "index:handle" with every right
@@ -111,6 +139,8 @@ class NodeConfig:
     native_limits: NativeLimits = field(default_factory=NativeLimits)
     http_limits: HttpLimits = field(default_factory=HttpLimits)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
     @property
     def path(self) -> Path:
@@ -135,6 +165,8 @@ class NodeConfig:
         native_limits = raw.get("native", {})
         http_limits = raw.get("http", {})
         replication = raw.get("replication", {})
+        logging_ = raw.get("logging", {})
+        tls = raw.get("tls", {})
         try:
             cfg = cls(
                 data_dir=Path(data_dir),
@@ -151,6 +183,8 @@ class NodeConfig:
                 native_limits=NativeLimits(**native_limits),
                 http_limits=HttpLimits(**http_limits),
                 replication=ReplicationConfig(**replication),
+                logging=LoggingConfig(**logging_),
+                tls=TlsConfig(**tls),
             )
         except TypeError as e:
             raise ConfigError(f"{path}: {e}") from e
@@ -164,6 +198,10 @@ class NodeConfig:
             raise ConfigError(f"{path}: standby = true is for a PostgreSQL hot standby (store = 'postgres')")
         if cfg.store == "postgres" and not cfg.dsn:
             raise ConfigError(f"{path}: store = 'postgres' needs dsn = '…' (a libpq connection string)")
+        if cfg.tls.client_certs not in ("optional", "required"):
+            raise ConfigError(f"{path}: [tls] client_certs must be optional or required")
+        if bool(cfg.tls.cert) != bool(cfg.tls.key):
+            raise ConfigError(f"{path}: [tls] give both cert and key (or neither: self-signed)")
         if cfg.role not in ROLES:
             raise ConfigError(f"{path}: role must be one of {', '.join(ROLES)}, not {cfg.role!r}")
         return cfg
@@ -182,7 +220,10 @@ class NodeConfig:
             "limits": asdict(self.limits),
             "native": asdict(self.native_limits),
             "http": asdict(self.http_limits),
+            "logging": asdict(self.logging),
         }
+        if self.tls != TlsConfig():
+            doc["tls"] = asdict(self.tls)
         if self.replication.listen:
             doc["replication"] = asdict(self.replication)
         # It holds the replication key: the directory and the file are the node user's alone.

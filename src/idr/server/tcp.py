@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter_ns
 from typing import Any, cast
 
+from idr.codec import peek
 from idr.codec.bodies import is_sdk_resolution
 from idr.codec.envelope import ENVELOPE_SIZE, MAX_MESSAGE_LENGTH, PROTOCOL_MAJOR
 from idr.model.errors import ResponseCode
+from idr.server.accesslog import AccessLog
 from idr.server.answers import bare_error
 from idr.server.handler import NativeHandler, Outcome
 from idr.server.hotcache import AnswerCache, cache_key, patch
@@ -69,10 +72,13 @@ class TcpLimits:
 
 
 class TcpServerState:
-    def __init__(self, handler: NativeHandler, cache: AnswerCache, limits: TcpLimits) -> None:
+    def __init__(
+        self, handler: NativeHandler, cache: AnswerCache, limits: TcpLimits, access: AccessLog | None = None
+    ) -> None:
         self.handler = handler
         self.cache = cache
         self.limits = limits
+        self.access = access
         self.connections: set[TcpConnection] = set()
         self.per_source: dict[Any, int] = {}
         self.refused = 0  # connections closed at once (global or per-source limit)
@@ -205,6 +211,7 @@ class TcpConnection(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         cache = self.state.cache
+        access = self.state.access
         while not self.closing and not self.write_paused and len(self.buf) >= ENVELOPE_SIZE:
             length = int.from_bytes(self.buf[16:20], "big")
             if self.buf[0] != PROTOCOL_MAJOR or length > MAX_MESSAGE_LENGTH:
@@ -225,6 +232,7 @@ class TcpConnection(asyncio.Protocol):
                 break
             data = bytes(self.buf[:end])
             del self.buf[:end]
+            t0 = perf_counter_ns() if access is not None else 0
             self._arm()
             ka = data[28] & KA_BYTE if len(data) >= MIN_REQUEST else 0
             answer = cache.data.get(_key(data, ka))
@@ -232,6 +240,8 @@ class TcpConnection(asyncio.Protocol):
                 out = patch(answer, data)
                 out[28] |= ka
                 transport.write(out)
+                if access is not None:
+                    access.native("tcp", t0, self.peer, data, answer, len(out))
                 if not self._keep(data):
                     self._close()
                     return
@@ -239,6 +249,8 @@ class TcpConnection(asyncio.Protocol):
             negative = cache.not_found(data)
             if negative is not None:  # warm cache: a handle the store does not hold
                 transport.write(patch(negative, data))
+                if access is not None:
+                    access.native("tcp", t0, self.peer, data, negative, len(negative))
                 if not self._keep(data):
                     self._close()
                     return
@@ -246,35 +258,45 @@ class TcpConnection(asyncio.Protocol):
             generation = cache.generation
             result = self.state.handler.handle(data, self.peer, udp=False, conn=self)
             if isinstance(result, Outcome):
-                if not self._reply(result, data, generation):
+                if not self._reply(result, data, generation, t0):
                     return
                 continue
             self.busy = True
 
-            async def run(coro: Any = result, data: bytes = data, generation: int = generation) -> None:
+            async def run(
+                coro: Any = result, data: bytes = data, generation: int = generation, t0: int = t0
+            ) -> None:
                 try:
                     out = await coro
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("native TCP request failed")
+                    log.exception(
+                        "native TCP request failed",
+                        extra={"client": str(self.peer), "interface": "tcp", "operation": peek.opcode(data),
+                               "handle": peek.handle(data)},
+                    )  # fmt: skip
                     self._close()
                     return
                 self.busy = False
-                if self._reply(out, data, generation):
+                if self._reply(out, data, generation, t0):
                     self._drain()
 
             self.task = asyncio.get_running_loop().create_task(run())
             return
         self._flow()
 
-    def _reply(self, out: Outcome, data: bytes, generation: int) -> bool:
+    def _reply(self, out: Outcome, data: bytes, generation: int, t0: int = 0) -> bool:
         """Write the answer; False when the connection is (being) closed."""
         transport = self.transport
         if transport is None or self.closing or transport.is_closing():
             return False
         if out.messages:
             transport.write(b"".join(out.messages))
+        access = self.state.access
+        if t0 and access is not None:
+            first = out.messages[0] if out.messages else b""
+            access.native("tcp", t0, self.peer, data, first, sum(len(m) for m in out.messages))
         if out.handle_key is not None and len(out.messages) == 1 and len(data) >= MIN_REQUEST:
             ka = data[28] & KA_BYTE
             answer = out.messages[0]

@@ -40,11 +40,14 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from time import perf_counter_ns
 from typing import Any, cast
 
+from idr.codec import peek
 from idr.codec.envelope import ENVELOPE_SIZE, HEADER_SIZE, EnvFlag
 from idr.codec.udp import MAX_UDP_PACKET, Reassembler, fragment, tc_header, wire_size
 from idr.codec.wire import ProtocolError
+from idr.server.accesslog import AccessLog
 from idr.server.handler import NativeHandler, Outcome
 from idr.server.hotcache import AnswerCache, cache_key, patch
 from idr.server.limits import RateTable, source_network
@@ -75,7 +78,9 @@ class Amplification:
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, handler: NativeHandler, cache: AnswerCache, amp: Amplification) -> None:
+    def __init__(
+        self, handler: NativeHandler, cache: AnswerCache, amp: Amplification, access: AccessLog | None = None
+    ) -> None:
         self.handler = handler
         self.cache = cache
         self.amp = amp
@@ -90,6 +95,9 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self.hits = 0
         self._get = cache.data.get  # the dict object lives as long as the cache (clear() empties it)
         self._sendto: Any = None
+        self.access = access
+        if access is not None:  # the logged twin of the hot path; unlogged, not even a check is added
+            self.datagram_received = self._received_logged  # type: ignore[method-assign]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -105,12 +113,32 @@ class UdpProtocol(asyncio.DatagramProtocol):
             self._sendto(out, addr)
             self.hits += 1
             return
+        self._miss(data, addr, 0)
+
+    def _received_logged(self, data: bytes, addr: Any) -> None:
+        """``datagram_received`` with an access-log record per answer (``access`` set)."""
+        t0 = perf_counter_ns()
+        answer = self._get(data[:8] + data[12:36] + data[40:])
+        if answer is not None and len(answer) <= self.fast_limit:
+            out = bytearray(answer)
+            out[8:12] = data[8:12]
+            out[36:40] = data[36:40]
+            self._sendto(out, addr)
+            self.hits += 1
+            self.access.native("udp", t0, addr, data, answer, len(answer))  # type: ignore[union-attr]
+            return
+        self._miss(data, addr, t0)
+
+    def _miss(self, data: bytes, addr: Any, t0: int) -> None:
+        """Everything but a cached answer; ``t0`` (arrival, ns) when the answer is to be logged."""
         # ---- warm cache: a plain resolution of a handle the store does not hold
         if len(data) < ENVELOPE_SIZE:
             return  # not a Handle message; silence is the only safe answer to garbage
         negative = self.cache.not_found(data)
         if negative is not None:
             self._sendto(patch(negative, data), addr)
+            if t0:
+                self.access.native("udp", t0, addr, data, negative, len(negative))  # type: ignore[union-attr]
             return
         # ---- slow path
         self.slow += 1
@@ -127,11 +155,13 @@ class UdpProtocol(asyncio.DatagramProtocol):
         generation = self.cache.generation
         result = self.handler.handle(request, addr[0], udp=True, whole=whole)
         if isinstance(result, Outcome):
-            self._send(result, request, addr, generation, whole)
+            self._send(result, request, addr, generation, whole, t0)
         else:
-            self._spawn(result, request, addr, generation)
+            self._spawn(result, request, addr, generation, t0)
 
-    def _spawn(self, coro: Coroutine[Any, Any, Outcome], request: bytes, addr: Any, generation: int) -> None:
+    def _spawn(
+        self, coro: Coroutine[Any, Any, Outcome], request: bytes, addr: Any, generation: int, t0: int
+    ) -> None:
         if len(self.inflight) >= MAX_INFLIGHT:
             coro.close()
             return
@@ -140,31 +170,46 @@ class UdpProtocol(asyncio.DatagramProtocol):
             try:
                 out = await coro
             except Exception:
-                log.exception("native UDP request failed")
+                log.exception(
+                    "native UDP request failed",
+                    extra={"client": str(addr[0]), "interface": "udp", "operation": peek.opcode(request),
+                           "handle": peek.handle(request)},
+                )  # fmt: skip
                 return
-            self._send(out, request, addr, generation, False)
+            self._send(out, request, addr, generation, False, t0)
 
         task = asyncio.get_running_loop().create_task(run())
         self.inflight.add(task)
         task.add_done_callback(self.inflight.discard)
 
-    def _send(self, out: Outcome, request: bytes, addr: Any, generation: int, whole: bool) -> None:
+    def _send(
+        self, out: Outcome, request: bytes, addr: Any, generation: int, whole: bool, t0: int = 0
+    ) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         amp = self.amp
+        sent = 0
         for message in out.messages:
             size = wire_size(message)
             if out.authenticated or amp.free(size, len(request)):
                 self._emit(transport, message, addr)
+                sent += size
             elif amp.truncate:
-                transport.sendto(tc_header(message), addr)
+                header = tc_header(message)
+                transport.sendto(header, addr)
+                sent += len(header)
             elif self.budget.take(self._network(addr), size, time.monotonic()):
                 self._emit(transport, message, addr)
+                sent += size
             else:
                 self.over_budget += 1
                 if amp.slip and self.over_budget % amp.slip == 0:
-                    transport.sendto(tc_header(message), addr)
+                    header = tc_header(message)
+                    transport.sendto(header, addr)
+                    sent += len(header)
+        if t0 and self.access is not None:
+            self.access.native("udp", t0, addr, request, out.messages[0] if out.messages else b"", sent)
         if whole and out.handle_key is not None and len(out.messages) == 1 and len(request) >= MIN_REQUEST:
             answer = out.messages[0]
             hk = out.handle_key
