@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from idr.core.federation import FederatedService
     from idr.model.site import SiteInfo
+    from idr.operations.compaction import LogCompactor
     from idr.operations.logs import LogSetup
     from idr.operations.reload import ReloadReport
     from idr.replication import Replicator
@@ -243,6 +244,7 @@ class Node:
         # published in the site's server record.
         self.server_key: ServerKey | None = load_server_key(config.data_dir)
         self.worker_procs: Workers | None = None
+        self.compactor: LogCompactor | None = None  # the transaction log's retention
         # The process's logs (idr.operations.logs; set by ``idr serve``) and the access records
         # of every front-end (None = off).
         self.log_setup: LogSetup | None = None
@@ -290,6 +292,21 @@ class Node:
             self.listeners.closers.append(self._stop_replicator)
             self.metrics_sources.append(self.replicator.replication_metrics)
         guards = self._http_guards() if https or http else None
+        if (
+            self.compactor is None
+            and self.runtime is not None
+            and not getattr(self.service.store, "read_only", False)
+        ):
+            # The transaction log keeps what mirrors and the audit need, no more.
+            from idr.operations.compaction import LogCompactor
+
+            def mirrors_need() -> int | None:
+                return self.replicator.mirrors_need() if self.replicator is not None else None
+
+            self.compactor = LogCompactor(self.service.store, lambda: self.config.log, mirrors_need)
+            await self.compactor.start()
+            self.listeners.closers.append(self._stop_compactor)
+            self.metrics_sources.append(self.compactor.metrics)
         for addr, secure in ((https, True), (http, False)):
             if not addr:
                 continue
@@ -443,6 +460,11 @@ class Node:
                 require_client_cert=self.config.tls.client_certs == "required",
             )
         return self.tls_context
+
+    async def _stop_compactor(self) -> None:
+        if self.compactor is not None:
+            await self.compactor.stop()
+            self.compactor = None
 
     async def _stop_access_log(self) -> None:
         if self.access_log is not None:

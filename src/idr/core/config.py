@@ -95,6 +95,18 @@ class ReplicationConfig:
 
 
 @dataclass
+class LogRetention:
+    """``[log]``: how much transaction log the node keeps (idr.operations.compaction). An entry
+    goes once it is older than ``retain_days`` AND not among the newest ``retain_entries``, and
+    never while a connected mirror still needs it; a mirror further behind is re-copied."""
+
+    retain_entries: int = 1_000_000  # the newest entries always kept (0: none by count)
+    retain_days: float = 30.0  # entries younger than this always kept (0: none by age)
+    compact_every: float = 60.0  # seconds between compactions (0: never; the log grows forever)
+    batch: int = 5000  # entries deleted per transaction (short write locks)
+
+
+@dataclass
 class LoggingConfig:
     """``[logging]``: see idr.operations.logs (reloaded on SIGHUP but for switching ``access``)."""
 
@@ -140,6 +152,7 @@ class NodeConfig:
     http_limits: HttpLimits = field(default_factory=HttpLimits)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    log: LogRetention = field(default_factory=LogRetention)
     tls: TlsConfig = field(default_factory=TlsConfig)
 
     @property
@@ -166,6 +179,7 @@ class NodeConfig:
         http_limits = raw.get("http", {})
         replication = raw.get("replication", {})
         logging_ = raw.get("logging", {})
+        log_retention = raw.get("log", {})
         tls = raw.get("tls", {})
         try:
             cfg = cls(
@@ -184,6 +198,7 @@ class NodeConfig:
                 http_limits=HttpLimits(**http_limits),
                 replication=ReplicationConfig(**replication),
                 logging=LoggingConfig(**logging_),
+                log=LogRetention(**log_retention),
                 tls=TlsConfig(**tls),
             )
         except TypeError as e:
@@ -198,6 +213,8 @@ class NodeConfig:
             raise ConfigError(f"{path}: standby = true is for a PostgreSQL hot standby (store = 'postgres')")
         if cfg.store == "postgres" and not cfg.dsn:
             raise ConfigError(f"{path}: store = 'postgres' needs dsn = '…' (a libpq connection string)")
+        if min(cfg.log.retain_entries, cfg.log.retain_days, cfg.log.compact_every) < 0 or cfg.log.batch < 1:
+            raise ConfigError(f"{path}: [log] retention settings are 0 or more (batch at least 1)")
         if cfg.tls.client_certs not in ("optional", "required"):
             raise ConfigError(f"{path}: [tls] client_certs must be optional or required")
         if bool(cfg.tls.cert) != bool(cfg.tls.key):
@@ -221,6 +238,7 @@ class NodeConfig:
             "native": asdict(self.native_limits),
             "http": asdict(self.http_limits),
             "logging": asdict(self.logging),
+            "log": asdict(self.log),
         }
         if self.tls != TlsConfig():
             doc["tls"] = asdict(self.tls)

@@ -5,6 +5,7 @@ Reloaded in place:
 * the HTTPS certificate and key (``[tls]`` cert/key, or the files at those paths renewed on
   disk): new handshakes present the new pair, open connections keep theirs;
 * ``[limits] max_body_bytes`` of the HTTP listeners;
+* ``[log]`` retention (read by the compactor at each run);
 * whatever ``Node.reload_hooks`` reload (templates).
 
 Everything else — listen addresses, role, store, admins, replication, ``[tls]`` ca and
@@ -112,6 +113,8 @@ async def reload_node(node: Node) -> ReloadReport:
         report.applied.append("logging")
         log.debug("reload: idr loggers at level %s", new.logging.level)  # shows only once it took
     report.applied += _reload_limits(node, new)
+    if new.log != old.log:
+        report.applied.append("log retention")  # the compactor reads node.config at each run
     for hook in node.reload_hooks:
         try:
             report.applied += hook(new)

@@ -219,7 +219,15 @@ async def audit(request: web.Request) -> web.Response:
     except ValueError:
         raise _fail(ResponseCode.PROTOCOL_ERROR, "since and limit are integers") from None
     entries = audit_trail(service, since=since, limit=limit, match=request.query.get("match", ""))
-    return _ok({"entries": entries})
+    # The log is compacted (idr.operations.compaction): say which part of history it still holds.
+    first = service.store.first_seq()
+    out: dict[str, Any] = {"entries": entries, "retained_from": first, "last_seq": service.store.last_seq()}
+    if first > since + 1:
+        out["beyond_retention"] = (
+            f"entries {since + 1}..{first - 1} are no longer kept: the log holds seq {first} on "
+            "([log] retain_entries / retain_days in idr.toml); a backup taken then still has them"
+        )
+    return _ok(out)
 
 
 # --------------------------------------------------------------------------- recursive node
