@@ -59,7 +59,19 @@ class Served:
     cert: str
 
 
-def serve(data: Path) -> Served:
+def serve(data: Path, attempts: int = 3) -> Served:
+    """``idr serve`` on fresh ports; one taken by a parallel suite before the bind means
+    another try with other ports (bounded)."""
+    for attempt in range(attempts):
+        try:
+            return _serve(data)
+        except AssertionError as e:
+            if "address already in use" not in str(e) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _serve(data: Path) -> Served:
     https, http = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "idr", "serve", "--data", str(data), "--https", f"127.0.0.1:{https}",
