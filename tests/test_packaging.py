@@ -81,7 +81,7 @@ def test_sqlite_node_runs_with_psycopg_unimportable(tmp_path: Path) -> None:
         "from idr.node import Node\n"
         "import idr.server.http, idr.server.native, idr.replication, idr.console, idr.demo\n"
         f"d = Path({str(tmp_path / 'n')!r})\n"
-        "init_node(d, '88.100', secret='s')\n"
+        "init_node(d, '88.100', secret='s3cret-key')\n"
         "node = Node(NodeConfig.load(d))\n"
         "print(node.service.handle(Request(Op.RESOLUTION, '0.NA/88.100')).code.name)\n"
         "node.close()\n"
@@ -151,7 +151,7 @@ def test_wheel_in_clean_venv_inits_and_serves(clean_venv: tuple[Path, Path], tmp
     probe = "import importlib.util as u; print(u.find_spec('psycopg'), u.find_spec('tests'))"
     assert _run(py, "-c", probe, cwd=tmp_path).split() == ["None", "None"]  # the wheel and its deps only
     data = tmp_path / "node"
-    _run(idr, "init", "--data", data, "--prefix", "88.100", "--admin-secret", "s3cret", cwd=tmp_path)
+    _run(idr, "init", "--data", data, "--prefix", "88.100", "--admin-secret", "s3cret-key", cwd=tmp_path)
     https, http = free_port(), free_port()
     proc = subprocess.Popen(
         [idr, "serve", "--data", data, "--https", f"127.0.0.1:{https}", "--http", f"127.0.0.1:{http}"],
@@ -166,7 +166,7 @@ def test_wheel_in_clean_venv_inits_and_serves(clean_venv: tuple[Path, Path], tmp
         put = requests.put(
             f"https://127.0.0.1:{https}/api/handles/88.100/w",
             json=body,
-            auth=("300%3A0.NA/88.100", "s3cret"),
+            auth=("300%3A0.NA/88.100", "s3cret-key"),
             verify=str(data / "tls" / "cert.pem"),
             timeout=10,
         )

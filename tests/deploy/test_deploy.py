@@ -153,7 +153,7 @@ def test_containerfile_steps_build_a_node_that_serves(tmp_path: Path) -> None:
         **{k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"},
         **stage.env,
         "IDR_PREFIX": "88.100",
-        "IDR_ADMIN_SECRET": "s3cret",
+        "IDR_ADMIN_SECRET": "s3cret-key",
         "IDR_HTTPS": f"127.0.0.1:{https}",
         "IDR_HTTP": f"127.0.0.1:{http}",
         "IDR_NATIVE": f"127.0.0.1:{native}",

@@ -31,7 +31,7 @@ from idr.node import open_store
 from idr.operations.backup import MANIFEST, BackupError, Manifest, backup, restore
 from idr.store.base import Store
 
-AUTH = ("300%3A0.NA/88.100", "s3cret")
+AUTH = ("300%3A0.NA/88.100", "s3cret-key")
 
 
 def free_port() -> int:
@@ -47,7 +47,7 @@ def idr(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[
 
 
 def init(data: Path, *extra: str) -> None:
-    r = idr("init", "--data", data, "--prefix", "88.100", "--admin-secret", "s3cret", *extra)
+    r = idr("init", "--data", data, "--prefix", "88.100", "--admin-secret", "s3cret-key", *extra)
     assert r.returncode == 0, r.stderr
 
 

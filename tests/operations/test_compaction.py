@@ -138,7 +138,7 @@ async def test_follower_behind_a_gap_drops_its_caches(tmp_path: Path) -> None:
 @pytest.fixture
 async def enterprise(tmp_path: Path) -> AsyncIterator[tuple[Node, aiohttp.ClientSession, str]]:
     data = tmp_path / "node"
-    init_node(data, "88.100", secret="s3cret", role="enterprise", https="127.0.0.1:0", http="")
+    init_node(data, "88.100", secret="s3cret-key", role="enterprise", https="127.0.0.1:0", http="")
     node = Node(NodeConfig.load(data))
     await node.start()
     assert node.listeners.https is not None
@@ -156,7 +156,7 @@ async def test_audit_answers_for_the_kept_log_and_says_so(
     enterprise: tuple[Node, aiohttp.ClientSession, str],
 ) -> None:
     node, http, base = enterprise
-    auth = {"Authorization": "Basic " + base64.b64encode(b"300%3A0.NA/88.100:s3cret").decode()}
+    auth = {"Authorization": "Basic " + base64.b64encode(b"300%3A0.NA/88.100:s3cret-key").decode()}
     for i in range(6):
         body = {"values": [{"index": 1, "type": "URL", "data": f"https://example.org/{i}"}]}
         async with http.put(f"{base}/api/handles/88.100/a{i}", json=body, headers=auth) as r:

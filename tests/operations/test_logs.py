@@ -28,7 +28,7 @@ from idr.operations.logs import LogSetup
 from idr.server.accesslog import AccessLog
 from idr.server.native import WARM_SHAPES, plain_request
 
-AUTH = ("300%3A0.NA/88.100", "s3cret")
+AUTH = ("300%3A0.NA/88.100", "s3cret-key")
 
 
 def free_port() -> int:
@@ -78,7 +78,7 @@ class Served:
 
 def init(data: Path) -> None:
     cmd = [sys.executable, "-m", "idr", "init", "--data", str(data), "--prefix", "88.100"]
-    cmd += ["--admin-secret", "s3cret"]
+    cmd += ["--admin-secret", "s3cret-key"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
 

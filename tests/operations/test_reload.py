@@ -17,7 +17,7 @@ import requests
 from idr.server.tls import generate_self_signed
 from tests.operations.test_logs import Served, edit_config, init, serve
 
-AUTH = ("300%3A0.NA/88.100", "s3cret")
+AUTH = ("300%3A0.NA/88.100", "s3cret-key")
 
 
 def presented_certificate(port: int) -> bytes:

@@ -31,7 +31,7 @@ from idr.schemes import gs1_links as gl
 from idr.server.openapi import openapi_document
 
 ADMIN = "300:0.NA/88.100"
-SECRET = "s3cret"
+SECRET = "s3cret-key"
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"300%3A0.NA/88.100:{SECRET}".encode()).decode()}
 GTIN = "09506000134352"
 BASE = "urn:idr:openapi"
