@@ -39,7 +39,7 @@ from idr.codec import peek
 from idr.codec.envelope import OpCode
 
 ACCESS_LOGGER = "idr.access"
-SLICE = 2000
+SLICE = 500  # records formatted per turn of the loop: ~1-2 ms, then answering resumes
 _OPS = {int(op): op.name for op in OpCode}
 log = logging.getLogger("idr.accesslog")
 
