@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -210,7 +211,10 @@ def test_error_log_records_carry_their_context(tmp_path: Path) -> None:
         logging.getLogger("idr.test").debug("not at info level")
     finally:
         setup.close()
-    (line,) = [json.loads(ln) for ln in (tmp_path / "logs" / "idr.log").read_text().splitlines()]
+    path = tmp_path / "logs" / "idr.log"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # logs name clients: private, as secrets are
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    (line,) = [json.loads(ln) for ln in path.read_text().splitlines()]
     assert line["level"] == "error" and line["logger"] == "idr.native.tcp"
     assert line["client"] == "10.0.0.7" and line["handle"] == "88.100/x"
     assert "ValueError: boom" in line["exc"] and line["pid"] == os.getpid()

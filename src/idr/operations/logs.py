@@ -107,6 +107,23 @@ class _Queue(logging.handlers.QueueHandler):
         return out
 
 
+def _open_private(handler: logging.FileHandler) -> Any:
+    """Log files hold client addresses and identities: created 0600, as the node's other files
+    (a new file after each rotation too), never readable by others for an instant."""
+    fd = os.open(handler.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    return open(fd, handler.mode, encoding=handler.encoding, errors=handler.errors)
+
+
+class _PrivateRotating(logging.handlers.RotatingFileHandler):
+    def _open(self) -> Any:
+        return _open_private(self)
+
+
+class _PrivateTimedRotating(logging.handlers.TimedRotatingFileHandler):
+    def _open(self) -> Any:
+        return _open_private(self)
+
+
 def worker_path(path: Path, worker: int) -> Path:
     return path if worker == 0 else path.with_name(f"{path.stem}-w{worker}{path.suffix}")
 
@@ -143,14 +160,12 @@ class LogSetup:
         return worker_path(path, self.worker)
 
     def _file_handler(self, path: Path, cfg: LoggingConfig) -> logging.Handler:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if cfg.rotate_when:
-            return logging.handlers.TimedRotatingFileHandler(
+            return _PrivateTimedRotating(
                 path, when=cfg.rotate_when, backupCount=cfg.backups, encoding="utf-8", utc=True
             )
-        return logging.handlers.RotatingFileHandler(
-            path, maxBytes=cfg.rotate_bytes, backupCount=cfg.backups, encoding="utf-8"
-        )
+        return _PrivateRotating(path, maxBytes=cfg.rotate_bytes, backupCount=cfg.backups, encoding="utf-8")
 
     def _sink(self, key: tuple[object, ...], target: logging.Handler) -> _Sink:
         q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
