@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from idr.server.native import NativeOptions, Workers
     from idr.server.server_key import ServerKey
     from idr.server.sessions import SessionTable
+    from idr.server.tally import Tallies
     from idr.server.throttle import Throttle
     from idr.server.walks import WalkGate
 
@@ -130,13 +131,19 @@ def open_service(config: NodeConfig) -> Core:
     """The core for the node's role: authoritative roles refer for what they delegate; a
     recursive node resolves through the top service named in ``federation.toml``."""
     from idr.core.federation import make_service
+    from idr.core.templates import TemplateFileError, TemplateRegistry
 
     _tighten(config.data_dir)
+    try:
+        templates = TemplateRegistry.load(config.data_dir)
+    except TemplateFileError as e:
+        raise ConfigError(str(e)) from e
     store = open_store(config)
     kwargs: dict[str, Any] = {
         "admins": config.admins,
         "cache_entries": config.limits.cache_entries,
         "max_list_page": config.limits.max_list_page,
+        "templates": templates,
     }
     try:
         if config.role == "recursive":
@@ -254,6 +261,10 @@ class Node:
         self.tls_context: ssl.SSLContext | None = None
         # Called on reload (SIGHUP) with the new settings, e.g. to re-read templates.
         self.reload_hooks: list[Callable[[NodeConfig], list[str]]] = []
+        # Every answer of every front-end, counted where it is sent (/metrics, the dashboard).
+        from idr.server.tally import Tallies
+
+        self.tallies: Tallies = Tallies()
 
     async def start(
         self, *, https: str | None = None, http: str | None = None, native: str | None = None
@@ -267,6 +278,7 @@ class Node:
         from idr.server.http import make_http_app
         from idr.server.metrics import add_metrics_routes
         from idr.server.snms import add_snms_routes
+        from idr.server.tally import http_middleware
 
         https = self.config.https if https is None else https
         http = self.config.http if http is None else http
@@ -321,7 +333,8 @@ class Node:
                 sessions=guards.sessions,
                 walks=guards.walks,
             )
-            add_metrics_routes(app, self.service, self.metrics_sources)
+            app.middlewares.insert(0, http_middleware(self.tallies["https" if secure else "http"]))
+            add_metrics_routes(app, self.service, self.metrics_sources, self.tallies)
             add_gs1_routes(app, self.service)
             add_converged_routes(app, self.service)
             add_snms_routes(app, self.service, throttle=guards.throttle)
@@ -372,11 +385,13 @@ class Node:
                 opts = replace(opts, reuse_port=True)
             if self.access_log is not None:
                 opts = replace(opts, access_log=self.access_log)
-            bound_native, close = await start_native(self.service, host, port, opts)
+            bound_native, close = await start_native(self.service, host, port, opts, self.tallies)
             self.listeners.native = bound_native
             self.listeners.closers.append(close)
             if self.workers > 1:
-                extra = await start_workers(str(self.config.data_dir), self.workers - 1, bound_native, opts)
+                extra = await start_workers(
+                    str(self.config.data_dir), self.workers - 1, bound_native, opts, self.tallies
+                )
                 self.worker_procs = extra
                 self.listeners.closers.append(extra.close)
         if self.access_log is not None:

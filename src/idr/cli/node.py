@@ -66,6 +66,7 @@ def init_node(
     root: Sequence[str] = (),
     server_key_type: str = "rsa",
     server_key: Path | None = None,
+    name: str = "",
 ) -> NodeConfig:
     """Create a node in ``data``: its settings, and (except a recursive node, which holds
     nothing) its store with ``prefix`` homed and the admin's key. Everything is checked
@@ -115,6 +116,8 @@ def init_node(
         store=store,
         dsn=dsn,
     )
+    if name:
+        cfg.name = name
     with _undo_on_failure(data):
         create_server_key(data, server_key_type, server_key)  # checked (type, file) before the rest
         cfg.save()
@@ -190,6 +193,9 @@ def register(app: typer.Typer) -> None:
         server_key: Annotated[
             Path | None, typer.Option(help="Use this PEM private key as the server's key instead.")
         ] = None,
+        name: Annotated[
+            str, typer.Option(help="What the node is called (its site's desc, the console).")
+        ] = "",
     ) -> None:
         """Create a node home to PREFIX whose admin is 300:0.NA/PREFIX.
 
@@ -214,6 +220,7 @@ def register(app: typer.Typer) -> None:
                 root=root or (),
                 server_key_type=server_key_type,
                 server_key=server_key,
+                name=name,
             )
         except (ConfigError, HandleError, AddressError, OSError, ValueError, StoreError) as e:
             fail(str(e))

@@ -51,6 +51,7 @@ from idr.server.accesslog import AccessLog
 from idr.server.handler import NativeHandler, Outcome
 from idr.server.hotcache import AnswerCache, cache_key, patch
 from idr.server.limits import RateTable, source_network
+from idr.server.tally import NOT_FOUND_LOW, Tally
 
 log = logging.getLogger("idr.native.udp")
 
@@ -79,29 +80,53 @@ class Amplification:
 
 class UdpProtocol(asyncio.DatagramProtocol):
     def __init__(
-        self, handler: NativeHandler, cache: AnswerCache, amp: Amplification, access: AccessLog | None = None
+        self,
+        handler: NativeHandler,
+        cache: AnswerCache,
+        amp: Amplification,
+        tally: Tally | None = None,
+        access: AccessLog | None = None,
     ) -> None:
         self.handler = handler
         self.cache = cache
         self.amp = amp
         self.budget = RateTable(amp.rate, amp.burst, amp.max_sources)
         self.over_budget = 0  # large answers not sent whole because the budget was spent
+        self.tally = tally or Tally()  # every answer counted (idr.server.tally)
+        self._hot = self.tally.hot
+        self.tally.samplers.append(self.sample_next)
         self.reassembler = Reassembler(max_pending=1024, max_bytes=4 * 1024 * 1024, timeout=5.0)
         self.transport: asyncio.DatagramTransport | None = None
         self.inflight: set[asyncio.Task[None]] = set()
         # A cached answer this small always passes the amplification rule.
         self.fast_limit = MAX_UDP_PACKET if amp.factor is None else min(MAX_UDP_PACKET, amp.floor)
         self.slow = 0
-        self.hits = 0
         self._get = cache.data.get  # the dict object lives as long as the cache (clear() empties it)
         self._sendto: Any = None
         self.access = access
-        if access is not None:  # the logged twin of the hot path; unlogged, not even a check is added
-            self.datagram_received = self._received_logged  # type: ignore[method-assign]
+        self._plain()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
         self._sendto = self.transport.sendto
+
+    @property
+    def hits(self) -> int:
+        """Answers from memory (pre-encoded and not-found templates)."""
+        return sum(self._hot)
+
+    def _plain(self) -> None:
+        """Receive with the class's hot path, or its logged twin when ``access`` is set (an
+        instance attribute: unlogged, not even a check is added to the hot path)."""
+        if self.access is None:
+            self.__dict__.pop("datagram_received", None)
+        else:
+            self.__dict__["datagram_received"] = self._received_logged
+
+    def sample_next(self) -> None:
+        """Time the next datagram (the tally's sampler, ~20/s). The instance attribute shadows
+        the method for one call, so the hot path itself carries no test for it."""
+        self.__dict__["datagram_received"] = self._timed
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         # ---- hot path: no decoding, one key, one lookup, one copy with two patches, one send
@@ -111,7 +136,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
             out[8:12] = data[8:12]
             out[36:40] = data[36:40]
             self._sendto(out, addr)
-            self.hits += 1
+            self._hot[answer[27]] += 1  # counted by response code (its low byte: hotcache codes)
             return
         self._miss(data, addr, 0)
 
@@ -124,23 +149,36 @@ class UdpProtocol(asyncio.DatagramProtocol):
             out[8:12] = data[8:12]
             out[36:40] = data[36:40]
             self._sendto(out, addr)
-            self.hits += 1
+            self._hot[answer[27]] += 1
             self.access.native("udp", t0, addr, data, answer, len(answer))  # type: ignore[union-attr]
             return
         self._miss(data, addr, t0)
 
-    def _miss(self, data: bytes, addr: Any, t0: int) -> None:
-        """Everything but a cached answer; ``t0`` (arrival, ns) when the answer is to be logged."""
+    def _timed(self, data: bytes, addr: Any) -> None:
+        """One datagram with its hot-path latency observed (the slow path times itself)."""
+        self._plain()
+        before = self.hits
+        t0 = time.perf_counter()
+        self.datagram_received(data, addr)
+        if self.hits != before:
+            self.tally.observe(time.perf_counter() - t0)
+
+    def _miss(self, data: bytes, addr: Any, arrived: int) -> None:
+        """Everything but a cached answer; ``arrived`` (ns) when the answer is to be logged."""
         # ---- warm cache: a plain resolution of a handle the store does not hold
         if len(data) < ENVELOPE_SIZE:
             return  # not a Handle message; silence is the only safe answer to garbage
         negative = self.cache.not_found(data)
         if negative is not None:
             self._sendto(patch(negative, data), addr)
-            if t0:
-                self.access.native("udp", t0, addr, data, negative, len(negative))  # type: ignore[union-attr]
+            self._hot[NOT_FOUND_LOW] += 1
+            if arrived:
+                self.access.native("udp", arrived, addr, data, negative, len(negative))  # type: ignore[union-attr]
             return
-        # ---- slow path
+        self._slow(data, addr, arrived)
+
+    def _slow(self, data: bytes, addr: Any, arrived: int = 0) -> None:
+        t0 = time.perf_counter()
         self.slow += 1
         whole = True
         request = data
@@ -155,12 +193,18 @@ class UdpProtocol(asyncio.DatagramProtocol):
         generation = self.cache.generation
         result = self.handler.handle(request, addr[0], udp=True, whole=whole)
         if isinstance(result, Outcome):
-            self._send(result, request, addr, generation, whole, t0)
+            self._send(result, request, addr, generation, whole, t0, arrived)
         else:
-            self._spawn(result, request, addr, generation, t0)
+            self._spawn(result, request, addr, generation, t0, arrived)
 
     def _spawn(
-        self, coro: Coroutine[Any, Any, Outcome], request: bytes, addr: Any, generation: int, t0: int
+        self,
+        coro: Coroutine[Any, Any, Outcome],
+        request: bytes,
+        addr: Any,
+        generation: int,
+        t0: float,
+        arrived: int,
     ) -> None:
         if len(self.inflight) >= MAX_INFLIGHT:
             coro.close()
@@ -176,19 +220,30 @@ class UdpProtocol(asyncio.DatagramProtocol):
                            "handle": peek.handle(request)},
                 )  # fmt: skip
                 return
-            self._send(out, request, addr, generation, False, t0)
+            self._send(out, request, addr, generation, False, t0, arrived)
 
         task = asyncio.get_running_loop().create_task(run())
         self.inflight.add(task)
         task.add_done_callback(self.inflight.discard)
 
     def _send(
-        self, out: Outcome, request: bytes, addr: Any, generation: int, whole: bool, t0: int = 0
+        self,
+        out: Outcome,
+        request: bytes,
+        addr: Any,
+        generation: int,
+        whole: bool,
+        t0: float,
+        arrived: int = 0,
     ) -> None:
+        """Send the answer. ``t0``: the slow path's start (perf_counter, for the tally);
+        ``arrived``: ns, set when the answer is logged."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         amp = self.amp
+        if out.messages:
+            self.tally.answered_message(out.messages[0], time.perf_counter() - t0)
         sent = 0
         for message in out.messages:
             size = wire_size(message)
@@ -208,8 +263,8 @@ class UdpProtocol(asyncio.DatagramProtocol):
                     header = tc_header(message)
                     transport.sendto(header, addr)
                     sent += len(header)
-        if t0 and self.access is not None:
-            self.access.native("udp", t0, addr, request, out.messages[0] if out.messages else b"", sent)
+        if arrived and self.access is not None:
+            self.access.native("udp", arrived, addr, request, out.messages[0] if out.messages else b"", sent)
         if whole and out.handle_key is not None and len(out.messages) == 1 and len(request) >= MIN_REQUEST:
             answer = out.messages[0]
             hk = out.handle_key
