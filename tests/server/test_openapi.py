@@ -240,10 +240,13 @@ async def test_snms_answers_match_the_description(live: Live) -> None:
                          json={"username": ADMIN, "password": cipher})  # fmt: skip
     assert v1["status"] in (1, -2)  # -2 only when China's date differs from this machine's right now
     bearer = {"Authorization": f"Bearer {tok['data']['token']}"}
-    item = {
+    # templateVersion names one of the node's templates, and the record satisfies it
+    vehicle = {"vin": "LS5A3DKE0RA000001", "model": "x", "production_date": "2024-08-02",
+               "battery_pack": "88.100/pack-1"}  # fmt: skip
+    item: dict[str, Any] = {
         "handle": "88.100/snms-1",
-        "templateVersion": "v1",
-        "value": [_value(1, "URL", "https://x.example/")],
+        "templateVersion": "vehicle@1",
+        "value": [_value(2 + i, k, v) for i, (k, v) in enumerate(vehicle.items())],
     }
     d = "/identityv2/data"
     made = await live.call("POST", d, d, json=item, headers=bearer)
@@ -251,10 +254,10 @@ async def test_snms_answers_match_the_description(live: Live) -> None:
     again = await live.call("POST", d, d, json=item, headers=bearer)
     assert again["status"] == -2
     got = await live.call("GET", d + "/detail", d + "/detail?handle=88.100/snms-1", headers=bearer)
-    assert got["data"]["templateVersion"] == "v1"
+    assert got["data"]["templateVersion"] == "vehicle@1"
     anon = await live.call("GET", d + "/detail", d + "/detail?handle=88.100/snms-1")
     assert anon["status"] == -1
-    item["value"] = [_value(2, "EMAIL", "x@example.org")]
+    item["value"] = [*item["value"][:1], _value(3, "model", "y"), *item["value"][2:]]
     assert (await live.call("PUT", d, d, json=item, headers=bearer))["status"] == 1
     assert (await live.call("DELETE", d, d + "?handle=88.100/snms-1", headers=bearer))["status"] == 1
     items = [{**item, "handle": f"88.100/snms-b{i}"} for i in range(3)]
