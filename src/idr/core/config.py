@@ -94,6 +94,37 @@ class ReplicationConfig:
     auto_promote_after: float = 0.0  # mirror: promote itself after the primary is gone this long (0 = off)
 
 
+SEARCH_ACCESS = ("anonymous", "authenticated", "admins")
+SEARCH_INDEX = ("full", "exact", "off")
+
+
+@dataclass
+class SearchConfig:
+    """``[search]``: reverse lookup (``/hrls/handles``, docs/search.md).
+
+    ``access``: who may search — ``anonymous`` (anyone), ``authenticated`` (any identity that
+    authenticates to this node; the default, as Handle.Net's reverse-lookup service sits
+    behind a login), ``admins`` (the node's admins only). ``index``: ``full`` (exact, prefix
+    and substring patterns indexed), ``exact`` (exact and prefix only: less disk, substring
+    patterns scan the type's values) or ``off``; the store is rebuilt to it when it starts.
+    """
+
+    access: str = "authenticated"
+    index: str = "full"
+
+
+@dataclass
+class TrustConfig:
+    """``[trust]``: record signatures (docs/signatures.md). ``roots``: files with the public
+    keys a signature chain may end at (PEM or HS_PUBKEY bytes; relative to the data directory).
+    A recursive node with roots checks every signed record it resolves and reports the result
+    (``/api/federation/resolve``); with ``enforce`` a record whose check fails is answered as
+    an error naming what failed, on every front-end."""
+
+    roots: list[str] = field(default_factory=list)
+    enforce: bool = False
+
+
 @dataclass
 class LogRetention:
     """``[log]``: how much transaction log the node keeps (idr.operations.compaction). An entry
@@ -154,6 +185,8 @@ class NodeConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     log: LogRetention = field(default_factory=LogRetention)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
 
     @property
     def path(self) -> Path:
@@ -181,6 +214,8 @@ class NodeConfig:
         logging_ = raw.get("logging", {})
         log_retention = raw.get("log", {})
         tls = raw.get("tls", {})
+        search = raw.get("search", {})
+        trust = raw.get("trust", {})
         try:
             cfg = cls(
                 data_dir=Path(data_dir),
@@ -200,6 +235,8 @@ class NodeConfig:
                 logging=LoggingConfig(**logging_),
                 log=LogRetention(**log_retention),
                 tls=TlsConfig(**tls),
+                search=SearchConfig(**search),
+                trust=TrustConfig(**trust),
             )
         except TypeError as e:
             raise ConfigError(f"{path}: {e}") from e
@@ -219,6 +256,15 @@ class NodeConfig:
             raise ConfigError(f"{path}: [tls] client_certs must be optional or required")
         if bool(cfg.tls.cert) != bool(cfg.tls.key):
             raise ConfigError(f"{path}: [tls] give both cert and key (or neither: self-signed)")
+        if cfg.search.access not in SEARCH_ACCESS:
+            raise ConfigError(
+                f"{path}: [search] access must be one of {', '.join(SEARCH_ACCESS)}, "
+                f"not {cfg.search.access!r}"
+            )
+        if cfg.search.index not in SEARCH_INDEX:
+            raise ConfigError(
+                f"{path}: [search] index must be one of {', '.join(SEARCH_INDEX)}, not {cfg.search.index!r}"
+            )
         if cfg.role not in ROLES:
             raise ConfigError(f"{path}: role must be one of {', '.join(ROLES)}, not {cfg.role!r}")
         return cfg
@@ -239,6 +285,8 @@ class NodeConfig:
             "http": asdict(self.http_limits),
             "logging": asdict(self.logging),
             "log": asdict(self.log),
+            "search": asdict(self.search),
+            **({"trust": asdict(self.trust)} if self.trust.roots else {}),
         }
         if self.tls != TlsConfig():
             doc["tls"] = asdict(self.tls)

@@ -25,6 +25,9 @@ class Op(IntEnum):
     HOME_NA = OpCode.HOME_NA
     UNHOME_NA = OpCode.UNHOME_NA
     LIST_HOMED_NAS = OpCode.LIST_HOMED_NAS
+    # idr's own, with no wire opcode (negative: no u32 opcode maps to it): reverse lookup,
+    # Handle.Net's separate /hrls service, answered by the core like any request.
+    SEARCH = -1
 
 
 WRITE_OPS = frozenset(
@@ -55,6 +58,8 @@ class Request:
     page: int | None = None  # list: zero-based page (None = all)
     page_size: int | None = None
     after: str | None = None  # list: continue after this handle (key paging)
+    terms: tuple[tuple[str, str], ...] = ()  # search: (type, pattern) pairs, all must hold
+    offset: int = 0  # search: matches to skip (the reverse-lookup service's ``page``)
 
 
 @dataclass(frozen=True, slots=True)
