@@ -278,8 +278,8 @@ class Node:
         self.http_apps: list[web.Application] = []
         # The HTTPS listener's TLS context, whose certificate a reload replaces in place.
         self.tls_context: ssl.SSLContext | None = None
-        # Called on reload (SIGHUP) with the new settings, e.g. to re-read templates.
-        self.reload_hooks: list[Callable[[NodeConfig], list[str]]] = []
+        # Called on reload (SIGHUP) with the new settings; each returns what it applied.
+        self.reload_hooks: list[Callable[[NodeConfig], list[str]]] = [self._reload_templates]
         # Every answer of every front-end, counted where it is sent (/metrics, the dashboard).
         from idr.server.tally import Tallies
 
@@ -503,6 +503,17 @@ class Node:
     async def _stop_access_log(self) -> None:
         if self.access_log is not None:
             self.access_log.stop()
+
+    def _reload_templates(self, config: NodeConfig) -> list[str]:
+        """Re-read ``<data>/templates`` (SIGHUP): a new template or version is published and
+        checked on writes at once; a bad file raises TemplateFileError and nothing changes."""
+        from idr.core.templates import TemplateRegistry
+
+        registry = getattr(self.service, "templates", None)
+        if not isinstance(registry, TemplateRegistry) or registry.directory is None:
+            return []  # a recursive node holds none
+        added = registry.reload()
+        return [f"templates (new: {', '.join(added)})" if added else "templates"]
 
     async def reload(self) -> ReloadReport:
         """Re-read idr.toml and apply what can change while serving (SIGHUP); see

@@ -100,3 +100,64 @@ def test_sighup_reloads_certificate_levels_and_limits(tmp_path: Path) -> None:
         assert requests.get(f"http://127.0.0.1:{s.http}/api/prefixes", timeout=10).status_code == 200
     finally:
         s.stop()
+
+
+SENSOR = """
+id = "sensor"
+version = {version}
+name = "Pressure sensor"
+industry = "instruments"
+[[fields]]
+name = "range_kpa"
+kind = "integer"
+minimum = {minimum}
+"""
+
+
+def published(s: Served) -> set[str]:
+    r = requests.get(f"http://127.0.0.1:{s.http}/api/federation/templates", timeout=10)
+    assert r.status_code == 200, r.text
+    return {t["ref"] for t in r.json()["templates"]}
+
+
+def register(s: Served, handle: str, ref: str, range_kpa: str) -> requests.Response:
+    values = [
+        {"index": 1001, "type": "IDR.TEMPLATE", "data": ref},
+        {"index": 2, "type": "range_kpa", "data": range_kpa},
+    ]
+    return requests.put(f"https://127.0.0.1:{s.https}/api/handles/{handle}", json={"values": values},
+                        auth=AUTH, verify=False, timeout=10)  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_sighup_publishes_new_templates_and_keeps_them_on_a_bad_file(tmp_path: Path) -> None:
+    data = tmp_path / "node"
+    init(data)
+    edit_config(data, logging={"file": "logs/idr.log"})
+    (data / "templates").mkdir()
+    (data / "templates" / "sensor@1.toml").write_text(SENSOR.format(version=1, minimum=1))
+    s = serve(data)
+    try:
+        assert "sensor@1" in published(s) and "sensor@2" not in published(s)
+        assert register(s, "88.100/s-0", "sensor@2", "5").status_code == 400  # not published yet
+
+        (data / "templates" / "sensor@2.toml").write_text(SENSOR.format(version=2, minimum=10))
+        edit_config(data, search={"access": "anonymous"})  # a section no reload applies
+        log = hup_and_wait(s, "reloaded", 1)
+        (done,) = [e for e in log if e["message"].startswith("reloaded")]
+        assert "templates (new: sensor@2)" in done["applied"] and done["errors"] == []
+        assert done["needs_restart"] == ["search"]
+        assert {"sensor@1", "sensor@2"} <= published(s)
+        # checked on writes at once: sensor@2's own rule (minimum 10), not sensor@1's
+        assert register(s, "88.100/s-1", "sensor@2", "5").status_code == 400
+        assert register(s, "88.100/s-2", "sensor@2", "50").status_code in (200, 201)
+
+        # A file that does not load changes nothing, and the reload says why.
+        (data / "templates" / "sensor@3.toml").write_text("id = [not toml")
+        log = hup_and_wait(s, "reloaded", 2)
+        last = [e for e in log if e["message"].startswith("reloaded")][-1]
+        assert [e for e in last["errors"] if e.startswith("templates: ") and "sensor@3" in e], last
+        assert "sensor@3" not in published(s) and "sensor@2" in published(s)
+        assert register(s, "88.100/s-3", "sensor@2", "60").status_code in (200, 201)
+    finally:
+        s.stop()

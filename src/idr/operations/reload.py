@@ -6,13 +6,15 @@ Reloaded in place:
   disk): new handshakes present the new pair, open connections keep theirs;
 * ``[limits] max_body_bytes`` of the HTTP listeners;
 * ``[log]`` retention (read by the compactor at each run);
-* whatever ``Node.reload_hooks`` reload (templates).
+* ``<data>/templates``: new templates and new versions are published (``Node.reload_hooks``);
+  a file that does not load keeps the published set as it was.
 
-Everything else — listen addresses, role, store, admins, replication, ``[tls]`` ca and
-client_certs, ``[limits] cache_entries`` — takes effect at the next restart; a reload says
-so in the log (one warning per setting) and in its report. A reload that cannot read idr.toml,
-or whose certificate does not load, keeps everything as it was and logs why: a typo never
-takes a serving node down.
+Everything else — listen addresses, role, store, admins, replication, ``[native]``,
+``[http]``, ``[search]``, ``[trust]``, ``[tls]`` ca and client_certs, the other ``[limits]``,
+and any setting added later unless it is listed here as live — takes effect at the next
+restart; a reload says so in the log (one warning per setting) and in its report. A reload
+that cannot read idr.toml, or whose certificate does not load, keeps everything as it was and
+logs why: a typo never takes a serving node down.
 """
 
 from __future__ import annotations
@@ -22,27 +24,19 @@ import signal
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from idr.core.config import ConfigError, Limits, NodeConfig
+from idr.core.config import ConfigError, NodeConfig
 
 if TYPE_CHECKING:
     from idr.node import Node
 
 log = logging.getLogger("idr.reload")
 
-# Top-level settings read only at start.
-_AT_START = (
-    "admins",
-    "role",
-    "name",
-    "store",
-    "dsn",
-    "https",
-    "http",
-    "native",
-    "native_limits",
-    "replication",
-)
+# Settings applied by a reload (field by field for [limits] and [tls]); every other setting of
+# NodeConfig is read at start only, new ones included until they are made live here.
+_LIVE = frozenset({"data_dir", "logging", "log"})
+_BY_FIELD = frozenset({"limits", "tls"})
 _LIMITS_LIVE = frozenset({"max_body_bytes"})
+_TLS_LIVE = frozenset({"cert", "key"})
 
 
 @dataclass
@@ -56,13 +50,20 @@ class ReloadReport:
 
 
 def _changed_at_start(old: NodeConfig, new: NodeConfig) -> list[str]:
-    out = [name for name in _AT_START if getattr(old, name) != getattr(new, name)]
-    for f in fields(Limits):
-        if f.name not in _LIMITS_LIVE and getattr(old.limits, f.name) != getattr(new.limits, f.name):
-            out.append(f"limits.{f.name}")
-    for name in ("ca", "client_certs"):
-        if getattr(old.tls, name) != getattr(new.tls, name):
-            out.append(f"tls.{name}")
+    out = []
+    for f in fields(NodeConfig):
+        before, after = getattr(old, f.name), getattr(new, f.name)
+        if f.name in _LIVE or before == after:
+            continue
+        if f.name not in _BY_FIELD:
+            out.append(f.name)
+            continue
+        live = _LIMITS_LIVE if f.name == "limits" else _TLS_LIVE
+        out += [
+            f"{f.name}.{g.name}"
+            for g in fields(before)
+            if g.name not in live and getattr(before, g.name) != getattr(after, g.name)
+        ]
     return out
 
 
@@ -116,11 +117,12 @@ async def reload_node(node: Node) -> ReloadReport:
     if new.log != old.log:
         report.applied.append("log retention")  # the compactor reads node.config at each run
     for hook in node.reload_hooks:
+        name = getattr(hook, "__name__", str(hook)).removeprefix("_reload_")
         try:
             report.applied += hook(new)
         except Exception as e:  # a hook's failure must not stop the others or the node
-            report.errors.append(f"{getattr(hook, '__name__', hook)}: {e}")
-            log.exception("reload hook failed", extra={"hook": getattr(hook, "__name__", str(hook))})
+            report.errors.append(f"{name}: {e}")
+            log.exception("reload: %s unchanged: %s", name, e, extra={"hook": name})
     report.needs_restart += _changed_at_start(old, new)
     for name in report.needs_restart:
         log.warning("reload: %s changed in idr.toml; it takes effect at the next restart", name,
