@@ -1,8 +1,9 @@
 """The OpenAPI description against live answers: a node assembled as ``idr serve`` does (REST,
-SNMS, GS1 and converged routes on HTTPS and HTTP), driven through every described operation;
-each answer's status must be described for its operation and its body must validate against
-the described schema (jsonschema, Draft 2020-12, the dialect of OpenAPI 3.1). The document
-itself passes openapi-spec-validator, and every operation it describes is exercised."""
+SNMS, GS1, converged, reverse-lookup and federation routes on HTTPS and HTTP), driven through
+every described operation; each answer's status must be described for its operation and its
+body must validate against the described schema (jsonschema, Draft 2020-12, the dialect of
+OpenAPI 3.1). The document itself passes openapi-spec-validator, and every operation it
+describes is exercised."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ class Checker:
         assert media in content, f"{method} {template} {status}: {media} not described ({list(content)})"
         if media == "application/javascript":
             return body.decode()
-        doc = orjson.loads(body)
+        doc = body.decode() if media.startswith("text/") else orjson.loads(body)
         pointer = _pointer(*where, "content", media, "schema")
         validator = Draft202012Validator(
             {"$ref": f"{BASE}#/{pointer}"},
@@ -271,12 +272,40 @@ async def test_snms_answers_match_the_description(live: Live) -> None:
     assert [r["code"] for r in gone["data"]] == [1, 1, 1]
 
 
+async def test_federation_and_hrls_answers_match_the_description(live: Live) -> None:
+    await live.call("GET", "/api/federation/info", "/api/federation/info", secure=False, expect=200)
+    listed = await live.call("GET", "/api/federation/templates", "/api/federation/templates", expect=200)
+    assert {"vehicle@1", "battery-pack@1", "battery-cell@1"} <= {t["ref"] for t in listed["templates"]}
+    one = "/api/federation/templates/{ref}"
+    got = await live.call("GET", one, "/api/federation/templates/vehicle@1", expect=200)
+    assert got["template"]["ref"] == "vehicle@1" and got["template"]["builtin"] is True
+    await live.call("GET", one, "/api/federation/templates/vehicle", expect=200)  # its newest version
+    await live.call("GET", one, "/api/federation/templates/nothing@9", expect=404)
+
+    body = {"values": [_value(1, "URL", "https://hrls.example/a"), _value(2, "EMAIL", "hrls@example.org")]}
+    await live.call("PUT", "/api/handles/{handle}", "/api/handles/88.100/hrls-a", json=body, headers=BASIC,
+                    expect=200)  # fmt: skip
+    h = "/hrls/handles"
+    found = await live.call("GET", h, "/hrls/handles?URL=https://hrls.example/*", headers=BASIC, expect=200)
+    assert found == ["88.100/hrls-a"]
+    records = await live.call("GET", h, "/hrls/handles?URL=https://hrls.example/*&retrieverecords=true",
+                              headers=BASIC, expect=200)  # fmt: skip
+    assert {"type": "EMAIL", "value": "hrls@example.org"} in records["88.100/hrls-a"]
+    jsonp = await live.call("GET", h, "/hrls/handles?EMAIL=hrls*&callback=cb", headers=BASIC, expect=200)
+    assert jsonp.startswith("/**/cb(")
+    await live.call("GET", h, "/hrls/handles?URL=*&limit=ten", headers=BASIC, expect=400)
+    await live.call("GET", h, "/hrls/handles?URL=*", expect=401)  # [search] access: authenticated
+    await live.call("GET", h, "/hrls/handles?URL=*", secure=False, expect=403)  # no credentials over HTTP
+    assert await live.call("GET", "/hrls/ping", "/hrls/ping", secure=False, expect=200) == "OK\n"
+
+
 async def test_every_described_operation_is_exercised(live: Live) -> None:
     """Run the three flows on one node and compare with the description's operations (one GS1
     primary key stands for all: they share one handler)."""
     await test_rest_answers_match_the_description(live)
     await test_gs1_answers_match_the_description(live)
     await test_snms_answers_match_the_description(live)
+    await test_federation_and_hrls_answers_match_the_description(live)
     described = {
         (path, method)
         for path, item in live.checker.doc["paths"].items()

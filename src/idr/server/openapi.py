@@ -3,7 +3,9 @@
 Three families, as clients know them: the Handle.Net 9 REST API (``/api/handles``,
 ``/api/prefixes``, ``/api/sessions``) plus converged resolution (``/api/resolve``); the SNMS
 API that Chinese identifier applications call (``/identity/…``, ``/identityv2/…``); and the
-GS1 conformant resolver (``/{AI}/{value}…``, ``/.well-known/gs1resolver``). Schemas are JSON
+GS1 conformant resolver (``/{AI}/{value}…``, ``/.well-known/gs1resolver``); beside them the
+reverse lookup (``/hrls/…``, as Handle.Net's HRLS) and what a federation node publishes about
+itself (``/api/federation/info``, ``/api/federation/templates``). Schemas are JSON
 Schema 2020-12 (OpenAPI 3.1's dialect) and closed (``additionalProperties: false``) where the
 answer's shape is fixed, so tests/server/test_openapi.py can validate live answers against
 them and fail when code and description drift apart.
@@ -298,6 +300,170 @@ def _schemas() -> Schema:
                 "activeLinkTypes": {"type": "object"},
             },
             "required": ["name", "resolverRoot", "supportedPrimaryKeys"],
+        },
+    }
+
+
+def _federation_schemas() -> Schema:
+    field = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "kind": {"type": "string"},
+            "required": {"type": "boolean"},
+            "description": {"type": "string"},
+            "choices": {"type": "array", "items": {"type": "string"}},
+            "minimum": {"type": "number"},
+            "maximum": {"type": "number"},
+            "min_length": {"type": "integer"},
+            "max_length": {"type": "integer"},
+        },
+        "required": ["name", "kind", "required"],
+        "additionalProperties": False,
+    }
+    claim = _closed(
+        {"index": {"type": "integer"}, "type": {"type": "string"}, "data": {"type": "string"}},
+        ["index", "type", "data"],
+    )
+    template = {
+        "type": "object",
+        "description": "An identifier data template (core.templates): what a record claiming it holds.",
+        "properties": {
+            "id": {"type": "string"},
+            "version": {"type": "integer"},
+            "ref": {"type": "string", "description": "`id@version`, what a record's claim names"},
+            "name": {"type": "string"},
+            "industry": {"type": "string"},
+            "claim": claim,
+            "fields": {"type": "array", "items": field},
+            "builtin": {"type": "boolean"},
+            "snms_version": {"type": "string"},
+        },
+        "required": ["id", "version", "ref", "name", "industry", "claim", "fields", "builtin"],
+        "additionalProperties": False,
+    }
+    one = _closed({"responseCode": {"const": 1}, "template": template}, ["responseCode", "template"])
+    many = _closed(
+        {"responseCode": {"const": 1}, "templates": {"type": "array", "items": template}},
+        ["responseCode", "templates"],
+    )
+    info = _closed(
+        {
+            "responseCode": {"const": 1},
+            "role": {"type": "string"},
+            "prefixes": {"type": "array", "items": {"type": "string"}},
+            "site": {
+                "type": ["object", "null"],
+                "description": "The node's HS_SITE, as the REST API gives it.",
+            },
+        },
+        ["responseCode", "role", "prefixes", "site"],
+    )
+    public_value = _closed({"type": {"type": "string"}, "value": {"type": "string"}}, ["type", "value"])
+    return {
+        "Template": template,
+        "TemplateAnswer": one,
+        "TemplateList": many,
+        "FederationInfo": info,
+        "HrlsHandles": {"type": "array", "items": {"type": "string"}},
+        "HrlsRecords": {
+            "type": "object",
+            "description": "`retrieverecords=true`: each found handle's public values (text, or base64).",
+            "additionalProperties": {"type": "array", "items": public_value},
+        },
+    }
+
+
+def _federation_paths() -> Schema:
+    errors = {str(s): {"$ref": "#/components/responses/HandleError"} for s in (400, 404, 500, 501, 503)}
+    ref = _param(
+        "ref", "path", "`id@version`, or `id` for its newest version.", {"type": "string"}, required=True
+    )
+    return {
+        "/api/federation/info": {
+            "get": {
+                "tags": ["Federation"],
+                "summary": "The node's role, the prefixes homed on it and its site.",
+                "responses": {"200": _json(_ref("FederationInfo"), "About this node."), **errors},
+            }
+        },
+        "/api/federation/templates": {
+            "get": {
+                "tags": ["Federation"],
+                "summary": "The identifier data templates this node enforces (built-in and its own).",
+                "responses": {
+                    "200": _json(_ref("TemplateList"), "Every template, each version."),
+                    **errors,
+                    "501": _json(_ref("HandleError"), "A recursive node holds no templates."),
+                },
+            }
+        },
+        "/api/federation/templates/{ref}": {
+            "get": {
+                "tags": ["Federation"],
+                "summary": "One template.",
+                "parameters": [ref],
+                "responses": {
+                    "200": _json(_ref("TemplateAnswer"), "The template."),
+                    **errors,
+                    "404": _json(_ref("HandleError"), "No such template."),
+                },
+            }
+        },
+    }
+
+
+def _hrls_paths() -> Schema:
+    errors = {str(s): {"$ref": "#/components/responses/HandleError"} for s in (400, 401, 403, 500, 501, 503)}
+    auth: list[Schema] = [{}, {"basic": []}, {"handle": []}]
+    return {
+        "/hrls/handles": {
+            "get": {
+                "tags": ["HRLS"],
+                "summary": "Reverse lookup: the handles whose values match every `TYPE=pattern`.",
+                "description": "Every query parameter other than the reserved ones is a search field "
+                "(a value type) and its pattern, `*` matching anything; all must hold. Who may search "
+                "is the node's `[search] access` (default: any authenticated identity).",
+                "parameters": [
+                    _param(
+                        "limit",
+                        "query",
+                        "At most this many (default 1000, at most 10000).",
+                        {"type": "integer"},
+                    ),
+                    _param("page", "query", "Results to skip.", {"type": "integer"}),
+                    _param(
+                        "retrieverecords",
+                        "query",
+                        "Each handle's public values instead of a list.",
+                        _BOOL_PARAM,
+                    ),
+                    _param("enforcesql", "query", "Accepted, without meaning here.", {"type": "string"}),
+                    _PRETTY,
+                    _CALLBACK,
+                ],
+                "security": auth,
+                "responses": {
+                    "200": {
+                        "description": "The handles (or, with `retrieverecords`, their values).",
+                        "content": {
+                            JSON: {"schema": {"oneOf": [_ref("HrlsHandles"), _ref("HrlsRecords")]}},
+                            "application/javascript": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **errors,
+                    "501": _json(_ref("HandleError"), "Reverse lookup is off for this store."),
+                },
+            }
+        },
+        "/hrls/ping": {
+            "get": {
+                "tags": ["HRLS"],
+                "summary": "Liveness of the reverse-lookup service.",
+                "responses": {
+                    "200": {"description": "`OK`", "content": {"text/plain": {"schema": {"const": "OK\n"}}}}
+                },
+            }
         },
     }
 
@@ -641,10 +807,12 @@ def openapi_document() -> Schema:
             },
             {"name": "SNMS", "description": "SNMS v5 identifier API (`{status, message, data}` answers)."},
             {"name": "GS1", "description": "GS1 conformant resolver (Digital Link)."},
+            {"name": "HRLS", "description": "Reverse lookup, as Handle.Net's reverse-lookup service."},
+            {"name": "Federation", "description": "What a node publishes about itself to the federation."},
         ],
-        "paths": {**_rest_paths(), **_snms_paths(), **_gs1_paths()},
+        "paths": {**_rest_paths(), **_snms_paths(), **_gs1_paths(), **_hrls_paths(), **_federation_paths()},
         "components": {
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **_federation_schemas()},
             "responses": {"HandleError": _json(_ref("HandleError"), "A Handle-style error.")},
             "securitySchemes": {
                 "basic": {
