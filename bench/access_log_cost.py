@@ -9,8 +9,11 @@ with the access log off and as many times on, alternating (off, on, off, on, …
 this shared machine hits both alike; each start waits for its answer cache to be warm. With
 logging on, records go through ``idr.server.accesslog`` and ``idr.operations.logs`` exactly
 as ``idr serve`` writes them (a QueueListener thread, RotatingFileHandler) into a file under
-/tmp, which is checked afterwards: one JSON line per answer the server counted.
-Prints each round, the medians, and the ratio on/off (the figure quoted in the README).
+/tmp, which is checked afterwards: one JSON line per answer the server counted (a round
+without that says MISMATCH and the exit status is 1).
+Prints each round, the medians, and two ratios on/off: throughput, and the server process's
+CPU time (loop and log-writer thread, from READY to exit) per answer — the second is the
+steadier figure on a shared machine, where other work moves throughput between rounds.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -62,18 +66,25 @@ async def _serve(data: Path, port: int, log_dir: str) -> None:
     await srv.warm_task
     if access is not None:
         access.pending.clear()  # the warm-up's own requests are not the measured load
+    cpu0 = _cpu()
     print(f"READY pid={os.getpid()}", flush=True)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
-    answered = srv.udp.hits + srv.udp.slow + srv.cache.negative_hits
+    answered = srv.udp.hits + srv.udp.slow  # hits: cached answers and not-found templates alike
     await srv.close()
     svc.close()
     written = 0
     if logs is not None and access is not None:
         logs.close()
         written = access.written
-    print(f"STATS answered={answered} logged={written}", flush=True)
+    cpu = _cpu() - cpu0  # the whole process: the loop and the log's writer thread
+    print(f"STATS answered={answered} logged={written} cpu_s={cpu:.3f}", flush=True)
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def main() -> int:
@@ -102,6 +113,8 @@ def main() -> int:
         nb.build_hdlperf()
     data = nb.make_data(a.handles)
     results: dict[str, list[float]] = {"off": [], "on": []}
+    cpu_us: dict[str, list[float]] = {"off": [], "on": []}  # server CPU per answer
+    mismatches = 0
     for rnd in range(a.rounds):
         for mode in ("off", "on"):
             port = nb.free_port()
@@ -114,7 +127,10 @@ def main() -> int:
                 r = nb.hdlperf(port, a.seconds, a.handles, 1)
             finally:
                 stats = nb.stop([proc])  # the server's STATS line: answers counted, lines logged
-            extra = ""
+            counted = dict(kv.split("=", 1) for kv in " ".join(stats).split() if "=" in kv)
+            per = 1e6 * float(counted.get("cpu_s", "nan")) / max(1, int(counted.get("answered", "0")))
+            cpu_us[mode].append(per)
+            extra = f" cpu_us/answer={per:.2f}"
             if mode == "on":
                 lines = 0
                 for f in Path(log_dir).glob("access.log*"):
@@ -122,7 +138,10 @@ def main() -> int:
                         for ln in fh:
                             json.loads(ln)  # every line is one JSON object
                             lines += 1
-                extra = f" log_lines={lines} {' '.join(stats)}"
+                extra += f" log_lines={lines} {' '.join(stats)}"
+                if {counted.get("answered"), counted.get("logged")} != {str(lines)}:
+                    extra += " MISMATCH: not one line per answer"
+                    mismatches += 1
             results[mode].append(float(r["qps"]))
             line = f"round {rnd + 1} log={mode:3} qps={r['qps']:.0f} p50_us={r['p50']} p99_us={r['p99']}"
             print(line + extra, flush=True)
@@ -131,7 +150,12 @@ def main() -> int:
     print(f"median    log=off {off:.0f}/s  log=on {on:.0f}/s")
     cost = 100 * (1 - on / off)
     print(f"ratio     on/off = {on / off:.3f} (logging costs {cost:.1f}% of native UDP throughput)")
-    return 0
+    c_off, c_on = statistics.median(cpu_us["off"]), statistics.median(cpu_us["on"])
+    print(
+        f"cpu       server CPU per answer: off {c_off:.2f} us, on {c_on:.2f} us, "
+        f"on/off = {c_on / c_off:.3f} (+{c_on - c_off:.2f} us per logged answer)"
+    )
+    return 1 if mismatches else 0
 
 
 if __name__ == "__main__":
