@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ import pytest
 import requests
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCKS = ("requirements/test.lock", "requirements/node.lock")
@@ -176,12 +177,6 @@ def test_wheel_in_clean_venv_inits_and_serves(clean_venv: tuple[Path, Path], tmp
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_json(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> dict[str, object]:

@@ -10,7 +10,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -134,12 +135,6 @@ def run_containerfile(path: Path, context: Path, root: Path) -> Stage:
 def _ignored(context: Path) -> list[str]:
     lines = (context / ".dockerignore").read_text("utf-8").splitlines()
     return [ln.strip().removeprefix("**/") for ln in lines if ln.strip() and not ln.startswith("#")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_containerfile_steps_build_a_node_that_serves(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tomllib
 from dataclasses import fields, is_dataclass
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 
 from idr.core.config import NodeConfig
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "operations.md"
@@ -32,19 +32,6 @@ GUIDE = ROOT / "docs" / "operations.md"
 
 def blocks(lang: str) -> list[str]:
     return re.findall(rf"^```{lang}\n(.*?)^```", GUIDE.read_text("utf-8"), re.M | re.S)
-
-
-def free_port() -> int:
-    for _ in range(50):
-        with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            t.bind(("127.0.0.1", 0))
-            port = int(t.getsockname()[1])
-            try:
-                u.bind(("127.0.0.1", port))  # 2641 is UDP too
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port")
 
 
 def test_toml_keys_are_settings() -> None:

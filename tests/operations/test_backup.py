@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -30,14 +29,9 @@ from idr.model.value import HandleRecord
 from idr.node import open_store
 from idr.operations.backup import MANIFEST, BackupError, Manifest, backup, restore
 from idr.store.base import Store
+from tests.ports import free_port
 
 AUTH = ("300%3A0.NA/88.100", "s3cret-key")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def idr(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:

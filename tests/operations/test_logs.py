@@ -28,27 +28,9 @@ from idr.core.config import LoggingConfig
 from idr.operations.logs import LogSetup
 from idr.server.accesslog import AccessLog
 from idr.server.native import WARM_SHAPES, plain_request
+from tests.ports import free_port
 
 AUTH = ("300%3A0.NA/88.100", "s3cret-key")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_pair() -> int:
-    """A port free for both TCP and UDP (the native listener binds both)."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            try:
-                u.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
-    raise AssertionError("no free port")
 
 
 def edit_config(data: Path, **sections: dict[str, Any]) -> None:
@@ -97,7 +79,7 @@ def serve(data: Path, attempts: int = 3) -> Served:
 
 
 def _serve(data: Path) -> Served:
-    https, http, native = free_port(), free_port(), free_pair()
+    https, http, native = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "idr", "serve", "--data", str(data), "--https", f"127.0.0.1:{https}",
          "--http", f"127.0.0.1:{http}", "--native", f"127.0.0.1:{native}"],
