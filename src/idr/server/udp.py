@@ -51,7 +51,7 @@ from idr.server.accesslog import AccessLog
 from idr.server.handler import NativeHandler, Outcome
 from idr.server.hotcache import AnswerCache, cache_key, patch
 from idr.server.limits import RateTable, source_network
-from idr.server.tally import NOT_FOUND_LOW, Tally
+from idr.server.tally import Tally
 
 log = logging.getLogger("idr.native.udp")
 
@@ -102,6 +102,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self.fast_limit = MAX_UDP_PACKET if amp.factor is None else min(MAX_UDP_PACKET, amp.floor)
         self.slow = 0
         self._get = cache.data.get  # the dict object lives as long as the cache (clear() empties it)
+        self._miss = cache.miss
         self._sendto: Any = None
         self.access = access
         self._plain()
@@ -138,11 +139,22 @@ class UdpProtocol(asyncio.DatagramProtocol):
             self._sendto(out, addr)
             self._hot[answer[27]] += 1  # counted by response code (its low byte: hotcache codes)
             return
-        self._miss(data, addr, 0)
+        if len(data) < ENVELOPE_SIZE:
+            return  # not a Handle message; silence is the only safe answer to garbage
+        # ---- a plain resolution settled by memory or one store row: not found, or spliced
+        # (not for an answer already known to be too large to send freely: the slow path's)
+        if answer is None:
+            template = self._miss(data, self.fast_limit)
+            if template is not None:
+                self._sendto(patch(template, data), addr)
+                self._hot[template[27]] += 1  # not found or spliced: both hotcache codes
+                return
+        self._slow(data, addr)
 
     def _received_logged(self, data: bytes, addr: Any) -> None:
         """``datagram_received`` with an access-log record per answer (``access`` set)."""
         t0 = perf_counter_ns()
+        access = cast(AccessLog, self.access)
         answer = self._get(data[:8] + data[12:36] + data[40:])
         if answer is not None and len(answer) <= self.fast_limit:
             out = bytearray(answer)
@@ -150,9 +162,18 @@ class UdpProtocol(asyncio.DatagramProtocol):
             out[36:40] = data[36:40]
             self._sendto(out, addr)
             self._hot[answer[27]] += 1
-            self.access.native("udp", t0, addr, data, answer, len(answer))  # type: ignore[union-attr]
+            access.native("udp", t0, addr, data, answer, len(answer))
             return
-        self._miss(data, addr, t0)
+        if len(data) < ENVELOPE_SIZE:
+            return
+        if answer is None:
+            template = self._miss(data, self.fast_limit)
+            if template is not None:
+                self._sendto(patch(template, data), addr)
+                self._hot[template[27]] += 1
+                access.native("udp", t0, addr, data, template, len(template))
+                return
+        self._slow(data, addr, t0)
 
     def _timed(self, data: bytes, addr: Any) -> None:
         """One datagram with its hot-path latency observed (the slow path times itself)."""
@@ -162,20 +183,6 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self.datagram_received(data, addr)
         if self.hits != before:
             self.tally.observe(time.perf_counter() - t0)
-
-    def _miss(self, data: bytes, addr: Any, arrived: int) -> None:
-        """Everything but a cached answer; ``arrived`` (ns) when the answer is to be logged."""
-        # ---- warm cache: a plain resolution of a handle the store does not hold
-        if len(data) < ENVELOPE_SIZE:
-            return  # not a Handle message; silence is the only safe answer to garbage
-        negative = self.cache.not_found(data)
-        if negative is not None:
-            self._sendto(patch(negative, data), addr)
-            self._hot[NOT_FOUND_LOW] += 1
-            if arrived:
-                self.access.native("udp", arrived, addr, data, negative, len(negative))  # type: ignore[union-attr]
-            return
-        self._slow(data, addr, arrived)
 
     def _slow(self, data: bytes, addr: Any, arrived: int = 0) -> None:
         t0 = time.perf_counter()
@@ -271,6 +278,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
             if out.exists is None or not self.cache.learn(request, answer, hk, out.exists, generation):
                 self.cache.put(cache_key(request), answer, out.handle_key, generation)
             if out.exists:
+                self.cache.learn_splice(request, answer, hk)
                 self.cache.note_shape(request)
 
     @staticmethod
