@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from idr.runtime import NodeRuntime
     from idr.runtime.reporting import StatsHub
     from idr.server.accesslog import AccessLog
+    from idr.server.applying import ApplicationGate
     from idr.server.federation import FederationContext
     from idr.server.http_connections import ConnectionGuard
     from idr.server.limits import CostGate
@@ -160,6 +161,7 @@ def open_service(config: NodeConfig) -> Core:
         "admins": config.admins,
         "cache_entries": config.limits.cache_entries,
         "max_list_page": config.limits.max_list_page,
+        "max_record_bytes": config.limits.max_record_bytes,
         "search_access": config.search.access,
         "templates": templates,
     }
@@ -182,7 +184,8 @@ def open_service(config: NodeConfig) -> Core:
                 **kwargs,
             )
         if config.role in ("top", "secondary", "enterprise"):
-            service = make_service(config.role, store, **kwargs)
+            pending = config.limits.max_pending_applications
+            service = make_service(config.role, store, max_pending_applications=pending, **kwargs)
         else:
             service = NodeService(store, **kwargs)
         if config.standby:
@@ -350,6 +353,7 @@ class Node:
         self.runtime: NodeRuntime | None = None
         self.throttle: Throttle | None = None  # failed-login back-off of the HTTP front-ends
         self.walks: WalkGate | None = None  # federation-wide traces at once
+        self.http_guards: HttpGuards | None = None  # what the HTTP listeners share (once started)
         # The server's key pair (server_key.pem): signs certified answers and session setups,
         # published in the site's server record.
         self.server_key: ServerKey | None = load_server_key(config.data_dir)
@@ -378,6 +382,7 @@ class Node:
         from aiohttp import web
 
         from idr.console import add_console_routes
+        from idr.server.applying import install as install_applications
         from idr.server.converged import add_converged_routes
         from idr.server.gs1 import add_gs1_routes
         from idr.server.http import make_http_app
@@ -410,6 +415,7 @@ class Node:
             self.listeners.closers.append(self._stop_replicator)
             self.metrics_sources.append(self.replicator.replication_metrics)
         guards = self._http_guards() if https or http else None
+        self.http_guards = guards
         if (
             self.compactor is None
             and self.runtime is not None
@@ -445,6 +451,7 @@ class Node:
             add_gs1_routes(app, self.service)
             add_converged_routes(app, self.service)
             add_snms_routes(app, self.service, throttle=guards.throttle)
+            install_applications(app, guards.applications)
             add_console_routes(app, self)
             self.http_apps.append(app)
             limits = guards.connections.limits
@@ -467,13 +474,9 @@ class Node:
             assert runner.server is not None  # made by setup()
             ssl_ctx = self._tls_context() if secure else None
             # aiohttp's per-connection protocol, behind the node's connection guard
+            # (TLS too: a connection counts against its address from accept, handshake included)
             server = await asyncio.get_running_loop().create_server(
-                guards.connections.factory(runner.server),
-                host,
-                port,
-                ssl=ssl_ctx,
-                ssl_handshake_timeout=limits.tls_handshake_timeout if ssl_ctx else None,
-                reuse_address=True,
+                guards.connections.factory(runner.server, ssl_ctx), host, port, reuse_address=True
             )
             self.listeners.closers.append(_closer(server))
             bound = server.sockets[0].getsockname()[:2]
@@ -516,6 +519,7 @@ class Node:
 
     def _http_guards(self) -> HttpGuards:
         """What the node's HTTP listeners share (``[http]`` in idr.toml)."""
+        from idr.server.applying import ApplicationGate
         from idr.server.http_connections import ConnectionGuard, ConnectionLimits
         from idr.server.limits import CostGate
         from idr.server.sessions import SessionTable
@@ -539,6 +543,7 @@ class Node:
             SessionTable(idle=h.session_idle, capacity=h.sessions),
             ConnectionGuard(ConnectionLimits.from_config(h)),
             self.walks,
+            ApplicationGate.from_config(h),
         )
 
     def own_site(self) -> SiteInfo:
@@ -662,6 +667,7 @@ class HttpGuards:
     sessions: SessionTable
     connections: ConnectionGuard
     walks: WalkGate
+    applications: ApplicationGate  # anonymous prefix applications per source network
 
 
 def tls_files(config: NodeConfig) -> tuple[Path | None, Path | None, Path | None]:
