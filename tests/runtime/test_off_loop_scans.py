@@ -6,7 +6,8 @@ whose tables another session holds locked keeps answering cached UDP resolutions
 * a ``/metrics`` scrape reads the log's position,
 * an SNMS token login, a console login, a mode-3 session setup (its exchange key's handle) and
   a converged GS1 resolution (which asks whether the top knows a GS1 company prefix) and a
-  public verification (核验) of a prefix wait for records that are not cached
+  public verification (核验) of a prefix wait for records that are not cached, and the node's
+  public facts for the federation map walk its delegations
 
 — each of these used to read the store on the loop, so one lock (or one slow round trip)
 stalled every client of the node. Each still answers correctly once the lock goes.
@@ -218,6 +219,12 @@ async def test_logins_session_setups_and_gs1_checks_wait_off_the_loop(top: tuple
             assert doc["verification"]["filed"] is False, doc
             return r.status
 
+        async def node_facts() -> int:  # public: what the federation map asks every node
+            async with http.get(f"{base}/console/api/node") as r:
+                doc = await r.json()
+            assert isinstance(doc["delegations"], list), doc
+            return r.status
+
         async def session_setup() -> ResponseCode:
             body = SessionSetupRequest(KEY_EXCHANGE_CIPHER_HDL, 600, "0.NA/77.2", 300, b"", "0.NA/77.2", 301)
             msg = build_request(OpCode.SESSION_SETUP, body, flags=OpFlag.CT | OpFlag.RD)
@@ -235,6 +242,7 @@ async def test_logins_session_setups_and_gs1_checks_wait_off_the_loop(top: tuple
                 "gs1": asyncio.ensure_future(gs1()),
                 "session": asyncio.ensure_future(session_setup()),
                 "verify": asyncio.ensure_future(verify()),
+                "node": asyncio.ensure_future(node_facts()),
             }
             await asyncio.sleep(0.5)
             assert not [name for name, t in waiting.items() if t.done()]
@@ -247,3 +255,4 @@ async def test_logins_session_setups_and_gs1_checks_wait_off_the_loop(top: tuple
     assert results["gs1"] == 404  # no GS1 prefix is known here: a clear not-found, after waiting
     assert results["session"] == ResponseCode.SUCCESS
     assert results["verify"] == 200
+    assert results["node"] == 200
