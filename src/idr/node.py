@@ -353,6 +353,7 @@ class Node:
         self.tallies: Tallies = Tallies()
         self.stats_hub: StatsHub | None = None  # 数据上报 (idr.runtime.reporting), once started
         self.hold_reports = False  # start the hub held (StatsHub.held): released by whoever set it
+        self._stats_slot = 0  # where the hub's closer goes among the listeners' closers
 
     async def start(
         self, *, https: str | None = None, http: str | None = None, native: str | None = None
@@ -394,6 +395,10 @@ class Node:
             await self.replicator.start()
             self.listeners.closers.append(self._stop_replicator)
             self.metrics_sources.append(self.replicator.replication_metrics)
+        # The statistics hub stops after the front-ends (closers run in reverse), so its last
+        # cut holds every answer they sent — extra workers' last tallies too — and before the
+        # runtime and replicator its write needs.
+        self._stats_slot = len(self.listeners.closers)
         guards = self._http_guards() if https or http else None
         self.http_guards = guards
         for addr, secure in ((https, True), (http, False)):
@@ -529,7 +534,7 @@ class Node:
         await hub.start()
         self.stats_hub = hub
         self.metrics_sources.append(lambda: stats_metrics(self))
-        self.listeners.closers.append(self._stop_stats)
+        self.listeners.closers.insert(self._stats_slot, self._stop_stats)
 
     async def _stop_stats(self) -> None:
         if self.stats_hub is not None:
