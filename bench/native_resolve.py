@@ -14,7 +14,9 @@ reference server's 46,000/s. ``--workers N``: N server processes on one port (SO
 each with its own warm cache, driven by 2N hdlperf sockets (the kernel spreads by 4-tuple);
 the extra workers follow the store's log as ``idr serve --workers`` does. ``--profile PATH``:
 py-spy samples worker 0 during the UDP run (200 Hz, native frames; from the load core, so that
-run's figures are depressed) and the top frames are printed.
+run's figures are depressed) and the top frames are printed. ``--before SRC [--rounds N]``: idr
+from another checkout's source tree against this one, UDP runs alternating, the after/before
+ratio (how a change to the hot path is measured, e.g. ``--before /path/to/main/src``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from pathlib import Path
 
 REFERENCE_QPS = 46_000  # Handle.Net 9.2.0 on one core of this machine (issue 3)
 HERE = Path(__file__).resolve().parent
-HDLPERF_SRC = HERE.parents[1] / "shared" / "tools" / "hdlperf.c"
+# ../shared/tools/hdlperf.c beside the checkout (a git worktree elsewhere: IDR_HDLPERF_SRC=path)
+HDLPERF_SRC = Path(os.environ.get("IDR_HDLPERF_SRC", HERE.parents[1] / "shared" / "tools" / "hdlperf.c"))
 HDLPERF = HERE / "hdlperf"
 IN_FLIGHT = 16
 MISS_PERCENT = 10
@@ -201,9 +204,13 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-def spawn(args: list[str], core: int) -> subprocess.Popen[str]:
+def spawn(args: list[str], core: int, src: Path | None = None) -> subprocess.Popen[str]:
+    """This script in a process pinned to ``core``; ``src``: import idr from that source tree."""
     cmd = ["taskset", "-c", str(core), sys.executable, str(Path(__file__).resolve()), *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True, env=env)
 
 
 def wait_ready(proc: subprocess.Popen[str], timeout: float) -> str:
@@ -423,6 +430,44 @@ def profile_summary(path: Path, top: int = 12) -> list[str]:
     return out
 
 
+def compare(data: Path, before: Path, seconds: int, handles: int, rounds: int) -> None:
+    """idr from this checkout ("after") against idr from ``before`` (another checkout's source
+    tree, e.g. the revision before a change): both servers warm on core 0, UDP runs alternating
+    before, after, before, after…, so both see the same machine; the after/before ratio of each
+    round and of the medians is printed."""
+    import statistics
+
+    here = Path(__file__).resolve().parents[1] / "src"
+    ports = {"before": free_port(), "after": free_port()}
+    servers = {
+        name: spawn(
+            ["--serve", str(data), "--port", str(ports[name]), "--handles", str(handles)],
+            0,
+            before if name == "before" else here,
+        )
+        for name in ("before", "after")
+    }
+    got: dict[str, list[float]] = {"before": [], "after": []}
+    try:
+        for name, proc in servers.items():
+            print(f"server    {name}: {wait_ready(proc, STARTUP_TIMEOUT)}", flush=True)
+        for i in range(rounds):
+            for name in ("before", "after"):
+                r = hdlperf(ports[name], seconds, handles, 1)
+                got[name].append(float(r["qps"]))  # type: ignore[arg-type]
+                print(line(f"{name} {i + 1}", r), flush=True)
+            print(f"round {i + 1}   after / before = {got['after'][-1] / got['before'][-1]:.3f}", flush=True)
+    finally:
+        for st in stop(list(servers.values())):
+            print(f"server    {st}")
+    b, a = statistics.median(got["before"]), statistics.median(got["after"])
+    print(
+        f"ratio     after / before = {a / b:.3f} (medians {a:,.0f} / {b:,.0f} req/s over {rounds} rounds; "
+        f"before = {before})",
+        flush=True,
+    )
+
+
 def line(name: str, r: dict[str, object]) -> str:
     codes = r["codes"]
     assert isinstance(codes, dict)
@@ -444,6 +489,12 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--profile", type=Path, help="py-spy worker 0 during the UDP run (raw stacks here)")
+    ap.add_argument(
+        "--before",
+        type=Path,
+        help="SRC dir of another checkout: UDP runs alternate between its idr and this one (after/before)",
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="with --before: before/after pairs")
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -468,6 +519,9 @@ def main() -> int:
         f"{a.workers} worker(s), {NCPU} cores",
         flush=True,
     )
+    if a.before is not None:
+        compare(data, a.before.resolve(), a.seconds, a.handles, a.rounds)
+        return 0
 
     def baseline(when: str) -> float:
         """Same hdlperf settings, responder pinned like the server. Run before and after idr:

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from idr.server.native import NativeOptions
     from idr.server.server_key import ServerKey
     from idr.server.sessions import SessionTable
+    from idr.server.tally import Tallies
     from idr.server.throttle import Throttle
     from idr.server.walks import WalkGate
     from idr.site import SiteLinkServer
@@ -122,13 +123,19 @@ def open_service(config: NodeConfig) -> Core:
     """The core for the node's role: authoritative roles refer for what they delegate; a
     recursive node resolves through the top service named in ``federation.toml``."""
     from idr.core.federation import make_service
+    from idr.core.templates import TemplateFileError, TemplateRegistry
 
     _tighten(config.data_dir)
+    try:
+        templates = TemplateRegistry.load(config.data_dir)
+    except TemplateFileError as e:
+        raise ConfigError(str(e)) from e
     store = open_store(config)
     kwargs: dict[str, Any] = {
         "admins": config.admins,
         "cache_entries": config.limits.cache_entries,
         "max_list_page": config.limits.max_list_page,
+        "templates": templates,
     }
     try:
         if config.role == "recursive":
@@ -274,6 +281,10 @@ class Node:
         # published in the site's server record.
         self.server_key: ServerKey | None = load_server_key(config.data_dir)
         self.link: SiteLinkServer | None = None  # the site link's listener (multi-server site)
+        # Every answer of every front-end, counted where it is sent (/metrics, the dashboard).
+        from idr.server.tally import Tallies
+
+        self.tallies: Tallies = Tallies()
 
     async def start(
         self, *, https: str | None = None, http: str | None = None, native: str | None = None
@@ -287,6 +298,7 @@ class Node:
         from idr.server.http import make_http_app
         from idr.server.metrics import add_metrics_routes
         from idr.server.snms import add_snms_routes
+        from idr.server.tally import http_middleware
         from idr.server.tls import server_context
 
         https = self.config.https if https is None else https
@@ -332,7 +344,8 @@ class Node:
                 sessions=guards.sessions,
                 walks=guards.walks,
             )
-            add_metrics_routes(app, self.service, self.metrics_sources)
+            app.middlewares.insert(0, http_middleware(self.tallies["https" if secure else "http"]))
+            add_metrics_routes(app, self.service, self.metrics_sources, self.tallies)
             add_gs1_routes(app, self.service)
             add_converged_routes(app, self.service)
             add_snms_routes(app, self.service, throttle=guards.throttle)
@@ -369,11 +382,13 @@ class Node:
                 opts = replace(opts, server_key=self.server_key)
             if self.workers > 1:
                 opts = replace(opts, reuse_port=True)
-            bound_native, close = await start_native(self.service, host, port, opts)
+            bound_native, close = await start_native(self.service, host, port, opts, self.tallies)
             self.listeners.native = bound_native
             self.listeners.closers.append(close)
             if self.workers > 1:
-                extra = await start_workers(str(self.config.data_dir), self.workers - 1, bound_native, opts)
+                extra = await start_workers(
+                    str(self.config.data_dir), self.workers - 1, bound_native, opts, self.tallies
+                )
                 self.listeners.closers.append(extra.close)
         if self.service.site_info is None:
             self.service.site_info = self.own_site()

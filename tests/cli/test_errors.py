@@ -62,6 +62,11 @@ def test_host_port_is_taken_where_a_url_is_expected() -> None:
         refused([*cmd, "--node", f"127.0.0.1:{port}"], f"https://127.0.0.1:{port}", "listening")
     refused(["trace", "88.1/x", "--via", f"127.0.0.1:{port}"], f"http://127.0.0.1:{port}", "listening")
     refused(["verify", "88.1/x", "--top", f"127.0.0.1:{port}"], f"http://127.0.0.1:{port}", "listening")
+    refused(
+        ["resolve", "88.1/x", "--trace", "--via", f"127.0.0.1:{port}", "--server", f"127.0.0.1:{port}"],
+        f"http://127.0.0.1:{port}",
+        "listening",
+    )
 
 
 def test_old_option_names_still_work_but_auth_is_checked() -> None:

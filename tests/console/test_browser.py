@@ -15,7 +15,16 @@ from pathlib import Path
 import pytest
 from playwright.async_api import BrowserContext, Page, async_playwright, expect
 
-from idr.demo import CELL, PACK_USCC, VEHICLE, Federation, start_federation
+from idr.demo import (
+    CELL,
+    CELL_ECODE,
+    CELL_ELEMENT_STRING,
+    PACK,
+    PACK_USCC,
+    VEHICLE,
+    Federation,
+    start_federation,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -167,3 +176,41 @@ async def test_keyboard_only_resolution(federation: Federation, browser: Browser
     except Exception as e:
         shot = await _shot(page, "keyboard-failure")
         raise AssertionError(f"keyboard walkthrough failed; screenshot: {shot}") from e
+
+
+async def test_top_console_resolves_the_demo_headlines(
+    federation: Federation, browser: BrowserContext
+) -> None:
+    """The console URL ``idr demo`` prints (the top node): the Yibin cell by handle, GS1 element
+    string and Ecode, each walked to the Yibin node, and the vehicle's supply chain."""
+    top = federation["top-cq"]
+    page = await browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    step = "start"
+    try:
+        for form in (CELL, CELL_ELEMENT_STRING, CELL_ECODE):
+            step = f"resolve {form} at the top node's console"
+            await page.goto(f"{top.http_url}/console/resolve?lang=en")
+            await page.get_by_label("Identifier (Handle, GS1, OID or Ecode)").fill(form)
+            await page.keyboard.press("Enter")
+            await expect(page.locator("#result-handle")).to_have_text(CELL)
+            await expect(page.locator("table.values")).to_contain_text("LFP-280Ah-prismatic")
+            await expect(page.locator("table.values")).not_to_contain_text("HS_ALIAS")
+            await expect(page.locator("#trace tbody tr").first).to_contain_text(top.name)
+            await expect(page.locator("#trace tbody tr").last).to_contain_text(
+                "Yibin battery cell plant enterprise node"
+            )
+            if form != CELL:
+                await expect(page.locator("p.alias")).to_contain_text(CELL)
+                await expect(page.locator("#result")).not_to_contain_text("{'")
+
+        step = "the supply chain of the vehicle from the top node's console"
+        await page.get_by_role("link", name="Follow its supply chain").click()
+        await page.get_by_label("Identifier of a vehicle, pack or part").fill(VEHICLE)
+        await page.get_by_role("button", name="Show").click()
+        await expect(page.locator("#chain-tree .cnode.ok")).to_have_count(4)
+        await expect(page.locator("#chain-tree")).to_contain_text(PACK)
+        await expect(page.locator("#chain-tree")).not_to_contain_text("no site of the referral answered")
+    except Exception as e:
+        shot = await _shot(page, "top-console-failure")
+        raise AssertionError(f"browser step {step!r} failed; screenshot: {shot}") from e

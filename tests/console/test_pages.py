@@ -64,10 +64,11 @@ async def test_node_name_is_escaped_and_404_is_a_page(node: RunningNode) -> None
 
 
 async def test_stats_endpoint_counts_resolutions(node: RunningNode) -> None:
+    """The dashboard counts what /metrics counts: answers of the node's front-ends."""
     await _put(node, f"{PREFIX}/A1", [(1, "URL", "https://example.org/a1")])
     async with client(node) as http:
         for _ in range(3):
-            async with http.get(f"{node.http_url}/console/resolve?id={PREFIX}/A1") as r:
+            async with http.get(f"{node.http_url}/api/handles/{PREFIX}/A1") as r:
                 assert r.status == 200
         async with http.get(node.http_url + "/console/api/stats") as r:
             stats = await r.json()

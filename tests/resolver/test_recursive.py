@@ -43,12 +43,12 @@ async def test_recursive_node_serves_native_clients(fed: Federation) -> None:
 
 
 async def test_supply_chain_follows_references_across_nodes(fed: Federation) -> None:
-    tree = await supply_chain(resolver(fed), VEHICLE)
+    tree = await supply_chain(resolver(fed).resolve, VEHICLE)
     assert tree["status"] == "SUCCESS"
     (pack,) = tree["children"]
     assert pack["handle"] == PACK and pack["via"] == "battery_pack"
     assert pack["children"][0]["handle"] == CELL
-    shallow = await supply_chain(resolver(fed), VEHICLE, max_depth=1)
+    shallow = await supply_chain(resolver(fed).resolve, VEHICLE, max_depth=1)
     assert shallow["children"][0]["truncated"] == "depth limit"
 
 

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 from tests.security.conftest import ADMIN, SECRET, Live
 
+# templateVersion names one of the node's templates, and the record satisfies it (core.templates)
+VEHICLE = {
+    "vin": "LS5A3DKE0RA000001",
+    "model": "x",
+    "production_date": "2024-08-02",
+    "battery_pack": "88.100/pack-1",
+}
 ITEM = {
     "handle": "88.100/plain",
-    "templateVersion": "v1",
-    "value": [{"index": 2, "type": "name", "data": "x"}],
+    "templateVersion": "vehicle@1",
+    "value": [{"index": 2 + i, "type": k, "data": v} for i, (k, v) in enumerate(VEHICLE.items())],
 }
 
 

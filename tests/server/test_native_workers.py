@@ -29,6 +29,8 @@ from idr.codec.message import decode_message, encode_message
 from idr.model.errors import ResponseCode
 from idr.model.value import HandleValue, ValueReference
 from idr.resolver.client import HandleClient, SecretKeyAuth, build_request
+from tests.ports import free_port
+from tests.server.test_metrics import metric
 
 SECRET = "worker-secret"
 AUTH = SecretKeyAuth(ValueReference("0.NA/88.100", 300), SECRET.encode())
@@ -39,20 +41,6 @@ STOP_TIMEOUT = 15.0
 # Extra workers poll the log every 5 ms; 3 s leaves room for a loaded CI machine while still
 # failing outright if a worker never learns of the write (it would answer stale forever).
 COHERENCE_BOUND = 3.0
-
-
-def _free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (a small race with other tests is accepted)."""
-    for _ in range(50):
-        with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            t.bind(("127.0.0.1", 0))
-            port = int(t.getsockname()[1])
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def _children(pid: int) -> set[int]:
@@ -74,7 +62,7 @@ def _alive(pid: int) -> bool:
 class Served:
     """``idr serve --workers N --warm`` in its own session; stderr drained by a thread."""
 
-    def __init__(self, data: Path, port: int, workers: int) -> None:
+    def __init__(self, data: Path, port: int, workers: int, http: str = "") -> None:
         self.port = port
         self.proc = subprocess.Popen(
             [
@@ -87,7 +75,7 @@ class Served:
                 "--https",
                 "",
                 "--http",
-                "",
+                http,
                 "--native",
                 f"127.0.0.1:{port}",
                 "--workers",
@@ -126,7 +114,7 @@ class Served:
 
 @pytest.fixture
 def node_dir(tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    port = _free_port()
+    port = free_port()
     init_node(tmp_path / "node", "88.100", secret=SECRET, https="", native=f"127.0.0.1:{port}")
     yield tmp_path / "node", port
 
@@ -214,3 +202,42 @@ def test_workers_stop_with_serve_even_when_killed(node_dir: tuple[Path, int]) ->
     for w in left:
         os.kill(w, signal.SIGKILL)
     assert not left, "workers orphaned by a killed idr serve"
+
+
+def test_every_workers_answers_reach_metrics(node_dir: tuple[Path, int]) -> None:
+    """Answers of the extra workers (their hot paths included) reach worker 0's /metrics."""
+    import requests
+
+    data, port = node_dir
+    http_port = free_port()
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(SOURCES)]
+    for s in socks:
+        s.settimeout(1.0)
+    served = Served(data, port, 2, http=f"127.0.0.1:{http_port}")
+    try:
+
+        async def create() -> None:
+            async with HandleClient("127.0.0.1", port, auth=AUTH, timeout=10) as c:
+                await c.create("88.100/m", [HandleValue(1, "URL", b"https://example.org/m")])
+
+        asyncio.run(create())
+        deadline = time.monotonic() + COHERENCE_BOUND
+        while any(code != ResponseCode.SUCCESS for code, _ in _resolve_all(socks, port, "88.100/m")):
+            assert time.monotonic() < deadline, "a worker never saw the create"
+        answered = 0
+        for _ in range(5):
+            answered += sum(code == ResponseCode.SUCCESS for code, _ in _resolve_all(socks, port, "88.100/m"))
+        assert answered >= 5 * SOURCES - 3
+        deadline = time.monotonic() + 10  # extra workers report every second
+        counted = 0.0
+        while time.monotonic() < deadline:
+            text = requests.get(f"http://127.0.0.1:{http_port}/metrics", timeout=5).text
+            counted = metric(text, "idr_answers_total", frontend="udp", op="resolution", code="SUCCESS")
+            if counted >= answered:
+                break
+            time.sleep(0.2)
+        assert answered <= counted <= 5 * SOURCES * 3, (answered, counted)
+    finally:
+        for s in socks:
+            s.close()
+        assert served.stop() == 0

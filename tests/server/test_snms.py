@@ -17,6 +17,7 @@ from aiohttp import web
 from idr.codec.values import encode_admin
 from idr.core.request import Op, Request
 from idr.core.service import NodeService
+from idr.core.templates import Template, TemplateRegistry, parse_template
 from idr.model.value import PERM_SECRET, AdminPermission, AdminRecord, HandleValue, ValueReference
 from idr.server import snms
 from idr.server.tls import server_context
@@ -52,9 +53,23 @@ class SnmsNode:
         return token
 
 
+def _machine(version: int, snms_version: str) -> Template:
+    """A node's own template, as SNMS prefixes have theirs: a 'name' of at most 32 characters."""
+    doc = {
+        "id": "small-machine",
+        "version": version,
+        "snms_version": snms_version,
+        "fields": [{"name": "name", "max_length": 32}],
+    }
+    return parse_template(doc, f"test:small-machine@{version}")
+
+
 @pytest.fixture
 async def snms_node(tmp_path: Path) -> AsyncIterator[SnmsNode]:
-    service = NodeService(SqliteStore(tmp_path / "idr.sqlite3"), admins=[str(ADMIN)])
+    templates = TemplateRegistry.builtin()
+    for t in (_machine(1, "1.0"), _machine(2, "2.0")):
+        templates.add(t)
+    service = NodeService(SqliteStore(tmp_path / "idr.sqlite3"), admins=[str(ADMIN)], templates=templates)
     service.bootstrap(
         "88.100",
         [
@@ -236,3 +251,48 @@ def test_token_store_is_bounded() -> None:
     assert store.identity(tokens[0]) is None and store.identity(tokens[-1]) == ADMIN
     now[0] = 11
     assert store.identity(tokens[-1]) is None
+
+
+async def test_templates_are_enforced_through_snms(snms_node: SnmsNode) -> None:
+    """The SNMS API writes through the same template check: a cell of an unknown chemistry, a
+    name longer than the template allows, an unknown templateVersion — all refused, nothing stored."""
+    token = await snms_node.login()
+
+    def cell(chemistry: str) -> dict[str, Any]:
+        fields = {
+            "manufacturer": "Yibin Cells",
+            "model": "LFP-280",
+            "chemistry": chemistry,
+            "capacity_ah": "280",
+            "production_date": "2024-07-18",
+            "batch": "B-1",
+        }
+        return {
+            "handle": "88.100/cell-1",
+            "templateVersion": "battery-cell@1",
+            "value": [
+                {"index": 2 + i, "type": k, "data": {"format": "string", "value": v}}
+                for i, (k, v) in enumerate(fields.items())
+            ],
+        }
+
+    bad = await snms_node.call("POST", "/identityv2/data", token, json=cell("Plutonium"))
+    assert bad["status"] == -2 and "chemistry" in bad["message"] and "Plutonium" in bad["message"]
+    assert snms_node.service.store.get("88.100/CELL-1") is None
+    ok = await snms_node.call("POST", "/identityv2/data", token, json=cell("LFP"))
+    assert ok["status"] == 1, ok
+    worse = await snms_node.call("PUT", "/identityv2/data", token, json=cell("Plutonium"))
+    assert worse["status"] == -2 and "chemistry" in worse["message"]
+    long_name = await snms_node.call("POST", "/identityv2/data", token, json=_item("88.100/m-1", "x" * 33))
+    assert long_name["status"] == -2 and "longer than 32" in long_name["message"]
+    unknown = await snms_node.call(
+        "POST", "/identityv2/data", token, json=_item("88.100/m-2", template="9.9")
+    )
+    assert unknown["status"] == -2 and "unknown template" in unknown["message"]
+    # An update cannot escape the template by naming another that does not exist either.
+    escape = await snms_node.call(
+        "PUT", "/identityv2/data", token, json={**cell("Plutonium"), "templateVersion": "x"}
+    )
+    assert escape["status"] == -2
+    record = snms_node.service.store.get("88.100/CELL-1")
+    assert record is not None and any(v.data == b"LFP" for v in record.values)

@@ -9,6 +9,7 @@ from idr.cli import federation as _federation
 from idr.cli import gs1 as _gs1
 from idr.cli import node as _node
 from idr.cli import replication as _replication
+from idr.cli import sites as _sites
 
 app = typer.Typer(
     name="idr",
@@ -22,6 +23,7 @@ _client.register(app)
 _federation.register(app)
 _replication.register(app)
 _gs1.register(app)
+_sites.register(app)
 
 
 def main() -> None:

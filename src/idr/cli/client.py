@@ -18,9 +18,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from idr.cli.common import fail
+from idr.cli.common import fail, node_url
 from idr.codec import rest
-from idr.codec.bodies import ErrorResponse, ResolutionResponse
+from idr.codec.bodies import ErrorResponse, ResolutionResponse, ServiceReferral
 from idr.codec.keys import encode_public_key
 from idr.codec.values import decode_admin, encode_admin
 from idr.model.errors import HandleError, ResponseCode
@@ -72,7 +72,8 @@ ValueOpt = Annotated[
         "--value",
         "-v",
         help="INDEX:TYPE:DATA (repeatable); DATA '@FILE' reads a file (a PEM key for "
-        "HS_PUBKEY); HS_ADMIN data is INDEX:HANDLE",
+        "HS_PUBKEY); HS_ADMIN data is INDEX:HANDLE; HS_SITE data is "
+        "HOST:PORT[,http=P][,https=P][,desc=NAME][,mirror] or @FILE (idr federation site --json)",
     ),
 ]
 JsonFileOpt = Annotated[Path | None, typer.Option("--json", help="values as REST API JSON (a file)")]
@@ -172,6 +173,32 @@ def _print_values(handle: str, values: tuple[HandleValue, ...], as_json: bool) -
     out.print(table)
 
 
+def referral_text(handle: str, code: ResponseCode, values: tuple[HandleValue, ...]) -> str:
+    """Where a 302/303 sends the client: each site named by the referral, with the command that
+    asks it (this client does not walk referrals; a recursive node does)."""
+    from idr.cli.sites import site_spec
+    from idr.console.fedmap import site_urls
+    from idr.core.federation import site_name, sites_of
+    from idr.model.site import TransportProtocol
+
+    sites = sites_of(values)
+    head = f"{code.name} ({int(code)}): {handle} is served elsewhere"
+    if not sites:
+        return head + " (the referral names no site; ask a recursive node)"
+    lines = [head + ", by:"]
+    for site in sites:
+        role = "primary" if site.primary else "mirror"
+        where = ", ".join([site_spec(site).split(",")[0], *site_urls(site)]) if site.servers else "?"
+        lines.append(f"  {site_name(site)} ({role}): {where}")
+    srv = next((s for site in sites for s in site.servers), None)
+    port = srv.port_for(TransportProtocol.UDP) or srv.port_for(TransportProtocol.TCP) if srv else None
+    if srv is not None and port:
+        lines.append(
+            f"ask there: idr resolve {handle} --server {srv.host}:{port}, or through a recursive node"
+        )
+    return "\n".join(lines)
+
+
 # A value index is a signed 32-bit integer on the wire (RFC 3651 §3.1, as Handle.Net writes it).
 _INDEX_MIN, _INDEX_MAX = -(2**31), 2**31 - 1
 
@@ -186,11 +213,19 @@ def parse_value(spec: str) -> HandleValue:
         raise typer.BadParameter(f"value index {idx} is larger than {_INDEX_MAX}")
     utype = type_.upper()
     raw: bytes
-    if data.startswith("@"):
+    if data.startswith("@") and not utype.startswith("HS_SITE"):
         path = Path(data[1:])
         try:
             raw = encode_public_key(load_public_key(path)) if utype == "HS_PUBKEY" else path.read_bytes()
         except (KeyFileError, OSError) as e:
+            raise typer.BadParameter(str(e)) from e
+    elif utype in ("HS_SITE", "HS_SITE.6", "HS_SITE.PREFIX"):
+        from idr.cli.sites import parse_site
+        from idr.codec.site import encode_site
+
+        try:
+            raw = encode_site(parse_site(data))
+        except ValueError as e:
             raise typer.BadParameter(str(e)) from e
     elif utype == "HS_ADMIN":
         try:
@@ -331,12 +366,15 @@ def register(app: typer.Typer) -> None:
                 msg = await client.resolve(h, indexes=indexes, types=types, transport="tcp" if tcp else "udp")
             if isinstance(msg.body, ResolutionResponse):
                 return msg.response_code, "", msg.body.values, msg.body.handle or h
+            if isinstance(msg.body, ServiceReferral):
+                return msg.response_code, "", msg.body.values or (), h
             return msg.response_code, msg.body.message if isinstance(msg.body, ErrorResponse) else "", (), h
 
         async def show_trace(h: str) -> None:
             from idr.cli.federation import print_resolution_trace, resolution_trace
 
-            url = via or await _http_url(host, port, timeout) if not http else (via or base)
+            given = node_url(via, "--via") if via else None
+            url = given or await _http_url(host, port, timeout) if not http else (given or base)
             print_resolution_trace(await asyncio.to_thread(resolution_trace, url, h), values=False)
 
         async def go() -> Answer:
@@ -359,6 +397,10 @@ def register(app: typer.Typer) -> None:
             return answer
 
         code, message, values, answered = _run(go())
+        if code in (ResponseCode.SERVICE_REFERRAL, ResponseCode.PREFIX_REFERRAL):
+            # A referral is an answer (as a DNS referral is): where to ask, not a failure.
+            out.print(referral_text(answered or handle, ResponseCode(code), values), highlight=False)
+            return
         if code != ResponseCode.SUCCESS:
             fail(str(ResponseError(code, message)))
         _print_values(answered if scheme != "handle" else handle, values, as_json)

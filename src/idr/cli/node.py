@@ -68,6 +68,7 @@ def init_node(
     server_key_type: str = "rsa",
     server_key: Path | None = None,
     site: SiteConfig | None = None,
+    name: str = "",
 ) -> NodeConfig:
     """Create a node in ``data``: its settings, and (except a recursive node, which holds
     nothing) its store with ``prefix`` homed and the admin's key. Everything is checked
@@ -132,6 +133,8 @@ def init_node(
     )
     if site is not None and site.multi:
         cfg.site = site
+    if name:
+        cfg.name = name
     with _undo_on_failure(data):
         create_server_key(data, server_key_type, server_key)  # checked (type, file) before the rest
         cfg.save()
@@ -225,6 +228,9 @@ def register(app: typer.Typer) -> None:
         site_hash: Annotated[str, typer.Option(help="What the site's hash reads: whole, prefix, suffix.")] = (
             "whole"
         ),
+        name: Annotated[
+            str, typer.Option(help="What the node is called (its site's desc, the console).")
+        ] = "",
     ) -> None:
         """Create a node home to PREFIX whose admin is 300:0.NA/PREFIX.
 
@@ -271,6 +277,7 @@ def register(app: typer.Typer) -> None:
                 server_key_type=server_key_type,
                 server_key=server_key,
                 site=site,
+                name=name,
             )
         except (ConfigError, HandleError, AddressError, OSError, ValueError, StoreError) as e:
             fail(str(e))

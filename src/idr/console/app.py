@@ -18,7 +18,7 @@ import io
 import json
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -37,8 +37,9 @@ from idr.core.secret_policy import admin_secret_problem
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle, normalize_key
 from idr.model.value import HandleValue, ValueReference
+from idr.schemes import ecode, gs1
 from idr.schemes.common import SchemeError
-from idr.schemes.detect import recognise
+from idr.schemes.detect import Recognised, recognise
 from idr.server.throttle import THROTTLE_KEY, Throttled
 from idr.server.throttle import install as install_throttle
 from idr.server.walks import WALKS_KEY, WalksBusy
@@ -46,6 +47,7 @@ from idr.server.walks import install as install_walks
 
 if TYPE_CHECKING:
     from idr.core.templates import Template, TemplateRegistry
+    from idr.resolver.recursive import RecursiveResolver
 
 SAMPLE_EVERY = 5.0
 BATCH_SIZE = 50
@@ -86,7 +88,7 @@ class Console:
         self.samplers = 0
         self._sampler: asyncio.Task[None] | None = None
         self._prefix_cache: tuple[float, int] = (0.0, 0)
-        self._walker: Callable[[str], Awaitable[Any]] | None = None
+        self._walk: lookup.Walk | None = None
         self.env = jinja2.Environment(
             loader=jinja2.PackageLoader("idr.console", "templates"),
             autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
@@ -133,27 +135,40 @@ class Console:
             self._prefix_cache = (time.monotonic(), n)
         return n
 
-    def root_walker(self) -> Callable[[str], Awaitable[Any]] | None:
-        """A recursive walk from the top service (``federation.toml``'s root), built once; None if unset."""
-        if self._walker is None:
-            data_dir = getattr(getattr(self.node, "config", None), "data_dir", None)
-            if data_dir is None:
-                return None
-            from idr.core.federation import FederationSettings, loopback_site
-            from idr.resolver.recursive import Limits, RecursiveResolver
-            from idr.resolver.transport import NativeTransport
+    def walk(self) -> lookup.Walk:
+        """How this console resolves a handle: with the recursive engine, built once (see
+        ``console.lookup``). Its root is ``federation.toml``'s, or — on a top node — the top
+        service's own sites; no cache, so the console shows the federation as it is now."""
+        if self._walk is None:
+            self._walk = lookup.walk_from(self.service, self.name, self._engine())
+        return self._walk
 
-            root = FederationSettings.load(Path(data_dir)).root
-            sites = []
-            for i, addr in enumerate(root):
-                host, _, port = addr.rpartition(":")
-                if port.isdigit():
-                    sites.append(loopback_site(f"top {addr}", native=int(port), host=host, primary=i == 0))
-            if not sites:
-                return None
-            # No answer cache: the console shows the federation as it is now.
-            self._walker = RecursiveResolver(sites, NativeTransport(), limits=Limits(cache_entries=0)).resolve
-        return self._walker
+    def _engine(self) -> RecursiveResolver | None:
+        from idr.core.federation import FederationSettings, loopback_site
+        from idr.resolver.recursive import Limits, RecursiveResolver
+        from idr.resolver.transport import NativeTransport
+
+        if getattr(self.service, "trace", None) is not None:
+            return None  # a recursive node walks with its own engine
+        data_dir = getattr(getattr(self.node, "config", None), "data_dir", None)
+        root = FederationSettings.load(Path(data_dir)).root if data_dir is not None else []
+        sites = []
+        for i, addr in enumerate(root):
+            host, _, port = addr.rpartition(":")
+            if port.isdigit():
+                sites.append(loopback_site(f"top {addr}", native=int(port), host=host, primary=i == 0))
+        if not sites and self.role == "top":
+            sites = lookup.site_of(self.service)
+        if not sites:
+            return None
+        transport = lookup.LocalFirst(self.service, self._own_addresses, NativeTransport())
+        return RecursiveResolver(sites, transport, limits=Limits(cache_entries=0))
+
+    def _own_addresses(self) -> set[tuple[str, int]]:
+        """Where this node listens (what ``LocalFirst`` answers in-process)."""
+        ls = getattr(self.node, "listeners", None)
+        found = (getattr(ls, n, None) for n in ("native", "http", "https")) if ls is not None else ()
+        return {(str(a[0]), int(a[1])) for a in found if a}
 
     def templates(self) -> TemplateRegistry:
         from idr.core.templates import TemplateRegistry
@@ -163,8 +178,18 @@ class Console:
 
     # sampling ---------------------------------------------------------------------------
 
+    def answers(self) -> tuple[int, int]:
+        """(resolutions answered, failures answered) by every front-end of the node — the
+        counters ``/metrics`` exports (``idr.server.tally``), cache hits included."""
+        tallies = getattr(self.node, "tallies", None)
+        if tallies is None:  # a bare NodeView (tests): the core's own counters
+            counters = self.service.counters
+            return counters.get("resolutions", 0), counters.get("errors", 0)
+        overall = tallies.overall()
+        return overall.resolutions, overall.errors
+
     def sample(self) -> None:
-        self.ring.sample(self.service.counters.get("resolutions", 0))
+        self.ring.sample(self.answers()[0])
 
     async def _sample_forever(self) -> None:
         while True:
@@ -313,7 +338,7 @@ def _page(request: web.Request) -> Page:
 def stats(console: Console) -> dict[str, Any]:
     console.sample()
     counters = console.service.counters
-    total = counters.get("resolutions", 0)
+    total, errors = console.answers()
     secondary, enterprise = console.map.counts()
     out: dict[str, Any] = {
         "time": int(time.time()),
@@ -321,7 +346,7 @@ def stats(console: Console) -> dict[str, Any]:
         "resolutions_total": total,
         "resolutions_today": console.ring.today(total),
         "registrations": counters.get("registrations", 0),
-        "errors": counters.get("errors", 0),
+        "errors": errors,
         "secondary": secondary,
         "enterprise": enterprise,
         "per_minute": console.ring.per_minute(),
@@ -373,46 +398,54 @@ async def api_federation(request: web.Request) -> web.StreamResponse:
 
 
 async def traced(console: Console, text: str) -> lookup.Resolution:
-    """Recognise the scheme, then resolve with a trace (a recursive node's own trace if it has one)."""
-    scheme, handle, details = "handle", text.strip(), {}
+    """Recognise the scheme, resolve through the federation with a trace, follow a scheme
+    name's alias; a GS1 key with qualifiers falls back to its less specific records."""
     try:
         homed = {normalize_key(p) for p in console.service.homed_prefixes()}
         rec = recognise(text, holds=lambda p: normalize_key(p) in homed)
-        scheme, handle, details = rec.scheme, rec.handle, dict(rec.details)
     except SchemeError as e:
         res = lookup.Resolution(query=text, handle=text, scheme="unknown")
         res.code, res.message = int(ResponseCode.INVALID_HANDLE), e.message
         return res
-    tracer = getattr(console.service, "trace", None)
-    if tracer is not None:
-        res = await _recursive_trace(tracer, handle)
-    else:
-        res = await lookup.resolve_traced(console.service, console.name, handle)
-        if res.code == ResponseCode.SERVER_NOT_RESPONSIBLE:
-            walker = console.root_walker()
-            if walker is not None:
-                # Not ours and nothing delegated from here: ask the federation from its top.
-                local = res.hops
-                res = await _recursive_trace(walker, handle)
-                res.hops = local + res.hops
-    res.query, res.scheme, res.details = text, scheme, details
+    walk = console.walk()
+    hops: list[lookup.Hop] = []
+    res = lookup.Resolution(query=text, handle=rec.handle)
+    for handle in _tries(rec):
+        walked, aliases = (
+            await lookup.following_aliases(walk, handle)
+            if rec.scheme != "handle"
+            else (await walk(handle), [])
+        )
+        res = lookup.Resolution.of(text, walked)
+        res.aliases = aliases
+        hops += res.hops
+        if res.code not in (ResponseCode.HANDLE_NOT_FOUND, ResponseCode.VALUES_NOT_FOUND):
+            break
+    res.hops = hops
+    res.scheme, res.details = rec.scheme, _flat(rec.details)
     return res
 
 
-async def _recursive_trace(tracer: Callable[[str], Awaitable[Any]], handle: str) -> lookup.Resolution:
-    """A recursive node's walk (``RecursiveService.trace``) in the console's shape."""
-    res = lookup.Resolution(query=handle, handle=handle)
-    try:
-        r = await tracer(handle)
-    except HandleError as e:
-        res.code, res.message = int(e.code), e.message
-        return res
-    resp = r.response
-    res.code, res.message = int(resp.code), resp.message
-    res.values = tuple(v for v in resp.values if v.public_read) if resp.ok else ()
-    for h in r.hops:
-        res.hops.append(lookup.Hop(h.node, h.server or ("cache" if h.cached else ""), h.code, h.note, h.ms))
-    return res
+def _tries(rec: Recognised) -> list[str]:
+    """The handles to ask for, most specific first: a GS1 key's levels (``/01/x/21/s``, ``/01/x``)."""
+    dl = rec.key.gs1 if isinstance(rec.key, ecode.Ecode) else rec.key
+    if not isinstance(dl, gs1.DigitalLink):
+        return [rec.handle]
+    prefix = rec.handle.partition("/")[0]
+    return [gs1.to_handle(level, prefix) for level in dl.ancestors()]
+
+
+def _flat(details: Mapping[str, object]) -> dict[str, str]:
+    """A recognised identifier's details as text (nested qualifiers, an Ecode's GS1 key…)."""
+
+    def text(v: object) -> str:
+        if isinstance(v, Mapping):
+            return ", ".join(f"{k}={text(x)}" for k, x in v.items())
+        if isinstance(v, list | tuple):
+            return ", ".join(text(x) for x in v)
+        return str(v)
+
+    return {str(k): text(v) for k, v in details.items() if v not in (None, "", {}, [], ())}
 
 
 async def resolve_page(request: web.Request) -> web.StreamResponse:
@@ -446,6 +479,7 @@ async def api_resolve(request: web.Request) -> web.StreamResponse:
             "responseCode": res.code,
             "message": res.message,
             "values": [lookup.show_value(v).__dict__ for v in res.values],
+            "aliases": [{"alias": a, "target": t} for a, t in res.aliases],
             "trace": [h.__dict__ for h in res.hops],
         }
     )
@@ -984,26 +1018,32 @@ async def chain_page(request: web.Request) -> web.StreamResponse:
     text = request.query.get("id", "").strip()
     if not text:
         return p.render("chain.html", q="", tree=None, count=0)
-    cache: dict[str, lookup.Resolution] = {}
+    from idr.core.request import Response
+    from idr.resolver.recursive import Resolution as Walked
+    from idr.resolver.recursive import supply_chain
+
     try:
         with request.app[WALKS_KEY].walk() as deadline:
+            walk = p.console.walk()
 
-            async def resolve(handle: str) -> lookup.Resolution:
-                """Traced, within what is left of the walk's time (then: not resolved)."""
-                if handle not in cache:
-                    try:
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            raise TimeoutError
-                        cache[handle] = await asyncio.wait_for(traced(p.console, handle), left)
-                    except TimeoutError:
-                        res = lookup.Resolution(query=handle, handle=handle)
-                        res.code, res.message = int(ResponseCode.SERVER_TOO_BUSY), p.t("chain.time")
-                        cache[handle] = res
-                return cache[handle]
+            async def resolve(handle: str) -> Walked:
+                """The walk, within what is left of the gate's time (then: not resolved)."""
+                try:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError
+                    return await asyncio.wait_for(walk(handle), left)
+                except TimeoutError:
+                    busy = Response(ResponseCode.SERVER_TOO_BUSY, handle, message=p.t("chain.time"))
+                    return Walked(handle, busy, [])
 
-            root = (await resolve(text)).handle
-            tree, count = await lookup.supply_chain(resolve, root)
+            try:
+                first = await asyncio.wait_for(traced(p.console, text), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return p.render(
+                    "message.html", status=503, title=p.t("chain.busy"), message=p.t("chain.time")
+                )
+            tree, count = lookup.chain_view(await supply_chain(resolve, first.handle))
     except WalksBusy as e:
         return p.render("message.html", status=503, title=p.t("chain.busy"), message=e.message)
     return p.render("chain.html", q=text, tree=tree, count=count)

@@ -206,6 +206,37 @@ async def build_map(service: Core, name: str, role: str, extra_sites: list[SiteV
                 *(_child(http, p, [site_view(s) for s in sites], 1) for p, sites in delegations(service))
             )
         )
+    return once_each(root)
+
+
+def _identity(node: MapNode) -> tuple[str, ...]:
+    """What makes two map entries one node: the addresses of its sites (else its name)."""
+    urls = sorted(u for s in node.sites for u in s.urls)
+    return tuple(urls) if urls else (node.name,)
+
+
+def once_each(root: MapNode) -> MapNode:
+    """Every node once. A node reached by several delegations (the Yibin plant: ``88.168.6``
+    through its secondary, ``GS1.6975310`` and ``ECODE.1.3206`` straight from the top) keeps
+    its deepest place — under the node that allocated its prefix — with every prefix merged."""
+    seen: dict[tuple[str, ...], list[tuple[int, MapNode, MapNode]]] = {}
+
+    def walk(parent: MapNode, depth: int) -> None:
+        for child in parent.children:
+            seen.setdefault(_identity(child), []).append((depth, parent, child))
+            walk(child, depth + 1)
+
+    walk(root, 1)
+    for key, places in seen.items():
+        keep = root if key == _identity(root) else max(places, key=lambda p: p[0])[2]
+        prefixes = set(keep.prefixes)
+        for _, parent, child in places:
+            if child is keep:
+                continue
+            prefixes.update(child.prefixes)
+            parent.children = [c for c in parent.children if c is not child]
+            keep.children += [c for c in child.children if c not in keep.children]
+        keep.prefixes = sorted(prefixes)
     return root
 
 
@@ -225,20 +256,17 @@ class MapCache:
             return self._map
 
     def counts(self) -> tuple[int, int]:
-        """(secondary, enterprise) nodes that answered, as of the last map."""
+        """(secondary, enterprise) nodes that answered, as of the last map, each counted once."""
         if self._map is None:
             return 0, 0
-        secondary = enterprise = 0
+        up: dict[tuple[str, ...], str] = {}
 
         def walk(n: MapNode) -> None:
-            nonlocal secondary, enterprise
             for c in n.children:
                 if c.up:
-                    if c.role == "secondary":
-                        secondary += 1
-                    elif c.role == "enterprise":
-                        enterprise += 1
+                    up[_identity(c)] = c.role
                 walk(c)
 
         walk(self._map)
-        return secondary, enterprise
+        roles = list(up.values())
+        return roles.count("secondary"), roles.count("enterprise")

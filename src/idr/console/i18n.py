@@ -68,6 +68,7 @@ LABELS: dict[str, tuple[str, str]] = {
     ),
     "res.go": ("Resolve", "解析"),
     "res.scheme": ("Recognised as", "识别为"),
+    "res.alias": ("is an alias (HS_ALIAS) of", "是以下标识的别名 (HS_ALIAS)"),
     "res.handle": ("Handle", "标识"),
     "res.values": ("Values", "标识值"),
     "res.index": ("Index", "索引"),

@@ -1,42 +1,34 @@
 """Resolution as the console shows it: values made readable, the trace across nodes, the supply chain.
 
-The trace follows the Handle System's own referrals (302 service / 303 prefix referral with
-``HS_SITE`` values) from this node to the node that holds the answer, timing each hop, so
-an operator sees *where* an answer came from and what each step cost. Remote hops use the
-target node's public HTTP resolution API (read-only, no credentials sent).
+The console resolves the way the federation does, with the recursive node's own engine
+(:class:`idr.resolver.recursive.RecursiveResolver`) — there is one referral walker in the
+code base. A recursive node's console uses its engine directly; any other node answers
+from its own store first and, when it refers (302/303) or holds nothing for the identifier
+(301), the engine continues from that referral or from the top service, timing every hop,
+so an operator sees *where* an answer came from and what each step cost. Queries to this
+node's own listeners are answered in-process (:class:`LocalFirst`).
 """
 
 from __future__ import annotations
 
-import re
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
-
-import aiohttp
 
 from idr.codec import rest
 from idr.codec.site import decode_site
 from idr.codec.values import decode_admin, decode_vlist
-from idr.console.fedmap import site_urls
-from idr.core.federation import site_name, sites_of
 from idr.core.interface import Core
-from idr.core.request import Op, Request
+from idr.core.request import Op, Request, Response
 from idr.model.errors import HandleError, ResponseCode
-from idr.model.handle import Handle
-from idr.model.site import SiteInfo
+from idr.model.site import ServerInfo, SiteInfo
 from idr.model.value import AdminPermission, HandleValue
+from idr.resolver.recursive import REFERRALS, RecursiveResolver, Transport, reference_of, server_address
+from idr.resolver.recursive import Hop as WalkHop
+from idr.resolver.recursive import Resolution as Walked
 
-MAX_HOPS = 8
-HOP_TIMEOUT = 3.0
-REFERRALS = (ResponseCode.SERVICE_REFERRAL, ResponseCode.PREFIX_REFERRAL)
-# What a value's data must look like to be followed as a reference to another identifier:
-# a numeric-rooted Handle prefix (88.100, 88.118.8, …) and a suffix — not a URL or an email.
-_HANDLE_REF = re.compile(r"^(?:hdl:)?(\d+(?:\.[0-9A-Za-z_-]+)*)/(\S+)$")
-_NOT_REFERENCES = {"URL", "EMAIL", "DESC", "HS_ADMIN", "HS_SITE", "HS_SITE.6", "HS_SERV", "HS_VLIST"}
+MAX_ALIAS_HOPS = 4  # as converged resolution and ``idr resolve`` follow a scheme name's HS_ALIAS
 
 
 # --------------------------------------------------------------------------- display of values
@@ -72,20 +64,6 @@ def _site_detail(site: SiteInfo) -> dict[str, Any]:
     }
 
 
-def reference_in(v: HandleValue) -> str | None:
-    """The identifier a value points at (its data is a handle), or None."""
-    if v.type.upper() in _NOT_REFERENCES or v.type.upper().startswith("HS_"):
-        return None
-    try:
-        text = v.data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        return None
-    m = _HANDLE_REF.match(text)
-    if m is None:
-        return None
-    return f"{m.group(1)}/{m.group(2)}"
-
-
 def show_value(v: HandleValue) -> ShownValue:
     t = v.type.upper()
 
@@ -110,7 +88,7 @@ def show_value(v: HandleValue) -> ShownValue:
     text = v.data.decode("utf-8")
     if t.startswith("URL") and text.lower().startswith(("http://", "https://")):
         return shown("url", text)
-    target = reference_in(v)
+    target = reference_of(v)
     if target is not None:
         return shown("handle", text, {"target": target})
     return shown("text", text)
@@ -130,14 +108,17 @@ class Hop:
 
 @dataclass
 class Resolution:
+    """One resolution as the resolve page shows it (``aliases``: (alias, target) followed)."""
+
     query: str
     handle: str
     scheme: str = "handle"
-    details: dict[str, object] = field(default_factory=dict)
+    details: dict[str, str] = field(default_factory=dict)
     code: int = int(ResponseCode.ERROR)
     message: str = ""
     values: tuple[HandleValue, ...] = ()
     hops: list[Hop] = field(default_factory=list)
+    aliases: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -147,77 +128,92 @@ class Resolution:
     def total_ms(self) -> float:
         return sum(h.ms for h in self.hops)
 
-    @property
-    def answered_by(self) -> str:
-        """The node the answer came from ("" when it came from a cache, which knows no node)."""
-        last = self.hops[-1] if self.hops else None
-        return last.node if last is not None and last.node not in ("cache", "in flight") else ""
+    @classmethod
+    def of(cls, query: str, walked: Walked) -> Resolution:
+        resp = walked.response
+        return cls(
+            query=query,
+            handle=resp.handle or walked.handle,
+            code=int(resp.code),
+            message=resp.message,
+            values=tuple(v for v in resp.values if v.public_read) if resp.ok else (),
+            hops=[
+                Hop(h.node, h.server or ("cache" if h.cached else ""), h.code, h.note, h.ms)
+                for h in walked.hops
+            ],
+        )
 
 
-RemoteFetch = Callable[[str, str], Awaitable[tuple[int, str, tuple[HandleValue, ...]]]]
+Walk = Callable[[str], Awaitable[Walked]]
 
 
-async def fetch_remote(base: str, handle: str) -> tuple[int, str, tuple[HandleValue, ...]]:
-    """One public resolution at another node's REST API: (response code, message, values)."""
-    url = f"{base}/api/handles/{quote(handle, safe='/')}"
-    # Reads only and no credentials: a peer's self-signed certificate is accepted here, the
-    # answer is displayed, never trusted for a write.
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    timeout = aiohttp.ClientTimeout(total=HOP_TIMEOUT)
-    async with (
-        aiohttp.ClientSession(timeout=timeout, trust_env=False) as http,
-        http.get(url, ssl=ctx if base.startswith("https") else True) as resp,
-    ):
-        doc = await resp.json(content_type=None)
-    if not isinstance(doc, dict):
-        return int(ResponseCode.ERROR), "answer is not a JSON object", ()
-    code = int(doc.get("responseCode", ResponseCode.ERROR))
-    values: tuple[HandleValue, ...] = ()
-    if isinstance(doc.get("values"), list) and doc["values"]:
-        values = rest.values_from_json(doc["values"])
-    return code, str(doc.get("message", "")), values
+class LocalFirst:
+    """A transport that answers queries to this node's own listeners in-process (the top's
+    console walking from its own site needs no socket, nor a native listener) and sends
+    every other query on through ``inner``."""
+
+    def __init__(self, service: Core, own: Callable[[], set[tuple[str, int]]], inner: Transport) -> None:
+        self.service = service
+        self.own = own
+        self.inner = inner
+
+    async def query(self, server: ServerInfo, request: Request, timeout: float) -> Response:
+        if server_address(server) in self.own():
+            return await self.service.submit(request)
+        return await self.inner.query(server, request, timeout)
 
 
-async def resolve_traced(
-    service: Core, node_name: str, handle: str, fetch: RemoteFetch = fetch_remote
-) -> Resolution:
-    """Resolve ``handle`` here, then follow referrals node by node, timing every hop."""
-    res = Resolution(query=handle, handle=handle)
-    t0 = time.perf_counter()
-    resp = await service.submit(Request(Op.RESOLUTION, handle))
-    res.hops.append(Hop(node_name, "local", int(resp.code), resp.message, (time.perf_counter() - t0) * 1000))
-    code, message, values = int(resp.code), resp.message, resp.values
-    seen: set[str] = set()
-    while code in REFERRALS and len(res.hops) < MAX_HOPS:
-        answered = False
-        for site in sites_of(values):
-            for base in site_urls(site):
-                if base in seen:
-                    continue
-                seen.add(base)
-                t0 = time.perf_counter()
-                try:
-                    code, message, values = await fetch(base, handle)
-                except (TimeoutError, aiohttp.ClientError, ValueError, HandleError) as e:
-                    ms = (time.perf_counter() - t0) * 1000
-                    res.hops.append(
-                        Hop(site_name(site), base, int(ResponseCode.ERROR), str(e) or "failed", ms)
-                    )
-                    continue
-                ms = (time.perf_counter() - t0) * 1000
-                res.hops.append(Hop(site_name(site), base, code, message, ms))
-                answered = True
-                break
-            if answered:
-                break
-        if not answered:
-            code, message, values = int(ResponseCode.ERROR), "no site of the referral answered", ()
-            break
-    res.code, res.message = code, message
-    res.values = values if code == ResponseCode.SUCCESS else ()
-    return res
+def walk_from(service: Core, name: str, engine: RecursiveResolver | None) -> Walk:
+    """How a node's console resolves one handle: a recursive node's own walk; any other node
+    answers here first, and ``engine`` continues what it refers (302/303) or does not hold (301)."""
+    trace = getattr(service, "trace", None)
+    if trace is not None:
+        recursive: Walk = trace
+        return recursive
+
+    async def walk(handle: str) -> Walked:
+        t0 = time.perf_counter()
+        try:
+            resp = await service.submit(Request(Op.RESOLUTION, handle))
+        except HandleError as e:
+            resp = Response(e.code, handle, message=e.message)
+        here = WalkHop(name, "local", handle, int(resp.code), (time.perf_counter() - t0) * 1000)
+        here.note = (
+            "referral"
+            if resp.code in REFERRALS
+            else "not held here"
+            if resp.code == ResponseCode.SERVER_NOT_RESPONSIBLE
+            else ""
+        )
+        if engine is None or resp.code not in (*REFERRALS, ResponseCode.SERVER_NOT_RESPONSIBLE):
+            return Walked(handle, resp, [here])
+        if resp.code in REFERRALS:
+            onward = await engine.follow(handle, resp)
+        else:
+            onward = await engine.resolve(handle)
+        return Walked(onward.handle, onward.response, [here, *onward.hops], onward.cached)
+
+    return walk
+
+
+async def following_aliases(walk: Walk, handle: str) -> tuple[Walked, list[tuple[str, str]]]:
+    """Resolve ``handle``; a record that is an alias (HS_ALIAS) gives way to its target's
+    (bounded), every hop kept. A GS1 key or an Ecode often names a record that has a handle
+    of its own: its scheme handle is an alias, and the console shows the one record."""
+    res = await walk(handle)
+    hops = list(res.hops)
+    followed: list[tuple[str, str]] = []
+    for _ in range(MAX_ALIAS_HOPS):
+        resp = res.response
+        alias = next((v for v in resp.values if v.type.upper() == "HS_ALIAS"), None) if resp.ok else None
+        if alias is None:
+            return Walked(res.handle, resp, hops, res.cached), followed
+        target = alias.data.decode("utf-8", "replace").strip()
+        followed.append((resp.handle or res.handle, target))
+        res = await walk(target)
+        hops += res.hops
+    message = f"more than {MAX_ALIAS_HOPS} aliases from {handle}"
+    return Walked(handle, Response(ResponseCode.ERROR, handle, message=message), hops), followed
 
 
 # --------------------------------------------------------------------------- supply chain
@@ -235,59 +231,42 @@ class ChainNode:
     truncated: bool = False
 
 
-MAX_CHAIN_NODES = 200
-MAX_CHAIN_DEPTH = 8
 _SUMMARY_TYPES = ("DESC", "MODEL", "NAME", "IDR.TEMPLATE")
 
 
-def _summary(values: tuple[HandleValue, ...]) -> str:
-    by_type = {v.type.upper(): v for v in values}
-    parts = []
-    for t in _SUMMARY_TYPES:
-        v = by_type.get(t)
-        if v is not None and rest.looks_like_text(v.data):
-            parts.append(v.data.decode("utf-8")[:120])
-    return " · ".join(parts)
-
-
-def references(values: tuple[HandleValue, ...]) -> list[tuple[str, str]]:
-    """``(value type, target handle)`` for every value that points at another identifier."""
-    out: list[tuple[str, str]] = []
-    for v in values:
-        target = reference_in(v)
-        if target is not None:
-            out.append((v.type, target))
-        for ref in v.references:
-            out.append((v.type, ref.handle))
-    return out
-
-
-async def supply_chain(resolve: Callable[[str], Awaitable[Resolution]], root: str) -> tuple[ChainNode, int]:
-    """Walk references breadth-first from ``root``; returns the tree and how many identifiers it holds."""
-    seen: set[str] = set()
+def chain_view(tree: dict[str, Any]) -> tuple[ChainNode, int]:
+    """The page's view of :func:`idr.resolver.recursive.supply_chain`'s tree, and how many
+    identifiers it holds (each counted once)."""
     count = 0
 
-    async def visit(handle: str, via: str, depth: int) -> ChainNode:
+    def view(n: dict[str, Any]) -> ChainNode:
         nonlocal count
-        key = handle.upper()
-        if key in seen:
-            return ChainNode(handle, via, True, "", "", repeated=True)
-        seen.add(key)
+        if n.get("cycle"):
+            return ChainNode(str(n["handle"]), str(n.get("via", "")), True, "", "", repeated=True)
         count += 1
-        try:
-            Handle.parse(handle)
-        except HandleError as e:
-            return ChainNode(handle, via, False, "", e.message)
-        r = await resolve(handle)
-        node = ChainNode(handle, via, r.ok, r.answered_by, _summary(r.values) if r.ok else r.message)
-        if not r.ok:
-            return node
-        for vtype, target in references(r.values):
-            if depth >= MAX_CHAIN_DEPTH or count >= MAX_CHAIN_NODES:
-                node.truncated = True
-                break
-            node.children.append(await visit(target, vtype, depth + 1))
-        return node
+        ok = n.get("code") == ResponseCode.SUCCESS
+        answered = [h["node"] for h in n.get("hops", []) if h.get("node") not in ("cache", "in flight")]
+        by_type = {str(k).upper(): str(v) for k, v in (n.get("values") or {}).items()}
+        summary = " · ".join(by_type[t][:120] for t in _SUMMARY_TYPES if t in by_type)
+        return ChainNode(
+            str(n["handle"]),
+            str(n.get("via", "")),
+            ok,
+            answered[-1] if answered and ok else "",
+            summary if ok else str(n.get("message", "")),
+            [view(c) for c in n.get("children", [])],
+            truncated=bool(n.get("truncated")),
+        )
 
-    tree = await visit(root, "", 0)
-    return tree, count
+    root = view(tree)
+    return root, count
+
+
+def site_of(service: Core) -> list[SiteInfo]:
+    """This node's own site(s) as published, else the one it listens as."""
+    from idr.console.fedmap import own_sites
+
+    sites = own_sites(service)
+    if not sites and service.site_info is not None:
+        sites = [service.site_info]
+    return sites

@@ -31,7 +31,7 @@ from idr.codec.wire import ProtocolError
 from idr.core.request import Request, Response
 from idr.core.service import NodeService
 from idr.core.site import server_info
-from idr.model.errors import HandleError, ResponseCode
+from idr.model.errors import ResponseCode
 from idr.model.handle import NA_PREFIX, Handle, normalize_key, prefix_handle
 from idr.model.site import SiteInfo
 from idr.model.value import AdminPermission, HandleRecord, HandleValue, ValueReference
@@ -122,18 +122,11 @@ def site_name(site: SiteInfo) -> str:
 
 
 class FederatedService(NodeService):
-    """A top, secondary or enterprise node: a ``NodeService`` that refers for what it delegates.
-
-    Also the place where registrations that claim an identifier data template are checked
-    (a secondary's business; any role may carry templates).
-    """
+    """A top, secondary or enterprise node: a ``NodeService`` that refers for what it delegates."""
 
     def __init__(self, store: Store, *, role: str = "standalone", **kwargs: Any) -> None:
         super().__init__(store, **kwargs)
         self.role = role
-        from idr.core.templates import TemplateRegistry
-
-        self.templates = TemplateRegistry.builtin()
         # What the assembler attaches for the HTTP routes (filing target, verifier…): opaque here.
         self.context: object | None = None
 
@@ -202,35 +195,6 @@ class FederatedService(NodeService):
             self.counters["resolutions"] += 1
             return referral
         return super().resolve(req)
-
-    # ------------------------------------------------------------- templates on writes
-
-    def create(self, req: Request) -> Response:
-        self._check_template(req.handle, req.values)
-        return super().create(req)
-
-    def add_values(self, req: Request) -> Response:
-        self._check_merged(req)
-        return super().add_values(req)
-
-    def modify_values(self, req: Request) -> Response:
-        self._check_merged(req)
-        return super().modify_values(req)
-
-    def _check_merged(self, req: Request) -> None:
-        try:
-            h = Handle.parse(req.handle)
-        except HandleError:
-            return  # the normal path reports it
-        rec = self._load(h.key)
-        merged = {v.index: v for v in (rec.values if rec else ())}
-        merged.update({v.index: v for v in req.values})
-        self._check_template(req.handle, list(merged.values()))
-
-    def _check_template(self, handle: str, values: Sequence[HandleValue]) -> None:
-        errors = self.templates.check(values)
-        if errors is not None:
-            raise HandleError(ResponseCode.INVALID_VALUE, errors.message(handle))
 
     # ------------------------------------------------------------- internal writes
 

@@ -66,6 +66,9 @@ def parse_line(service: NodeService, line: bytes) -> HandleRecord:
     if not service.is_responsible(h):
         raise ValueError(f"prefix of {name} is not homed on this node")
     values = check_values(values_from_json(doc.get("values"), name))
+    errors = service.templates.check(values)
+    if errors is not None:
+        raise ValueError("; ".join(f"{e.field}: {e.reason}" for e in errors.errors) + f" ({errors.template})")
     return HandleRecord(name, values)
 
 

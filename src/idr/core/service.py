@@ -27,6 +27,7 @@ from idr.core import authz
 from idr.core.interface import Listener, drops_everything
 from idr.core.request import WRITE_OPS, Op, Request, Response
 from idr.core.site import WRONG_SERVER, Peers, SiteShare
+from idr.core.templates import TemplateRegistry
 from idr.core.validate import check_values
 from idr.core.writes import NO_WAIT, PLANNING, Plan, Staged, WouldBlock, WriteJob, changed_keys
 from idr.model.errors import HandleError, ResponseCode
@@ -140,9 +141,12 @@ class NodeService:
         site_info: SiteInfo | None = None,
         clock: Callable[[], float] = time.time,
         max_list_page: int = 10_000,
+        templates: TemplateRegistry | None = None,
     ) -> None:
         self.store = store
         self.max_list_page = max_list_page  # the most handle names one list answer holds
+        # Identifier data templates, checked on every write of a record (core.templates).
+        self.templates = templates if templates is not None else TemplateRegistry.builtin()
         self.admins = tuple(ValueReference.parse(a) for a in admins)
         self.site_info = site_info
         self.clock = clock
@@ -812,6 +816,7 @@ class NodeService:
             stamped = self._require_replace(identity, h, existing, values, perm)
         name = str(h) if req.mint or existing is None else existing.handle
         record = HandleRecord(name, stamped)
+        self._check_template(str(h), existing, record)
         self._commit("create", identity, [Write(h.key, record)])
         self.counters["registrations"] += 1
         return Response(
@@ -936,8 +941,16 @@ class NodeService:
         self, h: Handle, record: HandleRecord, values: dict[int, HandleValue], op: str, actor: ValueReference
     ) -> Response:
         new = HandleRecord(record.handle, tuple(values[i] for i in sorted(values)))
+        self._check_template(str(h), record, new)
         self._commit(op, actor, [Write(h.key, new)])
         return Response(ResponseCode.SUCCESS, str(h))
+
+    def _check_template(self, handle: str, before: HandleRecord | None, after: HandleRecord) -> None:
+        """The record a write leaves must satisfy the template it claims (and keep claiming one):
+        creates, value changes and removals alike (core.templates)."""
+        errors = self.templates.check_change(before.values if before else None, after.values)
+        if errors is not None:
+            raise _fail(ResponseCode.INVALID_VALUE, errors.message(handle))
 
     def home(self, req: Request, home: bool) -> Response:
         identity = self._require_identity(req)

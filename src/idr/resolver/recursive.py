@@ -34,7 +34,7 @@ import asyncio
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -286,10 +286,28 @@ class RecursiveResolver:
         finally:
             self._inflight.pop(key, None)
 
-    async def _resolve_fresh(self, h: Handle) -> Resolution:
+    async def follow(self, handle: str, referral: Response) -> Resolution:
+        """Continue a resolution from a referral (302/303) another server gave for ``handle``:
+        the sites its values name are asked, and further referrals followed, exactly as in a
+        walk from the root (same budget, loop detection, failover). Not cached: the referral
+        came from outside the engine. How a node that holds part of the federation itself (the
+        top's console) resolves what it refers."""
+        h = Handle.parse(handle)
         budget = _Budget(self.limits)
+
+        async def walk() -> Response:
+            sites, _ = await self._sites_in(referral.values, budget, 0)
+            if not sites:
+                raise ResolutionFailed(ResponseCode.ERROR, f"the referral for {h} names no site")
+            resp, _ = await self._ask_following(sites, str(h), budget)
+            return resp
+
+        return Resolution(str(h), await self._bounded(h, walk(), budget), budget.hops)
+
+    async def _bounded(self, h: Handle, walk: Coroutine[Any, Any, Response], budget: _Budget) -> Response:
+        """``walk`` within the deadline; a failure becomes the answer that says why."""
         try:
-            resp = await asyncio.wait_for(self._walk(h, budget), self.limits.deadline)
+            resp = await asyncio.wait_for(walk, self.limits.deadline)
         except ResolutionFailed as e:
             self.counters["failures"] += 1
             resp = Response(e.code, str(h), message=e.message)
@@ -299,6 +317,11 @@ class RecursiveResolver:
                 ResponseCode.ERROR, str(h), message=f"no answer within {self.limits.deadline:g} s"
             )
         self.counters["queries"] += budget.queries
+        return resp
+
+    async def _resolve_fresh(self, h: Handle) -> Resolution:
+        budget = _Budget(self.limits)
+        resp = await self._bounded(h, self._walk(h, budget), budget)
         if resp.ok:
             self.answers.put(h.key, resp, answer_ttl(resp.values, self.clock(), self.limits))
         elif resp.code in NEGATIVE:
@@ -617,36 +640,49 @@ class RecursiveService:
 
 # ---------------------------------------------------------------------- supply-chain trace
 
-_HANDLE_TEXT = re.compile(r"^[0-9]+(\.[0-9A-Za-z]+)*/\S+$")
+# What a value's data must look like to be followed as a reference to another identifier: a
+# numeric-rooted Handle prefix (88.100, 88.118.8, …) and a suffix — not a URL or an e-mail.
+_HANDLE_TEXT = re.compile(r"^(?:hdl:)?([0-9]+(?:\.[0-9A-Za-z_-]+)*/\S+)$")
 _NOT_REFERENCES = ("URL", "EMAIL", "DESC", TEMPLATE_TYPE)
+
+
+def reference_of(v: HandleValue) -> str | None:
+    """The identifier a value's data names (``battery_pack`` → ``88.168.2/PACK-…``), or None."""
+    t = v.type.upper()
+    if t.startswith("HS_") or t in _NOT_REFERENCES:
+        return None
+    m = _HANDLE_TEXT.match(v.data.decode("utf-8", "replace").strip())
+    return m.group(1) if m else None
 
 
 def references_in(values: Sequence[HandleValue]) -> list[tuple[str, str]]:
     """``(value type, handle)`` for values that point at other identifiers (battery_pack, cell…)."""
     out: list[tuple[str, str]] = []
     for v in sorted(values, key=lambda v: v.index):
-        t = v.type.upper()
         for ref in v.references:
             out.append((v.type, ref.handle))
-        if t.startswith("HS_") or t in _NOT_REFERENCES:
-            continue
-        text = v.data.decode("utf-8", "replace").strip()
-        if _HANDLE_TEXT.match(text):
-            out.append((v.type, text))
+        target = reference_of(v)
+        if target is not None:
+            out.append((v.type, target))
     return out
 
 
 async def supply_chain(
-    resolver: RecursiveResolver, handle: str, *, max_depth: int = 6, max_nodes: int = 64
+    resolve: Callable[[str], Awaitable[Resolution]], handle: str, *, max_depth: int = 6, max_nodes: int = 64
 ) -> dict[str, Any]:
-    """The tree of identifiers reachable from ``handle`` by references, resolved through the
-    federation; depth- and size-bounded, and a handle seen before is not followed again."""
+    """The tree of identifiers reachable from ``handle`` by references, each resolved by
+    ``resolve`` (a recursive node's engine, or the console's walk through the federation);
+    depth- and size-bounded, and a handle seen before is not followed again."""
     seen: set[str] = set()
     budget = [max_nodes]
 
     async def visit(h: str, via: str, depth: int) -> dict[str, Any]:
         node: dict[str, Any] = {"handle": h, "via": via}
-        key = normalize_key(h)
+        try:
+            key = Handle.parse(h).key
+        except HandleError as e:
+            node.update(code=int(e.code), status=e.code.name, message=e.message)
+            return node
         if key in seen:
             node["cycle"] = True
             return node
@@ -656,7 +692,7 @@ async def supply_chain(
         seen.add(key)
         budget[0] -= 1
         try:
-            res = await resolver.resolve(h)
+            res = await resolve(h)
         except HandleError as e:
             node.update(code=int(e.code), status=e.code.name, message=e.message)
             return node

@@ -20,6 +20,7 @@ from idr.codec import rest
 from idr.core.federation import FederatedService
 from idr.core.interface import Core
 from idr.core.prefixes import Filing, FilingRegister, PrefixRegistry, audit_trail
+from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.value import ValueReference
 from idr.server.http import _identity, _require_tls  # the REST API's Basic-over-TLS identity
@@ -105,7 +106,12 @@ async def info(request: web.Request) -> web.Response:
 
 
 async def templates(request: web.Request) -> web.Response:
-    service = _fed(request)
+    """The identifier data templates this node enforces (any authoritative role, standalone too)."""
+    service = request.app[SERVICE]
+    if not isinstance(service, NodeService):
+        raise _fail(
+            ResponseCode.OPERATION_NOT_SUPPORTED, "a recursive node holds no identifiers and no templates"
+        )
     ref = request.match_info.get("ref", "")
     if ref:
         t = service.templates.get(ref)
@@ -265,7 +271,7 @@ async def trace(request: web.Request) -> web.Response:
     with gate.walk():
         try:
             async with asyncio.timeout(gate.seconds):
-                tree = await supply_chain(service.resolver, request.query.get("handle", ""), max_depth=depth)
+                tree = await supply_chain(service.trace, request.query.get("handle", ""), max_depth=depth)
         except TimeoutError:
             raise _fail(
                 ResponseCode.SERVER_TOO_BUSY,

@@ -61,6 +61,7 @@ from idr.server.auth import AuthGuard, VerifyLimits
 from idr.server.handler import NativeHandler, Outcome
 from idr.server.hotcache import MAX_SHAPES, AnswerCache, cache_key
 from idr.server.server_key import ServerKey, load_server_key
+from idr.server.tally import Tallies
 from idr.server.tcp import TcpLimits, TcpServerState
 from idr.server.udp import Amplification, UdpProtocol
 
@@ -136,6 +137,7 @@ class NativeServer:
     udp: UdpProtocol
     tcp: TcpServerState
     address: tuple[str, int]
+    tallies: Tallies
     warm_task: asyncio.Task[int] | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # learned-shape warms, log follower
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -201,8 +203,10 @@ async def start_server(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     options: NativeOptions | None = None,
+    tallies: Tallies | None = None,
 ) -> NativeServer:
     opts = options or NativeOptions()
+    tallies = tallies or Tallies()
     loop = asyncio.get_running_loop()
     cache = AnswerCache(opts.cache_entries)
     cache.responsible = service.is_responsible
@@ -226,11 +230,11 @@ async def start_server(
         max_per_source=opts.max_per_source,
         write_high=opts.write_high,
     )
-    state = TcpServerState(handler, cache, limits)
+    state = TcpServerState(handler, cache, limits, tallies["tcp"])
     try:
         server = await loop.create_server(state.factory, sock=tcp_sock) if tcp_sock is not None else None
         udp_transport, udp = await loop.create_datagram_endpoint(
-            lambda: UdpProtocol(handler, cache, opts.amplification), sock=udp_sock
+            lambda: UdpProtocol(handler, cache, opts.amplification, tallies["udp"]), sock=udp_sock
         )
     except BaseException:
         if tcp_sock is not None:
@@ -238,9 +242,13 @@ async def start_server(
         udp_sock.close()
         raise
     address = (host, udp_sock.getsockname()[1])
-    srv = NativeServer(handler, cache, udp, state, address)
+    srv = NativeServer(handler, cache, udp, state, address, tallies)
+    tallies.start_sampler()
 
     async def close() -> None:
+        await tallies.stop_sampler()
+        with contextlib.suppress(ValueError):
+            tallies["udp"].samplers.remove(udp.sample_next)
         if srv.warm_task is not None:
             srv.warm_task.cancel()
         for task in list(srv.tasks):
@@ -284,9 +292,10 @@ async def start_native(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     options: NativeOptions | None = None,
+    tallies: Tallies | None = None,
 ) -> tuple[tuple[str, int], Callable[[], Awaitable[None]]]:
     """The entry point ``idr.node.Node.start`` uses: ((host, port), async close)."""
-    srv = await start_server(service, host, port, options)
+    srv = await start_server(service, host, port, options, tallies)
     return srv.address, srv.close
 
 
@@ -493,6 +502,7 @@ async def _fill(
 
 FOLLOW_INTERVAL = 0.005  # s: how stale an extra worker's answers may be after a commit (+ one poll)
 WORKER_START_TIMEOUT = 60.0
+TALLY_INTERVAL = 1.0  # s: how often an extra worker reports its answer tallies to worker 0
 WORKER_STOP_TIMEOUT = 5.0
 
 
@@ -501,9 +511,13 @@ class Workers:
     """The extra worker processes of ``idr serve --workers N`` (worker 0 is the caller)."""
 
     procs: list[asyncio.subprocess.Process] = field(default_factory=list)
+    readers: list[asyncio.Future[None]] = field(default_factory=list)  # their tally reports
 
     async def close(self) -> None:
         """SIGTERM each, then SIGKILL whoever is still there after ``WORKER_STOP_TIMEOUT``."""
+        for r in self.readers:
+            r.cancel()
+        self.readers.clear()
         for p in self.procs:
             if p.returncode is None:
                 p.terminate()
@@ -517,11 +531,16 @@ class Workers:
 
 
 async def start_workers(
-    data_dir: str, count: int, address: tuple[str, int], options: NativeOptions | None = None
+    data_dir: str,
+    count: int,
+    address: tuple[str, int],
+    options: NativeOptions | None = None,
+    tallies: Tallies | None = None,
 ) -> Workers:
     """Start ``count`` UDP-only workers on ``address`` (SO_REUSEPORT; the caller's UDP socket must
     have it too) and wait until each has bound its socket. Each opens the node in ``data_dir``
-    itself (its own store connection and caches) and follows the store's log."""
+    itself (its own store connection and caches) and follows the store's log. Each reports its
+    answer tallies on its stdout every second; they land in ``tallies.workers``."""
     opts = options or NativeOptions()
     args = [
         "--data",
@@ -560,11 +579,31 @@ async def start_workers(
             line = await asyncio.wait_for(proc.stdout.readline(), WORKER_START_TIMEOUT)
             if not line.startswith(b"READY"):
                 raise OSError(f"worker {i} did not start (exit code {await proc.wait()})")
-            # nothing more is read from its stdout: the worker writes no more to it
+            workers.readers.append(asyncio.ensure_future(_read_reports(i, proc.stdout, tallies or Tallies())))
     except BaseException:
         await workers.close()
         raise
     return workers
+
+
+async def _read_reports(worker: int, stdout: asyncio.StreamReader, tallies: Tallies) -> None:
+    """A worker's ``TALLY <json>`` lines (cumulative) → ``tallies.workers[worker]``."""
+    import json
+
+    while line := await stdout.readline():
+        if line.startswith(b"TALLY "):
+            with contextlib.suppress(ValueError):
+                tallies.workers[worker] = json.loads(line[6:])
+
+
+async def _report_tallies(tallies: Tallies) -> None:
+    """In a worker process: this worker's cumulative tallies to worker 0, every second."""
+    import json
+
+    while True:
+        await asyncio.sleep(TALLY_INTERVAL)
+        sys.stdout.write("TALLY " + json.dumps(tallies.snapshot(), separators=(",", ":")) + "\n")
+        sys.stdout.flush()
 
 
 def _die_with_parent() -> None:
@@ -643,9 +682,11 @@ async def _worker(data: Path, host: str, port: int, opts: NativeOptions) -> None
             loop.add_signal_handler(sig, stop.set)
         sys.stdout.write(f"READY {os.getpid()}\n")
         sys.stdout.flush()
+        reporter = loop.create_task(_report_tallies(srv.tallies))
         try:
             await stop.wait()
         finally:
+            reporter.cancel()
             await srv.close()
     finally:
         if runtime is not None:

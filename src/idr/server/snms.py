@@ -19,8 +19,10 @@ Applications written against Teleinfo's SNMS-compatible interface (teleinfo-dev/
 The template version is stored as value 1001 of type ``TEMPLATE`` (index 1001 is reserved
 for it, so clients may not send it). Values are strings (``format: "string"``); HS_* values
 (admin, keys) are the Handle System's own and are neither shown nor replaced here. An update
-replaces all other values in one write. Metadata templates themselves are not implemented:
-``templateVersion`` is stored, not enforced.
+replaces all other values in one write. ``templateVersion`` names one of the node's identifier
+data templates (its ref ``id@version``, its id, or the ``snms_version`` its file declares,
+``idr.core.templates``) and the core enforces it as on every other write path: a bad field or
+an unknown template is a business failure (-2) whose message lists the failing fields.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, cast
 
 from idr.codec.bodies import is_sdk_resolution
@@ -35,6 +36,7 @@ from idr.model.errors import ResponseCode
 from idr.server.answers import bare_error
 from idr.server.handler import NativeHandler, Outcome
 from idr.server.hotcache import AnswerCache, cache_key, patch
+from idr.server.tally import NOT_FOUND_LOW, Tally
 
 log = logging.getLogger("idr.native.tcp")
 
@@ -69,10 +71,13 @@ class TcpLimits:
 
 
 class TcpServerState:
-    def __init__(self, handler: NativeHandler, cache: AnswerCache, limits: TcpLimits) -> None:
+    def __init__(
+        self, handler: NativeHandler, cache: AnswerCache, limits: TcpLimits, tally: Tally | None = None
+    ) -> None:
         self.handler = handler
         self.cache = cache
         self.limits = limits
+        self.tally = tally or Tally()  # every answer counted (idr.server.tally)
         self.connections: set[TcpConnection] = set()
         self.per_source: dict[Any, int] = {}
         self.refused = 0  # connections closed at once (global or per-source limit)
@@ -205,6 +210,8 @@ class TcpConnection(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         cache = self.state.cache
+        tally = self.state.tally
+        hot = tally.hot
         while not self.closing and not self.write_paused and len(self.buf) >= ENVELOPE_SIZE:
             length = int.from_bytes(self.buf[16:20], "big")
             if self.buf[0] != PROTOCOL_MAJOR or length > MAX_MESSAGE_LENGTH:
@@ -226,12 +233,17 @@ class TcpConnection(asyncio.Protocol):
             data = bytes(self.buf[:end])
             del self.buf[:end]
             self._arm()
+            t0 = time.perf_counter() if tally.probe else 0.0  # a latency sample is due (~20/s)
             ka = data[28] & KA_BYTE if len(data) >= MIN_REQUEST else 0
             answer = cache.data.get(_key(data, ka))
             if answer is not None:  # hot path: pre-encoded answer
                 out = patch(answer, data)
                 out[28] |= ka
                 transport.write(out)
+                hot[answer[27]] += 1  # counted by response code (its low byte: hotcache codes)
+                if t0:
+                    tally.probe = False
+                    tally.observe(time.perf_counter() - t0)
                 if not self._keep(data):
                     self._close()
                     return
@@ -239,19 +251,23 @@ class TcpConnection(asyncio.Protocol):
             negative = cache.not_found(data)
             if negative is not None:  # warm cache: a handle the store does not hold
                 transport.write(patch(negative, data))
+                hot[NOT_FOUND_LOW] += 1
                 if not self._keep(data):
                     self._close()
                     return
                 continue
+            t0 = time.perf_counter()
             generation = cache.generation
             result = self.state.handler.handle(data, self.peer, udp=False, conn=self)
             if isinstance(result, Outcome):
-                if not self._reply(result, data, generation):
+                if not self._reply(result, data, generation, t0):
                     return
                 continue
             self.busy = True
 
-            async def run(coro: Any = result, data: bytes = data, generation: int = generation) -> None:
+            async def run(
+                coro: Any = result, data: bytes = data, generation: int = generation, t0: float = t0
+            ) -> None:
                 try:
                     out = await coro
                 except asyncio.CancelledError:
@@ -261,20 +277,21 @@ class TcpConnection(asyncio.Protocol):
                     self._close()
                     return
                 self.busy = False
-                if self._reply(out, data, generation):
+                if self._reply(out, data, generation, t0):
                     self._drain()
 
             self.task = asyncio.get_running_loop().create_task(run())
             return
         self._flow()
 
-    def _reply(self, out: Outcome, data: bytes, generation: int) -> bool:
+    def _reply(self, out: Outcome, data: bytes, generation: int, t0: float) -> bool:
         """Write the answer; False when the connection is (being) closed."""
         transport = self.transport
         if transport is None or self.closing or transport.is_closing():
             return False
         if out.messages:
             transport.write(b"".join(out.messages))
+            self.state.tally.answered_message(out.messages[0], time.perf_counter() - t0)
         if out.handle_key is not None and len(out.messages) == 1 and len(data) >= MIN_REQUEST:
             ka = data[28] & KA_BYTE
             answer = out.messages[0]

@@ -48,6 +48,7 @@ from idr.codec.wire import ProtocolError
 from idr.server.handler import NativeHandler, Outcome
 from idr.server.hotcache import AnswerCache, cache_key, patch
 from idr.server.limits import RateTable, source_network
+from idr.server.tally import NOT_FOUND_LOW, Tally
 
 log = logging.getLogger("idr.native.udp")
 
@@ -75,25 +76,39 @@ class Amplification:
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, handler: NativeHandler, cache: AnswerCache, amp: Amplification) -> None:
+    def __init__(
+        self, handler: NativeHandler, cache: AnswerCache, amp: Amplification, tally: Tally | None = None
+    ) -> None:
         self.handler = handler
         self.cache = cache
         self.amp = amp
         self.budget = RateTable(amp.rate, amp.burst, amp.max_sources)
         self.over_budget = 0  # large answers not sent whole because the budget was spent
+        self.tally = tally or Tally()  # every answer counted (idr.server.tally)
+        self._hot = self.tally.hot
+        self.tally.samplers.append(self.sample_next)
         self.reassembler = Reassembler(max_pending=1024, max_bytes=4 * 1024 * 1024, timeout=5.0)
         self.transport: asyncio.DatagramTransport | None = None
         self.inflight: set[asyncio.Task[None]] = set()
         # A cached answer this small always passes the amplification rule.
         self.fast_limit = MAX_UDP_PACKET if amp.factor is None else min(MAX_UDP_PACKET, amp.floor)
         self.slow = 0
-        self.hits = 0
         self._get = cache.data.get  # the dict object lives as long as the cache (clear() empties it)
         self._sendto: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
         self._sendto = self.transport.sendto
+
+    @property
+    def hits(self) -> int:
+        """Answers from memory (pre-encoded and not-found templates)."""
+        return sum(self._hot)
+
+    def sample_next(self) -> None:
+        """Time the next datagram (the tally's sampler, ~20/s). The instance attribute shadows
+        the method for one call, so the hot path itself carries no test for it."""
+        self.__dict__["datagram_received"] = self._timed
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         # ---- hot path: no decoding, one key, one lookup, one copy with two patches, one send
@@ -103,7 +118,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
             out[8:12] = data[8:12]
             out[36:40] = data[36:40]
             self._sendto(out, addr)
-            self.hits += 1
+            self._hot[answer[27]] += 1  # counted by response code (its low byte: hotcache codes)
             return
         # ---- warm cache: a plain resolution of a handle the store does not hold
         if len(data) < ENVELOPE_SIZE:
@@ -111,8 +126,21 @@ class UdpProtocol(asyncio.DatagramProtocol):
         negative = self.cache.not_found(data)
         if negative is not None:
             self._sendto(patch(negative, data), addr)
+            self._hot[NOT_FOUND_LOW] += 1
             return
-        # ---- slow path
+        self._slow(data, addr)
+
+    def _timed(self, data: bytes, addr: Any) -> None:
+        """One datagram with its hot-path latency observed (the slow path times itself)."""
+        self.__dict__.pop("datagram_received", None)
+        before = self.hits
+        t0 = time.perf_counter()
+        UdpProtocol.datagram_received(self, data, addr)
+        if self.hits != before:
+            self.tally.observe(time.perf_counter() - t0)
+
+    def _slow(self, data: bytes, addr: Any) -> None:
+        t0 = time.perf_counter()
         self.slow += 1
         whole = True
         request = data
@@ -127,11 +155,13 @@ class UdpProtocol(asyncio.DatagramProtocol):
         generation = self.cache.generation
         result = self.handler.handle(request, addr[0], udp=True, whole=whole)
         if isinstance(result, Outcome):
-            self._send(result, request, addr, generation, whole)
+            self._send(result, request, addr, generation, whole, t0)
         else:
-            self._spawn(result, request, addr, generation)
+            self._spawn(result, request, addr, generation, t0)
 
-    def _spawn(self, coro: Coroutine[Any, Any, Outcome], request: bytes, addr: Any, generation: int) -> None:
+    def _spawn(
+        self, coro: Coroutine[Any, Any, Outcome], request: bytes, addr: Any, generation: int, t0: float
+    ) -> None:
         if len(self.inflight) >= MAX_INFLIGHT:
             coro.close()
             return
@@ -142,17 +172,19 @@ class UdpProtocol(asyncio.DatagramProtocol):
             except Exception:
                 log.exception("native UDP request failed")
                 return
-            self._send(out, request, addr, generation, False)
+            self._send(out, request, addr, generation, False, t0)
 
         task = asyncio.get_running_loop().create_task(run())
         self.inflight.add(task)
         task.add_done_callback(self.inflight.discard)
 
-    def _send(self, out: Outcome, request: bytes, addr: Any, generation: int, whole: bool) -> None:
+    def _send(self, out: Outcome, request: bytes, addr: Any, generation: int, whole: bool, t0: float) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         amp = self.amp
+        if out.messages:
+            self.tally.answered_message(out.messages[0], time.perf_counter() - t0)
         for message in out.messages:
             size = wire_size(message)
             if out.authenticated or amp.free(size, len(request)):
