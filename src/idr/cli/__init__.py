@@ -9,6 +9,7 @@ from idr.cli import federation as _federation
 from idr.cli import gs1 as _gs1
 from idr.cli import node as _node
 from idr.cli import replication as _replication
+from idr.cli import site as _site
 from idr.cli import sites as _sites
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ _federation.register(app)
 _replication.register(app)
 _gs1.register(app)
 _sites.register(app)
+_site.register(app)
 
 
 def main() -> None:

@@ -234,6 +234,8 @@ class SiteLinkServer:
             elif op == "delete":
                 n = await service.take_records([(str(k), None) for k in msg["keys"]])
                 await ch.send_json({"n": n})
+            elif op == "reshare":
+                await ch.send_json(await reshare(service))
             else:
                 raise LinkError(f"unknown site link operation {op!r}")
         except HandleError as e:
@@ -242,6 +244,47 @@ class SiteLinkServer:
             await ch.send_json(
                 {"error": f"bad site link message: {e}", "code": int(ResponseCode.PROTOCOL_ERROR)}
             )
+
+
+# --------------------------------------------------------------------------- re-sharing
+
+
+async def reshare(service: NodeService, batch: int = 500) -> dict[str, int]:
+    """Move every record this server holds that the site's hash (its current ``[site]``) gives
+    another server: each batch stored at its new owner as it is (values, timestamps), then
+    deleted here, one logged transaction each — an interrupted run leaves every record on
+    one server or both, never none, and running it again finishes the move."""
+    from idr.model.handle import NA_PREFIX, normalize_key
+
+    peers = service.peers
+    if service.share is None or not isinstance(peers, SitePeers):
+        raise HandleError(ResponseCode.OPERATION_NOT_SUPPORTED, "this server is not one of a site of several")
+    store = service.store
+    scopes = [normalize_key(NA_PREFIX), *(normalize_key(p) for p in service.homed_prefixes())]
+    moved = kept = 0
+    for scope in dict.fromkeys(scopes):
+        after: str | None = None
+        while True:
+            names = await asyncio.to_thread(store.list_handles, scope, after, batch)
+            if not names:
+                break
+            after = normalize_key(names[-1])
+            keys = [normalize_key(n) for n in names]
+            by_owner: dict[int, list[str]] = {}
+            for k in keys:
+                owner = service.site_owner(k)
+                if owner is None:
+                    kept += 1
+                else:
+                    by_owner.setdefault(owner, []).append(k)
+            for owner, move in by_owner.items():
+                found = await asyncio.to_thread(store.get_many, move)
+                records = [(k, found[k]) for k in move if k in found]
+                await asyncio.to_thread(peers.put, owner, records)
+                await service.take_records([(k, None) for k, _ in records])
+                moved += len(records)
+    log.info("re-sharing: %d records moved to other servers of the site, %d kept", moved, kept)
+    return {"moved": moved, "kept": kept}
 
 
 # --------------------------------------------------------------------------- the client
@@ -368,6 +411,11 @@ class SitePeers:
 
     def delete(self, index: int, keys: Sequence[str]) -> int:
         return int(self._json(index, JSON, orjson.dumps({"op": "delete", "keys": list(keys)}))["n"])
+
+    def reshare(self, index: int) -> dict[str, int]:
+        """Have server ``index`` move what the site's hash now gives others (``reshare``)."""
+        doc = self._json(index, JSON, orjson.dumps({"op": "reshare"}))
+        return {"moved": int(doc["moved"]), "kept": int(doc["kept"])}
 
     # ------------------------------------------------------------------ plumbing
 
