@@ -91,6 +91,11 @@ def test_four_servers_on_postgres_each_hold_their_share(
     procs, info = site
     published = [(s.host, s.port_for(TransportProtocol.TCP)) for s in info.servers]
     assert published == [("127.0.0.1", p.native) for p in procs]
+    # What `idr federation site --data` prints (and `federation join` writes at the parent):
+    # the whole site, as every server publishes it.
+    configured = json.loads(idr("federation", "site", "--data", str(procs[1].data), "--json").stdout)
+    ports = [[i["port"] for i in s["interfaces"] if i["protocol"] == "TCP"] for s in configured["servers"]]
+    assert ports == [[p.native] for p in procs]
     # The prefix handle (the admin's identity) lives on one server only.
     ph = owner(info, "0.NA/88.100")
     assert [("0.NA/88.100" in _handles_in(c.dsn())) for c in pg_servers] == [i == ph for i in range(SERVERS)]
