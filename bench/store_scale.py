@@ -115,7 +115,7 @@ class Sampler:
         return self.peak
 
 
-def run_engine(engine: str, n: int, batch: int, seconds: float, partitions: int) -> None:
+def run_engine(engine: str, n: int, batch: int, seconds: float, partitions: int, search: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"idr-bench-{engine}-"))
     cluster: PgCluster | None = None
     sampler: Sampler | None = None
@@ -123,7 +123,7 @@ def run_engine(engine: str, n: int, batch: int, seconds: float, partitions: int)
         if engine == "sqlite":
             from idr.store.sqlite import SqliteStore
 
-            store: Store = SqliteStore(workdir / "node.db")
+            store: Store = SqliteStore(workdir / "node.db", search_mode=search)
         else:
             from idr.store.pgcluster import start_cluster
             from idr.store.postgres import PostgresStore
@@ -132,7 +132,7 @@ def run_engine(engine: str, n: int, batch: int, seconds: float, partitions: int)
             # during the load; durability settings stay at their safe defaults.
             cluster = start_cluster(shared_buffers="2GB", max_wal_size="8GB", checkpoint_timeout="15min")
             sampler = Sampler(cluster.server_pss_bytes)
-            store = PostgresStore(cluster.dsn(), partitions=partitions, pool_size=4)
+            store = PostgresStore(cluster.dsn(), partitions=partitions, pool_size=4, search_mode=search)
         rng = random.Random(42)
         marks = sorted({min(MILLION, n), n})
         done = 0
@@ -236,16 +236,24 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=10_000, help="records per bulk_load transaction")
     ap.add_argument("--seconds", type=float, default=10.0, help="duration of each get-rate run")
     ap.add_argument("--partitions", type=int, default=16, help="PostgreSQL hash partitions")
+    ap.add_argument(
+        "--search-index", default="full", choices=("full", "exact", "off"), help="reverse-lookup index mode"
+    )
     ap.add_argument("--engine", help=argparse.SUPPRESS)  # internal: run one engine in this process
     args = ap.parse_args()
     if args.engine:
-        run_engine(args.engine, args.n, args.batch, args.seconds, args.partitions)
+        run_engine(args.engine, args.n, args.batch, args.seconds, args.partitions, args.search_index)
         return
-    print(f"store_scale: N={args.n:,}, batch={args.batch:,}, 3 values per identifier", flush=True)
+    print(
+        f"store_scale: N={args.n:,}, batch={args.batch:,}, 3 values per identifier, "
+        f"search index {args.search_index}",
+        flush=True,
+    )
     for engine in args.engines.split(","):
         subprocess.run(
             [sys.executable, __file__, "--engine", engine, "--n", str(args.n), "--batch", str(args.batch),
-             "--seconds", str(args.seconds), "--partitions", str(args.partitions)],
+             "--seconds", str(args.seconds), "--partitions", str(args.partitions),
+             "--search-index", args.search_index],
             check=True,
         )  # fmt: skip
 

@@ -64,11 +64,11 @@ def open_store(config: NodeConfig) -> Store:
     if config.store == "sqlite":
         from idr.store.sqlite import SqliteStore
 
-        return SqliteStore(config.db_path)
+        return SqliteStore(config.db_path, search_mode=config.search.index)
     if config.store == "postgres":
         from idr.store.postgres import PostgresStore
 
-        return PostgresStore(config.dsn, read_only=config.standby)
+        return PostgresStore(config.dsn, read_only=config.standby, search_mode=config.search.index)
     raise ValueError(f"unknown store engine {config.store!r}")
 
 
@@ -88,6 +88,20 @@ def _replica_gate(config: NodeConfig) -> Callable[[], None]:
             )
 
     return gate
+
+
+def trust_roots(config: NodeConfig) -> list[Any]:
+    """The public keys of ``[trust] roots`` (paths relative to the data directory)."""
+    from idr.resolver.keys import KeyFileError, load_trust_root
+
+    keys = []
+    for name in config.trust.roots:
+        path = Path(name) if Path(name).is_absolute() else config.data_dir / name
+        try:
+            keys.append(load_trust_root(path))
+        except KeyFileError as e:
+            raise ConfigError(f"{config.path}: [trust] roots: {e}") from e
+    return keys
 
 
 def _standby_gate() -> None:
@@ -135,6 +149,7 @@ def open_service(config: NodeConfig) -> Core:
         "admins": config.admins,
         "cache_entries": config.limits.cache_entries,
         "max_list_page": config.limits.max_list_page,
+        "search_access": config.search.access,
         "templates": templates,
     }
     try:
@@ -149,7 +164,11 @@ def open_service(config: NodeConfig) -> Core:
                     f"under [federation] in {config.data_dir / 'federation.toml'} (idr init --root)"
                 )
             return RecursiveService(
-                store, RecursiveResolver(root_sites(settings), NativeTransport()), **kwargs
+                store,
+                RecursiveResolver(root_sites(settings), NativeTransport()),
+                trust_roots=trust_roots(config),
+                trust_enforce=config.trust.enforce,
+                **kwargs,
             )
         if config.role in ("top", "secondary", "enterprise"):
             service = make_service(config.role, store, **kwargs)

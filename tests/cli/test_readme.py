@@ -24,6 +24,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 SECTIONS = (
     "Using a node",
     "HTTP API (Handle.Net 9 REST shapes)",
+    "Reverse lookup (`/hrls/handles`)",
     "Native Handle protocol (UDP and TCP, port 2641)",
     "GS1 keys",
 )
@@ -131,4 +132,11 @@ def test_readme_node_examples_run_as_written(
     assert scanned["compressed"].startswith("https://id.gs1.org/")
     curl = [out for line, out in ran if line.startswith("curl")]
     assert '"responseCode":1' in curl[0].replace(" ", "")  # the imported BAT-2024-000001
-    assert "302" in curl[-1].split("\n")[0] or "301" in curl[-1].split("\n")[0]  # the proxy redirect
+    proxy = next(out for line, out in ran if line.startswith("curl -ki"))
+    assert "302" in proxy.split("\n")[0] or "301" in proxy.split("\n")[0]  # the proxy redirect
+    hrls = next(out for line, out in ran if "/hrls/handles" in line)
+    # the two imported handles and the one the PUT example made, in key order
+    found = json.JSONDecoder().raw_decode(hrls)[0]  # curl's progress meter follows on stderr
+    assert found == ["88.100/BAT-2024-000001", "88.100/bench-0", "88.100/x"]
+    walk = next(out for line, out in ran if "--root" in line)
+    assert "https://example.org/b" in walk and "SUCCESS" in walk

@@ -73,10 +73,14 @@ def test_idle_expiry_short_until_authenticated_then_the_clients_timeout() -> Non
     assert long.timeout == 600  # capped
     clock.t += 61
     assert t.find(anon.id) is None
-    assert t.find(auth.id) is auth  # used: its idle clock restarts
-    clock.t += 299
     assert t.find(auth.id) is auth
-    clock.t += 301
+    t.touch(auth)  # its owner used it (a verified MAC): the idle clock restarts
+    clock.t += 299
+    assert t.find(auth.id) is auth  # found, but not touched: a stranger naming it keeps nothing alive
+    clock.t += 2
+    assert t.find(auth.id) is None
+    t.touch(long)
+    clock.t += 601
     assert t.find(auth.id) is None
     assert t.find(long.id) is None and len(t) == 0
 

@@ -30,7 +30,7 @@ from idr.codec.bodies import (
 from idr.codec.credential import CREDENTIAL_MAC, CREDENTIAL_SIGNED
 from idr.codec.envelope import OpCode, OpFlag
 from idr.codec.keys import decode_public_key, encode_public_key
-from idr.codec.message import Message, decode_message, encode_message
+from idr.codec.message import Message, decode_message, encode_message, request_digest
 from idr.codec.signing import mac_message, verify_mac, verify_message
 from idr.codec.sm2 import SM2PrivateKey
 from idr.model.errors import ResponseCode
@@ -335,3 +335,45 @@ async def test_client_refuses_an_answer_signed_by_another_key(node: NativeNode) 
         with pytest.raises(ClientError, match="signature"):
             await c.create("88.100/never", [HandleValue(1, "URL", b"x")])
     assert node.service.store.get("88.100/NEVER") is None
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_hdllibs_captured_setup_request_is_answered(node: NativeNode, transport: str) -> None:
+    """The bytes hdllib 9.2 sent the reference server (tests/vectors/sessions), sent to idr."""
+    raw = (
+        Path(__file__).resolve().parents[1] / "vectors" / "sessions" / "hdllib_setup_request.bin"
+    ).read_bytes()
+    request = decode_message(raw)
+    if transport == "udp":
+        c = HandleClient(node.host, node.port, timeout=TIMEOUT, retries=1)
+        answer = decode_message(await c.send_udp(raw))
+    else:
+        answer = await exchange(node, raw)
+    assert answer.response_code == ResponseCode.SUCCESS and answer.request_id == request.request_id
+    assert answer.request_digest == request_digest(request, answer.request_digest.alg)  # type: ignore[union-attr]
+    assert verify_message(answer, decode_public_key(server_key("rsa").public_bytes))
+    assert isinstance(answer.body, SessionSetupResponse) and isinstance(request.body, SessionSetupRequest)
+    client = keys.DHPublicKey.decode(request.body.public_key)
+    server = keys.DHPublicKey.decode(answer.body.data[4:])
+    assert (server.p, server.g) == (client.p, client.g) and answer.body.data[:4] == b"\0\0\0\3"
+    session = node.server.handler.sessions.find(answer.session_id)
+    assert session is not None and session.claimed == ValueReference("0.NA/88.100", 300)
+    assert session.key is not None and len(session.key) == 32 and session.version == (2, 11)
+
+
+async def test_an_extra_udp_worker_leaves_session_setup_to_worker_0(tmp_path: Path) -> None:
+    """A UDP-only worker of ``idr serve --workers`` would hold sessions worker 0 (TCP) does not
+    know: it does not answer a setup, so hdllib's UDP attempt times out and it uses TCP."""
+    node = await start_node(tmp_path, NativeOptions(server_key=server_key("rsa"), tcp=False))
+    try:
+        c = HandleClient(node.host, node.port, timeout=0.5, retries=0)
+        dh = keys.DHPrivateKey.generate().public_key().encode()
+        body = SessionSetupRequest(KEY_EXCHANGE_DH, 60, "", -1, dh)
+        with pytest.raises(ClientError, match="no answer"):
+            await c.request(build_request(OpCode.SESSION_SETUP, body, flags=OpFlag.CT), transport="udp")
+        assert len(node.server.handler.sessions) == 0
+        resolved = await c.resolve("88.100/bench-0")  # it still answers what it is for
+        assert resolved.response_code == ResponseCode.SUCCESS
+    finally:
+        await node.server.close()
+        node.service.close()

@@ -16,10 +16,16 @@ from idr.store.postgres import PostgresStore
 
 from . import pg
 
-# name → open (or re-open) the engine's storage for one test, given that test's tmp_path.
+# name → open (or re-open) the engine's storage for one test, given that test's tmp_path,
+# with the reverse-lookup index mode asked for (None: the store's own).
+OPENERS_WITH: dict[str, Callable[[Path, str | None], Store]] = {
+    "sqlite": lambda d, mode: SqliteStore(d / "node.db", search_mode=mode),
+    "postgres": lambda d, mode: PostgresStore(
+        pg.database_for(d), partitions=4, pool_size=4, search_mode=mode
+    ),
+}
 OPENERS: dict[str, Callable[[Path], Store]] = {
-    "sqlite": lambda d: SqliteStore(d / "node.db"),
-    "postgres": lambda d: PostgresStore(pg.database_for(d), partitions=4, pool_size=4),
+    name: (lambda d, _open=opener: _open(d, None)) for name, opener in OPENERS_WITH.items()
 }
 
 
@@ -57,6 +63,24 @@ def reopen(store: Store, request: pytest.FixtureRequest, tmp_path: Path) -> Iter
 
     def _open() -> Store:
         s = OPENERS[engine](tmp_path)
+        opened.append(s)
+        return s
+
+    yield _open
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def reopen_with(
+    store: Store, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[str | None], Store]]:
+    """``reopen`` with a reverse-lookup index mode (the caller closes ``store`` first)."""
+    engine = request.node.callspec.params["store"]
+    opened: list[Store] = []
+
+    def _open(mode: str | None) -> Store:
+        s = OPENERS_WITH[engine](tmp_path, mode)
         opened.append(s)
         return s
 

@@ -12,7 +12,7 @@ import base64
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -36,6 +36,11 @@ from idr.resolver.client import (
     resolve_http,
 )
 from idr.resolver.keys import KeyFileError, generate, load_private_key, load_public_key, write_key_pair
+from idr.resolver.trust import TrustReport, verify_record
+
+if TYPE_CHECKING:
+    from idr.codec.keys import PublicKey
+    from idr.resolver.recursive import RecursiveResolver
 
 out = Console()
 T = TypeVar("T")
@@ -134,6 +139,50 @@ async def _http_url(host: str, port: int, timeout: float) -> str:
     fail(f"{host}:{port} publishes no HTTP interface; give --via URL")
 
 
+class _Walker:
+    """``idr resolve --root``: the recursion engine (``idr.resolver.recursive``, the one
+    referral walker a recursive node runs) in this process, from the top node's sites."""
+
+    def __init__(self, roots: list[tuple[str, int]], timeout: float) -> None:
+        self.roots = roots
+        self.timeout = timeout
+        self.engine: RecursiveResolver | None = None
+
+    async def fetch(
+        self, handle: str, types: tuple[str, ...], indexes: tuple[int, ...], trace: bool
+    ) -> tuple[int, str, tuple[HandleValue, ...], str]:
+        from idr.cli.federation import print_resolution_trace
+        from idr.core.request import Op, Request
+        from idr.resolver.recursive import Limits, RecursiveResolver, RecursiveService
+        from idr.resolver.transport import NativeTransport, root_sites
+
+        if self.engine is None:
+            sites = await root_sites(self.roots, timeout=min(self.timeout, 2.0))
+            # One query waits at most the per-attempt timeout; the whole walk four of them.
+            limits = Limits(timeout=min(self.timeout, 2.0), deadline=self.timeout * 4)
+            self.engine = RecursiveResolver(sites, NativeTransport(), limits=limits)
+        res = await self.engine.resolve(handle)
+        resp = RecursiveService._shape(Request(Op.RESOLUTION, handle, indexes, types), res.response)
+        if trace:
+            doc = {
+                "handle": resp.handle or handle,
+                "status": resp.code.name,
+                "hops": [hop.to_json() for hop in res.hops],
+                "message": resp.message,
+            }
+            print_resolution_trace(doc, values=False)
+        return int(resp.code), resp.message, resp.values, resp.handle or handle
+
+
+def _trust_root(path: Path) -> PublicKey:
+    from idr.resolver.keys import load_trust_root
+
+    try:
+        return load_trust_root(path)
+    except KeyFileError as e:
+        fail(str(e))
+
+
 def _run(coro: Awaitable[T]) -> T:
     async def main() -> T:
         return await coro
@@ -181,7 +230,7 @@ def _print_values(handle: str, values: tuple[HandleValue, ...], as_json: bool) -
 
 def referral_text(handle: str, code: ResponseCode, values: tuple[HandleValue, ...]) -> str:
     """Where a 302/303 sends the client: each site named by the referral, with the command that
-    asks it (this client does not walk referrals; a recursive node does)."""
+    asks it (without --root this client does not walk referrals; a recursive node does)."""
     from idr.cli.sites import site_spec
     from idr.console.fedmap import site_urls
     from idr.core.federation import site_name, sites_of
@@ -287,9 +336,13 @@ def _admin(
     session: bool = False,
     certify: bool = False,
     handle: str = "",
+    *,
+    echo: bool = False,
 ) -> None:
-    """Run ``action`` at ``server``; on a site of several servers, at the one holding
-    ``handle`` when ``server`` answers that the hash gives it to another (301)."""
+    """Run ``action`` as the authenticated identity at ``server`` — on a site of several
+    servers, at the one holding ``handle`` when ``server`` answers that the hash gives it to
+    another (301); print what it returns (``echo``: as plain text, for output other programs
+    read, such as handle lists)."""
     host, port = _server(server)
     authenticator = _authenticator(auth, key, secret)
 
@@ -307,7 +360,11 @@ def _admin(
                     address = owner
         raise AssertionError("unreachable")
 
-    out.print(_run(go()))
+    result = _run(go())
+    if echo:
+        typer.echo(result)
+    else:
+        out.print(result)
 
 
 def register(app: typer.Typer) -> None:
@@ -349,14 +406,44 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         timeout: TimeoutOpt = 5.0,
+        root: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--root",
+                metavar="HOST:PORT",
+                envvar="IDR_ROOT",
+                help="resolve as a Handle client from the top node (repeatable, primary first): "
+                "its sites from 0.NA/0.NA, then the prefix's service, following referrals and "
+                "choosing each site's server by the handle's hash — no recursive node needed",
+            ),
+        ] = None,
+        verify: Annotated[
+            bool,
+            typer.Option(
+                "--verify",
+                help="check the record's HS_SIGNATURE values back to a --trust-root: tampered, "
+                "unsigned or untrusted values are reported and the exit code is 1",
+            ),
+        ] = False,
+        trust_root: Annotated[
+            list[Path] | None,
+            typer.Option(
+                "--trust-root",
+                envvar="IDR_TRUST_ROOTS",
+                help="a public key you trust as root of signature chains (PEM or HS_PUBKEY bytes; "
+                "repeatable)",
+            ),
+        ] = None,
     ) -> None:
         """Resolve ID and print its values.
 
         Identifiers of other schemes are sent in root form (GS1/01/…, ECODE/…): a
-        recursive node locates the prefix that holds them. A scheme identifier whose record
-        is an alias (HS_ALIAS) is followed to the record it names."""
+        recursive node (or --root) locates the prefix that holds them. A scheme identifier
+        whose record is an alias (HS_ALIAS) is followed to the record it names."""
         if udp + tcp + http > 1:
             fail("choose one of --udp, --tcp, --http")
+        if root and (http or tcp or via):
+            fail("--root walks the federation over the native protocol: not with --http, --tcp or --via")
         types, indexes = tuple(type_ or ()), tuple(index or ())
         scheme, tries = _identifier(handle)
         if scheme != "handle":
@@ -370,8 +457,12 @@ def register(app: typer.Typer) -> None:
 
         Answer = tuple[int, str, tuple[HandleValue, ...], str]
 
+        walker = _Walker([_server(r) for r in root or ()], timeout) if root else None
+
         async def fetch(h: str) -> Answer:
             """(code, message, values, the handle that answered) from the server."""
+            if walker is not None:
+                return await walker.fetch(h, types, indexes, trace)
             if http:
                 try:
                     values = await resolve_http(
@@ -403,7 +494,7 @@ def register(app: typer.Typer) -> None:
         async def go() -> Answer:
             answer: Answer = (ResponseCode.HANDLE_NOT_FOUND, "", (), "")
             for h in tries:  # a GS1 key with qualifiers falls back to less specific records
-                if trace:
+                if trace and walker is None:
                     await show_trace(h)
                 answer = await fetch(h)
                 if answer[0] not in (ResponseCode.HANDLE_NOT_FOUND, ResponseCode.VALUES_NOT_FOUND):
@@ -414,12 +505,39 @@ def register(app: typer.Typer) -> None:
                     break
                 target = alias.data.decode("utf-8", "replace")
                 out.print(f"[dim]{answer[3]} is an alias of {target}[/]", highlight=False)
-                if trace:
+                if trace and walker is None:
                     await show_trace(target)
                 answer = await fetch(target)
             return answer
 
-        code, message, values, answered = _run(go())
+        async def lookup(h: str) -> tuple[HandleValue, ...] | None:
+            """A record's public values, the way this command resolves (for --verify)."""
+            if walker is not None:
+                got = await walker.fetch(h, (), (), False)
+            elif http:
+                try:
+                    return await resolve_http(base, h, insecure=insecure, timeout=timeout)
+                except ResponseError:
+                    return None
+            else:
+                async with HandleClient(host, port, timeout=timeout) as client:
+                    msg = await client.resolve(h, transport="tcp")
+                if not isinstance(msg.body, ResolutionResponse):
+                    return None
+                return msg.body.values
+            return got[2] if got[0] == ResponseCode.SUCCESS else None
+
+        async def go_verify() -> tuple[Answer, TrustReport | None]:
+            answer = await go()
+            if not verify or answer[0] != ResponseCode.SUCCESS:
+                return answer, None
+            record = await lookup(answer[3]) or ()
+            return answer, await verify_record(answer[3], record, lookup, roots)
+
+        roots = [_trust_root(p) for p in trust_root or ()]
+        if verify and not roots:
+            fail("--verify needs the keys you trust: --trust-root FILE (PEM or HS_PUBKEY bytes)")
+        (code, message, values, answered), report = _run(go_verify())
         if code in (ResponseCode.SERVICE_REFERRAL, ResponseCode.PREFIX_REFERRAL):
             # A referral is an answer (as a DNS referral is): where to ask, not a failure.
             out.print(referral_text(answered or handle, ResponseCode(code), values), highlight=False)
@@ -427,6 +545,12 @@ def register(app: typer.Typer) -> None:
         if code != ResponseCode.SUCCESS:
             fail(str(ResponseError(code, message)))
         _print_values(answered if scheme != "handle" else handle, values, as_json)
+        if report is not None:
+            for line in report.lines():
+                style = "green" if report.ok else ("red" if line.split(":")[0].isupper() else "yellow")
+                out.print(f"[{style}]{line}[/]", highlight=False)
+            if not report.ok:
+                raise typer.Exit(1)
 
     @app.command()
     def create(
@@ -539,6 +663,136 @@ def register(app: typer.Typer) -> None:
             return f"deleted {handle}"
 
         _admin(server, auth, key, secret, timeout, act, session, certify, handle)
+
+    @app.command("list")
+    def list_(
+        prefix: Annotated[
+            str | None,
+            typer.Argument(help="the prefix (88.100 or 0.NA/88.100) whose handles to list"),
+        ] = None,
+        homed: Annotated[
+            bool, typer.Option("--homed", help="list the prefixes the server is home to instead")
+        ] = False,
+        auth: AuthOpt = None,
+        key: KeyOpt = None,
+        secret: SecretOpt = None,
+        server: ServerOpt = "127.0.0.1:2641",
+        timeout: TimeoutOpt = 5.0,
+        session: SessionOpt = False,
+        certify: CertifyOpt = False,
+    ) -> None:
+        """List the handles under PREFIX (LIST_HANDLES over TCP, as an admin of the prefix with
+        the list-handles right), one per line; or with --homed the server's homed prefixes."""
+        if homed == (prefix is not None):
+            fail("give a PREFIX, or --homed for the server's homed prefixes")
+
+        async def act(c: HandleClient) -> str:
+            names = await c.list_homed() if homed else await c.list_handles(prefix or "")
+            return "\n".join(names) if names else "(none)"
+
+        if homed and auth is None:  # anyone may ask which prefixes a server is home to
+            host, port = _server(server)
+
+            async def anonymous() -> str:
+                async with HandleClient(host, port, timeout=timeout) as c:
+                    return await act(c)
+
+            typer.echo(_run(anonymous()))
+            return
+        _admin(server, auth, key, secret, timeout, act, session, certify, echo=True)
+
+    @app.command()
+    def batch(
+        batch_file: Annotated[Path, typer.Argument(metavar="FILE", help="a Handle.Net batch file")],
+        log_file: Annotated[
+            Path | None, typer.Argument(metavar="[LOGFILE]", help="write the log here instead of stdout")
+        ] = None,
+        verbose: Annotated[
+            bool, typer.Option("--verbose", "-verbose", help="also list what was parsed")
+        ] = False,
+        auth: AuthOpt = None,
+        key: KeyOpt = None,
+        secret: SecretOpt = None,
+        server: ServerOpt = "127.0.0.1:2641",
+        timeout: TimeoutOpt = 10.0,
+        session: SessionOpt = False,
+    ) -> None:
+        """Run a Handle.Net batch file (hdl-genericbatch's format): CREATE, ADD, MODIFY, REMOVE,
+        DELETE, HOME, UNHOME, AUTHENTICATE, SESSIONSETUP — docs/batch.md.
+
+        Operations go to --server (HOME/UNHOME to the server they name); the identity is the
+        file's AUTHENTICATE or --auth with --key/--secret. Each operation is logged as
+        GenericBatch logs it, with its line number; the exit code is 1 if any failed or was
+        invalid."""
+        from idr.resolver.batch import parse_batch, run_batch
+
+        try:
+            text = batch_file.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            fail(f"cannot read {batch_file}: {e}")
+        ops = parse_batch(text)
+        start_auth = _authenticator(auth, key, secret) if auth is not None else None
+        try:
+            sink = log_file.open("w", encoding="utf-8") if log_file is not None else None
+        except OSError as e:
+            fail(f"cannot write {log_file}: {e.strerror or e}")
+
+        def log(line: str) -> None:
+            if sink is not None:
+                sink.write(line + "\n")
+                sink.flush()
+            else:
+                typer.echo(line)
+
+        if verbose:
+            for op in ops:
+                log(f"parsed: {op}")
+        try:
+            report = _run(
+                run_batch(
+                    ops,
+                    _server(server),
+                    auth=start_auth,
+                    timeout=timeout,
+                    session=session,
+                    log=log,
+                    line_count=len(text.splitlines()),
+                )
+            )
+        finally:
+            if sink is not None:
+                sink.close()
+        if not report.ok:
+            raise typer.Exit(1)
+
+    def homing(home: bool) -> Callable[..., None]:
+        """``idr home`` and ``idr unhome``: one command each, the same shape."""
+
+        def command(
+            prefix: Annotated[str, typer.Argument(help="the prefix, e.g. 88.100.7 (or 0.NA/88.100.7)")],
+            auth: AuthOpt = None,
+            key: KeyOpt = None,
+            secret: SecretOpt = None,
+            server: ServerOpt = "127.0.0.1:2641",
+            timeout: TimeoutOpt = 5.0,
+            session: SessionOpt = False,
+            certify: CertifyOpt = False,
+        ) -> None:
+            async def act(c: HandleClient) -> str:
+                await (c.home(prefix) if home else c.unhome(prefix))
+                return f"{'homed' if home else 'unhomed'} {prefix}"
+
+            _admin(server, auth, key, secret, timeout, act, session, certify)
+
+        command.__doc__ = (
+            "Make the server home to PREFIX (HOME_NA): it then answers for PREFIX/… itself."
+            if home
+            else "Stop the server being home to PREFIX (UNHOME_NA); its handles stay stored."
+        )
+        return command
+
+    app.command("home")(homing(True))
+    app.command("unhome")(homing(False))
 
     @app.command()
     def keygen(

@@ -94,6 +94,37 @@ class ReplicationConfig:
     auto_promote_after: float = 0.0  # mirror: promote itself after the primary is gone this long (0 = off)
 
 
+SEARCH_ACCESS = ("anonymous", "authenticated", "admins")
+SEARCH_INDEX = ("full", "exact", "off")
+
+
+@dataclass
+class SearchConfig:
+    """``[search]``: reverse lookup (``/hrls/handles``, docs/search.md).
+
+    ``access``: who may search — ``anonymous`` (anyone), ``authenticated`` (any identity that
+    authenticates to this node; the default, as Handle.Net's reverse-lookup service sits
+    behind a login), ``admins`` (the node's admins only). ``index``: ``full`` (exact, prefix
+    and substring patterns indexed), ``exact`` (exact and prefix only: less disk, substring
+    patterns scan the type's values) or ``off``; the store is rebuilt to it when it starts.
+    """
+
+    access: str = "authenticated"
+    index: str = "full"
+
+
+@dataclass
+class TrustConfig:
+    """``[trust]``: record signatures (docs/signatures.md). ``roots``: files with the public
+    keys a signature chain may end at (PEM or HS_PUBKEY bytes; relative to the data directory).
+    A recursive node with roots checks every signed record it resolves and reports the result
+    (``/api/federation/resolve``); with ``enforce`` a record whose check fails is answered as
+    an error naming what failed, on every front-end."""
+
+    roots: list[str] = field(default_factory=list)
+    enforce: bool = False
+
+
 @dataclass
 class SiteConfig:
     """``[site]``: this server's part in a site of several servers (``idr.core.site``;
@@ -154,6 +185,8 @@ class NodeConfig:
     http_limits: HttpLimits = field(default_factory=HttpLimits)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     site: SiteConfig = field(default_factory=SiteConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
 
     @property
     def path(self) -> Path:
@@ -179,6 +212,8 @@ class NodeConfig:
         http_limits = raw.get("http", {})
         replication = raw.get("replication", {})
         site = raw.get("site", {})
+        search = raw.get("search", {})
+        trust = raw.get("trust", {})
         try:
             cfg = cls(
                 data_dir=Path(data_dir),
@@ -196,6 +231,8 @@ class NodeConfig:
                 http_limits=HttpLimits(**http_limits),
                 replication=ReplicationConfig(**replication),
                 site=SiteConfig(**site),
+                search=SearchConfig(**search),
+                trust=TrustConfig(**trust),
             )
         except TypeError as e:
             raise ConfigError(f"{path}: {e}") from e
@@ -212,6 +249,15 @@ class NodeConfig:
         cfg.site.check(str(path))
         if cfg.site.multi and cfg.role == "recursive":
             raise ConfigError(f"{path}: a recursive node holds nothing to spread over a site: remove [site]")
+        if cfg.search.access not in SEARCH_ACCESS:
+            raise ConfigError(
+                f"{path}: [search] access must be one of {', '.join(SEARCH_ACCESS)}, "
+                f"not {cfg.search.access!r}"
+            )
+        if cfg.search.index not in SEARCH_INDEX:
+            raise ConfigError(
+                f"{path}: [search] index must be one of {', '.join(SEARCH_INDEX)}, not {cfg.search.index!r}"
+            )
         if cfg.role not in ROLES:
             raise ConfigError(f"{path}: role must be one of {', '.join(ROLES)}, not {cfg.role!r}")
         return cfg
@@ -230,6 +276,8 @@ class NodeConfig:
             "limits": asdict(self.limits),
             "native": asdict(self.native_limits),
             "http": asdict(self.http_limits),
+            "search": asdict(self.search),
+            **({"trust": asdict(self.trust)} if self.trust.roots else {}),
         }
         if self.replication.listen:
             doc["replication"] = asdict(self.replication)

@@ -25,6 +25,9 @@ class Op(IntEnum):
     HOME_NA = OpCode.HOME_NA
     UNHOME_NA = OpCode.UNHOME_NA
     LIST_HOMED_NAS = OpCode.LIST_HOMED_NAS
+    # idr's own, with no wire opcode (negative: no u32 opcode maps to it): reverse lookup,
+    # Handle.Net's separate /hrls service, answered by the core like any request.
+    SEARCH = -1
 
 
 WRITE_OPS = frozenset(
@@ -59,6 +62,8 @@ class Request:
     # site holds is relayed to it — for clients that do not hash (HTTP). False: answered
     # 301 "hashed incorrectly", as the Handle protocol says (native clients hash themselves).
     relay: bool = True
+    terms: tuple[tuple[str, str], ...] = ()  # search: (type, pattern) pairs, all must hold
+    offset: int = 0  # search: matches to skip (the reverse-lookup service's ``page``)
 
 
 @dataclass(frozen=True, slots=True)

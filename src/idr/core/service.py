@@ -36,6 +36,7 @@ from idr.model.site import SiteInfo
 from idr.model.value import AdminPermission, AdminRecord, HandleRecord, HandleValue, ValueReference
 from idr.store.base import Commit, Store, StoreError, Write
 from idr.store.cache import MISSING, RecordCache
+from idr.store.search import SearchError, check_page, make_terms
 
 # Homed prefixes are records too (so they are logged and replicated), under a reserved
 # prefix that no request can reach: ``0.HOMED/<PREFIX>`` → record named by the prefix.
@@ -141,10 +142,12 @@ class NodeService:
         site_info: SiteInfo | None = None,
         clock: Callable[[], float] = time.time,
         max_list_page: int = 10_000,
+        search_access: str = "authenticated",
         templates: TemplateRegistry | None = None,
     ) -> None:
         self.store = store
         self.max_list_page = max_list_page  # the most handle names one list answer holds
+        self.search_access = search_access  # [search] access: anonymous | authenticated | admins
         # Identifier data templates, checked on every write of a record (core.templates).
         self.templates = templates if templates is not None else TemplateRegistry.builtin()
         self.admins = tuple(ValueReference.parse(a) for a in admins)
@@ -454,7 +457,7 @@ class NodeService:
             return Response(e.code, req.handle, message=e.message)
 
     # Reads that always leave the event loop: they walk the store beyond one record.
-    _OFF_LOOP: ClassVar[frozenset[Op]] = frozenset({Op.LIST_HANDLES})
+    _OFF_LOOP: ClassVar[frozenset[Op]] = frozenset({Op.LIST_HANDLES, Op.SEARCH})
 
     def answer_now(self, req: Request) -> Response | None:
         """A read's answer if it needs no waiting: from the record cache (any engine) or an
@@ -518,6 +521,8 @@ class NodeService:
                 return self.home(req, False)
             case Op.LIST_HOMED_NAS:
                 return Response(ResponseCode.SUCCESS, handles=tuple(sorted(self.homed_prefixes())))
+            case Op.SEARCH:
+                return self.search(req)
         raise _fail(ResponseCode.OPERATION_NOT_SUPPORTED, f"operation {req.op} not supported")
 
     # ----------------------------------------------------------------- a site of several servers
@@ -774,6 +779,29 @@ class NodeService:
             return sorted(found, key=normalize_key)[:n]
 
         return SiteListing(count, names)
+
+    def search(self, req: Request) -> Response:
+        """Reverse lookup: handles with values of each term's type matching its pattern
+        (``idr.store.search``), for whom ``[search] access`` allows. Only public values are
+        indexed, so a search shows nothing a resolution would not."""
+        if self.search_access != "anonymous":
+            identity = self._require_identity(req)
+            if self.search_access == "admins" and not self.is_server_admin(identity):
+                raise _fail(ResponseCode.INSUFFICIENT_PERMISSIONS, f"{identity} may not search: admins only")
+        try:
+            terms = make_terms(req.terms)
+            limit, offset = check_page(req.page_size, req.offset)
+            handles = self.store.search(terms, limit, offset)
+        except SearchError as e:
+            code = (
+                ResponseCode.OPERATION_NOT_SUPPORTED
+                if self.store.search_mode == "off"
+                else ResponseCode.PROTOCOL_ERROR
+            )
+            raise _fail(code, str(e)) from e
+        except StoreError as e:
+            raise _fail(ResponseCode.ERROR, f"storage failure: {e}") from e
+        return Response(ResponseCode.SUCCESS, handles=tuple(handles))
 
     # ----------------------------------------------------------------- writes
 

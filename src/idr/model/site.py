@@ -87,16 +87,28 @@ class SiteInfo:
 
     def server_for(self, handle: str) -> ServerInfo:
         """The server of this site responsible for ``handle`` (RFC 3652 §3.3.2, Handle.Net
-        ``SiteInfo.determineServerNum``): MD5 of the upper-cased hashed part, last four bytes
-        as a signed int, Java ``Math.abs``, modulo the number of servers."""
+        ``SiteInfo.determineServerNum``): ``handle_hash`` modulo the number of servers."""
         if not self.servers:
             raise ValueError("site has no servers")
         if len(self.servers) == 1:
             return self.servers[0]
-        prefix, _, suffix = handle.partition("/")
-        part = {HashOption.PREFIX: prefix, HashOption.SUFFIX: suffix}.get(self.hash_option, handle)
-        digest = hashlib.md5(part.upper().encode("utf-8"), usedforsecurity=False).digest()
-        n = int.from_bytes(digest[-4:], "big", signed=True)
-        # Java's Math.abs(Integer.MIN_VALUE) stays negative and its modulo then fails; that
-        # one hash in 2**32 is the only place Python's abs differs, and there we pick 2**31 % n.
-        return self.servers[abs(n) % len(self.servers)]
+        return self.servers[handle_hash(handle, self.hash_option) % len(self.servers)]
+
+
+_ASCII_UPPER = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz", b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def handle_hash(handle: str, option: HashOption = HashOption.WHOLE) -> int:
+    """Handle.Net ``SiteInfo.getHandleHash``: MD5 of the hashed part's UTF-8 bytes with ASCII
+    letters upper-cased (only those: ``ß`` stays ``ß``), the digest's last four bytes as a
+    signed big-endian int, Java ``Math.abs``. A handle without ``/`` has prefix ``0.NA`` and
+    is all suffix, as ``Util.getPrefixPart``/``getSuffixPart`` split it.
+
+    Java's ``Math.abs(Integer.MIN_VALUE)`` stays negative (and its modulo then fails in Java);
+    for that one hash in 2**32 this returns 2**31, which at least picks a server."""
+    prefix, slash, suffix = handle.partition("/")
+    if not slash:
+        prefix, suffix = "0.NA", handle
+    part = {HashOption.PREFIX: prefix, HashOption.SUFFIX: suffix}.get(option, handle)
+    digest = hashlib.md5(part.encode("utf-8").translate(_ASCII_UPPER), usedforsecurity=False).digest()
+    return abs(int.from_bytes(digest[-4:], "big", signed=True))

@@ -282,7 +282,9 @@ class HandleClient:
         server_key = await self.published_key()
         identity = self.auth.identity if self.auth is not None else None
         body, private = setup_body(identity)
-        req = build_request(OpCode.SESSION_SETUP, body, flags=OpFlag.CT | OpFlag.RD)
+        # KA as _tcp_exchange would add it: the answer's digest is of the request as sent
+        keep = OpFlag.KA if self.keep_alive else 0
+        req = build_request(OpCode.SESSION_SETUP, body, flags=OpFlag.CT | OpFlag.RD | keep)
         async with self._tcp_lock:
             answer = _check((await self._tcp_exchange(req))[0])
         try:
@@ -295,7 +297,8 @@ class HandleClient:
         """SESSION_TERMINATE, MACed; the session is forgotten whatever the answer."""
         session, self.session = self.session, None
         if session is not None:
-            req = session.sign(build_request(OpCode.SESSION_TERMINATE, GenericRequest("")))
+            keep = OpFlag.KA if self.keep_alive else 0
+            req = session.sign(build_request(OpCode.SESSION_TERMINATE, GenericRequest(""), flags=keep))
             async with self._tcp_lock:
                 await self._tcp_exchange(req)
 
@@ -304,7 +307,9 @@ class HandleClient:
         server has forgotten it, as ``HandleResolver`` does on codes ≥ 500)."""
         for attempt in range(2):
             session = self.session or await self.open_session()
-            signed = session.sign(replace(msg, opflags=msg.opflags | (OpFlag.CT if self.certify else 0)))
+            # every flag set before the MAC (KA too, which _tcp_exchange would add after it)
+            flags = (OpFlag.CT if self.certify else 0) | (OpFlag.KA if self.keep_alive else 0)
+            signed = session.sign(replace(msg, opflags=msg.opflags | flags))
             async with self._tcp_lock:
                 answers = await self._tcp_exchange(signed)
             if answers[0].response_code >= ResponseCode.SESSION_TIMEOUT and attempt == 0:

@@ -12,6 +12,7 @@ import base64
 import binascii
 import os
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -52,7 +53,13 @@ def _pem(label: str, der: bytes) -> bytes:
 
 
 def load_private_key(path: Path, passphrase: bytes | None = None) -> PrivateKey:
+    """A PEM private key file, or a Handle.Net one (``privkey.bin``; ``handle_private_key``)."""
     data = _read(path)
+    if b"-----BEGIN" not in data and len(data) >= 4 and int.from_bytes(data[:4], "big") <= _MAX_ENCRYPT:
+        try:
+            return handle_private_key(data, passphrase)
+        except ValueError as e:
+            raise KeyFileError(f"{path}: {e}") from e
     try:
         key = serialization.load_pem_private_key(data, passphrase)
     except UnsupportedAlgorithm as e:  # the SM2 curve, for one
@@ -65,6 +72,92 @@ def load_private_key(path: Path, passphrase: bytes | None = None) -> PrivateKey:
     if not isinstance(key, rsa.RSAPrivateKey | dsa.DSAPrivateKey | ed25519.Ed25519PrivateKey):
         raise KeyFileError(f"{path}: key type {type(key).__name__} is not RSA, DSA, Ed25519 or SM2")
     return key
+
+
+# Handle.Net key files (``Util.encrypt``/``decrypt``, ``getBytesFromPrivateKey``): a u32
+# encryption scheme, then the key bytes, in clear or encrypted with a passphrase.
+_ENCRYPT_NONE = 1
+_ENCRYPT_PBKDF2_DESEDE = 3
+_ENCRYPT_PBKDF2_AES = 4  # what hdl-keygen writes when given a passphrase
+_MAX_ENCRYPT = 9  # Common.MAX_ENCRYPT: a scheme number is below it, a key type name is longer
+
+
+def _fields(data: bytes, count: int) -> list[bytes]:
+    """``count`` length-prefixed byte arrays (u32 big-endian length, bytes), as Handle.Net's
+    ``Encoder.writeByteArray`` writes them."""
+    out, pos = [], 0
+    for _ in range(count):
+        if pos + 4 > len(data):
+            raise ValueError("truncated Handle.Net key data")
+        n = int.from_bytes(data[pos : pos + 4], "big")
+        if n > len(data) - pos - 4:
+            raise ValueError("truncated Handle.Net key data")
+        out.append(data[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+    return out
+
+
+def handle_private_key(data: bytes, passphrase: bytes | None = None) -> PrivateKey:
+    """A private key in Handle.Net's file format (``hdl-keygen``'s ``privkey.bin``, the keys a
+    GenericBatch ``AUTHENTICATE PUBKEY`` names): unencrypted, or encrypted with PBKDF2-HMAC-SHA1
+    and AES-128-CBC (the default) or DESede-CBC. ``ValueError`` says what is wrong."""
+    from cryptography.hazmat.primitives import hashes, padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+
+    scheme = int.from_bytes(data[:4], "big")
+    body = data[4:]
+    if scheme in (_ENCRYPT_PBKDF2_AES, _ENCRYPT_PBKDF2_DESEDE):
+        if not passphrase:
+            raise ValueError("the Handle.Net key file is encrypted: give its passphrase")
+        (salt,) = _fields(body, 1)
+        rest = body[4 + len(salt) :]
+        if len(rest) < 8:
+            raise ValueError("truncated Handle.Net key file")
+        iterations, bits = int.from_bytes(rest[:4], "big"), int.from_bytes(rest[4:8], "big")
+        if not 0 < iterations <= 10_000_000 or bits not in (128, 192, 256):
+            raise ValueError("unreadable encryption parameters in the Handle.Net key file")
+        iv, ciphertext = _fields(rest[8:], 2)
+        # Java's PBEKeySpec holds each passphrase byte as a char and PBKDF2 encodes chars as UTF-8.
+        secret = passphrase.decode("latin-1").encode("utf-8")
+        key = PBKDF2HMAC(hashes.SHA1(), bits // 8, salt, iterations).derive(secret)
+        if scheme == _ENCRYPT_PBKDF2_AES:
+            algorithm: algorithms.AES | Any = algorithms.AES(key)
+        else:
+            from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+
+            algorithm = TripleDES(key)
+        try:
+            decryptor = Cipher(algorithm, modes.CBC(iv)).decryptor()
+            padded = decryptor.update(ciphertext) + decryptor.finalize()
+            unpadder = padding.PKCS7(algorithm.block_size).unpadder()
+            body = unpadder.update(padded) + unpadder.finalize()
+        except ValueError as e:
+            raise ValueError("cannot decrypt the Handle.Net key file: wrong passphrase?") from e
+    elif scheme != _ENCRYPT_NONE:
+        raise ValueError(
+            f"Handle.Net key file encryption scheme {scheme} is not supported (only none, "
+            "PBKDF2-AES and PBKDF2-DESede): re-encrypt it with hdl-convert-key or use PEM"
+        )
+    (kind,) = _fields(body, 1)
+    ints = body[4 + len(kind) :]
+    try:
+        if kind == b"RSA_PRIVCRT_KEY":
+            n, pub_e, d, p, q, dp, dq, qi = (int.from_bytes(f, "big") for f in _fields(ints, 8))
+            return rsa.RSAPrivateNumbers(p, q, d, dp, dq, qi, rsa.RSAPublicNumbers(pub_e, n)).private_key()
+        if kind == b"DSA_PRIV_KEY":
+            x, p, q, g = (int.from_bytes(f, "big") for f in _fields(ints, 4))
+            pub = dsa.DSAPublicNumbers(pow(g, x, p), dsa.DSAParameterNumbers(p, q, g))
+            return dsa.DSAPrivateNumbers(x, pub).private_key()
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"the {kind.decode('ascii', 'replace')} in the Handle.Net key file is invalid: {e}"
+        ) from e
+    if kind == b"RSA_PRIV_KEY":
+        raise ValueError(
+            "a Handle.Net RSA key without its CRT factors cannot be used here: convert it to PEM"
+        )
+    raise ValueError(f"unknown key type {kind[:32].decode('ascii', 'replace')!r} in the Handle.Net key file")
 
 
 def load_public_key(path: Path) -> PublicKey:
@@ -124,3 +217,23 @@ def public_pem(key: PrivateKey) -> bytes:
     return key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+def load_trust_root(path: Path) -> PublicKey:
+    """A trust root's public key: PEM, or Handle.Net's HS_PUBKEY bytes (``pubkey.bin``; hdllib
+    writes four zero bytes after an RSA key, which are dropped here)."""
+    from idr.codec.keys import decode_public_key
+    from idr.codec.wire import ProtocolError
+
+    data = _read(path)
+    if b"-----BEGIN" in data:
+        return load_public_key(path)
+    try:
+        return decode_public_key(data)
+    except ProtocolError as e:
+        if data.endswith(bytes(4)):
+            try:
+                return decode_public_key(data[:-4])
+            except ProtocolError:
+                pass
+        raise KeyFileError(f"{path}: not a PEM or Handle.Net public key ({e.message})") from e

@@ -36,7 +36,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from idr.core.federation import site_name, sites_of
 from idr.core.request import Op, Request, Response
@@ -49,6 +49,9 @@ from idr.model.value import HandleValue, TtlType, ValueReference
 from idr.schemes.detect import SchemeRoots, root_candidates
 from idr.store.base import Store
 from idr.store.cache import RecordCache
+
+if TYPE_CHECKING:
+    from idr.codec.keys import PublicKey
 
 REFERRALS = (ResponseCode.SERVICE_REFERRAL, ResponseCode.PREFIX_REFERRAL)
 NEGATIVE = (ResponseCode.HANDLE_NOT_FOUND, ResponseCode.VALUES_NOT_FOUND)
@@ -171,6 +174,13 @@ class TtlCache(Generic[V]):
         if self.on_drop is not None:
             self.on_drop(key)
 
+    def discard(self, key: str) -> bool:
+        """Drop ``key``; whether it was there."""
+        if key not in self._data:
+            return False
+        self._drop(key)
+        return True
+
     def clear(self) -> None:
         for k in list(self._data):
             self._drop(k)
@@ -256,6 +266,9 @@ class RecursiveResolver:
         self.services: TtlCache[list[SiteInfo]] = TtlCache(self.limits.cache_entries // 10, clock)
         self._inflight: dict[str, asyncio.Future[Resolution]] = {}
         self.counters = {"resolutions": 0, "cache_hits": 0, "queries": 0, "failures": 0}
+        # Looks at every fresh answer before it is cached and may replace it (RecursiveService
+        # checks record signatures with it); answers from the cache were checked when fetched.
+        self.check: Callable[[str, Response], Awaitable[Response]] | None = None
 
     # ------------------------------------------------------------------ entry
 
@@ -322,6 +335,8 @@ class RecursiveResolver:
     async def _resolve_fresh(self, h: Handle) -> Resolution:
         budget = _Budget(self.limits)
         resp = await self._bounded(h, self._walk(h, budget), budget)
+        if resp.ok and self.check is not None:
+            resp = await self.check(str(h), resp)  # e.g. its signatures: before it is cached
         if resp.ok:
             self.answers.put(h.key, resp, answer_ttl(resp.values, self.clock(), self.limits))
         elif resp.code in NEGATIVE:
@@ -347,16 +362,31 @@ class RecursiveResolver:
             resp, _ = await self._ask_following(sites, handle, budget)
             # Answers say which handle the identifier was found under (front-ends echo it).
             return Response(resp.code, handle, resp.values, resp.message, extra={"located": handle})
-        try:
-            sites = await self._service_for(h.prefix, budget, 0)
-        except ResolutionFailed as e:
-            if e.code in NEGATIVE:
-                raise ResolutionFailed(
-                    ResponseCode.HANDLE_NOT_FOUND, f"prefix {h.prefix} is not known"
-                ) from e
-            raise
-        resp, _ = await self._ask_following(sites, str(h), budget)
-        return resp
+        for attempt in range(2):
+            try:
+                sites = await self._service_for(h.prefix, budget, 0)
+            except ResolutionFailed as e:
+                if e.code in NEGATIVE:
+                    raise ResolutionFailed(
+                        ResponseCode.HANDLE_NOT_FOUND, f"prefix {h.prefix} is not known"
+                    ) from e
+                raise
+            resp, site = await self._ask_following(sites, str(h), budget)
+            if resp.code != ResponseCode.SERVER_NOT_RESPONSIBLE:
+                return resp
+            # 301: the service we had for the prefix no longer serves it (moved): forget it
+            # and walk from the root once more; a second 301 is the answer.
+            if attempt == 0 and self.services.discard(normalize_key(h.prefix)):
+                budget.hops[-1].note = (
+                    "stale service, walking again from the root; " + budget.hops[-1].note
+                ).strip("; ")
+                continue
+            return Response(
+                resp.code,
+                str(h),
+                message=f"{site_name(site)} is not responsible for {h.prefix}: {resp.message}",
+            )
+        raise AssertionError("unreachable")
 
     async def _locate(self, candidates: Sequence[str], budget: _Budget) -> tuple[str, list[SiteInfo]] | None:
         """The most specific candidate prefix the federation has a prefix handle for, and its
@@ -517,13 +547,54 @@ class RecursiveService:
 
     role = "recursive"
 
-    def __init__(self, store: Store, resolver: RecursiveResolver, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        store: Store,
+        resolver: RecursiveResolver,
+        *,
+        trust_roots: Sequence[PublicKey] = (),
+        trust_enforce: bool = False,
+        **kwargs: Any,
+    ) -> None:
         self.local = NodeService(store, **kwargs)
         self.resolver = resolver
         resolver.answers.on_drop = self._dropped
         self._listeners: list[Callable[[Sequence[str]], None]] = []
         self.counters: dict[str, int] = {"resolutions": 0, "registrations": 0, "writes": 0, "errors": 0}
         self._sweeper: asyncio.Task[None] | None = None
+        self.trust_roots = list(trust_roots)
+        self.trust_enforce = trust_enforce
+        if self.trust_roots:
+            resolver.check = self._check_signatures
+
+    async def _check_signatures(self, handle: str, resp: Response) -> Response:
+        """``[trust]``: a signed record's HS_SIGNATURE values checked back to the trust roots
+        (certificates resolved through this engine, within one deadline); the report travels
+        with the answer (``extra["trust"]``); with ``enforce`` a failed check replaces it."""
+        from idr.resolver.trust import SIGNATURE_TYPE, verify_record
+
+        if not any(v.type.upper() == SIGNATURE_TYPE for v in resp.values):
+            return resp
+
+        async def lookup(h: str) -> Sequence[HandleValue] | None:
+            found = (await self.resolver.resolve(h)).response
+            return found.values if found.ok else None
+
+        try:
+            report = await asyncio.wait_for(
+                verify_record(handle, resp.values, lookup, self.trust_roots), self.resolver.limits.deadline
+            )
+        except TimeoutError:
+            why = f"signature check of {handle} took longer than {self.resolver.limits.deadline:g} s"
+            if self.trust_enforce:
+                return Response(ResponseCode.ERROR, handle, message=why)
+            return replace(resp, extra={**resp.extra, "trust": {"ok": False, "messages": [why]}})
+        self.counters["signature_checks"] = self.counters.get("signature_checks", 0) + 1
+        if self.trust_enforce and not report.ok:
+            self.counters["signature_failures"] = self.counters.get("signature_failures", 0) + 1
+            failed = "; ".join(line for line in report.lines() if not line.startswith(handle))
+            return Response(ResponseCode.ERROR, handle, message=f"signature check failed: {failed}")
+        return replace(resp, extra={**resp.extra, "trust": report.to_json()})
 
     # ------------------------------------------------------------- what the node itself holds
 

@@ -256,6 +256,8 @@ async def resolve(request: web.Request) -> web.Response:
         out["values"] = rest.values_to_json([v for v in resp.values if v.public_read])
     else:
         out["message"] = resp.message
+    if "trust" in resp.extra:  # [trust] roots: the signature check of this record
+        out["trust"] = resp.extra["trust"]
     return _ok(out)
 
 

@@ -121,7 +121,11 @@ class NativeHandler:
         token_window: float = idtoken.WINDOW,
         sessions: SessionTable | None = None,
         server_key: ServerKey | None = None,
+        serve_sessions: bool = True,
     ) -> None:
+        """``serve_sessions=False``: an extra UDP worker of ``idr serve --workers``, whose sessions
+        would be unknown to worker 0 (TCP): session setups get no answer there, and hdllib, after
+        its UDP retries (3 s), sets the session up over TCP with worker 0."""
         self.service = service
         self.udp_admin = udp_admin
         self.challenges = challenges or auth.ChallengeTable()
@@ -129,6 +133,7 @@ class NativeHandler:
         self.token_window = token_window
         self.wall_clock = time.time  # for identity tokens' timestamps (tests pin it)
         self.sessions = sessions or SessionTable()
+        self.serve_sessions = serve_sessions
         self.server_key = server_key
         self.answers = Answerer(service.site_info)
 
@@ -167,7 +172,11 @@ class NativeHandler:
                     mac_ok = self._check_mac(msg, session)
                 except HandleError as e:
                     return self._one(self.answers.error(msg, e.code, e.message), keep)
+                if mac_ok:
+                    self.sessions.touch(session)
         if msg.opcode in SESSION_OPS:
+            if not self.serve_sessions:
+                return Outcome()
             return self._session_op(msg, peer, session, mac_ok, keep)
         if msg.opcode == OpCode.LOGIN_ID_SYSTEM:
             return self._login(msg, peer, conn, session, mac_ok, keep)
@@ -312,8 +321,7 @@ class NativeHandler:
                 session = self.sessions.open_scoped(conn, msg.session_id, peer, msg.version)
         except HandleError as e:
             return self._one(self.answers.error(msg, e.code, e.message), keep)
-        if session.identity is None:
-            session.claimed = ValueReference(body.handle, body.index)
+        session.claimed = ValueReference(body.handle, body.index)  # a login again may change who
         return self._challenge(msg, peer, conn, True, InSession(session, True))
 
     # ------------------------------------------------------------------ answers

@@ -69,7 +69,7 @@ _RENAMED = web.RequestKey("idr.http.renamed", Session)  # a session this request
 DEFAULT_MAX_BODY = 1024 * 1024
 MAX_ALIAS_HOPS = 20  # Handle.Net HandleResolver's alias limit
 # Path roots that are never handles: the proxy leaves them to their own routes (or 404).
-RESERVED_ROOTS = frozenset({"api", "metrics", "static", "console", ".well-known"})
+RESERVED_ROOTS = frozenset({"api", "hrls", "metrics", "static", "console", ".well-known"})
 _CALLBACK = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]{0,127}$")
 _API_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
 _HANDLES = "/api/handles/"
@@ -881,7 +881,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         exc = request.match_info.http_exception
         if exc is not None and exc.status == 404:
             root = decode_path(_raw_path(request)).lstrip("/").partition("/")[0]
-            if root == "api":
+            if root in ("api", "hrls"):
                 return await api_unknown(request)
             if root not in RESERVED_ROOTS and request.app[SETTINGS_KEY]["proxy"]:
                 return await proxy(request)
@@ -980,7 +980,9 @@ def make_http_app(
         app.on_cleanup.append(lambda _: _close(gate))
     app[GATE_KEY] = gate
     service.add_listener(cache.invalidate)
-    for path, handler in (*routes, *API_ROUTES):
+    from idr.server import hrls  # imports this module: late
+
+    for path, handler in (*routes, *API_ROUTES, *hrls.ROUTES):
         app.router.add_route("*", path, handler)
     from idr.server.federation import add_federation_routes  # imports this module: late
 

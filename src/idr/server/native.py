@@ -218,6 +218,7 @@ async def start_server(
         guard=guard,
         token_window=opts.token_window,
         server_key=opts.server_key,
+        serve_sessions=opts.tcp,  # sessions live with TCP, in worker 0
     )
     if opts.tcp:
         tcp_sock: socket.socket | None

@@ -207,7 +207,9 @@ class SessionTable:
     # ------------------------------------------------------------------ use
 
     def find(self, sid: int, scope: Hashable | None = None) -> Session | None:
-        """The live session a request names: the connection's own first, then a keyed one."""
+        """The live session a request names: the connection's own first, then a keyed one.
+        Finding a keyed session does not keep it alive (the id is on the wire for anyone to
+        see): :meth:`touch` does, once the request's MAC has verified."""
         if scope is not None and scope in self._scoped:
             s = self._scoped[scope].get(sid)
             if s is not None:
@@ -215,13 +217,19 @@ class SessionTable:
         s = self._anonymous.get(sid) or self._authenticated.get(sid)
         if s is None:
             return None
-        now = self.clock()
-        if s.deadline <= now:
+        if s.deadline <= self.clock():
             self._drop_keyed(s)
             return None
-        s.deadline = now + self._idle(s)
-        (self._authenticated if s.identity is not None else self._anonymous).move_to_end(sid)
         return s
+
+    def touch(self, s: Session) -> None:
+        """``s`` was used by its owner: its idle clock restarts."""
+        if not s.keyed:
+            return
+        tier = self._authenticated if s.identity is not None else self._anonymous
+        if tier.get(s.id) is s:
+            s.deadline = self.clock() + self._idle(s)
+            tier.move_to_end(s.id)
 
     def authenticate(self, s: Session, identity: ValueReference) -> bool:
         """Mark ``s`` as ``identity``'s; False when a keyed session could not be promoted (the

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from idr.model.value import HandleRecord
+from idr.store.search import Term
 
 
 class StoreError(Exception):
@@ -114,6 +115,19 @@ class Store(ABC):
 
         For statistics and for listing what a node serves, without scanning every handle.
         """
+
+    # -- reverse lookup (idr.store.search): an index kept by every write, in its transaction --
+
+    @property
+    @abstractmethod
+    def search_mode(self) -> str:
+        """How values are indexed for ``search``: ``full``, ``exact`` or ``off`` (kept in the store)."""
+
+    @abstractmethod
+    def search(self, terms: Sequence[Term], limit: int = 1000, offset: int = 0) -> list[str]:
+        """Handles (as first written), in key order, holding for every term a searchable value
+        of its type whose data matches its pattern; ``offset`` matches skipped, at most
+        ``limit`` returned. ``SearchError`` when the store's index is off."""
 
     @abstractmethod
     def last_seq(self) -> int:

@@ -32,6 +32,16 @@ Why this schema::
 Row values and the log payload are encoded as by the SQLite engine (``idr.store.records``),
 so logs read the same from either engine.
 
+Reverse lookup (``idr.store.search``; mode in the meta row ``search_index``, changed when the
+store is opened with another, built for stores made before it)::
+
+    value_index(type TEXT COLLATE "C", data TEXT COLLATE "C", key TEXT COLLATE "C",
+                PRIMARY KEY (type, data, key))                -- exact and prefix patterns
+    value_index (key)                                         -- replacing a record's entries
+    value_index USING gin (data gin_trgm_ops)                 -- mode full: substrings (pg_trgm)
+
+Every write path updates it in its own transaction (a bulk load: one DELETE and one COPY).
+
 Read-only mode (``read_only=True``) is for a mirror reading a streaming-replication hot
 standby: it never creates or changes anything and every write raises ``StoreError``.
 """
@@ -60,6 +70,18 @@ from idr.store.records import (
     encode_writes,
     logged,
     prefix_of,
+)
+from idr.store.search import (
+    DEFAULT_MODE,
+    MODE_FULL,
+    MODE_OFF,
+    MODES,
+    Dialect,
+    SearchError,
+    Term,
+    index_entries,
+    like_pattern,
+    search_sql,
 )
 
 SCHEMA_VERSION = 1
@@ -101,6 +123,16 @@ _MERGE_STAGE = (
 _SET_META = (
     "INSERT INTO meta (name, value) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
 )
+_SEARCH_META = "search_index"
+_VALUE_INDEX = (
+    'CREATE TABLE value_index (type TEXT COLLATE "C" NOT NULL, data TEXT COLLATE "C" NOT NULL, '
+    'key TEXT COLLATE "C" NOT NULL, PRIMARY KEY (type, data, key))',
+    "CREATE INDEX value_index_key ON value_index (key)",
+)
+_TRIGRAMS = "CREATE INDEX value_index_trgm ON value_index USING gin (data gin_trgm_ops)"
+_VI_INSERT = "INSERT INTO value_index (type, data, key) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
+_VI_DELETE = "DELETE FROM value_index WHERE key = %s"
+_VI_BUILD_CHUNK = 5000
 
 
 def _schema(partitions: int) -> list[sql.SQL | sql.Composed]:
@@ -148,7 +180,13 @@ class PostgresStore(Store):
         pool_size: int = 8,
         read_only: bool = False,
         timeout: float = _CONNECT_TIMEOUT_S,
+        search_mode: str | None = None,
     ) -> None:
+        """``search_mode``: the reverse-lookup index wanted (``idr.store.search.MODES``); None
+        keeps the store's own (``full`` for a new store; read-only stores never change it)."""
+        if search_mode is not None and search_mode not in MODES:
+            raise StoreError(f"search index mode must be one of {', '.join(MODES)}, not {search_mode!r}")
+        self._search_mode = MODE_OFF
         if not 1 <= partitions <= 1024:
             raise StoreError(f"partitions must be 1…1024, not {partitions}")
         if pool_size < 2:
@@ -175,7 +213,7 @@ class PostgresStore(Store):
             self._pool.close()
             raise StoreError(f"cannot connect to PostgreSQL at {self._where}: {e}") from e
         try:
-            self.partitions = self._init_schema(partitions)
+            self.partitions = self._init_schema(partitions, search_mode)
         except BaseException:
             self._pool.close()
             raise
@@ -204,7 +242,7 @@ class PostgresStore(Store):
                 raise StoreError("store is closed") from e
             raise StoreError(f"PostgreSQL at {self._where}: {e}") from e
 
-    def _init_schema(self, partitions: int) -> int:
+    def _init_schema(self, partitions: int, search_mode: str | None) -> int:
         """Create the schema in an empty database; refuse someone else's or a newer one."""
         with self._conn() as conn:
             in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()
@@ -226,15 +264,48 @@ class PostgresStore(Store):
                         )
                     for stmt in _schema(partitions):
                         conn.execute(stmt)
+                    self._search_mode = self._value_index_mode(conn, search_mode)
                     return partitions
                 meta = dict(conn.execute("SELECT name, value FROM meta WHERE name IN "
                                          "('schema_version', 'partitions')").fetchall())  # fmt: skip
-        found = meta.get("schema_version")
-        if found != str(SCHEMA_VERSION):
-            raise StoreError(
-                f"store at {self._where} has schema version {found!r}; this idr reads {SCHEMA_VERSION}"
-            )
+                found = meta.get("schema_version")
+                if found != str(SCHEMA_VERSION):
+                    raise StoreError(
+                        f"store at {self._where} has schema version {found!r}; "
+                        f"this idr reads {SCHEMA_VERSION}"
+                    )
+                self._search_mode = self._value_index_mode(conn, search_mode)
         return int(meta.get("partitions", partitions))
+
+    def _value_index_mode(self, conn: psycopg.Connection[Any], wanted: str | None) -> str:
+        """Inside the opening transaction: the search index as ``wanted`` (None: as it is; a
+        store from before the index gets the default), built or dropped to match."""
+        row = conn.execute("SELECT value FROM meta WHERE name = %s", (_SEARCH_META,)).fetchone()
+        have = None if row is None else str(row[0])
+        if self.read_only:
+            return have or MODE_OFF
+        mode = wanted or have or DEFAULT_MODE
+        if mode == have:
+            return mode
+        conn.execute("DROP TABLE IF EXISTS value_index")
+        if mode != MODE_OFF:
+            for stmt in _VALUE_INDEX:
+                conn.execute(stmt)
+            if mode == MODE_FULL:
+                try:
+                    with conn.transaction():
+                        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+                except psycopg.Error as e:
+                    raise StoreError(
+                        f"search index 'full' needs PostgreSQL's pg_trgm extension at {self._where} "
+                        f"(CREATE EXTENSION pg_trgm as the database owner or a superuser), or choose "
+                        f"[search] index = 'exact': {e}"
+                    ) from e
+                conn.execute(_TRIGRAMS)
+            with conn.cursor() as cur:
+                _build_value_index(cur)
+        conn.execute(_SET_META, (_SEARCH_META, mode))
+        return mode
 
     def _writable(self) -> None:
         if self.read_only:
@@ -296,6 +367,28 @@ class PostgresStore(Store):
             ).fetchall()
         return [r[0] for r in rows]
 
+    # -- reverse lookup ----------------------------------------------------------------
+
+    @property
+    def search_mode(self) -> str:
+        return self._search_mode
+
+    def search(self, terms: Sequence[Term], limit: int = 1000, offset: int = 0) -> list[str]:
+        query, params = self._search_sql(terms, limit, offset)
+        with self._conn() as conn:
+            return [r[0] for r in conn.execute(query, params).fetchall()]
+
+    def search_plan(self, terms: Sequence[Term], limit: int = 1000, offset: int = 0) -> str:
+        """PostgreSQL's EXPLAIN of a search (for tests and benches)."""
+        query, params = self._search_sql(terms, limit, offset)
+        with self._conn() as conn:
+            return "\n".join(str(r[0]) for r in conn.execute("EXPLAIN " + query, params).fetchall())
+
+    def _search_sql(self, terms: Sequence[Term], limit: int, offset: int) -> tuple[str, list[object]]:
+        if self._search_mode == MODE_OFF:
+            raise SearchError("reverse lookup is off for this store (search index mode 'off')")
+        return search_sql(terms, _DIALECT, limit, offset)
+
     def last_seq(self) -> int:
         with self._conn() as conn:
             row = conn.execute("SELECT coalesce(max(seq), 0) FROM txlog").fetchone()
@@ -338,11 +431,13 @@ class PostgresStore(Store):
                 raise StoreError("sequence counter row is missing")
             first = int(row[0]) - len(commits) + 1
             final: dict[str, tuple[str, str | None, bytes | None]] = {}
+            records: dict[str, HandleRecord | None] = {}
             entries = []
             for i, c in enumerate(commits):
                 items = [logged(w) for w in c.writes]
-                for item in items:
+                for item, w in zip(items, c.writes, strict=True):
                     final[item[0]] = item  # later writes to a key win, as applied in order
+                    records[item[0]] = w.record
                 entries.append((first + i, c.op, c.actor, encode_writes(items)))
             puts = [(k, prefix_of(k), h, v) for k, h, v in final.values() if h is not None and v is not None]
             deletes = [(k,) for k, h, _ in final.values() if h is None]
@@ -350,8 +445,18 @@ class PostgresStore(Store):
                 cur.executemany(_DELETE, deletes)
             if puts:
                 cur.executemany(_UPSERT, puts)
+            self._reindex(cur, records)
             cur.executemany(_LOG_AT, entries)
         return [first + i for i in range(len(commits))]
+
+    def _reindex(self, cur: psycopg.Cursor[Any], records: dict[str, HandleRecord | None]) -> None:
+        """The reverse-lookup entries of ``records``' keys replaced by theirs (none: deleted)."""
+        if self._search_mode == MODE_OFF or not records:
+            return
+        cur.executemany(_VI_DELETE, [(k,) for k in records])
+        entries = [e for k, r in records.items() if r is not None for e in index_entries(k, r)]
+        if entries:
+            cur.executemany(_VI_INSERT, entries)
 
     def bulk_load(
         self,
@@ -365,6 +470,7 @@ class PostgresStore(Store):
 
         def apply(cur: psycopg.Cursor[Any]) -> Logged:
             out: Logged = []
+            last: dict[str, HandleRecord] = {}
             cur.execute(_STAGE)
             with cur.copy("COPY idr_stage (ord, key, prefix, handle, vals) FROM STDIN (FORMAT BINARY)") as cp:
                 cp.set_types(["int8", "text", "text", "text", "bytea"])
@@ -372,9 +478,13 @@ class PostgresStore(Store):
                     key = normalize_key(rec.handle)
                     vals = encode_values(rec.values)
                     out.append((key, rec.handle, vals))
+                    last[key] = rec
                     cp.write_row((i, key, prefix_of(key), rec.handle, vals))
             if out:
                 cur.execute(_MERGE_STAGE)
+                if self._search_mode != MODE_OFF:
+                    cur.execute("DELETE FROM value_index WHERE key IN (SELECT key FROM idr_stage)")
+                    _copy_entries(cur, (e for key, rec in last.items() for e in index_entries(key, rec)))
             if checkpoint is not None:
                 cur.execute(_SET_META, (CHECKPOINT_PREFIX + checkpoint[0], str(checkpoint[1])))
             return out
@@ -425,7 +535,7 @@ class PostgresStore(Store):
                     continue
                 if entry.seq != last + 1:
                     raise StoreError(f"log gap: entry {entry.seq} does not follow {last}")
-                logged_items = _apply_writes(cur, entry.writes)
+                logged_items = self._apply_writes(cur, entry.writes)
                 cur.execute(
                     "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES (%s, %s, %s, %s, %s)",
                     (entry.seq, entry.timestamp, entry.op, entry.actor, encode_writes(logged_items)),
@@ -435,6 +545,16 @@ class PostgresStore(Store):
             if applied:
                 cur.execute("UPDATE txseq SET seq = %s WHERE id = 1", (last,))
         return applied
+
+    def _apply_writes(self, cur: psycopg.Cursor[Any], writes: Iterable[Write]) -> Logged:
+        """One entry's writes in order, each with its reverse-lookup entries."""
+        reindex = None
+        if self._search_mode != MODE_OFF:
+
+            def reindex(key: str, record: HandleRecord | None) -> None:
+                self._reindex(cur, {key: record})
+
+        return apply_writes(cur.execute, _UPSERT, _DELETE, writes, reindex)
 
     def snapshot(self) -> tuple[int, Iterator[tuple[str, HandleRecord]]]:
         """A pooled connection holds one REPEATABLE READ transaction while the rows stream
@@ -482,6 +602,8 @@ class PostgresStore(Store):
                 cp.set_types(["text", "text", "text", "bytea"])
                 for key, rec in records:
                     cp.write_row((key, prefix_of(key), rec.handle, encode_values(rec.values)))
+            if self._search_mode != MODE_OFF:
+                _build_value_index(cur)
             cur.execute("UPDATE txseq SET seq = %s WHERE id = 1", (seq,))
             if seq > 0:
                 cur.execute(
@@ -504,8 +626,34 @@ class PostgresStore(Store):
             self._pool.close()
 
 
-def _apply_writes(cur: psycopg.Cursor[Any], writes: Iterable[Write]) -> Logged:
-    return apply_writes(cur.execute, _UPSERT, _DELETE, writes)
+# The planner picks the B-tree for exact values and literal prefixes, the trigram GIN index
+# (mode full) for substrings, the key index for the per-handle checks.
+_DIALECT = Dialect("%s", "LIKE", like_pattern, "value_index f")
+
+
+def _copy_entries(cur: psycopg.Cursor[Any], entries: Iterable[tuple[str, str, str]]) -> None:
+    with cur.copy("COPY value_index (type, data, key) FROM STDIN (FORMAT BINARY)") as cp:
+        cp.set_types(["text", "text", "text"])
+        for e in entries:
+            cp.write_row(e)
+
+
+def _build_value_index(cur: psycopg.Cursor[Any]) -> None:
+    """Replace the index by one built from every stored record, a key range at a time."""
+    cur.execute("DELETE FROM value_index")
+    after = ""
+    while True:
+        rows = cur.execute(
+            "SELECT key, handle, vals FROM handles WHERE key > %s ORDER BY key LIMIT %s",
+            (after, _VI_BUILD_CHUNK),
+        ).fetchall()
+        if not rows:
+            return
+        _copy_entries(
+            cur,
+            (e for key, handle, vals in rows for e in index_entries(key, decode_record(key, handle, vals))),
+        )
+        after = rows[-1][0]
 
 
 def _redact(dsn: str) -> str:

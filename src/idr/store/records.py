@@ -103,14 +103,20 @@ def decode_log_payload(seq: int, where: str, payload: bytes) -> tuple[Write, ...
         raise StoreError(f"log entry {seq} {where} does not decode: {e.message}") from e
 
 
+# Keeps an engine's secondary indexes (the reverse-lookup index) in step with one write, in
+# the same transaction: ``reindex(key, record)``, ``record=None`` for a delete.
+Reindex = Callable[[str, HandleRecord | None], None]
+
+
 def apply_writes(
     execute: Callable[[str, tuple[Any, ...]], object],
     upsert: str,
     delete: str,
     writes: Iterable[Write],
+    reindex: Reindex | None = None,
 ) -> Logged:
     """Run ``upsert``/``delete`` per write, in order (a key may be written, deleted and
-    written again in one commit); return what to log."""
+    written again in one commit), and ``reindex`` after each; return what to log."""
     out: Logged = []
     for w in writes:
         key, handle, vals = item = logged(w)
@@ -118,5 +124,7 @@ def apply_writes(
             execute(delete, (key,))
         else:
             execute(upsert, (key, prefix_of(key), handle, vals))
+        if reindex is not None:
+            reindex(key, w.record)
         out.append(item)
     return out

@@ -24,6 +24,17 @@ Schema (version 1)::
 
 ``vals`` and a log ``payload`` are encoded as in ``idr.store.records`` (shared with the
 PostgreSQL engine).
+
+Reverse lookup (``idr.store.search``; its mode is the meta row ``search_index``, tables made
+or dropped when a store is opened with another mode, and built for stores made before it)::
+
+    value_index(id INTEGER PRIMARY KEY, type TEXT, data TEXT, key TEXT)
+    value_index_td ON value_index(type, data, key) UNIQUE      -- exact and prefix patterns
+    value_index_key ON value_index(key)                         -- replacing a record's entries
+    value_trgm USING fts5(data, content=value_index, tokenize=trigram case_sensitive 1)  -- full
+
+Every write path (``commit``, ``bulk_load``, ``apply_entry``, ``replace_all``) updates them
+inside its transaction, so a search never sees a record and an index that disagree.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
 
 from idr.codec.values import encode_values
@@ -47,6 +59,18 @@ from idr.store.records import (
     decode_record,
     encode_writes,
     prefix_of,
+)
+from idr.store.search import (
+    DEFAULT_MODE,
+    MODE_FULL,
+    MODE_OFF,
+    MODES,
+    Dialect,
+    SearchError,
+    Term,
+    glob_pattern,
+    index_entries,
+    search_sql,
 )
 
 SCHEMA_VERSION = 1
@@ -73,11 +97,36 @@ _UPSERT = (
 _DELETE_SQL = "DELETE FROM handles WHERE key = ?"
 _LOG = "INSERT INTO txlog (ts, op, actor, payload) VALUES (?, ?, ?, ?)"
 
+_SEARCH_META = "search_index"
+_VALUE_INDEX = (
+    "CREATE TABLE value_index (id INTEGER PRIMARY KEY, type TEXT NOT NULL, data TEXT NOT NULL,"
+    " key TEXT NOT NULL)",
+    "CREATE UNIQUE INDEX value_index_td ON value_index (type, data, key)",
+    "CREATE INDEX value_index_key ON value_index (key)",
+)
+# detail=none: only which rows hold a trigram, enough for LIKE/GLOB (checked against the row).
+_TRIGRAMS = (
+    "CREATE VIRTUAL TABLE value_trgm USING fts5(data, content='value_index', content_rowid='id',"
+    " tokenize='trigram case_sensitive 1', detail='none', columnsize=0)"
+)
+_VI_INSERT = "INSERT OR IGNORE INTO value_index (type, data, key) VALUES (?, ?, ?)"
+_VI_DELETE = "DELETE FROM value_index WHERE key = ?"
+_TRGM_INSERT = "INSERT INTO value_trgm (rowid, data) SELECT id, data FROM value_index WHERE key = ?"
+_TRGM_DELETE = (
+    "INSERT INTO value_trgm (value_trgm, rowid, data) "
+    "SELECT 'delete', id, data FROM value_index WHERE key = ?"
+)
+
 
 class SqliteStore(Store):
     """A node's records and transaction log in one SQLite file (see the module docstring)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, search_mode: str | None = None) -> None:
+        """``search_mode``: the reverse-lookup index wanted (``idr.store.search.MODES``); None
+        keeps the store's own (``full`` for a new store)."""
+        if search_mode is not None and search_mode not in MODES:
+            raise StoreError(f"search index mode must be one of {', '.join(MODES)}, not {search_mode!r}")
+        self._search_mode = MODE_OFF
         if str(path) == ":memory:" or str(path).startswith("file:"):
             raise StoreError("SqliteStore needs a file path (each thread opens its own connection)")
         self.path = Path(path)
@@ -94,7 +143,7 @@ class SqliteStore(Store):
         self._local = threading.local()
         self._wconn = self._connect()
         try:
-            self._init_file()
+            self._init_file(search_mode)
         except BaseException:
             self._wconn.close()
             raise
@@ -123,7 +172,7 @@ class SqliteStore(Store):
             raise
         return conn
 
-    def _init_file(self) -> None:
+    def _init_file(self, search_mode: str | None) -> None:
         """Create the schema in a new file; refuse a file that is someone else's or newer."""
         conn = self._wconn
         try:
@@ -142,6 +191,7 @@ class SqliteStore(Store):
                         raise StoreError(
                             f"store {self.path} has schema version {found!r}; this idr reads {SCHEMA_VERSION}"
                         )
+                self._search_mode = _value_index_mode(conn, search_mode)
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
@@ -287,6 +337,30 @@ class SqliteStore(Store):
     def where(self) -> str:
         return f"in {self.path}"
 
+    # -- reverse lookup -----------------------------------------------------------------
+
+    @property
+    def search_mode(self) -> str:
+        return self._search_mode
+
+    def search(self, terms: Sequence[Term], limit: int = 1000, offset: int = 0) -> list[str]:
+        sql, params = self._search_sql(terms, limit, offset)
+        try:
+            return [r[0] for r in self._reader().execute(sql, params).fetchall()]
+        except sqlite3.Error as e:
+            raise self._read_error(e) from e
+
+    def search_plan(self, terms: Sequence[Term], limit: int = 1000, offset: int = 0) -> str:
+        """SQLite's EXPLAIN QUERY PLAN of a search, one step per line (for tests and benches)."""
+        sql, params = self._search_sql(terms, limit, offset)
+        rows = self._reader().execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+        return "\n".join(str(r[3]) for r in rows)
+
+    def _search_sql(self, terms: Sequence[Term], limit: int, offset: int) -> tuple[str, list[object]]:
+        if self._search_mode == MODE_OFF:
+            raise SearchError("reverse lookup is off for this store (search index mode 'off')")
+        return search_sql(terms, _FULL if self._search_mode == MODE_FULL else _EXACT, limit, offset)
+
     # -- writes ----------------------------------------------------------------------
 
     def commit_many(self, commits: Sequence[Commit]) -> list[int]:
@@ -297,13 +371,34 @@ class SqliteStore(Store):
         what = commits[0].op if len(commits) == 1 else f"{len(commits)} grouped writes"
         with self._write(f"commit of {what!r} to {self.path} failed, nothing written") as conn:
             now = time.time()
+            reindex = self._reindexer(conn)
             for c in commits:
-                logged = apply_writes(conn.execute, _UPSERT, _DELETE_SQL, c.writes)
+                logged = apply_writes(conn.execute, _UPSERT, _DELETE_SQL, c.writes, reindex)
                 seq = conn.execute(_LOG, (now, c.op, c.actor, encode_writes(logged))).lastrowid
                 if seq is None:  # pragma: no cover - an INSERT always sets lastrowid
                     raise StoreError("log insert returned no sequence number")
                 seqs.append(seq)
         return seqs
+
+    def _reindexer(self, conn: sqlite3.Connection) -> Callable[[str, HandleRecord | None], None] | None:
+        """Replaces one key's reverse-lookup entries by a record's (none for a delete)."""
+        mode = self._search_mode
+        if mode == MODE_OFF:
+            return None
+
+        def reindex(key: str, record: HandleRecord | None) -> None:
+            if mode == MODE_FULL:
+                conn.execute(_TRGM_DELETE, (key,))
+            conn.execute(_VI_DELETE, (key,))
+            if record is None:
+                return
+            entries = index_entries(key, record)
+            if entries:
+                conn.executemany(_VI_INSERT, entries)
+                if mode == MODE_FULL:
+                    conn.execute(_TRGM_INSERT, (key,))
+
+        return reindex
 
     def bulk_load(
         self,
@@ -318,15 +413,19 @@ class SqliteStore(Store):
 
         def apply(conn: sqlite3.Connection) -> Logged:
             logged: Logged = []
+            written: list[tuple[str, HandleRecord]] = []
 
             def rows() -> Iterator[tuple[str, str, str, bytes]]:
                 for rec in records:
                     key = normalize_key(rec.handle)
                     vals = encode_values(rec.values)
                     logged.append((key, rec.handle, vals))
+                    written.append((key, rec))
                     yield key, prefix_of(key), rec.handle, vals
 
             conn.executemany(_UPSERT, rows())
+            if self._search_mode != MODE_OFF:
+                _reindex_batch(conn, self._search_mode, written)
             if checkpoint is not None:
                 conn.execute(
                     "INSERT INTO meta (name, value) VALUES (?, ?) "
@@ -387,12 +486,13 @@ class SqliteStore(Store):
         applied = 0
         with self._write(f"applying entries {entries[0].seq}… to {self.path} failed") as conn:
             last = int(conn.execute("SELECT coalesce(max(seq), 0) FROM txlog").fetchone()[0])
+            reindex = self._reindexer(conn)
             for entry in entries:
                 if entry.seq <= last:
                     continue
                 if entry.seq != last + 1:
                     raise StoreError(f"log gap: entry {entry.seq} does not follow {last}")
-                logged = apply_writes(conn.execute, _UPSERT, _DELETE_SQL, entry.writes)
+                logged = apply_writes(conn.execute, _UPSERT, _DELETE_SQL, entry.writes, reindex)
                 conn.execute(
                     "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES (?, ?, ?, ?, ?)",
                     (entry.seq, entry.timestamp, entry.op, entry.actor, encode_writes(logged)),
@@ -434,6 +534,8 @@ class SqliteStore(Store):
                 _UPSERT,
                 ((key, prefix_of(key), rec.handle, encode_values(rec.values)) for key, rec in records),
             )
+            if self._search_mode != MODE_OFF:
+                _build_value_index(conn, self._search_mode)
             if seq > 0:
                 conn.execute(
                     "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES (?, ?, ?, ?, ?)",
@@ -451,6 +553,73 @@ class SqliteStore(Store):
                     conn.close()
                 self._readers.clear()
             self._wconn.close()
+
+
+def _trigram_term(t: Term) -> tuple[str, list[object]]:
+    # CROSS JOIN fixes the order: the trigram index first, then each candidate's row.
+    return (
+        "SELECT v.key AS key FROM value_trgm CROSS JOIN value_index v ON v.id = value_trgm.rowid "
+        "WHERE value_trgm.data GLOB ? AND v.type = ?",
+        [glob_pattern(t.pattern), t.type],
+    )
+
+
+# The per-handle check names the key index: SQLite would otherwise read every entry of the type.
+_EXACT = Dialect("?", "GLOB", glob_pattern, "value_index f INDEXED BY value_index_key")
+_FULL = replace(_EXACT, substring=_trigram_term)
+
+
+def _value_index_mode(conn: sqlite3.Connection, wanted: str | None) -> str:
+    """Inside the opening transaction: the store's search index as ``wanted`` (None: as it is;
+    a store from before the index gets the default), built or dropped to match."""
+    row = conn.execute("SELECT value FROM meta WHERE name = ?", (_SEARCH_META,)).fetchone()
+    have = None if row is None else str(row[0])
+    mode = wanted or have or DEFAULT_MODE
+    if mode == have:
+        return mode
+    conn.execute("DROP TABLE IF EXISTS value_trgm")
+    conn.execute("DROP TABLE IF EXISTS value_index")
+    if mode != MODE_OFF:
+        for stmt in _VALUE_INDEX:
+            conn.execute(stmt)
+        if mode == MODE_FULL:
+            conn.execute(_TRIGRAMS)
+        _build_value_index(conn, mode)
+    conn.execute(
+        "INSERT INTO meta (name, value) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (_SEARCH_META, mode),
+    )
+    return mode
+
+
+def _reindex_batch(conn: sqlite3.Connection, mode: str, written: Sequence[tuple[str, HandleRecord]]) -> None:
+    """A bulk load's index update in a few statements: the batch's old entries out, then the
+    new entries of each key's last record in (one executemany, one trigram insert)."""
+    last = dict(written)
+    keys = [(k,) for k in last]
+    if mode == MODE_FULL:
+        conn.executemany(_TRGM_DELETE, keys)
+    conn.executemany(_VI_DELETE, keys)
+    top = int(conn.execute("SELECT coalesce(max(id), 0) FROM value_index").fetchone()[0])
+    conn.executemany(_VI_INSERT, (e for key, rec in last.items() for e in index_entries(key, rec)))
+    if mode == MODE_FULL:
+        conn.execute(
+            "INSERT INTO value_trgm (rowid, data) SELECT id, data FROM value_index WHERE id > ?", (top,)
+        )
+
+
+def _build_value_index(conn: sqlite3.Connection, mode: str) -> None:
+    """Replace the index by one built from every stored record (one pass over ``handles``)."""
+    conn.execute("DELETE FROM value_index")
+
+    def entries() -> Iterator[tuple[str, str, str]]:
+        for key, handle, vals in conn.execute("SELECT key, handle, vals FROM handles"):
+            yield from index_entries(key, decode_record(key, handle, vals))
+
+    conn.executemany(_VI_INSERT, entries())
+    if mode == MODE_FULL:
+        conn.execute("INSERT INTO value_trgm (value_trgm) VALUES ('rebuild')")
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
