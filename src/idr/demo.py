@@ -50,6 +50,7 @@ HOST = "127.0.0.1"
 DEMO_BASE_PORT = 26400
 
 TOP_SECRET = "top-demo-secret"
+DEMO_REPORT_INTERVAL = 2.0  # seconds between reports (a real federation: report_interval, default 60)
 
 
 @dataclass
@@ -138,11 +139,13 @@ async def start_node(
     taken: set[int] | None = None,
     replication: ReplicationConfig | None = None,
     federation: FederationSettings | None = None,
+    hold_reports: bool = False,
 ) -> RunningNode:
     """Initialise (first time) and start one node on 127.0.0.1 with native, HTTP and HTTPS,
     exactly as ``idr init`` + ``idr serve`` would: its settings go to its data directory
     (``idr.toml``; ``replication`` as one site of a replicated service; ``federation`` as its
-    ``federation.toml``) and :class:`idr.node.Node` assembles it from there."""
+    ``federation.toml``) and :class:`idr.node.Node` assembles it from there. ``hold_reports``:
+    its statistics reports wait until its hub is released (``StatsHub.held``)."""
     from idr.cli.node import init_node
 
     taken = taken if taken is not None else set()
@@ -172,6 +175,7 @@ async def start_node(
     if federation is not None:
         federation.save(data)
     node = Node(cfg)
+    node.hold_reports = hold_reports
     try:
         await node.start()
     except BaseException:
@@ -343,11 +347,17 @@ async def start_federation(base: Path, *, base_port: int = 0, load: bool = True)
             # Where the top is; a secondary files as its prefix's admin (300:0.NA/<prefix>),
             # the identity the top holds on 0.NA/<prefix>.
             federation = FederationSettings(root=root, root_names=root_names)
+            federation.report_interval = DEMO_REPORT_INTERVAL
             if role == "secondary":
                 federation.top_url = top_https
                 federation.top_identity = f"300:{prefix_handle(prefix)}"
                 federation.top_secret = secret
                 federation.top_cafile = str(top_cert)
+            if role == "enterprise":
+                # 数据上报 to its secondary, as its prefix's admin (the key it holds itself).
+                parent = next(k for k, _, r, p, _ in NODES if r == "secondary" and prefix.startswith(p + "."))
+                federation.parent_url = f"https://{HOST}:{ports[parent][2]}"
+                federation.parent_cafile = str(base / parent / "tls" / "cert.pem")
             fed.nodes[key] = await start_node(
                 base,
                 key,
@@ -358,6 +368,8 @@ async def start_federation(base: Path, *, base_port: int = 0, load: bool = True)
                 ports=ports[key],  # picked above (free, and in ``taken``)
                 replication=replication,
                 federation=federation,
+                # a child reports once its parent holds its prefix (below), not refused before
+                hold_reports=role in ("secondary", "enterprise"),
             )
             if key == "top-cd":
                 # Sync mode acknowledges a write only once the mirror holds it: wait for the link.
@@ -385,6 +397,8 @@ async def start_federation(base: Path, *, base_port: int = 0, load: bool = True)
             await publish_prefix(top, sec.prefix, [sec.site], admin_secret=sec.secret, derived=True)
         if load:
             await _lifecycle_and_chain(fed)
+        children = ("ent-cq", "ent-yb") if load else ()
+        await _release_reports(fed, (*children, "sec-cq", "sec-sc"))
         await _until(
             lambda: mirror.service.store.last_seq() >= top.service.store.last_seq(),
             30.0,
@@ -394,6 +408,16 @@ async def start_federation(base: Path, *, base_port: int = 0, load: bool = True)
         await fed.stop()
         raise
     return fed
+
+
+async def _release_reports(fed: Federation, keys: Sequence[str]) -> None:
+    """Children whose parents now hold their prefixes report, bottom up, now and on schedule
+    (an enterprise node's prefix exists at its secondary only after the lifecycle)."""
+    for key in keys:
+        hub = fed[key].node.stats_hub
+        if hub is not None:
+            hub.held = False
+            await hub.report_now()
 
 
 def _mirrors(site: RunningNode) -> int:

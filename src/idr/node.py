@@ -30,8 +30,11 @@ if TYPE_CHECKING:
     from idr.core.federation import FederatedService
     from idr.core.site import SiteShare
     from idr.model.site import SiteInfo
+    from idr.model.value import ValueReference
     from idr.replication import Replicator
+    from idr.resolver.filing import FilingTarget
     from idr.runtime import NodeRuntime
+    from idr.runtime.reporting import StatsHub
     from idr.server.federation import FederationContext
     from idr.server.http_connections import ConnectionGuard
     from idr.server.limits import CostGate
@@ -243,8 +246,7 @@ def federation_context(config: NodeConfig, service: FederatedService) -> Federat
     * the **top** verifies (核验) by walking the federation from ``root`` (default: itself),
       with no cache, so it sees the federation as it is now.
     """
-    from idr.model.value import ValueReference
-    from idr.resolver.filing import FilingTarget, Verifier
+    from idr.resolver.filing import Verifier
     from idr.resolver.recursive import Limits, RecursiveResolver
     from idr.resolver.transport import NativeTransport
     from idr.server.federation import FederationContext
@@ -252,15 +254,9 @@ def federation_context(config: NodeConfig, service: FederatedService) -> Federat
     settings = FederationSettings.load(config.data_dir)
     ctx = FederationContext()
     if config.role == "secondary" and settings.top_url:
-        identity = settings.top_identity or (config.admins[0] if config.admins else "")
-        try:
-            who = ValueReference.parse(identity)
-        except ValueError as e:
-            raise ConfigError(f"federation.toml: top_identity {identity!r}: {e}") from e
-        cafile = Path(settings.top_cafile) if settings.top_cafile else None
-        if cafile is not None and not cafile.is_absolute():
-            cafile = config.data_dir / cafile
-        ctx.filing_target = FilingTarget(settings.top_url, who, settings.top_secret, cafile)
+        ctx.filing_target = _link(
+            config, settings.top_url, settings.top_identity, settings.top_secret, settings.top_cafile, "top"
+        )
     if config.role == "top":
         sites = root_sites(settings)
         if not sites and service.site_info is not None:
@@ -269,6 +265,94 @@ def federation_context(config: NodeConfig, service: FederatedService) -> Federat
             resolver = RecursiveResolver(sites, NativeTransport(), limits=Limits(cache_entries=0))
             ctx.verifier = Verifier(service, resolver)
     return ctx
+
+
+def _link(config: NodeConfig, url: str, identity: str, secret: str, cafile: str, what: str) -> FilingTarget:
+    """The parent's HTTPS API and this node's identity there (default: the node's admin)."""
+    from idr.model.value import ValueReference
+    from idr.resolver.filing import FilingTarget
+
+    identity = identity or (config.admins[0] if config.admins else "")
+    try:
+        who = ValueReference.parse(identity)
+    except ValueError as e:
+        raise ConfigError(f"federation.toml: {what}_identity {identity!r}: {e}") from e
+    path = Path(cafile) if cafile else None
+    if path is not None and not path.is_absolute():
+        path = config.data_dir / path
+    return FilingTarget(url, who, secret, path)
+
+
+def stats_hub(node: Node) -> StatsHub | None:
+    """数据上报 for a top, secondary, enterprise or recursive node (``idr.runtime.reporting``):
+    its key in the federation's tables, its parent (``parent_url`` in ``federation.toml``; a
+    secondary's default is its ``top_url``) and the identity it reports as (``parent_identity``,
+    default its admin, with ``parent_secret`` or — when the node holds its admin's secret key
+    itself — that key). None for a standalone node, a mirror or a standby."""
+    from idr.core.service import NodeService
+    from idr.runtime.reporting import HubConfig, StatsHub
+
+    config = node.config
+    if config.role not in ("top", "secondary", "enterprise", "recursive") or config.standby:
+        return None
+    if config.replication.listen and config.replication.role == "mirror":
+        return None
+    own = node.service if isinstance(node.service, NodeService) else getattr(node.service, "local", None)
+    if not isinstance(own, NodeService):
+        return None
+    settings = FederationSettings.load(config.data_dir)
+    secondary = config.role == "secondary"
+    url = settings.parent_url or (settings.top_url if secondary else "")
+    target = None
+    if url:
+        target = _link(
+            config,
+            url,
+            settings.parent_identity or (settings.top_identity if secondary else ""),
+            settings.parent_secret or (settings.top_secret if secondary else ""),
+            settings.parent_cafile or (settings.top_cafile if secondary else ""),
+            "parent",
+        )
+        if not target.secret:
+            held = own.identity_values(target.identity, "HS_SECKEY")
+            if not held:
+                raise ConfigError(
+                    f"federation.toml: parent_secret is needed to report to {url} as {target.identity}"
+                )
+            target = replace(target, secret=held[0].data.decode("utf-8", "replace"))
+    key = _node_key(config.role, own.homed_prefixes(), target.identity if target else None, config.name)
+    ls = node.listeners
+    hub_config = HubConfig(
+        node=key,
+        role=config.role,
+        name=config.name,
+        interval=settings.report_interval,
+        target=target,
+        native=f"{ls.native[0]}:{ls.native[1]}" if ls.native else "",
+        industry=settings.industry,
+        region=settings.region,
+        prefixes=lambda: [p for p in own.homed_prefixes() if not p.upper().startswith("0.")],
+    )
+    # Resolutions: the front-ends' answer tallies, the counters /metrics and the dashboard read.
+    return StatsHub(own, hub_config, node.tallies.resolutions)
+
+
+def _node_key(role: str, homed: list[str], identity: ValueReference | None, name: str) -> str:
+    """A node's name in the federation's tables: the prefix its reporting identity administers
+    (``300:0.NA/88.168.6`` → ``88.168.6``), else its first prefix; ``0.NA`` for the top; a node
+    without a prefix (recursive) is its identity's handle."""
+    from idr.model.handle import NA_PREFIX
+
+    if role == "top":
+        return NA_PREFIX
+    if identity is not None:
+        head, _, rest = identity.handle.partition("/")
+        if head.upper() == NA_PREFIX and rest and role != "recursive":
+            return rest
+        if role == "recursive":
+            return identity.handle
+    own = [p for p in homed if not p.upper().startswith("0.")]
+    return own[0] if own else f"{role}:{name}"
 
 
 @dataclass
@@ -304,6 +388,8 @@ class Node:
         from idr.server.tally import Tallies
 
         self.tallies: Tallies = Tallies()
+        self.stats_hub: StatsHub | None = None  # 数据上报 (idr.runtime.reporting), once started
+        self.hold_reports = False  # start the hub held (StatsHub.held): released by whoever set it
 
     async def start(
         self, *, https: str | None = None, http: str | None = None, native: str | None = None
@@ -317,6 +403,7 @@ class Node:
         from idr.server.http import make_http_app
         from idr.server.metrics import add_metrics_routes
         from idr.server.snms import add_snms_routes
+        from idr.server.stats import add_stats_routes
         from idr.server.tally import http_middleware
         from idr.server.tls import server_context
 
@@ -365,6 +452,7 @@ class Node:
             )
             app.middlewares.insert(0, http_middleware(self.tallies["https" if secure else "http"]))
             add_metrics_routes(app, self.service, self.metrics_sources, self.tallies)
+            add_stats_routes(app, self)
             add_gs1_routes(app, self.service)
             add_converged_routes(app, self.service)
             add_snms_routes(app, self.service, throttle=guards.throttle)
@@ -412,6 +500,7 @@ class Node:
         if self.service.site_info is None:
             self.service.site_info = self.own_site()
         self.attach_federation()
+        await self._start_stats()
 
         if self.replicator is not None:
             ls = self.listeners
@@ -513,6 +602,25 @@ class Node:
 
         if isinstance(self.service, FederatedService):
             self.service.context = federation_context(self.config, self.service)
+
+    async def _start_stats(self) -> None:
+        if self.stats_hub is not None:
+            return
+        hub = stats_hub(self)
+        if hub is None:
+            return
+        from idr.server.stats import stats_metrics
+
+        hub.held = self.hold_reports
+        await hub.start()
+        self.stats_hub = hub
+        self.metrics_sources.append(lambda: stats_metrics(self))
+        self.listeners.closers.append(self._stop_stats)
+
+    async def _stop_stats(self) -> None:
+        if self.stats_hub is not None:
+            await self.stats_hub.stop()
+            self.stats_hub = None
 
     async def _stop_runtime(self) -> None:
         if self.runtime is not None:

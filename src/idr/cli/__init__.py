@@ -11,6 +11,7 @@ from idr.cli import node as _node
 from idr.cli import replication as _replication
 from idr.cli import site as _site
 from idr.cli import sites as _sites
+from idr.cli import stats as _stats
 from idr.cli import trust as _trust
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ _replication.register(app)
 _gs1.register(app)
 _sites.register(app)
 _site.register(app)
+_stats.register(app)
 _trust.register(app)
 
 

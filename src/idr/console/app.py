@@ -369,11 +369,40 @@ def stats(console: Console) -> dict[str, Any]:
     return out
 
 
+async def federation_figures(console: Console) -> dict[str, Any] | None:
+    """The federation statistics this node keeps (its subtree; the top's: everything), or None."""
+    hub = getattr(console.node, "stats_hub", None)
+    if hub is None:
+        return None
+    try:
+        doc: dict[str, Any] = await hub.stats()
+    except Exception:  # the page stays usable while the store is unavailable
+        return None
+    return doc
+
+
+def reports_by_prefix(fed: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Map nodes by prefix → their reporting status and availability (for the map's badges)."""
+    out: dict[str, dict[str, Any]] = {}
+    for n in (fed or {}).get("nodes", []):
+        for p in [n["node"], *n.get("prefixes", [])]:
+            out.setdefault(normalize_key(p), n)
+    return out
+
+
 async def dashboard(request: web.Request) -> web.StreamResponse:
     p = _page(request)
     c = p.console
     fmap = await c.map.get(c.service, c.name, c.role, [])
-    return p.render("dashboard.html", stats=stats(c), fmap=fmap, prefixes=c.prefixes())
+    fed = await federation_figures(c)
+    return p.render(
+        "dashboard.html",
+        stats=stats(c),
+        fmap=fmap,
+        prefixes=c.prefixes(),
+        fed=fed,
+        reports=reports_by_prefix(fed),
+    )
 
 
 async def api_stats(request: web.Request) -> web.StreamResponse:

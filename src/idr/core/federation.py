@@ -232,6 +232,16 @@ class FederationSettings:
     top_identity: str = ""
     top_secret: str = ""
     top_cafile: str = ""
+    # 数据上报: where this node reports its figures (a secondary: default the top_* above),
+    # every report_interval seconds; industry (GB/T 4754 section, e.g. "C") and region
+    # (GB/T 2260 code, e.g. "510000") label its figures in the breakdowns.
+    parent_url: str = ""
+    parent_identity: str = ""
+    parent_secret: str = ""
+    parent_cafile: str = ""
+    report_interval: float = 60.0
+    industry: str = ""
+    region: str = ""
 
     @classmethod
     def load(cls, data_dir: Path) -> FederationSettings:
@@ -255,6 +265,13 @@ class FederationSettings:
             top_identity=str(raw.get("top_identity", "")),
             top_secret=str(raw.get("top_secret", "")),
             top_cafile=str(raw.get("top_cafile", "")),
+            parent_url=str(raw.get("parent_url", "")),
+            parent_identity=str(raw.get("parent_identity", "")),
+            parent_secret=str(raw.get("parent_secret", "")),
+            parent_cafile=str(raw.get("parent_cafile", "")),
+            report_interval=_interval(raw.get("report_interval", 60.0), path),
+            industry=str(raw.get("industry", "")),
+            region=str(raw.get("region", "")),
         )
 
     def save(self, data_dir: Path) -> None:
@@ -265,6 +282,14 @@ class FederationSettings:
         doc = {"federation": {k: v for k, v in self.__dict__.items() if v}}
         # It may hold the secret the node files with: created private, never world-readable.
         write_private(Path(data_dir) / FEDERATION_FILE, tomli_w.dumps(doc).encode("utf-8"))
+
+
+def _interval(value: object, path: Path) -> float:
+    from idr.core.config import ConfigError
+
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.05 <= value <= 86400:
+        raise ConfigError(f"{path}: report_interval is seconds between 0.05 and 86400, not {value!r}")
+    return float(value)
 
 
 def make_service(role: str, store: Store, **kwargs: Any) -> NodeService:

@@ -24,6 +24,7 @@ from typing import Any
 
 from idr.codec.site import encode_site
 from idr.codec.values import encode_admin
+from idr.core import stats
 from idr.core.federation import FederatedService, json_of, json_value
 from idr.core.secret_policy import admin_secret_problem
 from idr.model.errors import HandleError, ResponseCode
@@ -284,6 +285,7 @@ class PrefixRegistry:
                 (f"0.HOMED/{normalize_key(wanted)}", HandleRecord(wanted, ())),
             ],
         )
+        stats.count(stats.PREFIXES_ALLOCATED)
         return app
 
     async def reject(self, app_id: str, reviewer: ValueReference, reason: str) -> Application:
@@ -302,6 +304,8 @@ class PrefixRegistry:
     async def record_filing(self, app_id: str, ok: bool, error: str = "") -> Application:
         def job() -> Application:
             app = self.get(app_id)
+            if ok and not app.filed:
+                stats.count(stats.PREFIXES_FILED)
             app.filed, app.filing_error = ok, error[:MAX_TEXT]
             self._save(app, "prefix-filed" if ok else "prefix-filing-failed", None)
             return app
@@ -477,7 +481,7 @@ def audit_trail(
         if not page:
             break
         for e in page:
-            keys = [w.key for w in e.writes]
+            keys = [w.key for w in e.writes if not stats.is_counter_key(w.key)]
             if needle and not any(needle in k for k in keys):
                 continue
             out.append({"seq": e.seq, "time": e.timestamp, "op": e.op, "actor": e.actor, "keys": keys})

@@ -23,7 +23,7 @@ from functools import partial
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from idr.codec.values import encode_admin
-from idr.core import authz
+from idr.core import authz, stats
 from idr.core.interface import Listener, drops_everything
 from idr.core.request import WRITE_OPS, Op, Request, Response
 from idr.core.site import WRONG_SERVER, Peers, SiteShare
@@ -165,6 +165,9 @@ class NodeService:
         self.peers: Peers | None = None
         self.reload_homed()
         self.counters: dict[str, int] = {"resolutions": 0, "registrations": 0, "writes": 0, "errors": 0}
+        # This process's durable counters (idr.core.stats): its own record in the store.
+        self.writer_id = stats.new_writer_id()
+        self._writer_totals: dict[str, int] = {}
 
     # ----------------------------------------------------------------- plumbing
 
@@ -328,7 +331,8 @@ class NodeService:
                     break
             if planned:
                 self._commit_planned(planned)
-                changed.extend(changed_keys(planned))
+                # The writer's counter record is no listener's business (nothing serves it).
+                changed.extend(k for k in changed_keys(planned) if not stats.is_counter_key(k))
         return list(dict.fromkeys(changed))
 
     def _prefetch(self, jobs: Sequence[WriteJob]) -> dict[str, HandleRecord | None]:
@@ -347,6 +351,7 @@ class NodeService:
 
     def _plan(self, job: WriteJob, plan: Plan) -> None:
         plan.staged = None
+        plan.counts = {}
         token = PLANNING.set(plan)
         try:
             job.result = job.fn()
@@ -361,8 +366,12 @@ class NodeService:
         job.staged = (
             staged if ok and staged is not None and (staged.writes or staged.bulk is not None) else None
         )
+        if job.staged is not None:
+            job.staged.counts = plan.counts
+        plan.counts = {}
 
     def _commit_planned(self, planned: list[WriteJob]) -> None:
+        counted = self._count_in(planned)
         keys = list(dict.fromkeys(k for j in planned for k in j.changed()))
         try:
             if len(planned) == 1 and planned[0].staged and planned[0].staged.bulk is not None:
@@ -386,6 +395,8 @@ class NodeService:
             job.result = None
             return
         self.cache.invalidate(keys)
+        if counted is not None:
+            self._writer_totals = counted
         if drops_everything(keys):
             self.reload_homed()
         for job, seq in zip(planned, seqs, strict=True):
@@ -393,6 +404,28 @@ class NodeService:
             if isinstance(job.result, Response):
                 job.result = replace(job.result, seq=seq)
         self.counters["writes"] += len(planned)
+
+    def _count_in(self, planned: list[WriteJob]) -> dict[str, int] | None:
+        """Add this transaction's counts (``idr.core.stats.count``) to this writer's counter
+        record, written by the transaction's last job; the new totals, or None if nothing
+        counted. The totals in memory move only once the transaction commits."""
+        deltas = stats.sum_counts([j.staged.counts for j in planned if j.staged and j.staged.counts])
+        if not any(deltas.values()):
+            return None
+        totals = stats.add_counts(dict(self._writer_totals), deltas)
+        record = stats.counters_record(self.writer_id, totals)
+        last = planned[-1].staged
+        assert last is not None
+        if last.bulk is not None:
+            last.bulk.append(record)
+        else:
+            last.writes.append(Write(stats.writer_key(self.writer_id), record))
+        return totals
+
+    def durable_counts(self) -> dict[str, int]:
+        """Identifiers registered and deleted, prefixes allocated and filed, since the store
+        was made (every writer's record; see ``idr.core.stats``). May block on the store."""
+        return stats.durable_counts(self.store)
 
     def write_now(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` as a write job right here, alone (the write path's synchronous driver,
@@ -847,6 +880,8 @@ class NodeService:
         self._check_template(str(h), existing, record)
         self._commit("create", identity, [Write(h.key, record)])
         self.counters["registrations"] += 1
+        if existing is None and not h.is_prefix_handle:
+            stats.count(stats.REGISTERED)
         return Response(
             ResponseCode.SUCCESS,
             str(h) if req.mint else req.handle,
@@ -908,6 +943,8 @@ class NodeService:
         h, record = self._existing(req.handle)
         self._require(identity, record, AdminPermission.DELETE_HANDLE, f"delete {h}")
         self._commit("delete", identity, [Write(h.key, None)])
+        if not h.is_prefix_handle:
+            stats.count(stats.DELETED)
         return Response(ResponseCode.SUCCESS, req.handle)
 
     # Which right a value change needs: admin values are guarded by the *_ADMIN rights.
@@ -1031,11 +1068,20 @@ class NodeService:
             if plan is None:  # pragma: no cover - the drivers always plan
                 raise RuntimeError("import outside the write path")
             if stamped or checkpoint is not None:
-                plan.staged = Staged("import", actor, bulk=stamped, checkpoint=checkpoint)
+                plan.staged = Staged("import", actor, bulk=list(stamped), checkpoint=checkpoint)
             self.counters["registrations"] += len(stamped)
+            stats.count(stats.REGISTERED, self._new_names(stamped))
             return len(stamped)
 
         return job
+
+    def _new_names(self, records: Sequence[HandleRecord]) -> int:
+        """How many distinct identifiers among ``records`` the store does not hold yet (an
+        import replaces existing ones: only new ones are registrations). One query."""
+        keys = {normalize_key(r.handle) for r in records if not Handle.parse(r.handle).is_prefix_handle}
+        if not keys:
+            return 0
+        return len(keys) - len(self.store.get_many(list(keys)))
 
     def bootstrap(self, prefix: str, admin_values: Sequence[HandleValue], actor: str = "init") -> int:
         """A new node: home ``prefix`` and write its prefix handle with the admin's key values.

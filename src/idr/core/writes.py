@@ -42,6 +42,8 @@ class Staged:
     # An import batch: committed alone through ``Store.bulk_load`` (COPY on PostgreSQL).
     bulk: list[HandleRecord] | None = None
     checkpoint: tuple[str, int] | None = None
+    # Durable counters this commit adds to (``idr.core.stats.count``), committed with it.
+    counts: dict[str, int] = field(default_factory=dict)
 
     def keys(self) -> list[str]:
         return [w.key for w in self.writes]
@@ -55,6 +57,7 @@ class Plan:
     overlay: dict[str, HandleRecord | None] = field(default_factory=dict)
     prefetched: dict[str, HandleRecord | None] = field(default_factory=dict)
     staged: Staged | None = None  # the current job's
+    counts: dict[str, int] = field(default_factory=dict)  # the current job's (idr.core.stats)
 
 
 PLANNING: ContextVar[Plan | None] = ContextVar("idr_planning", default=None)

@@ -43,32 +43,24 @@ def _ssl(target: FilingTarget) -> ssl.SSLContext:
     return ctx
 
 
-async def send_filing(target: FilingTarget, filing: Filing) -> dict[str, Any]:
-    """POST the filing to the top; the top's JSON answer, or HandleError with its code."""
+async def post_to_parent(
+    target: FilingTarget, path: str, body: dict[str, Any], what: str, timeout: float = FILING_TIMEOUT
+) -> dict[str, Any]:
+    """POST ``body`` to the parent node's HTTPS API as this node's identity (Basic over TLS,
+    the parent's certificate pinned); its JSON answer, or HandleError with its code."""
     import aiohttp
 
     user = quote(str(target.identity), safe="")
     token = base64.b64encode(f"{user}:{target.secret}".encode()).decode()
     headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
-    body = {
-        k: v
-        for k, v in filing.to_json().items()
-        if k in ("prefix", "parent", "enterprise", "uscc", "contact")
-    }
-    timeout = aiohttp.ClientTimeout(total=FILING_TIMEOUT)
     try:
         async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.post(
-                target.url.rstrip("/") + "/api/federation/filings",
-                json=body,
-                headers=headers,
-                ssl=_ssl(target),
-            ) as resp,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            session.post(target.url.rstrip("/") + path, json=body, headers=headers, ssl=_ssl(target)) as resp,
         ):
             doc = await resp.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-        raise HandleError(ResponseCode.ERROR, f"filing with {target.url} failed: {e}") from e
+        raise HandleError(ResponseCode.ERROR, f"{what} with {target.url} failed: {e}") from e
     if not isinstance(doc, dict) or doc.get("responseCode") != 1:
         code = doc.get("responseCode", 2) if isinstance(doc, dict) else 2
         message = doc.get("message", "") if isinstance(doc, dict) else str(doc)
@@ -76,8 +68,18 @@ async def send_filing(target: FilingTarget, filing: Filing) -> dict[str, Any]:
             rc = ResponseCode(int(code))
         except ValueError:
             rc = ResponseCode.ERROR
-        raise HandleError(rc, f"the top node refused the filing: {message}")
+        raise HandleError(rc, f"the parent node refused the {what}: {message}")
     return doc
+
+
+async def send_filing(target: FilingTarget, filing: Filing) -> dict[str, Any]:
+    """POST the filing to the top; the top's JSON answer, or HandleError with its code."""
+    body = {
+        k: v
+        for k, v in filing.to_json().items()
+        if k in ("prefix", "parent", "enterprise", "uscc", "contact")
+    }
+    return await post_to_parent(target, "/api/federation/filings", body, "filing")
 
 
 async def file_prefix(reg: PrefixRegistry, app_id: str, target: FilingTarget) -> bool:

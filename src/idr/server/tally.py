@@ -174,6 +174,17 @@ class Tallies:
                     out[f].add(snaps[f])
         return out
 
+    def resolutions(self) -> dict[str, dict[int, int]]:
+        """Resolutions answered, by front-end and response code: the figures a node reports to
+        its parent (``idr.runtime.reporting``) — the same counts ``idr_answers`` and
+        ``idr_resolutions`` export, so the federation's totals are sums of these."""
+        out: dict[str, dict[int, int]] = {}
+        for frontend, t in self.totals().items():
+            codes = {code: n for (op, code), n in t.answers.items() if op == RESOLUTION and n}
+            if codes:
+                out[frontend] = codes
+        return out
+
     def overall(self) -> Totals:
         """Every front-end together."""
         total = Totals()

@@ -83,6 +83,66 @@
     setTimeout(poll, 1000);
   }
 
+  function drawDays(svg, days, resolutions, registered) {
+    // one bar per day: resolutions; registrations as a dot on the same scale
+    const series = days.map((d, i) => [d, resolutions[i] || 0, registered[i] || 0]);
+    while (svg.lastChild && svg.lastChild.nodeName !== "title") svg.removeChild(svg.lastChild);
+    const W = 600, H = 160, padL = 44, padB = 18, padT = 8;
+    const max = Math.max(1, ...series.map((p) => Math.max(p[1], p[2])));
+    const bw = (W - padL) / Math.max(1, series.length);
+    const text = (x, y, s, anchor) => {
+      const t = document.createElementNS(SVG, "text");
+      t.setAttribute("x", x); t.setAttribute("y", y);
+      if (anchor) t.setAttribute("text-anchor", anchor);
+      t.textContent = s; svg.appendChild(t);
+    };
+    text(padL - 4, padT + 8, String(max), "end");
+    text(padL - 4, H - padB, "0", "end");
+    series.forEach((p, i) => {
+      const h = ((H - padB - padT) * p[1]) / max;
+      const r = document.createElementNS(SVG, "rect");
+      r.setAttribute("x", (padL + i * bw + 1).toFixed(1));
+      r.setAttribute("y", (H - padB - h).toFixed(1));
+      r.setAttribute("width", Math.max(1, bw - 2).toFixed(1));
+      r.setAttribute("height", h.toFixed(1));
+      r.setAttribute("class", "bar");
+      const tip = document.createElementNS(SVG, "title");
+      tip.textContent = p[0] + ": " + p[1] + " / " + p[2];
+      r.appendChild(tip);
+      svg.appendChild(r);
+      const c = document.createElementNS(SVG, "circle");
+      c.setAttribute("cx", (padL + i * bw + bw / 2).toFixed(1));
+      c.setAttribute("cy", (H - padB - ((H - padB - padT) * p[2]) / max).toFixed(1));
+      c.setAttribute("r", "3");
+      c.setAttribute("class", "dot");
+      svg.appendChild(c);
+      if (i === 0 || i === series.length - 1) text(padL + i * bw + bw / 2, H - 4, p[0].slice(5), "middle");
+    });
+  }
+
+  function federation() {
+    const box = document.getElementById("federation");
+    const svg = document.getElementById("fed-trend");
+    if (!box || !svg) return;
+    const draw = (days, res, reg) => { try { drawDays(svg, days, res, reg); } catch (e) { /* keep the page */ } };
+    draw(JSON.parse(svg.dataset.days || "[]"), JSON.parse(svg.dataset.series || "[]"), JSON.parse(svg.dataset.registered || "[]"));
+    async function poll() {
+      try {
+        const r = await fetch(box.dataset.statsUrl, { credentials: "same-origin", cache: "no-store" });
+        if (r.ok) {
+          const s = await r.json();
+          setText("fed-secondary", s.secondary_nodes);
+          setText("fed-enterprise", s.enterprise_nodes);
+          setText("fed-registered", s.registered);
+          setText("fed-resolutions", s.resolutions);
+          draw(s.days.map((d) => d.day), s.days.map((d) => d.resolutions), s.days.map((d) => d.registered));
+        }
+      } catch (e) { /* the node may be restarting; try again */ }
+      setTimeout(poll, 5000);
+    }
+    setTimeout(poll, 1000);
+  }
+
   function batch() {
     const form = document.getElementById("batch-form");
     if (!form) return;
@@ -129,5 +189,5 @@
     });
   }
 
-  document.addEventListener("DOMContentLoaded", () => { dashboard(); batch(); });
+  document.addEventListener("DOMContentLoaded", () => { dashboard(); federation(); batch(); });
 })();

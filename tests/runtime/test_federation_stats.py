@@ -1,0 +1,277 @@
+"""Federation statistics add up (issue 17): a top, a secondary and an enterprise node, each a
+separate ``idr serve`` process with its own ``federation.toml``; identifiers registered and
+resolved in known numbers through each node (UDP, TCP, HTTP); the top's totals equal the
+sums exactly once the reports arrive — also after a child restarts, after reports are sent
+again, after a child is killed before reporting, and after a child is down for a while
+(which the top's monitor shows, with an availability below one)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from idr.cli.stats import federation_totals
+from idr.codec import rest
+from idr.core.federation import FederationSettings, loopback_site
+from idr.core.prefixes import uscc_check_char
+from tests.procs import ServeProc, idr
+
+TOP_SECRET = "top-secret-123"
+SEC_SECRET = "sichuan-secret-123"
+ENT_SECRET = "yibin-secret-123"
+USCC = "91511500MA62XB4P3" + uscc_check_char("91511500MA62XB4P3")
+INTERVAL = 0.5
+TOP_AUTH = ("300:0.NA/0.NA", TOP_SECRET)
+SEC_AUTH = ("300:0.NA/88.168", SEC_SECRET)
+ENT_AUTH = ("300:0.NA/88.168.6", ENT_SECRET)
+
+
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60.0) -> Any:
+    """Poll ``fn`` until it returns something true (bounded); its last value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last and not isinstance(last, str):  # a string says why not yet
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
+
+
+def site_json(node: ServeProc, index: int, type_: str, name: str) -> dict[str, object]:
+    site = loopback_site(name, native=node.native, http=node.http, https=node.https)
+    return {"index": index, "type": type_, "data": {"format": "site", "value": rest.site_to_json(site)}}
+
+
+class Federation:
+    def __init__(self, tmp: Path) -> None:
+        self.top = ServeProc.init(tmp / "top", "--role", "top", "--admin-secret", TOP_SECRET)
+        self.sec = ServeProc.init(
+            tmp / "sec", "--role", "secondary", "--prefix", "88.168", "--admin-secret", SEC_SECRET
+        )
+        self.ent = ServeProc.init(
+            tmp / "ent", "--role", "enterprise", "--prefix", "88.168.6", "--admin-secret", ENT_SECRET
+        )
+        FederationSettings(root=[], report_interval=INTERVAL).save(self.top.data)
+        FederationSettings(
+            root=[f"127.0.0.1:{self.top.native}"],
+            top_url=f"https://127.0.0.1:{self.top.https}",
+            top_identity="300:0.NA/88.168",
+            top_secret=SEC_SECRET,
+            top_cafile=str(self.top.data / "tls" / "cert.pem"),
+            report_interval=INTERVAL,
+            industry="C",
+            region="510000",
+        ).save(self.sec.data)
+        # The enterprise node reports to the secondary as its admin, whose secret it holds
+        # itself: no secret in its federation.toml.
+        FederationSettings(
+            root=[f"127.0.0.1:{self.top.native}"],
+            parent_url=f"https://127.0.0.1:{self.sec.https}",
+            parent_cafile=str(self.sec.data / "tls" / "cert.pem"),
+            report_interval=INTERVAL,
+            industry="C",
+            region="511500",
+        ).save(self.ent.data)
+
+    def stop(self) -> None:
+        for node in (self.ent, self.sec, self.top):
+            node.stop()
+
+    def stats(self, node: ServeProc) -> dict[str, Any]:
+        status, doc = node.get("/api/federation/stats", secure=False)
+        assert status == 200 and doc["responseCode"] == 1, doc
+        return dict(doc)
+
+    def node(self, doc: dict[str, Any], key: str) -> dict[str, Any]:
+        return next(n for n in doc["nodes"] if n["node"] == key)
+
+
+@pytest.fixture
+def fed(tmp_path: Path) -> Iterator[Federation]:
+    f = Federation(tmp_path)
+    try:
+        f.top.start()
+        record = {
+            "values": [
+                {"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": {
+                    "handle": "0.NA/88.168", "index": 300, "permissions": "111111111111"}}},
+                {"index": 300, "type": "HS_SECKEY", "data": {"format": "string", "value": SEC_SECRET}},
+                site_json(f.sec, 1, "HS_SITE", "Sichuan secondary"),
+                site_json(f.sec, 51, "HS_SITE.PREFIX", "Sichuan secondary"),
+            ]
+        }  # fmt: skip
+        status, doc = f.top.call("PUT", "/api/handles/0.NA/88.168", record, auth=TOP_AUTH)
+        assert doc["responseCode"] == 1, (status, doc)
+        f.sec.start()
+        # The enterprise's prefix: applied for, approved (allocated, filed with the top).
+        sec_url = f"https://127.0.0.1:{f.sec.https}"
+        cert = str(f.sec.data / "tls" / "cert.pem")
+        out = idr("prefix", "apply", "--node", sec_url, "--cafile", cert, "--enterprise", "Yibin cells",
+                  "--uscc", USCC, "--contact", "q@example.org", "--secret", ENT_SECRET,
+                  "--prefix", "88.168.6").stdout  # fmt: skip
+        app_id = re.search(r"APP-[0-9A-F]+", out)
+        assert app_id, out
+        idr("prefix", "approve", app_id.group(0), "--node", sec_url, "--auth", SEC_AUTH[0],
+            "--secret", SEC_SECRET, "--cafile", cert)  # fmt: skip
+        f.ent.start()
+        yield f
+    finally:
+        f.stop()
+
+
+URL_VALUE = {"index": 1, "type": "URL", "data": {"format": "string", "value": "https://example.org/"}}
+
+
+def register(node: ServeProc, handle: str, auth: tuple[str, str]) -> None:
+    status, doc = node.call("PUT", f"/api/handles/{handle}", {"values": [URL_VALUE]}, auth=auth)
+    assert doc["responseCode"] == 1, (status, doc)
+
+
+class Traffic:
+    """Known numbers: what the test did through each node."""
+
+    def __init__(self) -> None:
+        self.registered = 0
+        self.deleted = 0
+        self.resolutions: dict[str, int] = {}
+        self.seq = 0
+
+    def burst(self, node: ServeProc, key: str, prefix: str, auth: tuple[str, str], n: int = 3) -> None:
+        """``n`` identifiers registered, each resolved once, over UDP, TCP and HTTP in turn,
+        and one name that is not there over UDP."""
+        names = []
+        for _ in range(n):
+            self.seq += 1
+            name = f"{prefix}/STAT-{self.seq}"
+            register(node, name, auth)
+            names.append(name)
+        self.registered += n
+        for i, name in enumerate(names):
+            frontend = ("udp", "tcp", "http")[i % 3]
+            if frontend == "http":
+                status, doc = node.get(f"/api/handles/{name}", secure=False)
+                assert status == 200 and doc["responseCode"] == 1, doc
+            else:
+                assert node.resolve_native(name, frontend)[0] == 1
+        assert node.resolve_native(f"{prefix}/NO-SUCH-{self.seq}", "udp")[0] == 100
+        self.resolutions[key] = self.resolutions.get(key, 0) + n + 1
+
+    def delete(self, node: ServeProc, key: str, prefix: str, auth: tuple[str, str]) -> None:
+        status, doc = node.call("DELETE", f"/api/handles/{prefix}/STAT-{self.seq}", auth=auth)
+        assert doc["responseCode"] == 1, (status, doc)
+        self.deleted += 1
+
+
+def figures(doc: dict[str, Any]) -> tuple[int, int, int]:
+    return doc["registered"], doc["deleted"], doc["resolutions"]
+
+
+def test_the_tops_totals_are_the_sums_of_what_every_node_did(fed: Federation) -> None:
+    t = Traffic()
+    t.burst(fed.ent, "88.168.6", "88.168.6", ENT_AUTH, n=4)
+    t.burst(fed.sec, "88.168", "88.168", SEC_AUTH, n=3)
+    t.delete(fed.sec, "88.168", "88.168", SEC_AUTH)
+    # the top registers no identifiers (it holds prefix handles); it answers for them
+    assert fed.top.resolve_native("0.NA/88.168", "udp")[0] == 1
+    assert fed.top.resolve_native("0.NA/0.NA", "tcp")[0] == 1
+    assert fed.top.get("/api/handles/0.NA/0.NA", secure=False)[0] == 200
+    t.resolutions["0.NA"] = 3
+
+    def arrived() -> dict[str, Any] | str:
+        doc = fed.stats(fed.top)
+        per = {n["node"]: n["resolutions"] for n in doc["nodes"]}
+        want = (t.registered, t.deleted, sum(t.resolutions.values()))
+        if figures(doc) == want and per == t.resolutions:
+            return doc
+        return f"{figures(doc)} {per}, want {want} {t.resolutions}; reporting {doc['reporting']}"
+
+    doc = wait_for("the top's totals", arrived)
+    assert doc["secondary_nodes"] == 1 and doc["enterprise_nodes"] == 1
+    assert doc["prefixes_allocated"] == 1 and doc["prefixes_filed"] == 1
+    assert doc["by_secondary"]["88.168"]["registered"] == 4 + 3
+    assert doc["by_region"]["511500"]["registered"] == 4
+    assert doc["by_industry"]["C"]["resolutions"] == t.resolutions["88.168.6"] + t.resolutions["88.168"]
+    assert sum(doc["resolutions_by_frontend"].values()) == sum(t.resolutions.values())
+    today = doc["days"][-1]
+    assert (today["registered"], today["deleted"], today["resolutions"]) == figures(doc)
+    assert doc["months"][-1]["registered"] == t.registered
+    assert fed.node(doc, "88.168")["status"] == "ok" and fed.node(doc, "88.168.6")["via"] == "88.168"
+    shown = idr("stats", "show", "--node", f"127.0.0.1:{fed.top.http}").stdout
+    assert "接入二级节点 1 个 · 企业节点 1 家" in shown
+    assert f"标识注册量 {t.registered} · 标识解析总量 {doc['resolutions']}" in shown
+    assert federation_totals(f"127.0.0.1:{fed.top.http}")["registered"] == t.registered
+    # the secondary's own statistics: its subtree
+    sub = fed.stats(fed.sec)
+    assert figures(sub) == (7, 1, t.resolutions["88.168.6"] + t.resolutions["88.168"])
+
+    # Reports sent again (on demand, several times): nothing counted twice.
+    for node, auth in ((fed.ent, ENT_AUTH), (fed.sec, SEC_AUTH), (fed.sec, SEC_AUTH)):
+        out = json.loads(
+            idr(
+                "stats",
+                "report",
+                "--node",
+                f"127.0.0.1:{node.https}",
+                "--auth",
+                auth[0],
+                "--secret",
+                auth[1],
+                "--cafile",
+                str(node.data / "tls" / "cert.pem"),
+                "--json",
+            ).stdout
+        )
+        assert out["sent"] is True and out["ack"]["duplicates"] >= 0, out
+    time.sleep(4 * INTERVAL)
+    assert figures(fed.stats(fed.top)) == figures(doc)
+
+    # The enterprise node restarts (SIGTERM: its last cut keeps this run's resolutions).
+    fed.ent.stop()
+    fed.ent.start()
+    t.burst(fed.ent, "88.168.6", "88.168.6", ENT_AUTH, n=2)
+    doc = wait_for("totals after a restart", arrived)
+
+    # Killed before it could report: what it registered is durable and reported after.
+    t.seq += 1
+    register(fed.ent, f"88.168.6/STAT-{t.seq}", ENT_AUTH)
+    t.registered += 1
+    assert fed.ent.proc is not None
+    fed.ent.proc.kill()
+    fed.ent.proc.wait(10)
+    fed.ent.start()
+    doc = wait_for("totals after kill -9", lambda: figures(fed.stats(fed.top))[0] == t.registered)
+
+
+def test_a_child_that_is_down_is_marked_and_its_availability_falls(fed: Federation) -> None:
+    t = Traffic()
+    t.burst(fed.ent, "88.168.6", "88.168.6", ENT_AUTH, n=1)
+    wait_for("the secondary is heard", lambda: fed.node(fed.stats(fed.top), "88.168")["status"] == "ok")
+    fed.sec.stop()  # the secondary is down for a while; the enterprise goes on registering
+    wait_for("the secondary marked down", lambda: fed.node(fed.stats(fed.top), "88.168")["status"] == "down")
+    t.burst(fed.ent, "88.168.6", "88.168.6", ENT_AUTH, n=2)
+    fed.sec.start()
+    doc = wait_for(
+        "back and caught up",
+        lambda: (
+            (d := fed.stats(fed.top))
+            and fed.node(d, "88.168")["status"] == "ok"
+            and figures(d)[0] == t.registered
+            and d
+        ),
+    )
+    availability = fed.node(doc, "88.168")["availability"]
+    assert availability is not None and 0 < availability < 1, availability
+    # the enterprise node as its secondary sees it, forwarded to the top
+    assert fed.node(doc, "88.168.6")["status"] == "ok"
+    with urllib.request.urlopen(fed.top.url("/metrics", secure=False), timeout=10) as r:
+        text = r.read().decode()
+    assert f"idr_federation_registered {float(t.registered)}" in text, text
+    assert "idr_federation_secondary_nodes 1.0" in text and "idr_federation_enterprise_nodes 1.0" in text
