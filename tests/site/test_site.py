@@ -5,7 +5,9 @@ front-end relays what another server holds (HTTP clients do not hash)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -121,3 +123,31 @@ async def test_http_at_any_server_reaches_the_owner(site4: Site) -> None:
         async with http.delete(f"{site4.https(3)}/api/handles/{handles[0]}", ssl=INSECURE) as r:
             assert (await r.json())["responseCode"] == 1
         assert all(store(site4, i).get(normalize_key(handles[0])) is None for i in range(4))
+
+
+async def test_pyhandle_reaches_every_handle_through_any_server(site4: Site) -> None:
+    """pyhandle (the REST client Handle.Net users script with) knows one server's URL and does
+    not hash: each server relays to the owner, for writes, reads and deletes."""
+    from pyhandle.handleclient import PyHandleClient
+
+    def client(i: int) -> Any:
+        return PyHandleClient("rest").instantiate_with_username_and_password(
+            site4.https(i), ADMIN, SECRET, HTTPS_verify=False
+        )
+
+    handles = [f"88.100/py-{i}" for i in range(8)]
+    assert len({site4.owner(h) for h in handles}) > 1
+
+    def run() -> None:
+        for n, h in enumerate(handles):
+            client(n % 4).register_handle(h, f"https://example.org/{h}")
+        for n, h in enumerate(handles):
+            got = client((n + 1) % 4).get_value_from_handle(h, "URL")
+            assert got == f"https://example.org/{h}"
+        client(2).delete_handle(handles[0])
+        assert client(3).retrieve_handle_record(handles[0]) is None
+
+    await asyncio.to_thread(run)
+    for h in handles[1:]:
+        held = [i for i in range(4) if store(site4, i).get(normalize_key(h)) is not None]
+        assert held == [site4.owner(h)]
