@@ -1,25 +1,34 @@
-"""Resolutions per second through the demo's recursive node: cache hits and cold three-level walks.
+"""A recursive node's answers against an authoritative node's, with hdlperf as the load.
 
     python bench/recursive_resolve.py [--seconds 10] [--window 32] [--cells 40000]
 
-Starts the twin-city federation of ``idr demo`` (``start_federation``) in a server process,
-with ``--cells`` extra cells registered at the Yibin enterprise node (``88.168.6/BENCH-i``)
-and the recursive node's *service* cache turned off, so every uncached lookup walks the
-whole hierarchy: top (0.NA/88.168.6 → 303) → Sichuan secondary (0.NA/88.168.6) → Yibin
-(the handle). This process is the load: one UDP socket, ``--window`` requests in flight,
-pre-encoded Handle-protocol resolution requests (request id patched), answers matched by id.
+Starts the twin-city federation of ``idr demo`` (``start_federation``) in one process with
+``--cells`` extra cells registered at the Yibin enterprise node (``88.168.6/BENCH-i``), and a
+recursive node made by ``idr init --role recursive --root <top>`` and run by ``idr serve`` in a
+process of its own. Both pinned to core 0, the load (hdlperf, built from ../shared/tools) on the
+last core: 16 in flight, ``--hit-set`` names of which 10% are misses (``BENCH-i-missing``).
 
-* hit: a set of 1,000 cells resolved once, then resolved again and again (answer cache);
-* cold: every request a cell never asked before (answer cache miss, three levels).
+* **authoritative**: hdlperf against the Yibin node, which holds the cells (warm: each name asked
+  twice first);
+* **recursive, cached**: the same hdlperf against the recursive node once each name was resolved
+  through it twice (the first walks, the second fills the pre-encoded answer cache every native
+  front-end has), so every request is answered by the same hot path;
+* **recursive, cold**: names never asked before, ``--window`` in flight from a Python client:
+  answer-cache misses, each a walk to Yibin (the services of 88.168.6 are cached after the first),
+  pipelined through the node's one upstream socket, at most 32 in flight per upstream server.
 
-Prints one line per figure and their ratio.
+Prints the rates, the server CPU per answer and the ratio recursive/authoritative from the run,
+then a summary block.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import re
 import socket
 import struct
 import subprocess
@@ -27,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HIT_SET = 1000
 REQUEST_TIMEOUT = 3.0
@@ -36,14 +46,15 @@ REQUEST_TIMEOUT = 3.0
 
 
 async def serve(cells: int) -> None:
+    from idr.core.service import NodeService
     from idr.demo import start_federation
     from idr.model.value import HandleRecord, HandleValue
-    from idr.resolver.recursive import RecursiveService, TtlCache
 
     with tempfile.TemporaryDirectory(prefix="idr-bench-rec-") as tmp:
         fed = await start_federation(Path(tmp))
         try:
             yb = fed["ent-yb"].service
+            assert isinstance(yb, NodeService)
             for start in range(0, cells, 10_000):
                 await yb.import_records(
                     [
@@ -55,11 +66,8 @@ async def serve(cells: int) -> None:
                     ],
                     actor="bench",
                 )
-            rec = fed["recursive"].service
-            assert isinstance(rec, RecursiveService)
-            # No service cache: every answer-cache miss walks top → secondary → enterprise.
-            rec.resolver.services = TtlCache(0, rec.resolver.clock)
-            print(json.dumps({"native": fed["recursive"].native[1]}), flush=True)
+            ports = {"top": fed["top-cq"].native[1], "yibin": fed["ent-yb"].native[1], "pid": os.getpid()}
+            print(json.dumps(ports), flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until EOF
         finally:
             await fed.stop()
@@ -132,44 +140,140 @@ def drive(
     return ok, bad, time.monotonic() - t0
 
 
+IDR = [sys.executable, "-c", "from idr.cli import main; main()"]
+HERE = Path(__file__).resolve().parent
+NCPU = os.cpu_count() or 1
+
+
+def hdlperf(port: int, seconds: int, names: int, pid: int) -> dict[str, Any]:
+    """hdlperf (native_resolve's build) on the last core against ``port``: BENCH-0…names-1 of
+    88.168.6, 16 in flight, 10% misses; with the server's CPU time per answer."""
+    sys.path.insert(0, str(HERE))
+    import native_resolve as nr
+
+    nr.build_hdlperf()
+    cmd = ["taskset", "-c", str(NCPU - 1), str(nr.HDLPERF), "-p", str(port), "-l", str(seconds)]
+    cmd += ["-c", str(nr.IN_FLIGHT), "-n", str(names), "-m", str(nr.MISS_PERCENT), "-P", "88.168.6/BENCH-"]
+    cpu0 = nr.cpu_seconds(pid)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
+    cpu = nr.cpu_seconds(pid) - cpu0
+    m = re.search(r"qps=(\d+).*answered=(\d+).*timeouts=(\d+).*rc\{([^}]*)\} p50_us=(\d+) p99_us=(\d+)", out)
+    if m is None:
+        raise RuntimeError(f"hdlperf: {out!r}")
+    return {
+        "qps": float(m.group(1)),
+        "cpu_us": cpu / max(1, int(m.group(2))) * 1e6,
+        "timeouts": int(m.group(3)),
+        "codes": m.group(4),
+        "p50": int(m.group(5)),
+        "p99": int(m.group(6)),
+    }
+
+
+def probe(port: int, timeout: float = 60.0) -> None:
+    req = encoded_requests(["88.168.6/BENCH-0"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            ok, _, _ = drive(port, req, 0.5, 1, cycle=False)
+            if ok:
+                return
+        time.sleep(0.1)
+    raise RuntimeError("the recursive node did not answer")
+
+
+def line(name: str, r: dict[str, Any]) -> str:
+    return (
+        f"{name:<26} {r['qps']:>9,.0f}/s  cpu {r['cpu_us']:5.1f} us/answer  p50 {r['p50']} us  "
+        f"p99 {r['p99']} us  timeouts {r['timeouts']}  codes {{{r['codes']}}}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--window", type=int, default=32)
     ap.add_argument("--cells", type=int, default=40_000)
+    ap.add_argument("--hit-set", type=int, default=1000)
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
         asyncio.run(serve(args.cells))
         return
+    load0 = os.getloadavg()[0]
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", "--cells", str(args.cells)],
+        ["taskset", "-c", "0", sys.executable, __file__, "--serve", "--cells", str(args.cells)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+    rec: subprocess.Popen[bytes] | None = None
+    tmp = tempfile.TemporaryDirectory(prefix="idr-bench-recnode-")
     try:
         assert server.stdout is not None and server.stdin is not None
-        line = server.stdout.readline()
-        if not line:
+        line_ = server.stdout.readline()
+        if not line_:
             sys.exit("the federation did not start")
-        port = int(json.loads(line)["native"])
-        print(f"federation up; recursive node native UDP 127.0.0.1:{port}; {args.cells} extra cells at Yibin")
-        hot = encoded_requests([f"88.168.6/BENCH-{i}" for i in range(HIT_SET)])
-        ok, bad, _ = drive(port, hot, 60.0, args.window, cycle=False)  # warm the answer cache
-        assert ok == HIT_SET, f"warm-up: {ok} of {HIT_SET} resolved ({bad} failed)"
-        ok, bad, took = drive(port, hot, args.seconds, args.window, cycle=True)
-        hit = ok / took
-        print(f"cache hit: {hit:,.0f} resolutions/s ({ok} in {took:.1f} s, {bad} failed)")
-        cold_set = encoded_requests([f"88.168.6/BENCH-{i}" for i in range(HIT_SET, args.cells)])
-        ok, bad, took = drive(port, cold_set, args.seconds, args.window, cycle=False)
+        ports = json.loads(line_)
+        data = Path(tmp.name) / "rec"
+        subprocess.run(
+            [*IDR, "init", "--data", str(data), "--role", "recursive", "--root", f"127.0.0.1:{ports['top']}",
+             "--https", ""],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            rport = s.getsockname()[1]
+        rec = subprocess.Popen(
+            ["taskset", "-c", "0", *IDR, "serve", "--data", str(data), "--native", f"127.0.0.1:{rport}",
+             "--https", "", "--http", ""],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        probe(rport)
+        print(
+            f"federation up (Yibin native :{ports['yibin']}, {args.cells} extra cells); "
+            f"recursive node in its own process :{rport}; load {load0:.1f}"
+        )
+        n = args.hit_set
+        names = [f"88.168.6/BENCH-{i}" for i in range(n)] + [f"88.168.6/BENCH-{i}-missing" for i in range(n)]
+        warm_set = encoded_requests(names)
+        for port in (ports["yibin"], rport, rport):  # the recursive node: walk, then fill its hot cache
+            ok, bad, _ = drive(port, warm_set, 120.0, args.window, cycle=False)
+            assert ok + bad == len(warm_set), f"warm-up: {ok + bad} of {len(warm_set)} answered"
+        auth = hdlperf(ports["yibin"], args.seconds, n, ports["pid"])
+        print(line("authoritative (Yibin)", auth))
+        hit = hdlperf(rport, args.seconds, n, rec.pid)
+        print(line("recursive, cached", hit))
+        cold_set = encoded_requests([f"88.168.6/BENCH-{i}" for i in range(n, args.cells)])
+        ok, bad, took = drive(rport, cold_set, args.seconds, args.window, cycle=False)
         cold = ok / took
         print(
-            f"cold, three levels (top → Sichuan secondary → Yibin): {cold:,.0f} resolutions/s "
-            f"({ok} in {took:.1f} s, {bad} failed)"
+            f"{'recursive, cold walks':<26} {cold:>9,.0f}/s  ({ok} in {took:.1f} s, {bad} failed, "
+            f"{args.window} in flight)"
         )
-        print(f"ratio hit/cold: {hit / cold:.1f}x" if cold else "ratio: no cold resolutions")
+        ratio = hit["qps"] / auth["qps"]
+        cpu_ratio = auth["cpu_us"] / hit["cpu_us"]
+        print(
+            f"ratio recursive cached / authoritative = {ratio:.2f}; CPU per answer auth/rec = {cpu_ratio:.2f}"
+        )
+        print(
+            f"\nsummary   recursive_resolve.py --cells {args.cells}, "
+            f"load {load0:.1f}-{os.getloadavg()[0]:.1f}"
+        )
+        print(
+            f"  recursive cached {hit['qps']:,.0f}/s vs authoritative {auth['qps']:,.0f}/s: {ratio:.2f}x "
+            f"(CPU/answer {hit['cpu_us']:.1f} vs {auth['cpu_us']:.1f} us: {cpu_ratio:.2f}x); "
+            f"cold walks {cold:,.0f}/s ({args.window} in flight)"
+        )
     finally:
+        if rec is not None:
+            rec.terminate()
+            try:
+                rec.wait(30)
+            except subprocess.TimeoutExpired:
+                rec.kill()
         if server.stdin is not None:
             server.stdin.close()
         try:
@@ -177,6 +281,7 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+        tmp.cleanup()
 
 
 if __name__ == "__main__":

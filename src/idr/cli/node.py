@@ -324,7 +324,8 @@ def register(app: typer.Typer) -> None:
             console.print(f"made the server's key pair: {path}")
         node = Node(cfg, _open(cfg))
         node.workers = workers
-        node.native_options = NativeOptions.from_config(cfg.native_limits, warm=warm)
+        # this process serves: the collector stays off the answer caches (native._GcPause)
+        node.native_options = NativeOptions.from_config(cfg.native_limits, warm=warm, freeze_gc=True)
         try:
             run_async(_serve(node, https=https, http=http, native=native))
         finally:

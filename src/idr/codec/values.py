@@ -12,6 +12,7 @@ from idr.codec.wire import ProtocolError, Reader, Writer
 from idr.model.errors import ResponseCode
 from idr.model.value import (
     MAX_VALUES,
+    PERM_PUBLIC_READ,
     AdminRecord,
     HandleValue,
     TtlType,
@@ -62,6 +63,46 @@ def encode_values(values: Iterable[HandleValue]) -> bytes:
     w = Writer()
     write_values(w, values)
     return w.getvalue()
+
+
+def _is_seckey(t: bytes) -> bool:
+    """The type ``HandleValue.public_read`` never shows (it compares ``str.upper()``, which maps
+    some non-ASCII letters to ASCII ones)."""
+    if t.isascii():
+        return t.upper() == b"HS_SECKEY"
+    return t.decode("utf-8", "replace").upper() == "HS_SECKEY"
+
+
+def all_public(encoded: bytes) -> bool:
+    """Whether an ``encode_values`` list holds at least one value and every value is readable by
+    anyone (``HandleValue.public_read``: the public-read bit, and never HS_SECKEY), judged on the
+    bytes without decoding them: the answer to an anonymous resolution is then the stored bytes
+    as they are (the native hot path splices them, ``idr.server.hotcache.Splice``). False for
+    anything it cannot walk to the end exactly."""
+    n = len(encoded)
+    if n < 4:
+        return False
+    count = int.from_bytes(encoded[:4], "big")
+    if count == 0 or count > MAX_VALUES:
+        return False
+    at = 4
+    try:
+        for _ in range(count):
+            if not encoded[at + 13] & PERM_PUBLIC_READ:
+                return False
+            tl = int.from_bytes(encoded[at + 14 : at + 18], "big")
+            at += 18
+            if 9 <= tl <= 64 and _is_seckey(encoded[at : at + tl]):
+                return False
+            at += tl
+            at += 4 + int.from_bytes(encoded[at : at + 4], "big")
+            refs = int.from_bytes(encoded[at : at + 4], "big")
+            at += 4
+            for _ in range(refs):
+                at += 8 + int.from_bytes(encoded[at : at + 4], "big")
+    except IndexError:
+        return False
+    return at == n
 
 
 def decode_values(data: bytes) -> tuple[HandleValue, ...]:

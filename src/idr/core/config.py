@@ -45,6 +45,9 @@ class NativeLimits:
     verify_cpu_per_source: float = 0.25  # CPU seconds of verification per second per address
     verify_cpu_burst: float = 1.0
     token_window: float = 300.0  # id-pointer-sdk identity tokens: seconds of clock skew allowed
+    # Pre-encoded answers kept in memory (one per handle and request shape, ~600 bytes each):
+    # room for every handle of a 1M-handle node in two shapes (idr.server.hotcache).
+    answer_cache: int = 2_000_000
 
 
 @dataclass

@@ -706,6 +706,9 @@ class RecursiveService:
     def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        close = getattr(self.resolver.transport, "close", None)  # its shared UDP socket
+        if close is not None:
+            close()
         self.local.close()
 
 

@@ -37,17 +37,24 @@ nothing.
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections.abc import Callable, Iterable, Sequence
 
+from idr.codec.values import all_public
 from idr.model.errors import HandleError
-from idr.model.handle import Handle
+from idr.model.handle import MAX_HANDLE_LENGTH, Handle
 
 HOMED_KEY_PREFIX = "0.HOMED/"  # idr.core.service.HOMED_PREFIX + "/"
 PLAIN_TAIL = bytes(12)  # index count 0, type count 0, credential length 0
 MAX_DIRTY = 100_000  # beyond this many unsettled writes the cache stops answering "not found"
 SMALL_KEYS = 8  # cache keys of one handle kept in a tuple; more (filtered requests) in a set
 MAX_SHAPES = 4  # plain-request shapes warmed on first use (each costs ~one answer per handle)
+MAX_TEMPLATES = 64  # negative answers and splice heads kept, one per request shape
+MAX_PREFIXES = 1024  # raw prefixes whose verdict (valid, ours) is remembered
+_ZERO4 = bytes(4)
+
+RawReader = Callable[[str], "tuple[str, bytes] | None"]
 
 
 def cache_key(data: bytes) -> bytes:
@@ -60,19 +67,17 @@ def shape_key(data: bytes) -> bytes:
     return data[:8] + data[12:16] + data[20:36]
 
 
+_LENGTHS = struct.Struct(">I20xII")  # at 16: MessageLength; at 40: BodyLength, handle length
+
+
 def plain_handle(data: bytes) -> bytes | None:
     """The handle bytes of a plain resolution request (no index/type filter, empty credential,
     consistent lengths), or None for anything else."""
     n = len(data)
     if n < 60:
         return None
-    hl = int.from_bytes(data[44:48], "big")
-    if (
-        n != 60 + hl
-        or int.from_bytes(data[16:20], "big") != n - 20
-        or int.from_bytes(data[40:44], "big") != hl + 12
-        or data[48 + hl :] != PLAIN_TAIL
-    ):
+    message, body, hl = _LENGTHS.unpack_from(data, 16)
+    if n != 60 + hl or message != n - 20 or body != hl + 12 or not data.endswith(PLAIN_TAIL):
         return None
     return data[48 : 48 + hl]
 
@@ -94,6 +99,55 @@ def patch(template: bytes, data: bytes) -> bytearray:
     out[8:12] = data[8:12]
     out[36:40] = data[36:40]
     return out
+
+
+class Splice:
+    """The SUCCESS answer to a plain resolution of one request shape, for any handle whose values
+    are all public: a 44-byte head that differs between handles only in two lengths, then the
+    body — the handle as asked, and the values exactly as the store keeps them (``encode_values``
+    is their wire form) — then an empty credential. Nothing is decoded or encoded per handle."""
+
+    __slots__ = ("_h0", "_h1", "_k0", "_k1")
+
+    def __init__(self, answer_head: bytes, request_head: bytes) -> None:
+        self._h0 = bytes(answer_head[:16])
+        self._h1 = bytes(answer_head[20:40])
+        self._k0 = bytes(request_head[:8] + request_head[12:16])
+        self._k1 = bytes(request_head[20:36])
+
+    def answer(self, raw: bytes, values: bytes) -> bytes:
+        """The answer for handle bytes ``raw`` (as the request spelled it) and stored values."""
+        n = len(raw)
+        body = 4 + n + len(values)
+        h0, h1 = self._h0, self._h1
+        return b"".join(
+            (
+                h0,
+                (body + 28).to_bytes(4, "big"),
+                h1,
+                body.to_bytes(4, "big"),
+                n.to_bytes(4, "big"),
+                raw,
+                values,
+                _ZERO4,
+            )
+        )
+
+    def request_key(self, raw: bytes) -> bytes:
+        """``cache_key`` of this shape's plain request for ``raw``."""
+        n = len(raw)
+        k0, k1 = self._k0, self._k1
+        return b"".join(
+            (
+                k0,
+                (40 + n).to_bytes(4, "big"),
+                k1,
+                (12 + n).to_bytes(4, "big"),
+                n.to_bytes(4, "big"),
+                raw,
+                PLAIN_TAIL,
+            )
+        )
 
 
 class AnswerCache:
@@ -120,6 +174,11 @@ class AnswerCache:
         self.negative: dict[bytes, bytes] = {}  # shape key → HANDLE_NOT_FOUND answer
         self.responsible: Callable[[Handle], bool] = lambda h: False
         self.negative_hits = 0
+        # answers spliced from one store row (see ``miss``)
+        self.read_raw: RawReader | None = None  # Store.get_raw when a read never waits, else None
+        self.heads: dict[bytes, Splice | None] = {}  # shape key → splice (None: does not splice)
+        self.spliced = 0
+        self._prefixes: dict[str, bool] = {}  # prefix as spelled → valid and ours (``_plain_key``)
         # shapes learned on first use, and warm passes in flight (see module docstring)
         self.on_new_shape: Callable[[bytes], None] | None = None
         self.max_shapes = MAX_SHAPES
@@ -222,32 +281,114 @@ class AnswerCache:
             if plain_handle(data) is None:
                 return False
             shape = shape_key(data)
-            if shape not in self.negative and len(self.negative) < 64:
+            if shape not in self.negative and len(self.negative) < MAX_TEMPLATES:
                 self.negative[shape] = answer
             return self.complete and shape in self.negative
 
     def not_found(self, data: bytes) -> bytes | None:
         """The HANDLE_NOT_FOUND answer template for ``data`` when the complete cache proves the
-        handle absent; None when only the slow path can tell."""
+        handle absent; None when only the store or the slow path can tell."""
         if not self.complete:
             return None
         raw = plain_handle(data)
         if raw is None:
             return None
-        template = self.negative.get(shape_key(data))
-        if template is None:
+        key = self._plain_key(raw)
+        if key is None or key in self.known or key in self.dirty:
             return None
-        try:
-            h = Handle.parse(raw.decode("utf-8"))
-        except (UnicodeDecodeError, HandleError):
-            return None
-        if not self.responsible(h):
-            return None
-        k = h.key
-        if k in self.known or k in self.dirty:
-            return None
-        self.negative_hits += 1
+        template = self.negative.get(data[:8] + data[12:16] + data[20:36])
+        if template is not None:
+            self.negative_hits += 1
         return template
+
+    def miss(self, data: bytes, limit: int) -> bytes | None:
+        """The answer template (RequestId and expiration still to patch) for a request the hot
+        map does not hold, when memory or one store row settles it; None: the slow path answers.
+
+        Only a plain resolution (``plain_handle``) of a valid handle under a prefix of ours
+        qualifies. Absent — ``known`` says so on a complete cache, else ``read_raw`` finds no
+        row — it is the shape's learned HANDLE_NOT_FOUND answer. Present, its values all public
+        (``all_public``, judged on the stored bytes) and the shape's splice learned, it is the
+        spliced answer, stored in the hot map for next time. This is what makes a node fast from
+        its first second: one key lookup instead of decode, core and encode (~7 µs against
+        ~50 µs with SQLite on this machine)."""
+        raw = plain_handle(data)
+        if raw is None:
+            return None
+        key = self._plain_key(raw)
+        if key is None:
+            return None
+        shape = data[:8] + data[12:16] + data[20:36]
+        if self.complete and key not in self.known and key not in self.dirty:
+            template = self.negative.get(shape)
+            if template is not None:
+                self.negative_hits += 1
+                return template
+        read = self.read_raw
+        if read is None:
+            return None
+        generation = self.generation
+        try:
+            row = read(key)
+        except Exception:  # the slow path reports store trouble properly
+            return None
+        if row is None:
+            template = self.negative.get(shape)
+            if template is not None:
+                self.negative_hits += 1
+            return template
+        splice = self.heads.get(shape)
+        values = row[1]
+        if splice is None or 52 + len(raw) + len(values) > limit or not all_public(values):
+            return None  # (52: head, handle length, credential length)
+        answer = splice.answer(raw, values)
+        if len(answer) > limit:
+            return None
+        self.put(data[:8] + data[12:36] + data[40:], answer, key, generation)
+        self.spliced += 1
+        return answer
+
+    def _plain_key(self, raw: bytes) -> str | None:
+        """The store key of handle bytes ``raw`` when they are an ASCII handle ``Handle.parse``
+        accepts under a prefix this node answers for (not a prefix handle), else None (the slow
+        path then gives the precise answer). The verdict on the prefix is remembered per spelling
+        (bounded), so this is a few byte operations."""
+        if len(raw) > MAX_HANDLE_LENGTH or not raw.isascii():
+            return None
+        text = raw.decode("ascii")
+        if not text.isprintable():  # for ASCII: exactly the control characters Handle.parse refuses
+            return None
+        prefix, _, suffix = text.partition("/")
+        ok = self._prefixes.get(prefix)
+        if ok is None:
+            try:
+                h = Handle.parse(prefix + "/x")
+                ok = not h.is_prefix_handle and self.responsible(h)
+            except HandleError:
+                ok = False
+            if len(self._prefixes) < MAX_PREFIXES:
+                self._prefixes[prefix] = ok
+        if not ok or not suffix:
+            return None
+        return text.upper()
+
+    def learn_splice(self, data: bytes, answer: bytes, handle_key: str) -> None:
+        """The slow path answered a plain resolution of an existing handle with ``answer``: learn
+        the shape's splice, checked once against that answer and the handle's stored row."""
+        shape = data[:8] + data[12:16] + data[20:36]
+        read = self.read_raw
+        if read is None or shape in self.heads or len(self.heads) >= MAX_TEMPLATES:
+            return
+        raw = plain_handle(data)
+        try:
+            row = read(handle_key)
+        except Exception:
+            return
+        if raw is None or row is None or not all_public(row[1]):
+            return  # another handle will teach it
+        splice = Splice(answer[:44], data[:44])
+        if splice.answer(raw, row[1]) == answer:  # else a write raced the slow path, or the shape
+            self.heads[shape] = splice  # does not splice: the next answer tries again
 
     def _drop(self, key: bytes) -> None:
         self.data.pop(key, None)
@@ -312,6 +453,8 @@ class AnswerCache:
         self.known = set()
         self.dirty.clear()
         self.negative.clear()
+        self.heads.clear()  # the site serial in their heads may have changed too
+        self._prefixes.clear()
         self.epoch += 1
         self.shapes.clear()  # re-learned on next use
 

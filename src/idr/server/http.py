@@ -427,22 +427,29 @@ def _identity(request: web.Request) -> ValueReference | None:
 # --------------------------------------------------------------------------- /api/handles
 
 
-async def api_handles(request: web.Request) -> web.StreamResponse:
+def _cached(request: web.Request) -> bytes | None:
+    """Hot path: the whole answer to an anonymous GET with no query and nothing
+    percent-encoded (so the raw tail *is* the handle), when it is cached; a cached key was
+    validated (decode_path, Handle.parse) when it was filled, and those checks do not depend
+    on ASCII case, so any spelling of it is valid too."""
     raw = request.raw_path
-    # Hot path: anonymous GET, no query, nothing percent-encoded, so the raw tail *is* the
-    # handle; a cached key was validated (decode_path, Handle.parse) when it was filled, and
-    # those checks do not depend on ASCII case, so any spelling of it is valid too.
     if (
-        request.method == "GET"
+        raw.startswith(_HANDLES)
+        and request.method == "GET"
         and "?" not in raw
         and "%" not in raw
         and hdrs.AUTHORIZATION not in request.headers
-        and raw.startswith(_HANDLES)
     ):
         handle = raw[len(_HANDLES) :]
-        body = request.app[CACHE_KEY].answer(normalize_key(handle), handle)
-        if body is not None:
-            return web.Response(body=body, headers=_JSON_HEADERS.copy())
+        return request.app[CACHE_KEY].answer(normalize_key(handle), handle)
+    return None
+
+
+async def api_handles(request: web.Request) -> web.StreamResponse:
+    raw = request.raw_path
+    body = _cached(request)  # (the middleware answered it unless the cache was filled since)
+    if body is not None:
+        return web.Response(body=body, content_type="application/json")
     raw = raw.partition("?")[0]
     rest_of_path = raw[len("/api/handles") :].removeprefix("/")
     handle = decode_path(rest_of_path)
@@ -876,7 +883,11 @@ async def proxy(request: web.Request) -> web.StreamResponse:
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map every failure to a Handle-style answer; unknown paths go to the proxy."""
+    """Map every failure to a Handle-style answer; unknown paths go to the proxy. A cached
+    anonymous resolution is answered here first, before any other work (``_cached``)."""
+    hit = _cached(request)
+    if hit is not None:
+        return web.Response(body=hit, content_type="application/json")
     try:
         exc = request.match_info.http_exception
         if exc is not None and exc.status == 404:

@@ -25,17 +25,45 @@ Rejected alternatives: threads (the GIL serialises the hot path), fork after war
 (copy-on-write is undone by reference counting), one shared answer cache in shared memory
 (every hit would pay for locking and a copy out of the shared segment).
 
-Warm-up. ``NativeOptions(warm=True)`` learns at start which handles exist (key-ordered pages of
-names, ~2 s and ~110 MB for 1M handles), so misses are answered from memory at once; answers are
-pre-encoded for the request shapes in ``warm_shapes`` at start and for any other plain shape once
-a client uses it (``AnswerCache.note_shape``, at most four), in the background: ~45 s and ~600 MB
-per shape for 1M handles, instead of 84 s and 1.6 GB for three shapes whether used or not.
+Cold start (issue 14: from the first second after ``idr serve`` starts on 1M handles, ≥ 0.5×
+the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per answer):
+
+* the slow path (decode, core, encode: ~50 µs) — what a node did before: 0.09–0.2× warm;
+* **one stored row per miss** (chosen, ``AnswerCache.miss``): the store already keeps each
+  handle's values in their wire form (``encode_values``, the ``vals`` column), which *is* the
+  body of a resolution answer, so a miss is one key lookup (``Store.get_raw``, on the loop for an
+  embedded store; SQLite reads through an mmap of the file), a walk over the permission bytes
+  (``all_public``) and a splice under the request shape's head (``Splice``, learned from the slow
+  path's first answer of that shape and checked once against it); a missing row is the shape's
+  learned HANDLE_NOT_FOUND answer. ~25 µs per answer on the loaded 2-core machine against
+  ~9 µs warm: 0.3× in the first second (the page cache and the shape are cold), 0.45–0.66× from
+  the second one. Nothing extra on disk (0 bytes per handle beyond the row it already has);
+  memory grows by one cached answer (~600 bytes with its index) per handle asked;
+* a separate pre-encoded answer column or file: the same bytes stored twice (~230 bytes more per
+  handle, a schema change in both engines) for nothing the values column does not already give;
+  an mmap'd hash file of answers would save the SQLite lookup (~5 µs) but needs its own
+  crash-consistent writer beside the store, and every worker and follower to share it;
+* a full warm pass before serving (``--warm``): a key-ordered snapshot of undecoded rows spliced
+  for each shape in use: ~5 µs per handle here (~5 s per 1M), +600 MB per shape. It runs in
+  CPU slices of ``WARM_SLICE`` taking at most ``WARM_DUTY`` of the loop while requests arrive,
+  so the node answers meanwhile; on the loaded 2-core machine that still held the first 10 s at
+  0.05–0.2× (the pass competes with the store lookups for the one core), so ``idr serve``
+  does not warm by default. Moving the splicing to a helper process that ships ready entries
+  (merged at C speed) is the next step for a node that must be at full speed within 5 s;
+* the collector: a full collection walks every entry of every map not frozen (130 ms for 1M
+  answers) and Python ran one every few thousand surviving objects, so server processes freeze
+  the maps (``gc.freeze``) once built and hold collection off during a pass (``_GcPause``).
+
+Memory per handle: ~600 bytes per cached answer (key ~100, answer ~270, three map entries), ~110
+bytes in ``known``; the cache holds at most ``[native] answer_cache`` answers (2,000,000).
+Disk per handle: its row and log entry (~520 bytes together for three values), nothing more.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -48,18 +76,17 @@ from typing import Any
 
 from idr.codec import idtoken
 from idr.codec.bodies import ResolutionRequest, ResolutionResponse
-from idr.codec.envelope import OpFlag
 from idr.codec.message import Message, decode_message, encode_message
-from idr.codec.wire import Writer
+from idr.codec.values import all_public, decode_values
 from idr.core.config import NativeLimits
 from idr.core.interface import Core, drops_everything
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle, normalize_key
-from idr.model.value import HandleRecord, HandleValue
+from idr.model.value import HandleValue
 from idr.server.answers import Answerer
 from idr.server.auth import AuthGuard, VerifyLimits
 from idr.server.handler import NativeHandler, Outcome
-from idr.server.hotcache import MAX_SHAPES, AnswerCache, cache_key
+from idr.server.hotcache import MAX_SHAPES, AnswerCache, Splice, cache_key, shape_key
 from idr.server.server_key import ServerKey, load_server_key
 from idr.server.tally import Tallies
 from idr.server.tcp import TcpLimits, TcpServerState
@@ -103,6 +130,7 @@ class NativeOptions:
     follow: float = 0.0  # extra workers: poll the store's log this often (s) (idr.runtime.follow)
     udp_rcvbuf: int | None = None  # SO_RCVBUF for UDP (None: kernel default; see _udp_socket)
     server_key: ServerKey | None = None  # signs certified answers; needed for sessions
+    freeze_gc: bool = False  # a server process: keep the collector off the caches (see _GcPause)
 
     @classmethod
     def from_config(cls, limits: NativeLimits, **kwargs: Any) -> NativeOptions:
@@ -116,6 +144,7 @@ class NativeOptions:
             cpu_per_source=limits.verify_cpu_per_source,
             cpu_burst=limits.verify_cpu_burst,
         )
+        kwargs.setdefault("cache_entries", limits.answer_cache)
         return cls(
             amplification=amp,
             idle_timeout=limits.tcp_idle_timeout,
@@ -126,6 +155,37 @@ class NativeOptions:
             token_window=limits.token_window,
             **kwargs,
         )
+
+
+class _GcPause:
+    """The cyclic garbage collector against a cache of a million entries. A full collection
+    walks every entry of every dict and set that is not frozen (~130 ms for 1M answers here),
+    and with few container objects alive Python runs one every few thousand survivors: during a
+    warm pass, several a second, each stopping the loop. So a server process (``freeze_gc``:
+    ``idr serve``, its workers, the benches) freezes what exists once the server is set up and
+    after each warm pass (``gc.freeze``: the maps themselves are then never walked again, while
+    what they hold is freed by reference counting as usual), and holds collection off while a
+    pass builds its sets. Off in library use (tests start many servers in one process)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.passes = 0
+
+    def settle(self) -> None:
+        if self.enabled:
+            gc.freeze()
+
+    def __enter__(self) -> None:
+        if self.enabled:
+            self.passes += 1
+            gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.passes -= 1
+            if self.passes == 0:
+                gc.freeze()
+                gc.enable()
 
 
 @dataclass
@@ -139,6 +199,7 @@ class NativeServer:
     address: tuple[str, int]
     tallies: Tallies
     warm_task: asyncio.Task[int] | None = None
+    gc: _GcPause = field(default_factory=lambda: _GcPause(False))
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # learned-shape warms, log follower
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -210,6 +271,10 @@ async def start_server(
     loop = asyncio.get_running_loop()
     cache = AnswerCache(opts.cache_entries)
     cache.responsible = service.is_responsible
+    if service.role != "recursive" and not service.store.blocking_reads:
+        # Misses answered from one row read on the loop (hotcache.miss). Not on a recursive
+        # node: its store holds nothing, and a handle not there is not therefore absent.
+        cache.read_raw = service.store.get_raw
     service.add_listener(cache.invalidate)
     guard = AuthGuard(opts.verify)
     handler = NativeHandler(
@@ -243,8 +308,9 @@ async def start_server(
         udp_sock.close()
         raise
     address = (host, udp_sock.getsockname()[1])
-    srv = NativeServer(handler, cache, udp, state, address, tallies)
+    srv = NativeServer(handler, cache, udp, state, address, tallies, gc=_GcPause(opts.freeze_gc))
     tallies.start_sampler()
+    srv.gc.settle()  # the caches' maps exist now: never traversed again, however large they grow
 
     async def close() -> None:
         await tallies.stop_sampler()
@@ -312,32 +378,19 @@ def plain_request(shape: bytes, handle: bytes) -> bytes:
     return bytes(out) + n.to_bytes(4, "big") + handle + bytes(12)
 
 
-def _resolvable(record: HandleRecord, public_only: bool) -> tuple[HandleValue, ...] | None:
-    """The values ``NodeService.resolve`` answers to an anonymous unfiltered request, or None when
-    that answer is not a plain success (authentication needed, no values): left to the slow path.
-    The warm-up self-check (``_Shape.check``) compares with the real slow path."""
-    values = record.values
-    if any(not v.public_read for v in values):
-        if not public_only:
-            return None
-        values = tuple(v for v in values if v.public_read)
-    return tuple(values) or None
-
-
 class _Shape:
     """Answers for one request shape: the response head is the same for every handle but for the
-    two lengths, so one encoded body per record is spliced under a patched 44-byte head."""
+    two lengths, so each record's stored values are spliced under it (:class:`Splice`) — checked
+    byte for byte against the codec's own encoding for the first answers."""
 
     def __init__(self, shape: bytes, answers: Answerer) -> None:
         self.shape = shape
         self.answers = answers
         self.request: Message = decode_message(plain_request(shape, b"0.NA/x"))
-        self.public_only = bool(self.request.opflags & OpFlag.PO)
         first = encode_message(
             answers.message(self.request, ResponseCode.SUCCESS, ResolutionResponse("0.NA/x", ()))
         )
-        self.head = bytearray(first[:44])
-        self.version = (first[0], first[1])
+        self.splice = Splice(first[:44], shape)
         self.exact = True  # splicing verified (False: encode every answer in full)
         self.checks = 0
 
@@ -346,28 +399,20 @@ class _Shape:
         resp = self.answers.message(req, ResponseCode.SUCCESS, ResolutionResponse(handle, values))
         return encode_message(resp)
 
-    def answer(self, handle: str, values: tuple[HandleValue, ...], bodies: dict[object, bytes]) -> bytes:
-        """``bodies``: encoded bodies of this record so far, shared by shapes that agree."""
+    def answer(self, handle: str, raw: bytes, values: bytes) -> bytes:
+        """The answer for a record whose stored ``values`` are all public (``all_public``)."""
         if not self.exact:
-            return self.full(handle, values)
-        kind = (self.version, self.public_only)
-        body = bodies.get(kind)
-        if body is None:
-            w = Writer()
-            ResolutionResponse(handle, values).write(w, self.version)
-            body = bodies[kind] = w.getvalue()
-        head = self.head
-        head[16:20] = (len(body) + 28).to_bytes(4, "big")
-        head[40:44] = len(body).to_bytes(4, "big")
-        out = bytes(head) + body + b"\0\0\0\0"
+            return self.full(handle, decode_values(values))
+        out = self.splice.answer(raw, values)
         if self.checks < 8:  # the splice must equal the codec's own encoding, byte for byte
             self.checks += 1
-            if out != self.full(handle, values):
+            full = self.full(handle, decode_values(values))
+            if out != full:
                 log.warning(
-                    "warm-up: spliced answer differs for shape %s; encoding in full", self.shape.hex()
+                    "warm-up: spliced answer differs for shape %s; encoding in full", self.shape.hex()[:8]
                 )
                 self.exact = False
-                return self.full(handle, values)
+                return full
         return out
 
 
@@ -386,6 +431,33 @@ def check_warm(
     return bad
 
 
+WARM_SLICE = 0.0005  # s of CPU spent warming between chances for the loop to serve
+WARM_DUTY = 0.3  # share of the loop a warm pass takes while requests keep arriving
+
+
+class _Pacer:
+    """Shares the event loop between a warm pass and the requests it warms for. The pass works
+    in slices of ``WARM_SLICE``; after each the loop serves what arrived, and when requests did
+    arrive the pass waits long enough to take no more than ``WARM_DUTY`` of the time. An idle
+    node warms at full speed; a busy one keeps most of its loop for answering (from the store,
+    ``AnswerCache.miss``, while the pass is not done)."""
+
+    def __init__(self, server: NativeServer) -> None:
+        self.udp = server.udp
+        self.started = time.thread_time()
+
+    def due(self) -> bool:  # CPU time: on a loaded machine a wall-clock slice is mostly waiting
+        return time.thread_time() - self.started >= WARM_SLICE
+
+    async def pause(self) -> None:
+        udp = self.udp
+        served = udp.hits + udp.slow
+        await asyncio.sleep(0)
+        if udp.hits + udp.slow != served:
+            await asyncio.sleep(WARM_SLICE * (1 - WARM_DUTY) / WARM_DUTY)
+        self.started = time.thread_time()
+
+
 async def warm(
     server: NativeServer, service: Core, shapes: Sequence[bytes] = WARM_SHAPES, batch: int = 2000
 ) -> int:
@@ -396,18 +468,21 @@ async def warm(
     cache = server.cache
     cache.start_tracking()
     t0 = time.monotonic()
-    known = await _known_keys(service) if not shapes else None
+    with server.gc:
+        known = await _known_keys(server, service) if not shapes else None
     stored = 0
     if known is None:
         known = set()
-        stored = await _fill(server, service, shapes, known, batch)
+        with server.gc:
+            stored = await _fill(server, service, shapes, known, batch)
     log.debug("warm: %d keys in %.1f s", len(known), time.monotonic() - t0)
     cache.finish_warm(known)
+    server.gc.settle()  # the new ``known`` set
     log.info("answer cache warm: %d answers for %d handles (complete=%s)", stored, len(known), cache.complete)
     return stored
 
 
-async def _known_keys(service: Core, page: int = 10_000) -> set[str] | None:
+async def _known_keys(server: NativeServer, service: Core, page: int = 200) -> set[str] | None:
     """Every handle's key from key-ordered pages of handle names: no record is decoded, so this
     is far cheaper than a snapshot pass (which decodes every value) when no shape is warmed.
     Not one snapshot, but commits meanwhile are ``dirty`` (tracking started first), so ``known``
@@ -416,6 +491,7 @@ async def _known_keys(service: Core, page: int = 10_000) -> set[str] | None:
     one, None: the caller takes the snapshot pass."""
     store = service.store
     known: set[str] = set()
+    pacer = _Pacer(server)
     for prefix in store.prefixes():
         after: str | None = None
         while True:
@@ -426,13 +502,15 @@ async def _known_keys(service: Core, page: int = 10_000) -> set[str] | None:
             if after is not None and keys[-1] <= after:
                 return None
             after = keys[-1]
-            await asyncio.sleep(0)
+            if pacer.due():
+                await pacer.pause()
     return known
 
 
 async def warm_shape(server: NativeServer, service: Core, shape: bytes, batch: int = 2000) -> int:
     """Answers for one request shape a client just used, for every handle (``on_new_shape``)."""
-    stored = await _fill(server, service, (shape,), None, batch)
+    with server.gc:
+        stored = await _fill(server, service, (shape,), None, batch)
     log.info("answer cache: learned shape %s, %d answers", shape[:4].hex(), stored)
     return stored
 
@@ -440,26 +518,30 @@ async def warm_shape(server: NativeServer, service: Core, shape: bytes, batch: i
 async def _fill(
     server: NativeServer, service: Core, shapes: Sequence[bytes], known: set[str] | None, batch: int
 ) -> int:
-    """One pass over a snapshot: answers for ``shapes`` (one body encoded per record and wire
-    version, spliced under each shape's head), and every key into ``known`` when given."""
+    """One pass over a snapshot of undecoded rows (``Store.snapshot_raw``): answers for
+    ``shapes`` (each record's stored values spliced under each shape's head), and every key into
+    ``known`` when given. Records with a value not everyone may read are left to the slow path."""
     cache = server.cache
     epoch = cache.begin_pass()
     cache.shapes.update(shapes)
     t0 = time.monotonic()
     built = [_Shape(s, server.handler.answers) for s in shapes]
+    for b in built:  # misses of this shape are spliced from the store from now on
+        cache.heads.setdefault(shape_key(plain_request(b.shape, b"0.NA/x")), b.splice)
     responsible: dict[str, bool] = {}
     items: list[tuple[bytes, bytes, str]] = []
     stored = seen = 0
-    rows: Iterator[tuple[str, HandleRecord]] | None = None
+    rows: Iterator[tuple[str, str, bytes]] | None = None
     try:
-        _, rows = service.store.snapshot()
-        for stored_key, record in rows:
+        _, rows = service.store.snapshot_raw()
+        pacer = _Pacer(server)
+        for stored_key, handle, values in rows:
             seen += 1
-            if seen % batch == 0:  # keep serving while a pass runs
+            if seen % 16 == 0 and (pacer.due() or len(items) >= batch):  # keep serving meanwhile
                 stored += cache.put_many(items, epoch)
                 items.clear()
-                await asyncio.sleep(0)
-            hkey = normalize_key(record.handle)
+                await pacer.pause()
+            hkey = normalize_key(handle)
             if known is not None:
                 known.add(hkey)
                 known.add(stored_key)
@@ -469,32 +551,25 @@ async def _fill(
             ok = responsible.get(prefix) if prefix != "0.NA" else None
             if ok is None:  # once per prefix (stored handles were validated when written)
                 try:
-                    ok = service.is_responsible(Handle.parse(record.handle))
+                    ok = service.is_responsible(Handle.parse(handle))
                 except HandleError:  # not a handle (internal rows): says nothing about its prefix
                     continue
                 if prefix != "0.NA":
                     responsible[prefix] = ok
-            if not ok:
+            if not ok or not all_public(values):
                 continue
-            raw = record.handle.encode("utf-8")
-            bodies: dict[object, bytes] = {}
+            raw = handle.encode("utf-8")
             for shape in built:
-                values = _resolvable(record, shape.public_only)
-                if values is None:
-                    continue
-                items.append(
-                    (
-                        cache_key(plain_request(shape.shape, raw)),
-                        shape.answer(record.handle, values, bodies),
-                        hkey,
-                    )
-                )
+                items.append((shape.splice.request_key(raw), shape.answer(handle, raw, values), hkey))
         stored += cache.put_many(items, epoch)
     finally:
         close = getattr(rows, "close", None)
         if close is not None:
             close()
         cache.end_pass()
+    for b in built:
+        if not b.exact:
+            cache.heads.pop(shape_key(plain_request(b.shape, b"0.NA/x")), None)
     log.debug("warm pass: %d shapes, %d answers in %.1f s", len(shapes), stored, time.monotonic() - t0)
     return stored
 
@@ -649,6 +724,7 @@ def worker_main(argv: Sequence[str]) -> int:
         learn_shapes=a.learn_shapes,
         follow=FOLLOW_INTERVAL,
         udp_rcvbuf=a.udp_rcvbuf,
+        freeze_gc=True,
     )
     import uvloop
 

@@ -48,7 +48,7 @@ from idr.codec.wire import ProtocolError
 from idr.server.handler import NativeHandler, Outcome
 from idr.server.hotcache import AnswerCache, cache_key, patch
 from idr.server.limits import RateTable, source_network
-from idr.server.tally import NOT_FOUND_LOW, Tally
+from idr.server.tally import Tally
 
 log = logging.getLogger("idr.native.udp")
 
@@ -94,6 +94,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self.fast_limit = MAX_UDP_PACKET if amp.factor is None else min(MAX_UDP_PACKET, amp.floor)
         self.slow = 0
         self._get = cache.data.get  # the dict object lives as long as the cache (clear() empties it)
+        self._miss = cache.miss
         self._sendto: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -120,14 +121,16 @@ class UdpProtocol(asyncio.DatagramProtocol):
             self._sendto(out, addr)
             self._hot[answer[27]] += 1  # counted by response code (its low byte: hotcache codes)
             return
-        # ---- warm cache: a plain resolution of a handle the store does not hold
         if len(data) < ENVELOPE_SIZE:
             return  # not a Handle message; silence is the only safe answer to garbage
-        negative = self.cache.not_found(data)
-        if negative is not None:
-            self._sendto(patch(negative, data), addr)
-            self._hot[NOT_FOUND_LOW] += 1
-            return
+        # ---- a plain resolution settled by memory or one store row: not found, or spliced
+        # (not for an answer already known to be too large to send freely: the slow path's)
+        if answer is None:
+            template = self._miss(data, self.fast_limit)
+            if template is not None:
+                self._sendto(patch(template, data), addr)
+                self._hot[template[27]] += 1  # not found or spliced: both hotcache codes
+                return
         self._slow(data, addr)
 
     def _timed(self, data: bytes, addr: Any) -> None:
@@ -203,6 +206,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
             if out.exists is None or not self.cache.learn(request, answer, hk, out.exists, generation):
                 self.cache.put(cache_key(request), answer, out.handle_key, generation)
             if out.exists:
+                self.cache.learn_splice(request, answer, hk)
                 self.cache.note_shape(request)
 
     @staticmethod

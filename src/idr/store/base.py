@@ -81,6 +81,16 @@ class Store(ABC):
     def get_many(self, keys: Sequence[str]) -> dict[str, HandleRecord]:
         """The records that exist among ``keys``."""
 
+    def get_raw(self, key: str) -> tuple[str, bytes] | None:
+        """``(handle, values)`` stored under ``key``, the values in their wire form
+        (``encode_values``, what a row holds), or None: what the native hot path splices into
+        an answer without decoding (``idr.server.hotcache``). Engines override it to skip the
+        decode-and-encode round trip."""
+        from idr.codec.values import encode_values
+
+        record = self.get(key)
+        return None if record is None else (record.handle, encode_values(record.values))
+
     def commit(self, op: str, actor: str, writes: Sequence[Write]) -> int:
         """Apply ``writes`` and append one log entry, atomically and durably; return its seq.
 
@@ -192,6 +202,23 @@ class Store(ABC):
         Keys are returned as stored (they are not always ``normalize_key(record.handle)``).
         Close the iterator (or exhaust it) to release the read snapshot.
         """
+
+    def snapshot_raw(self) -> tuple[int, Iterator[tuple[str, str, bytes]]]:
+        """``snapshot`` as ``(key, handle, values in wire form)`` rows, undecoded (warm-up)."""
+        from idr.codec.values import encode_values
+
+        seq, rows = self.snapshot()
+
+        def raw() -> Iterator[tuple[str, str, bytes]]:
+            try:
+                for key, record in rows:
+                    yield key, record.handle, encode_values(record.values)
+            finally:
+                close = getattr(rows, "close", None)
+                if close is not None:
+                    close()
+
+        return seq, raw()
 
     @abstractmethod
     def replace_all(self, records: Iterable[tuple[str, HandleRecord]], seq: int) -> None:

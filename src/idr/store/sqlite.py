@@ -42,7 +42,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
@@ -76,6 +76,7 @@ from idr.store.search import (
 SCHEMA_VERSION = 1
 
 _BUSY_TIMEOUT_MS = 10_000
+_READ_MMAP_BYTES = 1 << 40  # readers map the whole file (SQLite caps it at SQLITE_MAX_MMAP_SIZE)
 # Keys per statement in get_many; far below SQLITE_MAX_VARIABLE_NUMBER on any build.
 _IN_CHUNK = 500
 
@@ -215,6 +216,9 @@ class SqliteStore(Store):
                 self._readers.pop(thread).close()
             conn = self._connect()
             conn.execute("PRAGMA query_only = ON")
+            # Reads through a memory map: a point read of a page the OS already caches costs no
+            # read() call and no copy (half the CPU of a cold-started node's first reads).
+            conn.execute(f"PRAGMA mmap_size = {_READ_MMAP_BYTES}")
             self._readers[threading.current_thread()] = conn
             self._local.conn = conn
             return conn
@@ -234,6 +238,13 @@ class SqliteStore(Store):
         if row is None:
             return None
         return decode_record(key, row[0], row[1])
+
+    def get_raw(self, key: str) -> tuple[str, bytes] | None:
+        try:
+            row = self._reader().execute("SELECT handle, vals FROM handles WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as e:
+            raise self._read_error(e) from e
+        return None if row is None else (row[0], row[1])
 
     def get_many(self, keys: Sequence[str]) -> dict[str, HandleRecord]:
         wanted = list(dict.fromkeys(keys))
@@ -505,6 +516,18 @@ class SqliteStore(Store):
 
     def snapshot(self) -> tuple[int, Iterator[tuple[str, HandleRecord]]]:
         """A private connection holds one read transaction until the iterator ends or closes."""
+        seq, rows = self.snapshot_raw()
+
+        def records() -> Iterator[tuple[str, HandleRecord]]:
+            try:
+                for key, handle, vals in rows:
+                    yield key, decode_record(key, handle, vals)
+            finally:
+                rows.close()
+
+        return seq, records()
+
+    def snapshot_raw(self) -> tuple[int, Generator[tuple[str, str, bytes], None, None]]:
         conn = self._connect()
         try:
             conn.execute("PRAGMA query_only = ON")
@@ -514,10 +537,9 @@ class SqliteStore(Store):
             conn.close()
             raise
 
-        def rows() -> Iterator[tuple[str, HandleRecord]]:
+        def rows() -> Generator[tuple[str, str, bytes], None, None]:
             try:
-                for key, handle, vals in conn.execute("SELECT key, handle, vals FROM handles ORDER BY key"):
-                    yield key, decode_record(key, handle, vals)
+                yield from conn.execute("SELECT key, handle, vals FROM handles ORDER BY key")
             except sqlite3.Error as e:
                 raise self._read_error(e) from e
             finally:

@@ -1,0 +1,158 @@
+"""A node answers from its first second: a resolution the answer cache does not hold is spliced
+from one stored row (``AnswerCache.miss``), byte for byte what the slow path answers, and a
+handle the store does not hold gets the learned HANDLE_NOT_FOUND answer; writes, private values,
+non-plain requests and recursive nodes are not answered this way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from idr.codec.values import all_public, encode_values
+from idr.core.request import Op, Request
+from idr.core.service import NodeService
+from idr.model.value import HandleRecord, HandleValue, ValueReference
+from idr.resolver.client import HandleClient
+from idr.server.handler import Outcome
+from idr.server.hotcache import AnswerCache, cache_key
+from idr.server.native import WARM_SHAPES, NativeOptions, plain_request, start_server
+from idr.store.sqlite import SqliteStore
+from tests.resolver.native_node import SECRET, identity, start_node
+
+
+def _slow(node: object, request: bytes) -> bytes:
+    """What the slow path answers to ``request`` (the handler, bypassing every cache)."""
+    out = node.server.handler.handle(request, "check", udp=True)  # type: ignore[attr-defined]
+    assert isinstance(out, Outcome)
+    return out.messages[0]
+
+
+async def _udp(port: int, request: bytes) -> bytes:
+    """One datagram to the node on this loop, its answer back (request id matched)."""
+    return await HandleClient("127.0.0.1", port, timeout=5.0, retries=0).send_udp(request)
+
+
+def _with_id(request: bytes, rid: int) -> bytes:
+    return request[:8] + rid.to_bytes(4, "big") + request[12:]
+
+
+def test_all_public_reads_permission_bits_and_types_without_decoding() -> None:
+    url = HandleValue(1, "URL", b"https://example.org/x")
+    assert all_public(encode_values([url, HandleValue(2, "EMAIL", b"a@example.org")]))
+    assert not all_public(encode_values([]))
+    assert not all_public(encode_values([url, HandleValue(3, "DESC", b"private", permissions=0b1100)]))
+    # a secret key is never public, whatever its permission bits say (HandleValue.public_read)
+    assert not all_public(encode_values([url, HandleValue(300, "hs_seckey", SECRET, permissions=0b1110)]))
+    refs = HandleValue(4, "URL", b"x", references=(ValueReference("88.1/a", 1),))
+    assert all_public(encode_values([refs, url]))
+    whole = encode_values([url, refs])
+    assert not all_public(whole[:-1]) and not all_public(whole + b"\0")  # walks to the end exactly
+
+
+@pytest.mark.asyncio
+async def test_cold_node_splices_answers_from_the_store(tmp_path: Path) -> None:
+    node = await start_node(tmp_path, NativeOptions())  # no warm-up: the cache starts empty
+    srv, svc, port = node.server, node.service, node.server.address[1]
+    try:
+        shape = WARM_SHAPES[0]
+        first = plain_request(shape, b"88.100/bench-0")
+        assert (await _udp(port, _with_id(first, 7)))[8:12] == (7).to_bytes(4, "big")  # slow path
+        assert len(srv.cache.heads) == 1 and srv.cache.spliced == 0  # ...which taught the splice
+        # another handle of the same shape: answered from one row, equal to the slow path
+        rec = HandleRecord("88.100/cold-1", (HandleValue(1, "URL", b"https://example.org/cold-1"),))
+        resp = await svc.submit(
+            Request(Op.CREATE_HANDLE, rec.handle, values=rec.values, identity=identity("secret"))
+        )
+        assert resp.ok, resp
+        req = plain_request(shape, b"88.100/Cold-1")  # as the client spells it, echoed back
+        got = await _udp(port, _with_id(req, 11))
+        assert srv.cache.spliced == 1, "not spliced from the store"
+        assert got == _with_id(_slow(node, req), 11)
+        assert cache_key(req) in srv.cache.data  # next time a plain hit
+        # a handle that does not exist: the slow path teaches the shape's negative answer once
+        missing = plain_request(shape, b"88.100/absent-1")
+        assert await _udp(port, missing) == _slow(node, missing)
+        hits = srv.cache.negative_hits
+        other = plain_request(shape, b"88.100/absent-2")
+        assert await _udp(port, _with_id(other, 5)) == _with_id(_slow(node, other), 5)
+        assert srv.cache.negative_hits == hits + 1
+        # a write changes the answer: the spliced one is dropped and the next read sees it
+        new = (HandleValue(1, "URL", b"https://example.org/cold-1-moved"),)
+        resp = await svc.submit(Request(Op.MODIFY_VALUE, rec.handle, values=new, identity=identity("secret")))
+        assert resp.ok, resp
+        assert cache_key(req) not in srv.cache.data
+        again = await _udp(port, _with_id(req, 12))
+        assert b"cold-1-moved" in again and again == _with_id(_slow(node, req), 12)
+        # a handle created after a miss was answered is found at once
+        resp = await svc.submit(
+            Request(Op.CREATE_HANDLE, "88.100/absent-2", values=rec.values, identity=identity("secret"))
+        )
+        assert resp.ok, resp
+        assert int.from_bytes((await _udp(port, other))[24:28], "big") == 1
+    finally:
+        await node.server.close()
+        node.service.close()
+
+
+@pytest.mark.asyncio
+async def test_private_values_and_filters_are_left_to_the_slow_path(tmp_path: Path) -> None:
+    node = await start_node(tmp_path, NativeOptions())
+    srv, svc, port = node.server, node.service, node.server.address[1]
+    try:
+        shape = WARM_SHAPES[2]  # idr's own client: PO set
+        await _udp(port, plain_request(shape, b"88.100/bench-0"))  # learn the splice
+        values = (
+            HandleValue(1, "URL", b"https://example.org/p"),
+            HandleValue(2, "DESC", b"staff only", permissions=0b1100),
+        )
+        resp = await svc.submit(
+            Request(Op.CREATE_HANDLE, "88.100/private-1", values=values, identity=identity("secret"))
+        )
+        assert resp.ok, resp
+        req = plain_request(shape, b"88.100/private-1")
+        spliced = srv.cache.spliced
+        got = await _udp(port, req)
+        assert srv.cache.spliced == spliced and b"staff only" not in got
+        assert got == _slow(node, req)
+        # the prefix handle and a handle under a prefix not ours: never from the store
+        for name in (b"0.NA/88.100", b"99.999/x"):
+            r = plain_request(shape, name)
+            assert await _udp(port, r) == _slow(node, r)
+        assert srv.cache.spliced == spliced
+    finally:
+        await node.server.close()
+        node.service.close()
+
+
+def test_cache_without_a_store_reader_answers_nothing_from_absence() -> None:
+    """A recursive node's cache has no reader: a name its own (empty) store lacks is not absent."""
+    cache = AnswerCache()
+    cache.responsible = lambda h: True
+    shape = WARM_SHAPES[1]
+    req = plain_request(shape, b"88.100/anything")
+    cache.negative[req[:8] + req[12:16] + req[20:36]] = b"template"
+    assert cache.miss(req, 512) is None
+
+
+@pytest.mark.asyncio
+async def test_only_an_authoritative_node_on_an_embedded_store_reads_rows_on_the_loop(tmp_path: Path) -> None:
+    svc = NodeService(SqliteStore(tmp_path / "idr.sqlite3"))
+    try:
+        srv = await start_server(svc, "127.0.0.1", 0, NativeOptions(tcp=False))
+        assert srv.cache.read_raw is not None
+        await srv.close()
+        svc.role = "recursive"  # holds nothing: a name its store lacks is not therefore absent
+        srv = await start_server(svc, "127.0.0.1", 0, NativeOptions(tcp=False))
+        assert srv.cache.read_raw is None
+        await srv.close()
+    finally:
+        svc.close()
+
+
+def test_answer_cache_size_comes_from_native_limits() -> None:
+    from idr.core.config import NativeLimits
+
+    assert NativeOptions.from_config(NativeLimits(answer_cache=5)).cache_entries == 5
+    assert NativeOptions.from_config(NativeLimits()).cache_entries == 2_000_000
+    assert NativeOptions.from_config(NativeLimits(), cache_entries=7).cache_entries == 7
