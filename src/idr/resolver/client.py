@@ -464,8 +464,12 @@ class HandleClient:
     async def server_for(self, handle: str) -> tuple[str, int] | None:
         """Where ``handle`` lives when this server's site has several servers and the
         protocol's hash (``SiteInfo.server_for``) gives it to another: its native address.
-        None when it is this server. A client told 301 "hashed incorrectly" asks here."""
-        site = await self.site_info()
+        None when it is this server, or the server publishes no site. A client told 301
+        ("hashed incorrectly") asks here."""
+        try:
+            site = await self.site_info()
+        except ClientError:  # ResponseError too: a server without site info holds what it holds
+            return None
         if len(site.servers) < 2:
             return None
         server = site.server_for(handle)
