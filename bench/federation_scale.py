@@ -21,7 +21,9 @@ Design (stated, as the issue asks):
   valid unified social credit code, contact, the applicant's admin secret) then
   ``POST /api/federation/applications/<id>/approve`` as the secondary's admin, which
   allocates, homes it at the secondary (托管) and files it with the top over HTTPS
-  (``idr.resolver.filing``). One prefix in ``--own-node-every`` is then delegated to an
+  (``idr.resolver.filing``). The secondaries' gate on applications per source network
+  (``[http] applications_per_source``) is lifted: every application comes from the driver's
+  one address. One prefix in ``--own-node-every`` is then delegated to an
   enterprise node of its own (``PrefixRegistry.delegate``; the enterprise node homes it).
 * ``--ids`` identifiers per prefix, registered where the prefix lives through the bulk write
   path ``idr import`` uses (``NodeService.import_records``: one logged transaction per 10,000)
@@ -88,6 +90,20 @@ class Host:
             fed.top_secret = spec["secret"]
             fed.top_cafile = spec["top_cafile"]
         repl = ReplicationConfig(**spec["replication"]) if spec.get("replication") else None
+        if spec["role"] == "secondary":
+            # Every application comes from the driver's one address: the gate on anonymous
+            # applications per source network ([http] applications_per_source) is lifted, as an
+            # operator whose enterprise portal forwards applications from one address would.
+            from idr.cli.node import init_node
+            from idr.core.config import NodeConfig
+
+            data = self.base / spec["key"]
+            native, http, https = (f"127.0.0.1:{p}" for p in spec["ports"])
+            init_node(data, spec["prefix"], secret=spec["secret"], role="secondary", https=https, http=http,
+                      native=native)  # fmt: skip
+            cfg = NodeConfig.load(data)
+            cfg.http_limits.applications_per_source = 1_000_000_000
+            cfg.save()
         node = await start_node(
             self.base,
             spec["key"],
