@@ -352,3 +352,28 @@ def test_a_child_that_is_down_is_marked_and_its_availability_falls(fed: Federati
         text = r.read().decode()
     assert f"idr_federation_registered {float(t.registered)}" in text, text
     assert "idr_federation_secondary_nodes 1.0" in text and "idr_federation_enterprise_nodes 1.0" in text
+
+
+def test_resolutions_answered_by_extra_workers_are_all_reported(tmp_path: Path) -> None:
+    """``idr serve --workers 2``: the extra worker's answers reach worker 0's tallies every
+    second, and its last ones as it stops, before the node's last cut — so a node stopped
+    right after a burst reports every resolution it answered, none lost in the last second."""
+    top = ServeProc.init(tmp_path / "top", "--role", "top", "--admin-secret", TOP_SECRET)
+    FederationSettings(root=[], report_interval=60.0).save(top.data)
+    try:
+        top.start("--workers", "2", ready_path="/api/federation/stats")  # the workers up
+        n = 40  # each from a new client port: SO_REUSEPORT spreads them over both workers
+        for i in range(n):
+            assert top.resolve_native("0.NA/0.NA" if i % 2 else "0.NA/NO-SUCH", "udp")[0] in (1, 100)
+        top.stop()  # at once: the extra worker's last tally is at most a second old
+        top.start()
+        node = next(x for x in fed_stats(top)["nodes"] if x["node"] == "0.NA")
+        assert node["resolutions"] == n, node
+    finally:
+        top.stop()
+
+
+def fed_stats(node: ServeProc) -> dict[str, Any]:
+    status, doc = node.get("/api/federation/stats", secure=False)
+    assert status == 200 and doc["responseCode"] == 1, doc
+    return dict(doc)

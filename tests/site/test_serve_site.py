@@ -21,8 +21,8 @@ from idr.model.errors import ResponseCode
 from idr.model.site import SiteInfo, TransportProtocol
 from idr.resolver.client import HandleClient
 from idr.server.server_key import SERVER_KEY_NAME
-from idr.store.pgcluster import PgCluster, start_cluster
 from tests.procs import ServeProc, free_port, idr
+from tests.store.pgcluster import PgCluster, start_cluster
 
 PREFIX = "88.100"
 ADMIN = "300:0.NA/88.100"
