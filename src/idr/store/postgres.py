@@ -102,11 +102,28 @@ _LOG = (
     "INSERT INTO txlog (seq, ts, op, actor, payload) "
     "SELECT s.seq, extract(epoch FROM clock_timestamp()), %s, %s, %s FROM s RETURNING seq"
 )
-# Group commit: reserve n numbers at once (the row lock orders groups like single commits).
-_RESERVE = "UPDATE txseq SET seq = seq + %s WHERE id = 1 RETURNING seq"
-_LOG_AT = (
+# Group commit: one statement per table for the whole group, each taking arrays (one plan,
+# one execution, however many writes), all sent in one pipeline with BEGIN and COMMIT: one
+# round trip and one WAL flush per group. The log statement reserves the group's numbers (the
+# counter row, locked to COMMIT, orders groups like single commits) and appends its entries.
+_LOG_MANY = (
+    "WITH s AS (UPDATE txseq SET seq = seq + %(n)s WHERE id = 1 RETURNING seq) "
     "INSERT INTO txlog (seq, ts, op, actor, payload) "
-    "VALUES (%s, extract(epoch FROM clock_timestamp()), %s, %s, %s)"
+    "SELECT s.seq - %(n)s + e.ord, extract(epoch FROM clock_timestamp()), e.op, e.actor, e.payload "
+    "FROM s, unnest(%(ops)s::text[], %(actors)s::text[], %(payloads)s::bytea[]) "
+    "WITH ORDINALITY AS e(op, actor, payload, ord) RETURNING seq"
+)
+_UPSERT_MANY = (
+    "INSERT INTO handles (key, prefix, handle, vals) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[]) "
+    "ON CONFLICT (key) DO UPDATE SET prefix = EXCLUDED.prefix, handle = EXCLUDED.handle, "
+    "vals = EXCLUDED.vals"
+)
+_DELETE_MANY = "DELETE FROM handles WHERE key = ANY(%s::text[])"
+_VI_DELETE_MANY = "DELETE FROM value_index WHERE key = ANY(%s::text[])"
+_VI_INSERT_MANY = (
+    "INSERT INTO value_index (type, data, key) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING"
 )
 _STAGE = (
     'CREATE TEMP TABLE idr_stage (ord BIGINT, key TEXT COLLATE "C", prefix TEXT COLLATE "C", '
@@ -130,8 +147,6 @@ _VALUE_INDEX = (
     "CREATE INDEX value_index_key ON value_index (key)",
 )
 _TRIGRAMS = "CREATE INDEX value_index_trgm ON value_index USING gin (data gin_trgm_ops)"
-_VI_INSERT = "INSERT INTO value_index (type, data, key) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
-_VI_DELETE = "DELETE FROM value_index WHERE key = %s"
 _VI_BUILD_CHUNK = 5000
 
 
@@ -418,45 +433,49 @@ class PostgresStore(Store):
     # -- writes ------------------------------------------------------------------------
 
     def commit_many(self, commits: Sequence[Commit]) -> list[int]:
-        """One transaction for the group: the counter row advanced once by the group's size
-        (seqs stay gap-free and in commit order), the rows and log entries written with
-        ``executemany`` (pipelined: a few round trips however many writes), one WAL flush."""
+        """One transaction for the group, sent as one pipeline (``_LOG_MANY``): the log entries
+        with their gap-free seqs, then each table's rows in one statement taking arrays (the
+        last write to a key wins, as applied in order), then COMMIT: one round trip and one WAL
+        flush however many writes. Nothing is committed unless every statement succeeded."""
         self._writable()
         if not commits:
             return []
         what = f"commit of {commits[0].op!r}" if len(commits) == 1 else f"group commit of {len(commits)}"
-        with self._write(what) as cur:
-            row = cur.execute(_RESERVE, (len(commits),)).fetchone()
-            if row is None:  # pragma: no cover - the counter row always exists
-                raise StoreError("sequence counter row is missing")
-            first = int(row[0]) - len(commits) + 1
+        with self._write(what, pipeline=True) as cur:  # an encoding error too: StoreError
             final: dict[str, tuple[str, str | None, bytes | None]] = {}
             records: dict[str, HandleRecord | None] = {}
-            entries = []
-            for i, c in enumerate(commits):
+            payloads = []
+            for c in commits:
                 items = [logged(w) for w in c.writes]
                 for item, w in zip(items, c.writes, strict=True):
-                    final[item[0]] = item  # later writes to a key win, as applied in order
+                    final[item[0]] = item
                     records[item[0]] = w.record
-                entries.append((first + i, c.op, c.actor, encode_writes(items)))
-            puts = [(k, prefix_of(k), h, v) for k, h, v in final.values() if h is not None and v is not None]
-            deletes = [(k,) for k, h, _ in final.values() if h is None]
+                payloads.append(encode_writes(items))
+            puts = [(k, h, v) for k, h, v in final.values() if h is not None and v is not None]
+            deletes = [k for k, h, _ in final.values() if h is None]
+            log = {"n": len(commits), "ops": [c.op for c in commits], "actors": [c.actor for c in commits]}
+            logs = cur.connection.cursor()
+            logs.execute(_LOG_MANY, {**log, "payloads": payloads})
             if deletes:
-                cur.executemany(_DELETE, deletes)
+                cur.execute(_DELETE_MANY, (deletes,))
             if puts:
-                cur.executemany(_UPSERT, puts)
+                keys = [k for k, _, _ in puts]
+                cur.execute(_UPSERT_MANY, (keys, [prefix_of(k) for k in keys], [h for _, h, _ in puts],
+                                           [v for _, _, v in puts]))  # fmt: skip
             self._reindex(cur, records)
-            cur.executemany(_LOG_AT, entries)
-        return [first + i for i in range(len(commits))]
+        seqs = sorted(int(r[0]) for r in logs.fetchall())
+        if len(seqs) != len(commits):  # pragma: no cover - the counter row always exists
+            raise StoreError("sequence counter row is missing")
+        return seqs
 
     def _reindex(self, cur: psycopg.Cursor[Any], records: dict[str, HandleRecord | None]) -> None:
         """The reverse-lookup entries of ``records``' keys replaced by theirs (none: deleted)."""
         if self._search_mode == MODE_OFF or not records:
             return
-        cur.executemany(_VI_DELETE, [(k,) for k in records])
+        cur.execute(_VI_DELETE_MANY, (list(records),))
         entries = [e for k, r in records.items() if r is not None for e in index_entries(k, r)]
         if entries:
-            cur.executemany(_VI_INSERT, entries)
+            cur.execute(_VI_INSERT_MANY, tuple(list(col) for col in zip(*entries, strict=True)))
 
     def bulk_load(
         self,
@@ -502,13 +521,20 @@ class PostgresStore(Store):
         return int(row[0])
 
     @contextmanager
-    def _write(self, what: str) -> Iterator[psycopg.Cursor[Any]]:
+    def _write(self, what: str, *, pipeline: bool = False) -> Iterator[psycopg.Cursor[Any]]:
         """A cursor inside one transaction, committed when the block ends and rolled back
-        when it raises. An engine error becomes ``StoreError`` naming ``what`` failed."""
+        when it raises. An engine error becomes ``StoreError`` naming ``what`` failed.
+        ``pipeline``: BEGIN, the block's statements and COMMIT go out together (pipeline mode),
+        their results are read when the block ends (a cursor's rows only after it)."""
         if self._closed:
             raise StoreError("store is closed")
         try:
-            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            with (
+                self._pool.connection() as conn,
+                conn.pipeline() if pipeline else contextlib.nullcontext(),
+                conn.transaction(),
+                conn.cursor() as cur,
+            ):
                 yield cur
         except StoreError:
             raise
