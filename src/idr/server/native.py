@@ -274,7 +274,8 @@ async def start_server(
     if service.role != "recursive" and not service.store.blocking_reads:
         # Misses answered from one row read on the loop (hotcache.miss). Not on a recursive
         # node: its store holds nothing, and a handle not there is not therefore absent.
-        cache.read_raw = service.store.get_raw
+        reads = service.store.raw_reads(loop.call_soon)  # a burst per turn shares a snapshot
+        cache.read_raw, cache.read_release = reads.get, reads.release
     service.add_listener(cache.invalidate)
     guard = AuthGuard(opts.verify)
     handler = NativeHandler(
