@@ -40,7 +40,7 @@ def check_prefix(prefix: str) -> None:
     _check_text(prefix, "prefix")
     if "/" in prefix:
         raise HandleError(ResponseCode.INVALID_HANDLE, f"prefix {prefix!r} contains '/'")
-    if any(not seg for seg in prefix.split(".")):
+    if "" in prefix.split("."):
         raise HandleError(ResponseCode.INVALID_HANDLE, f"prefix {prefix!r} has an empty segment")
     if _SPACE.search(prefix) is not None:
         raise HandleError(ResponseCode.INVALID_HANDLE, f"prefix {prefix!r} contains a space")
