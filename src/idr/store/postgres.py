@@ -65,7 +65,6 @@ from idr.store.base import REPLICA_COPY_OP, Commit, LogEntry, RawEntry, Store, S
 from idr.store.records import (
     CHECKPOINT_PREFIX,
     Logged,
-    apply_writes,
     decode_record,
     encode_writes,
     logged,
@@ -89,12 +88,6 @@ SCHEMA_VERSION = 1
 _SCHEMA_LOCK = 0x1D2_0001
 _CONNECT_TIMEOUT_S = 10.0
 
-_UPSERT = (
-    "INSERT INTO handles (key, prefix, handle, vals) VALUES (%s, %s, %s, %s) "
-    "ON CONFLICT (key) DO UPDATE SET prefix = EXCLUDED.prefix, handle = EXCLUDED.handle, "
-    "vals = EXCLUDED.vals"
-)
-_DELETE = "DELETE FROM handles WHERE key = %s"
 # Take the next sequence number and append the entry in one round trip. The counter row
 # stays locked until COMMIT, which is what makes numbers gap-free and commit-ordered.
 _LOG = (
@@ -120,6 +113,10 @@ _UPSERT_MANY = (
     "vals = EXCLUDED.vals"
 )
 _DELETE_MANY = "DELETE FROM handles WHERE key = ANY(%s::text[])"
+_LOG_ENTRIES = (  # a mirror's: the primary's seqs and timestamps
+    "INSERT INTO txlog (seq, ts, op, actor, payload) "
+    "SELECT * FROM unnest(%s::bigint[], %s::float8[], %s::text[], %s::text[], %s::bytea[])"
+)
 _VI_DELETE_MANY = "DELETE FROM value_index WHERE key = ANY(%s::text[])"
 _VI_INSERT_MANY = (
     "INSERT INTO value_index (type, data, key) "
@@ -442,31 +439,29 @@ class PostgresStore(Store):
             return []
         what = f"commit of {commits[0].op!r}" if len(commits) == 1 else f"group commit of {len(commits)}"
         with self._write(what, pipeline=True) as cur:  # an encoding error too: StoreError
-            final: dict[str, tuple[str, str | None, bytes | None]] = {}
-            records: dict[str, HandleRecord | None] = {}
-            payloads = []
-            for c in commits:
-                items = [logged(w) for w in c.writes]
-                for item, w in zip(items, c.writes, strict=True):
-                    final[item[0]] = item
-                    records[item[0]] = w.record
-                payloads.append(encode_writes(items))
-            puts = [(k, h, v) for k, h, v in final.values() if h is not None and v is not None]
-            deletes = [k for k, h, _ in final.values() if h is None]
+            payloads, rows = _group_rows([c.writes for c in commits])
             log = {"n": len(commits), "ops": [c.op for c in commits], "actors": [c.actor for c in commits]}
             logs = cur.connection.cursor()
             logs.execute(_LOG_MANY, {**log, "payloads": payloads})
-            if deletes:
-                cur.execute(_DELETE_MANY, (deletes,))
-            if puts:
-                keys = [k for k, _, _ in puts]
-                cur.execute(_UPSERT_MANY, (keys, [prefix_of(k) for k in keys], [h for _, h, _ in puts],
-                                           [v for _, _, v in puts]))  # fmt: skip
-            self._reindex(cur, records)
+            self._write_rows(cur, rows)
         seqs = sorted(int(r[0]) for r in logs.fetchall())
         if len(seqs) != len(commits):  # pragma: no cover - the counter row always exists
             raise StoreError("sequence counter row is missing")
         return seqs
+
+    def _write_rows(self, cur: psycopg.Cursor[Any], rows: _Rows) -> None:
+        """Each key's final state (``_group_rows``): one statement per table, reverse lookup
+        included."""
+        final, records = rows
+        puts = [(k, h, v) for k, h, v in final.values() if h is not None and v is not None]
+        deletes = [k for k, h, _ in final.values() if h is None]
+        if deletes:
+            cur.execute(_DELETE_MANY, (deletes,))
+        if puts:
+            keys = [k for k, _, _ in puts]
+            cur.execute(_UPSERT_MANY, (keys, [prefix_of(k) for k in keys], [h for _, h, _ in puts],
+                                       [v for _, _, v in puts]))  # fmt: skip
+        self._reindex(cur, records)
 
     def _reindex(self, cur: psycopg.Cursor[Any], records: dict[str, HandleRecord | None]) -> None:
         """The reverse-lookup entries of ``records``' keys replaced by theirs (none: deleted)."""
@@ -548,39 +543,33 @@ class PostgresStore(Store):
         return self.apply_entries([entry]) == 1
 
     def apply_entries(self, entries: Sequence[LogEntry]) -> int:
-        """Consecutive primary entries in one transaction; those already held are skipped."""
+        """Consecutive primary entries in one transaction; those already held are skipped. As
+        a group commit: after the counter row is locked and read, one pipeline — each table's
+        rows in one statement, the entries' log rows in one, the counter, COMMIT."""
         self._writable()
         if not entries:
             return 0
-        applied = 0
-        with self._write(f"applying entries {entries[0].seq}…") as cur:
+        with self._write(f"applying entries {entries[0].seq}…", pipeline=True) as cur:
             row = cur.execute("SELECT seq FROM txseq WHERE id = 1 FOR UPDATE").fetchone()
             last = int(row[0]) if row else 0
+            todo: list[LogEntry] = []
             for entry in entries:
                 if entry.seq <= last:
                     continue
                 if entry.seq != last + 1:
                     raise StoreError(f"log gap: entry {entry.seq} does not follow {last}")
-                logged_items = self._apply_writes(cur, entry.writes)
-                cur.execute(
-                    "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES (%s, %s, %s, %s, %s)",
-                    (entry.seq, entry.timestamp, entry.op, entry.actor, encode_writes(logged_items)),
-                )
+                todo.append(entry)
                 last = entry.seq
-                applied += 1
-            if applied:
+            if todo:
+                payloads, rows = _group_rows([e.writes for e in todo])
+                self._write_rows(cur, rows)
+                cur.execute(
+                    _LOG_ENTRIES,
+                    ([e.seq for e in todo], [e.timestamp for e in todo], [e.op for e in todo],
+                     [e.actor for e in todo], payloads),
+                )  # fmt: skip
                 cur.execute("UPDATE txseq SET seq = %s WHERE id = 1", (last,))
-        return applied
-
-    def _apply_writes(self, cur: psycopg.Cursor[Any], writes: Iterable[Write]) -> Logged:
-        """One entry's writes in order, each with its reverse-lookup entries."""
-        reindex = None
-        if self._search_mode != MODE_OFF:
-
-            def reindex(key: str, record: HandleRecord | None) -> None:
-                self._reindex(cur, {key: record})
-
-        return apply_writes(cur.execute, _UPSERT, _DELETE, writes, reindex)
+        return len(todo)
 
     def snapshot(self) -> tuple[int, Iterator[tuple[str, HandleRecord]]]:
         """A pooled connection holds one REPEATABLE READ transaction while the rows stream
@@ -655,6 +644,24 @@ class PostgresStore(Store):
 # The planner picks the B-tree for exact values and literal prefixes, the trigram GIN index
 # (mode full) for substrings, the key index for the per-handle checks.
 _DIALECT = Dialect("%s", "LIKE", like_pattern, "value_index f")
+
+
+_Rows = tuple[dict[str, tuple[str, str | None, bytes | None]], dict[str, HandleRecord | None]]
+
+
+def _group_rows(groups: Sequence[Sequence[Write]]) -> tuple[list[bytes], _Rows]:
+    """Each group's log payload, and the final state of every key the groups write, applied in
+    order (the last write to a key wins): its logged item and its record."""
+    final: dict[str, tuple[str, str | None, bytes | None]] = {}
+    records: dict[str, HandleRecord | None] = {}
+    payloads = []
+    for writes in groups:
+        items = [logged(w) for w in writes]
+        for item, w in zip(items, writes, strict=True):
+            final[item[0]] = item
+            records[item[0]] = w.record
+        payloads.append(encode_writes(items))
+    return payloads, (final, records)
 
 
 def _copy_entries(cur: psycopg.Cursor[Any], entries: Iterable[tuple[str, str, str]]) -> None:
