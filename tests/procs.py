@@ -76,9 +76,11 @@ class ServeProc:
             "--native", f"127.0.0.1:{self.native}",
         ]  # fmt: skip
 
-    def start(self, *, ready_path: str = "/api/federation/info") -> ServeProc:
+    def start(self, *args: str, ready_path: str = "/api/federation/info") -> ServeProc:
+        """``idr serve`` (``args``: more of its options, e.g. ``--workers 2``), once it answers."""
         log = (self.data.parent / f"{self.data.name}.log").open("ab")
-        self.proc = subprocess.Popen([*IDR, "serve", "--data", str(self.data)], stdout=log, stderr=log)
+        cmd = [*IDR, "serve", "--data", str(self.data), *args]
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"idr serve exited: {self.log_tail()}"

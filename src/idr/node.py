@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from idr.resolver.filing import FilingTarget
     from idr.runtime import NodeRuntime
     from idr.runtime.reporting import StatsHub
+    from idr.server.applying import ApplicationGate
     from idr.server.federation import FederationContext
     from idr.server.http_connections import ConnectionGuard
     from idr.server.limits import CostGate
@@ -150,6 +151,7 @@ def open_service(config: NodeConfig) -> Core:
         "admins": config.admins,
         "cache_entries": config.limits.cache_entries,
         "max_list_page": config.limits.max_list_page,
+        "max_record_bytes": config.limits.max_record_bytes,
         "search_access": config.search.access,
         "templates": templates,
     }
@@ -172,7 +174,8 @@ def open_service(config: NodeConfig) -> Core:
                 **kwargs,
             )
         if config.role in ("top", "secondary", "enterprise"):
-            service = make_service(config.role, store, **kwargs)
+            pending = config.limits.max_pending_applications
+            service = make_service(config.role, store, max_pending_applications=pending, **kwargs)
         else:
             service = NodeService(store, **kwargs)
         if config.standby:
@@ -340,6 +343,7 @@ class Node:
         self.runtime: NodeRuntime | None = None
         self.throttle: Throttle | None = None  # failed-login back-off of the HTTP front-ends
         self.walks: WalkGate | None = None  # federation-wide traces at once
+        self.http_guards: HttpGuards | None = None  # what the HTTP listeners share (once started)
         # The server's key pair (server_key.pem): signs certified answers and session setups,
         # published in the site's server record.
         self.server_key: ServerKey | None = load_server_key(config.data_dir)
@@ -349,6 +353,7 @@ class Node:
         self.tallies: Tallies = Tallies()
         self.stats_hub: StatsHub | None = None  # 数据上报 (idr.runtime.reporting), once started
         self.hold_reports = False  # start the hub held (StatsHub.held): released by whoever set it
+        self._stats_slot = 0  # where the hub's closer goes among the listeners' closers
 
     async def start(
         self, *, https: str | None = None, http: str | None = None, native: str | None = None
@@ -357,6 +362,7 @@ class Node:
         from aiohttp import web
 
         from idr.console import add_console_routes
+        from idr.server.applying import install as install_applications
         from idr.server.converged import add_converged_routes
         from idr.server.gs1 import add_gs1_routes
         from idr.server.http import make_http_app
@@ -389,7 +395,12 @@ class Node:
             await self.replicator.start()
             self.listeners.closers.append(self._stop_replicator)
             self.metrics_sources.append(self.replicator.replication_metrics)
+        # The statistics hub stops after the front-ends (closers run in reverse), so its last
+        # cut holds every answer they sent — extra workers' last tallies too — and before the
+        # runtime and replicator its write needs.
+        self._stats_slot = len(self.listeners.closers)
         guards = self._http_guards() if https or http else None
+        self.http_guards = guards
         for addr, secure in ((https, True), (http, False)):
             if not addr:
                 continue
@@ -410,6 +421,7 @@ class Node:
             add_gs1_routes(app, self.service)
             add_converged_routes(app, self.service)
             add_snms_routes(app, self.service, throttle=guards.throttle)
+            install_applications(app, guards.applications)
             add_console_routes(app, self)
             limits = guards.connections.limits
             runner = web.AppRunner(
@@ -420,13 +432,9 @@ class Node:
             assert runner.server is not None  # made by setup()
             ssl_ctx = server_context(self.config.data_dir) if secure else None
             # aiohttp's per-connection protocol, behind the node's connection guard
+            # (TLS too: a connection counts against its address from accept, handshake included)
             server = await asyncio.get_running_loop().create_server(
-                guards.connections.factory(runner.server),
-                host,
-                port,
-                ssl=ssl_ctx,
-                ssl_handshake_timeout=limits.tls_handshake_timeout if ssl_ctx else None,
-                reuse_address=True,
+                guards.connections.factory(runner.server, ssl_ctx), host, port, reuse_address=True
             )
             self.listeners.closers.append(_closer(server))
             bound = server.sockets[0].getsockname()[:2]
@@ -463,6 +471,7 @@ class Node:
 
     def _http_guards(self) -> HttpGuards:
         """What the node's HTTP listeners share (``[http]`` in idr.toml)."""
+        from idr.server.applying import ApplicationGate
         from idr.server.http_connections import ConnectionGuard, ConnectionLimits
         from idr.server.limits import CostGate
         from idr.server.sessions import SessionTable
@@ -486,6 +495,7 @@ class Node:
             SessionTable(idle=h.session_idle, capacity=h.sessions),
             ConnectionGuard(ConnectionLimits.from_config(h)),
             self.walks,
+            ApplicationGate.from_config(h),
         )
 
     def own_site(self) -> SiteInfo:
@@ -524,7 +534,7 @@ class Node:
         await hub.start()
         self.stats_hub = hub
         self.metrics_sources.append(lambda: stats_metrics(self))
-        self.listeners.closers.append(self._stop_stats)
+        self.listeners.closers.insert(self._stats_slot, self._stop_stats)
 
     async def _stop_stats(self) -> None:
         if self.stats_hub is not None:
@@ -568,3 +578,4 @@ class HttpGuards:
     sessions: SessionTable
     connections: ConnectionGuard
     walks: WalkGate
+    applications: ApplicationGate  # anonymous prefix applications per source network

@@ -1,9 +1,11 @@
 """Federation statistics add up (issue 17): a top, a secondary and an enterprise node, each a
-separate ``idr serve`` process with its own ``federation.toml``; identifiers registered and
-resolved in known numbers through each node (UDP, TCP, HTTP); the top's totals equal the
-sums exactly once the reports arrive — also after a child restarts, after reports are sent
-again, after a child is killed before reporting, and after a child is down for a while
-(which the top's monitor shows, with an availability below one)."""
+separate ``idr serve`` process with its own ``federation.toml`` (and a recursive node that
+reports to the top as its own identity); identifiers registered and resolved in known numbers
+through each node (UDP, TCP, HTTP); the top's totals equal the sums exactly once the reports
+arrive — and equal what every node's own ``/metrics`` counted (one count, not a second one) —
+also after a child restarts, after reports are sent again (re-cut on demand, and the very same
+report re-posted), after a child is killed before reporting, and after a child is down for a
+while (which the top's monitor shows, with an availability below one)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from idr.cli.stats import federation_totals
 from idr.codec import rest
 from idr.core.federation import FederationSettings, loopback_site
 from idr.core.prefixes import uscc_check_char
+from idr.model.errors import ResponseCode
 from tests.procs import ServeProc, idr
 
 TOP_SECRET = "top-secret-123"
@@ -31,6 +34,8 @@ INTERVAL = 0.5
 TOP_AUTH = ("300:0.NA/0.NA", TOP_SECRET)
 SEC_AUTH = ("300:0.NA/88.168", SEC_SECRET)
 ENT_AUTH = ("300:0.NA/88.168.6", ENT_SECRET)
+REC_SECRET = "recursive-secret-123"
+REC_AUTH = ("300:0.NA/RECURSIVE-1", REC_SECRET)
 
 
 def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60.0) -> Any:
@@ -174,7 +179,42 @@ def figures(doc: dict[str, Any]) -> tuple[int, int, int]:
     return doc["registered"], doc["deleted"], doc["resolutions"]
 
 
-def test_the_tops_totals_are_the_sums_of_what_every_node_did(fed: Federation) -> None:
+def metric(node: ServeProc, name: str) -> float:
+    """One unlabelled sample of the node's ``/metrics``."""
+    with urllib.request.urlopen(node.url("/metrics", secure=False), timeout=10) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == name:
+            return float(value)
+    raise AssertionError(f"{name} not in /metrics of {node.data.name}")
+
+
+def start_recursive(fed: Federation, tmp: Path) -> ServeProc:
+    """A recursive node rooted at the top, reporting the resolutions it serves to the top as
+    its own identity (``0.NA/RECURSIVE-1``, whose key the top's admin gave it)."""
+    record = {
+        "values": [
+            {"index": 300, "type": "HS_SECKEY", "data": {"format": "string", "value": REC_SECRET}},
+            {"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": {
+                "handle": "0.NA/RECURSIVE-1", "index": 300, "permissions": "111111111111"}}},
+        ]
+    }  # fmt: skip
+    status, doc = fed.top.call("PUT", "/api/handles/0.NA/RECURSIVE-1", record, auth=TOP_AUTH)
+    assert doc["responseCode"] == 1, (status, doc)
+    rec = ServeProc.init(tmp / "rec", "--role", "recursive", "--root", f"127.0.0.1:{fed.top.native}")
+    FederationSettings(
+        root=[f"127.0.0.1:{fed.top.native}"],
+        parent_url=f"https://127.0.0.1:{fed.top.https}",
+        parent_identity=REC_AUTH[0],
+        parent_secret=REC_SECRET,
+        parent_cafile=str(fed.top.data / "tls" / "cert.pem"),
+        report_interval=INTERVAL,
+    ).save(rec.data)
+    return rec.start()
+
+
+def test_the_tops_totals_are_the_sums_of_what_every_node_did(fed: Federation, tmp_path: Path) -> None:
     t = Traffic()
     t.burst(fed.ent, "88.168.6", "88.168.6", ENT_AUTH, n=4)
     t.burst(fed.sec, "88.168", "88.168", SEC_AUTH, n=3)
@@ -211,6 +251,29 @@ def test_the_tops_totals_are_the_sums_of_what_every_node_did(fed: Federation) ->
     # the secondary's own statistics: its subtree
     sub = fed.stats(fed.sec)
     assert figures(sub) == (7, 1, t.resolutions["88.168.6"] + t.resolutions["88.168"])
+    # One count: what each node reported is what its own /metrics counted (its answer tallies).
+    nodes = {"0.NA": fed.top, "88.168": fed.sec, "88.168.6": fed.ent}
+    for key, node in nodes.items():
+        assert metric(node, "idr_resolutions_total") == t.resolutions[key], key
+
+    # A recursive node serves resolutions and reports them to the top as its own identity;
+    # its walks are resolutions the top, the secondary and the enterprise node answered.
+    rec = start_recursive(fed, tmp_path)
+    try:
+        for name, frontend in (("88.168/STAT-5", "udp"), ("88.168/STAT-6", "tcp")):
+            assert rec.resolve_native(name, frontend)[0] == 1
+        assert rec.resolve_native("88.168/STAT-7", "udp")[0] == 100  # deleted above
+        assert rec.get("/api/handles/88.168/STAT-6", secure=False)[0] == 200
+        t.resolutions["0.NA/RECURSIVE-1"] = 4
+        nodes["0.NA/RECURSIVE-1"] = rec
+        assert metric(rec, "idr_resolutions_total") == 4
+        for key, node in nodes.items():  # what each node answered, the walks' queries included
+            t.resolutions[key] = int(metric(node, "idr_resolutions_total"))
+        assert t.resolutions["88.168"] > 4 and t.resolutions["0.NA"] > 3  # the walks reached them
+        doc = wait_for("the top's totals with the recursive node's", arrived)
+        assert doc["recursive_nodes"] == 1 and fed.node(doc, "0.NA/RECURSIVE-1")["via"] == "0.NA/RECURSIVE-1"
+    finally:
+        rec.stop()
 
     # Reports sent again (on demand, several times): nothing counted twice.
     for node, auth in ((fed.ent, ENT_AUTH), (fed.sec, SEC_AUTH), (fed.sec, SEC_AUTH)):
@@ -230,6 +293,17 @@ def test_the_tops_totals_are_the_sums_of_what_every_node_did(fed: Federation) ->
             ).stdout
         )
         assert out["sent"] is True and out["ack"]["duplicates"] >= 0, out
+    # The very same report posted again, and an older one arriving late: counted once.
+    own = out["entry"]  # the secondary's own entry, as it just reported it
+    stale = {**own, "seq": 1, "counters": {}, "resolutions": {}}
+    for entry in (own, stale):
+        body = {"report": 1, "node": "88.168", "entries": [entry]}
+        status, ack = fed.top.call("POST", "/api/federation/stats/report", body, auth=SEC_AUTH)
+        assert status == 200 and (ack["applied"], ack["duplicates"]) == (0, 1), ack
+    # and a report the secondary may not make: for a node not under its prefix
+    forged = {"report": 1, "node": "88.168", "entries": [own, {**own, "node": "88.118", "seq": 99}]}
+    status, ack = fed.top.call("POST", "/api/federation/stats/report", forged, auth=SEC_AUTH)
+    assert status == 403 and ack["responseCode"] == ResponseCode.INSUFFICIENT_PERMISSIONS, (status, ack)
     time.sleep(4 * INTERVAL)
     assert figures(fed.stats(fed.top)) == figures(doc)
 
@@ -238,6 +312,7 @@ def test_the_tops_totals_are_the_sums_of_what_every_node_did(fed: Federation) ->
     fed.ent.start()
     t.burst(fed.ent, "88.168.6", "88.168.6", ENT_AUTH, n=2)
     doc = wait_for("totals after a restart", arrived)
+    assert fed.node(doc, "0.NA/RECURSIVE-1")["resolutions"] == 4  # stopped: its last figures stay
 
     # Killed before it could report: what it registered is durable and reported after.
     t.seq += 1
@@ -258,15 +333,17 @@ def test_a_child_that_is_down_is_marked_and_its_availability_falls(fed: Federati
     wait_for("the secondary marked down", lambda: fed.node(fed.stats(fed.top), "88.168")["status"] == "down")
     t.burst(fed.ent, "88.168.6", "88.168.6", ENT_AUTH, n=2)
     fed.sec.start()
-    doc = wait_for(
-        "back and caught up",
-        lambda: (
-            (d := fed.stats(fed.top))
-            and fed.node(d, "88.168")["status"] == "ok"
-            and figures(d)[0] == t.registered
-            and d
-        ),
-    )
+
+    def caught_up() -> dict[str, Any] | str:
+        d = fed.stats(fed.top)
+        per = {n["node"]: n["resolutions"] for n in d["nodes"] if n["resolutions"]}
+        want = (t.registered, 0, sum(t.resolutions.values()))
+        if fed.node(d, "88.168")["status"] == "ok" and figures(d) == want and per == t.resolutions:
+            return d
+        return f"{fed.node(d, '88.168')['status']} {figures(d)} {per}, want {want} {t.resolutions}"
+
+    # exactly what the enterprise node did, also while its secondary was down
+    doc = wait_for("back and caught up", caught_up)
     availability = fed.node(doc, "88.168")["availability"]
     assert availability is not None and 0 < availability < 1, availability
     # the enterprise node as its secondary sees it, forwarded to the top
@@ -275,3 +352,28 @@ def test_a_child_that_is_down_is_marked_and_its_availability_falls(fed: Federati
         text = r.read().decode()
     assert f"idr_federation_registered {float(t.registered)}" in text, text
     assert "idr_federation_secondary_nodes 1.0" in text and "idr_federation_enterprise_nodes 1.0" in text
+
+
+def test_resolutions_answered_by_extra_workers_are_all_reported(tmp_path: Path) -> None:
+    """``idr serve --workers 2``: the extra worker's answers reach worker 0's tallies every
+    second, and its last ones as it stops, before the node's last cut — so a node stopped
+    right after a burst reports every resolution it answered, none lost in the last second."""
+    top = ServeProc.init(tmp_path / "top", "--role", "top", "--admin-secret", TOP_SECRET)
+    FederationSettings(root=[], report_interval=60.0).save(top.data)
+    try:
+        top.start("--workers", "2", ready_path="/api/federation/stats")  # the workers up
+        n = 40  # each from a new client port: SO_REUSEPORT spreads them over both workers
+        for i in range(n):
+            assert top.resolve_native("0.NA/0.NA" if i % 2 else "0.NA/NO-SUCH", "udp")[0] in (1, 100)
+        top.stop()  # at once: the extra worker's last tally is at most a second old
+        top.start()
+        node = next(x for x in fed_stats(top)["nodes"] if x["node"] == "0.NA")
+        assert node["resolutions"] == n, node
+    finally:
+        top.stop()
+
+
+def fed_stats(node: ServeProc) -> dict[str, Any]:
+    status, doc = node.get("/api/federation/stats", secure=False)
+    assert status == 200 and doc["responseCode"] == 1, doc
+    return dict(doc)

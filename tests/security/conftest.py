@@ -96,17 +96,19 @@ async def start_live(
     prefix: str = PREFIX,
     secret: str = SECRET,
     http_limits: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None,
 ) -> AsyncIterator[Live]:
     """``idr init`` + ``idr serve`` in this process, every listener on an ephemeral port;
-    ``http_limits``: keys of ``[http]`` in idr.toml to set first."""
+    ``http_limits``, ``limits``: keys of ``[http]``, ``[limits]`` in idr.toml to set first."""
     init_node(
         data, prefix, secret=secret, role=role, https="127.0.0.1:0", http="127.0.0.1:0", native="127.0.0.1:0"
     )
-    if http_limits:
+    if http_limits or limits:
         cfg = NodeConfig.load(data)
-        for key, value in http_limits.items():
-            assert hasattr(cfg.http_limits, key), key
-            setattr(cfg.http_limits, key, value)
+        for table, settings in ((cfg.http_limits, http_limits), (cfg.limits, limits)):
+            for key, value in (settings or {}).items():
+                assert hasattr(table, key), key
+                setattr(table, key, value)
         cfg.save()
     node = Node(NodeConfig.load(data))
     await node.start()

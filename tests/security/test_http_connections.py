@@ -16,6 +16,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,14 +113,14 @@ async def test_slowloris_is_closed_after_the_request_timeout(node: Live) -> None
 
 
 async def test_a_client_that_never_reads_is_closed_and_its_answers_freed(node: Live) -> None:
-    big = "x" * 600_000
+    big = "x" * 200_000  # within max_record_bytes
     status, _ = await node.put("88.100/big", [{"index": 1, "type": "DESC", "data": big}], basic())
     assert status == 200
     guard_before = node.node.listeners.http
     assert guard_before
     reader, writer = await _connect(_port(node), rcvbuf=4096)
     request = b"GET /api/handles/88.100/big HTTP/1.1\r\nHost: x\r\n\r\n"
-    writer.write(request * 40)  # 24 MB of answers asked for, none read
+    writer.write(request * 120)  # 24 MB of answers asked for, none read
     await writer.drain()
     try:
         await asyncio.sleep(0.5)
@@ -163,3 +164,118 @@ async def test_unparseable_requests_are_a_400_without_a_traceback(
     writer.close()
     assert not [rec for rec in caplog.records if rec.exc_info or rec.levelno >= logging.ERROR]
     assert await _bystander(node) < 0.5
+
+
+async def test_tls_handshakes_count_against_their_address(node: Live) -> None:
+    """Connections to the HTTPS listener that never finish (or start) their TLS handshake hold a
+    place of their address from the moment they are accepted: past ``max_connections_per_source``
+    more are closed at once, and another address still gets a full HTTPS answer meanwhile."""
+    assert node.node.listeners.https
+    port = node.node.listeners.https[1]
+    guard_total = _guard(node)
+    before = guard_total()
+    conns = [await _connect(port) for _ in range(PER_SOURCE + 8)]  # no ClientHello, ever
+    try:
+        closed = await asyncio.gather(*(_closed_within(r, 1.0) for r, _ in conns))
+        assert sum(closed) >= 8, closed  # beyond the per-source limit, at once
+        assert guard_total() - before == PER_SOURCE
+        t0 = time.perf_counter()
+        async with node.client.get(f"{node.https}/api/handles/0.NA/88.100") as r:
+            assert r.status == 200
+        assert time.perf_counter() - t0 < 1.0
+        # half a handshake (a ClientHello, then silence) counts the same
+        for _, w in conns:
+            w.close()
+        await _until(lambda: guard_total() == before)
+        stalled = [await _connect(port) for _ in range(PER_SOURCE + 4)]
+        hello = _client_hello()
+        for _, w in stalled:
+            w.write(hello)
+        closed = await asyncio.gather(*(_closed_within(r, 1.0) for r, _ in stalled))
+        assert sum(closed) >= 4, closed
+        assert guard_total() - before == PER_SOURCE
+        for _, w in stalled:
+            w.close()
+    finally:
+        for _, w in conns:
+            w.close()
+    await _until(lambda: guard_total() == before)  # every place given back
+
+
+async def test_a_handshake_that_times_out_gives_its_place_back(tmp_path: Path) -> None:
+    limits = {**LIMITS, "tls_handshake_timeout": 1.0}
+    async with start_live(tmp_path / "node", http_limits=limits) as live:
+        assert live.node.listeners.https
+        guard_total = _guard(live)
+        before = guard_total()
+        conns = [await _connect(live.node.listeners.https[1]) for _ in range(PER_SOURCE)]
+        try:
+            assert guard_total() - before == PER_SOURCE
+            closed = await asyncio.gather(*(_closed_within(r, 5.0) for r, _ in conns))
+            assert all(closed), closed
+            await _until(lambda: guard_total() == before)
+        finally:
+            for _, w in conns:
+                w.close()
+
+
+def test_tls_handshakes_are_counted_under_uvloop(tmp_path: Path) -> None:
+    import uvloop
+
+    async def main() -> None:
+        async with start_live(tmp_path / "node", http_limits=LIMITS) as live:
+            await test_tls_handshakes_count_against_their_address(live)
+            await test_a_client_that_speaks_first_is_served(live)
+
+    uvloop.run(main())
+
+
+async def test_a_client_that_speaks_first_is_served(node: Live) -> None:
+    """A blocking client (curl, http.client) sends its ClientHello with the connection: uvloop may
+    read it before the guard starts TLS, and the handshake must still get it."""
+    import http.client
+    import ssl
+
+    assert node.node.listeners.https
+    port = node.node.listeners.https[1]
+    ctx = ssl.create_default_context(cafile=str(node.data / "tls" / "cert.pem"))
+
+    def get() -> int:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5.0, context=ctx)
+        try:
+            conn.request("GET", "/api/handles/0.NA/88.100")
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    assert [await asyncio.to_thread(get) for _ in range(5)] == [200] * 5
+
+
+def _guard(live: Live) -> Any:
+    """How many connections the attacker's address (127.0.0.2) holds, as the node counts them."""
+    from idr.server.throttle import source_key
+
+    guards = live.node.http_guards
+    assert guards is not None
+    return lambda: guards.connections.per_source.get(source_key("127.0.0.2"), 0)
+
+
+async def _until(cond: Any, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def _client_hello() -> bytes:
+    """The first flight of a real TLS client (a memory BIO handshake), to send and then go quiet."""
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_side=False)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return outgoing.read()

@@ -13,8 +13,10 @@ a bounded loop, each asserting its bound:
 Under each, a bystander at another loopback address (127.0.0.2) resolves a small record; every
 probe must be answered, at most one in ten (a scheduling stall of this shared 2-core machine,
 seen in full-suite runs) may take longer than ``BYSTANDER_MS`` and none longer than
-``STALL_MS``; the server's RSS must stay within a bound during the attack and come back to
-within 10% of its value before it once the attacker has gone.
+``STALL_MS`` (a probe is sent again every 250 ms until then, as a Handle client retries: a
+datagram the loaded machine dropped is latency, not a lost answer); the server's RSS must stay
+within a bound during the attack and come back to within 10% of its value before it once the
+attacker has gone.
 """
 
 from __future__ import annotations
@@ -166,22 +168,34 @@ class Bystander:
     def _run(self) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind((BYSTANDER, 0))
-            s.settimeout(1.0)
             while not self._stop.is_set():
                 request = resolution("88.100/small")
                 t0 = time.perf_counter()
-                s.sendto(request, ("127.0.0.1", self.port))
-                try:
-                    while True:
-                        answer = s.recvfrom(65535)[0]
-                        if answer[8:12] == request[8:12]:
-                            break
+                answer = self._ask(s, request, t0)
+                if answer is None:
+                    self.failures += 1
+                else:
                     ok = decode_message(answer).response_code == ResponseCode.SUCCESS
                     self.latencies_ms.append((time.perf_counter() - t0) * 1000)
                     self.failures += not ok
-                except TimeoutError:
-                    self.failures += 1
                 self._stop.wait(self.every)
+
+    def _ask(self, s: socket.socket, request: bytes, t0: float) -> bytes | None:
+        """The answer within ``STALL_MS`` of ``t0``, the request sent again every 250 ms as a Handle
+        client retries (a datagram a loaded machine dropped costs the probe its latency, which
+        the check counts, rather than failing it); None when none came."""
+        deadline = t0 + STALL_MS / 1000
+        while (left := deadline - time.perf_counter()) > 0:
+            s.sendto(request, ("127.0.0.1", self.port))
+            s.settimeout(min(0.25, left))
+            try:
+                while True:
+                    answer = s.recvfrom(65535)[0]
+                    if answer[8:12] == request[8:12]:
+                        return answer
+            except TimeoutError:
+                continue
+        return None
 
     def check(self) -> None:
         assert len(self.latencies_ms) >= 5, "the bystander hardly ran"
@@ -346,19 +360,35 @@ def test_udp_reflection_is_bounded_per_source(served: Served) -> None:
     budget = 256 * 1024 + 64 * 1024 * elapsed + 150 * 48
     assert received <= budget, f"{received} bytes reflected in {elapsed:.1f} s (budget {budget:.0f})"
     assert received < 300 * len(request) * 3 + budget  # far from the 12 MB it would have been
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
-        other.bind((ELSEWHERE, 0))
-        other.settimeout(TIMEOUT)
-        other.sendto(request, ("127.0.0.1", served.port))
-        parts = Reassembler()
-        datagrams = 0
-        while (whole := parts.feed("server", other.recvfrom(65535)[0], 0.0)) is None:
-            datagrams += 1
-        assert not whole[2] & EnvFlag.TC and decode_message(whole).response_code == ResponseCode.SUCCESS
-        assert datagrams + 1 == -(-(len(whole) - 20) // 492)
+    whole = _fetch_over_udp_from(ELSEWHERE, served.port, request)
+    assert not whole[2] & EnvFlag.TC and decode_message(whole).response_code == ResponseCode.SUCCESS
     after = served.settled_rss(int(before * MEMORY_RETURN))
     assert after <= before * MEMORY_RETURN, f"RSS {before} KiB before, {after} KiB after"
     bystander.check()
+
+
+def _fetch_over_udp_from(address: str, port: int, request: bytes, attempts: int = 3) -> bytes:
+    """The whole multi-datagram answer to ``request`` sent from ``address``, as a UDP client gets
+    it: all its datagrams (each ≤ 512 bytes, as many as the answer needs), asking again (a new
+    request id) when one was lost — a loaded machine drops datagrams, the server's bound is not
+    what that tests."""
+    for attempt in range(attempts):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+            other.bind((address, 0))
+            other.settimeout(TIMEOUT)
+            asked = request[:8] + (0x5000 + attempt).to_bytes(4, "big") + request[12:]
+            other.sendto(asked, ("127.0.0.1", port))
+            parts = Reassembler()
+            datagrams = 0
+            try:
+                while (whole := parts.feed("server", other.recvfrom(65535)[0], 0.0)) is None:
+                    datagrams += 1
+            except TimeoutError:
+                continue
+            assert datagrams + 1 == -(-(len(whole) - 20) // 492)
+            return whole
+    raise AssertionError(f"no whole answer over UDP in {attempts} attempts")
 
 
 def test_parked_challenges_are_bounded(served: Served) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from idr.codec.envelope import MAX_MESSAGE_LENGTH
 from idr.codec.wire import ProtocolError, Reader, Writer
 from idr.model.errors import ResponseCode
 from idr.model.value import (
@@ -21,6 +22,21 @@ from idr.model.value import (
 
 # Smallest encoded value: index, timestamp, ttlType, ttl, perms, empty type, empty data, 0 refs.
 _MIN_VALUE_SIZE = 4 + 4 + 1 + 4 + 1 + 4 + 4 + 4
+
+# The most a record's encoded values may take so that its resolution answer still fits one
+# Handle message (Handle.Net refuses to read a longer one): room is left for the header, the
+# handle (≤ 2,048 bytes), a request digest and a signed credential. Stores refuse records over
+# it (``[limits] max_record_bytes`` may lower it), so no answer exceeds UDP/TCP framing.
+MAX_RECORD_BYTES = MAX_MESSAGE_LENGTH - 8 * 1024  # 253,952
+
+
+def values_size(values: Iterable[HandleValue]) -> int:
+    """Bytes ``encode_values(values)`` takes (its count included), without encoding them."""
+    total = 4
+    for v in values:
+        total += _MIN_VALUE_SIZE + len(v.type.encode("utf-8")) + len(v.data)
+        total += sum(8 + len(ref.handle.encode("utf-8")) for ref in v.references)
+    return total
 
 
 def write_value(w: Writer, v: HandleValue) -> None:

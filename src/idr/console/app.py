@@ -32,6 +32,7 @@ from idr.console import fedmap, lookup
 from idr.console.i18n import LANGS, pick_lang, translate
 from idr.console.state import BatchJob, Jobs, ResolutionRing, Session, Sessions
 from idr.core.interface import Core
+from idr.core.prefixes import TooManyApplications
 from idr.core.request import Op, Request
 from idr.core.secret_policy import admin_secret_problem
 from idr.model.errors import HandleError, ResponseCode
@@ -40,6 +41,9 @@ from idr.model.value import HandleValue, ValueReference
 from idr.schemes import ecode, gs1
 from idr.schemes.common import SchemeError
 from idr.schemes.detect import Recognised, recognise
+from idr.server.applying import apply_counted
+from idr.server.scans import install as install_scans
+from idr.server.scans import off_loop
 from idr.server.throttle import THROTTLE_KEY, Throttled
 from idr.server.throttle import install as install_throttle
 from idr.server.walks import WALKS_KEY, WalksBusy
@@ -128,12 +132,16 @@ class Console:
         return sorted(p for p in self.service.homed_prefixes() if not p.startswith("0."))
 
     def registered(self) -> int:
-        """Identifiers under this node's prefixes (recounted at most every 2 s: COUNT is a scan)."""
-        at, n = self._prefix_cache
-        if time.monotonic() - at > 2.0:
-            n = sum(self.service.store.count(normalize_key(p)) for p in self.prefixes())
-            self._prefix_cache = (time.monotonic(), n)
-        return n
+        """Identifiers under this node's prefixes, as last counted (:meth:`count_registered`)."""
+        return self._prefix_cache[1]
+
+    async def count_registered(self) -> None:
+        """Recount :meth:`registered` if 2 s old (COUNT is a scan: off the event loop)."""
+        if time.monotonic() - self._prefix_cache[0] <= 2.0:
+            return
+        prefixes, store = self.prefixes(), self.service.store
+        n = await asyncio.to_thread(lambda: sum(store.count(normalize_key(p)) for p in prefixes))
+        self._prefix_cache = (time.monotonic(), n)
 
     def walk(self) -> lookup.Walk:
         """How this console resolves a handle: with the recursive engine, built once (see
@@ -395,6 +403,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     c = p.console
     fmap = await c.map.get(c.service, c.name, c.role, [])
     fed = await federation_figures(c)
+    await c.count_registered()
     return p.render(
         "dashboard.html",
         stats=stats(c),
@@ -407,6 +416,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
 
 async def api_stats(request: web.Request) -> web.StreamResponse:
     p = _page(request)
+    await p.console.count_registered()
     return p.json(stats(p.console))
 
 
@@ -858,6 +868,7 @@ async def login_page(request: web.Request) -> web.StreamResponse:
         resp = refused(429, "login.throttled")
         resp.headers["Retry-After"] = str(e.retry_after)
         return resp
+    await p.console.service.preload([identity.handle])  # the key lookup below never waits
     if not secret or not p.console.service.authenticate_secret(identity, secret.encode("utf-8")):
         return refused(401, "login.failed")
     throttle.succeeded(request.remote, identity)
@@ -929,8 +940,13 @@ async def prefixes_page(request: web.Request, *, status: int = 200, **extra: Any
     contacts and credit codes), only the top's admins (or the filing secondary's) filings."""
     p = _page(request)
     regs = _registries(p.console)
-    reviewing = [r for r in regs if r.may_review(p.identity)]
-    apps = [a for r in reviewing for a in r.applications()]
+
+    def read() -> tuple[list[Any], list[Any], list[Any]]:  # store walks: off the event loop
+        reviewing = [r for r in regs if r.may_review(p.identity)]
+        apps = [a for r in reviewing for a in r.applications()]
+        return reviewing, apps, _filings(p.console, p.identity)
+
+    reviewing, apps, filings = await off_loop(request, read)
     apps.sort(key=lambda a: (a.status != "pending", -a.created))
     ctx: dict[str, Any] = {"errors": {}, "form": {}, "general": ""}
     ctx.update(extra)
@@ -941,7 +957,7 @@ async def prefixes_page(request: web.Request, *, status: int = 200, **extra: Any
         parents=[r.parent for r in regs],
         apps=apps,
         reviewer=bool(reviewing),
-        filings=_filings(p.console, p.identity),
+        filings=filings,
         **ctx,
     )
 
@@ -970,7 +986,9 @@ async def prefix_apply(request: web.Request) -> web.StreamResponse:
         errors["secret"] = problem
     if not errors and reg is not None:
         try:
-            app = await reg.apply(
+            app = await apply_counted(
+                request,
+                reg,
                 enterprise=values["enterprise"],
                 uscc=values["uscc"],
                 contact=values["contact"],
@@ -978,6 +996,10 @@ async def prefix_apply(request: web.Request) -> web.StreamResponse:
                 requested=values["requested"],
                 applicant=p.identity,
             )
+        except TooManyApplications as e:
+            resp = await prefixes_page(request, status=429, form=values, general=e.message)
+            resp.headers["Retry-After"] = str(e.retry_after)
+            return resp
         except HandleError as e:
             field = "uscc" if "credit code" in e.message else "requested" if "prefix" in e.message else ""
             if field:
@@ -1117,6 +1139,7 @@ def add_console_routes(app: web.Application, node: Any) -> Console:
     app[CONSOLE_KEY] = console
     install_throttle(app, getattr(node, "throttle", None))
     install_walks(app, getattr(node, "walks", None))
+    install_scans(app)
     app.on_startup.append(console.on_startup)
     app.on_cleanup.append(console.on_cleanup)
     r = app.router

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import tomli_w
 
+from idr.codec.values import MAX_RECORD_BYTES
 from idr.private import make_private_dir, write_private
 
 CONFIG_NAME = "idr.toml"
@@ -23,6 +24,11 @@ class Limits:
     max_body_bytes: int = 1024 * 1024
     max_list_page: int = 10000
     cache_entries: int = 2_000_000
+    # Encoded bytes of one record's values together (every write path refuses more: INVALID_VALUE,
+    # REST 400). At most the default, which keeps a resolution answer within one Handle message.
+    max_record_bytes: int = MAX_RECORD_BYTES
+    # Anonymous prefix applications waiting for review under one parent prefix (more: HTTP 429).
+    max_pending_applications: int = 1000
     # Seconds between polls of the store's log for other writers' commits (idr.runtime.follow):
     # the bound on how long another process's write can go unseen by this node's caches.
     follow_interval: float = 0.01
@@ -77,6 +83,10 @@ class HttpLimits:
     write_stall_timeout: float = 60.0  # a client that stops reading is closed after this
     keepalive_timeout: float = 75.0  # an idle keep-alive connection
     tls_handshake_timeout: float = 10.0
+    # Anonymous prefix applications (REST, console) from one source network (/24, IPv6 /56):
+    # a burst of this many, then one per ``application_interval`` seconds (more: HTTP 429).
+    applications_per_source: int = 5
+    application_interval: float = 600.0
 
 
 @dataclass
@@ -204,6 +214,11 @@ class NodeConfig:
             raise ConfigError(f"{path}: standby = true is for a PostgreSQL hot standby (store = 'postgres')")
         if cfg.store == "postgres" and not cfg.dsn:
             raise ConfigError(f"{path}: store = 'postgres' needs dsn = '…' (a libpq connection string)")
+        if not 1024 <= cfg.limits.max_record_bytes <= MAX_RECORD_BYTES:
+            raise ConfigError(
+                f"{path}: [limits] max_record_bytes must be 1024..{MAX_RECORD_BYTES} "
+                "(a larger record's answer would not fit one Handle message)"
+            )
         if cfg.search.access not in SEARCH_ACCESS:
             raise ConfigError(
                 f"{path}: [search] access must be one of {', '.join(SEARCH_ACCESS)}, "

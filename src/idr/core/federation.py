@@ -138,12 +138,24 @@ def site_name(site: SiteInfo) -> str:
     return site.servers[0].host if site.servers else "?"
 
 
+MAX_PENDING_APPLICATIONS = 1000
+
+
 class FederatedService(NodeService):
     """A top, secondary or enterprise node: a ``NodeService`` that refers for what it delegates."""
 
-    def __init__(self, store: Store, *, role: str = "standalone", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        role: str = "standalone",
+        max_pending_applications: int = MAX_PENDING_APPLICATIONS,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(store, **kwargs)
         self.role = role
+        # Prefix applications are anonymous: at most this many wait for review under one parent.
+        self.max_pending_applications = max_pending_applications
         # What the assembler attaches for the HTTP routes (filing target, verifier…): opaque here.
         self.context: object | None = None
 

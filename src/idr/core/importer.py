@@ -25,7 +25,7 @@ import orjson
 
 from idr.codec.rest import values_from_json
 from idr.core.service import NodeService
-from idr.core.validate import check_values
+from idr.core.validate import check_record_size, check_values
 from idr.model.errors import HandleError
 from idr.model.handle import Handle
 from idr.model.value import HandleRecord
@@ -58,6 +58,7 @@ def parse_line(service: NodeService, line: bytes) -> HandleRecord:
     if not service.is_responsible(h):
         raise ValueError(f"prefix of {name} is not homed on this node")
     values = check_values(values_from_json(doc.get("values"), name))
+    check_record_size(name, values, service.max_record_bytes)
     errors = service.templates.check(values)
     if errors is not None:
         raise ValueError("; ".join(f"{e.field}: {e.reason}" for e in errors.errors) + f" ({errors.template})")

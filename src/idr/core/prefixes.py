@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -117,6 +118,16 @@ def _bad(message: str) -> HandleError:
     return HandleError(ResponseCode.INVALID_VALUE, message)
 
 
+class TooManyApplications(HandleError):
+    """An application refused for volume, not content (HTTP 429 with ``Retry-After``): too
+    many from its source network lately (the front-end's count), or too many waiting for
+    review under its parent (``max_pending_applications``)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(ResponseCode.SERVER_TOO_BUSY, message)
+        self.retry_after = retry_after
+
+
 def _text(value: str, what: str, *, required: bool = True) -> str:
     v = value.strip()
     if required and not v:
@@ -178,10 +189,23 @@ class PrefixRegistry:
         def job() -> Application:
             if requested:
                 self._check_requested(requested)
+            self._require_room()
             self._save(app, "prefix-apply", applicant, key)
             return app
 
         return await self.service.write(job)
+
+    def _require_room(self) -> None:
+        """Anyone may apply, and each application is a stored record: at most
+        ``max_pending_applications`` wait for review under one parent (checked in the write
+        job against what is committed: one write group may pass it by its own size)."""
+        cap = self.service.max_pending_applications
+        if len(self.applications("pending")) >= cap:
+            raise TooManyApplications(
+                f"{cap} applications under {self.parent} are waiting for review: "
+                "apply again once they are decided",
+                3600,
+            )
 
     def _check_requested(self, prefix: str) -> None:
         head, dot, last = prefix.rpartition(".")
@@ -472,8 +496,10 @@ def _all_under(service: FederatedService, prefix: str, start: str | None = None)
 def audit_trail(
     service: FederatedService, *, since: int = 0, limit: int = 1000, match: str = ""
 ) -> list[dict[str, Any]]:
-    """Log entries (newest ``limit`` after ``since``) whose keys contain ``match``: who did what when."""
-    out: list[dict[str, Any]] = []
+    """Log entries (newest ``limit`` after ``since``) whose keys contain ``match``: who did what
+    when. Walks the log from ``since`` (a page at a time, keeping only ``limit`` entries): run it
+    off the event loop (``idr.server.scans``)."""
+    out: deque[dict[str, Any]] = deque(maxlen=max(1, limit))
     seq = since
     needle = normalize_key(match) if match else ""
     for _ in range(100_000):  # bounded walk over the log, one page at a time
@@ -486,4 +512,4 @@ def audit_trail(
                 continue
             out.append({"seq": e.seq, "time": e.timestamp, "op": e.op, "actor": e.actor, "keys": keys})
         seq = page[-1].seq
-    return out[-limit:]
+    return list(out)

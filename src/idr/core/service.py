@@ -22,12 +22,12 @@ from dataclasses import replace
 from functools import partial
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from idr.codec.values import encode_admin
+from idr.codec.values import MAX_RECORD_BYTES, encode_admin
 from idr.core import authz, stats
 from idr.core.interface import Listener, drops_everything
 from idr.core.request import WRITE_OPS, Op, Request, Response
 from idr.core.templates import TemplateRegistry
-from idr.core.validate import check_values
+from idr.core.validate import check_record_size, check_values
 from idr.core.writes import NO_WAIT, PLANNING, Plan, Staged, WouldBlock, WriteJob, changed_keys
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import NA_PREFIX, Handle, normalize_key, prefix_handle
@@ -134,9 +134,12 @@ class NodeService:
         max_list_page: int = 10_000,
         search_access: str = "authenticated",
         templates: TemplateRegistry | None = None,
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         self.store = store
         self.max_list_page = max_list_page  # the most handle names one list answer holds
+        # The most a record's encoded values may take (every write: checked where it is staged).
+        self.max_record_bytes = max_record_bytes
         self.search_access = search_access  # [search] access: anonymous | authenticated | admins
         # Identifier data templates, checked on every write of a record (core.templates).
         self.templates = templates if templates is not None else TemplateRegistry.builtin()
@@ -209,12 +212,21 @@ class NodeService:
             return rec  # type: ignore[return-value]
         return self.cache.get(key, self.store.get)
 
+    def _values_of(self, key: str) -> tuple[HandleValue, ...] | None:
+        record = self._load(key)
+        return record.values if record is not None else None
+
     def _commit(self, op: str, actor: ValueReference | str | None, writes: Sequence[Write]) -> int:
         """Stage ``writes`` as the current write job's commit (see ``idr.core.writes``); the
         job's seq is known once its group commits (0 until then)."""
         plan = PLANNING.get()
         if plan is None:
             raise RuntimeError("a write outside the write path: run it as a job (write/submit)")
+        for w in writes:
+            if w.record is not None:
+                check_record_size(
+                    w.record.handle, w.record.values, self.max_record_bytes, partial(self._values_of, w.key)
+                )
         staged = plan.staged
         if staged is None:
             plan.staged = Staged(op, str(actor or ""), list(writes))
@@ -897,6 +909,8 @@ class NodeService:
         self, records: Sequence[HandleRecord], actor: str, checkpoint: tuple[str, int] | None
     ) -> Callable[[], int]:
         stamped = [HandleRecord(r.handle, self._stamp(r.values)) for r in records]
+        for r in stamped:  # the importer refuses such lines first, one by one
+            check_record_size(r.handle, r.values, self.max_record_bytes)
 
         def job() -> int:
             plan = PLANNING.get()

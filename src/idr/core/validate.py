@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from idr.codec.keys import decode_public_key
 from idr.codec.site import decode_site
-from idr.codec.values import decode_admin, decode_vlist
+from idr.codec.values import MAX_RECORD_BYTES, decode_admin, decode_vlist, values_size
 from idr.codec.wire import ProtocolError
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle
@@ -108,3 +108,22 @@ def check_values(values: Iterable[HandleValue], *, allow_empty: bool = False) ->
             Handle.parse(ref.handle)
         check_data(v)
     return vals
+
+
+def check_record_size(
+    handle: str,
+    values: Iterable[HandleValue],
+    limit: int = MAX_RECORD_BYTES,
+    before: Callable[[], Iterable[HandleValue] | None] | None = None,
+) -> None:
+    """A record's values together within ``limit`` encoded bytes (``[limits] max_record_bytes``),
+    so its answer fits the Handle protocol's framing and the node's memory bounds. ``before``:
+    the values it replaces (asked only when over the limit): a record stored larger before the
+    limit was set or lowered may still shrink, just not grow."""
+    size = values_size(values)
+    old = before() if before is not None and size > limit else None
+    if size > limit and (old is None or values_size(old) < size):
+        raise _bad(
+            f"record {handle} would take {size:,} bytes, more than the {limit:,} a record may hold "
+            "(max_record_bytes): split it over several handles"
+        )

@@ -64,6 +64,8 @@ def add_converged_routes(app: web.Application, service: Core, *, roots: SchemeRo
         if not text:
             return _reply(400, rest.error_json(ResponseCode.PROTOCOL_ERROR, "missing query parameter id"))
         try:
+            # the prefix handles ``holds`` may ask about, read off the loop first
+            await holds.prefetch(recognise(text, None, scheme_roots).candidates)
             rec = recognise(text, holds, scheme_roots)
         except SchemeError as e:
             out = rest.error_json(ResponseCode.INVALID_HANDLE, e.message)

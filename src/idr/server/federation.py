@@ -19,11 +19,15 @@ from aiohttp import web
 from idr.codec import rest
 from idr.core.federation import FederatedService
 from idr.core.interface import Core
-from idr.core.prefixes import Filing, FilingRegister, PrefixRegistry, audit_trail
+from idr.core.prefixes import Filing, FilingRegister, PrefixRegistry, TooManyApplications, audit_trail
 from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.value import ValueReference
-from idr.server.http import _identity, _require_tls  # the REST API's Basic-over-TLS identity
+from idr.server.applying import apply_counted
+from idr.server.applying import install as install_applications
+from idr.server.http import _identity, _Reply, _require_tls  # the REST API's Basic-over-TLS identity
+from idr.server.scans import install as install_scans
+from idr.server.scans import off_loop
 from idr.server.walks import WALKS_KEY, WalkGate
 from idr.server.walks import install as install_walks
 
@@ -128,28 +132,36 @@ async def applications(request: web.Request) -> web.Response:
     reg = _registry(request)
     if request.method == "GET":
         reviewer = _who(request)
-        if not reg.may_review(reviewer):
-            raise _fail(
-                ResponseCode.INSUFFICIENT_PERMISSIONS,
-                f"{reviewer} does not review applications under {reg.parent}",
-            )
         status = request.query.get("status") or None
-        return _ok({"applications": [a.to_json() for a in reg.applications(status)]})
+
+        def queue() -> list[dict[str, Any]]:
+            if not reg.may_review(reviewer):
+                raise _fail(
+                    ResponseCode.INSUFFICIENT_PERMISSIONS,
+                    f"{reviewer} does not review applications under {reg.parent}",
+                )
+            return [a.to_json() for a in reg.applications(status)]
+
+        return _ok({"applications": await off_loop(request, queue)})
     if request.method != "POST":
         raise _fail(ResponseCode.PROTOCOL_ERROR, "use GET or POST")
     _require_tls(request)  # the applicant's secret travels in the body
     doc = await _json_body(request)
     secret = doc.get("secret")
     pubkey = doc.get("publicKey")
-    app = await reg.apply(
-        enterprise=_str(doc, "enterprise", ""),
-        uscc=_str(doc, "uscc", ""),
-        contact=_str(doc, "contact", ""),
-        secret=secret if isinstance(secret, str) else None,
-        public_key=rest.key_from_jwk(pubkey) if pubkey is not None else None,
-        requested=_str(doc, "prefix", ""),
-        applicant=_identity(request),
-    )
+    fields = {
+        "enterprise": _str(doc, "enterprise", ""),
+        "uscc": _str(doc, "uscc", ""),
+        "contact": _str(doc, "contact", ""),
+        "secret": secret if isinstance(secret, str) else None,
+        "public_key": rest.key_from_jwk(pubkey) if pubkey is not None else None,
+        "requested": _str(doc, "prefix", ""),
+        "applicant": _identity(request),
+    }
+    try:
+        app = await apply_counted(request, reg, **fields)
+    except TooManyApplications as e:
+        raise _Reply(429, e.code, e.message, {"Retry-After": str(e.retry_after)}) from None
     return _ok({"application": app.to_json()}, 201)
 
 
@@ -190,7 +202,9 @@ async def filings(request: web.Request) -> web.Response:
     register = FilingRegister(service)
     if request.method == "GET":
         # credit codes and contacts: the top's admins see all, a secondary's admins their own
-        return _ok({"filings": [f.to_json() for f in register.visible_to(_who(request))]})
+        who = _who(request)
+        visible = await off_loop(request, lambda: [f.to_json() for f in register.visible_to(who)])
+        return _ok({"filings": visible})
     identity = _who(request)
     doc = await _json_body(request)
     filing = Filing(
@@ -224,7 +238,9 @@ async def audit(request: web.Request) -> web.Response:
         limit = max(1, min(int(request.query.get("limit", "200")), 10_000))
     except ValueError:
         raise _fail(ResponseCode.PROTOCOL_ERROR, "since and limit are integers") from None
-    entries = audit_trail(service, since=since, limit=limit, match=request.query.get("match", ""))
+    match = request.query.get("match", "")
+    # a walk over the whole transaction log: never on the event loop (idr.server.scans)
+    entries = await off_loop(request, lambda: audit_trail(service, since=since, limit=limit, match=match))
     return _ok({"entries": entries})
 
 
@@ -300,5 +316,7 @@ def add_federation_routes(app: web.Application, service: Core, walks: WalkGate |
     """Mount the federation's JSON routes (errors go through the REST API's middleware)."""
     app[SERVICE] = service
     install_walks(app, walks)
+    install_applications(app)
+    install_scans(app)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)

@@ -19,7 +19,7 @@ standard and the GS1 community resolver:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import orjson
@@ -32,7 +32,7 @@ from idr.model.handle import Handle, normalize_key, prefix_handle
 from idr.model.value import HandleValue
 from idr.schemes import gs1
 from idr.schemes import gs1_links as gl
-from idr.schemes.common import Holds, SchemeError, longest_held
+from idr.schemes.common import SchemeError, longest_held
 from idr.schemes.gs1_compress import compress
 from idr.schemes.gs1_syntax import Gs1Error
 
@@ -45,28 +45,46 @@ _CORS = {
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def service_holds(service: Core, *, delegated: bool = False) -> Holds:
+class ServiceHolds:
     """Whether a prefix is homed on this node; with ``delegated``, also whether this node has
-    its prefix handle ``0.NA/<prefix>`` (the top node knows every delegated prefix that way)."""
+    its prefix handle ``0.NA/<prefix>`` (the top node knows every delegated prefix that way).
 
-    def holds(prefix: str) -> bool:
-        if service.role == "recursive":
+    A plain function for the scheme code (``Holds``), so it cannot wait: :meth:`prefetch` the
+    candidates first, and the prefix handles it asks about come from the record cache, read off
+    the event loop (a PostgreSQL store is across a network)."""
+
+    def __init__(self, service: Core, *, delegated: bool = False) -> None:
+        self.service = service
+        self.delegated = delegated
+
+    def _homed(self, prefix: str) -> bool | None:
+        """True/False when memory decides (homed, not ours to look up), None: the store does."""
+        if self.service.role == "recursive":
             return False  # a recursive node holds nothing: it locates prefixes (root form)
         try:
-            if service.is_responsible(Handle(prefix, "_")):
+            if self.service.is_responsible(Handle(prefix, "_")):
                 return True
         except ValueError:  # a prefix that is not UTF-8 text (a lone surrogate) is nobody's
             return False
-        if not delegated:
-            return False
-        resp = service.answer_now(Request(Op.RESOLUTION, prefix_handle(prefix)))
+        return None if self.delegated else False
+
+    async def prefetch(self, candidates: Iterable[str]) -> None:
+        """Cache the prefix handles :meth:`__call__` would read for ``candidates``."""
+        await self.service.preload([prefix_handle(p) for p in candidates if self._homed(p) is None])
+
+    def __call__(self, prefix: str) -> bool:
+        homed = self._homed(prefix)
+        if homed is not None:
+            return homed
+        resp = self.service.answer_now(Request(Op.RESOLUTION, prefix_handle(prefix)))
         if resp is not None:
             return resp.ok
-        # Not cached and the store is across a network (PostgreSQL): the one synchronous
-        # read left on this path (``holds`` is a plain function of the scheme code).
-        return service.store.get(normalize_key(prefix_handle(prefix))) is not None
+        # Not prefetched, or pushed out of the cache since: read it where we are.
+        return self.service.store.get(normalize_key(prefix_handle(prefix))) is not None
 
-    return holds
+
+def service_holds(service: Core, *, delegated: bool = False) -> ServiceHolds:
+    return ServiceHolds(service, delegated=delegated)
 
 
 MAX_ALIAS_HOPS = 4
@@ -102,13 +120,17 @@ class Found:
     message: str = ""
 
 
-async def lookup(service: Core, dl: gs1.DigitalLink, holds: Holds, root: str = gs1.DEFAULT_ROOT) -> Found:
+async def lookup(
+    service: Core, dl: gs1.DigitalLink, holds: ServiceHolds, root: str = gs1.DEFAULT_ROOT
+) -> Found:
     """Resolve ``dl`` at the longest held prefix, falling back to less specific keys.
 
     A level whose record has no links gives way to the next (a serial's record may carry
     only data); the first record found is kept in case none of them has links.
     """
-    prefix = longest_held(gs1.candidate_prefixes(dl, root), holds)
+    candidates = gs1.candidate_prefixes(dl, root)
+    await holds.prefetch(candidates)
+    prefix = longest_held(candidates, holds)
     if prefix is None:
         if service.role != "recursive":
             return Found(

@@ -265,7 +265,7 @@ class NativeHandler:
                     raise HandleError(
                         ResponseCode.SESSION_FAILED, "this server has no key to sign a session setup"
                     )
-                keys = self._exchange_keys(msg)
+                keys = await self._exchange_keys(msg)
                 setup = await self.guard.check(peer, NOBODY, session_ops.setup, msg, self.server_key, keys)
                 opened = self.sessions.open_keyed(
                     peer,
@@ -292,12 +292,13 @@ class NativeHandler:
             resp = self.answers.error(msg, e.code, e.message)
         return await self._done(msg, [resp], keep, None, peer)
 
-    def _exchange_keys(self, msg: Message) -> list[bytes]:
-        """HS_PUBKEY data at the exchange-key handle of a mode-3 setup (local handles only; read
-        on the event loop, the store is not touched from other threads)."""
+    async def _exchange_keys(self, msg: Message) -> list[bytes]:
+        """HS_PUBKEY data at the exchange-key handle of a mode-3 setup (local handles only;
+        its record cached first, off the event loop, so the read never waits on the store)."""
         ref = session_ops.exchange_key_ref(msg)
         if ref is None:
             return []
+        await self.service.preload([ref.handle])
         return [v.data for v in self.service.identity_values(ref, auth.PUBKEY)]
 
     def _login(

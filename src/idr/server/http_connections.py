@@ -12,7 +12,13 @@ every HTTP(S) listener of a node accepts through a :class:`ConnectionGuard`:
 * a client that stops reading what it is sent (the transport's buffer stays full) for
   ``write_stall_timeout`` is closed, and what was buffered for it freed;
 * idle keep-alive connections close after ``keepalive_timeout`` (aiohttp's own setting) and a
-  TLS handshake must finish within ``tls_handshake_timeout`` (asyncio's).
+  TLS handshake must finish within ``tls_handshake_timeout``.
+
+A connection counts from the moment it is accepted: TLS is started by the guard itself
+(``loop.start_tls`` on the admitted connection), not by the listener, so connections still in
+their handshake — or that never send a ClientHello — count against their address like any
+other, and a handshake flood from one address is refused at ``max_per_source`` while others
+are served.
 
 It wraps the protocol aiohttp's server makes for each connection (``AppRunner.server``, a public
 factory) and the transport handed to it, to see when an answer is written; nothing else changes.
@@ -21,6 +27,7 @@ factory) and the transport handed to it, to see when an answer is written; nothi
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -60,9 +67,12 @@ class ConnectionGuard:
         self.refused = 0
         self.timed_out = 0
 
-    def factory(self, make_protocol: Callable[[], Any]) -> Callable[[], asyncio.Protocol]:
-        """A protocol factory for ``loop.create_server`` around aiohttp's ``runner.server``."""
-        return lambda: _Guarded(self, make_protocol)
+    def factory(
+        self, make_protocol: Callable[[], Any], tls: ssl.SSLContext | None = None
+    ) -> Callable[[], asyncio.Protocol]:
+        """A protocol factory for ``loop.create_server`` (without ``ssl``) around aiohttp's
+        ``runner.server``; ``tls``: the guard speaks TLS with it once a connection is admitted."""
+        return lambda: _Guarded(self, make_protocol, tls)
 
     def _admit(self, key: str) -> bool:
         n = self.per_source.get(key, 0)
@@ -106,9 +116,18 @@ class _Watched:
 class _Guarded(asyncio.Protocol):
     """One connection: admitted or closed, its request and write-stall deadlines."""
 
-    def __init__(self, guard: ConnectionGuard, make_protocol: Callable[[], Any]) -> None:
+    def __init__(
+        self, guard: ConnectionGuard, make_protocol: Callable[[], Any], tls: ssl.SSLContext | None = None
+    ) -> None:
         self._guard = guard
         self._make = make_protocol
+        self._tls = tls
+        self._handshake: asyncio.Task[None] | None = None
+        self._pre_tls: list[bytes] | None = None
+        # What TLS decrypted before start_tls returned (the first request may come with the
+        # handshake's last flight): handed on once aiohttp's protocol is made.
+        self._early: list[bytes] = []
+        self._early_eof = False
         self._inner: Any = None
         self._key: str | None = None
         self._transport: asyncio.Transport | None = None
@@ -124,11 +143,63 @@ class _Guarded(asyncio.Protocol):
             transport.abort()
             return
         self._key, self._transport = key, transport
+        if self._tls is None:
+            self._serve(transport)
+            return
+        transport.pause_reading()  # start_tls takes the connection from here, ClientHello included
+        self._pre_tls = []  # …but uvloop may have read some of it already: kept for TLS
+        self._handshake = asyncio.get_running_loop().create_task(self._start_tls(transport, self._tls))
+
+    async def _start_tls(self, transport: asyncio.Transport, tls: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        starting = loop.create_task(
+            loop.start_tls(
+                transport,
+                self,
+                tls,
+                server_side=True,
+                ssl_handshake_timeout=self._guard.limits.tls_handshake_timeout,
+            )
+        )
+        try:
+            # start_tls's first step puts its TLS protocol on the connection (its handshake begins
+            # on the next turn): what was read before that is the handshake's, handed to it now.
+            for _ in range(8):
+                await asyncio.sleep(0)
+                if transport.get_protocol() is not self or starting.done():
+                    break
+            early, self._pre_tls = b"".join(self._pre_tls or ()), None
+            tls_protocol = transport.get_protocol()
+            if early and tls_protocol is not self:
+                _feed(tls_protocol, early)
+            secure = await starting
+        except BaseException as e:  # a failed or timed-out handshake, a peer gone, shutdown
+            transport.abort()
+            self._forget()
+            if not isinstance(e, Exception):
+                raise
+            return
+        if secure is None or self._key is None:  # the connection went while we were waiting
+            return
+        self._transport = secure
+        self._serve(secure)
+
+    def _serve(self, transport: asyncio.Transport) -> None:
         self._inner = self._make()
         self._inner.connection_made(_Watched(transport, self._answered))
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
+        if self._early_eof and self._inner is not None:
+            self._inner.eof_received()
 
     def data_received(self, data: bytes) -> None:
+        if self._pre_tls is not None:  # TLS bytes read before start_tls took the connection
+            self._pre_tls.append(data)
+            return
         if self._inner is None:
+            if self._key is not None:  # admitted, its TLS just up: aiohttp's protocol comes next
+                self._early.append(data)
             return
         if self._request_timer is None:
             loop = asyncio.get_running_loop()
@@ -136,7 +207,10 @@ class _Guarded(asyncio.Protocol):
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received() if self._inner is not None else None
+        if self._inner is None:
+            self._early_eof = True
+            return None
+        return self._inner.eof_received()  # type: ignore[no-any-return]
 
     def pause_writing(self) -> None:
         if self._inner is None:
@@ -154,6 +228,12 @@ class _Guarded(asyncio.Protocol):
             self._inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._forget()
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+
+    def _forget(self) -> None:
+        """The connection is gone (or never got past its handshake): give its place back."""
         for timer in (self._request_timer, self._stall_timer):
             if timer is not None:
                 timer.cancel()
@@ -161,8 +241,6 @@ class _Guarded(asyncio.Protocol):
         if self._key is not None:
             self._guard._release(self._key)
             self._key = None
-        if self._inner is not None:
-            self._inner.connection_lost(exc)
 
     def _answered(self) -> None:
         if self._request_timer is not None:
@@ -173,6 +251,18 @@ class _Guarded(asyncio.Protocol):
         self._guard.timed_out += 1
         if self._transport is not None:
             self._transport.abort()
+
+
+def _feed(protocol: Any, data: bytes) -> None:
+    """Hand ``data`` to a TLS protocol as its transport would: asyncio's and uvloop's are
+    buffered protocols (``get_buffer`` / ``buffer_updated``; uvloop's without the base class)."""
+    view = memoryview(data)
+    while view:
+        buf = memoryview(protocol.get_buffer(len(view)))
+        n = min(len(buf), len(view))
+        buf[:n] = view[:n]
+        protocol.buffer_updated(n)
+        view = view[n:]
 
 
 __all__ = ["ConnectionGuard", "ConnectionLimits"]

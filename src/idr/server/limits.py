@@ -94,10 +94,11 @@ def source_network(host: str, v4_prefix: int = 24, v6_prefix: int = 56) -> str:
 class CostGate:
     """Bounded concurrency for costly synchronous work (see module docstring)."""
 
-    def __init__(self, slots: int = 1, queue: int = 16) -> None:
+    def __init__(self, slots: int = 1, queue: int = 16, what: str = "verification") -> None:
         self.slots = slots
         self.queue = queue
-        self._executor = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="idr-verify")
+        self.what = what
+        self._executor = ThreadPoolExecutor(max_workers=slots, thread_name_prefix=f"idr-{what.split()[-1]}")
         self._admitted = 0  # running + waiting
         self.refused = 0
 
@@ -111,7 +112,7 @@ class CostGate:
         cannot pile up work behind the gate's back)."""
         if self._admitted >= self.slots + self.queue:
             self.refused += 1
-            raise HandleError(ResponseCode.SERVER_TOO_BUSY, "verification queue full: try again later")
+            raise HandleError(ResponseCode.SERVER_TOO_BUSY, f"{self.what} queue full: try again later")
         self._admitted += 1
         loop = asyncio.get_running_loop()
         future = self._executor.submit(fn, *args)

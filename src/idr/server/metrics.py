@@ -10,6 +10,7 @@ global one.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -35,6 +36,7 @@ class NodeCollector(Collector):
         self.service = service
         self.extra = extra
         self.tallies = tallies
+        self.log_seq = 0  # read off the event loop by the /metrics handler before each collect
 
     def collect(self) -> Iterator[Any]:
         per_frontend = self.tallies.totals()
@@ -75,7 +77,7 @@ class NodeCollector(Collector):
         yield CounterMetricFamily("idr_cache_misses", "Record cache misses.", value=cache.misses)
         yield from _recursive(self.service)
         yield GaugeMetricFamily(
-            "idr_log_sequence", "Newest transaction log sequence number.", value=self.service.store.last_seq()
+            "idr_log_sequence", "Newest transaction log sequence number.", value=self.log_seq
         )
         for source in self.extra:
             for name, value in source().items():
@@ -123,9 +125,12 @@ def add_metrics_routes(
     ``tallies``: the node's answer tallies (``Node.tallies``)."""
     extra = [] if extra is None else extra
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(NodeCollector(service, extra, tallies or Tallies()))
+    collector = NodeCollector(service, extra, tallies or Tallies())
+    registry.register(collector)
 
     async def metrics(_: web.Request) -> web.Response:
+        # a store query (a round trip on PostgreSQL): off the event loop, before the rest is read
+        collector.log_seq = await asyncio.to_thread(service.store.last_seq)
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})
 
     app.router.add_get("/metrics", metrics)

@@ -614,10 +614,9 @@ class Workers:
     readers: list[asyncio.Future[None]] = field(default_factory=list)  # their tally reports
 
     async def close(self) -> None:
-        """SIGTERM each, then SIGKILL whoever is still there after ``WORKER_STOP_TIMEOUT``."""
-        for r in self.readers:
-            r.cancel()
-        self.readers.clear()
+        """SIGTERM each, then SIGKILL whoever is still there after ``WORKER_STOP_TIMEOUT``; each
+        worker's last tally (written as it stops) is read before this returns, so every answer
+        a worker sent is in worker 0's tallies (the figures a node reports are exact)."""
         for p in self.procs:
             if p.returncode is None:
                 p.terminate()
@@ -628,6 +627,11 @@ class Workers:
                 p.kill()
                 await p.wait()
         self.procs.clear()
+        if self.readers:  # each ends at its worker's end of output
+            await asyncio.wait(self.readers, timeout=WORKER_STOP_TIMEOUT)
+        for r in self.readers:
+            r.cancel()
+        self.readers.clear()
 
 
 async def start_workers(
@@ -698,12 +702,16 @@ async def _read_reports(worker: int, stdout: asyncio.StreamReader, tallies: Tall
 
 async def _report_tallies(tallies: Tallies) -> None:
     """In a worker process: this worker's cumulative tallies to worker 0, every second."""
-    import json
-
     while True:
         await asyncio.sleep(TALLY_INTERVAL)
-        sys.stdout.write("TALLY " + json.dumps(tallies.snapshot(), separators=(",", ":")) + "\n")
-        sys.stdout.flush()
+        _write_tally(tallies)
+
+
+def _write_tally(tallies: Tallies) -> None:
+    import json
+
+    sys.stdout.write("TALLY " + json.dumps(tallies.snapshot(), separators=(",", ":")) + "\n")
+    sys.stdout.flush()
 
 
 def _die_with_parent() -> None:
@@ -789,6 +797,8 @@ async def _worker(data: Path, host: str, port: int, opts: NativeOptions) -> None
         finally:
             reporter.cancel()
             await srv.close()
+            with contextlib.suppress(OSError):  # worker 0 may be gone
+                _write_tally(srv.tallies)  # the last answers too (read by Workers.close)
     finally:
         if runtime is not None:
             await runtime.stop()

@@ -229,6 +229,7 @@ class SnmsApi:
                 resp = envelope(STATUS_FAILED, f"尝试次数过多 ({e})", http_status=429)
                 resp.headers["Retry-After"] = str(e.retry_after)
                 return resp
+            await self.service.preload([claimed.handle])  # the key lookup below never waits
             identity = self._login(username, password, request.path.endswith("/v1"))
             if identity is None:
                 raise _Fail(STATUS_FAILED, MSG_BAD_LOGIN)
