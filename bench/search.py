@@ -140,7 +140,8 @@ def run_engine(engine: str, n: int, repeat: int) -> None:
     cluster = None
     try:
         if engine != "sqlite":
-            from idr.store.pgcluster import start_cluster
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # test helpers (not in the wheel)
+            from tests.store.pgcluster import start_cluster
 
             cluster = start_cluster(shared_buffers="512MB")
         # What the index costs: the same load into a store without it, with B-tree only, and full.

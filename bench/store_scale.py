@@ -5,7 +5,7 @@
 
 Each engine runs in its own child process so the loader's peak RSS is its own. SQLite
 uses a file in a temp directory; PostgreSQL a throwaway cluster started here
-(``idr.store.pgcluster``, the code the tests use) and deleted at the end. Identifiers are
+(``tests/store/pgcluster.py``, the code the tests use) and deleted at the end. Identifiers are
 ``88.100/bench-<i>`` with the three values of /work/shared/vectors/handle (URL, EMAIL,
 HS_ADMIN). Loading goes through ``Store.bulk_load`` in batches, exactly as ``idr import``
 writes: each batch is one transaction with one log entry, so the log holds every record
@@ -29,7 +29,9 @@ from pathlib import Path
 from idr.codec.values import encode_admin
 from idr.model.value import AdminRecord, HandleRecord, HandleValue
 from idr.store.base import Store
-from idr.store.pgcluster import PgCluster
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test helpers (not in the wheel)
+from tests.store.pgcluster import PgCluster
 
 PREFIX = "88.100"
 TS = 1_700_000_000
@@ -125,7 +127,8 @@ def run_engine(engine: str, n: int, batch: int, seconds: float, partitions: int,
 
             store: Store = SqliteStore(workdir / "node.db", search_mode=search)
         else:
-            from idr.store.pgcluster import start_cluster
+            from tests.store.pgcluster import start_cluster
+
             from idr.store.postgres import PostgresStore
 
             # A modest server: 2 GB of shared buffers on a 24 GB machine, fewer checkpoints

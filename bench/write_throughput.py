@@ -273,7 +273,8 @@ async def drive(port: int, clients: int, seconds: float, tag: str) -> dict[str, 
 
 @contextlib.contextmanager
 def postgres() -> Iterator[Any]:
-    from idr.store.pgcluster import start_cluster
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test helpers (not in the wheel)
+    from tests.store.pgcluster import start_cluster
 
     cluster = start_cluster(shared_buffers="256MB")
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -9,11 +11,25 @@ import pytest
 
 from idr.demo import Federation, start_federation
 
+START_ATTEMPTS = 3
+
 
 @pytest.fixture
 async def fed(tmp_path: Path) -> AsyncIterator[Federation]:
-    """The twin-city demo federation on ephemeral loopback ports, always stopped."""
-    f = await start_federation(tmp_path)
+    """The twin-city demo federation on ephemeral loopback ports, always stopped.
+
+    Its ports are chosen free before the nodes bind them (each node's settings name the
+    others'); a suite running in parallel can take one in between, so a start that loses a
+    port to EADDRINUSE is retried in a fresh directory with fresh ports (bounded)."""
+    for attempt in range(START_ATTEMPTS):
+        base = tmp_path / f"fed{attempt}"
+        try:
+            f = await start_federation(base)
+            break
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE or attempt == START_ATTEMPTS - 1:
+                raise
+            shutil.rmtree(base, ignore_errors=True)
     try:
         yield f
     finally:

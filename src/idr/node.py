@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,19 +28,25 @@ from idr.server.server_key import load_server_key
 from idr.store.base import Store
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from idr.core.federation import FederatedService
     from idr.model.site import SiteInfo
     from idr.model.value import ValueReference
+    from idr.operations.compaction import LogCompactor
+    from idr.operations.logs import LogSetup
+    from idr.operations.reload import ReloadReport
     from idr.replication import Replicator
     from idr.resolver.filing import FilingTarget
     from idr.runtime import NodeRuntime
     from idr.runtime.reporting import StatsHub
+    from idr.server.accesslog import AccessLog
     from idr.server.applying import ApplicationGate
     from idr.server.federation import FederationContext
     from idr.server.http_connections import ConnectionGuard
     from idr.server.limits import CostGate
     from idr.server.metrics import MetricsSource
-    from idr.server.native import NativeOptions
+    from idr.server.native import NativeOptions, Workers
     from idr.server.server_key import ServerKey
     from idr.server.sessions import SessionTable
     from idr.server.tally import Tallies
@@ -68,7 +75,10 @@ def open_store(config: NodeConfig) -> Store:
 
         return SqliteStore(config.db_path, search_mode=config.search.index)
     if config.store == "postgres":
-        from idr.store.postgres import PostgresStore
+        try:
+            from idr.store.postgres import PostgresStore
+        except ImportError as e:  # psycopg is the ``postgres`` extra: SQLite nodes never need it
+            raise ConfigError(f"store = 'postgres' needs psycopg ({e}): pip install 'idr[postgres]'") from e
 
         return PostgresStore(config.dsn, read_only=config.standby, search_mode=config.search.index)
     raise ValueError(f"unknown store engine {config.store!r}")
@@ -347,6 +357,17 @@ class Node:
         # The server's key pair (server_key.pem): signs certified answers and session setups,
         # published in the site's server record.
         self.server_key: ServerKey | None = load_server_key(config.data_dir)
+        self.worker_procs: Workers | None = None
+        self.compactor: LogCompactor | None = None  # the transaction log's retention
+        # The process's logs (idr.operations.logs; set by ``idr serve``) and the access records
+        # of every front-end (None = off).
+        self.log_setup: LogSetup | None = None
+        self.access_log: AccessLog | None = None
+        self.http_apps: list[web.Application] = []
+        # The HTTPS listener's TLS context, whose certificate a reload replaces in place.
+        self.tls_context: ssl.SSLContext | None = None
+        # Called on reload (SIGHUP) with the new settings; each returns what it applied.
+        self.reload_hooks: list[Callable[[NodeConfig], list[str]]] = [self._reload_templates]
         # Every answer of every front-end, counted where it is sent (/metrics, the dashboard).
         from idr.server.tally import Tallies
 
@@ -370,7 +391,6 @@ class Node:
         from idr.server.snms import add_snms_routes
         from idr.server.stats import add_stats_routes
         from idr.server.tally import http_middleware
-        from idr.server.tls import server_context
 
         https = self.config.https if https is None else https
         http = self.config.http if http is None else http
@@ -401,6 +421,21 @@ class Node:
         self._stats_slot = len(self.listeners.closers)
         guards = self._http_guards() if https or http else None
         self.http_guards = guards
+        if (
+            self.compactor is None
+            and self.runtime is not None
+            and not getattr(self.service.store, "read_only", False)
+        ):
+            # The transaction log keeps what mirrors and the audit need, no more.
+            from idr.operations.compaction import LogCompactor
+
+            def mirrors_need() -> int | None:
+                return self.replicator.mirrors_need() if self.replicator is not None else None
+
+            self.compactor = LogCompactor(self.service.store, lambda: self.config.log, mirrors_need)
+            await self.compactor.start()
+            self.listeners.closers.append(self._stop_compactor)
+            self.metrics_sources.append(self.compactor.metrics)
         for addr, secure in ((https, True), (http, False)):
             if not addr:
                 continue
@@ -423,14 +458,26 @@ class Node:
             add_snms_routes(app, self.service, throttle=guards.throttle)
             install_applications(app, guards.applications)
             add_console_routes(app, self)
+            self.http_apps.append(app)
             limits = guards.connections.limits
-            runner = web.AppRunner(
-                app, access_log=None, handle_signals=False, keepalive_timeout=limits.keepalive_timeout
-            )
+            if self.access_log is not None:
+                from idr.server.accesslog import ACCESS_LOGGER, HttpAccessLogger
+
+                runner = web.AppRunner(
+                    app,
+                    handle_signals=False,
+                    keepalive_timeout=limits.keepalive_timeout,
+                    access_log=logging.getLogger(ACCESS_LOGGER),
+                    access_log_class=HttpAccessLogger.bind(self.access_log),
+                )
+            else:
+                runner = web.AppRunner(
+                    app, access_log=None, handle_signals=False, keepalive_timeout=limits.keepalive_timeout
+                )
             await runner.setup()
             self.listeners.closers.append(runner.cleanup)
             assert runner.server is not None  # made by setup()
-            ssl_ctx = server_context(self.config.data_dir) if secure else None
+            ssl_ctx = self._tls_context() if secure else None
             # aiohttp's per-connection protocol, behind the node's connection guard
             # (TLS too: a connection counts against its address from accept, handshake included)
             server = await asyncio.get_running_loop().create_server(
@@ -451,6 +498,8 @@ class Node:
                 opts = replace(opts, server_key=self.server_key)
             if self.workers > 1:
                 opts = replace(opts, reuse_port=True)
+            if self.access_log is not None:
+                opts = replace(opts, access_log=self.access_log)
             bound_native, close = await start_native(self.service, host, port, opts, self.tallies)
             self.listeners.native = bound_native
             self.listeners.closers.append(close)
@@ -458,7 +507,11 @@ class Node:
                 extra = await start_workers(
                     str(self.config.data_dir), self.workers - 1, bound_native, opts, self.tallies
                 )
+                self.worker_procs = extra
                 self.listeners.closers.append(extra.close)
+        if self.access_log is not None:
+            self.access_log.start()
+            self.listeners.closers.insert(0, self._stop_access_log)  # closed last: logs every answer
         if self.service.site_info is None:
             self.service.site_info = self.own_site()
         self.attach_federation()
@@ -546,6 +599,47 @@ class Node:
             await self.runtime.stop()
             self.runtime = None
 
+    def _tls_context(self) -> ssl.SSLContext:
+        from idr.server.tls import server_context
+
+        if self.tls_context is None:
+            cert, key, ca = tls_files(self.config)
+            self.tls_context = server_context(
+                self.config.data_dir,
+                cert_file=cert,
+                key_file=key,
+                ca_file=ca,
+                require_client_cert=self.config.tls.client_certs == "required",
+            )
+        return self.tls_context
+
+    async def _stop_compactor(self) -> None:
+        if self.compactor is not None:
+            await self.compactor.stop()
+            self.compactor = None
+
+    async def _stop_access_log(self) -> None:
+        if self.access_log is not None:
+            self.access_log.stop()
+
+    def _reload_templates(self, config: NodeConfig) -> list[str]:
+        """Re-read ``<data>/templates`` (SIGHUP): a new template or version is published and
+        checked on writes at once; a bad file raises TemplateFileError and nothing changes."""
+        from idr.core.templates import TemplateRegistry
+
+        registry = getattr(self.service, "templates", None)
+        if not isinstance(registry, TemplateRegistry) or registry.directory is None:
+            return []  # a recursive node holds none
+        added = registry.reload()
+        return [f"templates (new: {', '.join(added)})" if added else "templates"]
+
+    async def reload(self) -> ReloadReport:
+        """Re-read idr.toml and apply what can change while serving (SIGHUP); see
+        idr.operations.reload for what can and what needs a restart."""
+        from idr.operations.reload import reload_node
+
+        return await reload_node(self)
+
     async def _stop_replicator(self) -> None:
         if self.replicator is not None:
             await self.replicator.stop()
@@ -579,3 +673,15 @@ class HttpGuards:
     connections: ConnectionGuard
     walks: WalkGate
     applications: ApplicationGate  # anonymous prefix applications per source network
+
+
+def tls_files(config: NodeConfig) -> tuple[Path | None, Path | None, Path | None]:
+    """``[tls]`` cert, key and ca as paths (relative ones under the data directory)."""
+
+    def path(text: str) -> Path | None:
+        if not text:
+            return None
+        p = Path(text)
+        return p if p.is_absolute() else config.data_dir / p
+
+    return path(config.tls.cert), path(config.tls.key), path(config.tls.ca)

@@ -114,6 +114,19 @@ def node_dir(tmp_path: Path) -> Path:
     return data
 
 
+def serve_on_free_ports(data: Path, attempts: int = 3) -> tuple[subprocess.Popen[bytes], int, int]:
+    """``idr serve`` on fresh free ports; a port taken by a parallel suite between picking it and
+    the bind ("address already in use") means another try with other ports (bounded)."""
+    for attempt in range(attempts):
+        https, http = free_port(), free_port()
+        try:
+            return start_serve(data, https, http), https, http
+        except AssertionError as e:
+            if "address already in use" not in str(e) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def start_serve(data: Path, https: int, http: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [
@@ -148,8 +161,7 @@ def start_serve(data: Path, https: int, http: int) -> subprocess.Popen[bytes]:
 
 @pytest.fixture
 def served(node_dir: Path) -> Iterator[tuple[int, int]]:
-    https, http = free_port(), free_port()
-    proc = start_serve(node_dir, https, http)
+    proc, https, http = serve_on_free_ports(node_dir)
     try:
         yield https, http
     finally:
@@ -181,8 +193,7 @@ def test_acknowledged_writes_survive_kill_9(node_dir: Path) -> None:
     rng = random.Random(2641)
     session = requests.Session()
     for cycle in range(3):
-        https, http = free_port(), free_port()
-        proc = start_serve(node_dir, https, http)
+        proc, https, _http = serve_on_free_ports(node_dir)
         try:
             stop_after = time.monotonic() + rng.uniform(0.5, 1.5)
             i = 0

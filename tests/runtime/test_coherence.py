@@ -19,9 +19,9 @@ import pytest
 from idr.core.config import NodeConfig
 from idr.model.errors import ResponseCode
 from idr.runtime.follow import FOLLOW_INTERVAL
-from idr.store.pgcluster import PgCluster, start_cluster, wait_ready
 from idr.store.postgres import PostgresStore
 from tests.procs import ServeProc, idr
+from tests.store.pgcluster import PgCluster, start_cluster, wait_ready
 
 SECRET = "coherence-secret"
 ADMIN = ("300:0.NA/88.100", SECRET)

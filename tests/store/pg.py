@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from idr.store.pgcluster import PgCluster, start_cluster
+from tests.store.pgcluster import PgCluster, start_cluster
 
 _lock = threading.Lock()
 _cluster: PgCluster | None = None

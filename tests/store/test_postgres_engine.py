@@ -15,8 +15,8 @@ import pytest
 from idr.model.handle import normalize_key
 from idr.model.value import HandleRecord, HandleValue
 from idr.store import StoreError, Write
-from idr.store.pgcluster import PgCluster, PgClusterError, find_bindir, free_port, start_cluster, wait_ready
 from idr.store.postgres import PostgresStore
+from tests.store.pgcluster import PgCluster, PgClusterError, find_bindir, free_port, start_cluster, wait_ready
 
 from . import pg
 

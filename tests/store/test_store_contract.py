@@ -216,6 +216,22 @@ def test_empty_commit_is_logged(store: Store) -> None:
     assert store.log_since(0)[0].writes == () and store.last_seq() == seq
 
 
+def test_truncate_log_keeps_records_newest_entry_and_numbering(store: Store) -> None:
+    assert store.first_seq() == 0 and store.truncate_log(100) == 0
+    seqs = [store.commit("create", "a", [put(f"88.100/T{i}")]) for i in range(10)]
+    assert store.first_seq() == seqs[0]
+    assert store.truncate_log(seqs[4], limit=2) == 2  # bounded per call
+    assert store.first_seq() == seqs[2]
+    assert store.truncate_log(seqs[4]) == 2
+    assert store.first_seq() == seqs[4] and [e.seq for e in store.log_since(0)] == seqs[4:]
+    assert store.log_since(seqs[1])[0].seq == seqs[4]  # a reader further back sees the gap
+    assert store.truncate_log(10**9) == 5  # everything but the newest entry
+    assert store.first_seq() == store.last_seq() == seqs[-1]
+    assert store.count() == 10 and store.get(normalize_key("88.100/T0")) == rec("88.100/T0")
+    assert store.commit("create", "a", [put("88.100/T10")]) == seqs[-1] + 1  # numbering goes on
+    assert store.truncate_log(0) == 0 and store.truncate_log(seqs[-1], limit=0) == 0
+
+
 # -- failures ---------------------------------------------------------------------------------
 
 

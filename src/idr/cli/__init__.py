@@ -8,6 +8,7 @@ from idr.cli import client as _client
 from idr.cli import federation as _federation
 from idr.cli import gs1 as _gs1
 from idr.cli import node as _node
+from idr.cli import operations as _operations
 from idr.cli import replication as _replication
 from idr.cli import sites as _sites
 from idr.cli import stats as _stats
@@ -25,6 +26,7 @@ _client.register(app)
 _federation.register(app)
 _replication.register(app)
 _gs1.register(app)
+_operations.register(app)
 _sites.register(app)
 _stats.register(app)
 _trust.register(app)

@@ -396,14 +396,18 @@ def register(app: typer.Typer) -> None:
         user: UserAlias = None,
         match: Annotated[str, typer.Option(help="Only entries touching keys that contain this.")] = "",
         limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many entries.")] = 50,
+        since: Annotated[int, typer.Option(min=0, help="Only entries after this log sequence number.")] = 0,
         cafile: CaOpt = None,
         insecure: InsecureOpt = False,
     ) -> None:
-        """The node's audit trail, read from its transaction log: who changed what, when."""
+        """The node's audit trail, read from its transaction log: who changed what, when.
+
+        It answers for the part of the log the node keeps ([log] retention in its idr.toml) and
+        says so when asked about older entries."""
         import datetime as dt
 
         base, who = node_url(node, secure=True), _identity(auth, user)
-        q = urlencode({"match": match, "limit": limit})
+        q = urlencode({"match": match, "limit": limit, "since": since})
         doc = _call(
             f"{base}/api/federation/audit?{q}",
             user=who,
@@ -417,6 +421,10 @@ def register(app: typer.Typer) -> None:
             keys = ", ".join(e["keys"][:3]) + (" …" if len(e["keys"]) > 3 else "")
             table.add_row(str(e["seq"]), when, e["op"], e["actor"], keys)
         console.print(table)
+        if "retained_from" in doc:
+            console.print(f"log kept: seq {doc['retained_from']}..{doc.get('last_seq', '?')}")
+        if doc.get("beyond_retention"):
+            console.print(f"[yellow]note:[/] {doc['beyond_retention']}")
 
     @prefix_app.command("apply")
     def prefix_apply(

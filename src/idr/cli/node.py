@@ -252,20 +252,30 @@ def register(app: typer.Typer) -> None:
         With --workers N, N-1 extra processes answer native UDP resolutions on the same port,
         each with its own caches kept coherent by following the store's log; writes, TCP and
         HTTP stay with this process (see idr.server.native)."""
+        from idr.operations.logs import LogSetup
         from idr.server.native import NativeOptions
 
         cfg = _load(data)
         if not (cfg.data_dir / SERVER_KEY_NAME).exists():  # a node made before nodes had keys
             path = create_server_key(cfg.data_dir)
             console.print(f"made the server's key pair: {path}")
-        node = Node(cfg, _open(cfg))
-        node.workers = workers
-        # this process serves: the collector stays off the answer caches (native._GcPause)
-        node.native_options = NativeOptions.from_config(cfg.native_limits, warm=warm, freeze_gc=True)
+        logs = LogSetup(cfg.data_dir)
         try:
-            run_async(_serve(node, https=https, http=http, native=native))
+            logs.apply(cfg.logging)
+        except (ConfigError, OSError) as e:
+            fail(f"logging: {e}")
+        try:
+            node = Node(cfg, _open(cfg))
+            node.log_setup, node.access_log = logs, logs.access
+            node.workers = workers
+            # this process serves: the collector stays off the answer caches (native._GcPause)
+            node.native_options = NativeOptions.from_config(cfg.native_limits, warm=warm, freeze_gc=True)
+            try:
+                run_async(_serve(node, https=https, http=http, native=native))
+            finally:
+                node.close()
         finally:
-            node.close()
+            logs.close()
 
     @app.command("import")
     def import_(
@@ -372,8 +382,18 @@ async def _serve(node: Node, **addresses: str | None) -> None:
         fail(str(e))
     _print_listeners(node)
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
     # SIGTERM ends as Ctrl-C does: listeners closed and worker processes stopped, none orphaned.
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    # SIGHUP re-reads idr.toml (idr.operations.reload: what reloads, what needs a restart).
+    reloads: set[asyncio.Task[object]] = set()
+
+    def reload() -> None:
+        task: asyncio.Task[object] = loop.create_task(node.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         await stop.wait()
     finally:

@@ -139,6 +139,46 @@ class TrustConfig:
 
 
 @dataclass
+class LogRetention:
+    """``[log]``: how much transaction log the node keeps (idr.operations.compaction). An entry
+    goes once it is older than ``retain_days`` AND not among the newest ``retain_entries``, and
+    never while a connected mirror still needs it; a mirror further behind is re-copied."""
+
+    retain_entries: int = 1_000_000  # the newest entries always kept (0: none by count)
+    retain_days: float = 30.0  # entries younger than this always kept (0: none by age)
+    compact_every: float = 60.0  # seconds between compactions (0: never; the log grows forever)
+    batch: int = 5000  # entries deleted per transaction (short write locks)
+
+
+@dataclass
+class LoggingConfig:
+    """``[logging]``: see idr.operations.logs (reloaded on SIGHUP but for switching ``access``)."""
+
+    level: str = "info"  # of the ``idr`` loggers: debug | info | warning | error
+    levels: dict[str, str] = field(default_factory=dict)  # per logger, e.g. {"idr.replication" = "debug"}
+    file: str = ""  # event/error log (relative to the data directory); "" = stderr
+    format: str = "auto"  # auto (json to a file, text to stderr) | json | text
+    access: str = "logs/access.log"  # access log, JSON lines; "" = off
+    rotate_bytes: int = 100 * 1024 * 1024  # rotate a log at this size (0 = never by size)
+    rotate_when: str = ""  # or by time instead: "midnight", "H", … (TimedRotatingFileHandler)
+    backups: int = 10  # rotated files kept
+    flush_interval: float = 0.2  # seconds between access-log writes
+
+
+@dataclass
+class TlsConfig:
+    """``[tls]``: the HTTPS listener's certificate (reloaded on SIGHUP). Empty ``cert``/``key``:
+    the self-signed pair generated in ``<data>/tls``. ``ca``: CA certificates to verify client
+    certificates with (``client_certs`` optional: asked for, checked when given; required:
+    refused without one)."""
+
+    cert: str = ""
+    key: str = ""
+    ca: str = ""
+    client_certs: str = "optional"  # with ca: optional | required
+
+
+@dataclass
 class NodeConfig:
     data_dir: Path
     admins: list[str] = field(default_factory=list)  # identities "index:handle" with every right
@@ -155,6 +195,9 @@ class NodeConfig:
     native_limits: NativeLimits = field(default_factory=NativeLimits)
     http_limits: HttpLimits = field(default_factory=HttpLimits)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    log: LogRetention = field(default_factory=LogRetention)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
 
@@ -181,6 +224,9 @@ class NodeConfig:
         native_limits = raw.get("native", {})
         http_limits = raw.get("http", {})
         replication = raw.get("replication", {})
+        logging_ = raw.get("logging", {})
+        log_retention = raw.get("log", {})
+        tls = raw.get("tls", {})
         search = raw.get("search", {})
         trust = raw.get("trust", {})
         try:
@@ -199,6 +245,9 @@ class NodeConfig:
                 native_limits=NativeLimits(**native_limits),
                 http_limits=HttpLimits(**http_limits),
                 replication=ReplicationConfig(**replication),
+                logging=LoggingConfig(**logging_),
+                log=LogRetention(**log_retention),
+                tls=TlsConfig(**tls),
                 search=SearchConfig(**search),
                 trust=TrustConfig(**trust),
             )
@@ -214,6 +263,12 @@ class NodeConfig:
             raise ConfigError(f"{path}: standby = true is for a PostgreSQL hot standby (store = 'postgres')")
         if cfg.store == "postgres" and not cfg.dsn:
             raise ConfigError(f"{path}: store = 'postgres' needs dsn = '…' (a libpq connection string)")
+        if min(cfg.log.retain_entries, cfg.log.retain_days, cfg.log.compact_every) < 0 or cfg.log.batch < 1:
+            raise ConfigError(f"{path}: [log] retention settings are 0 or more (batch at least 1)")
+        if cfg.tls.client_certs not in ("optional", "required"):
+            raise ConfigError(f"{path}: [tls] client_certs must be optional or required")
+        if bool(cfg.tls.cert) != bool(cfg.tls.key):
+            raise ConfigError(f"{path}: [tls] give both cert and key (or neither: self-signed)")
         if not 1024 <= cfg.limits.max_record_bytes <= MAX_RECORD_BYTES:
             raise ConfigError(
                 f"{path}: [limits] max_record_bytes must be 1024..{MAX_RECORD_BYTES} "
@@ -246,9 +301,13 @@ class NodeConfig:
             "limits": asdict(self.limits),
             "native": asdict(self.native_limits),
             "http": asdict(self.http_limits),
+            "logging": asdict(self.logging),
+            "log": asdict(self.log),
             "search": asdict(self.search),
             **({"trust": asdict(self.trust)} if self.trust.roots else {}),
         }
+        if self.tls != TlsConfig():
+            doc["tls"] = asdict(self.tls)
         if self.replication.listen:
             doc["replication"] = asdict(self.replication)
         # It holds the replication key: the directory and the file are the node user's alone.

@@ -323,6 +323,14 @@ class Replicator:
             "lag_seconds": lag_seconds,
         }
 
+    def mirrors_need(self) -> int | None:
+        """The oldest log entry a connected mirror has not acknowledged (None: no mirror is
+        connected, or this site is not the primary). Log compaction keeps it and everything
+        after; a mirror that is not connected gets a snapshot if it comes back too late."""
+        if self.state.role != PRIMARY or not self._sessions:
+            return None
+        return min(s.acked for s in self._sessions) + 1
+
     def lag(self) -> tuple[int, float]:
         """Entries and seconds the mirror(s) are behind (primary) or this mirror is (mirror)."""
         last = self.store.last_seq()

@@ -13,7 +13,8 @@ and, when it moved, reads the new entries (``log_since``) and hands their keys t
 ``NodeService.on_external_commit`` — the path a replication mirror uses — which drops the
 record cache's copies and tells the listeners. Entries this process committed itself are
 skipped (their listeners ran before they were acknowledged). A whole-store copy
-(``REPLICA_COPY_OP``: a mirror re-copied from its primary) drops everything.
+(``REPLICA_COPY_OP``: a mirror re-copied from its primary), or a gap in the log (entries
+compacted before this process read them), drops everything.
 
 The bound: a commit by another writer is answered by this node within ``interval`` plus
 the time to read the entries (one poll, typically < 1 ms), i.e. about 10 ms by default —
@@ -90,7 +91,9 @@ class LogFollower:
             if not entries:
                 break
             keys: list[str] = []
-            copied = False
+            # A gap: entries after our position were compacted away (idr.operations.compaction)
+            # before we read them, so which records changed is unknown: drop everything.
+            copied = entries[0].seq != self.seq + 1
             for e in entries:
                 if e.seq in own:
                     own.discard(e.seq)

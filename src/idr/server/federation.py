@@ -239,9 +239,22 @@ async def audit(request: web.Request) -> web.Response:
     except ValueError:
         raise _fail(ResponseCode.PROTOCOL_ERROR, "since and limit are integers") from None
     match = request.query.get("match", "")
+    store = service.store
+
+    def walk() -> tuple[list[dict[str, Any]], int, int]:
+        entries = audit_trail(service, since=since, limit=limit, match=match)
+        return entries, store.first_seq(), store.last_seq()
+
     # a walk over the whole transaction log: never on the event loop (idr.server.scans)
-    entries = await off_loop(request, lambda: audit_trail(service, since=since, limit=limit, match=match))
-    return _ok({"entries": entries})
+    entries, first, last = await off_loop(request, walk)
+    # The log is compacted (idr.operations.compaction): say which part of history it still holds.
+    out: dict[str, Any] = {"entries": entries, "retained_from": first, "last_seq": last}
+    if first > since + 1:
+        out["beyond_retention"] = (
+            f"entries {since + 1}..{first - 1} are no longer kept: the log holds seq {first} on "
+            "([log] retain_entries / retain_days in idr.toml); a backup taken then still has them"
+        )
+    return _ok(out)
 
 
 # --------------------------------------------------------------------------- recursive node

@@ -76,6 +76,12 @@ CACHEABLE_CODES = frozenset(
     }
 )
 NOT_HERE = "That prefix doesn't live here"  # HandleServer.MSG_NA_NOT_HOMED_HERE
+# Handle.Net's BACKUP_SERVER ("checkpoint": the server copies its database into its own
+# directory) is deprecated there; a copy the client can trigger but not fetch helps no one.
+BACKUP_REFUSED = (
+    "BACKUP_SERVER is not supported: back up with 'idr backup --data DIR OUT' on the node "
+    "(an online, consistent copy with its log position; docs/operations.md)"
+)
 MSG_NO_SESSION = "Invalid session id or session time out. Please try again."  # HandleServer's text
 SESSION_OPS = frozenset({OpCode.SESSION_SETUP, OpCode.SESSION_EXCHANGEKEY, OpCode.SESSION_TERMINATE})
 # Under a SessionId the server does not know, these are answered anyway: the Teleinfo SDK sends
@@ -188,6 +194,8 @@ class NativeHandler:
         req = to_request(msg, identity)
         if req is None:
             text = f"operation {msg.opcode} is not supported by this server"
+            if msg.opcode == OpCode.BACKUP_SERVER:
+                text = BACKUP_REFUSED
             error = self.answers.error(msg, ResponseCode.OPERATION_NOT_SUPPORTED, text)
             return self._finish(msg, [error], keep, None, peer)
         context = InSession(session, mac_ok) if session is not None else None

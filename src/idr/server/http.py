@@ -942,8 +942,18 @@ class _ClientErrorsWithoutTracebacks(logging.Filter):
 _CLIENT_ERRORS = _ClientErrorsWithoutTracebacks()
 
 
+async def api_openapi(request: web.Request) -> web.StreamResponse:
+    """``GET /api/openapi.json``: the OpenAPI 3.1 description of the node's HTTP APIs."""
+    if request.method not in ("GET", "HEAD"):
+        return _unknown_endpoint(request, 405)
+    from idr.server.openapi import openapi_json
+
+    return web.Response(body=openapi_json(), headers=_JSON_HEADERS.copy())
+
+
 # The API's route table; add further front-end routes to the returned app the same way.
 API_ROUTES: tuple[tuple[str, Handler], ...] = (
+    ("/api/openapi.json", api_openapi),
     ("/api/handles", api_handles),
     ("/api/handles/{handle:.*}", api_handles),
     ("/api/prefixes", api_prefixes),

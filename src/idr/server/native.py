@@ -106,6 +106,7 @@ from idr.core.interface import Core, drops_everything
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle, normalize_key
 from idr.model.value import HandleValue
+from idr.server.accesslog import AccessLog
 from idr.server.answers import Answerer
 from idr.server.auth import AuthGuard, VerifyLimits
 from idr.server.handler import NativeHandler, Outcome
@@ -153,6 +154,7 @@ class NativeOptions:
     follow: float = 0.0  # extra workers: poll the store's log this often (s) (idr.runtime.follow)
     udp_rcvbuf: int | None = None  # SO_RCVBUF for UDP (None: kernel default; see _udp_socket)
     server_key: ServerKey | None = None  # signs certified answers; needed for sessions
+    access_log: AccessLog | None = None  # access records of every answer (server/accesslog.py)
     freeze_gc: bool = False  # a server process: keep the collector off the caches (see _GcPause)
 
     @classmethod
@@ -320,11 +322,12 @@ async def start_server(
         max_per_source=opts.max_per_source,
         write_high=opts.write_high,
     )
-    state = TcpServerState(handler, cache, limits, tallies["tcp"])
+    state = TcpServerState(handler, cache, limits, tallies["tcp"], opts.access_log)
     try:
         server = await loop.create_server(state.factory, sock=tcp_sock) if tcp_sock is not None else None
         udp_transport, udp = await loop.create_datagram_endpoint(
-            lambda: UdpProtocol(handler, cache, opts.amplification, tallies["udp"]), sock=udp_sock
+            lambda: UdpProtocol(handler, cache, opts.amplification, tallies["udp"], opts.access_log),
+            sock=udp_sock,
         )
     except BaseException:
         if tcp_sock is not None:
@@ -613,6 +616,13 @@ class Workers:
     procs: list[asyncio.subprocess.Process] = field(default_factory=list)
     readers: list[asyncio.Future[None]] = field(default_factory=list)  # their tally reports
 
+    def signal(self, sig: int) -> None:
+        """Pass a signal on (SIGHUP: each worker re-reads its logging settings)."""
+        for p in self.procs:
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(sig)
+
     async def close(self) -> None:
         """SIGTERM each, then SIGKILL whoever is still there after ``WORKER_STOP_TIMEOUT``; each
         worker's last tally (written as it stops) is read before this returns, so every answer
@@ -746,7 +756,6 @@ def worker_main(argv: Sequence[str]) -> int:
     _die_with_parent()
     if os.getppid() != parent:  # the parent died before prctl took effect
         return 1
-    logging.basicConfig(level=logging.WARNING, format=f"worker {a.worker}: %(levelname)s %(message)s")
     opts = NativeOptions(
         reuse_port=True,
         tcp=False,
@@ -760,19 +769,32 @@ def worker_main(argv: Sequence[str]) -> int:
     )
     import uvloop
 
-    uvloop.run(_worker(Path(a.data), a.host, a.port, opts))
+    uvloop.run(_worker(Path(a.data), a.host, a.port, a.worker, opts))
     return 0
 
 
-async def _worker(data: Path, host: str, port: int, opts: NativeOptions) -> None:
+async def _worker(data: Path, host: str, port: int, worker: int, opts: NativeOptions) -> None:
     import signal
 
-    from idr.core.config import NodeConfig
+    from idr.core.config import ConfigError, NodeConfig
     from idr.core.service import NodeService
     from idr.node import open_service
+    from idr.operations.logs import LogSetup
     from idr.runtime import NodeRuntime
 
     cfg = NodeConfig.load(data)
+    logs = LogSetup(data, worker)  # its own files: two processes must not rotate one file
+    logs.apply(cfg.logging)
+    if logs.access is not None:
+        opts = replace(opts, access_log=logs.access)
+        logs.access.start()
+
+    def reload_logging() -> None:
+        try:
+            logs.apply(NodeConfig.load(data).logging)
+        except ConfigError as e:
+            log.error("reload refused, settings unchanged: %s", e)
+
     limits = NativeOptions.from_config(cfg.native_limits)  # the UDP budgets of idr.toml's [native]
     opts = replace(
         opts, amplification=limits.amplification, verify=limits.verify, token_window=limits.token_window
@@ -789,6 +811,7 @@ async def _worker(data: Path, host: str, port: int, opts: NativeOptions) -> None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload_logging)
         sys.stdout.write(f"READY {os.getpid()}\n")
         sys.stdout.flush()
         reporter = loop.create_task(_report_tallies(srv.tallies))
@@ -803,3 +826,4 @@ async def _worker(data: Path, host: str, port: int, opts: NativeOptions) -> None
         if runtime is not None:
             await runtime.stop()
         service.close()
+        logs.close()

@@ -28,11 +28,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from time import perf_counter_ns
 from typing import Any, cast
 
+from idr.codec import peek
 from idr.codec.bodies import is_sdk_resolution
 from idr.codec.envelope import ENVELOPE_SIZE, MAX_MESSAGE_LENGTH, PROTOCOL_MAJOR
 from idr.model.errors import ResponseCode
+from idr.server.accesslog import AccessLog
 from idr.server.answers import bare_error
 from idr.server.handler import NativeHandler, Outcome
 from idr.server.hotcache import AnswerCache, cache_key, patch
@@ -72,12 +75,18 @@ class TcpLimits:
 
 class TcpServerState:
     def __init__(
-        self, handler: NativeHandler, cache: AnswerCache, limits: TcpLimits, tally: Tally | None = None
+        self,
+        handler: NativeHandler,
+        cache: AnswerCache,
+        limits: TcpLimits,
+        tally: Tally | None = None,
+        access: AccessLog | None = None,
     ) -> None:
         self.handler = handler
         self.cache = cache
         self.limits = limits
         self.tally = tally or Tally()  # every answer counted (idr.server.tally)
+        self.access = access
         self.connections: set[TcpConnection] = set()
         self.per_source: dict[Any, int] = {}
         self.refused = 0  # connections closed at once (global or per-source limit)
@@ -210,6 +219,7 @@ class TcpConnection(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         cache = self.state.cache
+        access = self.state.access
         tally = self.state.tally
         hot = tally.hot
         while not self.closing and not self.write_paused and len(self.buf) >= ENVELOPE_SIZE:
@@ -232,6 +242,7 @@ class TcpConnection(asyncio.Protocol):
                 break
             data = bytes(self.buf[:end])
             del self.buf[:end]
+            arrived = perf_counter_ns() if access is not None else 0  # for the access log
             self._arm()
             t0 = time.perf_counter() if tally.probe else 0.0  # a latency sample is due (~20/s)
             ka = data[28] & KA_BYTE if len(data) >= MIN_REQUEST else 0
@@ -244,6 +255,8 @@ class TcpConnection(asyncio.Protocol):
                 if t0:
                     tally.probe = False
                     tally.observe(time.perf_counter() - t0)
+                if access is not None:
+                    access.native("tcp", arrived, self.peer, data, answer, len(out))
                 if not self._keep(data):
                     self._close()
                     return
@@ -252,6 +265,8 @@ class TcpConnection(asyncio.Protocol):
             if negative is not None:  # warm cache: a handle the store does not hold
                 transport.write(patch(negative, data))
                 hot[NOT_FOUND_LOW] += 1
+                if access is not None:
+                    access.native("tcp", arrived, self.peer, data, negative, len(negative))
                 if not self._keep(data):
                     self._close()
                     return
@@ -260,38 +275,51 @@ class TcpConnection(asyncio.Protocol):
             generation = cache.generation
             result = self.state.handler.handle(data, self.peer, udp=False, conn=self)
             if isinstance(result, Outcome):
-                if not self._reply(result, data, generation, t0):
+                if not self._reply(result, data, generation, t0, arrived):
                     return
                 continue
             self.busy = True
 
             async def run(
-                coro: Any = result, data: bytes = data, generation: int = generation, t0: float = t0
+                coro: Any = result,
+                data: bytes = data,
+                generation: int = generation,
+                t0: float = t0,
+                arrived: int = arrived,
             ) -> None:
                 try:
                     out = await coro
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("native TCP request failed")
+                    log.exception(
+                        "native TCP request failed",
+                        extra={"client": str(self.peer), "interface": "tcp", "operation": peek.opcode(data),
+                               "handle": peek.handle(data)},
+                    )  # fmt: skip
                     self._close()
                     return
                 self.busy = False
-                if self._reply(out, data, generation, t0):
+                if self._reply(out, data, generation, t0, arrived):
                     self._drain()
 
             self.task = asyncio.get_running_loop().create_task(run())
             return
         self._flow()
 
-    def _reply(self, out: Outcome, data: bytes, generation: int, t0: float) -> bool:
-        """Write the answer; False when the connection is (being) closed."""
+    def _reply(self, out: Outcome, data: bytes, generation: int, t0: float, arrived: int = 0) -> bool:
+        """Write the answer; False when the connection is (being) closed. ``t0``: the slow
+        path's start (perf_counter, for the tally); ``arrived``: ns, set when the answer is logged."""
         transport = self.transport
         if transport is None or self.closing or transport.is_closing():
             return False
         if out.messages:
             transport.write(b"".join(out.messages))
             self.state.tally.answered_message(out.messages[0], time.perf_counter() - t0)
+        access = self.state.access
+        if arrived and access is not None:
+            first = out.messages[0] if out.messages else b""
+            access.native("tcp", arrived, self.peer, data, first, sum(len(m) for m in out.messages))
         if out.handle_key is not None and len(out.messages) == 1 and len(data) >= MIN_REQUEST:
             ka = data[28] & KA_BYTE
             answer = out.messages[0]

@@ -79,12 +79,12 @@ def generate_self_signed(
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    tmp_key = key_path.with_suffix(".tmp")
+    tmp_key = key_path.with_name(key_path.name + ".tmp")  # not with_suffix: cert and key may share a stem
     fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(key_pem)
     os.chmod(tmp_key, 0o600)  # O_CREAT's mode is masked by umask; make it exact
-    tmp_cert = cert_path.with_suffix(".tmp")
+    tmp_cert = cert_path.with_name(cert_path.name + ".tmp")
     write_private(tmp_cert, cert.public_bytes(serialization.Encoding.PEM))
     # Key first: a cert without its key is useless, a key without a cert is regenerated.
     tmp_key.replace(key_path)
@@ -105,9 +105,14 @@ def server_context(
     *,
     cert_file: Path | None = None,
     key_file: Path | None = None,
+    ca_file: Path | None = None,
+    require_client_cert: bool = False,
     names: Iterable[str] = (),
 ) -> ssl.SSLContext:
-    """A server SSLContext from the configured cert/key, else the node's self-signed pair."""
+    """A server SSLContext from the configured cert/key, else the node's self-signed pair.
+
+    ``ca_file``: CA certificates for client certificates, which are then asked for and
+    verified when given (``require_client_cert``: handshakes without one fail)."""
     if cert_file is None or key_file is None:
         if data_dir is None:
             raise ValueError("need either cert_file and key_file, or a data_dir to keep a generated pair")
@@ -115,4 +120,15 @@ def server_context(
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(cert_file), str(key_file))
+    if ca_file is not None:
+        ctx.load_verify_locations(cafile=str(ca_file))
+        ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
     return ctx
+
+
+def reload_certificate(ctx: ssl.SSLContext, cert_file: Path, key_file: Path) -> None:
+    """Replace the certificate and key of a live context: handshakes from now on present the new
+    pair; connections already open keep theirs. A pair that does not load leaves the old one."""
+    probe = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    probe.load_cert_chain(str(cert_file), str(key_file))  # raises (ssl.SSLError, OSError) first
+    ctx.load_cert_chain(str(cert_file), str(key_file))

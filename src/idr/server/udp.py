@@ -40,11 +40,14 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from time import perf_counter_ns
 from typing import Any, cast
 
+from idr.codec import peek
 from idr.codec.envelope import ENVELOPE_SIZE, HEADER_SIZE, EnvFlag
 from idr.codec.udp import MAX_UDP_PACKET, Reassembler, fragment, tc_header, wire_size
 from idr.codec.wire import ProtocolError
+from idr.server.accesslog import AccessLog
 from idr.server.handler import NativeHandler, Outcome
 from idr.server.hotcache import AnswerCache, cache_key, patch
 from idr.server.limits import RateTable, source_network
@@ -77,7 +80,12 @@ class Amplification:
 
 class UdpProtocol(asyncio.DatagramProtocol):
     def __init__(
-        self, handler: NativeHandler, cache: AnswerCache, amp: Amplification, tally: Tally | None = None
+        self,
+        handler: NativeHandler,
+        cache: AnswerCache,
+        amp: Amplification,
+        tally: Tally | None = None,
+        access: AccessLog | None = None,
     ) -> None:
         self.handler = handler
         self.cache = cache
@@ -96,6 +104,8 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self._get = cache.data.get  # the dict object lives as long as the cache (clear() empties it)
         self._miss = cache.miss
         self._sendto: Any = None
+        self.access = access
+        self._plain()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -105,6 +115,14 @@ class UdpProtocol(asyncio.DatagramProtocol):
     def hits(self) -> int:
         """Answers from memory (pre-encoded and not-found templates)."""
         return sum(self._hot)
+
+    def _plain(self) -> None:
+        """Receive with the class's hot path, or its logged twin when ``access`` is set (an
+        instance attribute: unlogged, not even a check is added to the hot path)."""
+        if self.access is None:
+            self.__dict__.pop("datagram_received", None)
+        else:
+            self.__dict__["datagram_received"] = self._received_logged
 
     def sample_next(self) -> None:
         """Time the next datagram (the tally's sampler, ~20/s). The instance attribute shadows
@@ -133,16 +151,40 @@ class UdpProtocol(asyncio.DatagramProtocol):
                 return
         self._slow(data, addr)
 
+    def _received_logged(self, data: bytes, addr: Any) -> None:
+        """``datagram_received`` with an access-log record per answer (``access`` set)."""
+        t0 = perf_counter_ns()
+        access = cast(AccessLog, self.access)
+        answer = self._get(data[:8] + data[12:36] + data[40:])
+        if answer is not None and len(answer) <= self.fast_limit:
+            out = bytearray(answer)
+            out[8:12] = data[8:12]
+            out[36:40] = data[36:40]
+            self._sendto(out, addr)
+            self._hot[answer[27]] += 1
+            access.native("udp", t0, addr, data, answer, len(answer))
+            return
+        if len(data) < ENVELOPE_SIZE:
+            return
+        if answer is None:
+            template = self._miss(data, self.fast_limit)
+            if template is not None:
+                self._sendto(patch(template, data), addr)
+                self._hot[template[27]] += 1
+                access.native("udp", t0, addr, data, template, len(template))
+                return
+        self._slow(data, addr, t0)
+
     def _timed(self, data: bytes, addr: Any) -> None:
         """One datagram with its hot-path latency observed (the slow path times itself)."""
-        self.__dict__.pop("datagram_received", None)
+        self._plain()
         before = self.hits
         t0 = time.perf_counter()
-        UdpProtocol.datagram_received(self, data, addr)
+        self.datagram_received(data, addr)
         if self.hits != before:
             self.tally.observe(time.perf_counter() - t0)
 
-    def _slow(self, data: bytes, addr: Any) -> None:
+    def _slow(self, data: bytes, addr: Any, arrived: int = 0) -> None:
         t0 = time.perf_counter()
         self.slow += 1
         whole = True
@@ -158,12 +200,18 @@ class UdpProtocol(asyncio.DatagramProtocol):
         generation = self.cache.generation
         result = self.handler.handle(request, addr[0], udp=True, whole=whole)
         if isinstance(result, Outcome):
-            self._send(result, request, addr, generation, whole, t0)
+            self._send(result, request, addr, generation, whole, t0, arrived)
         else:
-            self._spawn(result, request, addr, generation, t0)
+            self._spawn(result, request, addr, generation, t0, arrived)
 
     def _spawn(
-        self, coro: Coroutine[Any, Any, Outcome], request: bytes, addr: Any, generation: int, t0: float
+        self,
+        coro: Coroutine[Any, Any, Outcome],
+        request: bytes,
+        addr: Any,
+        generation: int,
+        t0: float,
+        arrived: int,
     ) -> None:
         if len(self.inflight) >= MAX_INFLIGHT:
             coro.close()
@@ -173,33 +221,57 @@ class UdpProtocol(asyncio.DatagramProtocol):
             try:
                 out = await coro
             except Exception:
-                log.exception("native UDP request failed")
+                log.exception(
+                    "native UDP request failed",
+                    extra={"client": str(addr[0]), "interface": "udp", "operation": peek.opcode(request),
+                           "handle": peek.handle(request)},
+                )  # fmt: skip
                 return
-            self._send(out, request, addr, generation, False, t0)
+            self._send(out, request, addr, generation, False, t0, arrived)
 
         task = asyncio.get_running_loop().create_task(run())
         self.inflight.add(task)
         task.add_done_callback(self.inflight.discard)
 
-    def _send(self, out: Outcome, request: bytes, addr: Any, generation: int, whole: bool, t0: float) -> None:
+    def _send(
+        self,
+        out: Outcome,
+        request: bytes,
+        addr: Any,
+        generation: int,
+        whole: bool,
+        t0: float,
+        arrived: int = 0,
+    ) -> None:
+        """Send the answer. ``t0``: the slow path's start (perf_counter, for the tally);
+        ``arrived``: ns, set when the answer is logged."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         amp = self.amp
         if out.messages:
             self.tally.answered_message(out.messages[0], time.perf_counter() - t0)
+        sent = 0
         for message in out.messages:
             size = wire_size(message)
             if out.authenticated or amp.free(size, len(request)):
                 self._emit(transport, message, addr)
+                sent += size
             elif amp.truncate:
-                transport.sendto(tc_header(message), addr)
+                header = tc_header(message)
+                transport.sendto(header, addr)
+                sent += len(header)
             elif self.budget.take(self._network(addr), size, time.monotonic()):
                 self._emit(transport, message, addr)
+                sent += size
             else:
                 self.over_budget += 1
                 if amp.slip and self.over_budget % amp.slip == 0:
-                    transport.sendto(tc_header(message), addr)
+                    header = tc_header(message)
+                    transport.sendto(header, addr)
+                    sent += len(header)
+        if arrived and self.access is not None:
+            self.access.native("udp", arrived, addr, request, out.messages[0] if out.messages else b"", sent)
         if whole and out.handle_key is not None and len(out.messages) == 1 and len(request) >= MIN_REQUEST:
             answer = out.messages[0]
             hk = out.handle_key

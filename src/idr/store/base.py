@@ -151,7 +151,11 @@ class Store(ABC):
         """Sequence number of the newest log entry (0 for an empty log)."""
 
     def log_since(self, seq: int, limit: int = 1000) -> list[LogEntry]:
-        """Log entries with sequence number greater than ``seq``, oldest first."""
+        """Log entries with sequence number greater than ``seq``, oldest first.
+
+        After ``truncate_log`` the first entry returned may be later than ``seq + 1``: a
+        reader that needs every change (a mirror, a cache follower) must check for that gap.
+        """
         from idr.store.records import decode_log_payload
 
         return [
@@ -167,6 +171,22 @@ class Store(ABC):
     def where(self) -> str:
         """The store, for messages (a path, a DSN without its password)."""
         return type(self).__name__
+
+    @abstractmethod
+    def first_seq(self) -> int:
+        """Sequence number of the oldest entry the log still holds (0 for an empty log)."""
+
+    def entry_time(self, seq: int) -> float | None:
+        """Commit time of the first entry at or after ``seq`` (None past the end): lets
+        retention find a time in the log by bisection without decoding payloads."""
+        entries = self.log_since(seq - 1, 1)
+        return entries[0].timestamp if entries else None
+
+    @abstractmethod
+    def truncate_log(self, before: int, limit: int = 10_000) -> int:
+        """Delete up to ``limit`` of the oldest entries with seq < ``before``, in one short
+        transaction; the newest entry is never deleted (numbering continues from it).
+        Returns how many were deleted. Records are untouched: only history goes."""
 
     @abstractmethod
     def bulk_load(

@@ -420,6 +420,30 @@ class PostgresStore(Store):
     def where(self) -> str:
         return f"at {self._where}"
 
+    def first_seq(self) -> int:
+        with self._conn() as conn:
+            row = conn.execute("SELECT coalesce(min(seq), 0) FROM txlog").fetchone()
+        return int(row[0]) if row else 0
+
+    def entry_time(self, seq: int) -> float | None:
+        with self._conn() as conn:
+            row = conn.execute("SELECT ts FROM txlog WHERE seq >= %s ORDER BY seq LIMIT 1", (seq,)).fetchone()
+        return None if row is None else float(row[0])
+
+    def truncate_log(self, before: int, limit: int = 10_000) -> int:
+        """Deleted rows' space is reused once (auto)vacuum has passed; the counter (txseq) is
+        separate, so numbering is unaffected either way."""
+        self._writable()
+        if limit <= 0:
+            return 0
+        with self._write("truncating the log") as cur:
+            cur.execute(
+                "DELETE FROM txlog WHERE seq IN (SELECT seq FROM txlog WHERE seq < %s "
+                "AND seq < (SELECT max(seq) FROM txlog) ORDER BY seq LIMIT %s)",
+                (before, limit),
+            )
+            return max(0, cur.rowcount)
+
     def checkpoint(self, name: str) -> int:
         with self._conn() as conn:
             row = conn.execute(

@@ -360,6 +360,37 @@ class SqliteStore(Store):
     def where(self) -> str:
         return f"in {self.path}"
 
+    def first_seq(self) -> int:
+        try:
+            row = self._reader().execute("SELECT coalesce(min(seq), 0) FROM txlog").fetchone()
+        except sqlite3.Error as e:
+            raise self._read_error(e) from e
+        return int(row[0])
+
+    def entry_time(self, seq: int) -> float | None:
+        try:
+            row = (
+                self._reader()
+                .execute("SELECT ts FROM txlog WHERE seq >= ? ORDER BY seq LIMIT 1", (seq,))
+                .fetchone()
+            )
+        except sqlite3.Error as e:
+            raise self._read_error(e) from e
+        return None if row is None else float(row[0])
+
+    def truncate_log(self, before: int, limit: int = 10_000) -> int:
+        """Freed pages are reused by later writes (the file stops growing; it does not shrink
+        without VACUUM)."""
+        if limit <= 0:
+            return 0
+        with self._write(f"truncating the log of {self.path} failed") as conn:
+            last = int(conn.execute("SELECT coalesce(max(seq), 0) FROM txlog").fetchone()[0])
+            cur = conn.execute(
+                "DELETE FROM txlog WHERE seq IN (SELECT seq FROM txlog WHERE seq < ? ORDER BY seq LIMIT ?)",
+                (min(before, last), limit),
+            )
+            return max(0, cur.rowcount)
+
     # -- reverse lookup -----------------------------------------------------------------
 
     @property

@@ -80,6 +80,7 @@ class PgCluster:
         self.logfile = self.root / "server.log"
         self.port = port or free_port()
         self.running = False
+        self.started_once = False
         if self.user:
             os.chmod(self.root, 0o700)
             shutil.chown(self.root, self.user, self.user)
@@ -136,9 +137,25 @@ class PgCluster:
         return self
 
     def start(self) -> PgCluster:
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-w", "-t", str(_START_TIMEOUT_S),
-                  "start")  # fmt: skip
-        self.running = True
+        """Start the server. Other suites run in parallel and may take our port between
+        ``free_port`` and the bind: a first start moves to another free port; a restart (clients
+        hold the DSN) waits for the port, up to ``_START_TIMEOUT_S``."""
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while True:
+            try:
+                self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-w", "-t",
+                          str(_START_TIMEOUT_S), "start")  # fmt: skip
+                break
+            except PgClusterError as e:
+                if "Address already in use" not in str(e) or time.monotonic() > deadline:
+                    raise
+                if self.started_once:
+                    time.sleep(0.5)
+                else:
+                    self.port = free_port()
+                    with (self.data / "postgresql.conf").open("a", encoding="utf-8") as f:
+                        f.write(f"port = {self.port}\n")
+        self.running = self.started_once = True
         return self
 
     def stop(self, mode: str = "fast") -> None:

@@ -1,0 +1,212 @@
+"""Access and error logs of a node started by ``idr serve`` with its own idr.toml: one JSON line
+per answer on every interface (UDP, TCP, HTTP, HTTPS), rotation by the standard library's
+handlers, error records with their context, and the hot path's buffer bounded."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import tomli_w
+
+from idr.core.config import LoggingConfig
+from idr.operations.logs import LogSetup
+from idr.server.accesslog import AccessLog
+from idr.server.native import WARM_SHAPES, plain_request
+from tests.ports import free_port
+
+AUTH = ("300%3A0.NA/88.100", "s3cret-key")
+
+
+def edit_config(data: Path, **sections: dict[str, Any]) -> None:
+    path = data / "idr.toml"
+    doc = tomllib.loads(path.read_text("utf-8"))
+    for name, values in sections.items():
+        doc.setdefault(name, {}).update(values)
+    path.write_text(tomli_w.dumps(doc), "utf-8")
+
+
+@dataclass
+class Served:
+    data: Path
+    proc: subprocess.Popen[bytes]
+    https: int
+    http: int
+    native: int
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(20) == 0
+
+    def access(self) -> list[dict[str, Any]]:
+        path = self.data / "logs" / "access.log"
+        return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+
+
+def init(data: Path) -> None:
+    cmd = [sys.executable, "-m", "idr", "init", "--data", str(data), "--prefix", "88.100"]
+    cmd += ["--admin-secret", "s3cret-key"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
+def serve(data: Path, attempts: int = 3) -> Served:
+    """``idr serve`` on fresh ports; one taken by a parallel suite before the bind means
+    another try with other ports (bounded)."""
+    for attempt in range(attempts):
+        try:
+            return _serve(data)
+        except AssertionError as e:
+            if "address already in use" not in str(e) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _serve(data: Path) -> Served:
+    https, http, native = free_port(), free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "idr", "serve", "--data", str(data), "--https", f"127.0.0.1:{https}",
+         "--http", f"127.0.0.1:{http}", "--native", f"127.0.0.1:{native}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(f"http://127.0.0.1:{http}/api/prefixes", timeout=1)
+            return Served(data, proc, https, http, native)
+        except requests.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                err = proc.stderr.read() if proc.stderr else b""
+                raise AssertionError(f"idr serve did not start: {err!r}") from None
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Served]:
+    data = tmp_path / "node"
+    init(data)
+    s = serve(data)
+    try:
+        yield s
+    finally:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait(10)
+
+
+def udp_ask(port: int, handle: str) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.settimeout(5)
+        u.sendto(plain_request(WARM_SHAPES[1], handle.encode()), ("127.0.0.1", port))
+        return u.recv(65536)
+
+
+def tcp_ask(port: int, handle: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as t:
+        t.sendall(plain_request(WARM_SHAPES[1], handle.encode()))
+        out = b""
+        while chunk := t.recv(65536):
+            out += chunk
+        return out
+
+
+def test_access_log_has_a_json_line_per_answer_on_every_interface(node: Served) -> None:
+    t_start = dt.datetime.now(dt.UTC)
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(node.data / "tls" / "cert.pem")
+    body = {"values": [{"index": 1, "type": "URL", "data": "https://example.org/a"}]}
+    url = f"https://127.0.0.1:{node.https}/api/handles/88.100/a"
+    put = session.put(url, json=body, auth=AUTH, timeout=10)
+    assert put.status_code in (200, 201)
+    got = session.get(f"http://127.0.0.1:{node.http}/api/handles/88.100/a", timeout=10)
+    missing = session.get(f"http://127.0.0.1:{node.http}/api/handles/88.100/none", timeout=10)
+    answers = [udp_ask(node.native, "88.100/a") for _ in range(3)]  # slow path once, then cached
+    not_found = udp_ask(node.native, "88.100/none")
+    over_tcp = tcp_ask(node.native, "88.100/a")
+    node.stop()  # SIGTERM: what is buffered is written before exit
+    lines = node.access()
+    for line in lines:
+        assert set(line) == {"time", "client", "interface", "operation", "handle", "code", "bytes", "us"}
+        assert line["client"] == "127.0.0.1" and line["us"] >= 0
+        assert dt.datetime.fromisoformat(line["time"]) >= t_start - dt.timedelta(seconds=1)
+
+    def find(**want: Any) -> list[dict[str, Any]]:
+        return [ln for ln in lines if all(ln[k] == v for k, v in want.items())]
+
+    assert find(interface="https", operation="PUT /api/handles/{handle}", handle="88.100/a")[0]["code"] == 200
+    http = find(interface="http", operation="GET /api/handles/{handle}", handle="88.100/a")
+    assert http[0]["code"] == 200 and http[0]["bytes"] > len(got.content)  # headers count too
+    assert find(interface="http", handle="88.100/none")[0]["code"] == missing.status_code == 404
+    udp = find(interface="udp", operation="RESOLUTION", handle="88.100/a")
+    assert len(udp) == 3 and all(u["code"] == 1 and u["bytes"] == len(answers[0]) for u in udp)
+    assert find(interface="udp", handle="88.100/none")[0]["code"] == 100
+    assert find(interface="udp", handle="88.100/none")[0]["bytes"] == len(not_found)
+    tcp = find(interface="tcp", operation="RESOLUTION", handle="88.100/a")
+    assert tcp[0]["code"] == 1 and tcp[0]["bytes"] == len(over_tcp)
+
+
+def test_access_log_rotates(tmp_path: Path) -> None:
+    data = tmp_path / "node"
+    init(data)
+    edit_config(data, logging={"rotate_bytes": 4000, "backups": 2})
+    s = serve(data)
+    try:
+        for _ in range(6):  # six flushes of ~50 lines (~8 KB each): each overflows 4000 bytes
+            for _ in range(50):
+                udp_ask(s.native, "0.NA/88.100")
+            time.sleep(0.5)
+    finally:
+        s.stop()
+    logs = sorted(p.name for p in (data / "logs").iterdir())
+    assert logs == ["access.log", "access.log.1", "access.log.2"], logs
+    kept = [json.loads(ln) for n in logs for ln in (data / "logs" / n).read_text().splitlines()]
+    assert 0 < len(kept) <= 200  # the oldest flushes rotated away: at most `backups` + 1 files
+
+
+def test_error_log_records_carry_their_context(tmp_path: Path) -> None:
+    setup = LogSetup(tmp_path)
+    setup.apply(LoggingConfig(file="logs/idr.log", access=""))
+    try:
+        log = logging.getLogger("idr.native.tcp")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("native TCP request failed", extra={"client": "10.0.0.7", "handle": "88.100/x"})
+        logging.getLogger("idr.test").debug("not at info level")
+    finally:
+        setup.close()
+    path = tmp_path / "logs" / "idr.log"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # logs name clients: private, as secrets are
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    (line,) = [json.loads(ln) for ln in path.read_text().splitlines()]
+    assert line["level"] == "error" and line["logger"] == "idr.native.tcp"
+    assert line["client"] == "10.0.0.7" and line["handle"] == "88.100/x"
+    assert "ValueError: boom" in line["exc"] and line["pid"] == os.getpid()
+
+
+def test_buffer_is_bounded_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sink = AccessLog(logging.getLogger("idr.access.test"), max_pending=3)
+    for _ in range(5):
+        sink.native("udp", 0, ("1.2.3.4", 1), b"", b"", 0)
+    assert len(sink.pending) == 3 and sink.dropped == 2
+    with caplog.at_level(logging.WARNING, "idr.accesslog"):
+        sink.flush()
+    assert "2 records dropped" in caplog.text and not sink.pending
