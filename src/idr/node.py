@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from idr.core.federation import FederatedService
+    from idr.core.site import SiteShare
     from idr.model.site import SiteInfo
     from idr.model.value import ValueReference
     from idr.operations.compaction import LogCompactor
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from idr.server.tally import Tallies
     from idr.server.throttle import Throttle
     from idr.server.walks import WalkGate
+    from idr.site import SiteLinkServer
 
 log = logging.getLogger("idr.node")
 
@@ -188,6 +190,7 @@ def open_service(config: NodeConfig) -> Core:
             service = make_service(config.role, store, max_pending_applications=pending, **kwargs)
         else:
             service = NodeService(store, **kwargs)
+        service.share = site_share(config)
         if config.standby:
             service.write_gate = _standby_gate
         elif config.replication.listen:
@@ -196,6 +199,42 @@ def open_service(config: NodeConfig) -> Core:
     except BaseException:
         store.close()
         raise
+
+
+def site_share(config: NodeConfig, public_key: bytes | None = None) -> SiteShare | None:
+    """This server's share of a multi-server site (``[site]``), None for a site of one server.
+    Every server of the site publishes the same HS_SITE: the servers of ``[site] servers`` in
+    order, each with the site's server key (``public_key``; default: this server's, which the
+    site's servers share — ``idr init --server-key``)."""
+    from idr.codec.envelope import PROTOCOL_MAJOR, PROTOCOL_MINOR
+    from idr.core.site import HASH_OPTIONS, ServerSpec, SiteShare, server_info
+    from idr.model.site import SiteInfo
+
+    s = config.site
+    if not s.multi:
+        return None
+    if public_key is None:
+        key = load_server_key(config.data_dir)
+        public_key = key.public_bytes if key is not None else b""
+    servers = []
+    for i, text in enumerate(s.servers):
+        spec = ServerSpec.parse(text)
+        servers.append(
+            server_info(
+                i + 1, spec.host, native=spec.native, http=spec.http, https=spec.https, public_key=public_key
+            )
+        )
+    mirror = bool(config.replication.listen) and config.replication.role == "mirror"
+    site = SiteInfo(
+        serial=s.serial,
+        primary=not mirror,
+        hash_option=HASH_OPTIONS[s.hash],
+        attributes=(("desc", config.name),),
+        servers=tuple(servers),
+        protocol_major=PROTOCOL_MAJOR,
+        protocol_minor=PROTOCOL_MINOR,
+    )
+    return SiteShare(site, s.index, s.relay_native)
 
 
 def root_sites(settings: FederationSettings) -> list[SiteInfo]:
@@ -336,6 +375,7 @@ class Listeners:
     https: tuple[str, int] | None = None
     http: tuple[str, int] | None = None
     native: tuple[str, int] | None = None
+    link: tuple[str, int] | None = None  # the site link (a server of a multi-server site)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
@@ -357,6 +397,7 @@ class Node:
         # The server's key pair (server_key.pem): signs certified answers and session setups,
         # published in the site's server record.
         self.server_key: ServerKey | None = load_server_key(config.data_dir)
+        self.link: SiteLinkServer | None = None  # the site link's listener (multi-server site)
         self.worker_procs: Workers | None = None
         self.compactor: LogCompactor | None = None  # the transaction log's retention
         # The process's logs (idr.operations.logs; set by ``idr serve``) and the access records
@@ -396,6 +437,9 @@ class Node:
         http = self.config.http if http is None else http
         native = self.config.native if native is None else native
         max_body = self.config.limits.max_body_bytes
+        multi = self.config.site.multi and isinstance(self.service, NodeService) and self.link is None
+        if multi:
+            self._attach_site_peers()
         if self.runtime is None and isinstance(self.service, NodeService):
             # First: every write from here on takes the writer thread (group commit), and the
             # store's log is followed for other writers' commits.
@@ -405,6 +449,8 @@ class Node:
             await self.runtime.start()
             self.listeners.closers.append(self._stop_runtime)
             self.metrics_sources.append(self.runtime.write_metrics)
+        if multi:
+            await self._start_site_link()
         if self.config.replication.listen and self.replicator is None:
             if not isinstance(self.service, NodeService):
                 raise ConfigError("a recursive node holds nothing to replicate: remove [replication]")
@@ -551,10 +597,55 @@ class Node:
             ApplicationGate.from_config(h),
         )
 
+    def _attach_site_peers(self) -> None:
+        """A server of a multi-server site: the other servers attached to the core (reads of
+        their records, relays) — before the runtime, whose readers those reads use."""
+        from idr.site import SitePeers
+
+        assert isinstance(self.service, NodeService)
+        s = self.config.site
+        if self.service.share is None:
+            self.service.share = site_share(self.config, self._public_key())
+        peers = SitePeers(
+            s.servers, s.index, s.secret.encode("utf-8"), s.hash, ttl=s.peer_ttl, timeout=s.link_timeout
+        )
+        self.service.peers = peers
+
+        async def detach() -> None:
+            peers.close()
+
+        self.listeners.closers.append(detach)
+
+    async def _start_site_link(self) -> None:
+        """The site link's listener: the other servers read from, relay to and re-share into
+        this one (closed before the runtime stops)."""
+        from idr.core.site import ServerSpec
+        from idr.site import SiteLinkServer, site_digest
+
+        assert isinstance(self.service, NodeService)
+        s = self.config.site
+        link = SiteLinkServer(self.service, s.secret.encode("utf-8"), s.index, site_digest(s.servers, s.hash))
+        me = ServerSpec.parse(s.servers[s.index])
+        self.listeners.link = await link.start(me.host, me.link)
+        self.link = link
+
+        async def stop_link() -> None:
+            await link.close()
+            self.link = None
+
+        self.listeners.closers.append(stop_link)
+
+    def _public_key(self) -> bytes:
+        return self.server_key.public_bytes if self.server_key is not None else b""
+
     def own_site(self) -> SiteInfo:
         """This node as a one-server site (HS_SITE), from the addresses it listens on; a
-        replication mirror's site is not primary (clients prefer primaries, RFC 3652 §3.3)."""
+        replication mirror's site is not primary (clients prefer primaries, RFC 3652 §3.3).
+        A server of a multi-server site publishes the whole site (``[site]``)."""
         from idr.core.federation import loopback_site
+
+        if isinstance(self.service, NodeService) and self.service.share is not None:
+            return self.service.share.site
 
         ls = self.listeners
         host = next((a[0] for a in (ls.native, ls.https, ls.http) if a), "127.0.0.1")

@@ -5,8 +5,9 @@ whose tables another session holds locked keeps answering cached UDP resolutions
   queued without bound),
 * a ``/metrics`` scrape reads the log's position,
 * an SNMS token login, a console login, a mode-3 session setup (its exchange key's handle) and
-  a converged GS1 resolution (which asks whether the top knows a GS1 company prefix) wait for
-  records that are not cached
+  a converged GS1 resolution (which asks whether the top knows a GS1 company prefix) and a
+  public verification (核验) of a prefix wait for records that are not cached, and the node's
+  public facts for the federation map walk its delegations
 
 — each of these used to read the store on the loop, so one lock (or one slow round trip)
 stalled every client of the node. Each still answers correctly once the lock goes.
@@ -212,6 +213,18 @@ async def test_logins_session_setups_and_gs1_checks_wait_off_the_loop(top: tuple
                 await r.read()
                 return r.status
 
+        async def verify() -> int:  # 核验: public, about any prefix
+            async with http.get(f"{base}/api/federation/verify", params={"id": "88.977"}) as r:
+                doc = await r.json()
+            assert doc["verification"]["filed"] is False, doc
+            return r.status
+
+        async def node_facts() -> int:  # public: what the federation map asks every node
+            async with http.get(f"{base}/console/api/node") as r:
+                doc = await r.json()
+            assert isinstance(doc["delegations"], list), doc
+            return r.status
+
         async def session_setup() -> ResponseCode:
             body = SessionSetupRequest(KEY_EXCHANGE_CIPHER_HDL, 600, "0.NA/77.2", 300, b"", "0.NA/77.2", 301)
             msg = build_request(OpCode.SESSION_SETUP, body, flags=OpFlag.CT | OpFlag.RD)
@@ -228,6 +241,8 @@ async def test_logins_session_setups_and_gs1_checks_wait_off_the_loop(top: tuple
                 "console": asyncio.ensure_future(console()),
                 "gs1": asyncio.ensure_future(gs1()),
                 "session": asyncio.ensure_future(session_setup()),
+                "verify": asyncio.ensure_future(verify()),
+                "node": asyncio.ensure_future(node_facts()),
             }
             await asyncio.sleep(0.5)
             assert not [name for name, t in waiting.items() if t.done()]
@@ -239,3 +254,5 @@ async def test_logins_session_setups_and_gs1_checks_wait_off_the_loop(top: tuple
     assert results["console"] == 303
     assert results["gs1"] == 404  # no GS1 prefix is known here: a clear not-found, after waiting
     assert results["session"] == ResponseCode.SUCCESS
+    assert results["verify"] == 200
+    assert results["node"] == 200

@@ -280,14 +280,21 @@ def test_verify_challenge_flood_is_not_a_cpu_sink(served: Served) -> None:
     for s in socks:
         s.setblocking(False)
     counts = {"sent": 0, "too_busy": 0, "verified": 0}
+    asked: set[bytes] = set()  # request ids not yet answered: each answer counts once
 
     def step() -> None:
         for s in socks:
-            s.sendto(verify_flood_datagram(counts["sent"], answer), ("127.0.0.1", served.port))
+            datagram = verify_flood_datagram(counts["sent"], answer)
+            asked.add(datagram[8:12])
+            s.sendto(datagram, ("127.0.0.1", served.port))
             counts["sent"] += 1
             with contextlib.suppress(BlockingIOError):
                 while True:
-                    code = int.from_bytes(s.recv(65535)[24:28], "big")
+                    got = s.recv(65535)
+                    if got[8:12] not in asked:
+                        continue  # not an answer to this attack (a stray datagram on a reused port)
+                    asked.discard(got[8:12])
+                    code = int.from_bytes(got[24:28], "big")
                     counts["too_busy" if code == ResponseCode.SERVER_TOO_BUSY else "verified"] += 1
         time.sleep(0.02)  # 8 datagrams per ~20 ms: ~400/s, 4× the rate that stalled the node before
 

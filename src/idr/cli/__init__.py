@@ -10,6 +10,7 @@ from idr.cli import gs1 as _gs1
 from idr.cli import node as _node
 from idr.cli import operations as _operations
 from idr.cli import replication as _replication
+from idr.cli import site as _site
 from idr.cli import sites as _sites
 from idr.cli import stats as _stats
 from idr.cli import trust as _trust
@@ -28,6 +29,7 @@ _replication.register(app)
 _gs1.register(app)
 _operations.register(app)
 _sites.register(app)
+_site.register(app)
 _stats.register(app)
 _trust.register(app)
 

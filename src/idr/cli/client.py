@@ -97,6 +97,12 @@ def _server(text: str) -> tuple[str, int]:
 MAX_ALIAS_HOPS = 4
 
 
+def _wrong_server(code: int) -> bool:
+    """301: this server does not hold the handle — on a site of several servers, the hash
+    names another (Handle.Net: "Request was hashed incorrectly")."""
+    return code == ResponseCode.SERVER_NOT_RESPONSIBLE
+
+
 def _identifier(text: str) -> tuple[str, list[str]]:
     """The scheme of ``text`` and the handles to ask for, most specific first: a handle is
     itself; a GS1 key is its root-form handle and those of its less specific levels."""
@@ -329,18 +335,30 @@ def _admin(
     action: Callable[[HandleClient], Awaitable[str]],
     session: bool = False,
     certify: bool = False,
+    handle: str = "",
     *,
     echo: bool = False,
 ) -> None:
-    """Run ``action`` as the authenticated identity; print what it returns (``echo``: as plain
-    text, for output other programs read, such as handle lists)."""
+    """Run ``action`` as the authenticated identity at ``server`` — on a site of several
+    servers, at the one holding ``handle`` when ``server`` answers that the hash gives it to
+    another (301); print what it returns (``echo``: as plain text, for output other programs
+    read, such as handle lists)."""
     host, port = _server(server)
     authenticator = _authenticator(auth, key, secret)
 
     async def go() -> str:
-        c = HandleClient(host, port, auth=authenticator, timeout=timeout, session=session, certify=certify)
-        async with c as client:
-            return await action(client)
+        address = (host, port)
+        for attempt in (1, 2):
+            c = HandleClient(*address, auth=authenticator, timeout=timeout, session=session, certify=certify)
+            async with c as client:
+                try:
+                    return await action(client)
+                except ResponseError as e:
+                    owner = await client.server_for(handle) if handle and _wrong_server(e.code) else None
+                    if owner is None or attempt == 2:
+                        raise
+                    address = owner
+        raise AssertionError("unreachable")
 
     result = _run(go())
     if echo:
@@ -453,8 +471,13 @@ def register(app: typer.Typer) -> None:
                 except ResponseError as e:
                     return e.code, e.message, (), h
                 return ResponseCode.SUCCESS, "", values, h
+            transport = "tcp" if tcp else "udp"
             async with HandleClient(host, port, timeout=timeout) as client:
-                msg = await client.resolve(h, indexes=indexes, types=types, transport="tcp" if tcp else "udp")
+                msg = await client.resolve(h, indexes=indexes, types=types, transport=transport)
+                owner = await client.server_for(h) if _wrong_server(msg.response_code) else None
+            if owner is not None:  # a site of several servers: the one the hash names
+                async with HandleClient(*owner, timeout=timeout) as client:
+                    msg = await client.resolve(h, indexes=indexes, types=types, transport=transport)
             if isinstance(msg.body, ResolutionResponse):
                 return msg.response_code, "", msg.body.values, msg.body.handle or h
             if isinstance(msg.body, ServiceReferral):
@@ -550,7 +573,7 @@ def register(app: typer.Typer) -> None:
         async def act(c: HandleClient) -> str:
             return f"created {await c.create(handle, values, overwrite=overwrite, mint=mint)}"
 
-        _admin(server, auth, key, secret, timeout, act, session, certify)
+        _admin(server, auth, key, secret, timeout, act, session, certify, handle)
 
     @app.command()
     def add(
@@ -575,7 +598,7 @@ def register(app: typer.Typer) -> None:
             await c.add_values(handle, values, overwrite=overwrite)
             return f"added {len(values)} value(s) to {handle}"
 
-        _admin(server, auth, key, secret, timeout, act, session, certify)
+        _admin(server, auth, key, secret, timeout, act, session, certify, handle)
 
     @app.command()
     def modify(
@@ -597,7 +620,7 @@ def register(app: typer.Typer) -> None:
             await c.modify_values(handle, values)
             return f"modified {len(values)} value(s) of {handle}"
 
-        _admin(server, auth, key, secret, timeout, act, session, certify)
+        _admin(server, auth, key, secret, timeout, act, session, certify, handle)
 
     @app.command()
     def remove(
@@ -620,7 +643,7 @@ def register(app: typer.Typer) -> None:
             await c.remove_values(handle, index)
             return f"removed value(s) {', '.join(map(str, index))} of {handle}"
 
-        _admin(server, auth, key, secret, timeout, act, session, certify)
+        _admin(server, auth, key, secret, timeout, act, session, certify, handle)
 
     @app.command()
     def delete(
@@ -639,7 +662,7 @@ def register(app: typer.Typer) -> None:
             await c.delete(handle)
             return f"deleted {handle}"
 
-        _admin(server, auth, key, secret, timeout, act, session, certify)
+        _admin(server, auth, key, secret, timeout, act, session, certify, handle)
 
     @app.command("list")
     def list_(

@@ -15,11 +15,12 @@ from rich.table import Table
 
 from idr.cli.common import fail, run_async
 from idr.codec.values import encode_admin
-from idr.core.config import ROLES, ConfigError, NodeConfig
+from idr.core.config import ROLES, ConfigError, NodeConfig, SiteConfig
 from idr.core.federation import FederationSettings
 from idr.core.interface import Core
-from idr.core.secret_policy import admin_secret_problem
+from idr.core.secret_policy import admin_secret_problem, generate_link_secret
 from idr.core.service import NodeService
+from idr.core.site import ServerSpec
 from idr.model.errors import HandleError
 from idr.model.handle import Handle, prefix_handle
 from idr.model.value import PERM_SECRET, AdminPermission, AdminRecord, HandleValue
@@ -66,12 +67,17 @@ def init_node(
     root: Sequence[str] = (),
     server_key_type: str = "rsa",
     server_key: Path | None = None,
+    site: SiteConfig | None = None,
     name: str = "",
 ) -> NodeConfig:
     """Create a node in ``data``: its settings, and (except a recursive node, which holds
     nothing) its store with ``prefix`` homed and the admin's key. Everything is checked
     before anything is written, and a failure removes what this call created, so the
-    corrected command can simply be run again."""
+    corrected command can simply be run again.
+
+    ``site``: this server's part in a site of several servers (``[site]``); it then listens
+    where its entry in ``site.servers`` says, homes ``prefix`` and holds the prefix handle
+    only if the site's hash gives it to this server."""
     if (data / "idr.toml").exists():
         raise ConfigError(f"{data} already holds a node (idr.toml exists)")
     if role not in ROLES:
@@ -96,6 +102,15 @@ def init_node(
         problem = admin_secret_problem(secret) if secret is not None else None
         if problem is not None:
             raise ConfigError(f"--admin-secret: {problem}")
+    if site is not None and site.multi:
+        if role == "recursive":
+            raise ConfigError("a recursive node holds nothing to spread over a site of several servers")
+        site.check("--site-server")
+        me = ServerSpec.parse(site.servers[site.index])
+        host = f"[{me.host}]" if ":" in me.host else me.host
+        native = f"{host}:{me.native}"
+        http = f"{host}:{me.http}" if me.http else ""
+        https = f"{host}:{me.https}" if me.https else ""
     if store not in ("sqlite", "postgres") or (store == "postgres") != bool(dsn):
         raise ConfigError("--store is sqlite (no --dsn) or postgres with --dsn")
     named = [("--https", https), ("--http", http), ("--native", native), *(("--root", a) for a in root)]
@@ -116,6 +131,8 @@ def init_node(
         store=store,
         dsn=dsn,
     )
+    if site is not None and site.multi:
+        cfg.site = site
     if name:
         cfg.name = name
     with _undo_on_failure(data):
@@ -171,8 +188,9 @@ def register(app: typer.Typer) -> None:
             "standalone"
         ),
         https: Annotated[
-            str, typer.Option(metavar="HOST:PORT", help='HTTPS listen address ("" = off).')
-        ] = "127.0.0.1:8443",
+            str | None,
+            typer.Option(metavar="HOST:PORT", help='HTTPS listen address ("" = off; default 127.0.0.1:8443)'),
+        ] = None,
         http: Annotated[
             str, typer.Option(metavar="HOST:PORT", help="Plain HTTP listen address (read-only API).")
         ] = "",
@@ -193,6 +211,23 @@ def register(app: typer.Typer) -> None:
         server_key: Annotated[
             Path | None, typer.Option(help="Use this PEM private key as the server's key instead.")
         ] = None,
+        site_servers: Annotated[
+            int, typer.Option(min=1, max=1024, help="Servers in this server's site (1: a site of its own).")
+        ] = 1,
+        site_index: Annotated[int, typer.Option(min=0, help="This server in its site (0-based).")] = 0,
+        site_server: Annotated[
+            list[str] | None,
+            typer.Option(
+                metavar="HOST:PORT,https=P,http=P,link=P",
+                help="Each server of the site, in HS_SITE order (repeat --site-servers times).",
+            ),
+        ] = None,
+        site_secret: Annotated[
+            str | None, typer.Option(help="The site link's key (the one the site's first server printed).")
+        ] = None,
+        site_hash: Annotated[str, typer.Option(help="What the site's hash reads: whole, prefix, suffix.")] = (
+            "whole"
+        ),
         name: Annotated[
             str, typer.Option(help="What the node is called (its site's desc, the console).")
         ] = "",
@@ -203,7 +238,28 @@ def register(app: typer.Typer) -> None:
         --root, the top service's address.
 
         Every node gets its server key pair (DATA/server_key.pem): it signs certified answers
-        and session setups and is published in the site's server record."""
+        and session setups and is published in the site's server record.
+
+        A server of a site of several servers (--site-servers N, --site-index I, --site-server
+        ×N): it listens where its --site-server entry says and holds the handles the site's
+        hash gives it. Every server of the site shares the server key pair (give the first
+        server's server_key.pem to the others: --server-key) and the link key (--site-secret;
+        generated by the first when not given)."""
+        specs = list(site_server or ())
+        site: SiteConfig | None = None
+        generated = False
+        if site_servers > 1 or specs:
+            if len(specs) != site_servers:
+                fail(f"--site-servers {site_servers} needs as many --site-server entries, not {len(specs)}")
+            if site_index >= site_servers:
+                fail(f"--site-index {site_index} is not one of 0…{site_servers - 1}")
+            generated = site_secret is None
+            site = SiteConfig(
+                servers=specs,
+                index=site_index,
+                hash=site_hash,
+                secret=site_secret if site_secret is not None else generate_link_secret(),
+            )
         try:
             cfg = init_node(
                 data,
@@ -212,7 +268,7 @@ def register(app: typer.Typer) -> None:
                 key_file=admin_key,
                 index=admin_index,
                 role=role,
-                https=https,
+                https="127.0.0.1:8443" if https is None else https,
                 http=http,
                 native=native,
                 store=store,
@@ -220,6 +276,7 @@ def register(app: typer.Typer) -> None:
                 root=root or (),
                 server_key_type=server_key_type,
                 server_key=server_key,
+                site=site,
                 name=name,
             )
         except (ConfigError, HandleError, AddressError, OSError, ValueError, StoreError) as e:
@@ -233,6 +290,13 @@ def register(app: typer.Typer) -> None:
             console.print(f"[green]initialised[/] {cfg.role} node home to [bold]{home}[/] in {cfg.data_dir}")
             console.print(f"admin identity: [bold]{cfg.admins[0]}[/]")
         console.print(f"settings: {cfg.path}")
+        if site is not None:
+            console.print(f"server {site.index} of a site of {site_servers} (hash: {site.hash})")
+            if generated:
+                console.print(
+                    "give the other servers of the site this server's key pair and the link key:\n"
+                    f"  --server-key {cfg.data_dir / SERVER_KEY_NAME} --site-secret {site.secret}"
+                )
 
     @app.command()
     def serve(
@@ -331,6 +395,8 @@ def register(app: typer.Typer) -> None:
             console.print(f"resumed after line {report.resumed_after} (committed by an earlier run)")
         if report.errors_path and report.errors_path.exists():
             console.print(f"rejected lines: {report.errors_path}")
+        if report.elsewhere:
+            console.print(f"{report.elsewhere} handles left to the other servers of this site (the hash)")
         console.print(f"[green]{report.loaded}[/] handles loaded, [red]{rejected}[/] lines rejected")
         if report.loaded == 0 and report.errors:
             raise typer.Exit(1)

@@ -118,9 +118,14 @@ def site_spec(site: SiteInfo) -> str:
 
 def configured_site(cfg: NodeConfig, host: str | None = None) -> SiteInfo:
     """The site a node in ``cfg`` publishes, from its listen addresses (``host``: the address
-    others reach it at, when it listens on all interfaces)."""
+    others reach it at, when it listens on all interfaces); a server of a site of several
+    servers publishes the whole site (``[site] servers``, docs/sites.md)."""
     from idr.core.federation import loopback_site
-    from idr.node import parse_address
+    from idr.node import parse_address, site_share
+
+    share = site_share(cfg)
+    if share is not None:
+        return share.site
 
     addrs = {
         k: parse_address(a) if a else None

@@ -422,7 +422,9 @@ async def api_stats(request: web.Request) -> web.StreamResponse:
 
 async def api_node(request: web.Request) -> web.StreamResponse:
     c = request.app[CONSOLE_KEY]
-    resp = web.json_response(fedmap.node_info(c.service, c.name, c.role))
+    # public, and a walk over the node's delegations: on the scan gate, off the event loop
+    info = await off_loop(request, lambda: fedmap.node_info(c.service, c.name, c.role))
+    resp = web.json_response(info)
     resp.headers["Cache-Control"] = "no-store"
     return resp
 

@@ -189,12 +189,14 @@ async def _child(http: aiohttp.ClientSession, prefix: str, views: list[SiteView]
 
 
 async def build_map(service: Core, name: str, role: str, extra_sites: list[SiteView]) -> MapNode:
-    """This node and what hangs below it, probed now."""
+    """This node and what hangs below it, probed now (its records read off the event loop: up
+    to ``MAX_DELEGATIONS`` of them, across a network on PostgreSQL)."""
+    own, delegated = await asyncio.to_thread(lambda: (own_sites(service), delegations(service)))
     root = MapNode(
         name=name,
         role=role,
         prefixes=sorted(p for p in service.homed_prefixes() if not p.startswith("0.")),
-        sites=[site_view(s) for s in own_sites(service)] or extra_sites,
+        sites=[site_view(s) for s in own] or extra_sites,
         is_self=True,
     )
     timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
@@ -203,7 +205,7 @@ async def build_map(service: Core, name: str, role: str, extra_sites: list[SiteV
         await asyncio.gather(*(_probe(http, s) for s in root.sites[1:]))
         root.children = list(
             await asyncio.gather(
-                *(_child(http, p, [site_view(s) for s in sites], 1) for p, sites in delegations(service))
+                *(_child(http, p, [site_view(s) for s in sites], 1) for p, sites in delegated)
             )
         )
     return once_each(root)

@@ -139,6 +139,48 @@ class TrustConfig:
 
 
 @dataclass
+class SiteConfig:
+    """``[site]``: this server's part in a site of several servers (``idr.core.site``;
+    docs/sites.md). Without it, or with one server, the node is a site of its own."""
+
+    # Every server of the site in HS_SITE order (the hash depends on it, and on their number):
+    # "HOST:PORT[,http=P][,https=P],link=P" — native, HTTP, HTTPS and site-link addresses.
+    servers: list[str] = field(default_factory=list)
+    index: int = 0  # this server's place in ``servers`` (0-based)
+    hash: str = "whole"  # what the hash reads: whole handle (Handle.Net's default), prefix, suffix
+    secret: str = ""  # the site link's key: the same on every server of the site, never sent
+    serial: int = 1  # HS_SITE serial: raise it when the servers change
+    peer_ttl: float = 5.0  # seconds a record read from another server of the site is used
+    relay_native: bool = False  # relay native requests too (while clients hold an older HS_SITE)
+    link_timeout: float = 2.0  # seconds to reach another server of the site
+
+    @property
+    def multi(self) -> bool:
+        return len(self.servers) > 1
+
+    def check(self, where: str) -> None:
+        """Raise ConfigError naming what is wrong (``where``: the file)."""
+        from idr.core.secret_policy import link_secret_problem
+        from idr.core.site import HASH_OPTIONS, ServerSpec, SpecError
+
+        if not self.multi:
+            return
+        if not 0 <= self.index < len(self.servers):
+            raise ConfigError(f"{where}: [site] index {self.index} is not one of 0…{len(self.servers) - 1}")
+        try:
+            specs = [ServerSpec.parse(t) for t in self.servers]
+        except SpecError as e:
+            raise ConfigError(f"{where}: [site] servers: {e}") from e
+        if any(not spec.link for spec in specs):
+            raise ConfigError(f"{where}: [site] every server needs link=PORT (the site link)")
+        if self.hash not in HASH_OPTIONS:
+            raise ConfigError(f"{where}: [site] hash is one of {', '.join(HASH_OPTIONS)}, not {self.hash!r}")
+        problem = link_secret_problem(self.secret) if self.secret else "it is missing"
+        if problem is not None:
+            raise ConfigError(f"{where}: [site] secret (the site link's key): {problem}")
+
+
+@dataclass
 class LogRetention:
     """``[log]``: how much transaction log the node keeps (idr.operations.compaction). An entry
     goes once it is older than ``retain_days`` AND not among the newest ``retain_entries``, and
@@ -195,6 +237,7 @@ class NodeConfig:
     native_limits: NativeLimits = field(default_factory=NativeLimits)
     http_limits: HttpLimits = field(default_factory=HttpLimits)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+    site: SiteConfig = field(default_factory=SiteConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     log: LogRetention = field(default_factory=LogRetention)
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -224,6 +267,7 @@ class NodeConfig:
         native_limits = raw.get("native", {})
         http_limits = raw.get("http", {})
         replication = raw.get("replication", {})
+        site = raw.get("site", {})
         logging_ = raw.get("logging", {})
         log_retention = raw.get("log", {})
         tls = raw.get("tls", {})
@@ -245,6 +289,7 @@ class NodeConfig:
                 native_limits=NativeLimits(**native_limits),
                 http_limits=HttpLimits(**http_limits),
                 replication=ReplicationConfig(**replication),
+                site=SiteConfig(**site),
                 logging=LoggingConfig(**logging_),
                 log=LogRetention(**log_retention),
                 tls=TlsConfig(**tls),
@@ -263,6 +308,9 @@ class NodeConfig:
             raise ConfigError(f"{path}: standby = true is for a PostgreSQL hot standby (store = 'postgres')")
         if cfg.store == "postgres" and not cfg.dsn:
             raise ConfigError(f"{path}: store = 'postgres' needs dsn = '…' (a libpq connection string)")
+        cfg.site.check(str(path))
+        if cfg.site.multi and cfg.role == "recursive":
+            raise ConfigError(f"{path}: a recursive node holds nothing to spread over a site: remove [site]")
         if min(cfg.log.retain_entries, cfg.log.retain_days, cfg.log.compact_every) < 0 or cfg.log.batch < 1:
             raise ConfigError(f"{path}: [log] retention settings are 0 or more (batch at least 1)")
         if cfg.tls.client_certs not in ("optional", "required"):
@@ -310,6 +358,8 @@ class NodeConfig:
             doc["tls"] = asdict(self.tls)
         if self.replication.listen:
             doc["replication"] = asdict(self.replication)
+        if self.site.multi:
+            doc["site"] = asdict(self.site)
         # It holds the replication key: the directory and the file are the node user's alone.
         make_private_dir(self.data_dir)
         write_private(self.path, tomli_w.dumps(doc).encode("utf-8"))

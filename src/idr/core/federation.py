@@ -30,15 +30,10 @@ from idr.codec.site import decode_site, encode_site
 from idr.codec.wire import ProtocolError
 from idr.core.request import Request, Response
 from idr.core.service import NodeService
+from idr.core.site import server_info
 from idr.model.errors import ResponseCode
 from idr.model.handle import NA_PREFIX, Handle, normalize_key, prefix_handle
-from idr.model.site import (
-    InterfaceType,
-    ServerInfo,
-    ServerInterface,
-    SiteInfo,
-    TransportProtocol,
-)
+from idr.model.site import SiteInfo
 from idr.model.value import AdminPermission, HandleRecord, HandleValue, ValueReference
 from idr.store.base import Store
 
@@ -92,19 +87,7 @@ def loopback_site(
     only — idr refuses writes over UDP, and hdllib sends a request to the first interface whose
     type admits it (``Interface.canHandleRequest``), so UDP must not claim admin.
     ``public_key``: the server's HS_PUBKEY data (what clients verify its signatures with)."""
-    import ipaddress
-
-    ifaces: list[ServerInterface] = []
-    if native:
-        ifaces.append(ServerInterface(InterfaceType.ADMIN_AND_QUERY, TransportProtocol.TCP, native))
-        ifaces.append(ServerInterface(InterfaceType.QUERY, TransportProtocol.UDP, native))
-    if http:
-        ifaces.append(ServerInterface(InterfaceType.QUERY, TransportProtocol.HTTP, http))
-    if https:
-        ifaces.append(ServerInterface(InterfaceType.ADMIN_AND_QUERY, TransportProtocol.HTTPS, https))
-    packed = ipaddress.ip_address(host).packed
-    addr = bytes(16 - len(packed)) + packed  # IPv4 right-aligned in 16 bytes, as on the wire
-    server = ServerInfo(1, addr, public_key, tuple(ifaces))
+    server = server_info(1, host, native=native, http=http, https=https, public_key=public_key)
     return SiteInfo(
         serial=serial,
         primary=primary,
@@ -161,10 +144,10 @@ class FederatedService(NodeService):
 
     # ------------------------------------------------------------- responsibility
 
-    def is_responsible(self, h: Handle) -> bool:
+    def _serves(self, h: Handle) -> bool:
         """Also the prefix handles of prefixes *derived* from a homed one: the parent serves
         ``0.NA/88.118.8`` (it delegates or hosts it), whoever serves ``88.118.8/…``."""
-        if super().is_responsible(h):
+        if super()._serves(h):
             return True
         if not h.is_prefix_handle:
             return False
@@ -218,6 +201,7 @@ class FederatedService(NodeService):
 
     def resolve(self, req: Request) -> Response:
         h = Handle.parse(req.handle)
+        self._check_share(h)
         referral = self.referral_for(h)
         if referral is not None:
             self.counters["resolutions"] += 1

@@ -38,7 +38,13 @@ class ImportReport:
     loaded: int = 0
     errors: list[tuple[int, str]] = field(default_factory=list)
     resumed_after: int = 0  # lines skipped because a previous run committed them
+    elsewhere: int = 0  # a multi-server site: lines for handles another server holds (skipped)
     errors_path: Path | None = None
+
+
+class HeldElsewhere(Exception):
+    """The line's handle belongs to another server of this multi-server site: the same file
+    imported on every server loads each handle where the site's hash puts it."""
 
 
 def parse_line(service: NodeService, line: bytes) -> HandleRecord:
@@ -55,6 +61,8 @@ def parse_line(service: NodeService, line: bytes) -> HandleRecord:
     if not isinstance(name, str):
         raise ValueError("'handle' must be a string")
     h = Handle.parse(name)
+    if service.site_owner(h.key) is not None:
+        raise HeldElsewhere(name)
     if not service.is_responsible(h):
         raise ValueError(f"prefix of {name} is not homed on this node")
     values = check_values(values_from_json(doc.get("values"), name))
@@ -101,6 +109,8 @@ async def import_lines(
             continue
         try:
             pending.append(parse_line(service, line))
+        except HeldElsewhere:
+            report.elsewhere += 1
         except (HandleError, ValueError) as e:
             msg = e.message if isinstance(e, HandleError) else str(e)
             report.errors.append((line_no, msg))

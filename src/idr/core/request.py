@@ -58,6 +58,10 @@ class Request:
     page: int | None = None  # list: zero-based page (None = all)
     page_size: int | None = None
     after: str | None = None  # list: continue after this handle (key paging)
+    # A multi-server site (idr.core.site): a request about a handle another server of the
+    # site holds is relayed to it — for clients that do not hash (HTTP). False: answered
+    # 301 "hashed incorrectly", as the Handle protocol says (native clients hash themselves).
+    relay: bool = True
     terms: tuple[tuple[str, str], ...] = ()  # search: (type, pattern) pairs, all must hold
     offset: int = 0  # search: matches to skip (the reverse-lookup service's ``page``)
 

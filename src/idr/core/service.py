@@ -18,7 +18,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -26,6 +26,7 @@ from idr.codec.values import MAX_RECORD_BYTES, encode_admin
 from idr.core import authz, stats
 from idr.core.interface import Listener, drops_everything
 from idr.core.request import WRITE_OPS, Op, Request, Response
+from idr.core.site import WRONG_SERVER, Peers, SiteShare
 from idr.core.templates import TemplateRegistry
 from idr.core.validate import check_record_size, check_values
 from idr.core.writes import NO_WAIT, PLANNING, Plan, Staged, WouldBlock, WriteJob, changed_keys
@@ -40,6 +41,7 @@ from idr.store.search import SearchError, check_page, make_terms
 # Homed prefixes are records too (so they are logged and replicated), under a reserved
 # prefix that no request can reach: ``0.HOMED/<PREFIX>`` → record named by the prefix.
 HOMED_PREFIX = "0.HOMED"
+NA_KEY = NA_PREFIX.upper()
 DEFAULT_ADMIN_INDEX = 100
 MINT_ATTEMPTS = 16
 
@@ -69,6 +71,14 @@ class Runtime(Protocol):
 
     def seen(self, seqs: Sequence[int]) -> None:
         """These log entries were reported already (the log follower skips them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SiteListing:
+    """Listing primitives over every server of a multi-server site."""
+
+    count: Callable[[], int]
+    names: Callable[[str | None, int], list[str]]
 
 
 def _fail(code: ResponseCode, message: str = "") -> HandleError:
@@ -152,6 +162,10 @@ class NodeService:
         self.write_gate: WriteGate | None = None
         self.durability: Durability | None = None
         self.runtime: Runtime | None = None
+        # A site of several servers (idr.core.site): which handles are this server's, and the
+        # other servers (attached by the node's assembly with the site link).
+        self.share: SiteShare | None = None
+        self.peers: Peers | None = None
         self.reload_homed()
         self.counters: dict[str, int] = {"resolutions": 0, "registrations": 0, "writes": 0, "errors": 0}
         # This process's durable counters (idr.core.stats): its own record in the store.
@@ -178,16 +192,26 @@ class NodeService:
         names = self.store.list_handles(HOMED_PREFIX, None, 1_000_000)
         self._homed = {normalize_key(p): p for p in names}
 
+    @property
+    def reads_may_block(self) -> bool:
+        """Whether a read may wait: on the store (PostgreSQL) or on another server of the site."""
+        return self.store.blocking_reads or self.peers is not None
+
     async def preload(self, handles: Sequence[str]) -> None:
-        """See ``Core.preload``: each record not cached is read by the runtime's readers."""
-        if not self.store.blocking_reads or self.runtime is None:
+        """See ``Core.preload``: each record not cached is read by the runtime's readers (from
+        the store, or from the server of the site that holds it)."""
+        if not self.reads_may_block or self.runtime is None:
             return
         for handle in handles:
             try:
                 key = Handle.parse(handle).key
             except HandleError:
                 continue
-            if self.cache.lookup(key) is MISSING:
+            owner = self._remote(key)
+            if owner is not None:
+                if self.peers is not None and self.peers.cached(owner, key) is MISSING:
+                    await self.runtime.read(partial(self.peers.get, owner, [key]))
+            elif self.store.blocking_reads and self.cache.lookup(key) is MISSING:
                 await self.runtime.read(partial(self.cache.get, key, self.store.get))
 
     def homed_prefixes(self) -> list[str]:
@@ -198,6 +222,34 @@ class NodeService:
     def _homed_key(prefix: str) -> str:
         return f"{HOMED_PREFIX}/{normalize_key(prefix)}"
 
+    def _remote(self, key: str) -> int | None:
+        """The index of the server of this site that holds ``key`` when it is not this one:
+        handles under homed prefixes and prefix handles are spread by the hash; this server's
+        own records (homing, applications, statistics) are not."""
+        share = self.share
+        if share is None:
+            return None
+        prefix = key.partition("/")[0]
+        if prefix != NA_KEY and prefix not in self._homed:
+            return None
+        owner = share.owner(key)
+        return None if owner == share.index else owner
+
+    def site_owner(self, key: str) -> int | None:
+        """On a multi-server site, the server holding ``key`` (normalised) if not this one."""
+        return self._remote(key) if self.share is not None else None
+
+    def _load_remote(self, owner: int, key: str) -> HandleRecord | None:
+        peers = self.peers
+        if peers is None:
+            raise _fail(ResponseCode.ERROR, f"{key} is on server {owner} of this site, which is not linked")
+        if NO_WAIT.get():
+            rec = peers.cached(owner, key)
+            if rec is MISSING:
+                raise WouldBlock(key)
+            return rec  # type: ignore[return-value]
+        return peers.get(owner, [key]).get(key)
+
     def _load(self, key: str) -> HandleRecord | None:
         plan = PLANNING.get()
         if plan is not None:
@@ -205,6 +257,10 @@ class NodeService:
                 return plan.overlay[key]
             if key in plan.prefetched:
                 return plan.prefetched[key]
+        if self.share is not None:
+            owner = self._remote(key)
+            if owner is not None:
+                return self._load_remote(owner, key)
         if NO_WAIT.get() and self.store.blocking_reads:
             rec = self.cache.lookup(key)
             if rec is MISSING:
@@ -294,7 +350,9 @@ class NodeService:
     def _prefetch(self, jobs: Sequence[WriteJob]) -> dict[str, HandleRecord | None]:
         """The records the jobs name (``WriteJob.reads``) that the cache lacks, in one store
         query; absent keys map to None."""
-        wanted = [k for j in jobs for k in j.reads if self.cache.lookup(k) is MISSING]
+        wanted = [
+            k for j in jobs for k in j.reads if self.cache.lookup(k) is MISSING and self._remote(k) is None
+        ]
         if len(wanted) < 2:
             return {}  # one key: the ordinary cached read costs the same
         try:
@@ -451,6 +509,8 @@ class NodeService:
         embedded store; None when a store read could block, or for a list (``submit`` it)."""
         if req.op in WRITE_OPS or req.op in self._OFF_LOOP:
             return None
+        if self.share is not None and self._relay_to(req) is not None:
+            return None
         token = NO_WAIT.set(True)
         try:
             return self._execute(req)
@@ -462,6 +522,10 @@ class NodeService:
     async def submit(self, req: Request) -> Response:
         """Any request, for asyncio front-ends: reads answered at once or off the loop; writes
         through :meth:`write`, acknowledged only once durable by the node's policy."""
+        if self.share is not None:
+            owner = self._relay_to(req)
+            if owner is not None:
+                return await self._relay(owner, req)
         if req.op not in WRITE_OPS:
             resp = self.answer_now(req)
             if resp is not None:
@@ -506,10 +570,68 @@ class NodeService:
                 return self.search(req)
         raise _fail(ResponseCode.OPERATION_NOT_SUPPORTED, f"operation {req.op} not supported")
 
+    # ----------------------------------------------------------------- a site of several servers
+
+    # Requests about one handle: relayed whole to the server that holds it.
+    _HANDLE_OPS: ClassVar[frozenset[Op]] = frozenset(
+        {Op.RESOLUTION, Op.CREATE_HANDLE, Op.DELETE_HANDLE, Op.ADD_VALUE, Op.MODIFY_VALUE, Op.REMOVE_VALUE}
+    )
+
+    def _relay_to(self, req: Request) -> int | None:
+        """The server of this site to relay ``req`` to (see ``Request.relay``), or None to
+        answer here: a list is answered here from every server's share (``list_handles``)."""
+        share = self.share
+        if share is None or self.peers is None or not (req.relay or share.relay_native):
+            return None
+        if req.op not in self._HANDLE_OPS or req.mint:  # a minted name is one this server holds
+            return None
+        try:
+            key = Handle.parse(req.handle).key
+        except HandleError:
+            return None  # answered here, with its error
+        return self._remote(key)
+
+    async def _relay(self, owner: int, req: Request) -> Response:
+        peers = self.peers
+        assert peers is not None
+        call = partial(peers.call, owner, replace(req, relay=False))
+        try:
+            return await self.runtime.read(call) if self.runtime is not None else call()
+        except HandleError as e:
+            return Response(e.code, req.handle, message=e.message)
+
+    async def read_local(self, keys: Sequence[str]) -> dict[str, HandleRecord | None]:
+        """Records as this server holds them (another server of the site asks, over the link)."""
+
+        def read() -> dict[str, HandleRecord | None]:
+            return {k: self.cache.get(k, self.store.get) for k in keys}
+
+        return await self.runtime.read(read) if self.runtime is not None else read()
+
+    async def take_records(self, items: Sequence[tuple[str, HandleRecord | None]]) -> int:
+        """Store records exactly as another server of the site held them (values, timestamps;
+        None deletes): re-sharing moves handles this way. One logged transaction."""
+        writes = [Write(normalize_key(k), r) for k, r in items]
+        if writes:
+            await self.write(lambda: self._commit("site-take", "site", writes))
+        return len(writes)
+
+    def _check_share(self, h: Handle) -> None:
+        """Refuse a handle this server of a multi-server site does not hold (Handle.Net checks
+        the hash before anything else: ``HandleServer.errorIfNotHaveHandle``)."""
+        if self.share is not None and self._remote(h.key) is not None:
+            raise _fail(ResponseCode.SERVER_NOT_RESPONSIBLE, WRONG_SERVER)
+
     # ----------------------------------------------------------------- responsibility
 
     def is_responsible(self, h: Handle) -> bool:
-        """A node answers for handles under its homed prefixes, and for their prefix handles."""
+        """A node answers for handles under its homed prefixes, and for their prefix handles;
+        on a multi-server site, for those the site's hash gives this server."""
+        if self.share is not None and self._remote(h.key) is not None:
+            return False
+        return self._serves(h)
+
+    def _serves(self, h: Handle) -> bool:
         homed = self._homed
         if h.is_prefix_handle:
             if NA_PREFIX.upper() in homed:
@@ -520,9 +642,13 @@ class NodeService:
         # A homed prefix also covers derived prefixes under it only if homed itself.
         return name in homed
 
-    def _parse(self, handle: str) -> Handle:
+    def _parse(self, handle: str, *, hashed: bool = True) -> Handle:
+        """``handle`` parsed, if this node answers for it (``hashed``: and holds it, on a
+        multi-server site; False for a prefix named as the scope of a list or a mint)."""
         h = Handle.parse(handle)
-        if not self.is_responsible(h):
+        if hashed:
+            self._check_share(h)
+        if not self._serves(h):
             raise _fail(ResponseCode.SERVER_NOT_RESPONSIBLE, "That prefix doesn't live here")
         return h
 
@@ -623,10 +749,17 @@ class NodeService:
             if not h.is_prefix_handle:
                 raise _fail(ResponseCode.INVALID_HANDLE, "list handles wants a prefix or 0.NA/<prefix>")
             prefix = h.suffix
-        h = self._parse(prefix_handle(prefix))
+        # Not hashed: on a multi-server site every server lists its own share (as Handle.Net's
+        # servers do; its clients ask each), and a relaying front-end gets them all merged.
+        h = Handle.parse(prefix_handle(prefix))
+        if not self._serves(h):
+            raise _fail(ResponseCode.SERVER_NOT_RESPONSIBLE, "That prefix doesn't live here")
         identity = self._require_identity(req)
         self._require(identity, self._load(h.key), AdminPermission.LIST_HANDLES, f"list {prefix}")
         pkey = normalize_key(prefix)
+        listing = self._site_listing(req, prefix, pkey) if self._lists_site(req) else None
+        count = listing.count if listing else partial(self.store.count, pkey)
+        names = listing.names if listing else partial(self.store.list_handles, pkey)
         limit = self.max_list_page
         size = req.page_size
         if req.page is not None and size is not None and size >= 0:
@@ -634,7 +767,7 @@ class NodeService:
                 raise _fail(
                     ResponseCode.INVALID_VALUE, f"pageSize {size} is more than this node's limit of {limit}"
                 )
-            total = self.store.count(pkey)
+            total = count()
             if size == 0:
                 return Response(ResponseCode.SUCCESS, prefix, total=total)
             # Skip to the page by key, up to ``limit`` names a step (never an OFFSET scan, never
@@ -642,19 +775,19 @@ class NodeService:
             skip = req.page * size
             after = None
             while 0 < skip < total:
-                chunk = self.store.list_handles(pkey, after, min(skip, limit))
+                chunk = names(after, min(skip, limit))
                 if not chunk:
                     break
                 after = normalize_key(chunk[-1])
                 skip -= len(chunk)
-            page = self.store.list_handles(pkey, after, size) if skip == 0 else []
+            page = names(after, size) if skip == 0 else []
             return Response(ResponseCode.SUCCESS, prefix, handles=tuple(page), total=total)
         if req.after is not None or size is not None:
             n = min(size, limit) if size and size > 0 else min(1000, limit)
-            page = self.store.list_handles(pkey, normalize_key(req.after) if req.after else None, n)
-            return Response(ResponseCode.SUCCESS, prefix, handles=tuple(page), total=self.store.count(pkey))
+            page = names(normalize_key(req.after) if req.after else None, n)
+            return Response(ResponseCode.SUCCESS, prefix, handles=tuple(page), total=count())
         # Everything, in one answer (the native protocol cannot page): at most ``limit`` names.
-        everything = self.store.list_handles(pkey, None, limit + 1)
+        everything = names(None, limit + 1)
         if len(everything) > limit:
             raise _fail(
                 ResponseCode.INVALID_VALUE,
@@ -662,6 +795,35 @@ class NodeService:
                 f"(GET /api/handles?prefix={prefix}&page=0&pageSize={limit}), or raise max_list_page",
             )
         return Response(ResponseCode.SUCCESS, prefix, handles=tuple(everything), total=len(everything))
+
+    def _lists_site(self, req: Request) -> bool:
+        share = self.share
+        return share is not None and self.peers is not None and (req.relay or share.relay_native)
+
+    def _site_listing(self, req: Request, prefix: str, pkey: str) -> SiteListing:
+        """The names under ``prefix`` on every server of the site, merged in key order: each
+        server lists its own share (a request that is not relayed further)."""
+        peers, share = self.peers, self.share
+        assert peers is not None and share is not None
+        others = [i for i in range(share.size) if i != share.index]
+
+        def ask(i: int, **kw: Any) -> Response:
+            fields: dict[str, Any] = {"relay": False, "page": None, "after": None, **kw}
+            resp = peers.call(i, replace(req, **fields))
+            if not resp.ok:
+                raise _fail(resp.code, f"server {i} of this site: {resp.message}")
+            return resp
+
+        def count() -> int:
+            return self.store.count(pkey) + sum(ask(i, page=0, page_size=0).total or 0 for i in others)
+
+        def names(after: str | None, n: int) -> list[str]:
+            found = list(self.store.list_handles(pkey, after, n))
+            for i in others:
+                found += ask(i, after=after, page_size=n).handles
+            return sorted(found, key=normalize_key)[:n]
+
+        return SiteListing(count, names)
 
     def search(self, req: Request) -> Response:
         """Reverse lookup: handles with values of each term's type matching its pattern
@@ -695,8 +857,11 @@ class NodeService:
     def _mint(self, base: str) -> Handle:
         if not base.endswith("/"):
             base += "/" if "/" not in base else ""
-        for _ in range(MINT_ATTEMPTS):
+        # On a multi-server site only a name this server holds (one in ``share.size`` is).
+        for _ in range(MINT_ATTEMPTS * (self.share.size if self.share else 1)):
             candidate = Handle.parse(base + secrets.token_hex(8).upper())
+            if self.share is not None and self._remote(candidate.key) is not None:
+                continue
             if self._load(candidate.key) is None:
                 return candidate
         raise _fail(ResponseCode.ERROR, "could not mint a unique suffix")
@@ -705,7 +870,7 @@ class NodeService:
         identity = self._require_identity(req)
         if req.mint:
             prefix = req.handle.partition("/")[0]
-            self._parse(prefix_handle(prefix) if prefix else req.handle)
+            self._parse(prefix_handle(prefix) if prefix else req.handle, hashed=False)
             h = self._mint(req.handle)
         else:
             h = self._parse(req.handle)
@@ -939,13 +1104,12 @@ class NodeService:
         before the node serves, so through the write path's synchronous driver; returns the seq.
         """
         Handle.parse(prefix_handle(prefix))
-        writes = [
-            Write(self._homed_key(prefix), HandleRecord(prefix, ())),
-            Write(
-                normalize_key(prefix_handle(prefix)),
-                HandleRecord(prefix_handle(prefix), self._stamp(check_values(admin_values))),
-            ),
-        ]
+        writes = [Write(self._homed_key(prefix), HandleRecord(prefix, ()))]
+        ph = prefix_handle(prefix)
+        # On a multi-server site every server homes the prefix; its prefix handle lives on the
+        # server the hash gives it.
+        if self.share is None or self.share.owns(ph):
+            writes.append(Write(normalize_key(ph), HandleRecord(ph, self._stamp(check_values(admin_values)))))
         job = self._run_inline(WriteJob(lambda: self._commit("init", actor, writes)))
         if job.error is not None:
             raise job.error

@@ -57,12 +57,15 @@ class LinkError(Exception):
     """The peer failed authentication, broke the protocol, or the link broke."""
 
 
+REPLICATION = b"idr-repl"  # the handshake's label: a key of one kind of link opens no other kind
+
+
 def _proof(secret: bytes, label: bytes, nc: bytes, ns: bytes) -> bytes:
     return hmac.new(secret, label + nc + ns, hashlib.sha256).digest()
 
 
-def _keys(secret: bytes, nc: bytes, ns: bytes) -> tuple[bytes, bytes]:
-    prk = hmac.new(secret, b"idr-repl keys" + nc + ns, hashlib.sha256).digest()
+def _keys(secret: bytes, nc: bytes, ns: bytes, purpose: bytes = REPLICATION) -> tuple[bytes, bytes]:
+    prk = hmac.new(secret, purpose + b" keys" + nc + ns, hashlib.sha256).digest()
     c2s = hmac.new(prk, b"c2s", hashlib.sha256).digest()
     s2c = hmac.new(prk, b"s2c", hashlib.sha256).digest()
     return c2s, s2c
@@ -156,6 +159,33 @@ def _hex(msg: dict[str, Any], name: str, size: int) -> bytes:
     return b
 
 
+class Sealer:
+    """One direction of a link after the handshake: AES-256-GCM with the frame counter as
+    nonce, so a frame cannot be read, forged, replayed, reordered or dropped unnoticed."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+        self._n = 0
+
+    def seal(self, kind: int, payload: bytes) -> bytes:
+        """The whole frame (length prefix included) carrying ``kind`` and ``payload``."""
+        nonce = self._n.to_bytes(12, "big")
+        self._n += 1
+        return _frame(self._aead.encrypt(nonce, bytes([kind]) + payload, None))
+
+    def open(self, body: bytes) -> tuple[int, bytes]:
+        """``(kind, payload)`` of a received frame's body (after its length prefix)."""
+        nonce = self._n.to_bytes(12, "big")
+        self._n += 1
+        try:
+            plain = self._aead.decrypt(nonce, body, None)
+        except InvalidTag as e:
+            raise LinkError("frame failed authentication (tampered, replayed or wrong key)") from e
+        if not plain:
+            raise LinkError("empty frame")
+        return plain[0], plain[1:]
+
+
 class Channel:
     """An authenticated, sealed, ordered message stream to one peer."""
 
@@ -170,31 +200,18 @@ class Channel:
         self.reader = reader
         self.writer = writer
         self.peer = peer  # the peer's node id, as it announced it (it proved the secret)
-        self._send = AESGCM(send_key)
-        self._recv = AESGCM(recv_key)
-        self._send_n = 0
-        self._recv_n = 0
+        self._send = Sealer(send_key)
+        self._recv = Sealer(recv_key)
 
     async def send(self, kind: int, payload: bytes) -> None:
-        nonce = self._send_n.to_bytes(12, "big")
-        self._send_n += 1
-        self.writer.write(_frame(self._send.encrypt(nonce, bytes([kind]) + payload, None)))
+        self.writer.write(self._send.seal(kind, payload))
         await self.writer.drain()
 
     async def send_json(self, msg: dict[str, Any]) -> None:
         await self.send(JSON, orjson.dumps(msg))
 
     async def recv(self) -> tuple[int, bytes]:
-        body = await _read_frame(self.reader, FRAME_MAX + 64)
-        nonce = self._recv_n.to_bytes(12, "big")
-        self._recv_n += 1
-        try:
-            plain = self._recv.decrypt(nonce, body, None)
-        except InvalidTag as e:
-            raise LinkError("frame failed authentication (tampered, replayed or wrong key)") from e
-        if not plain:
-            raise LinkError("empty frame")
-        return plain[0], plain[1:]
+        return self._recv.open(await _read_frame(self.reader, FRAME_MAX + 64))
 
     async def recv_json(self) -> dict[str, Any]:
         kind, payload = await self.recv()
@@ -209,40 +226,63 @@ class Channel:
         self.writer.close()
 
 
-async def client_handshake(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secret: bytes, node: str
-) -> Channel:
+def client_hello(node: str) -> tuple[bytes, bytes]:
+    """The client's first handshake frame (sans I/O): its nonce and the frame to send."""
     nc = os.urandom(32)
-    writer.write(_frame(orjson.dumps({"v": VERSION, "nonce": nc.hex(), "node": node})))
-    await writer.drain()
-    msg = await _plain_json(reader)
+    return nc, _frame(orjson.dumps({"v": VERSION, "nonce": nc.hex(), "node": node}))
+
+
+def client_answer(
+    msg: dict[str, Any], secret: bytes, nc: bytes, purpose: bytes = REPLICATION
+) -> tuple[bytes, bytes, bytes, str]:
+    """The client's step on the server's CHALLENGE (sans I/O): the AUTH frame to send, the
+    send and receive keys, and the peer's name. LinkError when the server is not genuine."""
     if "error" in msg:
         raise LinkError(f"peer refused: {msg['error']}")
     ns = _hex(msg, "nonce", 32)
-    if not hmac.compare_digest(_hex(msg, "proof", 32), _proof(secret, b"idr-repl server", nc, ns)):
-        raise LinkError("peer does not know the replication secret")
-    writer.write(_frame(orjson.dumps({"proof": _proof(secret, b"idr-repl client", nc, ns).hex()})))
+    if not hmac.compare_digest(_hex(msg, "proof", 32), _proof(secret, purpose + b" server", nc, ns)):
+        raise LinkError("peer does not know the link's secret")
+    auth = _frame(orjson.dumps({"proof": _proof(secret, purpose + b" client", nc, ns).hex()}))
+    c2s, s2c = _keys(secret, nc, ns, purpose)
+    return auth, c2s, s2c, str(msg.get("node", ""))
+
+
+async def client_handshake(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    secret: bytes,
+    node: str,
+    purpose: bytes = REPLICATION,
+) -> Channel:
+    nc, hello = client_hello(node)
+    writer.write(hello)
     await writer.drain()
-    c2s, s2c = _keys(secret, nc, ns)
-    return Channel(reader, writer, c2s, s2c, str(msg.get("node", "")))
+    auth, c2s, s2c, peer = client_answer(await _plain_json(reader), secret, nc, purpose)
+    writer.write(auth)
+    await writer.drain()
+    return Channel(reader, writer, c2s, s2c, peer)
 
 
 async def server_handshake(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secret: bytes, node: str
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    secret: bytes,
+    node: str,
+    purpose: bytes = REPLICATION,
 ) -> Channel:
     hello = await _plain_json(reader)
     if hello.get("v") != VERSION:
-        writer.write(_frame(orjson.dumps({"error": f"replication protocol version {VERSION} only"})))
-        raise LinkError(f"peer speaks replication version {hello.get('v')!r}")
+        writer.write(_frame(orjson.dumps({"error": f"link protocol version {VERSION} only"})))
+        raise LinkError(f"peer speaks link protocol version {hello.get('v')!r}")
     nc = _hex(hello, "nonce", 32)
     ns = os.urandom(32)
-    proof = _proof(secret, b"idr-repl server", nc, ns).hex()
+    proof = _proof(secret, purpose + b" server", nc, ns).hex()
     writer.write(_frame(orjson.dumps({"nonce": ns.hex(), "node": node, "proof": proof})))
     await writer.drain()
     auth = await _plain_json(reader)
-    if not hmac.compare_digest(_hex(auth, "proof", 32), _proof(secret, b"idr-repl client", nc, ns)):
-        raise LinkError("peer does not know the replication secret")
-    c2s, s2c = _keys(secret, nc, ns)
+    if not hmac.compare_digest(_hex(auth, "proof", 32), _proof(secret, purpose + b" client", nc, ns)):
+        raise LinkError("peer does not know the link's secret")
+    c2s, s2c = _keys(secret, nc, ns, purpose)
     return Channel(reader, writer, s2c, c2s, str(hello.get("node", "")))
 
 

@@ -58,7 +58,7 @@ from idr.codec.message import Message, decode_message, encode_message, request_d
 from idr.codec.udp import MAX_UDP_PACKET, Reassembler, fragment
 from idr.codec.wire import ProtocolError
 from idr.model.errors import HandleError, ResponseCode
-from idr.model.site import SiteInfo
+from idr.model.site import SiteInfo, TransportProtocol
 from idr.model.value import HandleValue, ValueReference
 from idr.resolver.session import ClientSession, SessionError, Setup, check_certified, finish, setup_body
 
@@ -460,6 +460,23 @@ class HandleClient:
         if not isinstance(msg.body, SiteInfoResponse):
             raise ClientError("the server's site info is unreadable")
         return msg.body.site
+
+    async def server_for(self, handle: str) -> tuple[str, int] | None:
+        """Where ``handle`` lives when this server's site has several servers and the
+        protocol's hash (``SiteInfo.server_for``) gives it to another: its native address.
+        None when it is this server, or the server publishes no site. A client told 301
+        ("hashed incorrectly") asks here."""
+        try:
+            site = await self.site_info()
+        except ClientError:  # ResponseError too: a server without site info holds what it holds
+            return None
+        if len(site.servers) < 2:
+            return None
+        server = site.server_for(handle)
+        port = server.port_for(TransportProtocol.TCP) or server.port_for(TransportProtocol.UDP)
+        if port is None or (server.host, port) == (self.host, self.port):
+            return None
+        return server.host, port
 
     async def resolve_values(self, handle: str, **kw: object) -> tuple[HandleValue, ...]:
         msg = _check(await self.resolve(handle, **kw))  # type: ignore[arg-type]

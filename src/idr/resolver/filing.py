@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from idr.core.federation import FederatedService, site_name
-from idr.core.prefixes import Filing, FilingRegister, PrefixRegistry
+from idr.core.prefixes import FILINGS, Filing, FilingRegister, PrefixRegistry
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle, normalize_key, prefix_handle
 from idr.model.value import ValueReference
@@ -116,6 +116,8 @@ class Verifier:
             Handle.parse(prefix_handle(text))
             prefix = text
         out: dict[str, Any] = {"query": text, "prefix": prefix}
+        # anyone may ask, about any prefix: its two records are read off the event loop first
+        await self.service.preload([f"{FILINGS}/{prefix}", prefix_handle(prefix)])
         filing = self.register.get(prefix)
         direct = self.service.load(prefix_handle(prefix))
         if filing is not None:

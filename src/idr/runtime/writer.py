@@ -65,7 +65,7 @@ class NodeRuntime:
     async def start(self) -> None:
         """Attach to ``service`` (its ``submit``/``write`` now come here) and start."""
         self._loop = asyncio.get_running_loop()
-        if self.service.store.blocking_reads:
+        if self.service.reads_may_block:
             self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="idr-reader")
         self._thread = threading.Thread(target=self._run, name="idr-writer", daemon=True)
         self._thread.start()

@@ -10,6 +10,8 @@ Lists go out 50 names per message with CN on every part but the last
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from idr.codec.bodies import (
     AddValueRequest,
     Body,
@@ -87,7 +89,13 @@ def zero_na(handle: str) -> str:
 
 
 def to_request(msg: Message, identity: ValueReference | None = None) -> Request | None:
-    """The core request for ``msg``; None when the core has no such operation."""
+    """The core request for ``msg``; None when the core has no such operation. Native clients
+    pick a multi-server site's server by the hash themselves: never relayed (``Request.relay``)."""
+    req = _request(msg, identity)
+    return None if req is None else replace(req, relay=False)
+
+
+def _request(msg: Message, identity: ValueReference | None) -> Request | None:
     body = msg.body
     flags = msg.opflags
     match body:
