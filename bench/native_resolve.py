@@ -25,7 +25,9 @@ paste into the README. ``--workers N``: N server processes on one port (SO_REUSE
 native frames; from the load core, so that run's figures are depressed), top frames printed.
 ``--before SRC [--rounds N]``: idr from another checkout's source tree against this one, both
 warm, UDP runs alternating, the after/before ratio of rates and of CPU per answer (how a change to
-the hot path is measured, e.g. ``--before /work/main/src``).
+the hot path is measured, e.g. ``--before /work/main/src``); with ``--cold`` also plain ``idr serve``
+cold starts of both, alternating: each second's rate against the same source's warm median, and
+the CPU per cold answer.
 """
 
 from __future__ import annotations
@@ -477,7 +479,7 @@ def profile_summary(path: Path, top: int = 12) -> list[str]:
     return out
 
 
-def compare(data: Path, before: Path, seconds: int, handles: int, rounds: int) -> None:
+def compare(data: Path, before: Path, seconds: int, handles: int, rounds: int, cold_seconds: int = 0) -> None:
     """idr from this checkout ("after") against idr from ``before`` (another checkout's source
     tree, e.g. the revision before a change): both servers warm on core 0, UDP runs alternating
     before, after, before, after…, so both see the same machine; the after/before ratio of each
@@ -515,6 +517,35 @@ def compare(data: Path, before: Path, seconds: int, handles: int, rounds: int) -
     print(
         f"ratio     after / before = {a / b:.3f} (medians {a:,.0f} / {b:,.0f} req/s over {rounds} rounds; "
         f"CPU per answer {ca:.1f} / {cb:.1f} us = {ca / cb:.3f}; before = {before})",
+        flush=True,
+    )
+    if cold_seconds <= 0:
+        return
+    # Cold starts (plain ``idr serve``), before and after alternating: each second's rate as a
+    # multiple of the same source's warm median above, and the CPU per answer.
+    warm = {"before": b, "after": a}
+    firsts: dict[str, list[float]] = {"before": [], "after": []}
+    cpus: dict[str, list[float]] = {"before": [], "after": []}
+    for i in range(rounds):
+        for name in ("before", "after"):
+            src = before if name == "before" else here
+            c = cold(data, handles, False, cold_seconds, max(2, seconds // 2), src)
+            per = c["per_second"]
+            firsts[name].append(float(per[0]["qps"]) / warm[name])
+            cpus[name] += [float(r["cpu_us"]) for r in per]
+            print(
+                f"cold {name:<6} {i + 1}: per second x its warm: "
+                + " ".join(f"{float(r['qps']) / warm[name]:.2f}" for r in per)
+                + "; CPU/answer "
+                + " ".join(f"{float(r['cpu_us']):.1f}" for r in per)
+                + " us",
+                flush=True,
+            )
+    cb, ca = statistics.median(cpus["before"]), statistics.median(cpus["after"])
+    print(
+        f"cold      first second x warm: after {statistics.median(firsts['after']):.2f}, before "
+        f"{statistics.median(firsts['before']):.2f} (medians of {rounds}); CPU per cold answer "
+        f"{ca:.1f} / {cb:.1f} us = {ca / cb:.3f} after/before",
         flush=True,
     )
 
@@ -556,20 +587,27 @@ def probe(port: int, timeout: float) -> None:
     raise RuntimeError("idr serve did not answer in time")
 
 
-def cold(data: Path, handles: int, warm: bool, seconds: int, steady_s: int) -> dict[str, Any]:
+def cold(
+    data: Path, handles: int, warm: bool, seconds: int, steady_s: int, src: Path | None = None
+) -> dict[str, Any]:
     """``idr serve [--warm]`` pinned to core 0: seconds from spawn to the first answer, the rate
     of each of the first ``seconds`` seconds (a fresh hdlperf each second, each on a different
-    random sequence: ``-n`` differs), then runs of ``steady_s`` until the rate stops growing."""
+    random sequence: ``-n`` differs), then runs of ``steady_s`` until the rate stops growing.
+    ``src``: idr from that source tree (PYTHONPATH)."""
     port = free_port()
     cmd = [*IDR, "serve", "--data", str(data), "--native", f"127.0.0.1:{port}", "--https", "", "--http", ""]
     if warm:
         cmd.append("--warm")
     t0 = time.monotonic()
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     proc = subprocess.Popen(
         ["taskset", "-c", "0", *cmd],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        env=env,
     )
     try:
         probe(port, STARTUP_TIMEOUT)
@@ -618,6 +656,7 @@ def main() -> int:
         help="SRC dir of another checkout: UDP runs alternate between its idr and this one (after/before)",
     )
     ap.add_argument("--rounds", type=int, default=3, help="with --before: before/after pairs")
+    ap.add_argument("--cold", action="store_true", help="with --before: also plain idr serve cold starts")
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -643,7 +682,7 @@ def main() -> int:
         flush=True,
     )
     if a.before is not None:
-        compare(data, a.before.resolve(), a.seconds, a.handles, a.rounds)
+        compare(data, a.before.resolve(), a.seconds, a.handles, a.rounds, a.cold_seconds if a.cold else 0)
         return 0
 
     def baseline(when: str) -> dict[str, Any]:

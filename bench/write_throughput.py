@@ -17,7 +17,11 @@ half a server's CPU per write); the server is another process, the mirror a thir
 by the disk: quote ratios from one run, not absolute figures across machines.
 
     python bench/write_throughput.py [--seconds 10] [--clients 1,16,64]
-        [--engines sqlite,postgres] [--modes none,sync] [--json]
+        [--engines sqlite,postgres] [--modes none,sync] [--json] [--before SRC]
+
+``--before SRC``: every point also measured with idr from another checkout's source tree (e.g.
+``/work/main/src``), before and after alternating per engine and mode, so a change to the write
+path is judged by the ratios of one run.
 
 Small check during development: ``--seconds 2 --clients 1,16``.
 """
@@ -44,6 +48,7 @@ from typing import Any
 import aiohttp
 
 IDR = [sys.executable, "-c", "from idr.cli import main; main()"]
+SRC: dict[str, str] = {}  # PYTHONPATH for the idr processes of the source being measured
 SECRET = "bench-s3cret"
 REPL_SECRET = secrets.token_urlsafe(32)  # a generated key, as idr replication setup makes
 AUTH = aiohttp.encode_basic_auth("300%3A0.NA%2F88.100", SECRET)  # type: ignore[attr-defined]
@@ -68,7 +73,9 @@ class Site:
 
     def start(self) -> None:
         log = (self.dir.parent / f"{self.name}.log").open("ab")
-        self.proc = subprocess.Popen([*IDR, "serve", "--data", str(self.dir)], stdout=log, stderr=log)
+        self.proc = subprocess.Popen(
+            [*IDR, "serve", "--data", str(self.dir)], stdout=log, stderr=log, env=_env()
+        )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -112,8 +119,12 @@ def group_counts(site: Site) -> tuple[float, float]:
     return got.get("idr_write_groups", 0.0), got.get("idr_writes_grouped", 0.0)
 
 
+def _env() -> dict[str, str]:
+    return {**os.environ, **SRC}
+
+
 def idr(*args: str) -> None:
-    r = subprocess.run([*IDR, *args], capture_output=True, text=True)
+    r = subprocess.run([*IDR, *args], capture_output=True, text=True, env=_env())
     if r.returncode != 0:
         raise RuntimeError(f"idr {' '.join(args)} failed: {r.stdout}{r.stderr}")
 
@@ -281,9 +292,9 @@ def new_db(cluster: Any, name: str) -> str:
 
 
 async def measure(
-    engine: str, mode: str, levels: list[int], seconds: float, cluster: Any, root: Path
+    engine: str, mode: str, levels: list[int], seconds: float, cluster: Any, root: Path, src: str = "after"
 ) -> list[dict[str, Any]]:
-    tag = f"{engine}_{mode}"
+    tag = f"{engine}_{mode}" + ("_before" if src == "before" else "")
     base = root / tag
     base.mkdir()
     dsn = new_db(cluster, f"{tag}_primary") if engine == "postgres" else None
@@ -316,6 +327,7 @@ async def measure(
             g1 = group_counts(primary)
             per_commit = (g1[1] - g0[1]) / (g1[0] - g0[0]) if g1[0] > g0[0] else float("nan")
             point = {
+                "src": src,
                 "engine": engine,
                 "replication": mode,
                 "clients": clients,
@@ -325,7 +337,8 @@ async def measure(
             }
             out.append(point)
             print(
-                f"{engine:9} {mode:5} {clients:3} clients: {r['writes_per_s']:8.0f} writes/s  "
+                ("before    " if src == "before" else "")
+                + f"{engine:9} {mode:5} {clients:3} clients: {r['writes_per_s']:8.0f} writes/s  "
                 f"mean {r['mean_ms']:6.2f} ms  failed {r['failed']}  writes/commit {per_commit:5.1f}  "
                 f"server CPU/write " + " + ".join(f"{c:.2f}" for c in cpu) + " ms",
                 flush=True,
@@ -362,9 +375,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         cluster = stack.enter_context(postgres()) if "postgres" in engines else None
         for engine in engines:
             for mode in modes:
+                if args.before is not None:
+                    SRC["PYTHONPATH"] = str(args.before)
+                    points += await measure(engine, mode, levels, args.seconds, cluster, Path(tmp), "before")
+                    SRC.clear()
                 points += await measure(engine, mode, levels, args.seconds, cluster, Path(tmp))
-    rs = ratios(points, levels)
+    rs = ratios([p for p in points if p["src"] == "after"], levels)
     print()
+    if args.before is not None:
+        for r in ratios([p for p in points if p["src"] == "before"], levels):
+            print(f"before: {r['what']:40} {r['ratio']:5.2f}×")
+        by = {(p["src"], p["engine"], p["replication"], p["clients"]): p["writes_per_s"] for p in points}
+        for (src, engine, mode, clients), rate in by.items():
+            base = by.get(("before", engine, mode, clients))
+            if src == "after" and base:
+                print(f"after / before: {engine} {mode} {clients} clients {rate / base:5.2f}×")
+        print()
     for r in rs:
         verdict = "ok" if r["ratio"] >= r["goal"] else "below goal"
         print(f"{r['what']:48} {r['ratio']:5.2f}×  (goal ≥ {r['goal']:g}: {verdict})")
@@ -380,6 +406,7 @@ def main() -> None:
     ap.add_argument("--engines", default="sqlite,postgres")
     ap.add_argument("--modes", default="none,sync")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--before", type=Path, help="also measure idr from this source tree (PYTHONPATH)")
     args = ap.parse_args()
     try:
         import uvloop

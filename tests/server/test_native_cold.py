@@ -17,6 +17,7 @@ from idr.resolver.client import HandleClient
 from idr.server.handler import Outcome
 from idr.server.hotcache import AnswerCache, cache_key
 from idr.server.native import WARM_SHAPES, NativeOptions, plain_request, start_server
+from idr.store.base import Write
 from idr.store.sqlite import SqliteStore
 from tests.resolver.native_node import SECRET, identity, start_node
 
@@ -156,3 +157,53 @@ def test_answer_cache_size_comes_from_native_limits() -> None:
     assert NativeOptions.from_config(NativeLimits(answer_cache=5)).cache_entries == 5
     assert NativeOptions.from_config(NativeLimits()).cache_entries == 2_000_000
     assert NativeOptions.from_config(NativeLimits(), cache_entries=7).cache_entries == 7
+
+
+def test_a_burst_of_miss_reads_shares_one_snapshot_until_released(tmp_path: Path) -> None:
+    """``SqliteStore.raw_reads``: the first read opens a read transaction the next ones share
+    (released at the loop's next turn: ``defer``); a commit by another connection is not seen
+    until ``release``, and then it is."""
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    deferred: list[object] = []
+    try:
+        reads = store.raw_reads(deferred.append)
+        url = HandleValue(1, "URL", b"https://example.org/v1")
+        store.commit("create", "a", [Write("88.100/X", HandleRecord("88.100/x", (url,)))])
+        assert reads.get("88.100/X") == ("88.100/x", encode_values([url]))
+        assert deferred == [reads.release]  # one release asked for, at the first read
+        assert reads.get("88.100/MISSING") is None
+        assert deferred == [reads.release]  # the burst shares it
+        v2 = HandleValue(1, "URL", b"https://example.org/v2")
+        store.commit("modify", "a", [Write("88.100/X", HandleRecord("88.100/x", (v2,)))])
+        assert reads.get("88.100/X") == ("88.100/x", encode_values([url]))  # the burst's snapshot
+        reads.release()
+        assert reads.get("88.100/X") == ("88.100/x", encode_values([v2]))
+        assert len(deferred) == 2
+    finally:
+        store.close()
+    reads.release()  # after the store closed: nothing to end, no error
+
+
+def test_a_miss_after_an_invalidation_never_reads_an_older_snapshot(tmp_path: Path) -> None:
+    """The answer cache ends the shared snapshot before any read that follows an invalidation,
+    so a commit announced within one turn of the loop is never answered from before it."""
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    try:
+        reads = store.raw_reads(lambda release: None)  # never released by the loop here
+        cache = AnswerCache()
+        cache.read_raw, cache.read_release = reads.get, reads.release
+        cache.responsible = lambda h: True
+        url = HandleValue(1, "URL", b"https://example.org/v1")
+        store.commit("create", "a", [Write("88.100/X", HandleRecord("88.100/x", (url,)))])
+        request = plain_request(WARM_SHAPES[1], b"88.100/x")
+        assert cache.miss(request, 1 << 16) is None  # no splice learned yet: but the row was read
+        v2 = HandleValue(1, "URL", b"https://example.org/v2")
+        store.commit("modify", "a", [Write("88.100/X", HandleRecord("88.100/x", (v2,)))])
+        assert reads.get("88.100/X") == ("88.100/x", encode_values([url]))  # still the old snapshot
+        cache.invalidate(["88.100/X"])
+        seen: list[tuple[str, bytes] | None] = []
+        cache.read_raw = lambda key: seen.append(reads.get(key)) or seen[-1]
+        cache.miss(request, 1 << 16)
+        assert seen == [("88.100/x", encode_values([v2]))]
+    finally:
+        store.close()

@@ -398,3 +398,36 @@ def test_reads_do_not_wait_for_a_long_write(store: Store) -> None:
     assert isinstance(result[0], int)
     assert store.count() == 102
     assert store.get("88.100/BULK-LAST") == rec("88.100/bulk-last")
+
+
+def test_a_group_commit_is_its_commits_in_order(store: Store) -> None:
+    """``commit_many``: one seq per commit, consecutive and in order, each log entry with its
+    own writes, and the rows as if the commits had been applied one after the other (a key
+    written by two of them holds the later write; one deleted later is gone)."""
+    from idr.store.base import Commit
+
+    first = store.commit("create", "a", [put("88.100/old")])
+    seqs = store.commit_many(
+        [
+            Commit("create", "a", (put("88.100/g1"), put("88.100/g2"))),
+            Commit("modify", "b", (put("88.100/g1", "v2"), put("88.100/old", "v2"))),
+            Commit("delete", "c", (Write("88.100/G2", None), Write("88.100/OLD", None))),
+            Commit("create", "d", (put("88.100/g3"),)),
+        ]
+    )
+    assert seqs == [first + 1, first + 2, first + 3, first + 4]
+    entries = store.log_since(first)
+    assert [(e.seq, e.op, e.actor) for e in entries] == [
+        (first + 1, "create", "a"),
+        (first + 2, "modify", "b"),
+        (first + 3, "delete", "c"),
+        (first + 4, "create", "d"),
+    ]
+    assert [w.key for w in entries[1].writes] == ["88.100/G1", "88.100/OLD"]
+    assert entries[1].writes[0].record == rec("88.100/g1", "v2")
+    assert [w.record for w in entries[2].writes] == [None, None]
+    assert store.get("88.100/G1") == rec("88.100/g1", "v2")
+    assert store.get("88.100/G2") is None and store.get("88.100/OLD") is None
+    assert store.get("88.100/G3") == rec("88.100/g3")
+    assert store.last_seq() == first + 4
+    assert store.commit("create", "a", [put("88.100/after")]) == first + 5

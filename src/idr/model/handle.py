@@ -7,6 +7,7 @@ is the one place that rule lives: every index, cache and store is keyed by it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from idr.model.errors import HandleError, ResponseCode
@@ -15,6 +16,9 @@ MAX_HANDLE_LENGTH = 2048  # bytes, Handle.Net Common.MAX_HANDLE_LENGTH
 NA_PREFIX = "0.NA"
 
 _ASCII_UPPER = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz", b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# One scan in C instead of a Python loop per character (every request parses a handle).
+_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+_SPACE = re.compile(r"\s")  # str patterns: exactly str.isspace()
 
 
 def normalize_key(handle: str) -> str:
@@ -25,10 +29,8 @@ def normalize_key(handle: str) -> str:
 
 
 def _check_text(text: str, what: str) -> None:
-    for ch in text:
-        o = ord(ch)
-        if o < 0x20 or o == 0x7F or 0xD800 <= o <= 0xDFFF:
-            raise HandleError(ResponseCode.INVALID_HANDLE, f"{what} contains a control character")
+    if _CONTROL.search(text) is not None:
+        raise HandleError(ResponseCode.INVALID_HANDLE, f"{what} contains a control character")
 
 
 def check_prefix(prefix: str) -> None:
@@ -38,9 +40,9 @@ def check_prefix(prefix: str) -> None:
     _check_text(prefix, "prefix")
     if "/" in prefix:
         raise HandleError(ResponseCode.INVALID_HANDLE, f"prefix {prefix!r} contains '/'")
-    if any(not seg for seg in prefix.split(".")):
+    if "" in prefix.split("."):
         raise HandleError(ResponseCode.INVALID_HANDLE, f"prefix {prefix!r} has an empty segment")
-    if any(ch.isspace() for ch in prefix):
+    if _SPACE.search(prefix) is not None:
         raise HandleError(ResponseCode.INVALID_HANDLE, f"prefix {prefix!r} contains a space")
 
 

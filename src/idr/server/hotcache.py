@@ -176,6 +176,10 @@ class AnswerCache:
         self.negative_hits = 0
         # answers spliced from one store row (see ``miss``)
         self.read_raw: RawReader | None = None  # Store.get_raw when a read never waits, else None
+        # ends the store snapshot the reads share (Store.raw_reads): before any read that
+        # follows a commit's invalidation, so no read sees less than an announced commit
+        self.read_release: Callable[[], None] | None = None
+        self._read_generation = 0
         self.heads: dict[bytes, Splice | None] = {}  # shape key → splice (None: does not splice)
         self.spliced = 0
         self._prefixes: dict[str, bool] = {}  # prefix as spelled → valid and ours (``_plain_key``)
@@ -328,6 +332,8 @@ class AnswerCache:
         if read is None:
             return None
         generation = self.generation
+        if generation != self._read_generation:
+            self._fresh_reads(generation)
         try:
             row = read(key)
         except Exception:  # the slow path reports store trouble properly
@@ -347,6 +353,12 @@ class AnswerCache:
         self.put(data[:8] + data[12:36] + data[40:], answer, key, generation)
         self.spliced += 1
         return answer
+
+    def _fresh_reads(self, generation: int) -> None:
+        """A commit was announced since the store snapshot in use (if any) began: end it."""
+        self._read_generation = generation
+        if self.read_release is not None:
+            self.read_release()
 
     def _plain_key(self, raw: bytes) -> str | None:
         """The store key of handle bytes ``raw`` when they are an ASCII handle ``Handle.parse``
@@ -380,6 +392,8 @@ class AnswerCache:
         if read is None or shape in self.heads or len(self.heads) >= MAX_TEMPLATES:
             return
         raw = plain_handle(data)
+        if self.generation != self._read_generation:
+            self._fresh_reads(self.generation)
         try:
             row = read(handle_key)
         except Exception:

@@ -35,10 +35,26 @@ the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per a
   embedded store; SQLite reads through an mmap of the file), a walk over the permission bytes
   (``all_public``) and a splice under the request shape's head (``Splice``, learned from the slow
   path's first answer of that shape and checked once against it); a missing row is the shape's
-  learned HANDLE_NOT_FOUND answer. ~25 µs per answer on the loaded 2-core machine against
-  ~9 µs warm: 0.3× in the first second (the page cache and the shape are cold), 0.45–0.66× from
-  the second one. Nothing extra on disk (0 bytes per handle beyond the row it already has);
-  memory grows by one cached answer (~600 bytes with its index) per handle asked;
+  learned HANDLE_NOT_FOUND answer. Nothing extra on disk (0 bytes per handle beyond the row it
+  already has); memory grows by one cached answer (~600 bytes with its index) per handle asked;
+* **a burst of misses shares one read snapshot** (``Store.raw_reads``): in WAL mode SQLite
+  pays three system calls per read transaction (``fcntl`` shared locks on the file and on a
+  WAL read mark, taken and dropped, and an ``fstat``), as much CPU as the lookup through the
+  mmap itself (7.1 → 3.9 µs per random point read of the 1M-row file, in isolation). The first
+  miss of a turn of the loop opens the transaction, the rest of the turn's datagrams share it,
+  the loop's next turn ends it — and so does any miss after a commit's invalidation (the cache
+  compares its generation), so no answer is read from before an announced commit and a WAL
+  checkpoint waits at most one turn. CPU per cold answer 23.9 → 19.7 µs (0.83×, ``--before
+  --cold``, both sources alternating in one run, load ~3);
+* where a cold answer's time goes now (``perf``, 1M handles, plain ``idr serve``, before the
+  shared snapshot): the kernel ~48% — ``sendmsg`` alone ~33%: on loopback the send runs the
+  receiver's stack and wakes it, and a slower server finds the client asleep more often, so
+  each answer's wake-up costs more than in the warm run —, SQLite ~12% and libc (its key
+  compares, allocation) ~9%, Python ~29% (``miss``, ``Splice``, ``put``), ``fcntl`` ~6%,
+  page faults ~2% (0.1 per answer: the kernel maps 16 pages around each fault, so a larger or
+  smaller ``mmap_size`` changes nothing: the whole file is mapped). The per-second ratio to
+  warm moves with the machine's load far more than the CPU per answer does (0.54–0.78× in the
+  first second over two runs of the same code on the shared machine);
 * a separate pre-encoded answer column or file: the same bytes stored twice (~230 bytes more per
   handle, a schema change in both engines) for nothing the values column does not already give;
   an mmap'd hash file of answers would save the SQLite lookup (~5 µs) but needs its own
@@ -47,16 +63,23 @@ the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per a
   for each shape in use: ~5 µs per handle here (~5 s per 1M), +600 MB per shape. It runs in
   CPU slices of ``WARM_SLICE`` taking at most ``WARM_DUTY`` of the loop while requests arrive,
   so the node answers meanwhile; on the loaded 2-core machine that still held the first 10 s at
-  0.05–0.2× (the pass competes with the store lookups for the one core), so ``idr serve``
-  does not warm by default. Moving the splicing to a helper process that ships ready entries
-  (merged at C speed) is the next step for a node that must be at full speed within 5 s;
+  0.04–0.24× warm: the pass and the misses it has not reached yet share one core, so while it
+  runs the node serves at most (1 − ``WARM_DUTY``) of the cold rate, and at that duty a 1M pass
+  needs 15+ s of wall time. No pacing reaches full speed within 5 s: the pass itself must leave
+  the loop's core. The next step is a helper process that reads the snapshot and ships ready
+  ``(key, answer)`` chunks (``marshal``), merged by ``dict.update`` at C speed (~0.3 µs per
+  entry on the loop instead of ~5 µs); until then ``idr serve`` does not warm by default;
 * the collector: a full collection walks every entry of every map not frozen (130 ms for 1M
   answers) and Python ran one every few thousand surviving objects, so server processes freeze
   the maps (``gc.freeze``) once built and hold collection off during a pass (``_GcPause``).
 
-Memory per handle: ~600 bytes per cached answer (key ~100, answer ~270, three map entries), ~110
-bytes in ``known``; the cache holds at most ``[native] answer_cache`` answers (2,000,000).
-Disk per handle: its row and log entry (~520 bytes together for three values), nothing more.
+Memory per handle: ~600 bytes per cached answer (key ~100, answer ~270, three map entries; the
+bench's warmed 1M answers: +606 MiB RSS), ~110 bytes in ``known``; the cache holds at most
+``[native] answer_cache`` answers (2,000,000). The shared snapshot is one more SQLite connection
+per process, nothing per handle. Disk per handle (the bench's 1M handles with three values,
+SQLite ``dbstat``): row 257 bytes + prefix index 34 + log 228 + reverse-lookup index 388 (the
+default ``[search] index = "full"``; 0 with ``"off"``) = ~910 bytes; the answer cache
+adds nothing on disk.
 """
 
 from __future__ import annotations
@@ -276,7 +299,8 @@ async def start_server(
     if service.role != "recursive" and not service.store.blocking_reads:
         # Misses answered from one row read on the loop (hotcache.miss). Not on a recursive
         # node: its store holds nothing, and a handle not there is not therefore absent.
-        cache.read_raw = service.store.get_raw
+        reads = service.store.raw_reads(loop.call_soon)  # a burst per turn shares a snapshot
+        cache.read_raw, cache.read_release = reads.get, reads.release
     service.add_listener(cache.invalidate)
     guard = AuthGuard(opts.verify)
     handler = NativeHandler(

@@ -8,7 +8,7 @@ merging) lives in ``idr.core``, which is the single writer of a node's store.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from idr.model.value import HandleRecord
@@ -90,6 +90,13 @@ class Store(ABC):
 
         record = self.get(key)
         return None if record is None else (record.handle, encode_values(record.values))
+
+    def raw_reads(self, defer: Callable[[Callable[[], None]], object]) -> RawReads:
+        """``get_raw`` for one thread's bursts of point reads (the native hot path's misses,
+        on the event loop). An engine may serve a burst from one read snapshot: it then calls
+        ``defer(release)`` when it takes one, and the caller runs ``release`` soon (the loop:
+        at its next turn) and also before any read that must see a newer commit."""
+        return RawReads(self.get_raw)
 
     def commit(self, op: str, actor: str, writes: Sequence[Write]) -> int:
         """Apply ``writes`` and append one log entry, atomically and durably; return its seq.
@@ -256,3 +263,14 @@ class Store(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class RawReads:
+    """What :meth:`Store.raw_reads` gives: ``get`` as ``get_raw``; ``release`` ends the
+    snapshot a burst of ``get`` shares (nothing for an engine without one)."""
+
+    def __init__(self, get: Callable[[str], tuple[str, bytes] | None]) -> None:
+        self.get = get
+
+    def release(self) -> None:
+        return None

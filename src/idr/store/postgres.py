@@ -65,7 +65,6 @@ from idr.store.base import REPLICA_COPY_OP, Commit, LogEntry, RawEntry, Store, S
 from idr.store.records import (
     CHECKPOINT_PREFIX,
     Logged,
-    apply_writes,
     decode_record,
     encode_writes,
     logged,
@@ -89,12 +88,6 @@ SCHEMA_VERSION = 1
 _SCHEMA_LOCK = 0x1D2_0001
 _CONNECT_TIMEOUT_S = 10.0
 
-_UPSERT = (
-    "INSERT INTO handles (key, prefix, handle, vals) VALUES (%s, %s, %s, %s) "
-    "ON CONFLICT (key) DO UPDATE SET prefix = EXCLUDED.prefix, handle = EXCLUDED.handle, "
-    "vals = EXCLUDED.vals"
-)
-_DELETE = "DELETE FROM handles WHERE key = %s"
 # Take the next sequence number and append the entry in one round trip. The counter row
 # stays locked until COMMIT, which is what makes numbers gap-free and commit-ordered.
 _LOG = (
@@ -102,11 +95,32 @@ _LOG = (
     "INSERT INTO txlog (seq, ts, op, actor, payload) "
     "SELECT s.seq, extract(epoch FROM clock_timestamp()), %s, %s, %s FROM s RETURNING seq"
 )
-# Group commit: reserve n numbers at once (the row lock orders groups like single commits).
-_RESERVE = "UPDATE txseq SET seq = seq + %s WHERE id = 1 RETURNING seq"
-_LOG_AT = (
+# Group commit: one statement per table for the whole group, each taking arrays (one plan,
+# one execution, however many writes), all sent in one pipeline with BEGIN and COMMIT: one
+# round trip and one WAL flush per group. The log statement reserves the group's numbers (the
+# counter row, locked to COMMIT, orders groups like single commits) and appends its entries.
+_LOG_MANY = (
+    "WITH s AS (UPDATE txseq SET seq = seq + %(n)s WHERE id = 1 RETURNING seq) "
     "INSERT INTO txlog (seq, ts, op, actor, payload) "
-    "VALUES (%s, extract(epoch FROM clock_timestamp()), %s, %s, %s)"
+    "SELECT s.seq - %(n)s + e.ord, extract(epoch FROM clock_timestamp()), e.op, e.actor, e.payload "
+    "FROM s, unnest(%(ops)s::text[], %(actors)s::text[], %(payloads)s::bytea[]) "
+    "WITH ORDINALITY AS e(op, actor, payload, ord) RETURNING seq"
+)
+_UPSERT_MANY = (
+    "INSERT INTO handles (key, prefix, handle, vals) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[]) "
+    "ON CONFLICT (key) DO UPDATE SET prefix = EXCLUDED.prefix, handle = EXCLUDED.handle, "
+    "vals = EXCLUDED.vals"
+)
+_DELETE_MANY = "DELETE FROM handles WHERE key = ANY(%s::text[])"
+_LOG_ENTRIES = (  # a mirror's: the primary's seqs and timestamps
+    "INSERT INTO txlog (seq, ts, op, actor, payload) "
+    "SELECT * FROM unnest(%s::bigint[], %s::float8[], %s::text[], %s::text[], %s::bytea[])"
+)
+_VI_DELETE_MANY = "DELETE FROM value_index WHERE key = ANY(%s::text[])"
+_VI_INSERT_MANY = (
+    "INSERT INTO value_index (type, data, key) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING"
 )
 _STAGE = (
     'CREATE TEMP TABLE idr_stage (ord BIGINT, key TEXT COLLATE "C", prefix TEXT COLLATE "C", '
@@ -130,8 +144,6 @@ _VALUE_INDEX = (
     "CREATE INDEX value_index_key ON value_index (key)",
 )
 _TRIGRAMS = "CREATE INDEX value_index_trgm ON value_index USING gin (data gin_trgm_ops)"
-_VI_INSERT = "INSERT INTO value_index (type, data, key) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
-_VI_DELETE = "DELETE FROM value_index WHERE key = %s"
 _VI_BUILD_CHUNK = 5000
 
 
@@ -442,45 +454,47 @@ class PostgresStore(Store):
     # -- writes ------------------------------------------------------------------------
 
     def commit_many(self, commits: Sequence[Commit]) -> list[int]:
-        """One transaction for the group: the counter row advanced once by the group's size
-        (seqs stay gap-free and in commit order), the rows and log entries written with
-        ``executemany`` (pipelined: a few round trips however many writes), one WAL flush."""
+        """One transaction for the group, sent as one pipeline (``_LOG_MANY``): the log entries
+        with their gap-free seqs, then each table's rows in one statement taking arrays (the
+        last write to a key wins, as applied in order), then COMMIT: one round trip and one WAL
+        flush however many writes. Nothing is committed unless every statement succeeded."""
         self._writable()
         if not commits:
             return []
         what = f"commit of {commits[0].op!r}" if len(commits) == 1 else f"group commit of {len(commits)}"
-        with self._write(what) as cur:
-            row = cur.execute(_RESERVE, (len(commits),)).fetchone()
-            if row is None:  # pragma: no cover - the counter row always exists
-                raise StoreError("sequence counter row is missing")
-            first = int(row[0]) - len(commits) + 1
-            final: dict[str, tuple[str, str | None, bytes | None]] = {}
-            records: dict[str, HandleRecord | None] = {}
-            entries = []
-            for i, c in enumerate(commits):
-                items = [logged(w) for w in c.writes]
-                for item, w in zip(items, c.writes, strict=True):
-                    final[item[0]] = item  # later writes to a key win, as applied in order
-                    records[item[0]] = w.record
-                entries.append((first + i, c.op, c.actor, encode_writes(items)))
-            puts = [(k, prefix_of(k), h, v) for k, h, v in final.values() if h is not None and v is not None]
-            deletes = [(k,) for k, h, _ in final.values() if h is None]
-            if deletes:
-                cur.executemany(_DELETE, deletes)
-            if puts:
-                cur.executemany(_UPSERT, puts)
-            self._reindex(cur, records)
-            cur.executemany(_LOG_AT, entries)
-        return [first + i for i in range(len(commits))]
+        with self._write(what, pipeline=True) as cur:  # an encoding error too: StoreError
+            payloads, rows = _group_rows([c.writes for c in commits])
+            log = {"n": len(commits), "ops": [c.op for c in commits], "actors": [c.actor for c in commits]}
+            logs = cur.connection.cursor()
+            logs.execute(_LOG_MANY, {**log, "payloads": payloads})
+            self._write_rows(cur, rows)
+        seqs = sorted(int(r[0]) for r in logs.fetchall())
+        if len(seqs) != len(commits):  # pragma: no cover - the counter row always exists
+            raise StoreError("sequence counter row is missing")
+        return seqs
+
+    def _write_rows(self, cur: psycopg.Cursor[Any], rows: _Rows) -> None:
+        """Each key's final state (``_group_rows``): one statement per table, reverse lookup
+        included."""
+        final, records = rows
+        puts = [(k, h, v) for k, h, v in final.values() if h is not None and v is not None]
+        deletes = [k for k, h, _ in final.values() if h is None]
+        if deletes:
+            cur.execute(_DELETE_MANY, (deletes,))
+        if puts:
+            keys = [k for k, _, _ in puts]
+            cur.execute(_UPSERT_MANY, (keys, [prefix_of(k) for k in keys], [h for _, h, _ in puts],
+                                       [v for _, _, v in puts]))  # fmt: skip
+        self._reindex(cur, records)
 
     def _reindex(self, cur: psycopg.Cursor[Any], records: dict[str, HandleRecord | None]) -> None:
         """The reverse-lookup entries of ``records``' keys replaced by theirs (none: deleted)."""
         if self._search_mode == MODE_OFF or not records:
             return
-        cur.executemany(_VI_DELETE, [(k,) for k in records])
+        cur.execute(_VI_DELETE_MANY, (list(records),))
         entries = [e for k, r in records.items() if r is not None for e in index_entries(k, r)]
         if entries:
-            cur.executemany(_VI_INSERT, entries)
+            cur.execute(_VI_INSERT_MANY, tuple(list(col) for col in zip(*entries, strict=True)))
 
     def bulk_load(
         self,
@@ -526,13 +540,20 @@ class PostgresStore(Store):
         return int(row[0])
 
     @contextmanager
-    def _write(self, what: str) -> Iterator[psycopg.Cursor[Any]]:
+    def _write(self, what: str, *, pipeline: bool = False) -> Iterator[psycopg.Cursor[Any]]:
         """A cursor inside one transaction, committed when the block ends and rolled back
-        when it raises. An engine error becomes ``StoreError`` naming ``what`` failed."""
+        when it raises. An engine error becomes ``StoreError`` naming ``what`` failed.
+        ``pipeline``: BEGIN, the block's statements and COMMIT go out together (pipeline mode),
+        their results are read when the block ends (a cursor's rows only after it)."""
         if self._closed:
             raise StoreError("store is closed")
         try:
-            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            with (
+                self._pool.connection() as conn,
+                conn.pipeline() if pipeline else contextlib.nullcontext(),
+                conn.transaction(),
+                conn.cursor() as cur,
+            ):
                 yield cur
         except StoreError:
             raise
@@ -546,39 +567,33 @@ class PostgresStore(Store):
         return self.apply_entries([entry]) == 1
 
     def apply_entries(self, entries: Sequence[LogEntry]) -> int:
-        """Consecutive primary entries in one transaction; those already held are skipped."""
+        """Consecutive primary entries in one transaction; those already held are skipped. As
+        a group commit: after the counter row is locked and read, one pipeline — each table's
+        rows in one statement, the entries' log rows in one, the counter, COMMIT."""
         self._writable()
         if not entries:
             return 0
-        applied = 0
-        with self._write(f"applying entries {entries[0].seq}…") as cur:
+        with self._write(f"applying entries {entries[0].seq}…", pipeline=True) as cur:
             row = cur.execute("SELECT seq FROM txseq WHERE id = 1 FOR UPDATE").fetchone()
             last = int(row[0]) if row else 0
+            todo: list[LogEntry] = []
             for entry in entries:
                 if entry.seq <= last:
                     continue
                 if entry.seq != last + 1:
                     raise StoreError(f"log gap: entry {entry.seq} does not follow {last}")
-                logged_items = self._apply_writes(cur, entry.writes)
-                cur.execute(
-                    "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES (%s, %s, %s, %s, %s)",
-                    (entry.seq, entry.timestamp, entry.op, entry.actor, encode_writes(logged_items)),
-                )
+                todo.append(entry)
                 last = entry.seq
-                applied += 1
-            if applied:
+            if todo:
+                payloads, rows = _group_rows([e.writes for e in todo])
+                self._write_rows(cur, rows)
+                cur.execute(
+                    _LOG_ENTRIES,
+                    ([e.seq for e in todo], [e.timestamp for e in todo], [e.op for e in todo],
+                     [e.actor for e in todo], payloads),
+                )  # fmt: skip
                 cur.execute("UPDATE txseq SET seq = %s WHERE id = 1", (last,))
-        return applied
-
-    def _apply_writes(self, cur: psycopg.Cursor[Any], writes: Iterable[Write]) -> Logged:
-        """One entry's writes in order, each with its reverse-lookup entries."""
-        reindex = None
-        if self._search_mode != MODE_OFF:
-
-            def reindex(key: str, record: HandleRecord | None) -> None:
-                self._reindex(cur, {key: record})
-
-        return apply_writes(cur.execute, _UPSERT, _DELETE, writes, reindex)
+        return len(todo)
 
     def snapshot(self) -> tuple[int, Iterator[tuple[str, HandleRecord]]]:
         """A pooled connection holds one REPEATABLE READ transaction while the rows stream
@@ -653,6 +668,24 @@ class PostgresStore(Store):
 # The planner picks the B-tree for exact values and literal prefixes, the trigram GIN index
 # (mode full) for substrings, the key index for the per-handle checks.
 _DIALECT = Dialect("%s", "LIKE", like_pattern, "value_index f")
+
+
+_Rows = tuple[dict[str, tuple[str, str | None, bytes | None]], dict[str, HandleRecord | None]]
+
+
+def _group_rows(groups: Sequence[Sequence[Write]]) -> tuple[list[bytes], _Rows]:
+    """Each group's log payload, and the final state of every key the groups write, applied in
+    order (the last write to a key wins): its logged item and its record."""
+    final: dict[str, tuple[str, str | None, bytes | None]] = {}
+    records: dict[str, HandleRecord | None] = {}
+    payloads = []
+    for writes in groups:
+        items = [logged(w) for w in writes]
+        for item, w in zip(items, writes, strict=True):
+            final[item[0]] = item
+            records[item[0]] = w.record
+        payloads.append(encode_writes(items))
+    return payloads, (final, records)
 
 
 def _copy_entries(cur: psycopg.Cursor[Any], entries: Iterable[tuple[str, str, str]]) -> None:
