@@ -86,6 +86,9 @@ async def test_every_native_answer_is_counted_hot_path_included(tmp_path: Path) 
                     assert r.status == 200
             async with http.get(f"{n.http_url}/api/handles/88.100/none") as r:
                 assert r.status == 404
+            for noise in ("/favicon.ico", "/robots.txt"):  # a browser's, a crawler's: not resolutions
+                async with http.get(f"{n.http_url}{noise}") as r:
+                    assert r.status == 400  # not a handle
             text = await scrape(http, n.http_url)
         assert got == UDP_TIMES and missing == 5
         udp_ok = metric(text, "idr_answers_total", frontend="udp", op="resolution", code="SUCCESS")
@@ -99,12 +102,13 @@ async def test_every_native_answer_is_counted_hot_path_included(tmp_path: Path) 
             metric(text, "idr_answers_total", frontend="http", op="resolution", code="HANDLE_NOT_FOUND") == 1
         )
         assert metric(text, "idr_resolutions_total") == UDP_TIMES + 5 + 3 + 5
-        assert metric(text, "idr_errors_total") == 0  # not found is an answer, not a failure
+        # Not found is an answer, not a failure; the noise's two 400s are (bad requests).
+        assert metric(text, "idr_errors_total") == 2
         # Latency histograms: every slow-path answer timed, hot-path answers sampled.
         udp_timed = metric(text, "idr_answer_seconds_count", frontend="udp")
         assert 1 <= udp_timed <= UDP_TIMES + 5
-        assert metric(text, "idr_answer_seconds_count", frontend="http") == 5
-        assert metric(text, "idr_answer_seconds_bucket", frontend="http", le="+Inf") == 5
+        assert metric(text, "idr_answer_seconds_count", frontend="http") == 7  # the noise is timed too
+        assert metric(text, "idr_answer_seconds_bucket", frontend="http", le="+Inf") == 7
         assert metric(text, "idr_answer_seconds_sum", frontend="http") > 0
         # The hot path's latency is sampled: after a sampler tick the next datagram is timed.
         await asyncio.sleep(0.2)

@@ -242,13 +242,17 @@ def _status_code(status: int) -> int:
 
 def _is_resolution(request: web.Request) -> bool:
     """Requests that resolve an identifier: REST resolution, converged resolution, the GS1
-    resolver and the proxy (what is not the API's other routes, the console or metrics)."""
+    resolver and the proxy. A proxy or GS1 path names a prefix and a suffix (``/88.100/x``,
+    ``/01/…``), so a one-segment path (``/favicon.ico``, ``/robots.txt``) is a browser's or a
+    crawler's request, not a resolution, and must not add to the federation's 解析量."""
     if request.method not in ("GET", "HEAD"):
         return False
     path = request.path
     if path.startswith("/api/"):
         return path.startswith(("/api/handles/", "/api/resolve", "/api/federation/resolve"))
-    return not path.startswith(("/console", "/metrics", "/.well-known")) and path != "/"
+    if path.startswith(("/console", "/metrics", "/.well-known", "/hrls/")):
+        return False
+    return "/" in path[1:].rstrip("/")
 
 
 def http_middleware(tally: Tally) -> Callable[..., Awaitable[web.StreamResponse]]:
