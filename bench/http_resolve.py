@@ -99,11 +99,17 @@ def _ssl(data_dir: str, tls: bool) -> Any:
     return server_context(Path(data_dir))
 
 
-async def _serve(app: Any, sock: socket.socket, ssl_ctx: Any, ready: Any, info: Any, stop: EventType) -> None:
+async def _serve(
+    app: Any, sock: socket.socket, ssl_ctx: Any, ready: Any, info: Any, stop: EventType, fast: bool = False
+) -> None:
     from aiohttp import web
 
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    if fast:  # as idr serve: cached anonymous resolutions answered before routing
+        from idr.server.http import fast_path
+
+        runner.server.request_handler = fast_path(app, runner.server.request_handler)
     await web.SockSite(runner, sock, backlog=1024, ssl_context=ssl_ctx).start()
     ready.put(info)
     await asyncio.get_running_loop().run_in_executor(None, stop.wait)
@@ -111,9 +117,17 @@ async def _serve(app: Any, sock: socket.socket, ssl_ctx: Any, ready: Any, info: 
 
 
 def serve_idr(
-    data_dir: str, handles: int, sock: socket.socket, tls: bool, cpu: int | None, ready: Any, stop: EventType
+    data_dir: str,
+    handles: int,
+    sock: socket.socket,
+    fast: bool,
+    tls: bool,
+    cpu: int | None,
+    ready: Any,
+    stop: EventType,
 ) -> None:
-    """Server process: load the handles, then serve idr's app until ``stop`` is set."""
+    """Server process: load the handles, then serve idr's app until ``stop`` is set (``fast``:
+    with the fast path ``idr serve`` installs, ``idr.server.http.fast_path``)."""
     from idr.codec.values import encode_admin
     from idr.core.service import NodeService
     from idr.model.value import AdminRecord, HandleValue
@@ -139,7 +153,7 @@ def serve_idr(
     _pin(cpu)  # loading may use any core; serving gets exactly one
     app = make_http_app(service, tls=tls, cache_entries=handles + 16)
     try:
-        asyncio.run(_serve(app, sock, _ssl(data_dir, tls), ready, (os.getpid(), load_s), stop))
+        asyncio.run(_serve(app, sock, _ssl(data_dir, tls), ready, (os.getpid(), load_s), stop, fast))
     finally:
         service.close()
 
@@ -391,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--server-cpu", type=int, default=0, help="core for the servers (-1: unpinned)")
     ap.add_argument("--load-cpu", type=int, default=1, help="core for the load generator (-1: unpinned)")
     ap.add_argument("--profile", metavar="FILE", help="py-spy record the idr server (.svg or .json)")
+    ap.add_argument(
+        "--no-fast-path", action="store_true", help="idr's app without idr serve's pre-routing fast path"
+    )
     args = ap.parse_args(argv)
     ncpu = os.cpu_count() or 1
     server_cpu = args.server_cpu if 0 <= args.server_cpu < ncpu else None
@@ -407,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     idr_rounds: list[dict[str, Any]] = []
     base_rounds: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="idr-bench-") as data_dir:
-        idr_run = Run(ctx, serve_idr, (data_dir, args.handles, args.tls, server_cpu), args.tls)
+        fast = not args.no_fast_path
+        idr_run = Run(ctx, serve_idr, (data_dir, args.handles, fast, args.tls, server_cpu), args.tls)
         with idr_run as (pid, load_s):
             rate = args.handles / load_s
             print(f"loaded {args.handles} handles in {load_s:.1f}s ({rate:,.0f}/s)  [{pins}]")

@@ -430,11 +430,11 @@ class Node:
         from idr.server.applying import install as install_applications
         from idr.server.converged import add_converged_routes
         from idr.server.gs1 import add_gs1_routes
-        from idr.server.http import make_http_app
+        from idr.server.http import fast_path, make_http_app
         from idr.server.metrics import add_metrics_routes
         from idr.server.snms import add_snms_routes
         from idr.server.stats import add_stats_routes
-        from idr.server.tally import http_middleware
+        from idr.server.tally import http_hit, http_middleware
 
         https = self.config.https if https is None else https
         http = self.config.http if http is None else http
@@ -542,6 +542,8 @@ class Node:
             await runner.setup()
             self.listeners.closers.append(runner.cleanup)
             assert runner.server is not None  # made by setup()
+            tally = self.tallies["https" if secure else "http"]
+            runner.server.request_handler = fast_path(app, runner.server.request_handler, http_hit(tally))
             ssl_ctx = self._tls_context() if secure else None
             # aiohttp's per-connection protocol, behind the node's connection guard
             # (TLS too: a connection counts against its address from accept, handshake included)

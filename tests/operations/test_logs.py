@@ -137,6 +137,7 @@ def test_access_log_has_a_json_line_per_answer_on_every_interface(node: Served) 
     put = session.put(url, json=body, auth=AUTH, timeout=10)
     assert put.status_code in (200, 201)
     got = session.get(f"http://127.0.0.1:{node.http}/api/handles/88.100/a", timeout=10)
+    again = session.get(f"http://127.0.0.1:{node.http}/api/handles/88.100/a", timeout=10)  # fast path
     missing = session.get(f"http://127.0.0.1:{node.http}/api/handles/88.100/none", timeout=10)
     answers = [udp_ask(node.native, "88.100/a") for _ in range(3)]  # slow path once, then cached
     not_found = udp_ask(node.native, "88.100/none")
@@ -154,6 +155,8 @@ def test_access_log_has_a_json_line_per_answer_on_every_interface(node: Served) 
     assert find(interface="https", operation="PUT /api/handles/{handle}", handle="88.100/a")[0]["code"] == 200
     http = find(interface="http", operation="GET /api/handles/{handle}", handle="88.100/a")
     assert http[0]["code"] == 200 and http[0]["bytes"] > len(got.content)  # headers count too
+    # the second was answered before routing (idr.server.http.fast_path): logged the same way
+    assert len(http) == 2 and again.content == got.content and http[1]["bytes"] == http[0]["bytes"]
     assert find(interface="http", handle="88.100/none")[0]["code"] == missing.status_code == 404
     udp = find(interface="udp", operation="RESOLUTION", handle="88.100/a")
     assert len(udp) == 3 and all(u["code"] == 1 and u["bytes"] == len(answers[0]) for u in udp)

@@ -39,6 +39,11 @@ from idr.codec import peek
 from idr.codec.envelope import EnvFlag, OpCode
 
 ACCESS_LOGGER = "idr.access"
+# A request ``idr.server.http.fast_path`` answered before routing carries this key; it was a
+# plain GET of the REST resolution route, the raw tail of its path the handle (nothing in it
+# percent-encoded).
+FAST_HIT = web.RequestKey("idr.http.fast_hit", bool)
+FAST_ROUTE = "/api/handles/{handle}"
 SLICE = 500  # records formatted per turn of the loop: ~1-2 ms, then answering resumes
 _OPS = {int(op): op.name for op in OpCode}
 log = logging.getLogger("idr.accesslog")
@@ -213,8 +218,13 @@ class HttpAccessLogger(AbstractAccessLogger):
         t0 = sink.clock() - int(time * 1e9)
         route = ""
         handle = ""
-        match = getattr(request, "match_info", None)
-        if match is not None:
+        # answered before routing (no match_info to read): the route it would have taken
+        fast = request.get(FAST_HIT)
+        match = None if fast else getattr(request, "match_info", None)
+        if fast:
+            route = FAST_ROUTE
+            handle = request.raw_path[len(FAST_ROUTE) - len("{handle}") :]
+        elif match is not None:
             resource = match.route.resource
             route = resource.canonical if resource is not None else ""
             handle = match.get("handle") or match.get("prefix") or ""
