@@ -16,7 +16,8 @@ decided here is HTTP's own business, following Handle.Net's servlets so its clie
   sessionId=…, nonce=…`` (a session is opened for it) and, unless the client is plainly not
   using Basic, ``Basic realm="handle"`` too (``HeaderFixingResponseWrapper``).
 * The anonymous ``GET /api/handles/{h}`` of a cached handle skips everything but one dict
-  lookup: its whole answer is kept encoded (``EncodedCache.answer``).
+  lookup: its whole answer is kept encoded (``EncodedCache.answer``); ``idr serve`` answers it
+  before aiohttp routes the request or runs a middleware (``fast_path``).
 * Nothing escapes as a traceback: a middleware turns any unexpected exception into
   ``500 {"responseCode":2}`` and logs it.
 
