@@ -114,7 +114,7 @@ from idr.server.hotcache import MAX_SHAPES, AnswerCache, Splice, cache_key, shap
 from idr.server.server_key import ServerKey, load_server_key
 from idr.server.tally import Tallies
 from idr.server.tcp import TcpLimits, TcpServerState
-from idr.server.udp import Amplification, UdpProtocol
+from idr.server.udp import Amplification, DrainedSocket, UdpProtocol
 
 log = logging.getLogger("idr.native")
 
@@ -336,10 +336,8 @@ async def start_server(
     state = TcpServerState(handler, cache, limits, tallies["tcp"], opts.access_log)
     try:
         server = await loop.create_server(state.factory, sock=tcp_sock) if tcp_sock is not None else None
-        udp_transport, udp = await loop.create_datagram_endpoint(
-            lambda: UdpProtocol(handler, cache, opts.amplification, tallies["udp"], opts.access_log),
-            sock=udp_sock,
-        )
+        udp = UdpProtocol(handler, cache, opts.amplification, tallies["udp"], opts.access_log)
+        udp_transport = DrainedSocket(loop, udp_sock, udp)  # read in bursts (see DrainedSocket)
     except BaseException:
         if tcp_sock is not None:
             tcp_sock.close()

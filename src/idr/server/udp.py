@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from time import perf_counter_ns
@@ -109,7 +111,8 @@ class UdpProtocol(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
-        self._sendto = self.transport.sendto
+        # answers settled in memory go straight to the socket when it is ours (DrainedSocket)
+        self._sendto = getattr(transport, "send_now", None) or self.transport.sendto
 
     @property
     def hits(self) -> int:
@@ -296,3 +299,112 @@ class UdpProtocol(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:  # ICMP unreachable etc.: nothing to do
         log.debug("UDP error: %s", exc)
+
+
+DRAIN_BURST = 64  # datagrams read per wake-up at most, then the loop's other work gets a turn
+RECV_SIZE = 65536  # any datagram whole (the largest UDP payload is 65,507 bytes)
+MAX_QUEUED = 256  # slow-path datagrams held while the socket's send buffer is full; then dropped
+
+
+class DrainedSocket(asyncio.DatagramTransport):
+    """The UDP socket read in bursts: one wake-up of the loop (``add_reader``) reads datagrams
+    with ``recvfrom`` until the socket is empty (or ``DRAIN_BURST``), each handed to the
+    protocol at once, instead of one callback through the loop's transport per datagram. A
+    burst is what a busy server sees (16 requests in flight from one client are often all
+    waiting when it wakes), so the wake-ups, and the loop's bookkeeping per datagram, are
+    shared. Measured on the minimal responder of bench/native_resolve.py (the same answers,
+    only the reading changed): see ``idr/server/native.py``'s notes.
+
+    Answers settled in memory are sent with the socket's own ``sendto`` (``send_now``); when the
+    send buffer is full such an answer is dropped, as a UDP server must (the client retries).
+    Everything else (``sendto``: the slow path, multi-datagram answers) waits in a bounded queue
+    for the socket to be writable, in order."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: asyncio.DatagramProtocol
+    ) -> None:
+        super().__init__()
+        self._loop = loop
+        self._sock = sock
+        self._protocol = protocol
+        self._queue: deque[tuple[bytes, Any]] = deque()
+        self._closing = False
+        self.send_now = sock.sendto
+        self.dropped = 0  # answers not sent: the send buffer was full
+        protocol.connection_made(self)
+        loop.add_reader(sock.fileno(), self._drain)
+
+    def _drain(self) -> None:
+        recvfrom = self._sock.recvfrom
+        protocol = self._protocol
+        for _ in range(DRAIN_BURST):
+            try:
+                data, addr = recvfrom(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # an ICMP error reported on the socket: nothing to answer
+                protocol.error_received(exc)
+                continue
+            try:
+                protocol.datagram_received(data, addr)  # (looked up each time: it may be swapped)
+            except (BlockingIOError, InterruptedError):
+                self.dropped += 1  # send_now found the send buffer full
+            except OSError as exc:  # e.g. an address the kernel will not send to
+                protocol.error_received(exc)
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        if self._closing:
+            return
+        if not self._queue:
+            try:
+                self._sock.sendto(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                self._loop.add_writer(self._sock.fileno(), self._flush)
+            except OSError as exc:
+                self._protocol.error_received(exc)
+                return
+        if len(self._queue) < MAX_QUEUED:
+            self._queue.append((bytes(data), addr))
+        else:
+            self.dropped += 1
+
+    def _flush(self) -> None:
+        while self._queue:
+            data, addr = self._queue[0]
+            try:
+                self._sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._protocol.error_received(exc)
+            self._queue.popleft()
+        self._loop.remove_writer(self._sock.fileno())
+
+    def get_write_buffer_size(self) -> int:
+        return sum(len(d) for d, _ in self._queue)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "socket":
+            return self._sock
+        if name == "sockname":
+            return self._sock.getsockname()
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        fd = self._sock.fileno()
+        self._loop.remove_reader(fd)
+        if self._queue:
+            self._loop.remove_writer(fd)
+            self._queue.clear()
+        self._sock.close()
+        self._loop.call_soon(self._protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
