@@ -25,6 +25,31 @@ Rejected alternatives: threads (the GIL serialises the hot path), fork after war
 (copy-on-write is undone by reference counting), one shared answer cache in shared memory
 (every hit would pay for locking and a copy out of the shared segment).
 
+Warm UDP (issue 14: ≥ 0.85× the minimal uvloop responder of bench/native_resolve.py, which
+answers fixed bytes through uvloop's datagram protocol). What a warm answer costs beyond the
+responder's is not Python work (the key, one lookup, the patch and the tally are a few hundred
+ns) but memory: a lookup in a map of 100,000-1,000,000 answers touches ~9 cache lines nobody
+touched lately (index, entry, key, the answer's 4-5 lines), and the kernel's own working set
+for the send and receive pays for the evictions; the responder touches none (100,000 handles,
+load 5-8: idr 10.5 µs CPU per answer against the responder's 7.6, 0.73×; rates 0.65×, medians
+of ``--warm-rounds 3``). Measured:
+
+* **reading in bursts** (kept: ``udp.DrainedSocket``): ``add_reader`` and ``recvfrom`` until the
+  socket is empty (at most 64), instead of one uvloop callback per datagram; answers from memory
+  sent with the socket's ``sendto``. On the minimal responder itself (only the reading changed):
+  CPU per answer 0.95× (median of 3 alternating rounds). On idr (``--before`` the uvloop
+  protocol, 100,000 handles, two runs of 3 and 4 alternating rounds, load 5-12): CPU per answer
+  0.977×, 0.952×; rates 1.35×, 1.12× (medians). A 64 KiB ``recvfrom`` buffer (any datagram
+  whole) costs part of the gain a 2 KiB one shows (0.91× on the responder), but a request is
+  not cut. The same system calls remain per answer (``recvfrom``, ``sendto``): batching them
+  (``recvmmsg``/``sendmmsg``) is not offered by Python's socket module or uvloop;
+* fewer allocations on the hot path (key building by two ``startswith`` against the shape and
+  one slice, per-shape maps): ~100 ns per answer in isolation, but a change of the cache's key
+  scheme every front-end and the warm pass share; not done;
+* negative answers in the hot map: hdlperf's misses are as many distinct names as hits (1M at
+  1M handles), so a bounded map of them would rarely hit; a miss costs ~1.5 µs of Python
+  (``AnswerCache.miss`` on a complete cache), 10% of requests: ~0.15 µs per answer.
+
 Cold start (issue 14: from the first second after ``idr serve`` starts on 1M handles, ≥ 0.5×
 the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per answer):
 

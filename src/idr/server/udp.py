@@ -3,6 +3,8 @@
 Hot path: a resolution whose answer is in :class:`~idr.server.hotcache.AnswerCache` is answered
 in ``datagram_received`` with one dict lookup, one copy with two slice assignments, and one
 ``sendto``; nothing is decoded. Everything else goes to :class:`~idr.server.handler.NativeHandler`.
+The socket is read in bursts per wake-up of the loop (:class:`DrainedSocket`, measured in
+``idr/server/native.py``'s notes), and the hot path sends with the socket's own ``sendto``.
 
 Large answers go as RFC 3652 multi-datagram messages, exactly as Handle.Net's server sends them
 (``codec.udp.fragment``: 512-byte datagrams, each with its own envelope, same request id,
@@ -313,7 +315,7 @@ class DrainedSocket(asyncio.DatagramTransport):
     burst is what a busy server sees (16 requests in flight from one client are often all
     waiting when it wakes), so the wake-ups, and the loop's bookkeeping per datagram, are
     shared. Measured on the minimal responder of bench/native_resolve.py (the same answers,
-    only the reading changed): see ``idr/server/native.py``'s notes.
+    only the reading changed) and on idr: see ``idr/server/native.py``'s notes.
 
     Answers settled in memory are sent with the socket's own ``sendto`` (``send_now``); when the
     send buffer is full such an answer is dropped, as a UDP server must (the client retries).
