@@ -44,8 +44,8 @@ of ``--warm-rounds 3``). Measured:
   not cut. The same system calls remain per answer (``recvfrom``, ``sendto``): batching them
   (``recvmmsg``/``sendmmsg``) is not offered by Python's socket module or uvloop;
 * fewer allocations on the hot path (key building by two ``startswith`` against the shape and
-  one slice, per-shape maps): three allocations fewer, an estimated 0.1-0.15 µs, but a change of the cache's key
-  scheme every front-end and the warm pass share; not done;
+  one slice, per-shape maps): three allocations fewer, an estimated 0.1-0.15 µs, but a change
+  of the cache's key scheme every front-end and the warm pass share; not done;
 * negative answers in the hot map: hdlperf's misses are as many distinct names as hits (1M at
   1M handles), so a bounded map of them would rarely hit; a miss costs ~1.5 µs of Python
   (``AnswerCache.miss`` on a complete cache), 10% of requests: ~0.15 µs per answer.
