@@ -18,10 +18,9 @@ from idr.codec.message import Message, decode_message
 from idr.model.errors import ResponseCode
 from idr.model.site import TransportProtocol
 from idr.resolver.client import HandleClient
-from tests.site.conftest import ADMIN, INSECURE, fresh_site, stop_site
+from tests.site.conftest import ADMIN, INSECURE, SECRET, fresh_site, stop_site
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "hdllib" / "site2"
-SECRET = "site-admin-secret-1"  # tests.site.conftest's; the capture used another (not in the bytes)
 CAPTURED_PORTS = [39700, 39710]  # the captured site's native ports (README)
 
 
