@@ -34,7 +34,7 @@ from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import NA_PREFIX, Handle, normalize_key, prefix_handle
 from idr.model.site import SiteInfo
 from idr.model.value import AdminPermission, AdminRecord, HandleRecord, HandleValue, ValueReference
-from idr.store.base import Commit, Store, StoreError, Write, store_failure
+from idr.store.base import Commit, Store, StoreError, StoreUnavailable, Write, store_failure
 from idr.store.cache import MISSING, RecordCache
 from idr.store.search import SearchError, check_page, make_terms
 
@@ -419,6 +419,14 @@ class NodeService:
                 seqs = self.store.commit_many(commits)
         except StoreError as e:
             self.cache.invalidate(keys)  # even a failed commit drops cached copies
+            if isinstance(e, StoreUnavailable):
+                # The store is out of reach: every job of the group is told so now (one by one
+                # they would each wait for a connection in turn).
+                for job in planned:
+                    job.staged = None
+                    job.error = store_failure(e)
+                    job.result = None
+                return
             if len(planned) > 1:
                 # The engine refused the group: each job again on its own, so only the one
                 # it refuses fails (re-planned: earlier jobs' overlay is gone).

@@ -101,6 +101,10 @@ _CONNECT_TIMEOUT_S = 10.0
 # store reconnects within about 2 s of the new primary accepting writes, however long the
 # outage was (psycopg_pool's default, 300 s, would back off up to minutes).
 _RECONNECT_TIMEOUT_S = 5.0
+# Once a request has waited the whole timeout for a connection in vain, the store counts as down
+# until a connection is made again: meanwhile requests wait this long, not the whole timeout, so
+# a queue of requests (the writer's) is refused in turn quickly instead of 10 s each.
+_DOWN_WAIT_S = 0.5
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -243,6 +247,8 @@ class PostgresStore(Store):
         self.read_only = read_only
         self.blocking_reads = True  # a server across a socket: reads stay off the event loop
         self._closed = False
+        self._down = False  # a request found no connection within the timeout; none had one since
+        self._checking = threading.Lock()  # one background check of idle connections at a time
         self._close_lock = threading.Lock()
         self._where = _redact(dsn)
         self._pool = ConnectionPool(
@@ -268,6 +274,7 @@ class PostgresStore(Store):
             raise
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        self._down = False  # the pool has just made a connection
         conn.execute("SET synchronous_commit = on")
         # Before PostgreSQL 18 a cached generic plan locks every partition (and its indexes)
         # at each execution, a cost that grows with the partition count (256 at scale, see
@@ -285,27 +292,47 @@ class PostgresStore(Store):
             raise StoreError("store is closed")
         conn: psycopg.Connection[Any] | None = None
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection(self._wait()) as conn:
+                self._down = False
                 yield conn
         except psycopg.Error as e:
             raise self._failure(f"PostgreSQL at {self._where}: {e}", e, conn) from e
 
+    def _wait(self) -> float | None:
+        """How long a request waits for a connection: the pool's timeout, less while down."""
+        return _DOWN_WAIT_S if self._down else None
+
     def _failure(self, message: str, e: Exception, conn: psycopg.Connection[Any] | None) -> StoreError:
         """``e`` as the store error it is. A connection-level failure (the server gone, a
-        failover, no connection within ``timeout``) is ``StoreUnavailable``; a dead connection
-        also has the pool check its idle ones at once, so the next requests wait for fresh
-        connections (libpq picks the writable host of a multi-host DSN) instead of failing."""
+        failover, no connection within the timeout) is ``StoreUnavailable``; a dead connection
+        also has the pool check its idle ones (in the background), so that the next requests
+        wait for fresh connections (libpq picks the writable host of a multi-host DSN) rather
+        than fail on old ones."""
         if self._closed:
             return StoreError("store is closed")
         if not isinstance(e, psycopg.OperationalError):
             return StoreError(message)
         if conn is not None and conn.broken:
-            with contextlib.suppress(Exception):
-                self._pool.check()
+            self._check_idle()
             return _LostConnection(message)
         if isinstance(e, PoolTimeout):
-            message = f"no connection to PostgreSQL at {self._where} within {self._pool.timeout:g} s: {e}"
+            self._down = True
+            message = f"no connection to PostgreSQL at {self._where}: {e}"
         return StoreUnavailable(message)
+
+    def _check_idle(self) -> None:
+        if not self._checking.acquire(blocking=False):
+            return  # a check is under way
+
+        def check() -> None:
+            try:
+                self._pool.check()
+            except Exception:  # the pool closed meanwhile: nothing left to check
+                pass
+            finally:
+                self._checking.release()
+
+        threading.Thread(target=check, name="idr-store-check", daemon=True).start()
 
     def _init_schema(self, partitions: int, search_mode: str | None) -> int:
         """Create the schema in an empty database; refuse someone else's or a newer one."""
@@ -615,11 +642,12 @@ class PostgresStore(Store):
         conn: psycopg.Connection[Any] | None = None
         try:
             with (
-                self._pool.connection() as conn,
+                self._pool.connection(self._wait()) as conn,
                 conn.pipeline() if pipeline else contextlib.nullcontext(),
                 conn.transaction(),
                 conn.cursor() as cur,
             ):
+                self._down = False
                 yield cur
         except StoreError:
             raise
