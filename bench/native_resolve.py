@@ -598,6 +598,8 @@ def cold(
     cmd = [*IDR, "serve", "--data", str(data), "--native", f"127.0.0.1:{port}", "--https", "", "--http", ""]
     if warm:
         cmd.append("--warm")
+    elif src is None:  # the default is a warm-up now; a source from before it has no --no-warm
+        cmd.append("--no-warm")
     t0 = time.monotonic()
     env = dict(os.environ)
     if src is not None:

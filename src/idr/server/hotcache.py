@@ -240,6 +240,48 @@ class AnswerCache:
                 n += 1
         return n
 
+    def merge(
+        self,
+        answers: dict[bytes, bytes],
+        owners: dict[bytes, str],
+        index: dict[str, bytes | tuple[bytes, ...]],
+        epoch: int,
+    ) -> int:
+        """Warm-up insert of a ready chunk (``idr.server.warmhelper``: cache key → answer, cache
+        key → handle key, handle key → its cache keys), the same rules as :meth:`put_many` at
+        ``dict.update`` speed: handles written since the pass began (or unsettled, ``dirty``)
+        are taken out first, a handle already indexed is merged key by key, and a chunk that
+        would pass the capacity goes entry by entry. The maps given are consumed."""
+        with self._lock:
+            if epoch != self.epoch:
+                return 0
+            for stale in (self._written.intersection(index), self.dirty.intersection(index)):
+                for hkey in stale:
+                    cks = index.pop(hkey, None)
+                    for ck in () if cks is None else (cks,) if isinstance(cks, bytes) else cks:
+                        answers.pop(ck, None)
+                        owners.pop(ck, None)
+            if len(self.data) + len(answers) > self.capacity:
+                n = 0
+                for ck, answer in answers.items():
+                    if ck in self.data or len(self.data) < self.capacity:
+                        self._put(ck, answer, owners[ck])
+                        n += 1
+                return n
+            merged: dict[str, bytes | tuple[bytes, ...] | set[bytes]] = index  # type: ignore[assignment]
+            for hkey in self._index.keys() & index.keys():  # another shape's pass already did these
+                old, new = self._index[hkey], index[hkey]
+                keys = list((old,) if isinstance(old, bytes) else old)
+                keys += [k for k in ((new,) if isinstance(new, bytes) else new) if k not in keys]
+                merged[hkey] = (
+                    keys[0] if len(keys) == 1 else tuple(keys) if len(keys) <= SMALL_KEYS else set(keys)
+                )
+            self.data.update(answers)
+            self._owner.update(owners)
+            self._index.update(merged)
+            self.stores += len(answers)
+            return len(answers)
+
     def begin_pass(self, shape: bytes | None = None) -> int:
         """A warm pass starts (for ``shape``, when it is a learned one): returns the epoch to
         hand to :meth:`put_many`."""

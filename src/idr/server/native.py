@@ -115,6 +115,7 @@ from idr.server.server_key import ServerKey, load_server_key
 from idr.server.tally import Tallies
 from idr.server.tcp import TcpLimits, TcpServerState
 from idr.server.udp import Amplification, UdpProtocol
+from idr.server.warmhelper import helper_fill
 
 log = logging.getLogger("idr.native")
 
@@ -149,6 +150,7 @@ class NativeOptions:
     reuse_port: bool = False  # SO_REUSEPORT, for several worker processes on one port
     tcp: bool = True  # False: UDP only (the read-only extra workers of ``idr serve --workers``)
     warm: bool = False  # fill the cache from the store at start (see ``warm``)
+    warm_helper: bool = True  # ...in a helper process, off the loop's core (server/warmhelper.py)
     warm_shapes: Sequence[bytes] = ()  # shapes warmed at start (e.g. WARM_SHAPES); others...
     learn_shapes: int = MAX_SHAPES  # ...warmed in the background when first used (0: never)
     follow: float = 0.0  # extra workers: poll the store's log this often (s) (idr.runtime.follow)
@@ -225,6 +227,7 @@ class NativeServer:
     tallies: Tallies
     warm_task: asyncio.Task[int] | None = None
     gc: _GcPause = field(default_factory=lambda: _GcPause(False))
+    warm_helper: bool = True  # warm passes in a helper process when the store can be reopened
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # learned-shape warms, log follower
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -346,7 +349,16 @@ async def start_server(
         udp_sock.close()
         raise
     address = (host, udp_sock.getsockname()[1])
-    srv = NativeServer(handler, cache, udp, state, address, tallies, gc=_GcPause(opts.freeze_gc))
+    srv = NativeServer(
+        handler,
+        cache,
+        udp,
+        state,
+        address,
+        tallies,
+        gc=_GcPause(opts.freeze_gc),
+        warm_helper=opts.warm_helper,
+    )
     tallies.start_sampler()
     srv.gc.settle()  # the caches' maps exist now: never traversed again, however large they grow
 
@@ -431,7 +443,8 @@ class _Shape:
         first = encode_message(
             answers.message(self.request, ResponseCode.SUCCESS, ResolutionResponse("0.NA/x", ()))
         )
-        self.splice = Splice(first[:44], shape)
+        self.answer_head = first[:44]
+        self.splice = Splice(self.answer_head, shape)
         self.exact = True  # splicing verified (False: encode every answer in full)
         self.checks = 0
 
@@ -509,8 +522,9 @@ async def warm(
     cache = server.cache
     cache.start_tracking()
     t0 = time.monotonic()
-    with server.gc:
-        known = await _known_keys(server, service) if not shapes else None
+    helper = server.warm_helper and service.store.reopen_spec() is not None
+    with server.gc:  # with a helper, its snapshot pass gives the keys at C speed on the loop
+        known = await _known_keys(server, service) if not shapes and not helper else None
     stored = 0
     if known is None:
         known = set()
@@ -574,6 +588,25 @@ async def _fill(
     stored = seen = 0
     rows: Iterator[tuple[str, str, bytes]] | None = None
     try:
+        spec = service.store.reopen_spec() if server.warm_helper else None
+        if spec is not None:  # the pass off the loop's core (server/warmhelper.py)
+            by_helper = await helper_fill(
+                cache,
+                spec,
+                [(b.shape, b.answer_head) for b in built],
+                lambda handle: service.is_responsible(Handle.parse(handle)),
+                lambda i, handle, values, answer: built[i].full(handle, decode_values(values)) == answer,
+                known,
+                epoch,
+            )
+            if by_helper is not None:
+                log.debug(
+                    "warm pass (helper): %d shapes, %d answers in %.1f s",
+                    len(shapes),
+                    by_helper,
+                    time.monotonic() - t0,
+                )
+                return by_helper
         _, rows = service.store.snapshot_raw()
         pacer = _Pacer(server)
         for stored_key, handle, values in rows:
