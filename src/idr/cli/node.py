@@ -311,7 +311,7 @@ def register(app: typer.Typer) -> None:
             bool | None,
             typer.Option(
                 help="Fill the native answer cache from the store at start, in a helper process "
-                "([native] warm, default on)."
+                "([native] warm, default off)."
             ),
         ] = None,
     ) -> None:

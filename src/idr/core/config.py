@@ -55,9 +55,10 @@ class NativeLimits:
     # room for every handle of a 1M-handle node in two shapes (idr.server.hotcache).
     answer_cache: int = 2_000_000
     # ``idr serve`` warms that cache at start (every handle's key, then every shape clients use)
-    # in a helper process off the serving loop's core (idr.server.warmhelper); ``--no-warm``
-    # or false here: answers are spliced from the store on first use instead.
-    warm: bool = True
+    # in a helper process off the serving loop's core (idr.server.warmhelper) when true or with
+    # ``--warm``; off by default: merging still costs the loop ~3 µs per handle (native.py notes),
+    # so answers are spliced from the store on first use instead.
+    warm: bool = False
 
 
 @dataclass

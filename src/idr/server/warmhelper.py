@@ -46,6 +46,7 @@ CHUNK = 1000  # records per frame: one merge on the loop is ~0.3 ms, short enoug
 CHECKS = 8  # answers per shape checked against the codec before the first merge
 _FRAME = struct.Struct(">I")
 _STREAM_LIMIT = 1 << 20
+PIPE_SIZE = 1 << 20  # bytes (Linux caps it at /proc/sys/fs/pipe-max-size, 1 MiB by default)
 
 
 # ---------------------------------------------------------------------------- helper process
@@ -61,11 +62,18 @@ def helper_main() -> int:
     store = _open(spec["engine"], spec["location"])
     splices = [Splice(bytes.fromhex(answer), bytes.fromhex(request)) for request, answer in spec["shapes"]]
     out = sys.stdout.buffer
+    try:  # a larger pipe: the server reads it once per turn of its loop, in fewer, larger reads
+        import fcntl
+
+        fcntl.fcntl(out.fileno(), 1031, PIPE_SIZE)  # F_SETPIPE_SZ (Linux)
+    except (OSError, ImportError, ValueError):
+        pass
+    keys_wanted = bool(spec.get("keys", True))
     try:
         seq, rows = store.snapshot_raw()
         try:
             _write(out, ("S", seq))
-            for frame in chunks(rows, splices, int(spec.get("chunk", CHUNK))):
+            for frame in chunks(rows, splices, int(spec.get("chunk", CHUNK)), keys_wanted):
                 _write(out, frame)
             _write(out, ("E",))
         finally:
@@ -110,7 +118,10 @@ def _write(out: Any, frame: tuple[Any, ...]) -> None:
 
 
 def chunks(
-    rows: Iterator[tuple[str, str, bytes]], splices: Sequence[Splice], size: int = CHUNK
+    rows: Iterator[tuple[str, str, bytes]],
+    splices: Sequence[Splice],
+    size: int = CHUNK,
+    keys_wanted: bool = True,
 ) -> Iterator[tuple[Any, ...]]:
     """``("C", probe, keys, answers, owners, index, checks)`` frames from key-ordered rows, one
     prefix per frame (every 0.NA record alone: each is judged on its own). ``probe`` is a handle
@@ -124,18 +135,22 @@ def chunks(
     checked = 0
     group: str | None = None
     probe: str | None = None
+    rows_in = 0
     for stored_key, handle, values in rows:
         hkey = normalize_key(handle)
         prefix = hkey.partition("/")[0]
         g = hkey if prefix == "0.NA" else prefix
-        if keys and (g != group or len(keys) >= size):
+        if rows_in and (g != group or rows_in >= size):
             yield ("C", probe, keys, answers, owners, index, checks)
             keys, answers, owners, index, checks = [], {}, {}, {}, []
             probe = None
+            rows_in = 0
         group = g
-        keys.append(hkey)
-        if stored_key != hkey:
-            keys.append(stored_key)
+        rows_in += 1
+        if keys_wanted:
+            keys.append(hkey)
+            if stored_key != hkey:
+                keys.append(stored_key)
         if not splices:
             continue
         if probe is None:
@@ -164,7 +179,7 @@ def chunks(
         if checked < CHECKS:
             checked += 1
             checks.append((handle, values, built))
-    if keys:
+    if rows_in:
         yield ("C", probe, keys, answers, owners, index, checks)
 
 
@@ -204,6 +219,7 @@ async def helper_fill(
             "location": location,
             "shapes": [(r.hex(), a.hex()) for r, a in shapes],
             "chunk": chunk,
+            "keys": known is not None,
         }
         proc.stdin.write(json.dumps(desc).encode())
         await proc.stdin.drain()
