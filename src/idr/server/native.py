@@ -59,16 +59,36 @@ the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per a
   handle, a schema change in both engines) for nothing the values column does not already give;
   an mmap'd hash file of answers would save the SQLite lookup (~5 µs) but needs its own
   crash-consistent writer beside the store, and every worker and follower to share it;
-* a full warm pass before serving (``--warm``): a key-ordered snapshot of undecoded rows spliced
-  for each shape in use: ~5 µs per handle here (~5 s per 1M), +600 MB per shape. It runs in
-  CPU slices of ``WARM_SLICE`` taking at most ``WARM_DUTY`` of the loop while requests arrive,
-  so the node answers meanwhile; on the loaded 2-core machine that still held the first 10 s at
-  0.04–0.24× warm: the pass and the misses it has not reached yet share one core, so while it
-  runs the node serves at most (1 − ``WARM_DUTY``) of the cold rate, and at that duty a 1M pass
-  needs 15+ s of wall time. No pacing reaches full speed within 5 s: the pass itself must leave
-  the loop's core. The next step is a helper process that reads the snapshot and ships ready
-  ``(key, answer)`` chunks (``marshal``), merged by ``dict.update`` at C speed (~0.3 µs per
-  entry on the loop instead of ~5 µs); until then ``idr serve`` does not warm by default;
+* a full warm pass before serving (``--warm``, ``[native] warm``; off by default): a key-ordered
+  snapshot of undecoded rows spliced for each shape in use, +600 MB per shape for 1M handles
+  (the bench's in-process warm: +607 MiB RSS), ~110 bytes per handle in ``known``. On the loop
+  it cost ~5 µs per handle in CPU slices (``WARM_SLICE``, at most ``WARM_DUTY`` of the loop):
+  0.04–0.24× warm over the first 10 s on the loaded 2-core machine, 15+ s of wall time per 1M.
+  Now the pass runs **in a helper process** (``server/warmhelper.py``): the child opens the same
+  store (``Store.reopen_spec``: the SQLite file, or the PostgreSQL DSN, passed on stdin), reads
+  one snapshot, splices the answers and ships ``marshal`` chunks of the cache's own maps (1,000
+  records a frame through a 1 MiB pipe; a 64 KiB pipe made the two processes ping-pong and
+  doubled the pass); the loop merges each chunk with ``dict.update`` (``AnswerCache.merge``).
+  Correctness: the pass is opened (``begin_pass``) before the child starts, so every commit
+  announced after its snapshot is taken out of each chunk before it is merged (the test that
+  commits during the warm-up fails without it), and one announced after a merge drops the
+  entry as usual. ``--workers N``: each worker runs its own helper for its own cache (one shared
+  helper would read the store once but ship ~370 MB to every worker). A promoted mirror keeps
+  its cache (promotion changes neither the records nor the homed prefixes: tested), so a mirror
+  that was warm is at full speed when promoted; a restarted one starts like any node.
+  Measured (1M handles, one shape): the helper needs ~7.5 s of its own core (1.7 s for the keys
+  alone), and the loop still spends **~3 µs per handle** merging (cProfile of an idle node:
+  ``dict.update`` into three maps of a million entries ~1.5 µs — each insert misses the CPU
+  caches —, ``marshal.loads`` ~0.55, the chunk checks ~0.4, ``known`` ~0.3), not the ~0.3 µs
+  hoped for. Under load that is the trouble: ``native_resolve.py`` on 1M handles, the
+  warm-up start against plain ``idr serve`` in one run, gave 0.09, 0.11, 0.06, 0.04, 0.05,
+  0.06, 0.02, 0.09, 0.08, 0.02 × warm over the first 10 s against 0.17–0.55 (load 3.5–5.9,
+  64 KiB pipe), and 0.11, 0.16, 0.13, 0.11, 0.09, 0.14, 0.05, 0.05, 0.03, 0.05 against
+  0.30–0.60 (load 12–13, 1 MiB pipe): on 2 cores the helper takes the load generator's core and
+  the merges a third of what the loop gets, while a cold answer costs ~30 µs. So the warm-up
+  is not the default. The next step: keep the shipped chunks as they arrive (a key-ordered list
+  of chunk maps, found by ``bisect`` on a miss and promoted into the hot map on first use), so
+  the loop pays nothing per handle it is not asked for;
 * the collector: a full collection walks every entry of every map not frozen (130 ms for 1M
   answers) and Python ran one every few thousand surviving objects, so server processes freeze
   the maps (``gc.freeze``) once built and hold collection off during a pass (``_GcPause``).
