@@ -16,6 +16,7 @@ from idr.core.service import NodeService
 from idr.model.value import HandleRecord, HandleValue
 from idr.resolver.client import HandleClient
 from idr.server.handler import Outcome
+from idr.server.hotcache import cache_key
 from idr.server.native import (
     WARM_SHAPES,
     NativeOptions,
@@ -63,9 +64,9 @@ async def test_helper_pass_builds_exactly_what_the_loop_pass_builds(
         on_loop = await _warmed(svc, helper=False)
         try:
             a, b = by_helper.cache, on_loop.cache
-            assert len(a.data) == len(SHAPES) * (COUNT + 1)  # every public record (not the prefix's)
-            assert a.data == b.data
-            assert a._owner == b._owner and a._index == b._index
+            assert len(b.data) == len(SHAPES) * (COUNT + 1)  # every public record (not the prefix's)
+            assert a.shelved == len(b.data) and not a.data  # shelved as shipped, nothing inserted
+            assert all(a.peek(ck, b._owner[ck]) == answer for ck, answer in b.data.items())
             assert a.known == b.known and "88.100/BENCH-2499" in a.known
             assert a.complete and b.complete
             assert check_warm(by_helper, svc, _handles(), SHAPES) == []
@@ -73,9 +74,11 @@ async def test_helper_pass_builds_exactly_what_the_loop_pass_builds(
             req = plain_request(SHAPES[1], b"88.100/bench-1234")
             slow = by_helper.handler.handle(req, "check", udp=True)
             assert isinstance(slow, Outcome)
-            hits = by_helper.udp.hits
             got = await HandleClient("127.0.0.1", by_helper.address[1], timeout=5.0, retries=0).send_udp(req)
-            assert got == slow.messages[0] and by_helper.udp.hits == hits + 1
+            assert got == slow.messages[0] and a.unshelved == 1  # a miss found it on a shelf...
+            assert cache_key(req) in a.data  # ...and moved it into the map: a hit from then on
+            got = await HandleClient("127.0.0.1", by_helper.address[1], timeout=5.0, retries=0).send_udp(req)
+            assert got == slow.messages[0] and a.unshelved == 1
         finally:
             await on_loop.close()
             await by_helper.close()
@@ -95,22 +98,22 @@ async def test_a_commit_after_the_helpers_snapshot_is_never_hidden_by_its_answer
         srv = await start_server(
             svc, "127.0.0.1", 0, NativeOptions(warm=True, warm_shapes=SHAPES, learn_shapes=0)
         )
-        merge = srv.cache.merge
+        shelve = srv.cache.shelve
         calls: list[int] = []
 
-        def commit_then_merge(*args: Any) -> int:
+        def commit_then_shelve(*args: Any) -> int:
             if not calls:  # the first chunk with answers (88.100/BENCH-0…) holds the old value
-                assert "88.100/BENCH-0" in args[2]
+                assert "88.100/BENCH-0" in args[3]
                 other.commit("modify", "other", [Write("88.100/BENCH-0", new)])
                 svc.on_external_commit(["88.100/BENCH-0"])  # what the log follower announces
             calls.append(1)
-            return int(merge(*args))
+            return int(shelve(*args))
 
-        srv.cache.merge = commit_then_merge  # type: ignore[method-assign]
+        srv.cache.shelve = commit_then_shelve  # type: ignore[method-assign]
         try:
             assert srv.warm_task is not None
             await srv.warm_task
-            assert calls, "no chunk was merged"
+            assert calls, "no chunk was shelved"
             req = plain_request(SHAPES[0], b"88.100/bench-0")
             got = await HandleClient("127.0.0.1", srv.address[1], timeout=5.0, retries=0).send_udp(req)
             assert b"after-the-snapshot" in got
@@ -131,13 +134,13 @@ async def test_known_keys_and_learned_shapes_come_from_the_helper(tmp_path: Path
         srv = await _warmed(svc, helper=True, shapes=())
         try:
             cache = srv.cache
-            assert cache.complete and len(cache.known) >= COUNT + 2 and not cache.data
+            assert cache.complete and len(cache.known) >= COUNT + 2 and not cache.data and not cache.shelved
             port = srv.address[1]
             client = HandleClient("127.0.0.1", port, timeout=5.0, retries=0)
             await client.send_udp(plain_request(SHAPES[0], b"88.100/bench-7"))  # slow path: a new shape
             assert len(srv.tasks) == 1
             await next(iter(srv.tasks))
-            assert len(cache.data) >= COUNT
+            assert cache.shelved >= COUNT
             assert check_warm(srv, svc, _handles(), SHAPES[:1]) == []
         finally:
             await srv.close()
@@ -155,7 +158,7 @@ async def test_a_helper_that_cannot_open_the_store_leaves_the_pass_to_the_loop(
         srv = await _warmed(svc, helper=True)
         try:
             assert any("warm-up helper failed" in r.getMessage() for r in caplog.records)
-            assert srv.cache.complete and len(srv.cache.data) == len(SHAPES) * (COUNT + 1)
+            assert srv.cache.complete and len(srv.cache.data) == len(SHAPES) * (COUNT + 1)  # on the loop
             assert check_warm(srv, svc, _handles(), SHAPES) == []
         finally:
             await srv.close()
@@ -189,8 +192,10 @@ async def test_helper_pass_on_postgres(
         assert any("warm pass (helper)" in r.getMessage() for r in caplog.records), "the helper did not run"
         on_loop = await _warmed(svc, helper=False)
         try:
-            assert len(by_helper.cache.data) == len(SHAPES) * COUNT
-            assert by_helper.cache.data == on_loop.cache.data and by_helper.cache.known == on_loop.cache.known
+            a, b = by_helper.cache, on_loop.cache
+            assert len(b.data) == len(SHAPES) * COUNT and a.shelved == len(b.data)
+            assert all(a.peek(ck, b._owner[ck]) == answer for ck, answer in b.data.items())
+            assert a.known == b.known
             assert by_helper.cache.complete
         finally:
             await on_loop.close()

@@ -498,7 +498,7 @@ def check_warm(
     for shape in shapes:
         for h in handles:
             req = plain_request(shape, h.encode())
-            cached = server.cache.data.get(cache_key(req))
+            cached = server.cache.peek(cache_key(req), normalize_key(h))
             out = server.handler.handle(req, "check", udp=True)
             if cached is not None and (not isinstance(out, Outcome) or out.messages != [cached]):
                 bad.append(f"{shape[:4].hex()} {h}")

@@ -123,13 +123,14 @@ def chunks(
     size: int = CHUNK,
     keys_wanted: bool = True,
 ) -> Iterator[tuple[Any, ...]]:
-    """``("C", probe, keys, answers, owners, index, checks)`` frames from key-ordered rows, one
+    """``("C", probe, first, keys, answers, index, checks)`` frames from key-ordered rows, one
     prefix per frame (every 0.NA record alone: each is judged on its own). ``probe`` is a handle
-    of the frame that parses (None: no answers in it), ``keys`` every handle key and stored key
+    of the frame that parses (None: no answers in it), ``first`` its first handle key, ``keys``
+    every handle key and stored key
     seen, ``checks`` ``(handle, values, answers)`` of the first ``CHECKS`` answered records."""
     keys: list[str] = []
     answers: dict[bytes, bytes] = {}
-    owners: dict[bytes, str] = {}
+    first = ""
     index: dict[str, bytes | tuple[bytes, ...]] = {}
     checks: list[tuple[str, bytes, list[bytes]]] = []
     checked = 0
@@ -141,10 +142,12 @@ def chunks(
         prefix = hkey.partition("/")[0]
         g = hkey if prefix == "0.NA" else prefix
         if rows_in and (g != group or rows_in >= size):
-            yield ("C", probe, keys, answers, owners, index, checks)
-            keys, answers, owners, index, checks = [], {}, {}, {}, []
+            yield ("C", probe, first, keys, answers, index, checks)
+            keys, answers, index, checks = [], {}, {}, []
             probe = None
             rows_in = 0
+        if rows_in == 0:
+            first = hkey
         group = g
         rows_in += 1
         if keys_wanted:
@@ -168,7 +171,6 @@ def chunks(
             answer = splice.answer(raw, values)
             built.append(answer)
             answers[ck] = answer
-            owners[ck] = hkey
             had = index.get(hkey)
             if had is None:
                 index[hkey] = ck
@@ -180,7 +182,7 @@ def chunks(
             checked += 1
             checks.append((handle, values, built))
     if rows_in:
-        yield ("C", probe, keys, answers, owners, index, checks)
+        yield ("C", probe, first, keys, answers, index, checks)
 
 
 # ---------------------------------------------------------------------------- server side
@@ -213,6 +215,7 @@ async def helper_fill(
     assert proc.stdin is not None and proc.stdout is not None
     stored = 0
     verdicts: dict[str, bool] = {}
+    shelf = cache.open_shelf()
     try:
         desc = {
             "engine": engine,
@@ -232,7 +235,7 @@ async def helper_fill(
                 break
             if frame[0] != "C":
                 continue
-            _, probe, keys, answers, owners, index, checks = frame
+            _, probe, first, keys, answers, index, checks = frame
             if known is not None:
                 known.update(keys)
             if probe is None or not answers:
@@ -251,7 +254,7 @@ async def helper_fill(
                 if prefix != "0.NA":
                     verdicts[prefix] = ok
             if ok:
-                stored += cache.merge(answers, owners, index, epoch)
+                stored += cache.shelve(shelf, first, answers, index, epoch)
             await asyncio.sleep(0)  # the datagrams that arrived meanwhile first
     except (asyncio.IncompleteReadError, ValueError, EOFError, TypeError, OSError) as e:
         code = await _reap(proc)
