@@ -56,8 +56,8 @@ class NativeLimits:
     answer_cache: int = 2_000_000
     # ``idr serve`` warms that cache at start (every handle's key, then every shape clients use)
     # in a helper process off the serving loop's core (idr.server.warmhelper) when true or with
-    # ``--warm``; off by default: merging still costs the loop ~3 µs per handle (native.py notes),
-    # so answers are spliced from the store on first use instead.
+    # ``--warm``; off by default: it did not make the first seconds faster on 2 cores (native.py
+    # notes), so answers are spliced from the store on first use instead.
     warm: bool = False
 
 

@@ -66,29 +66,39 @@ the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per a
   0.04–0.24× warm over the first 10 s on the loaded 2-core machine, 15+ s of wall time per 1M.
   Now the pass runs **in a helper process** (``server/warmhelper.py``): the child opens the same
   store (``Store.reopen_spec``: the SQLite file, or the PostgreSQL DSN, passed on stdin), reads
-  one snapshot, splices the answers and ships ``marshal`` chunks of the cache's own maps (1,000
-  records a frame through a 1 MiB pipe; a 64 KiB pipe made the two processes ping-pong and
-  doubled the pass); the loop merges each chunk with ``dict.update`` (``AnswerCache.merge``).
-  Correctness: the pass is opened (``begin_pass``) before the child starts, so every commit
-  announced after its snapshot is taken out of each chunk before it is merged (the test that
-  commits during the warm-up fails without it), and one announced after a merge drops the
-  entry as usual. ``--workers N``: each worker runs its own helper for its own cache (one shared
-  helper would read the store once but ship ~370 MB to every worker). A promoted mirror keeps
-  its cache (promotion changes neither the records nor the homed prefixes: tested), so a mirror
-  that was warm is at full speed when promoted; a restarted one starts like any node.
-  Measured (1M handles, one shape): the helper needs ~7.5 s of its own core (1.7 s for the keys
-  alone), and the loop still spends **~3 µs per handle** merging (cProfile of an idle node:
-  ``dict.update`` into three maps of a million entries ~1.5 µs — each insert misses the CPU
-  caches —, ``marshal.loads`` ~0.55, the chunk checks ~0.4, ``known`` ~0.3), not the ~0.3 µs
-  hoped for. Under load that is the trouble: ``native_resolve.py`` on 1M handles, the
-  warm-up start against plain ``idr serve`` in one run, gave 0.09, 0.11, 0.06, 0.04, 0.05,
-  0.06, 0.02, 0.09, 0.08, 0.02 × warm over the first 10 s against 0.17–0.55 (load 3.5–5.9,
-  64 KiB pipe), and 0.11, 0.16, 0.13, 0.11, 0.09, 0.14, 0.05, 0.05, 0.03, 0.05 against
-  0.30–0.60 (load 12–13, 1 MiB pipe): on 2 cores the helper takes the load generator's core and
-  the merges a third of what the loop gets, while a cold answer costs ~30 µs. So the warm-up
-  is not the default. The next step: keep the shipped chunks as they arrive (a key-ordered list
-  of chunk maps, found by ``bisect`` on a miss and promoted into the hot map on first use), so
-  the loop pays nothing per handle it is not asked for;
+  one snapshot, splices the answers and ships ``marshal`` chunks (1,000 records a frame through
+  a 1 MiB pipe; a 64 KiB pipe made the two processes ping-pong and doubled the pass), at
+  ``nice`` 10 and off a pinned server's cores. The loop keeps each chunk as it arrives, on a
+  key-ordered shelf per pass (``AnswerCache.shelve``); a miss finds it by ``bisect`` and moves
+  the answer into the hot map. Correctness: the pass is opened (``begin_pass``) before the
+  child starts, so every commit announced after its snapshot is taken out of each chunk before
+  it is shelved (the test that commits during the warm-up fails without it), and one announced
+  later takes the handle off every shelf. ``--workers N``: each worker runs its own helper for
+  its own cache (one shared helper would read the store once but ship ~370 MB to every
+  worker). A promoted mirror keeps its cache (promotion changes neither the records nor the
+  homed prefixes: tested), so a mirror that was warm is at full speed when promoted; a
+  restarted one starts like any node.
+  Measured (1M handles, one shape, cProfile of an idle node): the helper needs ~7.5 s of its
+  own core (1.7 s for the keys alone). Merging each chunk into the cache's three maps (the
+  first version: ``dict.update``) cost the loop ~3 µs per handle — an insert into a map of a
+  million entries misses the CPU caches —; shelving costs ~1.1 µs (``marshal.loads`` 0.55, the
+  keys 0.3, the pipe 0.13). ``native_resolve.py``, 1M handles, the warm-up start against plain
+  ``idr serve`` in one run, per second × warm over the first 10 s:
+
+  - merged, helper at normal priority (load 3.5–5.9): 0.09, 0.11, 0.06, 0.04, 0.05, 0.06, 0.02,
+    0.09, 0.08, 0.02 against 0.17, 0.08, 0.30, 0.30, 0.46, 0.50, 0.55, 0.34, 0.38, 0.38;
+  - shelved, normal priority (load 4.4–3.6): 0.14, 0.18, 0.26, 0.23, 0.18, 0.18, 0.20, 0.34,
+    0.34, 0.39 against 0.62–1.49: the helper took the load generator's core (the server got a
+    sixth of a core in s1);
+  - shelved, ``nice`` 10 (load 2.8–4.8): 0.14, 0.31, 0.40, 0.39, 0.33, 0.42, 0.43, 0.48, 0.51,
+    0.58 against 0.53, 0.62, 0.57, 0.70, 0.59, 0.40, 0.37, 0.13, 0.46, 0.75.
+
+  A miss answered from a shelf still costs ~30 µs of the server's CPU here, about what one
+  spliced from the store costs: what dominates a first answer is not the lookup but the
+  kernel's send and the client's wake-up (below), so on this machine the warm-up buys nothing
+  in the first 10 s and costs ~400 MB more (RSS 946 against 550 MiB at the end). It is
+  therefore **not the default**; ``--warm`` / ``[native] warm = true`` is for a node whose
+  clients return to the same handles after a restart, on a machine with a spare core;
 * the collector: a full collection walks every entry of every map not frozen (130 ms for 1M
   answers) and Python ran one every few thousand surviving objects, so server processes freeze
   the maps (``gc.freeze``) once built and hold collection off during a pass (``_GcPause``).
