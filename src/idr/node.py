@@ -584,6 +584,7 @@ class Node:
         if self.service.site_info is None:
             self.service.site_info = self.own_site()
         self.attach_federation()
+        self.listeners.closers.append(self._close_filing_link)
         await self._start_stats()
         await self._publish_site()
 
@@ -740,7 +741,15 @@ class Node:
     async def _stop_stats(self) -> None:
         if self.stats_hub is not None:
             await self.stats_hub.stop()
+            if self.stats_hub.config.target is not None:
+                await self.stats_hub.config.target.link.close()
             self.stats_hub = None
+
+    async def _close_filing_link(self) -> None:
+        """The kept HTTPS connection to the top that filings go over (``ParentLink``)."""
+        target = getattr(getattr(self.service, "context", None), "filing_target", None)
+        if target is not None:
+            await target.link.close()
 
     async def _stop_runtime(self) -> None:
         if self.runtime is not None:
