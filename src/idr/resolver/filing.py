@@ -30,8 +30,10 @@ if TYPE_CHECKING:
     import aiohttp
 
 FILING_TIMEOUT = 10.0
-# TLS connections kept open to the parent, for filings and reports in flight at once.
-LINK_CONNECTIONS = 4
+# TLS connections kept open to the parent, for filings and reports in flight at once; an idle
+# one is closed after LINK_IDLE seconds (the parent counts them against its per-address limit).
+LINK_CONNECTIONS = 2
+LINK_IDLE = 10.0
 
 
 class ParentLink:
@@ -52,7 +54,9 @@ class ParentLink:
         if self._session is None or self._session.closed or self._loop is not loop:
             if self._ssl is None:
                 self._ssl = _ssl(target)
-            connector = aiohttp.TCPConnector(limit=LINK_CONNECTIONS, ssl=self._ssl)
+            connector = aiohttp.TCPConnector(
+                limit=LINK_CONNECTIONS, ssl=self._ssl, keepalive_timeout=LINK_IDLE
+            )
             self._session, self._loop = aiohttp.ClientSession(connector=connector), loop
             self.opened += 1
         return self._session
