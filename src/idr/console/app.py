@@ -170,7 +170,7 @@ class Console:
         if not sites:
             return None
         transport = lookup.LocalFirst(self.service, self._own_addresses, NativeTransport())
-        return RecursiveResolver(sites, transport, limits=Limits(cache_entries=0))
+        return RecursiveResolver(sites, transport, limits=Limits.uncached())
 
     def _own_addresses(self) -> set[tuple[str, int]]:
         """Where this node listens (what ``LocalFirst`` answers in-process)."""

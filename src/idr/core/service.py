@@ -34,9 +34,9 @@ from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import NA_PREFIX, Handle, normalize_key, prefix_handle
 from idr.model.site import SiteInfo
 from idr.model.value import AdminPermission, AdminRecord, HandleRecord, HandleValue, ValueReference
-from idr.store.base import Commit, Store, StoreError, Write
+from idr.store.base import Commit, Store, StoreError, StoreUnavailable, Write, store_failure
 from idr.store.cache import MISSING, RecordCache
-from idr.store.search import SearchError, check_page, make_terms
+from idr.store.search import MAX_LIMIT, SearchError, Term, check_page, make_terms
 
 # Homed prefixes are records too (so they are logged and replicated), under a reserved
 # prefix that no request can reach: ``0.HOMED/<PREFIX>`` → record named by the prefix.
@@ -44,6 +44,8 @@ HOMED_PREFIX = "0.HOMED"
 NA_KEY = NA_PREFIX.upper()
 DEFAULT_ADMIN_INDEX = 100
 MINT_ATTEMPTS = 16
+# A search over a site of several servers merges pages in memory: how deep it may page.
+SITE_SEARCH_DEPTH = 2 * MAX_LIMIT
 
 T = TypeVar("T")
 
@@ -419,6 +421,14 @@ class NodeService:
                 seqs = self.store.commit_many(commits)
         except StoreError as e:
             self.cache.invalidate(keys)  # even a failed commit drops cached copies
+            if isinstance(e, StoreUnavailable):
+                # The store is out of reach: every job of the group is told so now (one by one
+                # they would each wait for a connection in turn).
+                for job in planned:
+                    job.staged = None
+                    job.error = store_failure(e)
+                    job.result = None
+                return
             if len(planned) > 1:
                 # The engine refused the group: each job again on its own, so only the one
                 # it refuses fails (re-planned: earlier jobs' overlay is gone).
@@ -428,7 +438,7 @@ class NodeService:
                 return
             job = planned[0]
             job.staged = None
-            job.error = _fail(ResponseCode.ERROR, f"storage failure: {e}")
+            job.error = store_failure(e)
             job.result = None
             return
         self.cache.invalidate(keys)
@@ -522,9 +532,14 @@ class NodeService:
     def _execute(self, req: Request) -> Response:
         try:
             return self._dispatch(req)
+        except StoreError as e:
+            return self._execute_failed(req, store_failure(e))
         except HandleError as e:
-            self.counters["errors"] += 1
-            return Response(e.code, req.handle, message=e.message)
+            return self._execute_failed(req, e)
+
+    def _execute_failed(self, req: Request, e: HandleError) -> Response:
+        self.counters["errors"] += 1
+        return Response(e.code, req.handle, message=e.message)
 
     # Reads that always leave the event loop: they walk the store beyond one record.
     _OFF_LOOP: ClassVar[frozenset[Op]] = frozenset({Op.LIST_HANDLES, Op.SEARCH})
@@ -861,7 +876,10 @@ class NodeService:
         try:
             terms = make_terms(req.terms)
             limit, offset = check_page(req.page_size, req.offset)
-            handles = self.store.search(terms, limit, offset)
+            if self._lists_site(req):
+                handles = self._site_search(req, terms, limit, offset)
+            else:
+                handles = self.store.search(terms, limit, offset)
         except SearchError as e:
             code = (
                 ResponseCode.OPERATION_NOT_SUPPORTED
@@ -870,8 +888,32 @@ class NodeService:
             )
             raise _fail(code, str(e)) from e
         except StoreError as e:
-            raise _fail(ResponseCode.ERROR, f"storage failure: {e}") from e
+            raise store_failure(e) from e
         return Response(ResponseCode.SUCCESS, handles=tuple(handles))
+
+    def _site_search(self, req: Request, terms: Sequence[Term], limit: int, offset: int) -> list[str]:
+        """A search over every server of the site, merged in key order as one store's would be:
+        the page ``[offset, offset + limit)`` of the merge holds at most ``offset + limit``
+        names from any one server, so each is asked for that many (a request not relayed
+        further), and no more than ``SITE_SEARCH_DEPTH`` (deeper pages: narrow the search)."""
+        peers, share = self.peers, self.share
+        assert peers is not None and share is not None
+        depth = offset + limit
+        if depth > SITE_SEARCH_DEPTH:
+            raise SearchError(
+                f"page past the first {SITE_SEARCH_DEPTH} results of a site of {share.size} servers "
+                f"(page {offset} + limit {limit}): narrow the search"
+            )
+        found = list(self.store.search(terms, depth, 0))
+        for i in range(share.size):
+            if i == share.index:
+                continue
+            resp = peers.call(i, replace(req, relay=False, page_size=depth, offset=0))
+            if not resp.ok:
+                raise _fail(resp.code, f"server {i} of this site: {resp.message}")
+            found += resp.handles
+        merged = sorted(set(found), key=normalize_key)
+        return merged[offset : offset + limit]
 
     # ----------------------------------------------------------------- writes
 
