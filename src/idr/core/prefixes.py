@@ -26,7 +26,8 @@ from typing import Any
 from idr.codec.site import encode_site
 from idr.codec.values import encode_admin
 from idr.core import stats
-from idr.core.federation import FederatedService, json_of, json_value
+from idr.core.federation import FederatedService
+from idr.core.jsonvalues import json_of, json_value
 from idr.core.secret_policy import admin_secret_problem
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import normalize_key, prefix_handle

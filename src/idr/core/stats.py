@@ -20,8 +20,9 @@ import json
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from idr.core.jsonvalues import json_of
 from idr.core.writes import PLANNING
 from idr.model.handle import normalize_key
 from idr.model.value import HandleRecord, HandleValue
@@ -85,19 +86,6 @@ def sum_counts(parts: Sequence[Mapping[str, int]]) -> dict[str, int]:
     return out
 
 
-def json_counts(record: HandleRecord | None, type_: str = COUNTERS_TYPE) -> dict[str, Any] | None:
-    if record is None:
-        return None
-    for v in record.values:
-        if v.type.upper() == type_:
-            try:
-                obj = json.loads(v.data)
-            except ValueError:
-                return None
-            return obj if isinstance(obj, dict) else None
-    return None
-
-
 def durable_counts(store: Store) -> dict[str, int]:
     """The node's counters: every writer's record summed (a few records per restart)."""
     head = writer_key("")
@@ -108,7 +96,7 @@ def durable_counts(store: Store) -> dict[str, int]:
         page = [normalize_key(h) for h in store.list_handles(prefix, after, 1000)]
         mine = [k for k in page if k.startswith(head)]
         for rec in store.get_many(mine).values():
-            obj = json_counts(rec)
+            obj = json_of(rec, COUNTERS_TYPE)
             if obj:
                 add_counts(total, {k: int(v) for k, v in obj.items() if isinstance(v, int)})
         if len(page) < 1000 or (page[-1] > head and not page[-1].startswith(head)):
