@@ -695,41 +695,64 @@ def _federation_paths() -> Schema:
 _LIFECYCLE_ERRORS = {
     str(s): {"$ref": "#/components/responses/HandleError"} for s in (400, 401, 403, 404, 409, 500, 501, 503)
 }
-_BASIC: list[Schema] = [{"basic": []}]
+
+
+def _fed_op(
+    summary: str,
+    answer: tuple[int, str, str],
+    *,
+    params: list[Schema] | None = None,
+    auth: bool = False,
+    body: Schema | None = None,
+    body_required: bool = True,
+    more: Schema | None = None,
+) -> Schema:
+    """One federation operation: ``answer`` = (status, schema name, what it is), or a
+    HandleError; ``auth``: Basic over HTTPS; ``more``: other described answers."""
+    status, schema, what = answer
+    op: Schema = {"tags": ["Federation"], "summary": summary}
+    if params:
+        op["parameters"] = params
+    if auth:
+        op["security"] = [{"basic": []}]
+    if body is not None:
+        op["requestBody"] = {"required": body_required, "content": {JSON: {"schema": body}}}
+    op["responses"] = {str(status): _json(_ref(schema), what), **_LIFECYCLE_ERRORS, **(more or {})}
+    return op
 
 
 def _lifecycle_paths() -> Schema:
     """A secondary's prefix applications and their review (实名审核), the top's filings (备案)
     and verification (核验), the audit trail, and a recursive node's walks. Elsewhere: 501."""
     handle = _param("handle", "query", "The identifier.", {"type": "string"}, required=True)
+    too_many = {
+        "description": "Too many (from this network, or pending under the parent).",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        "content": {JSON: {"schema": _ref("HandleError")}},
+    }
+    decision = {
+        "type": "object",
+        "properties": {
+            "prefix": {"type": "string", "description": "approve: this prefix"},
+            "reason": {"type": "string", "description": "reject: why"},
+        },
+    }
     return {
         "/api/federation/applications": {
-            "get": {
-                "tags": ["Federation"],
-                "summary": "The review queue (a reviewer of the parent prefix: its admins).",
-                "parameters": [
+            "get": _fed_op(
+                "The review queue (a reviewer of the parent prefix: its admins).",
+                (200, "ApplicationList", "The applications."),
+                params=[
                     _param("status", "query", "Only these.", {"enum": ["pending", "approved", "rejected"]})
                 ],
-                "security": _BASIC,
-                "responses": {
-                    "200": _json(_ref("ApplicationList"), "The applications."),
-                    **_LIFECYCLE_ERRORS,
-                },
-            },
-            "post": {
-                "tags": ["Federation"],
-                "summary": "Apply for a prefix under this secondary's (anyone, over HTTPS; rate-limited).",
-                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("ApplicationInput")}}},
-                "responses": {
-                    "201": _json(_ref("ApplicationAnswer"), "Recorded, pending review."),
-                    **_LIFECYCLE_ERRORS,
-                    "429": {
-                        "description": "Too many (from this network, or pending under the parent).",
-                        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-                        "content": {JSON: {"schema": _ref("HandleError")}},
-                    },
-                },
-            },
+                auth=True,
+            ),
+            "post": _fed_op(
+                "Apply for a prefix under this secondary's (anyone, over HTTPS; rate-limited).",
+                (201, "ApplicationAnswer", "Recorded, pending review."),
+                body=_ref("ApplicationInput"),
+                more={"429": too_many},
+            ),
         },
         "/api/federation/applications/{id}/{action}": {
             "parameters": [
@@ -743,62 +766,41 @@ def _lifecycle_paths() -> Schema:
                     required=True,
                 ),
             ],
-            "post": {
-                "tags": ["Federation"],
-                "summary": "Decide an application (a reviewer), or file it with the top.",
-                "security": _BASIC,
-                "requestBody": {
-                    "content": {
-                        JSON: {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "prefix": {"type": "string", "description": "approve: this prefix"},
-                                    "reason": {"type": "string", "description": "reject: why"},
-                                },
-                            }
-                        }
-                    }
-                },
-                "responses": {
-                    "200": _json(_ref("ApplicationAnswer"), "The application now."),
-                    **_LIFECYCLE_ERRORS,
-                },
-            },
+            "post": _fed_op(
+                "Decide an application (a reviewer), or file it with the top.",
+                (200, "ApplicationAnswer", "The application now."),
+                auth=True,
+                body=decision,
+                body_required=False,
+            ),
         },
         "/api/federation/filings": {
-            "get": {
-                "tags": ["Federation"],
-                "summary": "The top's filing register: its admins see all, a secondary's admins their own.",
-                "security": _BASIC,
-                "responses": {"200": _json(_ref("FilingList"), "The filings."), **_LIFECYCLE_ERRORS},
-            },
-            "post": {
-                "tags": ["Federation"],
-                "summary": "File an allocated prefix with the top (an admin of its parent prefix).",
-                "security": _BASIC,
-                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("FilingInput")}}},
-                "responses": {"201": _json(_ref("FilingAnswer"), "Filed."), **_LIFECYCLE_ERRORS},
-            },
+            "get": _fed_op(
+                "The top's filing register: its admins see all, a secondary's admins their own.",
+                (200, "FilingList", "The filings."),
+                auth=True,
+            ),
+            "post": _fed_op(
+                "File an allocated prefix with the top (an admin of its parent prefix).",
+                (201, "FilingAnswer", "Filed."),
+                auth=True,
+                body=_ref("FilingInput"),
+            ),
         },
         "/api/federation/verify": {
-            "get": {
-                "tags": ["Federation"],
-                "summary": "Verify (核验) a prefix or an identifier at the top: filed? served? answering?",
-                "parameters": [
+            "get": _fed_op(
+                "Verify (核验) a prefix or an identifier at the top: filed? served? answering?",
+                (200, "Verification", "What the federation says."),
+                params=[
                     _param("id", "query", "A prefix or an identifier.", {"type": "string"}, required=True)
                 ],
-                "responses": {
-                    "200": _json(_ref("Verification"), "What the federation says."),
-                    **_LIFECYCLE_ERRORS,
-                },
-            }
+            )
         },
         "/api/federation/audit": {
-            "get": {
-                "tags": ["Federation"],
-                "summary": "The node's transaction log, newest last (an admin of the node).",
-                "parameters": [
+            "get": _fed_op(
+                "The node's transaction log, newest last (an admin of the node).",
+                (200, "AuditTrail", "The entries."),
+                params=[
                     _param("since", "query", "Entries after this seq.", {"type": "integer"}),
                     _param(
                         "limit",
@@ -808,29 +810,28 @@ def _lifecycle_paths() -> Schema:
                     ),
                     _param("match", "query", "Only entries naming a key with this text.", {"type": "string"}),
                 ],
-                "security": _BASIC,
-                "responses": {"200": _json(_ref("AuditTrail"), "The entries."), **_LIFECYCLE_ERRORS},
-            }
+                auth=True,
+            )
         },
         "/api/federation/resolve": {
             "get": {
-                "tags": ["Federation"],
-                "summary": "Resolve through the federation with every hop (a recursive node).",
+                **_fed_op(
+                    "Resolve through the federation with every hop (a recursive node).",
+                    (200, "WalkedResolution", "The walk."),
+                    params=[handle],
+                ),
                 "description": "The outcome is in `code`: a handle not found is HTTP 200, code 100.",
-                "parameters": [handle],
-                "responses": {"200": _json(_ref("WalkedResolution"), "The walk."), **_LIFECYCLE_ERRORS},
             }
         },
         "/api/federation/trace": {
-            "get": {
-                "tags": ["Federation"],
-                "summary": "The supply chain below an identifier, its references walked (recursive node).",
-                "parameters": [
+            "get": _fed_op(
+                "The supply chain below an identifier, its references walked (recursive node).",
+                (200, "SupplyChain", "The tree."),
+                params=[
                     handle,
                     _param("depth", "query", "How deep (default 6, at most 12).", {"type": "integer"}),
                 ],
-                "responses": {"200": _json(_ref("SupplyChain"), "The tree."), **_LIFECYCLE_ERRORS},
-            }
+            )
         },
     }
 
@@ -839,31 +840,25 @@ def _stats_paths() -> Schema:
     """Federation statistics (数据上报, 统计汇聚): ``idr.server.stats``. A standalone node: 501."""
     return {
         "/api/federation/stats": {
-            "get": {
-                "tags": ["Federation"],
-                "summary": "This subtree's figures: per node, secondary, industry, region and period.",
-                "responses": {"200": _json(_ref("FederationStats"), "The figures."), **_LIFECYCLE_ERRORS},
-            }
+            "get": _fed_op(
+                "This subtree's figures: per node, secondary, industry, region and period.",
+                (200, "FederationStats", "The figures."),
+            )
         },
         "/api/federation/stats/report": {
-            "post": {
-                "tags": ["Federation"],
-                "summary": "A child node's report (as the child's identity, over HTTPS).",
-                "security": _BASIC,
-                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("StatsReport")}}},
-                "responses": {"200": _json(_ref("StatsAck"), "Applied."), **_LIFECYCLE_ERRORS},
-            }
+            "post": _fed_op(
+                "A child node's report (as the child's identity, over HTTPS).",
+                (200, "StatsAck", "Applied."),
+                auth=True,
+                body=_ref("StatsReport"),
+            )
         },
         "/api/federation/stats/send": {
-            "post": {
-                "tags": ["Federation"],
-                "summary": "Cut a report now and send it to the parent (an admin of this node).",
-                "security": _BASIC,
-                "responses": {
-                    "200": _json(_ref("StatsSent"), "The entry, and the parent's answer."),
-                    **_LIFECYCLE_ERRORS,
-                },
-            }
+            "post": _fed_op(
+                "Cut a report now and send it to the parent (an admin of this node).",
+                (200, "StatsSent", "The entry, and the parent's answer."),
+                auth=True,
+            )
         },
     }
 
