@@ -23,13 +23,14 @@ Totals are sums over the node table (:func:`federation_stats`).
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from idr.core.jsonvalues import json_of, json_value
-from idr.core.stats import COUNTER_NAMES, STATS_PREFIX, add_counts
+from idr.core.stats import COUNTER_NAMES, STATS_PREFIX, add_counts, records_under
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import normalize_key
 from idr.model.value import HandleRecord
@@ -301,20 +302,10 @@ def load_node(service: NodeService, node: str) -> NodeState | None:
 
 def iter_nodes(service: NodeService) -> Iterator[NodeState]:
     """Every record of the node table (paged by key; reads the store)."""
-    prefix = normalize_key(STATS_PREFIX)
-    head = node_key("")
-    after: str | None = head[:-1]
-    while True:
-        page = [normalize_key(h) for h in service.store.list_handles(prefix, after, 1000)]
-        mine = [k for k in page if k.startswith(head)]
-        found = service.store.get_many(mine)
-        for k in mine:
-            obj = json_of(found.get(k), NODE_TYPE)
-            if obj:
-                yield NodeState.from_json(obj)
-        if len(page) < 1000 or (page[-1] > head and not page[-1].startswith(head)):
-            return
-        after = page[-1]
+    for _, rec in records_under(service.store, node_key("")):
+        obj = json_of(rec, NODE_TYPE)
+        if obj:
+            yield NodeState.from_json(obj)
 
 
 # --------------------------------------------------------------------------- applying
@@ -419,21 +410,12 @@ def save_monitor(service: NodeService, checks: Mapping[str, tuple[int, int]]) ->
 def periods(service: NodeService, part: str, last: int) -> list[tuple[str, dict[str, Any]]]:
     """The newest ``last`` day (``DAY.``) or month (``MONTH.``) records, oldest first."""
     head = normalize_key(f"{STATS_PREFIX}/{part}")
-    prefix = normalize_key(STATS_PREFIX)
-    out: list[tuple[str, dict[str, Any]]] = []
-    after: str | None = head[:-1]
-    while True:
-        page = [normalize_key(h) for h in service.store.list_handles(prefix, after, 1000)]
-        mine = [k for k in page if k.startswith(head)]
-        found = service.store.get_many(mine)
-        for k in mine:
-            obj = json_of(found.get(k), PERIOD_TYPE)
-            if obj is not None:
-                out.append((k[len(head) :], obj))
-        out = out[-last:]
-        if len(page) < 1000 or (page[-1] > head and not page[-1].startswith(head)):
-            return out
-        after = page[-1]
+    out: deque[tuple[str, dict[str, Any]]] = deque(maxlen=last if last > 0 else None)
+    for k, rec in records_under(service.store, head):
+        obj = json_of(rec, PERIOD_TYPE)
+        if obj is not None:
+            out.append((k[len(head) :], obj))
+    return list(out)
 
 
 def delegated_children(service: NodeService, limit: int = 100_000) -> list[tuple[str, str]]:
