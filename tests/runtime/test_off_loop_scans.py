@@ -33,20 +33,18 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from idr.cli.node import init_node
 from idr.codec.bodies import KEY_EXCHANGE_CIPHER_HDL, SessionSetupRequest
 from idr.codec.envelope import OpCode, OpFlag
 from idr.codec.keys import encode_public_key
 from idr.codec.message import decode_message, encode_message
 from idr.codec.values import encode_admin
-from idr.core.config import NodeConfig
 from idr.core.request import Op, Request
 from idr.model.errors import ResponseCode
 from idr.model.handle import normalize_key
 from idr.model.value import PERM_SECRET, AdminPermission, AdminRecord, HandleValue, ValueReference
 from idr.node import Node
 from idr.resolver.client import HandleClient, _TcpChannel, build_request
-from tests.procs import free_port
+from tests.runtime.conftest import node_on_postgres
 
 SECRET = "scans-s3cret-0123456789"
 TOP_ADMIN = ValueReference("0.NA/0.NA", 300)
@@ -56,21 +54,8 @@ GTIN = "00614141123452"
 
 @pytest.fixture
 async def top(tmp_path: Path) -> AsyncIterator[tuple[Node, str]]:
-    from tests.store import pg
-
-    dsn = pg.new_database()
-    native = f"127.0.0.1:{free_port(udp_too=True)}"
-    https = f"127.0.0.1:{free_port()}"
-    data = tmp_path / "top"
-    init_node(data, role="top", secret=SECRET, https=https, native=native, store="postgres", dsn=dsn)
-    node = Node(NodeConfig.load(data))
-    await node.start()
-    try:
-        yield node, dsn
-    finally:
-        await node.stop()
-        node.close()
-        pg.drop_created()
+    async with node_on_postgres(tmp_path / "top", SECRET, role="top") as started:
+        yield started
 
 
 @contextlib.contextmanager
@@ -294,18 +279,8 @@ async def test_the_consoles_first_walk_reads_its_root_sites_off_the_loop(top: tu
 async def test_a_reviewers_decision_reads_the_application_off_the_loop(tmp_path: Path) -> None:
     from idr.core.federation import FederatedService
     from idr.core.prefixes import PrefixRegistry
-    from tests.store import pg
 
-    dsn = pg.new_database()
-    native = f"127.0.0.1:{free_port(udp_too=True)}"
-    https = f"127.0.0.1:{free_port()}"
-    data = tmp_path / "sec"
-    init_node(
-        data, "88.100", role="secondary", secret=SECRET, https=https, native=native, store="postgres", dsn=dsn
-    )
-    node = Node(NodeConfig.load(data))
-    await node.start()
-    try:
+    async with node_on_postgres(tmp_path / "sec", SECRET, "88.100", role="secondary") as (node, dsn):
         svc = node.service
         assert isinstance(svc, FederatedService)
         reg = PrefixRegistry(svc, "88.100")
@@ -345,7 +320,3 @@ async def test_a_reviewers_decision_reads_the_application_off_the_loop(tmp_path:
                 assert await asyncio.wait_for(waiting, 20) == 303
         assert (await reg.read(app.id)).status == "approved"
         assert "88.100.1" in svc.homed_prefixes()
-    finally:
-        await node.stop()
-        node.close()
-        pg.drop_created()
