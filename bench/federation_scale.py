@@ -90,19 +90,26 @@ class Host:
             fed.top_secret = spec["secret"]
             fed.top_cafile = spec["top_cafile"]
         repl = ReplicationConfig(**spec["replication"]) if spec.get("replication") else None
-        if spec["role"] == "secondary":
+        if spec["role"] in ("secondary", "top"):
             # Every application comes from the driver's one address: the gate on anonymous
             # applications per source network ([http] applications_per_source) is lifted, as an
             # operator whose enterprise portal forwards applications from one address would.
+            # The 56 secondaries all reach the top from 127.0.0.1, each keeping its HTTPS
+            # connections for filings and reports (idr.resolver.filing.ParentLink): the top's
+            # connections per address ([http] max_connections_per_source, 64) are raised, as
+            # the secondaries' own addresses would differ.
             from idr.cli.node import init_node
             from idr.core.config import NodeConfig
 
             data = self.base / spec["key"]
             native, http, https = (f"127.0.0.1:{p}" for p in spec["ports"])
-            init_node(data, spec["prefix"], secret=spec["secret"], role="secondary", https=https, http=http,
+            init_node(data, spec["prefix"], secret=spec["secret"], role=spec["role"], https=https, http=http,
                       native=native)  # fmt: skip
             cfg = NodeConfig.load(data)
-            cfg.http_limits.applications_per_source = 1_000_000_000
+            if spec["role"] == "secondary":
+                cfg.http_limits.applications_per_source = 1_000_000_000
+            else:
+                cfg.http_limits.max_connections_per_source = 1024
             cfg.save()
         node = await start_node(
             self.base,
@@ -657,6 +664,7 @@ class Federation:
         rss, n = per("enterprises")
         out["enterprise_mib_per_node"] = rss / n if n else 0.0
         out["recursive_cached_answers"] = float(st["rec-0"].get("cached_answers", 0))
+        out["recursive_cached_services"] = float(st["rec-0"].get("cached_services", 0))
         return out
 
     def stop(self) -> None:
@@ -683,7 +691,8 @@ def print_row(size: int, fig: dict[str, float]) -> None:
         f"secondary {fig['secondary_mib_per_node']:.1f} MiB/node "
         f"({fig['secondary_procs_mib']:.0f} MiB in all), "
         f"enterprise {fig['enterprise_mib_per_node']:.1f} MiB/node, recursive {fig['recursive_mib']:.0f} MiB "
-        f"({fig['recursive_cached_answers']:,.0f} answers cached)",
+        f"({fig['recursive_cached_answers']:,.0f} answers, "
+        f"{fig['recursive_cached_services']:,.0f} services cached)",
         flush=True,
     )
 

@@ -170,7 +170,7 @@ def open_service(config: NodeConfig) -> Core:
     }
     try:
         if config.role == "recursive":
-            from idr.resolver.recursive import RecursiveResolver, RecursiveService
+            from idr.resolver.recursive import Limits, RecursiveResolver, RecursiveService
             from idr.resolver.transport import NativeTransport
 
             settings = FederationSettings.load(config.data_dir)
@@ -179,9 +179,16 @@ def open_service(config: NodeConfig) -> Core:
                     f'a recursive node needs the top service\'s address: root = ["HOST:PORT"] '
                     f"under [federation] in {config.data_dir / 'federation.toml'} (idr init --root)"
                 )
+            rc = config.recursive
+            limits = Limits(
+                cache_entries=rc.answers,
+                service_entries=rc.services,
+                missing_entries=rc.missing_prefixes,
+                negative_ttl=rc.negative_ttl,
+            )
             return RecursiveService(
                 store,
-                RecursiveResolver(root_sites(settings), NativeTransport()),
+                RecursiveResolver(root_sites(settings), NativeTransport(), limits=limits),
                 trust_roots=trust_roots(config),
                 trust_enforce=config.trust.enforce,
                 **kwargs,
@@ -276,7 +283,7 @@ def federation_context(config: NodeConfig, service: FederatedService) -> Federat
         if not sites and service.site_info is not None:
             sites = [service.site_info]
         if sites:
-            resolver = RecursiveResolver(sites, NativeTransport(), limits=Limits(cache_entries=0))
+            resolver = RecursiveResolver(sites, NativeTransport(), limits=Limits.uncached())
             ctx.verifier = Verifier(service, resolver)
     return ctx
 
@@ -577,6 +584,7 @@ class Node:
         if self.service.site_info is None:
             self.service.site_info = self.own_site()
         self.attach_federation()
+        self.listeners.closers.append(self._close_filing_link)
         await self._start_stats()
         await self._publish_site()
 
@@ -733,7 +741,15 @@ class Node:
     async def _stop_stats(self) -> None:
         if self.stats_hub is not None:
             await self.stats_hub.stop()
+            if self.stats_hub.config.target is not None:
+                await self.stats_hub.config.target.link.close()
             self.stats_hub = None
+
+    async def _close_filing_link(self) -> None:
+        """The kept HTTPS connection to the top that filings go over (``ParentLink``)."""
+        target = getattr(getattr(self.service, "context", None), "filing_target", None)
+        if target is not None:
+            await target.link.close()
 
     async def _stop_runtime(self) -> None:
         if self.runtime is not None:

@@ -91,3 +91,30 @@ async def test_apply_approve_file_verify_and_reject(fed: Federation) -> None:
     assert prefix in {f["prefix"] for f in filings}
     mine = await call("GET", f"{top.https_url}/api/federation/filings", auth=auth, verify=str(top.cert))
     assert {f["parent"] for f in mine.json()["filings"]} == {sec.prefix}
+
+
+async def test_filings_reuse_one_kept_tls_connection_to_the_top(fed: Federation) -> None:
+    from idr.core.prefixes import Filing
+    from idr.resolver.filing import send_filing
+    from idr.server.federation import FederationContext
+
+    sec, top = fed["sec-sc"], fed["top-cq"]
+    ctx = sec.federated.context
+    assert isinstance(ctx, FederationContext) and ctx.filing_target is not None
+    target = ctx.filing_target
+    guard = top.node.http_guards.connections if top.node.http_guards is not None else None
+    assert guard is not None
+    await target.link.close()  # the federation's start filed over it: start afresh
+    before, opened = guard.accepted, target.link.opened
+    uscc = "91510100MA61R8XB2" + uscc_check_char("91510100MA61R8XB2")
+    for i in range(12):
+        filing = Filing(f"88.168.{900 + i}", "88.168", f"enterprise {i}", uscc, "c@example.org")
+        doc = await send_filing(target, filing)
+        assert doc["responseCode"] == 1, doc
+    # one TLS connection for the twelve filings (a connection each before), one session
+    assert guard.accepted - before == 1
+    assert target.link.opened - opened == 1
+    # the top closed it (restart, idle): the next filing opens another and still succeeds
+    await target.link.close()
+    doc = await send_filing(target, Filing("88.168.999", "88.168", "late", uscc, "c@example.org"))
+    assert doc["responseCode"] == 1 and guard.accepted - before == 2

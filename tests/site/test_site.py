@@ -151,3 +151,29 @@ async def test_pyhandle_reaches_every_handle_through_any_server(site4: Site) -> 
     for h in handles[1:]:
         held = [i for i in range(4) if store(site4, i).get(normalize_key(h)) is not None]
         assert held == [site4.owner(h)]
+
+
+async def test_reverse_lookup_at_any_server_searches_the_whole_site(site4: Site) -> None:
+    handles = [f"88.100/hrls-{i}" for i in range(12)]
+    want = sorted(handles, key=normalize_key)
+    async with aiohttp.ClientSession(headers=basic()) as http:
+        for n, h in enumerate(handles):
+            body = {"values": [url_value(f"https://example.org/hrls-site/{h}")]}
+            async with http.put(f"{site4.https(n % 4)}/api/handles/{h}", json=body, ssl=INSECURE) as r:
+                assert r.status in (200, 201), await r.text()
+        assert len({site4.owner(h) for h in handles}) > 1  # spread over the servers
+        q = "URL=*hrls-site*"
+        for i in range(4):  # whichever server is asked: every server's matches, in key order
+            async with http.get(f"{site4.https(i)}/hrls/handles?{q}", ssl=INSECURE) as r:
+                assert r.status == 200 and await r.json() == want
+        pages: list[str] = []
+        for page in range(0, 15, 5):  # paged as one store would page it
+            async with http.get(f"{site4.https(2)}/hrls/handles?{q}&limit=5&page={page}", ssl=INSECURE) as r:
+                pages += await r.json()
+        assert pages == want
+        async with http.get(f"{site4.https(3)}/hrls/handles?{q}&retrieverecords=true", ssl=INSECURE) as r:
+            records = await r.json()
+        assert sorted(records) == want and all(records[h][0]["value"].endswith(h) for h in handles)
+        # bounded: a page deeper than the merge may go is refused, with why
+        async with http.get(f"{site4.https(1)}/hrls/handles?{q}&limit=10&page=50000", ssl=INSECURE) as r:
+            assert r.status == 400 and "narrow the search" in (await r.json())["message"]

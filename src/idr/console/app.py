@@ -177,7 +177,7 @@ class Console:
         from idr.resolver.transport import NativeTransport
 
         transport = lookup.LocalFirst(self.service, self._own_addresses, NativeTransport())
-        return RecursiveResolver(root, transport, limits=Limits(cache_entries=0))
+        return RecursiveResolver(root, transport, limits=Limits.uncached())
 
     def _own_addresses(self) -> set[tuple[str, int]]:
         """Where this node listens (what ``LocalFirst`` answers in-process)."""

@@ -139,6 +139,26 @@ class TrustConfig:
 
 
 @dataclass
+class RecursiveConfig:
+    """``[recursive]``: a recursive node's caches (docs/scale.md). ``answers``: whole answers,
+    ~0.75 KiB each for a one-value record and ~1.2 KiB for three (measured with their keys; the
+    front-ends keep a pre-encoded copy of those asked for besides); ``services``: prefixes and the
+    sites serving them, ~215 B each (the decoded sites are shared by the prefixes one node
+    serves); ``missing_prefixes``: prefixes the federation said do not exist, kept for
+    ``negative_ttl`` seconds as answers that were not found are. Under a Zipf(1.1) load over
+    40,000 prefixes × 100 identifiers the 250,000 most asked answers are ~91 % of the requests."""
+
+    answers: int = 250_000
+    services: int = 100_000  # the seeds' 40,000+ enterprise prefixes, with room to grow
+    missing_prefixes: int = 10_000
+    negative_ttl: float = 30.0
+
+    def check(self, where: str) -> None:
+        if min(self.answers, self.services, self.missing_prefixes) < 0 or self.negative_ttl < 0:
+            raise ConfigError(f"{where}: [recursive] cache sizes and negative_ttl are 0 or more")
+
+
+@dataclass
 class SiteConfig:
     """``[site]``: this server's part in a site of several servers (``idr.core.site``;
     docs/sites.md). Without it, or with one server, the node is a site of its own."""
@@ -243,6 +263,7 @@ class NodeConfig:
     tls: TlsConfig = field(default_factory=TlsConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
+    recursive: RecursiveConfig = field(default_factory=RecursiveConfig)
 
     @property
     def path(self) -> Path:
@@ -273,6 +294,7 @@ class NodeConfig:
         tls = raw.get("tls", {})
         search = raw.get("search", {})
         trust = raw.get("trust", {})
+        recursive = raw.get("recursive", {})
         try:
             cfg = cls(
                 data_dir=Path(data_dir),
@@ -295,6 +317,7 @@ class NodeConfig:
                 tls=TlsConfig(**tls),
                 search=SearchConfig(**search),
                 trust=TrustConfig(**trust),
+                recursive=RecursiveConfig(**recursive),
             )
         except TypeError as e:
             raise ConfigError(f"{path}: {e}") from e
@@ -309,6 +332,7 @@ class NodeConfig:
         if cfg.store == "postgres" and not cfg.dsn:
             raise ConfigError(f"{path}: store = 'postgres' needs dsn = '…' (a libpq connection string)")
         cfg.site.check(str(path))
+        cfg.recursive.check(str(path))
         if cfg.site.multi and cfg.role == "recursive":
             raise ConfigError(f"{path}: a recursive node holds nothing to spread over a site: remove [site]")
         if min(cfg.log.retain_entries, cfg.log.retain_days, cfg.log.compact_every) < 0 or cfg.log.batch < 1:
@@ -353,6 +377,7 @@ class NodeConfig:
             "log": asdict(self.log),
             "search": asdict(self.search),
             **({"trust": asdict(self.trust)} if self.trust.roots else {}),
+            **({"recursive": asdict(self.recursive)} if self.role == "recursive" else {}),
         }
         if self.tls != TlsConfig():
             doc["tls"] = asdict(self.tls)

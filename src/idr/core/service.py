@@ -36,7 +36,7 @@ from idr.model.site import SiteInfo
 from idr.model.value import AdminPermission, AdminRecord, HandleRecord, HandleValue, ValueReference
 from idr.store.base import Commit, Store, StoreError, Write
 from idr.store.cache import MISSING, RecordCache
-from idr.store.search import SearchError, check_page, make_terms
+from idr.store.search import MAX_LIMIT, SearchError, Term, check_page, make_terms
 
 # Homed prefixes are records too (so they are logged and replicated), under a reserved
 # prefix that no request can reach: ``0.HOMED/<PREFIX>`` → record named by the prefix.
@@ -44,6 +44,8 @@ HOMED_PREFIX = "0.HOMED"
 NA_KEY = NA_PREFIX.upper()
 DEFAULT_ADMIN_INDEX = 100
 MINT_ATTEMPTS = 16
+# A search over a site of several servers merges pages in memory: how deep it may page.
+SITE_SEARCH_DEPTH = 2 * MAX_LIMIT
 
 T = TypeVar("T")
 
@@ -861,7 +863,10 @@ class NodeService:
         try:
             terms = make_terms(req.terms)
             limit, offset = check_page(req.page_size, req.offset)
-            handles = self.store.search(terms, limit, offset)
+            if self._lists_site(req):
+                handles = self._site_search(req, terms, limit, offset)
+            else:
+                handles = self.store.search(terms, limit, offset)
         except SearchError as e:
             code = (
                 ResponseCode.OPERATION_NOT_SUPPORTED
@@ -872,6 +877,30 @@ class NodeService:
         except StoreError as e:
             raise _fail(ResponseCode.ERROR, f"storage failure: {e}") from e
         return Response(ResponseCode.SUCCESS, handles=tuple(handles))
+
+    def _site_search(self, req: Request, terms: Sequence[Term], limit: int, offset: int) -> list[str]:
+        """A search over every server of the site, merged in key order as one store's would be:
+        the page ``[offset, offset + limit)`` of the merge holds at most ``offset + limit``
+        names from any one server, so each is asked for that many (a request not relayed
+        further), and no more than ``SITE_SEARCH_DEPTH`` (deeper pages: narrow the search)."""
+        peers, share = self.peers, self.share
+        assert peers is not None and share is not None
+        depth = offset + limit
+        if depth > SITE_SEARCH_DEPTH:
+            raise SearchError(
+                f"page past the first {SITE_SEARCH_DEPTH} results of a site of {share.size} servers "
+                f"(page {offset} + limit {limit}): narrow the search"
+            )
+        found = list(self.store.search(terms, depth, 0))
+        for i in range(share.size):
+            if i == share.index:
+                continue
+            resp = peers.call(i, replace(req, relay=False, page_size=depth, offset=0))
+            if not resp.ok:
+                raise _fail(resp.code, f"server {i} of this site: {resp.message}")
+            found += resp.handles
+        merged = sorted(set(found), key=normalize_key)
+        return merged[offset : offset + limit]
 
     # ----------------------------------------------------------------- writes
 

@@ -10,12 +10,13 @@ federation with the recursive resolver.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from idr.core.federation import FederatedService, site_name
@@ -25,7 +26,45 @@ from idr.model.handle import Handle, normalize_key, prefix_handle
 from idr.model.value import ValueReference
 from idr.resolver.recursive import RecursiveResolver, server_address
 
+if TYPE_CHECKING:
+    import aiohttp
+
 FILING_TIMEOUT = 10.0
+# TLS connections kept open to the parent, for filings and reports in flight at once; an idle
+# one is closed after LINK_IDLE seconds (the parent counts them against its per-address limit).
+LINK_CONNECTIONS = 2
+LINK_IDLE = 10.0
+
+
+class ParentLink:
+    """The HTTPS session a node keeps to its parent: TLS connections are kept alive and reused,
+    so a filing (or a statistics report) costs one request, not a TCP and TLS handshake and a
+    certificate load each. One session per event loop; ``close`` when the node stops."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self.opened = 0  # sessions opened (a test sees the connection kept)
+
+    def session(self, target: FilingTarget) -> aiohttp.ClientSession:
+        import aiohttp
+
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            if self._ssl is None:
+                self._ssl = _ssl(target)
+            connector = aiohttp.TCPConnector(
+                limit=LINK_CONNECTIONS, ssl=self._ssl, keepalive_timeout=LINK_IDLE
+            )
+            self._session, self._loop = aiohttp.ClientSession(connector=connector), loop
+            self.opened += 1
+        return self._session
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed and self._loop is asyncio.get_running_loop():
+            await session.close()
 
 
 @dataclass(frozen=True)
@@ -36,6 +75,7 @@ class FilingTarget:
     identity: ValueReference
     secret: str
     cafile: Path | None = None  # the top's certificate (self-signed: pin it); None = system CAs
+    link: ParentLink = field(default_factory=ParentLink, compare=False, repr=False)
 
 
 def _ssl(target: FilingTarget) -> ssl.SSLContext:
@@ -47,20 +87,30 @@ async def post_to_parent(
     target: FilingTarget, path: str, body: dict[str, Any], what: str, timeout: float = FILING_TIMEOUT
 ) -> dict[str, Any]:
     """POST ``body`` to the parent node's HTTPS API as this node's identity (Basic over TLS,
-    the parent's certificate pinned); its JSON answer, or HandleError with its code."""
+    the parent's certificate pinned, the connection kept: ``ParentLink``); its JSON answer, or
+    HandleError with its code."""
     import aiohttp
 
     user = quote(str(target.identity), safe="")
     token = base64.b64encode(f"{user}:{target.secret}".encode()).decode()
     headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-            session.post(target.url.rstrip("/") + path, json=body, headers=headers, ssl=_ssl(target)) as resp,
-        ):
-            doc = await resp.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-        raise HandleError(ResponseCode.ERROR, f"{what} with {target.url} failed: {e}") from e
+    url = target.url.rstrip("/") + path
+    for attempt in range(2):
+        session = target.link.session(target)
+        try:
+            async with session.post(
+                url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as resp:
+                doc = await resp.json(content_type=None)
+            break
+        except aiohttp.ServerDisconnectedError as e:
+            # A kept connection the parent had closed (restarted, idle): it closed before
+            # answering, so the request is sent once more, on a new connection.
+            if attempt == 0:
+                continue
+            raise HandleError(ResponseCode.ERROR, f"{what} with {target.url} failed: {e}") from e
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise HandleError(ResponseCode.ERROR, f"{what} with {target.url} failed: {e}") from e
     if not isinstance(doc, dict) or doc.get("responseCode") != 1:
         code = doc.get("responseCode", 2) if isinstance(doc, dict) else 2
         message = doc.get("message", "") if isinstance(doc, dict) else str(doc)

@@ -20,8 +20,12 @@ resolves the identifier under the first one that exists, as DNS walks labels. Pr
 find nothing are cached like any negative answer.
 
 Answers are cached for their TTL (the smallest of the values'), services for the TTL of
-their ``HS_SITE`` values, and negative answers (not found) for a bounded time; both caches
-are bounded LRU maps. Every request has a budget — referrals, queries, distinct servers,
+their ``HS_SITE`` values, and negative answers (not found, a prefix that does not exist) for a
+bounded time; the three caches are bounded LRU maps sized apart (``[recursive]`` in idr.toml):
+a federation has far fewer prefixes than identifiers, and each service missing costs a query at
+the top. Prefixes served by one node share one decoded list of its sites.
+
+Every request has a budget — referrals, queries, distinct servers,
 ``HS_SERV`` depth and a deadline — so a delegation loop or a hostile referral chain costs a
 bounded amount of work and ends with ``RECURSION_COUNT_TOO_HIGH`` and a message naming the
 loop. Identical lookups in flight at once share one walk (no amplification by a burst).
@@ -57,6 +61,8 @@ REFERRALS = (ResponseCode.SERVICE_REFERRAL, ResponseCode.PREFIX_REFERRAL)
 NEGATIVE = (ResponseCode.HANDLE_NOT_FOUND, ResponseCode.VALUES_NOT_FOUND)
 # Codes after which another site may still answer (busy, read-only mirror asked for…).
 TRY_NEXT = (ResponseCode.SERVER_TOO_BUSY, ResponseCode.ERROR, ResponseCode.OUT_OF_DATE_SITE_INFO)
+# Distinct site lists kept for sharing (one per service: secondaries, enterprise nodes, mirrors).
+SHARED_SITE_LISTS = 4096
 
 
 class Transport(Protocol):
@@ -77,9 +83,20 @@ class Limits:
     deadline: float = 5.0  # the whole resolution
     negative_ttl: float = 30.0
     max_ttl: float = 86400.0
-    cache_entries: int = 100_000
+    cache_entries: int = 100_000  # whole answers (``[recursive] answers``)
+    # Prefixes → the sites serving them (``[recursive] services``): every prefix of the
+    # federation the load touches, or each miss costs a query at the top (the seeds' 40,000+).
+    service_entries: int = 100_000
+    # Prefixes known not to exist, for ``negative_ttl`` (``[recursive] missing_prefixes``): kept
+    # apart, so random names cannot push real services out.
+    missing_entries: int = 10_000
     max_candidates: int = 16  # root-form identifiers: prefixes probed (the least specific kept)
     down_for: float = 10.0  # a site that did not answer is asked last for this long
+
+    @classmethod
+    def uncached(cls) -> Limits:
+        """No cache at all: a walk that sees the federation as it is now (核验, the console)."""
+        return cls(cache_entries=0, service_entries=0, missing_entries=0)
 
 
 @dataclass
@@ -263,7 +280,11 @@ class RecursiveResolver:
         # primary dies, one timeout is paid, not one per query, until it is tried again.
         self._down: dict[tuple[tuple[str, int], ...], float] = {}
         self.answers: TtlCache[Response] = TtlCache(self.limits.cache_entries, clock)
-        self.services: TtlCache[list[SiteInfo]] = TtlCache(self.limits.cache_entries // 10, clock)
+        self.services: TtlCache[list[SiteInfo]] = TtlCache(self.limits.service_entries, clock)
+        self.missing: TtlCache[str] = TtlCache(self.limits.missing_entries, clock)
+        # Decoded site lists by the HS_SITE bytes they came from: the prefixes one secondary
+        # hosts (thousands) share one list of SiteInfo instead of a decoded copy each.
+        self._site_lists: dict[tuple[bytes, ...], list[SiteInfo]] = {}
         self._inflight: dict[str, asyncio.Future[Resolution]] = {}
         self.counters = {"resolutions": 0, "cache_hits": 0, "queries": 0, "failures": 0}
         # Looks at every fresh answer before it is cached and may replace it (RecursiveService
@@ -424,7 +445,17 @@ class RecursiveResolver:
                 Hop(site_name(cached[0]), "", prefix_handle(prefix), 1, 0.0, True, "service of prefix")
             )
             return cached
+        why = self.missing.get(key)
+        if why is not None:
+            budget.hops.append(
+                Hop("cache", "", prefix_handle(prefix), int(ResponseCode.HANDLE_NOT_FOUND), 0.0, True, why)
+            )
+            raise ResolutionFailed(ResponseCode.HANDLE_NOT_FOUND, why)
         resp, answered_by = await self._ask_following(self.root, prefix_handle(prefix), budget)
+        if resp.code in NEGATIVE:
+            why = resp.message or f"{prefix_handle(prefix)}: {resp.code.name}"
+            self.missing.put(key, why, self.limits.negative_ttl)
+            raise ResolutionFailed(resp.code, why)
         if not resp.ok:
             raise ResolutionFailed(resp.code, resp.message or f"{prefix_handle(prefix)}: {resp.code.name}")
         sites, ttl = await self._sites_in(resp.values, budget, depth)
@@ -439,7 +470,7 @@ class RecursiveResolver:
         """Sites named by HS_SITE values, or by the service handle of an HS_SERV value."""
         site_vals = [v for v in values if v.type.upper() in ("HS_SITE", "HS_SITE.6", "HS_SITE.PREFIX")]
         ttl = answer_ttl(site_vals, self.clock(), self.limits) if site_vals else self.limits.max_ttl
-        sites = sites_of(site_vals)
+        sites = self._shared_sites(site_vals)
         if sites:
             return sites, ttl
         serv = next((v for v in values if v.type.upper() in ("HS_SERV", "HS_SERV.PREFIX")), None)
@@ -454,6 +485,19 @@ class RecursiveResolver:
             raise ResolutionFailed(resp.code, f"service handle {service_handle}: {resp.message}")
         found, ttl2 = await self._sites_in(resp.values, budget, depth + 1)
         return found, min(ttl, ttl2)
+
+    def _shared_sites(self, site_vals: Sequence[HandleValue]) -> list[SiteInfo]:
+        """``sites_of(site_vals)``, one list per distinct set of HS_SITE bytes (never mutated)."""
+        if not site_vals:
+            return []
+        key = tuple(v.data for v in site_vals)
+        sites = self._site_lists.get(key)
+        if sites is None:
+            sites = sites_of(site_vals)
+            if len(self._site_lists) >= SHARED_SITE_LISTS:
+                self._site_lists.clear()  # bounded: lists in the service cache stay valid
+            self._site_lists[key] = sites
+        return sites
 
     async def _ask_following(
         self, sites: list[SiteInfo], handle: str, budget: _Budget
@@ -702,6 +746,7 @@ class RecursiveService:
             await asyncio.sleep(1.0)
             self.resolver.answers.sweep()
             self.resolver.services.sweep()
+            self.resolver.missing.sweep()
 
     def close(self) -> None:
         if self._sweeper is not None:

@@ -64,6 +64,7 @@ class ConnectionGuard:
         self.limits = limits or ConnectionLimits()
         self.per_source: dict[str, int] = {}
         self.total = 0
+        self.accepted = 0  # connections admitted since the start (total: open now)
         self.refused = 0
         self.timed_out = 0
 
@@ -81,6 +82,7 @@ class ConnectionGuard:
             return False
         self.per_source[key] = n + 1
         self.total += 1
+        self.accepted += 1
         return True
 
     def _release(self, key: str) -> None:

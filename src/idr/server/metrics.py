@@ -94,7 +94,7 @@ def _recursive(service: Core) -> Iterator[Any]:
     size = GaugeMetricFamily(
         "idr_recursive_cache_entries", "Entries in the recursive caches.", labels=("cache",)
     )
-    for name in ("answers", "services"):
+    for name in ("answers", "services", "missing"):
         c = getattr(engine, name)
         hits.add_metric((name,), c.hits)
         misses.add_metric((name,), c.misses)

@@ -104,6 +104,8 @@ def request_to_json(req: Request) -> dict[str, Any]:
         "page": req.page,
         "page_size": req.page_size,
         "after": req.after,
+        "terms": [list(t) for t in req.terms],
+        "offset": req.offset,
     }
 
 
@@ -124,6 +126,8 @@ def request_from_json(doc: dict[str, Any]) -> Request:
         page_size=doc["page_size"],
         after=doc["after"],
         relay=False,
+        terms=tuple((str(t), str(p)) for t, p in doc.get("terms", ())),
+        offset=int(doc.get("offset", 0)),
     )
 
 
