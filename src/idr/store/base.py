@@ -98,6 +98,12 @@ class Store(ABC):
         at its next turn) and also before any read that must see a newer commit."""
         return RawReads(self.get_raw)
 
+    def reopen_spec(self) -> tuple[str, str] | None:
+        """``(engine, location)`` another process can open this store's data with
+        (``idr.server.warmhelper``: the warm-up reads its snapshot there), or None when the data
+        lives only in this process."""
+        return None
+
     def commit(self, op: str, actor: str, writes: Sequence[Write]) -> int:
         """Apply ``writes`` and append one log entry, atomically and durably; return its seq.
 

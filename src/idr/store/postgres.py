@@ -209,6 +209,7 @@ class PostgresStore(Store):
         self._closed = False
         self._close_lock = threading.Lock()
         self._where = _redact(dsn)
+        self._dsn = dsn  # for reopen_spec (never logged: it may hold a password)
         self._pool = ConnectionPool(
             dsn,
             min_size=1,
@@ -594,6 +595,9 @@ class PostgresStore(Store):
                 )  # fmt: skip
                 cur.execute("UPDATE txseq SET seq = %s WHERE id = 1", (last,))
         return len(todo)
+
+    def reopen_spec(self) -> tuple[str, str] | None:
+        return ("postgres", self._dsn)
 
     def snapshot(self) -> tuple[int, Iterator[tuple[str, HandleRecord]]]:
         """A pooled connection holds one REPEATABLE READ transaction while the rows stream
