@@ -11,12 +11,27 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from idr.model.errors import HandleError, ResponseCode
 from idr.model.value import HandleRecord
 from idr.store.search import Term
 
 
 class StoreError(Exception):
     """The engine failed (disk full, corrupt file…); the write did not happen."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached now (its server down, a failover under way, the connection
+    lost): worth trying again shortly. Front-ends answer SERVER_TOO_BUSY (HTTP 503). A write
+    that lost its connection while committing may have happened: the message says so."""
+
+
+def store_failure(e: StoreError) -> HandleError:
+    """What a client is told about a store failure: SERVER_TOO_BUSY (HTTP 503, try again) while
+    the store is unreachable, ERROR otherwise."""
+    if isinstance(e, StoreUnavailable):
+        return HandleError(ResponseCode.SERVER_TOO_BUSY, f"storage unavailable, try again shortly: {e}")
+    return HandleError(ResponseCode.ERROR, f"storage failure: {e}")
 
 
 @dataclass(frozen=True, slots=True)
