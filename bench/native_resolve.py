@@ -149,6 +149,10 @@ async def _serve(data: Path, port: int, worker: int, workers: int, cache: int) -
     svc = NodeService(SqliteStore(data / "idr.sqlite3"), admins=["300:0.NA/88.100"])
     # As idr serve: the collector kept off the caches (an idr from before that option: --before).
     gc_option = {"freeze_gc": True} if "freeze_gc" in NativeOptions.__dataclass_fields__ else {}
+    # Every answer in the map before the run, as it always was: the warm-up helper would leave
+    # them on its shelves until first asked (server/warmhelper.py), which is not "warm".
+    if "warm_helper" in NativeOptions.__dataclass_fields__:
+        gc_option["warm_helper"] = False
     # As ``idr serve --workers``: worker 0 has TCP, the others UDP only and follow the log.
     # Warmed at start: the one shape hdlperf and the TCP client send (plain 2.1, REC|CA|PO; KA is
     # not part of TCP's key); any other would be learned on first use.
@@ -598,6 +602,8 @@ def cold(
     cmd = [*IDR, "serve", "--data", str(data), "--native", f"127.0.0.1:{port}", "--https", "", "--http", ""]
     if warm:
         cmd.append("--warm")
+    elif src is None:  # the default is a warm-up now; a source from before it has no --no-warm
+        cmd.append("--no-warm")
     t0 = time.monotonic()
     env = dict(os.environ)
     if src is not None:

@@ -105,6 +105,12 @@ class ServeProc:
                 self.proc.kill()
                 self.proc.wait(5)
 
+    def stop_cleanly(self) -> None:
+        """SIGTERM, and the process exits 0 having written what it buffered."""
+        assert self.proc is not None
+        self.proc.terminate()
+        assert self.proc.wait(20) == 0, self.log_tail()
+
     # ------------------------------------------------------------------ HTTP(S)
 
     def url(self, path: str, *, secure: bool = True) -> str:
@@ -158,3 +164,18 @@ class ServeProc:
             return int(msg.response_code), values
 
         return asyncio.run(ask())
+
+
+def serve_fresh(data: Path, attempts: int = 3) -> ServeProc:
+    """``idr serve`` of an initialised node, its listeners moved to fresh ports (``--https``,
+    ``--http``, ``--native``); a port a parallel suite takes before the bind means another try
+    with other ports (bounded)."""
+    for attempt in range(attempts):
+        node = ServeProc(data)
+        try:
+            return node.start(*node.listen_args())
+        except AssertionError as e:
+            node.stop()
+            if "address already in use" not in str(e).lower() or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")

@@ -23,7 +23,6 @@ from idr.demo import (
     PACK_USCC,
     VEHICLE,
     Federation,
-    start_federation,
 )
 
 CHROMIUM = "/usr/bin/chromium"
@@ -41,12 +40,9 @@ TIMEOUT_MS = 15_000
 
 
 @pytest.fixture
-async def federation(tmp_path: Path) -> AsyncIterator[Federation]:
-    fed = await start_federation(tmp_path / "fed")
-    try:
-        yield fed
-    finally:
-        await fed.stop()
+def federation(fed: Federation) -> Federation:
+    """The demo federation (tests/conftest.py: free ports, a start retried if one is taken)."""
+    return fed
 
 
 @pytest.fixture

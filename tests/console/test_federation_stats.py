@@ -5,28 +5,16 @@ browser (Debian's Chromium through Playwright)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import aiohttp
-import pytest
 from playwright.async_api import BrowserContext, expect
 
 from idr.core.stats import REGISTERED
-from idr.demo import Federation, register, start_federation
+from idr.demo import Federation, register
 from tests.console.test_browser import TIMEOUT_MS, _shot
 from tests.console.test_browser import browser as browser  # the same Chromium fixture
+from tests.console.test_browser import federation as federation  # and the same federation
 
 AUTHORITATIVE = ("top-cq", "sec-cq", "sec-sc", "ent-cq", "ent-yb")  # the mirror holds top-cq's copy
-
-
-@pytest.fixture
-async def federation(tmp_path: Path) -> AsyncIterator[Federation]:
-    fed = await start_federation(tmp_path / "fed")
-    try:
-        yield fed
-    finally:
-        await fed.stop()
 
 
 async def _api(url: str) -> dict[str, object]:

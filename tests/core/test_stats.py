@@ -108,3 +108,27 @@ async def test_prefix_allocation_and_filing_are_counted(tmp_path: Path) -> None:
         assert got[PREFIXES_ALLOCATED] == 1 and got[PREFIXES_FILED] == 1
     finally:
         svc.close()
+
+
+def test_a_statistics_table_is_read_whole_across_pages_and_nothing_beside_it(tmp_path: Path) -> None:
+    from idr.core.jsonvalues import json_value
+    from idr.core.stats import records_under
+    from idr.model.handle import normalize_key
+    from idr.store.base import Write
+
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    try:
+
+        def rec(name: str) -> Write:
+            handle = f"{STATS_PREFIX}/{name}"
+            return Write(normalize_key(handle), HandleRecord(handle, (json_value(1, "IDR.X", {"n": name}),)))
+
+        # the table "T." between neighbours on both sides of it, in key order
+        names = ["S.9", *(f"T.{i:03d}" for i in range(7)), "TA.1", "U.1"]
+        store.commit("test", "", [rec(n) for n in names])
+        head = normalize_key(f"{STATS_PREFIX}/T.")
+        for page in (1, 2, 3, 7, 1000):
+            got = [k[len(head) :] for k, _ in records_under(store, head, page)]
+            assert got == [f"{i:03d}" for i in range(7)], page
+    finally:
+        store.close()

@@ -29,7 +29,7 @@ from idr.model.value import HandleRecord
 from idr.node import open_store
 from idr.operations.backup import MANIFEST, BackupError, Manifest, backup, restore
 from idr.store.base import Store
-from tests.ports import free_port
+from tests.procs import ServeProc, serve_fresh
 
 AUTH = ("300%3A0.NA/88.100", "s3cret-key")
 
@@ -46,55 +46,10 @@ def init(data: Path, *extra: str) -> None:
 
 
 @dataclass
-class Served:
-    proc: subprocess.Popen[bytes]
-    https: int
-    http: int
-    cert: str
-
-
-def serve(data: Path, attempts: int = 3) -> Served:
-    """``idr serve`` on fresh ports; one taken by a parallel suite before the bind means
-    another try with other ports (bounded)."""
-    for attempt in range(attempts):
-        try:
-            return _serve(data)
-        except AssertionError as e:
-            if "address already in use" not in str(e) or attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
-
-
-def _serve(data: Path) -> Served:
-    https, http = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "idr", "serve", "--data", str(data), "--https", f"127.0.0.1:{https}",
-         "--http", f"127.0.0.1:{http}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(f"http://127.0.0.1:{http}/api/prefixes", timeout=1)
-            return Served(proc, https, http, str(data / "tls" / "cert.pem"))
-        except requests.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                err = proc.stderr.read() if proc.stderr else b""
-                raise AssertionError(f"idr serve did not start: {err!r}") from None
-            time.sleep(0.1)
-
-
-def stop(s: Served) -> None:
-    s.proc.terminate()
-    s.proc.wait(15)
-
-
-@dataclass
 class Writer:
     """PUTs ``88.100/w-<i>`` one after another, recording when each was acknowledged."""
 
-    served: Served
+    served: ServeProc
     acked: list[tuple[str, float]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     errors: list[str] = field(default_factory=list)
@@ -102,7 +57,7 @@ class Writer:
     def run(self) -> None:
         session = requests.Session()
         session.trust_env = False  # else REQUESTS_CA_BUNDLE overrides verify
-        session.verify = self.served.cert
+        session.verify = str(self.served.data / "tls" / "cert.pem")
         url = f"https://127.0.0.1:{self.served.https}/api/handles/88.100/w-"
         i = 0
         while not self.stop.is_set() and i < 20_000:
@@ -156,7 +111,7 @@ def test_backup_while_writing_is_consistent_and_restores(
     kind, options = engine
     src, out, dst = tmp_path / "node", tmp_path / "backup", tmp_path / "restored"
     init(src, *options)
-    served = serve(src)
+    served = serve_fresh(src)
     writer = Writer(served)
     thread = threading.Thread(target=writer.run)
     try:
@@ -177,7 +132,7 @@ def test_backup_while_writing_is_consistent_and_restores(
     finally:
         writer.stop.set()
         thread.join(60)
-        stop(served)
+        served.stop()
     assert not writer.errors, writer.errors[:3]
     m = Manifest.load(out)
     assert m.store == kind and r.stdout.strip().endswith(f"seq={m.seq}")
@@ -215,13 +170,13 @@ def test_backup_while_writing_is_consistent_and_restores(
     after = [h for h, t in writer.acked if t > finished]
     assert after and not set(after) & names  # acknowledged after it ended: none there
 
-    served = serve(dst)
+    served = serve_fresh(dst)
     try:
         url = f"http://127.0.0.1:{served.http}/api/handles/"
         assert requests.get(url + before[-1], timeout=10).status_code == 200
         assert requests.get(url + after[-1], timeout=10).status_code == 404
     finally:
-        stop(served)
+        served.stop()
 
 
 def test_restore_refuses_a_node_directory_and_a_damaged_backup(tmp_path: Path) -> None:

@@ -8,15 +8,11 @@ import datetime as dt
 import json
 import logging
 import os
-import signal
 import socket
 import stat
-import subprocess
-import sys
 import time
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +24,7 @@ from idr.core.config import LoggingConfig
 from idr.operations.logs import LogSetup
 from idr.server.accesslog import AccessLog
 from idr.server.native import WARM_SHAPES, plain_request
-from tests.ports import free_port
+from tests.procs import ServeProc, idr, serve_fresh
 
 AUTH = ("300%3A0.NA/88.100", "s3cret-key")
 
@@ -41,74 +37,24 @@ def edit_config(data: Path, **sections: dict[str, Any]) -> None:
     path.write_text(tomli_w.dumps(doc), "utf-8")
 
 
-@dataclass
-class Served:
-    data: Path
-    proc: subprocess.Popen[bytes]
-    https: int
-    http: int
-    native: int
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(20) == 0
-
-    def access(self) -> list[dict[str, Any]]:
-        path = self.data / "logs" / "access.log"
-        return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+def access(node: ServeProc) -> list[dict[str, Any]]:
+    path = node.data / "logs" / "access.log"
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
 
 
 def init(data: Path) -> None:
-    cmd = [sys.executable, "-m", "idr", "init", "--data", str(data), "--prefix", "88.100"]
-    cmd += ["--admin-secret", "s3cret-key"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-
-
-def serve(data: Path, attempts: int = 3) -> Served:
-    """``idr serve`` on fresh ports; one taken by a parallel suite before the bind means
-    another try with other ports (bounded)."""
-    for attempt in range(attempts):
-        try:
-            return _serve(data)
-        except AssertionError as e:
-            if "address already in use" not in str(e) or attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
-
-
-def _serve(data: Path) -> Served:
-    https, http, native = free_port(), free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "idr", "serve", "--data", str(data), "--https", f"127.0.0.1:{https}",
-         "--http", f"127.0.0.1:{http}", "--native", f"127.0.0.1:{native}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(f"http://127.0.0.1:{http}/api/prefixes", timeout=1)
-            return Served(data, proc, https, http, native)
-        except requests.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                err = proc.stderr.read() if proc.stderr else b""
-                raise AssertionError(f"idr serve did not start: {err!r}") from None
-            time.sleep(0.1)
+    idr("init", "--data", str(data), "--prefix", "88.100", "--admin-secret", "s3cret-key")
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[Served]:
+def node(tmp_path: Path) -> Iterator[ServeProc]:
     data = tmp_path / "node"
     init(data)
-    s = serve(data)
+    s = serve_fresh(data)
     try:
         yield s
     finally:
-        if s.proc.poll() is None:
-            s.proc.kill()
-            s.proc.wait(10)
+        s.stop_cleanly()
 
 
 def udp_ask(port: int, handle: str) -> bytes:
@@ -127,7 +73,7 @@ def tcp_ask(port: int, handle: str) -> bytes:
         return out
 
 
-def test_access_log_has_a_json_line_per_answer_on_every_interface(node: Served) -> None:
+def test_access_log_has_a_json_line_per_answer_on_every_interface(node: ServeProc) -> None:
     t_start = dt.datetime.now(dt.UTC)
     session = requests.Session()
     session.trust_env = False
@@ -141,8 +87,8 @@ def test_access_log_has_a_json_line_per_answer_on_every_interface(node: Served) 
     answers = [udp_ask(node.native, "88.100/a") for _ in range(3)]  # slow path once, then cached
     not_found = udp_ask(node.native, "88.100/none")
     over_tcp = tcp_ask(node.native, "88.100/a")
-    node.stop()  # SIGTERM: what is buffered is written before exit
-    lines = node.access()
+    node.stop_cleanly()  # SIGTERM: what is buffered is written before exit
+    lines = access(node)
     for line in lines:
         assert set(line) == {"time", "client", "interface", "operation", "handle", "code", "bytes", "us"}
         assert line["client"] == "127.0.0.1" and line["us"] >= 0
@@ -167,14 +113,14 @@ def test_access_log_rotates(tmp_path: Path) -> None:
     data = tmp_path / "node"
     init(data)
     edit_config(data, logging={"rotate_bytes": 4000, "backups": 2})
-    s = serve(data)
+    s = serve_fresh(data)
     try:
         for _ in range(6):  # six flushes of ~50 lines (~8 KB each): each overflows 4000 bytes
             for _ in range(50):
                 udp_ask(s.native, "0.NA/88.100")
             time.sleep(0.5)
     finally:
-        s.stop()
+        s.stop_cleanly()
     logs = sorted(p.name for p in (data / "logs").iterdir())
     assert logs == ["access.log", "access.log.1", "access.log.2"], logs
     kept = [json.loads(ln) for n in logs for ln in (data / "logs" / n).read_text().splitlines()]

@@ -15,7 +15,8 @@ import pytest
 import requests
 
 from idr.server.tls import generate_self_signed
-from tests.operations.test_logs import Served, edit_config, init, serve
+from tests.operations.test_logs import edit_config, init
+from tests.procs import ServeProc, serve_fresh
 
 AUTH = ("300%3A0.NA/88.100", "s3cret-key")
 
@@ -41,8 +42,9 @@ def events(data: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
 
 
-def hup_and_wait(s: Served, message: str, count: int) -> list[dict[str, Any]]:
+def hup_and_wait(s: ServeProc, message: str, count: int) -> list[dict[str, Any]]:
     """SIGHUP, then wait (bounded) for the ``count``-th event whose message starts so."""
+    assert s.proc is not None
     s.proc.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 20
     while True:
@@ -58,7 +60,7 @@ def test_sighup_reloads_certificate_levels_and_limits(tmp_path: Path) -> None:
     data = tmp_path / "node"
     init(data)
     edit_config(data, logging={"file": "logs/idr.log"})
-    s = serve(data)
+    s = serve_fresh(data)
     try:
         first = presented_certificate(s.https)
         assert first == der_of(data / "tls" / "cert.pem")
@@ -99,7 +101,7 @@ def test_sighup_reloads_certificate_levels_and_limits(tmp_path: Path) -> None:
         assert presented_certificate(s.https) == der_of(tmp_path / "new.pem")
         assert requests.get(f"http://127.0.0.1:{s.http}/api/prefixes", timeout=10).status_code == 200
     finally:
-        s.stop()
+        s.stop_cleanly()
 
 
 SENSOR = """
@@ -114,13 +116,13 @@ minimum = {minimum}
 """
 
 
-def published(s: Served) -> set[str]:
+def published(s: ServeProc) -> set[str]:
     r = requests.get(f"http://127.0.0.1:{s.http}/api/federation/templates", timeout=10)
     assert r.status_code == 200, r.text
     return {t["ref"] for t in r.json()["templates"]}
 
 
-def register(s: Served, handle: str, ref: str, range_kpa: str) -> requests.Response:
+def register(s: ServeProc, handle: str, ref: str, range_kpa: str) -> requests.Response:
     values = [
         {"index": 1001, "type": "IDR.TEMPLATE", "data": ref},
         {"index": 2, "type": "range_kpa", "data": range_kpa},
@@ -136,7 +138,7 @@ def test_sighup_publishes_new_templates_and_keeps_them_on_a_bad_file(tmp_path: P
     edit_config(data, logging={"file": "logs/idr.log"})
     (data / "templates").mkdir()
     (data / "templates" / "sensor@1.toml").write_text(SENSOR.format(version=1, minimum=1))
-    s = serve(data)
+    s = serve_fresh(data)
     try:
         assert "sensor@1" in published(s) and "sensor@2" not in published(s)
         assert register(s, "88.100/s-0", "sensor@2", "5").status_code == 400  # not published yet
@@ -160,4 +162,4 @@ def test_sighup_publishes_new_templates_and_keeps_them_on_a_bad_file(tmp_path: P
         assert "sensor@3" not in published(s) and "sensor@2" in published(s)
         assert register(s, "88.100/s-3", "sensor@2", "60").status_code in (200, 201)
     finally:
-        s.stop()
+        s.stop_cleanly()

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from typer.testing import CliRunner
 
+from idr.cli import app
 from idr.codec.keys import PrivateKey, encode_public_key
 from idr.codec.values import encode_admin
 from idr.core.federation import loopback_site
@@ -29,6 +31,7 @@ from idr.model.value import (
 )
 from idr.resolver.keys import generate
 from idr.server.native import NativeOptions, NativeServer, start_server
+from idr.server.server_key import ServerKey
 from idr.store.sqlite import SqliteStore
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "handle"
@@ -162,3 +165,22 @@ def native_thread(tmp_path: Path) -> Iterator[NativeThread]:
         yield t
     finally:
         t.stop()
+
+
+@pytest.fixture
+def keyed_node(tmp_path: Path) -> Iterator[NativeThread]:
+    """The node with a server key (RSA) in its site info, so clients can set up sessions."""
+    t = NativeThread(tmp_path, NativeOptions(server_key=ServerKey(key("rsa"))))
+    try:
+        yield t
+    finally:
+        t.stop()
+
+
+_runner = CliRunner()
+
+
+def run_idr(*args: str) -> tuple[int, str]:
+    """``idr ARGS`` in this process (typer's runner): the exit code and the output."""
+    result = _runner.invoke(app, list(args))
+    return result.exit_code, result.output

@@ -5,13 +5,10 @@ examples (prefix 88.100 instead of 12345)."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from idr.cli import app
 from idr.codec.keys import encode_public_key
 from idr.codec.values import decode_admin, decode_vlist
 from idr.model.handle import normalize_key
@@ -28,27 +25,16 @@ from idr.resolver.batch import (
     parse_value,
 )
 from idr.resolver.keys import handle_private_key
-from idr.server.native import NativeOptions
-from idr.server.server_key import ServerKey
-from tests.resolver.native_node import NativeThread, key
+from tests.resolver.native_node import NativeThread, key, keyed_node  # noqa: F401
+from tests.resolver.native_node import run_idr as idr
 
 FILES = Path(__file__).parent / "batch_files"
 KEYS = Path(__file__).resolve().parents[1] / "vectors" / "hdllib" / "keyfiles"
-runner = CliRunner()
-
-
-def idr(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.output
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[NativeThread]:
-    t = NativeThread(tmp_path, NativeOptions(server_key=ServerKey(key("rsa"))))
-    try:
-        yield t
-    finally:
-        t.stop()
+def node(keyed_node: NativeThread) -> NativeThread:  # noqa: F811
+    return keyed_node
 
 
 def record(node: NativeThread, handle: str) -> HandleRecord | None:

@@ -10,20 +10,13 @@ from pathlib import Path
 import pytest
 import requests
 import urllib3
-from typer.testing import CliRunner
 
-from idr.cli import app
 from idr.server.http import make_http_app
 from tests.resolver.native_node import SECRET, NativeThread, native_thread  # noqa: F401
+from tests.resolver.native_node import run_idr as idr
 from tests.server.conftest import ServerThread, basic
 
-runner = CliRunner()
 AUTH = ["--auth", "300:0.NA/88.100", "--secret", SECRET.decode()]
-
-
-def idr(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.output
 
 
 def test_resolve_udp_tcp_json(native_thread: NativeThread) -> None:  # noqa: F811

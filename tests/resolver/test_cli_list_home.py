@@ -3,37 +3,13 @@ the protocol asks (402 challenge answered, or a session), refused clearly otherw
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from tests.resolver.native_node import SECRET, NativeThread, keyed_node, native_thread  # noqa: F401
+from tests.resolver.native_node import run_idr as idr
 
-import pytest
-from typer.testing import CliRunner
-
-from idr.cli import app
-from idr.server.native import NativeOptions
-from idr.server.server_key import ServerKey
-from tests.resolver.native_node import SECRET, NativeThread, key, native_thread  # noqa: F401
-
-runner = CliRunner()
 AUTH = ["--auth", "300:0.NA/88.100", "--secret", SECRET.decode()]
 
 
-def idr(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.output
-
-
-@pytest.fixture
-def keyed_node(tmp_path: Path) -> Iterator[NativeThread]:
-    """The node with a server key in its site info, so clients can set up sessions."""
-    t = NativeThread(tmp_path, NativeOptions(server_key=ServerKey(key("rsa"))))
-    try:
-        yield t
-    finally:
-        t.stop()
-
-
-def test_list_handles_of_a_prefix(keyed_node: NativeThread) -> None:
+def test_list_handles_of_a_prefix(keyed_node: NativeThread) -> None:  # noqa: F811
     s = keyed_node.address
     code, out = idr("list", "88.100", "--server", s, *AUTH)
     assert code == 0, out

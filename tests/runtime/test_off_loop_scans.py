@@ -7,7 +7,10 @@ whose tables another session holds locked keeps answering cached UDP resolutions
 * an SNMS token login, a console login, a mode-3 session setup (its exchange key's handle) and
   a converged GS1 resolution (which asks whether the top knows a GS1 company prefix) and a
   public verification (核验) of a prefix wait for records that are not cached, and the node's
-  public facts for the federation map walk its delegations
+  public facts for the federation map walk its delegations,
+* the console's first resolution reads the top service's own sites (the referral walker's
+  root), and a reviewer's decision on a prefix application (at a secondary) reads the
+  application
 
 — each of these used to read the store on the loop, so one lock (or one slow round trip)
 stalled every client of the node. Each still answers correctly once the lock goes.
@@ -30,20 +33,18 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from idr.cli.node import init_node
 from idr.codec.bodies import KEY_EXCHANGE_CIPHER_HDL, SessionSetupRequest
 from idr.codec.envelope import OpCode, OpFlag
 from idr.codec.keys import encode_public_key
 from idr.codec.message import decode_message, encode_message
 from idr.codec.values import encode_admin
-from idr.core.config import NodeConfig
 from idr.core.request import Op, Request
 from idr.model.errors import ResponseCode
 from idr.model.handle import normalize_key
 from idr.model.value import PERM_SECRET, AdminPermission, AdminRecord, HandleValue, ValueReference
 from idr.node import Node
 from idr.resolver.client import HandleClient, _TcpChannel, build_request
-from tests.procs import free_port
+from tests.runtime.conftest import node_on_postgres
 
 SECRET = "scans-s3cret-0123456789"
 TOP_ADMIN = ValueReference("0.NA/0.NA", 300)
@@ -53,21 +54,8 @@ GTIN = "00614141123452"
 
 @pytest.fixture
 async def top(tmp_path: Path) -> AsyncIterator[tuple[Node, str]]:
-    from tests.store import pg
-
-    dsn = pg.new_database()
-    native = f"127.0.0.1:{free_port(udp_too=True)}"
-    https = f"127.0.0.1:{free_port()}"
-    data = tmp_path / "top"
-    init_node(data, role="top", secret=SECRET, https=https, native=native, store="postgres", dsn=dsn)
-    node = Node(NodeConfig.load(data))
-    await node.start()
-    try:
-        yield node, dsn
-    finally:
-        await node.stop()
-        node.close()
-        pg.drop_created()
+    async with node_on_postgres(tmp_path / "top", SECRET, role="top") as started:
+        yield started
 
 
 @contextlib.contextmanager
@@ -114,8 +102,16 @@ async def _cached_udp_answers_flow(node: Node, handle: str) -> None:
             assert time.monotonic() - t0 < 1.0
 
 
-async def _create(node: Node, handle: str, *values: HandleValue) -> None:
-    resp = await node.service.submit(Request(Op.CREATE_HANDLE, handle, values=values, identity=TOP_ADMIN))
+async def _loop_stays_free(seconds: float) -> None:
+    """Sleep on the loop the node runs on: a read that held the loop (until the lock's holder
+    gives up, 30 s) makes this sleep that long, where an answer below may not show it."""
+    t0 = time.monotonic()
+    await asyncio.sleep(seconds)
+    assert time.monotonic() - t0 < seconds + 5.0, "the event loop was held"
+
+
+async def _create(node: Node, handle: str, *values: HandleValue, by: ValueReference = TOP_ADMIN) -> None:
+    resp = await node.service.submit(Request(Op.CREATE_HANDLE, handle, values=values, identity=by))
     assert resp.ok, resp
 
 
@@ -142,7 +138,7 @@ async def test_audit_trail_walks_the_log_off_the_loop_and_a_few_at_once(top: tup
         with locked(dsn, "txlog") as release:
             first = asyncio.ensure_future(audit())
             scrape = asyncio.ensure_future(metrics())  # its log position waits on the lock too
-            await asyncio.sleep(0.3)
+            await _loop_stays_free(0.3)
             assert not first.done() and not scrape.done()
             await _cached_udp_answers_flow(node, "0.NA/77.9")
             # one walk at a time, a few waiting: the rest are refused at once
@@ -244,7 +240,7 @@ async def test_logins_session_setups_and_gs1_checks_wait_off_the_loop(top: tuple
                 "verify": asyncio.ensure_future(verify()),
                 "node": asyncio.ensure_future(node_facts()),
             }
-            await asyncio.sleep(0.5)
+            await _loop_stays_free(0.5)
             assert not [name for name, t in waiting.items() if t.done()]
             await _cached_udp_answers_flow(node, "0.NA/77.9")
             assert not [name for name, t in waiting.items() if t.done()]
@@ -256,3 +252,71 @@ async def test_logins_session_setups_and_gs1_checks_wait_off_the_loop(top: tuple
     assert results["session"] == ResponseCode.SUCCESS
     assert results["verify"] == 200
     assert results["node"] == 200
+
+
+async def test_the_consoles_first_walk_reads_its_root_sites_off_the_loop(top: tuple[Node, str]) -> None:
+    node, dsn = top
+    await _create(node, "0.NA/77.9", HandleValue(1, "URL", b"https://example.org/hot"))
+    await _cached_udp_answers_flow(node, "0.NA/77.9")
+    async with _client(node) as http:
+
+        async def resolve() -> tuple[int, Any]:
+            async with http.get(f"{_https(node)}/console/api/resolve", params={"id": "0.NA/77.9"}) as r:
+                return r.status, await r.json()
+
+        with locked(dsn, "handles") as release:
+            first = asyncio.ensure_future(resolve())  # builds the walker: the top's sites, once
+            await _loop_stays_free(0.5)
+            assert not first.done()
+            await _cached_udp_answers_flow(node, "0.NA/77.9")
+            assert not first.done()
+            release.set()
+            status, doc = await asyncio.wait_for(first, 20)
+    assert status == 200 and doc["responseCode"] == ResponseCode.SUCCESS, doc
+    assert [h["node"] for h in doc["trace"]], doc
+
+
+async def test_a_reviewers_decision_reads_the_application_off_the_loop(tmp_path: Path) -> None:
+    from idr.core.federation import FederatedService
+    from idr.core.prefixes import PrefixRegistry
+
+    async with node_on_postgres(tmp_path / "sec", SECRET, "88.100", role="secondary") as (node, dsn):
+        svc = node.service
+        assert isinstance(svc, FederatedService)
+        reg = PrefixRegistry(svc, "88.100")
+        app = await reg.apply(
+            enterprise="Acme", uscc="91511500MA64K8Q21C", contact="a@example.org", secret=ID_SECRET
+        )
+        admin = ValueReference("0.NA/88.100", 300)
+        await _create(node, "88.100/hot", HandleValue(1, "URL", b"https://example.org/hot"), by=admin)
+        await _cached_udp_answers_flow(node, "88.100/hot")
+        async with _client(node) as http:
+            base = _https(node)
+            async with http.get(f"{base}/console/login") as r:
+                m = re.search(r'name="csrf" value="([^"]+)"', await r.text())
+            assert m is not None
+            form = {"csrf": m.group(1), "identity": str(admin), "secret": SECRET, "next": "/console"}
+            async with http.post(f"{base}/console/login", data=form, allow_redirects=False) as r:
+                assert r.status == 303
+            async with http.get(f"{base}/console/prefixes") as r:
+                m = re.search(r'name="csrf" value="([^"]+)"', await r.text())
+            assert m is not None
+            svc.cache.invalidate([normalize_key(f"0.PREFIXAPP/{app.id}")])  # not cached
+
+            async def decide() -> int:
+                url = f"{base}/console/prefixes/{app.id}/decide"
+                async with http.post(
+                    url, data={"csrf": m.group(1), "decision": "approve"}, allow_redirects=False
+                ) as r:
+                    return r.status
+
+            with locked(dsn, "handles") as release:
+                waiting = asyncio.ensure_future(decide())
+                await _loop_stays_free(0.5)
+                assert not waiting.done()
+                await _cached_udp_answers_flow(node, "88.100/hot")
+                assert not waiting.done()
+                release.set()
+                assert await asyncio.wait_for(waiting, 20) == 303
+        assert (await reg.read(app.id)).status == "approved"
+        assert "88.100.1" in svc.homed_prefixes()

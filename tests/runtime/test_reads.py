@@ -13,15 +13,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from idr.cli.node import init_node
-from idr.core.config import NodeConfig
 from idr.core.request import Op, Request
 from idr.core.service import NodeService
 from idr.model.errors import ResponseCode
 from idr.model.value import HandleValue, ValueReference
 from idr.node import Node
 from idr.resolver.client import HandleClient
-from tests.procs import free_port
+from tests.runtime.conftest import node_on_postgres
 
 ADMIN = ValueReference("0.NA/88.100", 300)
 SECRET = "reads-s3cret-0123456789"
@@ -30,20 +28,8 @@ URL = HandleValue(1, "URL", b"https://example.org/")
 
 @pytest.fixture
 async def pg_node(tmp_path: Path) -> AsyncIterator[tuple[Node, str]]:
-    from tests.store import pg
-
-    dsn = pg.new_database()
-    native = f"127.0.0.1:{free_port(udp_too=True)}"
-    https = f"127.0.0.1:{free_port()}"
-    init_node(tmp_path / "n", "88.100", secret=SECRET, https=https, native=native, store="postgres", dsn=dsn)
-    node = Node(NodeConfig.load(tmp_path / "n"))
-    await node.start()
-    try:
-        yield node, dsn
-    finally:
-        await node.stop()
-        node.close()
-        pg.drop_created()
+    async with node_on_postgres(tmp_path / "n", SECRET, "88.100") as started:
+        yield started
 
 
 async def test_a_cache_miss_on_postgres_does_not_stall_the_loop(pg_node: tuple[Node, str]) -> None:

@@ -44,10 +44,14 @@ COHERENCE_BOUND = 3.0
 
 
 def _children(pid: int) -> set[int]:
+    """The worker processes of ``pid`` (not a warm-up helper it may run meanwhile)."""
     out: set[int] = set()
     for task in Path(f"/proc/{pid}/task").glob("*"):
         with contextlib.suppress(OSError):
-            out.update(int(c) for c in (task / "children").read_text().split())
+            for c in (task / "children").read_text().split():
+                with contextlib.suppress(OSError):
+                    if b"worker_main" in Path(f"/proc/{c}/cmdline").read_bytes():
+                        out.add(int(c))
     return out
 
 

@@ -1,12 +1,14 @@
 """The OpenAPI description against live answers: a node assembled as ``idr serve`` does (REST,
-SNMS, GS1, converged, reverse-lookup and federation routes on HTTPS and HTTP), driven through
-every described operation; each answer's status must be described for its operation and its
-body must validate against the described schema (jsonschema, Draft 2020-12, the dialect of
-OpenAPI 3.1). The document itself passes openapi-spec-validator, and every operation it
-describes is exercised."""
+SNMS, GS1, converged, reverse-lookup and federation routes on HTTPS and HTTP), and the demo
+federation (a top, secondaries, a recursive node: the prefix lifecycle, walks and statistics),
+driven through every described operation; each answer's status must be described for its
+operation and its body must validate against the described schema (jsonschema, Draft 2020-12,
+the dialect of OpenAPI 3.1). The document itself passes openapi-spec-validator, and every
+operation it describes is exercised."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import ssl
@@ -15,10 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
 import pytest
+import requests
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_spec
 from referencing import Registry, Resource
@@ -27,6 +31,8 @@ from referencing.jsonschema import DRAFT202012
 from idr.cli.node import init_node
 from idr.codec import rest
 from idr.core.config import NodeConfig
+from idr.core.prefixes import uscc_check_char
+from idr.demo import CELL, Federation, RunningNode
 from idr.node import Node
 from idr.schemes import gs1_links as gl
 from idr.server.openapi import openapi_document
@@ -299,6 +305,134 @@ async def test_federation_and_hrls_answers_match_the_description(live: Live) -> 
     assert await live.call("GET", "/hrls/ping", "/hrls/ping", secure=False, expect=200) == "OK\n"
 
 
+# The federation's lifecycle and statistics: checked on the demo federation (below); on the
+# lone node above they answer 501, which is checked too.
+FEDERATION_LIFECYCLE = {
+    ("/api/federation/applications", "get"),
+    ("/api/federation/applications", "post"),
+    ("/api/federation/applications/{id}/{action}", "post"),
+    ("/api/federation/filings", "get"),
+    ("/api/federation/filings", "post"),
+    ("/api/federation/verify", "get"),
+    ("/api/federation/audit", "get"),
+    ("/api/federation/resolve", "get"),
+    ("/api/federation/trace", "get"),
+    ("/api/federation/stats", "get"),
+    ("/api/federation/stats/report", "post"),
+    ("/api/federation/stats/send", "post"),
+}
+
+
+async def test_a_lone_node_says_it_has_no_federation_lifecycle(live: Live) -> None:
+    await live.call("GET", "/api/federation/verify", "/api/federation/verify?id=88.100", expect=501)
+    await live.call("GET", "/api/federation/resolve", "/api/federation/resolve?handle=88.100/a", expect=501)
+    await live.call("GET", "/api/federation/stats", "/api/federation/stats", expect=501)
+    await live.call("GET", "/api/federation/audit", "/api/federation/audit", headers=BASIC, expect=501)
+
+
+@dataclass
+class FedLive:
+    checker: Checker
+
+    async def call(
+        self, method: str, template: str, node: RunningNode, path: str, *, expect: int, secure: bool = True,
+        admin: RunningNode | None = None, **kwargs: Any,
+    ) -> Any:  # fmt: skip
+        """``path`` at ``node`` (HTTPS, or HTTP), as ``admin``'s identity when given (Basic)."""
+        url = (node.https_url if secure else node.http_url) + path
+        if admin is not None:
+            kwargs["auth"] = (quote(str(admin.admin), safe=""), admin.secret)
+        r = await asyncio.to_thread(
+            requests.request, method, url, timeout=20, allow_redirects=False, verify=str(node.cert), **kwargs
+        )
+        assert r.status_code == expect, f"{method} {path}: {r.status_code} {r.text[:300]}"
+        return self.checker.check(
+            method, template, r.status_code, r.headers.get("Content-Type", ""), r.content
+        )
+
+
+async def test_federation_lifecycle_and_stats_answers_match_the_description(fed: Federation) -> None:
+    live = FedLive(Checker(openapi_document()))
+    sec, top, rec = fed["sec-sc"], fed["top-cq"], fed["recursive"]
+    apps, one = "/api/federation/applications", "/api/federation/applications/{id}/{action}"
+    uscc = "91510100MA61R8XB2" + uscc_check_char("91510100MA61R8XB2")
+    body = {
+        "enterprise": "Chengdu sensors",
+        "uscc": uscc,
+        "contact": "c@example.org",
+        "secret": "sensor-s3cret-77",
+    }
+    made = await live.call("POST", apps, sec, apps, json=body, expect=201)
+    app_id = made["application"]["id"]
+    await live.call("POST", apps, sec, apps, json={**body, "uscc": uscc[:17] + "0"}, expect=400)
+    await live.call("POST", apps, sec, apps, json=body, secure=False, expect=403)
+    queue = await live.call("GET", apps, sec, f"{apps}?status=pending", admin=sec, expect=200)
+    assert [a["id"] for a in queue["applications"]] == [app_id]
+    await live.call("GET", apps, sec, apps, expect=401)
+    await live.call("POST", one, sec, f"{apps}/{app_id}/approve", json={}, expect=401)
+    approved = await live.call("POST", one, sec, f"{apps}/{app_id}/approve", json={}, admin=sec, expect=200)
+    assert approved["application"]["filed"], approved
+    prefix = approved["application"]["prefix"]
+    await live.call("POST", one, sec, f"{apps}/{app_id}/file", admin=sec, expect=200)
+    await live.call("POST", one, sec, f"{apps}/{app_id}/approve", json={}, admin=sec, expect=400)  # decided
+    await live.call("POST", one, sec, f"{apps}/APP-NONE/reject", json={"reason": "x"}, admin=sec, expect=404)
+    other = (await live.call("POST", apps, sec, apps, json=body, expect=201))["application"]["id"]
+    rejected = await live.call(
+        "POST", one, sec, f"{apps}/{other}/reject", json={"reason": "duplicate"}, admin=sec, expect=200
+    )
+    assert rejected["application"]["status"] == "rejected"
+
+    f = "/api/federation/filings"
+    filings = await live.call("GET", f, top, f, admin=top, expect=200)
+    assert prefix in {x["prefix"] for x in filings["filings"]}
+    await live.call("GET", f, top, f, expect=401)
+    filing = {"prefix": prefix, "parent": sec.prefix, "enterprise": "Chengdu sensors", "uscc": uscc}
+    await live.call("POST", f, top, f, json=filing, admin=sec, expect=201)  # filed again: the latest
+    await live.call(
+        "POST", f, top, f, json={**filing, "prefix": "88.118.77", "parent": "88.118"}, admin=sec, expect=403
+    )
+    v = "/api/federation/verify"
+    got = await live.call("GET", v, top, f"{v}?id={prefix}", secure=False, expect=200)
+    assert got["verification"]["filed"] is True
+    got = await live.call("GET", v, top, f"{v}?id={CELL}", secure=False, expect=200)
+    assert got["verification"]["identifier"]["exists"] is True
+    await live.call("GET", v, top, f"{v}?id=88.168.9999", secure=False, expect=200)  # not filed
+    await live.call("GET", v, top, v, secure=False, expect=400)
+    await live.call("GET", v, sec, f"{v}?id={prefix}", secure=False, expect=501)  # the top's
+
+    a = "/api/federation/audit"
+    trail = await live.call("GET", a, sec, f"{a}?match=0.PREFIXAPP&limit=50", admin=sec, expect=200)
+    assert {"prefix-approve", "prefix-reject"} <= {e["op"] for e in trail["entries"]}
+    await live.call("GET", a, sec, a, expect=401)
+    await live.call("GET", a, sec, f"{a}?since=x", admin=sec, expect=400)
+
+    r, t = "/api/federation/resolve", "/api/federation/trace"
+    walked = await live.call("GET", r, rec, f"{r}?handle={CELL}", secure=False, expect=200)
+    assert walked["code"] == 1 and walked["hops"], walked
+    missing = await live.call("GET", r, rec, f"{r}?handle=88.168/none", secure=False, expect=200)
+    assert missing["code"] == 100, missing
+    tree = await live.call("GET", t, rec, f"{t}?handle={CELL}&depth=2", secure=False, expect=200)
+    assert tree["tree"]["handle"] == CELL
+    await live.call("GET", t, rec, f"{t}?handle={CELL}&depth=x", secure=False, expect=400)
+    await live.call("GET", r, sec, f"{r}?handle={CELL}", secure=False, expect=501)
+
+    st = "/api/federation/stats"
+    figures = await live.call("GET", st, top, st, secure=False, expect=200)
+    assert figures["secondary_nodes"] >= 2, figures
+    await live.call("GET", st, sec, st, expect=200)
+    sent = await live.call("POST", st + "/send", sec, st + "/send", admin=sec, expect=200)
+    assert sent["sent"] is True and sent["ack"]["node"] == figures["node"], sent
+    await live.call("POST", st + "/send", sec, st + "/send", expect=403)
+    hub = sec.node.stats_hub
+    assert hub is not None
+    report = await hub.report_body()
+    ack = await live.call("POST", st + "/report", top, st + "/report", json=report, admin=sec, expect=200)
+    assert ack["node"] == figures["node"], ack
+    await live.call("POST", st + "/report", top, st + "/report", json={"report": 1}, admin=sec, expect=400)
+    await live.call("POST", st + "/report", top, st + "/report", json=report, expect=401)
+    assert not FEDERATION_LIFECYCLE - live.checker.seen, FEDERATION_LIFECYCLE - live.checker.seen
+
+
 async def test_every_described_operation_is_exercised(live: Live) -> None:
     """Run the three flows on one node and compare with the description's operations (one GS1
     primary key stands for all: they share one handler)."""
@@ -315,4 +449,4 @@ async def test_every_described_operation_is_exercised(live: Live) -> None:
     gs1_others = {
         (p, "get") for p in live.checker.doc["paths"] if p.endswith("/{tail}") and p != "/01/{tail}"
     }
-    assert described - gs1_others - live.checker.seen == set()
+    assert described - gs1_others - FEDERATION_LIFECYCLE - live.checker.seen == set()

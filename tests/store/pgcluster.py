@@ -231,6 +231,27 @@ def wait_ready(dsn: str, timeout: float = 10.0) -> None:
             time.sleep(0.1)
 
 
+def wait_replayed(primary_dsn: str, standby_dsn: str, timeout: float = 60.0) -> float:
+    """Wait until the standby has replayed everything the primary had written when called;
+    returns the seconds it took. Streaming and replay are PostgreSQL's own work (a WAL flush
+    on a busy disk can take seconds): tests bound what idr does from this point on."""
+    import psycopg
+
+    t0 = time.monotonic()
+    with psycopg.connect(primary_dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    assert row is not None
+    target = row[0]
+    with psycopg.connect(standby_dsn, autocommit=True) as conn:
+        while True:
+            got = conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)).fetchone()
+            if got is not None and got[0]:
+                return time.monotonic() - t0
+            if time.monotonic() - t0 > timeout:
+                raise PgClusterError(f"the standby did not replay up to {target} in {timeout} s")
+            time.sleep(0.01)
+
+
 def _children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()

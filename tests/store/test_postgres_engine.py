@@ -15,6 +15,7 @@ import pytest
 from idr.model.handle import normalize_key
 from idr.model.value import HandleRecord, HandleValue
 from idr.store import StoreError, Write
+from idr.store.base import StoreUnavailable
 from idr.store.postgres import PostgresStore
 from tests.store.pgcluster import PgCluster, PgClusterError, find_bindir, free_port, start_cluster, wait_ready
 
@@ -196,6 +197,57 @@ def test_mirror_reads_a_streaming_standby(replicated: tuple[PgCluster, PgCluster
         assert ro.list_handles("88.100", after="88.100/CELL-98") == ["88.100/cell-99"]
         with pytest.raises(StoreError, match="read-only"):
             ro.commit("create", "x", [put("88.100/on-the-standby")])
+
+
+def test_a_lost_server_is_unavailable_then_served_again() -> None:
+    """A server restart leaves the pool's idle connections dead: the next read still answers
+    (retried once on a fresh connection). While the server is down, reads and writes fail with
+    ``StoreUnavailable`` (503 to clients) — after the whole timeout once, then within 0.5 s
+    each, never hanging; once it is back the same store serves again."""
+    cluster = start_cluster()
+    try:
+        s = PostgresStore(cluster.dsn(), pool_size=4, timeout=2.0)
+        s.commit("create", "t", [put("88.100/a")])
+        _fill_pool(s)
+        cluster.stop("immediate")
+        cluster.start()
+        assert s.get(normalize_key("88.100/a")) == rec("88.100/a")  # on a dead pooled connection: retried
+        _fill_pool(s)
+        cluster.stop("immediate")
+        waits = []
+        for attempt in range(4):
+            t0 = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                if attempt % 2:
+                    s.commit("create", "t", [put("88.100/b")])
+                else:
+                    s.get(normalize_key("88.100/a"))
+            waits.append(time.monotonic() - t0)
+        # One of them (the first that found no dead connection to fail on) waited the timeout.
+        assert max(waits) < 2.0 + 1.0 and sorted(waits)[-2] < 1.0, waits
+        cluster.start()
+        assert _wait_for(lambda: _answers(s), 10)
+        assert s.get(normalize_key("88.100/a")) == rec("88.100/a")
+        s.commit("create", "t", [put("88.100/b")])
+        s.close()
+    finally:
+        cluster.destroy()
+
+
+def _fill_pool(s: PostgresStore) -> None:
+    """Every pooled connection opened and idle (reads in parallel take one each)."""
+    barrier = threading.Barrier(4)
+
+    def read() -> None:
+        with s._conn() as conn:
+            barrier.wait(5)
+            conn.execute("SELECT 1")
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
 
 
 def test_acknowledged_commits_survive_a_server_crash() -> None:

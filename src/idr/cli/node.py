@@ -308,8 +308,12 @@ def register(app: typer.Typer) -> None:
             int, typer.Option(min=1, max=64, help="Processes answering native UDP (SO_REUSEPORT).")
         ] = 1,
         warm: Annotated[
-            bool, typer.Option(help="Fill the native answer cache from the store at start.")
-        ] = False,
+            bool | None,
+            typer.Option(
+                help="Fill the native answer cache from the store at start, in a helper process "
+                "([native] warm, default off)."
+            ),
+        ] = None,
     ) -> None:
         """Serve the node in DATA until interrupted (SIGINT or SIGTERM).
 
@@ -333,7 +337,8 @@ def register(app: typer.Typer) -> None:
             node.log_setup, node.access_log = logs, logs.access
             node.workers = workers
             # this process serves: the collector stays off the answer caches (native._GcPause)
-            node.native_options = NativeOptions.from_config(cfg.native_limits, warm=warm, freeze_gc=True)
+            warm_up = cfg.native_limits.warm if warm is None else warm
+            node.native_options = NativeOptions.from_config(cfg.native_limits, warm=warm_up, freeze_gc=True)
             try:
                 run_async(_serve(node, https=https, http=http, native=native))
             finally:

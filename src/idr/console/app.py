@@ -51,6 +51,7 @@ from idr.server.walks import install as install_walks
 
 if TYPE_CHECKING:
     from idr.core.templates import Template, TemplateRegistry
+    from idr.model.site import SiteInfo
     from idr.resolver.recursive import RecursiveResolver
 
 SAMPLE_EVERY = 5.0
@@ -143,21 +144,23 @@ class Console:
         n = await asyncio.to_thread(lambda: sum(store.count(normalize_key(p)) for p in prefixes))
         self._prefix_cache = (time.monotonic(), n)
 
-    def walk(self) -> lookup.Walk:
+    async def walk(self) -> lookup.Walk:
         """How this console resolves a handle: with the recursive engine, built once (see
         ``console.lookup``). Its root is ``federation.toml``'s, or — on a top node — the top
         service's own sites; no cache, so the console shows the federation as it is now."""
         if self._walk is None:
-            self._walk = lookup.walk_from(self.service, self.name, self._engine())
+            # a recursive node walks with its own engine; any other reads its root once, off
+            # the event loop (a file, and on a top node its own site records in the store)
+            recursive = getattr(self.service, "trace", None) is not None
+            root = [] if recursive else await asyncio.to_thread(self._root)
+            engine = self._engine(root) if root else None
+            if self._walk is None:
+                self._walk = lookup.walk_from(self.service, self.name, engine)
         return self._walk
 
-    def _engine(self) -> RecursiveResolver | None:
+    def _root(self) -> list[SiteInfo]:
         from idr.core.federation import FederationSettings, loopback_site
-        from idr.resolver.recursive import Limits, RecursiveResolver
-        from idr.resolver.transport import NativeTransport
 
-        if getattr(self.service, "trace", None) is not None:
-            return None  # a recursive node walks with its own engine
         data_dir = getattr(getattr(self.node, "config", None), "data_dir", None)
         root = FederationSettings.load(Path(data_dir)).root if data_dir is not None else []
         sites = []
@@ -167,10 +170,14 @@ class Console:
                 sites.append(loopback_site(f"top {addr}", native=int(port), host=host, primary=i == 0))
         if not sites and self.role == "top":
             sites = lookup.site_of(self.service)
-        if not sites:
-            return None
+        return sites
+
+    def _engine(self, root: list[SiteInfo]) -> RecursiveResolver:
+        from idr.resolver.recursive import Limits, RecursiveResolver
+        from idr.resolver.transport import NativeTransport
+
         transport = lookup.LocalFirst(self.service, self._own_addresses, NativeTransport())
-        return RecursiveResolver(sites, transport, limits=Limits.uncached())
+        return RecursiveResolver(root, transport, limits=Limits.uncached())
 
     def _own_addresses(self) -> set[tuple[str, int]]:
         """Where this node listens (what ``LocalFirst`` answers in-process)."""
@@ -448,7 +455,7 @@ async def traced(console: Console, text: str) -> lookup.Resolution:
         res = lookup.Resolution(query=text, handle=text, scheme="unknown")
         res.code, res.message = int(ResponseCode.INVALID_HANDLE), e.message
         return res
-    walk = console.walk()
+    walk = await console.walk()
     hops: list[lookup.Hop] = []
     res = lookup.Resolution(query=text, handle=rec.handle)
     for handle in _tries(rec):
@@ -1024,7 +1031,9 @@ async def prefix_decide(request: web.Request) -> web.StreamResponse:
     app_id = request.match_info["app"]
     decision = str(form.get("decision", ""))
     reason = str(form.get("reason", "")).strip()
-    reg = next((r for r in _registries(p.console) if _has(r, app_id)), None)
+    regs = _registries(p.console)
+    # the application's record: read off the event loop (a PostgreSQL round trip, or a lock)
+    reg = await off_loop(request, lambda: next((r for r in regs if _has(r, app_id)), None))
     if reg is None:
         return await prefixes_page(request, status=404, general=f"{app_id}: {p.t('err.not_found')}")
     try:
@@ -1077,7 +1086,7 @@ async def chain_page(request: web.Request) -> web.StreamResponse:
 
     try:
         with request.app[WALKS_KEY].walk() as deadline:
-            walk = p.console.walk()
+            walk = await p.console.walk()
 
             async def resolve(handle: str) -> Walked:
                 """The walk, within what is left of the gate's time (then: not resolved)."""

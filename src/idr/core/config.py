@@ -54,6 +54,11 @@ class NativeLimits:
     # Pre-encoded answers kept in memory (one per handle and request shape, ~600 bytes each):
     # room for every handle of a 1M-handle node in two shapes (idr.server.hotcache).
     answer_cache: int = 2_000_000
+    # ``idr serve`` warms that cache at start (every handle's key, then every shape clients use)
+    # in a helper process off the serving loop's core (idr.server.warmhelper) when true or with
+    # ``--warm``; off by default: it did not make the first seconds faster on 2 cores (native.py
+    # notes), so answers are spliced from the store on first use instead.
+    warm: bool = False
 
 
 @dataclass

@@ -19,7 +19,6 @@ answers the Handle way: ``302 SERVICE_REFERRAL`` with the ``HS_SITE``/``HS_SERV`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -361,24 +360,6 @@ def make_service(role: str, store: Store, **kwargs: Any) -> NodeService:
     if role in ROLES_AUTHORITATIVE:
         return FederatedService(store, role=role, **kwargs)
     raise ValueError(f"role {role!r} has no authoritative service (a recursive node uses the resolver)")
-
-
-def json_value(index: int, type_: str, obj: object, *, permissions: int | None = None) -> HandleValue:
-    """A value whose data is compact JSON (applications, filings, templates)."""
-    data = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
-    if permissions is None:
-        return HandleValue(index, type_, data)
-    return HandleValue(index, type_, data, permissions=permissions)
-
-
-def json_of(record: HandleRecord | None, type_: str) -> dict[str, Any] | None:
-    if record is None:
-        return None
-    for v in record.values:
-        if v.type.upper() == type_.upper():
-            obj = json.loads(v.data.decode("utf-8"))
-            return obj if isinstance(obj, dict) else None
-    return None
 
 
 __all__ = [

@@ -26,7 +26,8 @@ from typing import Any
 from idr.codec.site import encode_site
 from idr.codec.values import encode_admin
 from idr.core import stats
-from idr.core.federation import FederatedService, json_of, json_value
+from idr.core.federation import FederatedService
+from idr.core.jsonvalues import json_of, json_value
 from idr.core.secret_policy import admin_secret_problem
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import normalize_key, prefix_handle
@@ -224,10 +225,19 @@ class PrefixRegistry:
         return f"{APPLICATIONS}/{app_id}"
 
     def get(self, app_id: str) -> Application:
+        """The application ``app_id`` under this parent (one under another parent is not
+        found here: its reviewers and its prefixes are that parent's)."""
         obj = json_of(self.service.load(self._key(app_id)), APPLICATION_TYPE)
-        if obj is None:
-            raise HandleError(ResponseCode.HANDLE_NOT_FOUND, f"no application {app_id}")
-        return Application.from_json(obj)
+        app = Application.from_json(obj) if obj is not None else None
+        if app is None or app.parent != self.parent:
+            raise HandleError(ResponseCode.HANDLE_NOT_FOUND, f"no application {app_id} under {self.parent}")
+        return app
+
+    async def read(self, app_id: str) -> Application:
+        """``get`` from the event loop: the record is read off the loop first where the
+        store's reads may block (PostgreSQL)."""
+        await self.service.preload([self._key(app_id)])
+        return self.get(app_id)
 
     def applications(self, status: str | None = None) -> list[Application]:
         out = []

@@ -22,17 +22,18 @@ Totals are sums over the node table (:func:`federation_stats`).
 
 from __future__ import annotations
 
-import json
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from idr.core.stats import COUNTER_NAMES, STATS_PREFIX, add_counts
+from idr.core.jsonvalues import json_of, json_value
+from idr.core.stats import COUNTER_NAMES, STATS_PREFIX, add_counts, records_under
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import normalize_key
-from idr.model.value import HandleRecord, HandleValue
+from idr.model.value import HandleRecord
 
 if TYPE_CHECKING:
     from idr.core.service import NodeService
@@ -233,24 +234,6 @@ def day_of(ts: float) -> str:
     return datetime.fromtimestamp(ts, CST).strftime("%Y-%m-%d")
 
 
-def _json_record(handle: str, type_: str, obj: Mapping[str, Any]) -> HandleRecord:
-    data = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
-    return HandleRecord(handle, (HandleValue(1, type_, data),))
-
-
-def _json_of(record: HandleRecord | None, type_: str) -> dict[str, Any] | None:
-    if record is None:
-        return None
-    for v in record.values:
-        if v.type.upper() == type_:
-            try:
-                obj = json.loads(v.data)
-            except ValueError:
-                return None
-            return obj if isinstance(obj, dict) else None
-    return None
-
-
 @dataclass
 class NodeState:
     """A node's record in a node table: its latest entry, what earlier instances reached,
@@ -288,7 +271,9 @@ class NodeState:
         )
 
     def record(self) -> HandleRecord:
-        return _json_record(f"{STATS_PREFIX}/{NODE_PART}{self.entry.node}", NODE_TYPE, self.to_json())
+        return HandleRecord(
+            f"{STATS_PREFIX}/{NODE_PART}{self.entry.node}", (json_value(1, NODE_TYPE, self.to_json()),)
+        )
 
     def counters(self) -> dict[str, int]:
         """Every instance's counters together."""
@@ -311,26 +296,16 @@ class NodeState:
 
 
 def load_node(service: NodeService, node: str) -> NodeState | None:
-    obj = _json_of(service._load(node_key(node)), NODE_TYPE)
+    obj = json_of(service._load(node_key(node)), NODE_TYPE)
     return NodeState.from_json(obj) if obj else None
 
 
 def iter_nodes(service: NodeService) -> Iterator[NodeState]:
     """Every record of the node table (paged by key; reads the store)."""
-    prefix = normalize_key(STATS_PREFIX)
-    head = node_key("")
-    after: str | None = head[:-1]
-    while True:
-        page = [normalize_key(h) for h in service.store.list_handles(prefix, after, 1000)]
-        mine = [k for k in page if k.startswith(head)]
-        found = service.store.get_many(mine)
-        for k in mine:
-            obj = _json_of(found.get(k), NODE_TYPE)
-            if obj:
-                yield NodeState.from_json(obj)
-        if len(page) < 1000 or (page[-1] > head and not page[-1].startswith(head)):
-            return
-        after = page[-1]
+    for _, rec in records_under(service.store, node_key("")):
+        obj = json_of(rec, NODE_TYPE)
+        if obj:
+            yield NodeState.from_json(obj)
 
 
 # --------------------------------------------------------------------------- applying
@@ -346,7 +321,7 @@ class Applied:
 
 def _period(service: NodeService, part: str) -> tuple[str, dict[str, Any]]:
     handle = f"{STATS_PREFIX}/{part}"
-    return handle, _json_of(service._load(normalize_key(handle)), PERIOD_TYPE) or {}
+    return handle, json_of(service._load(normalize_key(handle)), PERIOD_TYPE) or {}
 
 
 def _add_period(period: dict[str, Any], delta: Mapping[str, int], breakdowns: Mapping[str, str]) -> None:
@@ -400,7 +375,7 @@ def apply_entries(
                 periods[part] = _period(service, part)
             _add_period(periods[part][1], delta, breakdowns)
     for handle, obj in periods.values():
-        writes.append((handle, _json_record(handle, PERIOD_TYPE, obj)))
+        writes.append((handle, HandleRecord(handle, (json_value(1, PERIOD_TYPE, obj),))))
     if writes:
         service.stage("stats-report", None, writes)
     return done
@@ -435,21 +410,12 @@ def save_monitor(service: NodeService, checks: Mapping[str, tuple[int, int]]) ->
 def periods(service: NodeService, part: str, last: int) -> list[tuple[str, dict[str, Any]]]:
     """The newest ``last`` day (``DAY.``) or month (``MONTH.``) records, oldest first."""
     head = normalize_key(f"{STATS_PREFIX}/{part}")
-    prefix = normalize_key(STATS_PREFIX)
-    out: list[tuple[str, dict[str, Any]]] = []
-    after: str | None = head[:-1]
-    while True:
-        page = [normalize_key(h) for h in service.store.list_handles(prefix, after, 1000)]
-        mine = [k for k in page if k.startswith(head)]
-        found = service.store.get_many(mine)
-        for k in mine:
-            obj = _json_of(found.get(k), PERIOD_TYPE)
-            if obj is not None:
-                out.append((k[len(head) :], obj))
-        out = out[-last:]
-        if len(page) < 1000 or (page[-1] > head and not page[-1].startswith(head)):
-            return out
-        after = page[-1]
+    out: deque[tuple[str, dict[str, Any]]] = deque(maxlen=last if last > 0 else None)
+    for k, rec in records_under(service.store, head):
+        obj = json_of(rec, PERIOD_TYPE)
+        if obj is not None:
+            out.append((k[len(head) :], obj))
+    return list(out)
 
 
 def delegated_children(service: NodeService, limit: int = 100_000) -> list[tuple[str, str]]:

@@ -34,7 +34,7 @@ from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import NA_PREFIX, Handle, normalize_key, prefix_handle
 from idr.model.site import SiteInfo
 from idr.model.value import AdminPermission, AdminRecord, HandleRecord, HandleValue, ValueReference
-from idr.store.base import Commit, Store, StoreError, Write
+from idr.store.base import Commit, Store, StoreError, StoreUnavailable, Write, store_failure
 from idr.store.cache import MISSING, RecordCache
 from idr.store.search import MAX_LIMIT, SearchError, Term, check_page, make_terms
 
@@ -421,6 +421,14 @@ class NodeService:
                 seqs = self.store.commit_many(commits)
         except StoreError as e:
             self.cache.invalidate(keys)  # even a failed commit drops cached copies
+            if isinstance(e, StoreUnavailable):
+                # The store is out of reach: every job of the group is told so now (one by one
+                # they would each wait for a connection in turn).
+                for job in planned:
+                    job.staged = None
+                    job.error = store_failure(e)
+                    job.result = None
+                return
             if len(planned) > 1:
                 # The engine refused the group: each job again on its own, so only the one
                 # it refuses fails (re-planned: earlier jobs' overlay is gone).
@@ -430,7 +438,7 @@ class NodeService:
                 return
             job = planned[0]
             job.staged = None
-            job.error = _fail(ResponseCode.ERROR, f"storage failure: {e}")
+            job.error = store_failure(e)
             job.result = None
             return
         self.cache.invalidate(keys)
@@ -524,9 +532,14 @@ class NodeService:
     def _execute(self, req: Request) -> Response:
         try:
             return self._dispatch(req)
+        except StoreError as e:
+            return self._execute_failed(req, store_failure(e))
         except HandleError as e:
-            self.counters["errors"] += 1
-            return Response(e.code, req.handle, message=e.message)
+            return self._execute_failed(req, e)
+
+    def _execute_failed(self, req: Request, e: HandleError) -> Response:
+        self.counters["errors"] += 1
+        return Response(e.code, req.handle, message=e.message)
 
     # Reads that always leave the event loop: they walk the store beyond one record.
     _OFF_LOOP: ClassVar[frozenset[Op]] = frozenset({Op.LIST_HANDLES, Op.SEARCH})
@@ -875,7 +888,7 @@ class NodeService:
             )
             raise _fail(code, str(e)) from e
         except StoreError as e:
-            raise _fail(ResponseCode.ERROR, f"storage failure: {e}") from e
+            raise store_failure(e) from e
         return Response(ResponseCode.SUCCESS, handles=tuple(handles))
 
     def _site_search(self, req: Request, terms: Sequence[Term], limit: int, offset: int) -> list[str]:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
+from idr.core.jsonvalues import json_of
 from idr.core.writes import PLANNING
 from idr.model.handle import normalize_key
 from idr.model.value import HandleRecord, HandleValue
@@ -85,32 +86,29 @@ def sum_counts(parts: Sequence[Mapping[str, int]]) -> dict[str, int]:
     return out
 
 
-def json_counts(record: HandleRecord | None, type_: str = COUNTERS_TYPE) -> dict[str, Any] | None:
-    if record is None:
-        return None
-    for v in record.values:
-        if v.type.upper() == type_:
-            try:
-                obj = json.loads(v.data)
-            except ValueError:
-                return None
-            return obj if isinstance(obj, dict) else None
-    return None
+def records_under(store: Store, head: str, page: int = 1000) -> Iterator[tuple[str, HandleRecord]]:
+    """(key, record) of every record whose key starts with ``head`` (a key under
+    ``STATS_PREFIX``: one table of the statistics), in key order, a page at a time."""
+    prefix = normalize_key(STATS_PREFIX)
+    after: str | None = head[:-1]  # the key just before the table's first
+    while True:
+        keys = [normalize_key(h) for h in store.list_handles(prefix, after, page)]
+        mine = [k for k in keys if k.startswith(head)]
+        found = store.get_many(mine)
+        for k in mine:
+            rec = found.get(k)
+            if rec is not None:
+                yield k, rec
+        if len(keys) < page or (keys[-1] > head and not keys[-1].startswith(head)):
+            return
+        after = keys[-1]
 
 
 def durable_counts(store: Store) -> dict[str, int]:
     """The node's counters: every writer's record summed (a few records per restart)."""
-    head = writer_key("")
-    prefix = normalize_key(STATS_PREFIX)
     total = dict.fromkeys(COUNTER_NAMES, 0)
-    after: str | None = head[:-1]  # the key just before "0.STATS/W."
-    while True:
-        page = [normalize_key(h) for h in store.list_handles(prefix, after, 1000)]
-        mine = [k for k in page if k.startswith(head)]
-        for rec in store.get_many(mine).values():
-            obj = json_counts(rec)
-            if obj:
-                add_counts(total, {k: int(v) for k, v in obj.items() if isinstance(v, int)})
-        if len(page) < 1000 or (page[-1] > head and not page[-1].startswith(head)):
-            return total
-        after = page[-1]
+    for _, rec in records_under(store, writer_key("")):
+        obj = json_of(rec, COUNTERS_TYPE)
+        if obj:
+            add_counts(total, {k: int(v) for k, v in obj.items() if isinstance(v, int)})
+    return total

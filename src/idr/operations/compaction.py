@@ -23,13 +23,13 @@ after 1,000,000 writes with and without compaction.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from idr.core.config import LogRetention
+from idr.runtime.tasks import cancel_and_wait
 from idr.store.base import Store, StoreError
 
 log = logging.getLogger("idr.log.compaction")
@@ -97,11 +97,8 @@ class LogCompactor:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -134,7 +134,7 @@ async def send_filing(target: FilingTarget, filing: Filing) -> dict[str, Any]:
 
 async def file_prefix(reg: PrefixRegistry, app_id: str, target: FilingTarget) -> bool:
     """File an approved application's prefix with the top and record the outcome on it."""
-    app = reg.get(app_id)
+    app = await reg.read(app_id)
     if app.status != "approved":
         raise HandleError(ResponseCode.INVALID_VALUE, f"application {app_id} is {app.status}, not approved")
     filing = Filing(app.prefix, app.parent, app.enterprise, app.uscc, app.contact)

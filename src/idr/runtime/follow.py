@@ -25,12 +25,12 @@ separate processes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
 from idr.core.interface import EVERYTHING
 from idr.core.service import NodeService
+from idr.runtime.tasks import cancel_and_wait
 from idr.store.base import REPLICA_COPY_OP, StoreError
 
 if TYPE_CHECKING:
@@ -59,11 +59,8 @@ class LogFollower:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -38,6 +38,7 @@ from idr.core.stats import new_writer_id
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle, normalize_key, prefix_handle
 from idr.model.value import AdminPermission, ValueReference
+from idr.runtime.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from idr.core.service import NodeService
@@ -136,11 +137,8 @@ class StatsHub:
     async def stop(self) -> None:
         """Stop the schedule; a last cut (so this run's resolutions are kept) and one try
         to report it."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         with contextlib.suppress(Exception):
             await self.cut(force=True)
             await self._save_monitor()

@@ -178,7 +178,7 @@ async def decide(request: web.Request) -> web.Response:
             from idr.resolver.filing import file_prefix
 
             await file_prefix(reg, app_id, target)
-            app = reg.get(app_id)
+            app = await reg.read(app_id)
         return _ok({"application": app.to_json()})
     if action == "reject":
         app = await reg.reject(app_id, reviewer, _str(doc, "reason", ""))
@@ -190,7 +190,7 @@ async def decide(request: web.Request) -> web.Response:
         from idr.resolver.filing import file_prefix
 
         await file_prefix(reg, app_id, target)
-        return _ok({"application": reg.get(app_id).to_json()})
+        return _ok({"application": (await reg.read(app_id)).to_json()})
     raise _fail(ResponseCode.PROTOCOL_ERROR, f"unknown action {action!r}")
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import struct
 import threading
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 
 from idr.codec.values import all_public
@@ -150,6 +151,17 @@ class Splice:
         )
 
 
+class Shelf:
+    """One warm pass's chunks in key order: ``bounds[i]`` is the first handle key of
+    ``chunks[i]`` (its answers by cache key, and its index by handle key)."""
+
+    __slots__ = ("bounds", "chunks")
+
+    def __init__(self) -> None:
+        self.bounds: list[str] = []
+        self.chunks: list[tuple[dict[bytes, bytes], dict[str, bytes | tuple[bytes, ...]]]] = []
+
+
 class AnswerCache:
     """Bounded map cache key → complete response bytes; FIFO eviction (O(1), no LRU bookkeeping
     on hits, so a hit is one dict lookup)."""
@@ -190,6 +202,9 @@ class AnswerCache:
         self.epoch = 0  # bumped when everything is dropped (homed set changed)
         self._passes = 0
         self._written: set[str] = set()
+        self._shelves: list[Shelf] = []  # warm passes' chunks, kept as shipped (``shelve``)
+        self.shelved = 0
+        self.unshelved = 0  # misses answered from a shelf
 
     def __len__(self) -> int:
         return len(self.data)
@@ -239,6 +254,69 @@ class AnswerCache:
                 self._put(key, answer, handle_key)
                 n += 1
         return n
+
+    def open_shelf(self) -> Shelf:
+        """A shelf for one warm pass's chunks (``idr.server.warmhelper``), searched on a miss."""
+        shelf = Shelf()
+        with self._lock:
+            self._shelves.append(shelf)
+        return shelf
+
+    def shelve(
+        self,
+        shelf: Shelf,
+        first: str,
+        answers: dict[bytes, bytes],
+        index: dict[str, bytes | tuple[bytes, ...]],
+        epoch: int,
+    ) -> int:
+        """Keep a warm pass's ready chunk (cache key → answer, handle key → its cache keys,
+        every handle key ≥ ``first`` and above the shelf's previous chunk's) as it is: nothing
+        is inserted per handle, a miss finds the answer by ``bisect`` (:meth:`_shelved`) and
+        moves it into the map. Handles written since the pass began (or unsettled, ``dirty``)
+        are taken out first, as :meth:`put_many` skips them; nothing when the cache was cleared
+        since ``epoch`` or the chunk would pass the capacity. The maps given are kept."""
+        with self._lock:
+            if epoch != self.epoch or shelf not in self._shelves:
+                return 0
+            for stale in (self._written.intersection(index), self.dirty.intersection(index)):
+                for hkey in stale:
+                    cks = index.pop(hkey, None)
+                    for ck in () if cks is None else (cks,) if isinstance(cks, bytes) else cks:
+                        answers.pop(ck, None)
+            if not answers or len(self.data) + self.shelved + len(answers) > self.capacity:
+                return 0
+            if shelf.bounds and first <= shelf.bounds[-1]:
+                return 0  # out of order: the bisect would not find it
+            shelf.bounds.append(first)
+            shelf.chunks.append((answers, index))
+            self.shelved += len(answers)
+            return len(answers)
+
+    def _shelved(self, ck: bytes, key: str) -> bytes | None:
+        """The shelved answer for cache key ``ck`` of handle key ``key``, if a pass shipped it."""
+        for shelf in self._shelves:
+            i = bisect_right(shelf.bounds, key) - 1
+            if i >= 0:
+                answer = shelf.chunks[i][0].get(ck)
+                if answer is not None:
+                    return answer
+        return None
+
+    def peek(self, ck: bytes, key: str) -> bytes | None:
+        """What the cache holds for ``ck`` (the map or a shelf), without moving anything."""
+        answer = self.data.get(ck)
+        return answer if answer is not None else self._shelved(ck, key)
+
+    def _unshelve(self, key: str) -> None:
+        for shelf in self._shelves:
+            i = bisect_right(shelf.bounds, key) - 1
+            if i >= 0:
+                answers, index = shelf.chunks[i]
+                cks = index.pop(key, None)
+                for ck in () if cks is None else (cks,) if isinstance(cks, bytes) else cks:
+                    if answers.pop(ck, None) is not None:
+                        self.shelved -= 1
 
     def begin_pass(self, shape: bytes | None = None) -> int:
         """A warm pass starts (for ``shape``, when it is a learned one): returns the epoch to
@@ -328,6 +406,13 @@ class AnswerCache:
             if template is not None:
                 self.negative_hits += 1
                 return template
+        if self.shelved:
+            ck = data[:8] + data[12:36] + data[40:]
+            answer = self._shelved(ck, key)
+            if answer is not None and len(answer) <= limit:
+                self.put(ck, answer, key, self.generation)  # a hit from now on
+                self.unshelved += 1
+                return answer
         read = self.read_raw
         if read is None:
             return None
@@ -450,6 +535,8 @@ class AnswerCache:
                 if len(self.dirty) > MAX_DIRTY:
                     self.complete = False
             for k in keys:
+                if self.shelved:
+                    self._unshelve(k)
                 cks = self._index.pop(k, None)
                 if cks is None:
                     continue
@@ -458,6 +545,8 @@ class AnswerCache:
                     self._owner.pop(ck, None)
 
     def _clear(self) -> None:
+        self._shelves.clear()
+        self.shelved = 0
         self.data.clear()
         self._owner.clear()
         self._index.clear()

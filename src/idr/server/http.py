@@ -53,6 +53,7 @@ from idr.server.sessions import Session, SessionTable
 from idr.server.throttle import THROTTLE_KEY, Throttle, Throttled
 from idr.server.throttle import install as install_throttle
 from idr.server.walks import WalkGate
+from idr.store.base import StoreError, store_failure
 
 log = logging.getLogger("idr.http")
 
@@ -907,6 +908,9 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(request, r.code, r.message, status=r.status, headers=r.headers)
     except HandleError as e:
         return _error(request, e.code, e.message)
+    except StoreError as e:  # a store read outside the core (lists, console, SNMS): 503 or 500
+        failure = store_failure(e)
+        return _error(request, failure.code, failure.message)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS_KEY]["max_body"]
         return _error(

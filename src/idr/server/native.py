@@ -59,16 +59,46 @@ the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per a
   handle, a schema change in both engines) for nothing the values column does not already give;
   an mmap'd hash file of answers would save the SQLite lookup (~5 µs) but needs its own
   crash-consistent writer beside the store, and every worker and follower to share it;
-* a full warm pass before serving (``--warm``): a key-ordered snapshot of undecoded rows spliced
-  for each shape in use: ~5 µs per handle here (~5 s per 1M), +600 MB per shape. It runs in
-  CPU slices of ``WARM_SLICE`` taking at most ``WARM_DUTY`` of the loop while requests arrive,
-  so the node answers meanwhile; on the loaded 2-core machine that still held the first 10 s at
-  0.04–0.24× warm: the pass and the misses it has not reached yet share one core, so while it
-  runs the node serves at most (1 − ``WARM_DUTY``) of the cold rate, and at that duty a 1M pass
-  needs 15+ s of wall time. No pacing reaches full speed within 5 s: the pass itself must leave
-  the loop's core. The next step is a helper process that reads the snapshot and ships ready
-  ``(key, answer)`` chunks (``marshal``), merged by ``dict.update`` at C speed (~0.3 µs per
-  entry on the loop instead of ~5 µs); until then ``idr serve`` does not warm by default;
+* a full warm pass before serving (``--warm``, ``[native] warm``; off by default): a key-ordered
+  snapshot of undecoded rows spliced for each shape in use, +600 MB per shape for 1M handles
+  (the bench's in-process warm: +607 MiB RSS), ~110 bytes per handle in ``known``. On the loop
+  it cost ~5 µs per handle in CPU slices (``WARM_SLICE``, at most ``WARM_DUTY`` of the loop):
+  0.04–0.24× warm over the first 10 s on the loaded 2-core machine, 15+ s of wall time per 1M.
+  Now the pass runs **in a helper process** (``server/warmhelper.py``): the child opens the same
+  store (``Store.reopen_spec``: the SQLite file, or the PostgreSQL DSN, passed on stdin), reads
+  one snapshot, splices the answers and ships ``marshal`` chunks (1,000 records a frame through
+  a 1 MiB pipe; a 64 KiB pipe made the two processes ping-pong and doubled the pass), at
+  ``nice`` 10 and off a pinned server's cores. The loop keeps each chunk as it arrives, on a
+  key-ordered shelf per pass (``AnswerCache.shelve``); a miss finds it by ``bisect`` and moves
+  the answer into the hot map. Correctness: the pass is opened (``begin_pass``) before the
+  child starts, so every commit announced after its snapshot is taken out of each chunk before
+  it is shelved (the test that commits during the warm-up fails without it), and one announced
+  later takes the handle off every shelf. ``--workers N``: each worker runs its own helper for
+  its own cache (one shared helper would read the store once but ship ~370 MB to every
+  worker). A promoted mirror keeps its cache (promotion changes neither the records nor the
+  homed prefixes: tested), so a mirror that was warm is at full speed when promoted; a
+  restarted one starts like any node.
+  Measured (1M handles, one shape, cProfile of an idle node): the helper needs ~7.5 s of its
+  own core (1.7 s for the keys alone). Merging each chunk into the cache's three maps (the
+  first version: ``dict.update``) cost the loop ~3 µs per handle — an insert into a map of a
+  million entries misses the CPU caches —; shelving costs ~1.1 µs (``marshal.loads`` 0.55, the
+  keys 0.3, the pipe 0.13). ``native_resolve.py``, 1M handles, the warm-up start against plain
+  ``idr serve`` in one run, per second × warm over the first 10 s:
+
+  - merged, helper at normal priority (load 3.5–5.9): 0.09, 0.11, 0.06, 0.04, 0.05, 0.06, 0.02,
+    0.09, 0.08, 0.02 against 0.17, 0.08, 0.30, 0.30, 0.46, 0.50, 0.55, 0.34, 0.38, 0.38;
+  - shelved, normal priority (load 4.4–3.6): 0.14, 0.18, 0.26, 0.23, 0.18, 0.18, 0.20, 0.34,
+    0.34, 0.39 against 0.62–1.49: the helper took the load generator's core (the server got a
+    sixth of a core in s1);
+  - shelved, ``nice`` 10 (load 2.8–4.8): 0.14, 0.31, 0.40, 0.39, 0.33, 0.42, 0.43, 0.48, 0.51,
+    0.58 against 0.53, 0.62, 0.57, 0.70, 0.59, 0.40, 0.37, 0.13, 0.46, 0.75.
+
+  A miss answered from a shelf still costs ~30 µs of the server's CPU here, about what one
+  spliced from the store costs: what dominates a first answer is not the lookup but the
+  kernel's send and the client's wake-up (below), so on this machine the warm-up buys nothing
+  in the first 10 s and costs ~400 MB more (RSS 946 against 550 MiB at the end). It is
+  therefore **not the default**; ``--warm`` / ``[native] warm = true`` is for a node whose
+  clients return to the same handles after a restart, on a machine with a spare core;
 * the collector: a full collection walks every entry of every map not frozen (130 ms for 1M
   answers) and Python ran one every few thousand surviving objects, so server processes freeze
   the maps (``gc.freeze``) once built and hold collection off during a pass (``_GcPause``).
@@ -115,6 +145,7 @@ from idr.server.server_key import ServerKey, load_server_key
 from idr.server.tally import Tallies
 from idr.server.tcp import TcpLimits, TcpServerState
 from idr.server.udp import Amplification, UdpProtocol
+from idr.server.warmhelper import helper_fill
 
 log = logging.getLogger("idr.native")
 
@@ -149,6 +180,7 @@ class NativeOptions:
     reuse_port: bool = False  # SO_REUSEPORT, for several worker processes on one port
     tcp: bool = True  # False: UDP only (the read-only extra workers of ``idr serve --workers``)
     warm: bool = False  # fill the cache from the store at start (see ``warm``)
+    warm_helper: bool = True  # ...in a helper process, off the loop's core (server/warmhelper.py)
     warm_shapes: Sequence[bytes] = ()  # shapes warmed at start (e.g. WARM_SHAPES); others...
     learn_shapes: int = MAX_SHAPES  # ...warmed in the background when first used (0: never)
     follow: float = 0.0  # extra workers: poll the store's log this often (s) (idr.runtime.follow)
@@ -225,6 +257,7 @@ class NativeServer:
     tallies: Tallies
     warm_task: asyncio.Task[int] | None = None
     gc: _GcPause = field(default_factory=lambda: _GcPause(False))
+    warm_helper: bool = True  # warm passes in a helper process when the store can be reopened
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # learned-shape warms, log follower
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -346,7 +379,16 @@ async def start_server(
         udp_sock.close()
         raise
     address = (host, udp_sock.getsockname()[1])
-    srv = NativeServer(handler, cache, udp, state, address, tallies, gc=_GcPause(opts.freeze_gc))
+    srv = NativeServer(
+        handler,
+        cache,
+        udp,
+        state,
+        address,
+        tallies,
+        gc=_GcPause(opts.freeze_gc),
+        warm_helper=opts.warm_helper,
+    )
     tallies.start_sampler()
     srv.gc.settle()  # the caches' maps exist now: never traversed again, however large they grow
 
@@ -431,7 +473,8 @@ class _Shape:
         first = encode_message(
             answers.message(self.request, ResponseCode.SUCCESS, ResolutionResponse("0.NA/x", ()))
         )
-        self.splice = Splice(first[:44], shape)
+        self.answer_head = first[:44]
+        self.splice = Splice(self.answer_head, shape)
         self.exact = True  # splicing verified (False: encode every answer in full)
         self.checks = 0
 
@@ -465,7 +508,7 @@ def check_warm(
     for shape in shapes:
         for h in handles:
             req = plain_request(shape, h.encode())
-            cached = server.cache.data.get(cache_key(req))
+            cached = server.cache.peek(cache_key(req), normalize_key(h))
             out = server.handler.handle(req, "check", udp=True)
             if cached is not None and (not isinstance(out, Outcome) or out.messages != [cached]):
                 bad.append(f"{shape[:4].hex()} {h}")
@@ -509,8 +552,9 @@ async def warm(
     cache = server.cache
     cache.start_tracking()
     t0 = time.monotonic()
-    with server.gc:
-        known = await _known_keys(server, service) if not shapes else None
+    helper = server.warm_helper and service.store.reopen_spec() is not None
+    with server.gc:  # with a helper, its snapshot pass gives the keys at C speed on the loop
+        known = await _known_keys(server, service) if not shapes and not helper else None
     stored = 0
     if known is None:
         known = set()
@@ -574,6 +618,25 @@ async def _fill(
     stored = seen = 0
     rows: Iterator[tuple[str, str, bytes]] | None = None
     try:
+        spec = service.store.reopen_spec() if server.warm_helper else None
+        if spec is not None:  # the pass off the loop's core (server/warmhelper.py)
+            by_helper = await helper_fill(
+                cache,
+                spec,
+                [(b.shape, b.answer_head) for b in built],
+                lambda handle: service.is_responsible(Handle.parse(handle)),
+                lambda i, handle, values, answer: built[i].full(handle, decode_values(values)) == answer,
+                known,
+                epoch,
+            )
+            if by_helper is not None:
+                log.debug(
+                    "warm pass (helper): %d shapes, %d answers in %.1f s",
+                    len(shapes),
+                    by_helper,
+                    time.monotonic() - t0,
+                )
+                return by_helper
         _, rows = service.store.snapshot_raw()
         pacer = _Pacer(server)
         for stored_key, handle, values in rows:

@@ -5,7 +5,9 @@ Three families, as clients know them: the Handle.Net 9 REST API (``/api/handles`
 API that Chinese identifier applications call (``/identity/…``, ``/identityv2/…``); and the
 GS1 conformant resolver (``/{AI}/{value}…``, ``/.well-known/gs1resolver``); beside them the
 reverse lookup (``/hrls/…``, as Handle.Net's HRLS) and what a federation node publishes about
-itself (``/api/federation/info``, ``/api/federation/templates``). Schemas are JSON
+itself (``/api/federation/info``, ``/api/federation/templates``), the federation's prefix
+lifecycle (applications and review, filings, verification, the audit trail, a recursive
+node's walks) and its statistics (``/api/federation/stats``). Schemas are JSON
 Schema 2020-12 (OpenAPI 3.1's dialect) and closed (``additionalProperties: false``) where the
 answer's shape is fixed, so tests/server/test_openapi.py can validate live answers against
 them and fail when code and description drift apart.
@@ -361,6 +363,8 @@ def _federation_schemas() -> Schema:
     )
     public_value = _closed({"type": {"type": "string"}, "value": {"type": "string"}}, ["type", "value"])
     return {
+        **_lifecycle_schemas(),
+        **_stats_schemas(),
         "Template": template,
         "TemplateAnswer": one,
         "TemplateList": many,
@@ -371,6 +375,279 @@ def _federation_schemas() -> Schema:
             "description": "`retrieverecords=true`: each found handle's public values (text, or base64).",
             "additionalProperties": {"type": "array", "items": public_value},
         },
+    }
+
+
+def _ok_with(properties: Schema, required: list[str]) -> Schema:
+    """A federation answer: ``responseCode`` 1 beside ``properties``, nothing else."""
+    return _closed({"responseCode": {"const": 1}, **properties}, ["responseCode", *required])
+
+
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+_NUM = {"type": "number"}
+_BOOL = {"type": "boolean"}
+
+
+def _lifecycle_schemas() -> Schema:
+    application = _closed(
+        {
+            "id": _STR,
+            "parent": _STR,
+            "enterprise": _STR,
+            "uscc": {"type": "string", "description": "unified social credit code (统一社会信用代码)"},
+            "contact": _STR,
+            "requested": {"type": "string", "description": "the prefix asked for, or empty"},
+            "status": {"enum": ["pending", "approved", "rejected"]},
+            "prefix": {"type": "string", "description": "the prefix allocated (approved)"},
+            "reason": {"type": "string", "description": "why it was rejected"},
+            "applicant": _STR,
+            "reviewer": _STR,
+            "created": _INT,
+            "decided": _INT,
+            "key_kind": {"enum": ["seckey", "pubkey"]},
+            "filed": {"type": "boolean", "description": "filed (备案) with the top node"},
+            "filing_error": _STR,
+            "extra": {"type": "object"},
+        },
+        ["id", "parent", "enterprise", "uscc", "contact", "status", "prefix", "created", "filed"],
+    )
+    filing = _closed(
+        {
+            "prefix": _STR,
+            "parent": _STR,
+            "enterprise": _STR,
+            "uscc": _STR,
+            "contact": _STR,
+            "filed_by": _STR,
+            "filed_at": _INT,
+        },
+        ["prefix", "parent", "enterprise", "uscc", "filed_by", "filed_at"],
+    )
+    hop = _closed(
+        {
+            "node": _STR,
+            "server": _STR,
+            "handle": _STR,
+            "code": _INT,
+            "status": {"type": "string", "description": "the response code's name"},
+            "ms": _NUM,
+            "cached": _BOOL,
+            "note": {"type": "string", "description": "`referral`, or empty"},
+        },
+        ["node", "server", "handle", "code", "status", "ms", "cached", "note"],
+    )
+    outcome = _closed({"code": _INT, "status": _STR, "message": _STR}, ["code", "status", "message"])
+    verification = _closed(
+        {
+            "query": _STR,
+            "prefix": _STR,
+            "filed": _BOOL,
+            "filing": {
+                "type": "object",
+                "description": "Public part of the filing (no credit code, no contact), or that the "
+                "top holds the prefix handle itself (`kind`).",
+                "properties": {
+                    "prefix": _STR,
+                    "parent": _STR,
+                    "enterprise": _STR,
+                    "filed_by": _STR,
+                    "filed_at": _INT,
+                    "kind": _STR,
+                },
+                "required": ["prefix"],
+                "additionalProperties": False,
+            },
+            "served_by": {
+                "type": "array",
+                "items": _closed({"node": _STR, "server": _STR, "primary": _BOOL}, ["node", "server"]),
+            },
+            "prefix_handle": outcome,
+            "identifier": _closed(
+                {"handle": _STR, "exists": _BOOL, "code": _INT, "status": _STR},
+                ["handle", "exists", "code", "status"],
+            ),
+            "answering": _BOOL,
+            "ms": _NUM,
+            "hops": {"type": "array", "items": _ref("Hop")},
+        },
+        ["query", "prefix", "filed", "served_by", "prefix_handle", "answering", "ms", "hops"],
+    )
+    audit_entry = _closed(
+        {"seq": _INT, "time": _NUM, "op": _STR, "actor": _STR, "keys": {"type": "array", "items": _STR}},
+        ["seq", "time", "op", "actor", "keys"],
+    )
+    chain_node = _closed(
+        {
+            "handle": _STR,
+            "via": {"type": "string", "description": "the value type that pointed here (empty at the root)"},
+            "code": _INT,
+            "status": _STR,
+            "cached": _BOOL,
+            "message": _STR,
+            "hops": {"type": "array", "items": _ref("Hop")},
+            "values": {"type": "object", "additionalProperties": {"type": "string"}},
+            "children": {"type": "array", "items": _ref("ChainNode")},
+            "cycle": {"const": True, "description": "already shown higher in the tree"},
+            "truncated": {"enum": ["node limit", "depth limit"]},
+        },
+        ["handle", "via"],
+    )
+    return {
+        "Application": application,
+        "ApplicationInput": {
+            "type": "object",
+            "description": "Exactly one of `secret` and `publicKey` (a JWK): the new prefix's admin key.",
+            "properties": {
+                "enterprise": _STR,
+                "uscc": _STR,
+                "contact": _STR,
+                "secret": _STR,
+                "publicKey": {"type": "object"},
+                "prefix": {"type": "string", "description": "the prefix asked for (`<parent>.N`)"},
+            },
+            "required": ["enterprise", "uscc", "contact"],
+        },
+        "ApplicationAnswer": _ok_with({"application": _ref("Application")}, ["application"]),
+        "ApplicationList": _ok_with(
+            {"applications": {"type": "array", "items": _ref("Application")}}, ["applications"]
+        ),
+        "Filing": filing,
+        "FilingInput": {
+            "type": "object",
+            "properties": {"prefix": _STR, "parent": _STR, "enterprise": _STR, "uscc": _STR, "contact": _STR},
+            "required": ["prefix", "parent", "enterprise", "uscc"],
+        },
+        "FilingAnswer": _ok_with({"filing": _ref("Filing")}, ["filing"]),
+        "FilingList": _ok_with({"filings": {"type": "array", "items": _ref("Filing")}}, ["filings"]),
+        "Hop": hop,
+        "Verification": _ok_with({"verification": verification}, ["verification"]),
+        "AuditTrail": _ok_with(
+            {
+                "entries": {"type": "array", "items": audit_entry},
+                "retained_from": {"type": "integer", "description": "the oldest seq the log still holds"},
+                "last_seq": _INT,
+                "beyond_retention": {"type": "string", "description": "entries asked for, compacted away"},
+            },
+            ["entries", "retained_from", "last_seq"],
+        ),
+        "WalkedResolution": _ok_with(
+            {
+                "handle": _STR,
+                "code": _INT,
+                "status": _STR,
+                "cached": _BOOL,
+                "hops": {"type": "array", "items": _ref("Hop")},
+                "values": {"type": "array", "items": _ref("HandleValue")},
+                "message": _STR,
+                "trust": {"type": "object", "description": "the record's signature check ([trust] roots)"},
+            },
+            ["handle", "code", "status", "cached", "hops"],
+        ),
+        "ChainNode": chain_node,
+        "SupplyChain": _ok_with({"tree": _ref("ChainNode")}, ["tree"]),
+    }
+
+
+def _stats_schemas() -> Schema:
+    figures = {
+        "type": "object",
+        "description": "registered, deleted, prefixes_allocated, prefixes_filed, resolutions",
+        "additionalProperties": _INT,
+    }
+    grouped = {"type": "object", "additionalProperties": figures}
+    node = {
+        "type": "object",
+        "description": "One node of the subtree: its last report, status and availability.",
+        "properties": {
+            "node": _STR,
+            "name": _STR,
+            "role": _STR,
+            "status": {"enum": ["self", "ok", "late", "down", "silent"]},
+            "prefixes": {"type": "array", "items": _STR},
+        },
+        "required": ["node", "name", "role", "status", "prefixes"],
+    }
+    period = {"type": "object", "description": "one day's or month's figures and breakdowns"}
+    entry = {
+        "type": "object",
+        "description": "A node's report entry: cumulative figures since its store began (`instance`).",
+        "properties": {"node": _STR, "role": _STR, "instance": _STR, "seq": _INT, "time": _NUM},
+        "required": ["node", "role", "instance", "seq", "time"],
+    }
+    ack = _closed(
+        {
+            "node": _STR,
+            "applied": _INT,
+            "duplicates": _INT,
+            "held": {
+                "oneOf": [_closed({"instance": _STR, "seq": _INT}, ["instance", "seq"]), {"type": "null"}]
+            },
+        },
+        ["node", "applied", "duplicates", "held"],
+    )
+    totals = {
+        k: _INT
+        for k in (
+            "secondary_nodes",
+            "enterprise_nodes",
+            "recursive_nodes",
+            "registered",
+            "deleted",
+            "resolutions",
+            "prefixes_allocated",
+            "prefixes_filed",
+        )
+    }
+    return {
+        "FederationStats": _ok_with(
+            {
+                "node": _STR,
+                "time": _NUM,
+                **totals,
+                "resolutions_by_frontend": {"type": "object", "additionalProperties": _INT},
+                "resolutions_by_code": {"type": "object", "additionalProperties": _INT},
+                "by_secondary": grouped,
+                "by_industry": grouped,
+                "by_region": grouped,
+                "nodes": {"type": "array", "items": node},
+                "days": {"type": "array", "items": period},
+                "months": {"type": "array", "items": period},
+                "role": _STR,
+                "interval": _NUM,
+                "reporting": _closed(
+                    {
+                        "parent": {"type": ["string", "null"]},
+                        "last_sent": {"type": ["number", "null"]},
+                        "last_error": {"type": ["string", "null"]},
+                        "ack": {"oneOf": [ack, {"type": "null"}]},
+                    },
+                    ["parent", "last_sent", "last_error", "ack"],
+                ),
+            },
+            [*totals, "node", "time", "nodes", "days", "months", "role", "interval", "reporting"],
+        ),
+        "StatsReport": {
+            "type": "object",
+            "description": "A child's report: its own entry first, then those it forwards.",
+            "properties": {
+                "report": {"const": 1},
+                "node": _STR,
+                "entries": {"type": "array", "items": entry, "minItems": 1},
+            },
+            "required": ["report", "node", "entries"],
+        },
+        "StatsAck": _ok_with(ack["properties"], ack["required"]),
+        "StatsSent": _ok_with(
+            {
+                "entry": entry,
+                "parent": {"type": ["string", "null"], "description": "where it was sent, or null"},
+                "ack": ack,
+                "sent": _BOOL,
+                "error": _STR,
+            },
+            ["entry", "parent"],
+        ),
     }
 
 
@@ -409,6 +686,179 @@ def _federation_paths() -> Schema:
                     "404": _json(_ref("HandleError"), "No such template."),
                 },
             }
+        },
+        **_lifecycle_paths(),
+        **_stats_paths(),
+    }
+
+
+_LIFECYCLE_ERRORS = {
+    str(s): {"$ref": "#/components/responses/HandleError"} for s in (400, 401, 403, 404, 409, 500, 501, 503)
+}
+
+
+def _fed_op(
+    summary: str,
+    answer: tuple[int, str, str],
+    *,
+    params: list[Schema] | None = None,
+    auth: bool = False,
+    body: Schema | None = None,
+    body_required: bool = True,
+    more: Schema | None = None,
+) -> Schema:
+    """One federation operation: ``answer`` = (status, schema name, what it is), or a
+    HandleError; ``auth``: Basic over HTTPS; ``more``: other described answers."""
+    status, schema, what = answer
+    op: Schema = {"tags": ["Federation"], "summary": summary}
+    if params:
+        op["parameters"] = params
+    if auth:
+        op["security"] = [{"basic": []}]
+    if body is not None:
+        op["requestBody"] = {"required": body_required, "content": {JSON: {"schema": body}}}
+    op["responses"] = {str(status): _json(_ref(schema), what), **_LIFECYCLE_ERRORS, **(more or {})}
+    return op
+
+
+def _lifecycle_paths() -> Schema:
+    """A secondary's prefix applications and their review (实名审核), the top's filings (备案)
+    and verification (核验), the audit trail, and a recursive node's walks. Elsewhere: 501."""
+    handle = _param("handle", "query", "The identifier.", {"type": "string"}, required=True)
+    too_many = {
+        "description": "Too many (from this network, or pending under the parent).",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        "content": {JSON: {"schema": _ref("HandleError")}},
+    }
+    decision = {
+        "type": "object",
+        "properties": {
+            "prefix": {"type": "string", "description": "approve: this prefix"},
+            "reason": {"type": "string", "description": "reject: why"},
+        },
+    }
+    return {
+        "/api/federation/applications": {
+            "get": _fed_op(
+                "The review queue (a reviewer of the parent prefix: its admins).",
+                (200, "ApplicationList", "The applications."),
+                params=[
+                    _param("status", "query", "Only these.", {"enum": ["pending", "approved", "rejected"]})
+                ],
+                auth=True,
+            ),
+            "post": _fed_op(
+                "Apply for a prefix under this secondary's (anyone, over HTTPS; rate-limited).",
+                (201, "ApplicationAnswer", "Recorded, pending review."),
+                body=_ref("ApplicationInput"),
+                more={"429": too_many},
+            ),
+        },
+        "/api/federation/applications/{id}/{action}": {
+            "parameters": [
+                _param("id", "path", "The application.", {"type": "string"}, required=True),
+                _param(
+                    "action",
+                    "path",
+                    "`approve` (allocates, and files with the top when the node has one), `reject` "
+                    "(needs a `reason`), or `file` (file an approved one again).",
+                    {"enum": ["approve", "reject", "file"]},
+                    required=True,
+                ),
+            ],
+            "post": _fed_op(
+                "Decide an application (a reviewer), or file it with the top.",
+                (200, "ApplicationAnswer", "The application now."),
+                auth=True,
+                body=decision,
+                body_required=False,
+            ),
+        },
+        "/api/federation/filings": {
+            "get": _fed_op(
+                "The top's filing register: its admins see all, a secondary's admins their own.",
+                (200, "FilingList", "The filings."),
+                auth=True,
+            ),
+            "post": _fed_op(
+                "File an allocated prefix with the top (an admin of its parent prefix).",
+                (201, "FilingAnswer", "Filed."),
+                auth=True,
+                body=_ref("FilingInput"),
+            ),
+        },
+        "/api/federation/verify": {
+            "get": _fed_op(
+                "Verify (核验) a prefix or an identifier at the top: filed? served? answering?",
+                (200, "Verification", "What the federation says."),
+                params=[
+                    _param("id", "query", "A prefix or an identifier.", {"type": "string"}, required=True)
+                ],
+            )
+        },
+        "/api/federation/audit": {
+            "get": _fed_op(
+                "The node's transaction log, newest last (an admin of the node).",
+                (200, "AuditTrail", "The entries."),
+                params=[
+                    _param("since", "query", "Entries after this seq.", {"type": "integer"}),
+                    _param(
+                        "limit",
+                        "query",
+                        "At most this many (default 200, at most 10000).",
+                        {"type": "integer"},
+                    ),
+                    _param("match", "query", "Only entries naming a key with this text.", {"type": "string"}),
+                ],
+                auth=True,
+            )
+        },
+        "/api/federation/resolve": {
+            "get": {
+                **_fed_op(
+                    "Resolve through the federation with every hop (a recursive node).",
+                    (200, "WalkedResolution", "The walk."),
+                    params=[handle],
+                ),
+                "description": "The outcome is in `code`: a handle not found is HTTP 200, code 100.",
+            }
+        },
+        "/api/federation/trace": {
+            "get": _fed_op(
+                "The supply chain below an identifier, its references walked (recursive node).",
+                (200, "SupplyChain", "The tree."),
+                params=[
+                    handle,
+                    _param("depth", "query", "How deep (default 6, at most 12).", {"type": "integer"}),
+                ],
+            )
+        },
+    }
+
+
+def _stats_paths() -> Schema:
+    """Federation statistics (数据上报, 统计汇聚): ``idr.server.stats``. A standalone node: 501."""
+    return {
+        "/api/federation/stats": {
+            "get": _fed_op(
+                "This subtree's figures: per node, secondary, industry, region and period.",
+                (200, "FederationStats", "The figures."),
+            )
+        },
+        "/api/federation/stats/report": {
+            "post": _fed_op(
+                "A child node's report (as the child's identity, over HTTPS).",
+                (200, "StatsAck", "Applied."),
+                auth=True,
+                body=_ref("StatsReport"),
+            )
+        },
+        "/api/federation/stats/send": {
+            "post": _fed_op(
+                "Cut a report now and send it to the parent (an admin of this node).",
+                (200, "StatsSent", "The entry, and the parent's answer."),
+                auth=True,
+            )
         },
     }
 
@@ -808,7 +1258,10 @@ def openapi_document() -> Schema:
             {"name": "SNMS", "description": "SNMS v5 identifier API (`{status, message, data}` answers)."},
             {"name": "GS1", "description": "GS1 conformant resolver (Digital Link)."},
             {"name": "HRLS", "description": "Reverse lookup, as Handle.Net's reverse-lookup service."},
-            {"name": "Federation", "description": "What a node publishes about itself to the federation."},
+            {
+                "name": "Federation",
+                "description": "What a node publishes about itself, the prefix lifecycle, walks, statistics.",
+            },
         ],
         "paths": {**_rest_paths(), **_snms_paths(), **_gs1_paths(), **_hrls_paths(), **_federation_paths()},
         "components": {

@@ -18,7 +18,6 @@ always timed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from idr.codec.envelope import OpCode
 from idr.model.errors import ResponseCode
+from idr.runtime.tasks import cancel_and_wait
 from idr.server.handler import CACHEABLE_CODES
 
 if TYPE_CHECKING:
@@ -204,9 +204,7 @@ class Tallies:
         self._users = max(0, self._users - 1)
         if self._users or self._sampler is None:
             return
-        self._sampler.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._sampler
+        await cancel_and_wait(self._sampler)
         self._sampler = None
 
     async def _sample(self) -> None:

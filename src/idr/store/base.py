@@ -11,12 +11,27 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from idr.model.errors import HandleError, ResponseCode
 from idr.model.value import HandleRecord
 from idr.store.search import Term
 
 
 class StoreError(Exception):
     """The engine failed (disk full, corrupt file…); the write did not happen."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached now (its server down, a failover under way, the connection
+    lost): worth trying again shortly. Front-ends answer SERVER_TOO_BUSY (HTTP 503). A write
+    that lost its connection while committing may have happened: the message says so."""
+
+
+def store_failure(e: StoreError) -> HandleError:
+    """What a client is told about a store failure: SERVER_TOO_BUSY (HTTP 503, try again) while
+    the store is unreachable, ERROR otherwise."""
+    if isinstance(e, StoreUnavailable):
+        return HandleError(ResponseCode.SERVER_TOO_BUSY, f"storage unavailable, try again shortly: {e}")
+    return HandleError(ResponseCode.ERROR, f"storage failure: {e}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +112,12 @@ class Store(ABC):
         ``defer(release)`` when it takes one, and the caller runs ``release`` soon (the loop:
         at its next turn) and also before any read that must see a newer commit."""
         return RawReads(self.get_raw)
+
+    def reopen_spec(self) -> tuple[str, str] | None:
+        """``(engine, location)`` another process can open this store's data with
+        (``idr.server.warmhelper``: the warm-up reads its snapshot there), or None when the data
+        lives only in this process."""
+        return None
 
     def commit(self, op: str, actor: str, writes: Sequence[Write]) -> int:
         """Apply ``writes`` and append one log entry, atomically and durably; return its seq.

@@ -52,16 +52,25 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from idr.codec.values import encode_values
 from idr.model.handle import normalize_key
 from idr.model.value import HandleRecord
-from idr.store.base import REPLICA_COPY_OP, Commit, LogEntry, RawEntry, Store, StoreError, Write
+from idr.store.base import (
+    REPLICA_COPY_OP,
+    Commit,
+    LogEntry,
+    RawEntry,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    Write,
+)
 from idr.store.records import (
     CHECKPOINT_PREFIX,
     Logged,
@@ -87,6 +96,37 @@ SCHEMA_VERSION = 1
 # Any constant: serialises schema creation between processes opening one database at once.
 _SCHEMA_LOCK = 0x1D2_0001
 _CONNECT_TIMEOUT_S = 10.0
+# How long the pool retries one lost connection (backoff 1, 2, 4 … s) before it gives the slot
+# up; the next request starts a fresh attempt at once. Short, so that after a failover the
+# store reconnects within about 2 s of the new primary accepting writes, however long the
+# outage was (psycopg_pool's default, 300 s, would back off up to minutes).
+_RECONNECT_TIMEOUT_S = 5.0
+# Once a request has waited the whole timeout for a connection in vain, the store counts as down
+# until a connection is made again: meanwhile requests wait this long, not the whole timeout, so
+# a queue of requests (the writer's) is refused in turn quickly instead of 10 s each.
+_DOWN_WAIT_S = 0.5
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class _LostConnection(StoreUnavailable):
+    """A pooled connection turned out dead (its server restarted or failed over)."""
+
+
+def _retried(read: Callable[Concatenate[PostgresStore, P], T]) -> Callable[Concatenate[PostgresStore, P], T]:
+    """A read that found its pooled connection dead runs once more on another (reads are
+    idempotent): after a failover, idle connections to the old primary cost no answer."""
+
+    def run(store: PostgresStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return read(store, *args, **kwargs)
+        except _LostConnection:
+            return read(store, *args, **kwargs)
+
+    run.__name__, run.__qualname__, run.__doc__ = read.__name__, read.__qualname__, read.__doc__
+    return run
+
 
 # Take the next sequence number and append the entry in one round trip. The counter row
 # stays locked until COMMIT, which is what makes numbers gap-free and commit-ordered.
@@ -207,8 +247,11 @@ class PostgresStore(Store):
         self.read_only = read_only
         self.blocking_reads = True  # a server across a socket: reads stay off the event loop
         self._closed = False
+        self._down = False  # a request found no connection within the timeout; none had one since
+        self._checking = threading.Lock()  # one background check of idle connections at a time
         self._close_lock = threading.Lock()
         self._where = _redact(dsn)
+        self._dsn = dsn  # for reopen_spec (never logged: it may hold a password)
         self._pool = ConnectionPool(
             dsn,
             min_size=1,
@@ -216,6 +259,7 @@ class PostgresStore(Store):
             kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
             configure=self._configure,
             timeout=timeout,
+            reconnect_timeout=_RECONNECT_TIMEOUT_S,
             open=False,
             name="idr-store",
         )
@@ -231,6 +275,7 @@ class PostgresStore(Store):
             raise
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        self._down = False  # the pool has just made a connection
         conn.execute("SET synchronous_commit = on")
         # Before PostgreSQL 18 a cached generic plan locks every partition (and its indexes)
         # at each execution, a cost that grows with the partition count (256 at scale, see
@@ -246,13 +291,49 @@ class PostgresStore(Store):
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
         if self._closed:
             raise StoreError("store is closed")
+        conn: psycopg.Connection[Any] | None = None
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection(self._wait()) as conn:
+                self._down = False
                 yield conn
         except psycopg.Error as e:
-            if self._closed:
-                raise StoreError("store is closed") from e
-            raise StoreError(f"PostgreSQL at {self._where}: {e}") from e
+            raise self._failure(f"PostgreSQL at {self._where}: {e}", e, conn) from e
+
+    def _wait(self) -> float | None:
+        """How long a request waits for a connection: the pool's timeout, less while down."""
+        return _DOWN_WAIT_S if self._down else None
+
+    def _failure(self, message: str, e: Exception, conn: psycopg.Connection[Any] | None) -> StoreError:
+        """``e`` as the store error it is. A connection-level failure (the server gone, a
+        failover, no connection within the timeout) is ``StoreUnavailable``; a dead connection
+        also has the pool check its idle ones (in the background), so that the next requests
+        wait for fresh connections (libpq picks the writable host of a multi-host DSN) rather
+        than fail on old ones."""
+        if self._closed:
+            return StoreError("store is closed")
+        if not isinstance(e, psycopg.OperationalError):
+            return StoreError(message)
+        if conn is not None and conn.broken:
+            self._check_idle()
+            return _LostConnection(message)
+        if isinstance(e, PoolTimeout):
+            self._down = True
+            message = f"no connection to PostgreSQL at {self._where}: {e}"
+        return StoreUnavailable(message)
+
+    def _check_idle(self) -> None:
+        if not self._checking.acquire(blocking=False):
+            return  # a check is under way
+
+        def check() -> None:
+            try:
+                self._pool.check()
+            except Exception:  # the pool closed meanwhile: nothing left to check
+                pass
+            finally:
+                self._checking.release()
+
+        threading.Thread(target=check, name="idr-store-check", daemon=True).start()
 
     def _init_schema(self, partitions: int, search_mode: str | None) -> int:
         """Create the schema in an empty database; refuse someone else's or a newer one."""
@@ -325,6 +406,7 @@ class PostgresStore(Store):
 
     # -- reads -------------------------------------------------------------------------
 
+    @_retried
     def get(self, key: str) -> HandleRecord | None:
         if "\x00" in key:  # PostgreSQL text cannot hold NUL, so no such key can be stored
             return None
@@ -332,6 +414,7 @@ class PostgresStore(Store):
             row = conn.execute("SELECT handle, vals FROM handles WHERE key = %s", (key,)).fetchone()
         return None if row is None else decode_record(key, row[0], row[1])
 
+    @_retried
     def get_many(self, keys: Sequence[str]) -> dict[str, HandleRecord]:
         wanted = [k for k in dict.fromkeys(keys) if "\x00" not in k]
         if not wanted:
@@ -342,6 +425,7 @@ class PostgresStore(Store):
             ).fetchall()
         return {key: decode_record(key, handle, vals) for key, handle, vals in rows}
 
+    @_retried
     def list_handles(self, prefix: str, after: str | None = None, limit: int = 1000) -> list[str]:
         if limit <= 0:
             return []
@@ -357,6 +441,7 @@ class PostgresStore(Store):
                 )
             return [r[0] for r in cur.fetchall()]
 
+    @_retried
     def count(self, prefix: str | None = None) -> int:
         """An index(-only) scan: O(n) in the handles counted, as on SQLite."""
         with self._conn() as conn:
@@ -366,6 +451,7 @@ class PostgresStore(Store):
                 row = conn.execute("SELECT count(*) FROM handles WHERE prefix = %s", (prefix,)).fetchone()
         return int(row[0]) if row else 0
 
+    @_retried
     def prefixes(self) -> list[str]:
         """A loose index scan (one seek per distinct prefix) in one snapshot."""
         with self._conn() as conn:
@@ -385,11 +471,13 @@ class PostgresStore(Store):
     def search_mode(self) -> str:
         return self._search_mode
 
+    @_retried
     def search(self, terms: Sequence[Term], limit: int = 1000, offset: int = 0) -> list[str]:
         query, params = self._search_sql(terms, limit, offset)
         with self._conn() as conn:
             return [r[0] for r in conn.execute(query, params).fetchall()]
 
+    @_retried
     def search_plan(self, terms: Sequence[Term], limit: int = 1000, offset: int = 0) -> str:
         """PostgreSQL's EXPLAIN of a search (for tests and benches)."""
         query, params = self._search_sql(terms, limit, offset)
@@ -401,11 +489,13 @@ class PostgresStore(Store):
             raise SearchError("reverse lookup is off for this store (search index mode 'off')")
         return search_sql(terms, _DIALECT, limit, offset)
 
+    @_retried
     def last_seq(self) -> int:
         with self._conn() as conn:
             row = conn.execute("SELECT coalesce(max(seq), 0) FROM txlog").fetchone()
         return int(row[0]) if row else 0
 
+    @_retried
     def log_raw_since(self, seq: int, limit: int = 1000) -> list[RawEntry]:
         if limit <= 0:
             return []
@@ -420,11 +510,13 @@ class PostgresStore(Store):
     def where(self) -> str:
         return f"at {self._where}"
 
+    @_retried
     def first_seq(self) -> int:
         with self._conn() as conn:
             row = conn.execute("SELECT coalesce(min(seq), 0) FROM txlog").fetchone()
         return int(row[0]) if row else 0
 
+    @_retried
     def entry_time(self, seq: int) -> float | None:
         with self._conn() as conn:
             row = conn.execute("SELECT ts FROM txlog WHERE seq >= %s ORDER BY seq LIMIT 1", (seq,)).fetchone()
@@ -444,6 +536,7 @@ class PostgresStore(Store):
             )
             return max(0, cur.rowcount)
 
+    @_retried
     def checkpoint(self, name: str) -> int:
         with self._conn() as conn:
             row = conn.execute(
@@ -547,18 +640,20 @@ class PostgresStore(Store):
         their results are read when the block ends (a cursor's rows only after it)."""
         if self._closed:
             raise StoreError("store is closed")
+        conn: psycopg.Connection[Any] | None = None
         try:
             with (
-                self._pool.connection() as conn,
+                self._pool.connection(self._wait()) as conn,
                 conn.pipeline() if pipeline else contextlib.nullcontext(),
                 conn.transaction(),
                 conn.cursor() as cur,
             ):
+                self._down = False
                 yield cur
         except StoreError:
             raise
         except Exception as e:
-            raise self._write_error(what, e) from e
+            raise self._write_error(what, e, conn) from e
 
     # -- replication -------------------------------------------------------------------
 
@@ -595,6 +690,9 @@ class PostgresStore(Store):
                 cur.execute("UPDATE txseq SET seq = %s WHERE id = 1", (last,))
         return len(todo)
 
+    def reopen_spec(self) -> tuple[str, str] | None:
+        return ("postgres", self._dsn)
+
     def snapshot(self) -> tuple[int, Iterator[tuple[str, HandleRecord]]]:
         """A pooled connection holds one REPEATABLE READ transaction while the rows stream
         through a server-side cursor (memory stays flat however many records)."""
@@ -603,7 +701,7 @@ class PostgresStore(Store):
         try:
             conn = self._pool.getconn()
         except psycopg.Error as e:
-            raise StoreError(f"PostgreSQL at {self._where}: {e}") from e
+            raise self._failure(f"PostgreSQL at {self._where}: {e}", e, None) from e
         try:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             row = conn.execute("SELECT coalesce(max(seq), 0) FROM txlog").fetchone()
@@ -651,10 +749,15 @@ class PostgresStore(Store):
                     (seq, REPLICA_COPY_OP, encode_writes([])),
                 )
 
-    def _write_error(self, what: str, e: Exception) -> StoreError:
-        if self._closed:
-            return StoreError("store is closed")
-        return StoreError(f"{what} of {self._where} failed, nothing written: {e!r}")
+    def _write_error(self, what: str, e: Exception, conn: psycopg.Connection[Any] | None) -> StoreError:
+        if conn is not None and conn.broken:
+            # The connection died with the transaction sent: COMMIT may have reached the server.
+            message = f"{what} of {self._where}: connection lost, the write may or may not have happened: {e}"
+        else:
+            message = f"{what} of {self._where} failed, nothing written: {e!r}"
+        error = self._failure(message, e, conn)
+        # Never retried: a write is tried once (the caller decides).
+        return StoreUnavailable(str(error)) if isinstance(error, _LostConnection) else error
 
     def close(self) -> None:
         """Close the pool; waits for connections in use to come back. Idempotent."""

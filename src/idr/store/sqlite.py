@@ -240,6 +240,9 @@ class SqliteStore(Store):
             return None
         return decode_record(key, row[0], row[1])
 
+    def reopen_spec(self) -> tuple[str, str] | None:
+        return ("sqlite", str(self.path))
+
     def get_raw(self, key: str) -> tuple[str, bytes] | None:
         try:
             row = self._reader().execute("SELECT handle, vals FROM handles WHERE key = ?", (key,)).fetchone()

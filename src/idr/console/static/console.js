@@ -5,27 +5,30 @@
 (function () {
   const SVG = "http://www.w3.org/2000/svg";
 
-  function drawChart(svg, series) {
-    // series: [[minuteStartUnixSeconds, count], ...] oldest first
+  const W = 600, H = 160, padB = 18, padT = 8;
+
+  // One bar per point of series (height p[1], on a scale of max) in svg, its <title> kept:
+  // the scale's two labels, each bar's tooltip tip(p), the base line when axis is set, and
+  // whatever else a point shows: each(p, i, bw, text).
+  function drawBars(svg, series, { max, padL, axis, tip, each }) {
     while (svg.lastChild && svg.lastChild.nodeName !== "title") svg.removeChild(svg.lastChild);
-    const W = 600, H = 160, padL = 34, padB = 18, padT = 8;
-    const max = Math.max(1, ...series.map((p) => p[1]));
-    const n = Math.max(1, series.length);
-    const bw = (W - padL) / n;
-    const axis = document.createElementNS(SVG, "line");
-    axis.setAttribute("x1", padL); axis.setAttribute("x2", W);
-    axis.setAttribute("y1", H - padB); axis.setAttribute("y2", H - padB);
-    axis.setAttribute("class", "axis");
-    svg.appendChild(axis);
-    const label = (x, y, text, anchor) => {
+    const bw = (W - padL) / Math.max(1, series.length);
+    if (axis) {
+      const line = document.createElementNS(SVG, "line");
+      line.setAttribute("x1", padL); line.setAttribute("x2", W);
+      line.setAttribute("y1", H - padB); line.setAttribute("y2", H - padB);
+      line.setAttribute("class", "axis");
+      svg.appendChild(line);
+    }
+    const text = (x, y, s, anchor) => {
       const t = document.createElementNS(SVG, "text");
       t.setAttribute("x", x); t.setAttribute("y", y);
       if (anchor) t.setAttribute("text-anchor", anchor);
-      t.textContent = text;
+      t.textContent = s;
       svg.appendChild(t);
     };
-    label(padL - 4, padT + 8, String(max), "end");
-    label(padL - 4, H - padB, "0", "end");
+    text(padL - 4, padT + 8, String(max), "end");
+    text(padL - 4, H - padB, "0", "end");
     series.forEach((p, i) => {
       const h = ((H - padB - padT) * p[1]) / max;
       const r = document.createElementNS(SVG, "rect");
@@ -34,11 +37,26 @@
       r.setAttribute("width", Math.max(1, bw - 2).toFixed(1));
       r.setAttribute("height", h.toFixed(1));
       r.setAttribute("class", "bar");
-      const tip = document.createElementNS(SVG, "title");
-      tip.textContent = new Date(p[0] * 1000).toLocaleTimeString() + ": " + p[1];
-      r.appendChild(tip);
+      const title = document.createElementNS(SVG, "title");
+      title.textContent = tip(p);
+      r.appendChild(title);
       svg.appendChild(r);
-      if (i % 10 === 0) label(padL + i * bw, H - 4, new Date(p[0] * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+      each(p, i, bw, text);
+    });
+  }
+
+  function drawChart(svg, series) {
+    // series: [[minuteStartUnixSeconds, count], ...] oldest first
+    const padL = 34;
+    const time = (p, opts) => new Date(p[0] * 1000).toLocaleTimeString([], opts);
+    drawBars(svg, series, {
+      max: Math.max(1, ...series.map((p) => p[1])),
+      padL,
+      axis: true,
+      tip: (p) => time(p) + ": " + p[1],
+      each: (p, i, bw, text) => {
+        if (i % 10 === 0) text(padL + i * bw, H - 4, time(p, { hour: "2-digit", minute: "2-digit" }));
+      },
     });
     const cap = document.getElementById("chart-caption");
     if (cap) {
@@ -86,37 +104,22 @@
   function drawDays(svg, days, resolutions, registered) {
     // one bar per day: resolutions; registrations as a dot on the same scale
     const series = days.map((d, i) => [d, resolutions[i] || 0, registered[i] || 0]);
-    while (svg.lastChild && svg.lastChild.nodeName !== "title") svg.removeChild(svg.lastChild);
-    const W = 600, H = 160, padL = 44, padB = 18, padT = 8;
+    const padL = 44;
     const max = Math.max(1, ...series.map((p) => Math.max(p[1], p[2])));
-    const bw = (W - padL) / Math.max(1, series.length);
-    const text = (x, y, s, anchor) => {
-      const t = document.createElementNS(SVG, "text");
-      t.setAttribute("x", x); t.setAttribute("y", y);
-      if (anchor) t.setAttribute("text-anchor", anchor);
-      t.textContent = s; svg.appendChild(t);
-    };
-    text(padL - 4, padT + 8, String(max), "end");
-    text(padL - 4, H - padB, "0", "end");
-    series.forEach((p, i) => {
-      const h = ((H - padB - padT) * p[1]) / max;
-      const r = document.createElementNS(SVG, "rect");
-      r.setAttribute("x", (padL + i * bw + 1).toFixed(1));
-      r.setAttribute("y", (H - padB - h).toFixed(1));
-      r.setAttribute("width", Math.max(1, bw - 2).toFixed(1));
-      r.setAttribute("height", h.toFixed(1));
-      r.setAttribute("class", "bar");
-      const tip = document.createElementNS(SVG, "title");
-      tip.textContent = p[0] + ": " + p[1] + " / " + p[2];
-      r.appendChild(tip);
-      svg.appendChild(r);
-      const c = document.createElementNS(SVG, "circle");
-      c.setAttribute("cx", (padL + i * bw + bw / 2).toFixed(1));
-      c.setAttribute("cy", (H - padB - ((H - padB - padT) * p[2]) / max).toFixed(1));
-      c.setAttribute("r", "3");
-      c.setAttribute("class", "dot");
-      svg.appendChild(c);
-      if (i === 0 || i === series.length - 1) text(padL + i * bw + bw / 2, H - 4, p[0].slice(5), "middle");
+    drawBars(svg, series, {
+      max,
+      padL,
+      axis: false,
+      tip: (p) => p[0] + ": " + p[1] + " / " + p[2],
+      each: (p, i, bw, text) => {
+        const c = document.createElementNS(SVG, "circle");
+        c.setAttribute("cx", (padL + i * bw + bw / 2).toFixed(1));
+        c.setAttribute("cy", (H - padB - ((H - padB - padT) * p[2]) / max).toFixed(1));
+        c.setAttribute("r", "3");
+        c.setAttribute("class", "dot");
+        svg.appendChild(c);
+        if (i === 0 || i === series.length - 1) text(padL + i * bw + bw / 2, H - 4, p[0].slice(5), "middle");
+      },
     });
   }
 
