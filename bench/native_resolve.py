@@ -18,6 +18,11 @@ for missing handles. In one run:
   of each second over the first ``--cold-seconds`` after its UDP port first answers, then its
   steady rate once its cache stopped growing, next to the warm rate above.
 
+The cold ``idr serve`` starts are configured like the warm server they are compared with, which
+writes no access log: the node's ``idr.toml`` turns it off (``[logging] access = ""``);
+``--access-log`` keeps ``idr serve``'s default (a JSON line per answer, ~4.5 µs of CPU each,
+bench/access_log_cost.py), so the cold ratios then include that cost as well.
+
 Every figure comes with the server's CPU time per answer (``/proc``), which a noisy neighbour on
 the shared machine disturbs far less than requests/s. The last lines are a summary block to
 paste into the README. ``--workers N``: N server processes on one port (SO_REUSEPORT), driven by
@@ -225,6 +230,17 @@ def pid_of(ready: str) -> int:
     m = re.search(r"pid=(\d+)", ready)
     assert m is not None, ready
     return int(m.group(1))
+
+
+ACCESS_OFF = '\n# bench: like the in-process warm server\n[logging]\naccess = ""\n'
+ACCESS_LOG = False  # --access-log: cold idr serve starts keep the default access log
+
+
+def set_access_log(data: Path, on: bool) -> None:
+    """The cached node's ``idr.toml`` with its access log on (idr serve's default) or off."""
+    toml = data / "idr.toml"
+    text = toml.read_text().replace(ACCESS_OFF, "")
+    toml.write_text(text if on else text + ACCESS_OFF)
 
 
 def free_port() -> int:
@@ -601,6 +617,7 @@ def cold(
     random sequence: ``-n`` differs), then runs of ``steady_s`` until the rate stops growing.
     ``src``: idr from that source tree (PYTHONPATH)."""
     port = free_port()
+    set_access_log(data, ACCESS_LOG)
     cmd = [*IDR, "serve", "--data", str(data), "--native", f"127.0.0.1:{port}", "--https", "", "--http", ""]
     if warm:
         cmd.append("--warm")
@@ -665,6 +682,7 @@ def main() -> int:
     )
     ap.add_argument("--rounds", type=int, default=3, help="with --before: before/after pairs")
     ap.add_argument("--cold", action="store_true", help="with --before: also plain idr serve cold starts")
+    ap.add_argument("--access-log", action="store_true", help="cold idr serve starts keep their access log")
     ap.add_argument(
         "--warm-rounds", type=int, default=1, help="warm UDP runs of idr, each after a baseline run (medians)"
     )
@@ -673,6 +691,8 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    global ACCESS_LOG
+    ACCESS_LOG = a.access_log
     if a.serve is not None:
         import uvloop
 
@@ -807,7 +827,8 @@ def main() -> int:
         colds.append((name, c))
         print(
             f"cold      {name}: first answer {c['ready_s']:.1f} s after spawn; "
-            f"RSS at the end {c['rss_mib']} MiB"
+            f"RSS at the end {c['rss_mib']} MiB; access log "
+            + ("on" if ACCESS_LOG else "off, as the warm server's")
         )
         for i, r in enumerate(c["per_second"]):
             print(line(f"  s{i + 1}", r) + f"   = {float(r['qps']) / q:.2f} x warm", flush=True)
@@ -837,6 +858,7 @@ def main() -> int:
             f"  cold {name:<17} first answer {c['ready_s']:.1f} s; per second x warm: "
             + " ".join(f"{x:.2f}" for x in rates)
             + f"; steady {float(st['qps']) / q:.2f}x; RSS {c['rss_mib']} MiB"
+            + ("; access log on" if ACCESS_LOG else "")
         )
     # Goal 6: CPU per answer (summed over every worker) -> cores for the seeds' peak.
     cold_cpu = [float(r["cpu_us"]) for n, c in colds if n == "idr serve" for r in c["per_second"] if r["qps"]]

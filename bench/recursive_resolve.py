@@ -20,8 +20,10 @@ last core: 16 in flight, ``--hit-set`` names of which 10% are misses (``BENCH-i-
 The cached runs alternate (authoritative, recursive, … ``--rounds`` times, so drift on a
 shared machine hits both alike). Prints the rates, the server CPU per answer and the ratio
 recursive/authoritative of each round and their median, then a summary block. The recursive
-node runs as ``idr serve`` does by default, writing an access-log line per answer; the Yibin
-node (in the federation's process) writes none.
+node is configured like the Yibin node it is compared with, which (in the federation's process)
+writes no access log: its ``idr.toml`` turns the access log off (``[logging] access = ""``).
+``--access-log`` keeps ``idr serve``'s default (a JSON line per answer, ~4.5 µs of CPU each:
+bench/access_log_cost.py), so the ratio then includes that cost too.
 """
 
 from __future__ import annotations
@@ -200,6 +202,7 @@ def main() -> None:
     ap.add_argument("--cells", type=int, default=40_000)
     ap.add_argument("--hit-set", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3, help="authoritative/recursive alternations")
+    ap.add_argument("--access-log", action="store_true", help="keep idr serve's access log on")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -227,6 +230,9 @@ def main() -> None:
             check=True,
             capture_output=True,
         )  # fmt: skip
+        if not args.access_log:  # like for like: the authoritative node logs nothing either
+            with (data / "idr.toml").open("a") as f:
+                f.write('\n[logging]\naccess = ""\n')
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind(("127.0.0.1", 0))
             rport = s.getsockname()[1]
@@ -268,6 +274,7 @@ def main() -> None:
             f"{args.window} in flight)"
         )
         ratio = statistics.median(per_round)
+        logged = "on" if args.access_log else "off, as the authoritative node's"
         cpu_ratio = auth["cpu_us"] / hit["cpu_us"]
         print(
             f"ratio recursive cached / authoritative = {ratio:.2f} (median of {args.rounds} rounds: "
@@ -282,7 +289,7 @@ def main() -> None:
             f"  recursive cached {hit['qps']:,.0f}/s vs authoritative {auth['qps']:,.0f}/s (medians): "
             f"{ratio:.2f}x, rounds {min(per_round):.2f}-{max(per_round):.2f} "
             f"(CPU/answer {hit['cpu_us']:.1f} vs {auth['cpu_us']:.1f} us: {cpu_ratio:.2f}x; the recursive "
-            f"node is idr serve, access log on by default); cold walks {cold:,.0f}/s "
+            f"node is idr serve, access log {logged}); cold walks {cold:,.0f}/s "
             f"({args.window} in flight)"
         )
     finally:
