@@ -232,15 +232,25 @@ def pid_of(ready: str) -> int:
     return int(m.group(1))
 
 
-ACCESS_OFF = '\n# bench: like the in-process warm server\n[logging]\naccess = ""\n'
 ACCESS_LOG = False  # --access-log: cold idr serve starts keep the default access log
 
 
-def set_access_log(data: Path, on: bool) -> None:
-    """The cached node's ``idr.toml`` with its access log on (idr serve's default) or off."""
-    toml = data / "idr.toml"
-    text = toml.read_text().replace(ACCESS_OFF, "")
-    toml.write_text(text if on else text + ACCESS_OFF)
+def set_access_log(toml: Path, on: bool) -> None:
+    """Turn a node's access log on (``idr serve``'s default file) or off in its ``idr.toml``,
+    in its ``[logging]`` table if it has one."""
+    text = toml.read_text()
+    value = 'access = "logs/access.log"' if on else 'access = ""'
+    head = text.find("\n[logging]\n")
+    if head < 0:
+        if not on:
+            toml.write_text(text + "\n[logging]\n" + value + "\n")
+        return
+    end = text.find("\n[", head + 1)
+    end = len(text) if end < 0 else end
+    table = re.sub(r"(?m)^access = .*$", value, text[head:end], count=1)
+    if table == text[head:end] and value not in table:
+        table = table.replace("\n[logging]\n", "\n[logging]\n" + value + "\n", 1)
+    toml.write_text(text[:head] + table + text[end:])
 
 
 def free_port() -> int:
@@ -617,7 +627,7 @@ def cold(
     random sequence: ``-n`` differs), then runs of ``steady_s`` until the rate stops growing.
     ``src``: idr from that source tree (PYTHONPATH)."""
     port = free_port()
-    set_access_log(data, ACCESS_LOG)
+    set_access_log(data / "idr.toml", ACCESS_LOG)
     cmd = [*IDR, "serve", "--data", str(data), "--native", f"127.0.0.1:{port}", "--https", "", "--http", ""]
     if warm:
         cmd.append("--warm")

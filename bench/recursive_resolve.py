@@ -231,8 +231,10 @@ def main() -> None:
             capture_output=True,
         )  # fmt: skip
         if not args.access_log:  # like for like: the authoritative node logs nothing either
-            with (data / "idr.toml").open("a") as f:
-                f.write('\n[logging]\naccess = ""\n')
+            sys.path.insert(0, str(HERE))
+            import native_resolve as nr
+
+            nr.set_access_log(data / "idr.toml", False)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind(("127.0.0.1", 0))
             rport = s.getsockname()[1]

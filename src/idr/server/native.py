@@ -125,6 +125,14 @@ the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per a
     machine a plain cold start is ~0.2× warm, not the 0.5–0.8× of loaded runs: load depresses
     the warm rate far more than the cold one, so the ≥ 0.5× goal is not met — a cold answer
     still costs ~3.5× a warm one's CPU.
+  - the quiet-window run of 2026-12-02 (nothing else running, load 0.6–1.4; warm 143,000/s and
+    138,709/s at 6.9–7.1 µs, 0.84–0.85× the minimal responder), two runs: the warm-up start
+    0.08–0.10 in s1 and 0.24–0.41 after, 0.56× and 0.96× once its pass was done; plain
+    ``idr serve`` with its default access log 0.35–0.41 (17–20 µs), and configured like the
+    warm server (no access log, ``--access-log`` off in the bench) 0.44, 0.45, 0.47, 0.47, 0.47,
+    0.48, 0.49, 0.49, 0.52, 0.55 — the access log's ~4.5 µs per answer was part of the gap the
+    earlier runs measured (their warm server logged nothing). With ``--workers 2`` on 100,000
+    handles the warm-up start was at 0.88× in s4 and 0.95× in s5.
 
   The helper's ~8 s of CPU has to come from somewhere: the bench pins the server to core 0 and
   the load generator to core 1, so the helper (moved off core 0) slows the load generator, and
