@@ -483,7 +483,8 @@ def fast_path(
 
 async def api_handles(request: web.Request) -> web.StreamResponse:
     raw = request.raw_path
-    body = _cached(request)  # (the middleware answered it unless the cache was filled since)
+    body = _cached(request)  # (fast_path answered it unless the cache was filled since, or the
+    # application runs without it)
     if body is not None:
         return web.Response(body=body, content_type="application/json")
     raw = raw.partition("?")[0]
@@ -919,11 +920,8 @@ async def proxy(request: web.Request) -> web.StreamResponse:
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map every failure to a Handle-style answer; unknown paths go to the proxy. A cached
-    anonymous resolution is answered here first, before any other work (``_cached``)."""
-    hit = _cached(request)
-    if hit is not None:
-        return web.Response(body=hit, content_type="application/json")
+    """Map every failure to a Handle-style answer; unknown paths go to the proxy. (A cached
+    anonymous resolution never gets here on a node: ``fast_path`` answered it before routing.)"""
     try:
         exc = request.match_info.http_exception
         if exc is not None and exc.status == 404:
