@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from idr.server.http_connections import ConnectionGuard
     from idr.server.limits import CostGate
     from idr.server.metrics import MetricsSource
-    from idr.server.native import NativeOptions, Workers
+    from idr.server.native import NativeOptions, NativeServer, Workers
     from idr.server.server_key import ServerKey
     from idr.server.sessions import SessionTable
     from idr.server.tally import Tallies
@@ -409,6 +409,7 @@ class Node:
         self.site_task: asyncio.Task[None] | None = None
         self.link: SiteLinkServer | None = None  # the site link's listener (multi-server site)
         self.worker_procs: Workers | None = None
+        self.native_server: NativeServer | None = None  # the Handle protocol front-ends
         self.compactor: LogCompactor | None = None  # the transaction log's retention
         # The process's logs (idr.operations.logs; set by ``idr serve``) and the access records
         # of every front-end (None = off).
@@ -493,7 +494,8 @@ class Node:
             self.listeners.closers.append(self._stop_compactor)
             self.metrics_sources.append(self.compactor.metrics)
         from idr.server import hdl_http
-        from idr.server.native import NativeOptions, native_handler, start_native, start_workers
+        from idr.server.native import NativeOptions, native_handler, start_server, start_workers
+        from idr.server.snapshot import snapshot_path
 
         opts = self.native_options or NativeOptions.from_config(self.config.native_limits)
         if opts.server_key is None:
@@ -569,11 +571,19 @@ class Node:
                 opts = replace(opts, reuse_port=True)
             if self.access_log is not None:
                 opts = replace(opts, access_log=self.access_log)
-            bound_native, close = await start_native(
-                self.service, host, port, opts, self.tallies, handler=handler
-            )
+            if self.config.native_limits.snapshot and self.runtime is not None:
+                opts = replace(
+                    opts, snapshot=snapshot_path(self.config.data_dir), snapshot_tag=self.config_tag()
+                )
+            srv = await start_server(self.service, host, port, opts, self.tallies, handler=handler)
+            self.native_server = srv
+            bound_native = srv.address
             self.listeners.native = bound_native
-            self.listeners.closers.append(close)
+            self.listeners.closers.append(srv.close)
+            if srv.snapshot is not None and self.runtime is not None:
+                # Last of all (closers run in reverse): once the writer stopped and its
+                # listeners ran, the follower's position is one every commit before reached.
+                self.listeners.closers.insert(0, self._snapshot_saver(srv, self.runtime))
             if self.workers > 1:
                 extra = await start_workers(
                     str(self.config.data_dir), self.workers - 1, bound_native, opts, self.tallies
@@ -804,6 +814,24 @@ class Node:
         if self.replicator is not None:
             await self.replicator.stop()
             self.replicator = None
+
+    def config_tag(self) -> str:
+        """The node's configuration files, for the answer snapshot's fingerprint."""
+        from idr.server.snapshot import config_tag
+
+        return config_tag(self.config.path, self.config.data_dir / "federation.toml")
+
+    def _snapshot_saver(self, srv: NativeServer, runtime: NodeRuntime) -> Callable[[], Awaitable[None]]:
+        async def save() -> None:
+            for _ in range(3):  # the writer's last listener calls, queued on the loop
+                await asyncio.sleep(0)
+            follower = runtime.follower
+            if follower is None or self.runtime is not None:  # no follower, or still writing
+                log.info("answer snapshot not written: the node's log position is not known")
+                return
+            srv.save_snapshot(self.service.store, follower.seq)  # the loop serves nothing now
+
+        return save
 
     async def stop(self) -> None:
         for close in reversed(self.listeners.closers):

@@ -59,6 +59,10 @@ class NativeLimits:
     # ``--warm``; off by default: it did not make the first seconds faster on 2 cores (native.py
     # notes), so answers are spliced from the store on first use instead.
     warm: bool = False
+    # ``idr serve`` keeps that cache across restarts: written to native-answers.snap in the data
+    # directory on a clean stop, loaded at start (idr.server.snapshot), minus every handle the
+    # log shows changed meanwhile; discarded whole when anything else that shapes answers changed.
+    snapshot: bool = True
 
 
 @dataclass

@@ -40,6 +40,7 @@ from __future__ import annotations
 import struct
 import threading
 from bisect import bisect_right
+from itertools import islice
 from collections.abc import Callable, Iterable, Sequence
 
 from idr.codec.values import all_public
@@ -133,6 +134,18 @@ class Splice:
                 _ZERO4,
             )
         )
+
+    def parts(self) -> tuple[bytes, bytes, bytes, bytes]:
+        """What :meth:`from_parts` rebuilds it from (``idr.server.snapshot``)."""
+        return (self._h0, self._h1, self._k0, self._k1)
+
+    @classmethod
+    def from_parts(cls, parts: object) -> Splice:
+        if not (isinstance(parts, tuple) and len(parts) == 4 and all(isinstance(p, bytes) for p in parts)):
+            raise ValueError("splice parts malformed")
+        s = cls.__new__(cls)
+        s._h0, s._h1, s._k0, s._k1 = parts
+        return s
 
     def request_key(self, raw: bytes) -> bytes:
         """``cache_key`` of this shape's plain request for ``raw``."""
@@ -254,6 +267,76 @@ class AnswerCache:
                 self._put(key, answer, handle_key)
                 n += 1
         return n
+
+    def export(
+        self,
+    ) -> tuple[list[bytes], list[bytes], list[str], dict[str, tuple[bytes, ...] | set[bytes]]]:
+        """Every answer held (the map, oldest first, then the shelves) for a snapshot
+        (``idr.server.snapshot``): cache keys, answers and their handle keys side by side, and
+        the index entries of handles with more than one cache key."""
+        with self._lock:
+            keys = list(self.data)
+            answers = list(self.data.values())
+            owner = self._owner
+            owners = [owner[k] for k in keys]
+            multi = {h: ks for h, ks in self._index.items() if not isinstance(ks, bytes)}
+            for shelf in self._shelves:
+                for chunk, index in shelf.chunks:
+                    for hkey, cks in index.items():
+                        for ck in (cks,) if isinstance(cks, bytes) else cks:
+                            answer = chunk.get(ck)
+                            if answer is None or ck in self.data:
+                                continue
+                            keys.append(ck)
+                            answers.append(answer)
+                            owners.append(hkey)
+                        if not isinstance(cks, bytes):
+                            multi[hkey] = tuple(cks)
+            if len(keys) > self.capacity:
+                del keys[self.capacity :], answers[self.capacity :], owners[self.capacity :]
+        return keys, answers, owners, multi
+
+    def restore(
+        self,
+        keys: list[bytes],
+        answers: list[bytes],
+        owners: list[str],
+        multi: dict[str, tuple[bytes, ...] | set[bytes]],
+        changed: set[str],
+        heads: dict[bytes, Splice],
+        negative: dict[bytes, bytes],
+    ) -> int:
+        """Fill an empty cache from a snapshot (:meth:`export`'s lists) but for the answers of
+        the handles in ``changed``, then at most ``capacity`` answers (the oldest go first). Runs
+        before any front-end reads the cache. Returns how many answers were left out."""
+        with self._lock:
+            if self.data or self._shelves:
+                raise ValueError("restore into a cache that is in use")
+            data = dict(zip(keys, answers, strict=True))
+            owner = dict(zip(keys, owners, strict=True))
+            index: dict[str, bytes | tuple[bytes, ...] | set[bytes]] = dict(zip(owners, keys, strict=True))
+            for hkey, cks in multi.items():  # handles with several cache keys (shapes, filters)
+                live = tuple(ck for ck in cks if ck in data)
+                if len(live) > 1:
+                    index[hkey] = live if len(live) <= SMALL_KEYS else set(live)
+                elif live:
+                    index[hkey] = live[0]
+            dropped = 0
+            for hkey in changed:
+                gone = index.pop(hkey, None)
+                for ck in () if gone is None else (gone,) if isinstance(gone, bytes) else gone:
+                    if data.pop(ck, None) is not None:
+                        dropped += 1
+                    owner.pop(ck, None)
+            self.data.update(data)
+            self._owner.update(owner)
+            self._index.update(index)
+            self.heads.update(heads)
+            self.negative.update(negative)
+            excess = max(0, len(self.data) - self.capacity)
+            for ck in list(islice(self.data, excess)):
+                self._drop(ck)
+            return dropped + excess
 
     def open_shelf(self) -> Shelf:
         """A shelf for one warm pass's chunks (``idr.server.warmhelper``), searched on a miss."""

@@ -185,10 +185,14 @@ from idr.server.auth import AuthGuard, VerifyLimits
 from idr.server.handler import NativeHandler, Outcome
 from idr.server.hotcache import MAX_SHAPES, AnswerCache, Splice, cache_key, shape_key
 from idr.server.server_key import ServerKey, load_server_key
+from idr.server.snapshot import Loaded, fingerprint
+from idr.server.snapshot import load as load_snapshot
+from idr.server.snapshot import save as save_snapshot
 from idr.server.tally import Tallies
 from idr.server.tcp import TcpLimits, TcpServerState
 from idr.server.udp import Amplification, DrainedSocket, UdpProtocol
 from idr.server.warmhelper import helper_fill
+from idr.store.base import Store, StoreError
 
 log = logging.getLogger("idr.native")
 
@@ -231,6 +235,10 @@ class NativeOptions:
     server_key: ServerKey | None = None  # signs certified answers; needed for sessions
     access_log: AccessLog | None = None  # access records of every answer (server/accesslog.py)
     freeze_gc: bool = False  # a server process: keep the collector off the caches (see _GcPause)
+    # The answer cache kept across restarts (server/snapshot.py): loaded at start from this
+    # file, written by ``NativeServer.save_snapshot`` on a clean stop; None: never.
+    snapshot: Path | None = None
+    snapshot_tag: str = ""  # the node's configuration (snapshot.config_tag): a change discards it
 
     @classmethod
     def from_config(cls, limits: NativeLimits, **kwargs: Any) -> NativeOptions:
@@ -302,7 +310,32 @@ class NativeServer:
     gc: _GcPause = field(default_factory=lambda: _GcPause(False))
     warm_helper: bool = True  # warm passes in a helper process when the store can be reopened
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # learned-shape warms, log follower
+    snapshot: Path | None = None  # where the cache is kept across restarts (NativeOptions.snapshot)
+    loaded: Loaded | None = None  # what the start took from it
+    _fingerprint: Callable[[], str] = lambda: ""
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def save_snapshot(self, store: Store, seq: int) -> int:
+        """Write the answer cache to ``snapshot`` as of log position ``seq``: every commit up to
+        ``seq`` must have reached the cache already (the caller takes it from the log follower
+        once the node's writer stopped and its listeners ran). Returns how many answers; a
+        failure is logged (the next start is cold), never raised: the node is stopping."""
+        if self.snapshot is None:
+            return 0
+        t0 = time.monotonic()
+        try:
+            n = save_snapshot(self.cache, self.snapshot, store, seq, self._fingerprint())
+        except (OSError, StoreError, ValueError) as e:
+            log.warning("answer snapshot not written to %s: %s", self.snapshot, e)
+            return 0
+        log.info(
+            "answer snapshot: %d answers at log position %d in %s (%.2f s)",
+            n,
+            seq,
+            self.snapshot,
+            time.monotonic() - t0,
+        )
+        return n
 
     async def close(self) -> None:
         for c in reversed(self._closers):
@@ -397,6 +430,17 @@ async def start_server(
     service.add_listener(cache.invalidate)
     own_handler = handler is None
     handler = handler or native_handler(service, opts)
+    answering = handler
+
+    def answers_print() -> str:
+        """What shapes the cached answers besides the records (snapshot.fingerprint)."""
+        key = opts.server_key.public_bytes if opts.server_key is not None else b""
+        site = answering.answers
+        parts = (service.role, service.homed_prefixes(), key, site.serial, site.primary)
+        return fingerprint((opts.snapshot_tag, *parts))
+
+    snapshot = opts.snapshot if service.role != "recursive" else None
+    loaded = load_snapshot(cache, snapshot, service.store, answers_print()) if snapshot else None
     guard = handler.guard
     if opts.tcp:
         tcp_sock: socket.socket | None
@@ -429,6 +473,9 @@ async def start_server(
         tallies,
         gc=_GcPause(opts.freeze_gc),
         warm_helper=opts.warm_helper,
+        snapshot=snapshot,
+        loaded=loaded,
+        _fingerprint=answers_print,
     )
     tallies.start_sampler()
     srv.gc.settle()  # the caches' maps exist now: never traversed again, however large they grow
@@ -920,10 +967,16 @@ async def _worker(data: Path, host: str, port: int, worker: int, opts: NativeOpt
     service = open_service(cfg)
     # This process's caches follow the store's log (worker 0, and anyone else, write to it).
     runtime = NodeRuntime(service, follow=opts.follow) if isinstance(service, NodeService) else None
+    srv: NativeServer | None = None
     try:
         if runtime is not None:
             await runtime.start()
         opts = replace(opts, server_key=load_server_key(data))  # certified UDP answers are signed
+        if cfg.native_limits.snapshot and runtime is not None:  # its own file: its own cache
+            from idr.server.snapshot import config_tag, snapshot_path
+
+            tag = config_tag(cfg.path, data / "federation.toml")
+            opts = replace(opts, snapshot=snapshot_path(data, worker), snapshot_tag=tag)
         srv = await start_server(service, host, port, opts)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -943,5 +996,9 @@ async def _worker(data: Path, host: str, port: int, worker: int, opts: NativeOpt
     finally:
         if runtime is not None:
             await runtime.stop()
+            if srv is not None and runtime.follower is not None:  # as Node does for worker 0
+                for _ in range(3):
+                    await asyncio.sleep(0)
+                srv.save_snapshot(service.store, runtime.follower.seq)
         service.close()
         logs.close()

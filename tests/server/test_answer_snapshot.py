@@ -1,0 +1,214 @@
+"""A restarted node answers from the answers it built before (``idr.server.snapshot``), and never
+with one the store no longer holds: real ``idr serve`` processes on 127.0.0.1, a real SQLite
+store written to by other writers while the node is down, the snapshot file damaged on disk."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from idr.core.config import NodeConfig
+from idr.model.errors import ResponseCode
+from idr.model.handle import normalize_key
+from idr.model.value import HandleRecord, HandleValue
+from idr.server.hotcache import AnswerCache
+from idr.server.snapshot import Discard, changed_since, fingerprint, load, save, snapshot_path
+from idr.store.base import Write
+from idr.store.sqlite import SqliteStore
+from tests.procs import ServeProc, idr
+
+SECRET = "snapshot-secret"
+ADMIN = ("300:0.NA/88.100", SECRET)
+LOADED = re.compile(r"answer snapshot loaded: (\d+) answers \((\d+) dropped")
+
+
+def put(node: ServeProc, handle: str, url: str) -> None:
+    body = {"values": [{"index": 1, "type": "URL", "data": {"format": "string", "value": url}}]}
+    status, doc = node.call("PUT", f"/api/handles/{handle}", body, auth=ADMIN)
+    assert status in (200, 201) and doc["responseCode"] == 1, doc
+
+
+def udp(node: ServeProc, handle: str) -> tuple[int, list[str]]:
+    code, values = node.resolve_native(handle, "udp")
+    return code, [d.decode() for _, t, d in values if t == "URL"]
+
+
+def log_of(node: ServeProc) -> str:
+    return (node.data.parent / f"{node.data.name}.log").read_text(errors="replace")
+
+
+def starts(node: ServeProc) -> list[str]:
+    """What each start said about the snapshot (in order), from the node's own log."""
+    return re.findall(r"answer snapshot (?:loaded: [^\n]*|[^\n]*discarded, starting cold: [^\n]*)", log_of(node))
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[ServeProc]:
+    n = ServeProc.init(tmp_path / "node", "--prefix", "88.100", "--admin-secret", SECRET)
+    yield n
+    n.stop()
+
+
+def _warm_and_stop(node: ServeProc) -> None:
+    """Three handles, each answered over UDP twice (the second from the answer map), then a
+    clean stop that writes the snapshot."""
+    node.start()
+    for h in ("kept", "changed", "gone"):
+        put(node, f"88.100/{h}", f"https://example.org/{h}/v1")
+    for _ in range(2):
+        for h in ("kept", "changed", "gone"):
+            assert udp(node, f"88.100/{h}") == (1, [f"https://example.org/{h}/v1"])
+        assert udp(node, "88.100/new")[0] == ResponseCode.HANDLE_NOT_FOUND
+    node.stop_cleanly()
+    assert snapshot_path(node.data).is_file()
+
+
+def test_writes_while_the_node_was_down_are_answered_after_the_restart(node: ServeProc, tmp_path: Path) -> None:
+    _warm_and_stop(node)
+    # Other writers while it is down: the idr CLI (an import: one handle changed, one created)
+    # and a delete committed to the same store.
+    lines = [
+        {"handle": "88.100/changed", "values": [{"index": 1, "type": "URL", "data": "https://example.org/v2"}]},
+        {"handle": "88.100/new", "values": [{"index": 1, "type": "URL", "data": "https://example.org/new"}]},
+    ]
+    src = tmp_path / "batch.jsonl"
+    src.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    idr("import", "--data", str(node.data), str(src))
+    with SqliteStore(node.data / "idr.sqlite3") as store:
+        store.commit("delete", "test", [Write(normalize_key("88.100/gone"), None)])
+    node.start()
+    said = starts(node)
+    m = LOADED.search(said[-1])
+    assert m is not None, said  # the snapshot was used...
+    # ...minus "changed", "gone" and the cached HANDLE_NOT_FOUND of "new"
+    assert int(m.group(1)) == 1 and int(m.group(2)) == 3
+    assert udp(node, "88.100/changed") == (1, ["https://example.org/v2"])
+    assert udp(node, "88.100/gone")[0] == ResponseCode.HANDLE_NOT_FOUND
+    assert udp(node, "88.100/new") == (1, ["https://example.org/new"])
+    assert udp(node, "88.100/kept") == (1, ["https://example.org/kept/v1"])
+    # and the running node's own writes after the restart reach the loaded answers too
+    put(node, "88.100/kept", "https://example.org/kept/v2")
+    assert udp(node, "88.100/kept") == (1, ["https://example.org/kept/v2"])
+    node.stop_cleanly()
+    node.start()  # the snapshot of the second run holds the new value
+    assert LOADED.search(starts(node)[-1]) is not None
+    assert udp(node, "88.100/kept") == (1, ["https://example.org/kept/v2"])
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated", "foreign"])
+def test_a_damaged_snapshot_is_discarded_and_the_node_answers_from_its_store(
+    node: ServeProc, damage: str
+) -> None:
+    _warm_and_stop(node)
+    path = snapshot_path(node.data)
+    raw = bytearray(path.read_bytes())
+    if damage == "flipped":
+        raw[len(raw) // 2] ^= 0x40
+    elif damage == "truncated":
+        del raw[len(raw) * 2 // 3 :]
+    else:
+        raw[:] = b"\x00not ours\n" * 50
+    path.write_bytes(bytes(raw))
+    with SqliteStore(node.data / "idr.sqlite3") as store:  # a change the snapshot must not hide
+        store.commit("delete", "test", [Write(normalize_key("88.100/gone"), None)])
+    node.start()
+    said = starts(node)[-1]
+    assert "discarded" in said, said
+    reason = {"flipped": "checksum", "truncated": "truncated", "foreign": "magic"}[damage]
+    assert reason in said, said
+    assert udp(node, "88.100/kept") == (1, ["https://example.org/kept/v1"])
+    assert udp(node, "88.100/gone")[0] == ResponseCode.HANDLE_NOT_FOUND
+
+
+def test_a_changed_configuration_discards_the_snapshot(node: ServeProc) -> None:
+    _warm_and_stop(node)
+    cfg = NodeConfig.load(node.data)
+    cfg.native_limits.udp_slip = 3
+    cfg.save()
+    node.start()
+    said = starts(node)[-1]
+    assert "discarded" in said and "configuration" in said, said
+    assert udp(node, "88.100/kept") == (1, ["https://example.org/kept/v1"])
+
+
+def test_snapshot_off_in_the_configuration(node: ServeProc) -> None:
+    cfg = NodeConfig.load(node.data)
+    cfg.native_limits.snapshot = False
+    cfg.save()
+    node.start()
+    put(node, "88.100/kept", "https://example.org/kept/v1")
+    assert udp(node, "88.100/kept")[0] == 1
+    node.stop_cleanly()
+    assert not snapshot_path(node.data).exists()
+
+
+# ---------------------------------------------------------------------------- in one process
+
+
+def _record(i: int, url: str = "https://example.org/") -> HandleRecord:
+    return HandleRecord(f"88.100/h{i}", (HandleValue(1, "URL", f"{url}{i}".encode()),))
+
+
+def _filled(n: int) -> AnswerCache:
+    cache = AnswerCache(100)
+    for i in range(n):
+        cache.put(b"key-%d" % i, b"answer-%d" % i, normalize_key(f"88.100/h{i}"), cache.generation)
+    cache.put(b"key-0-other-shape", b"answer-0b", normalize_key("88.100/h0"), cache.generation)
+    return cache
+
+
+def test_round_trip_drops_what_the_log_changed_and_keeps_the_cap(tmp_path: Path) -> None:
+    path = tmp_path / "a.snap"
+    with SqliteStore(tmp_path / "s.sqlite3") as store:
+        store.bulk_load([_record(i) for i in range(5)])
+        seq = store.last_seq()
+        cache = _filled(5)
+        assert save(cache, path, store, seq, "fp") == 6
+        store.commit("modify", "t", [Write(normalize_key("88.100/h0"), _record(0, "https://other/"))])
+        store.commit("delete", "t", [Write(normalize_key("88.100/h3"), None)])
+        back = AnswerCache(100)
+        got = load(back, path, store, "fp")
+        assert got.reason == "" and got.dropped == 3 and got.answers == 3
+        assert set(back.data) == {b"key-1", b"key-2", b"key-4"}
+        back.invalidate([normalize_key("88.100/h1")])  # the loaded index works like a built one
+        assert set(back.data) == {b"key-2", b"key-4"}
+        small = AnswerCache(2)  # never more than the cap: the oldest go first
+        assert load(small, path, store, "fp").answers == 2 and set(small.data) == {b"key-2", b"key-4"}
+        other = AnswerCache(100)
+        assert "configuration" in load(other, path, store, "fp2").reason and not other.data
+
+
+def test_the_log_must_reach_back_to_the_snapshot(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "s.sqlite3") as store:
+        store.bulk_load([_record(0)])
+        seq = store.last_seq()
+        when = store.log_since(seq - 1, 1)[0].timestamp
+        for i in range(1, 4):
+            store.commit("create", "t", [Write(normalize_key(f"88.100/h{i}"), _record(i))])
+        assert changed_since(store, seq, when) == {normalize_key(f"88.100/h{i}") for i in range(1, 4)}
+        store.truncate_log(seq + 2)  # compaction took entries the snapshot would need
+        with pytest.raises(Discard, match="no longer reaches back"):
+            changed_since(store, seq, when)
+        with pytest.raises(Discard, match="ends at"):
+            changed_since(store, store.last_seq() + 1, None)
+    with SqliteStore(tmp_path / "t.sqlite3") as other:  # another store with as many entries
+        other.bulk_load([_record(0)])
+        with pytest.raises(Discard, match="another store"):
+            changed_since(other, seq, when + 1.0)
+
+
+def test_fingerprint_covers_every_part() -> None:
+    base = fingerprint(("tag", "enterprise", ["88.100"], b"key", 1, True))
+    assert base == fingerprint(("tag", "enterprise", ["88.100"], b"key", 1, True))
+    for changed in (
+        ("tag2", "enterprise", ["88.100"], b"key", 1, True),
+        ("tag", "enterprise", ["88.100", "88.101"], b"key", 1, True),
+        ("tag", "enterprise", ["88.100"], b"other", 1, True),
+        ("tag", "enterprise", ["88.100"], b"key", 2, True),
+        ("tag", "enterprise", ["88.100"], b"key", 1, False),
+    ):
+        assert fingerprint(changed) != base
