@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,7 +45,9 @@ def log_of(node: ServeProc) -> str:
 
 def starts(node: ServeProc) -> list[str]:
     """What each start said about the snapshot (in order), from the node's own log."""
-    return re.findall(r"answer snapshot (?:loaded: [^\n]*|[^\n]*discarded, starting cold: [^\n]*)", log_of(node))
+    return re.findall(
+        r"answer snapshot (?:loaded: [^\n]*|[^\n]*discarded, starting cold: [^\n]*)", log_of(node)
+    )
 
 
 @pytest.fixture
@@ -67,12 +71,17 @@ def _warm_and_stop(node: ServeProc) -> None:
     assert snapshot_path(node.data).is_file()
 
 
-def test_writes_while_the_node_was_down_are_answered_after_the_restart(node: ServeProc, tmp_path: Path) -> None:
+def test_writes_while_the_node_was_down_are_answered_after_the_restart(
+    node: ServeProc, tmp_path: Path
+) -> None:
     _warm_and_stop(node)
     # Other writers while it is down: the idr CLI (an import: one handle changed, one created)
     # and a delete committed to the same store.
     lines = [
-        {"handle": "88.100/changed", "values": [{"index": 1, "type": "URL", "data": "https://example.org/v2"}]},
+        {
+            "handle": "88.100/changed",
+            "values": [{"index": 1, "type": "URL", "data": "https://example.org/v2"}],
+        },
         {"handle": "88.100/new", "values": [{"index": 1, "type": "URL", "data": "https://example.org/new"}]},
     ]
     src = tmp_path / "batch.jsonl"
@@ -212,3 +221,128 @@ def test_fingerprint_covers_every_part() -> None:
         ("tag", "enterprise", ["88.100"], b"key", 1, False),
     ):
         assert fingerprint(changed) != base
+
+
+# ---------------------------------------------------------------------------- workers, PostgreSQL
+
+
+def _start_workers(node: ServeProc) -> None:
+    """``idr serve --workers 2``, until every worker is up (its listeners table is printed then:
+    a SIGTERM before that finds no handler yet)."""
+    tables = log_of(node).count("UDP workers)") if node.proc is not None else 0
+    node.start("--workers", "2")
+    deadline = time.monotonic() + 60
+    while log_of(node).count("UDP workers)") == tables:
+        assert time.monotonic() < deadline and node.proc is not None and node.proc.poll() is None, log_of(
+            node
+        )
+        time.sleep(0.05)
+
+
+def test_each_worker_keeps_its_own_snapshot(node: ServeProc, tmp_path: Path) -> None:
+    _start_workers(node)
+    put(node, "88.100/w", "https://example.org/w/v1")
+    for _ in range(16):  # fresh client sockets: the kernel spreads them over both workers
+        assert udp(node, "88.100/w") == (1, ["https://example.org/w/v1"])
+    node.stop_cleanly()
+    assert snapshot_path(node.data).is_file() and snapshot_path(node.data, 1).is_file()
+    line = {"handle": "88.100/w", "values": [{"index": 1, "type": "URL", "data": "https://example.org/w/v2"}]}
+    src = tmp_path / "w.jsonl"
+    src.write_text(json.dumps(line) + "\n")
+    idr("import", "--data", str(node.data), str(src))
+    before = len(starts(node))
+    _start_workers(node)
+    said = starts(node)[before:]
+    assert len(said) == 2 and all(LOADED.search(s) for s in said), said  # worker 0 and worker 1
+    for _ in range(16):
+        assert udp(node, "88.100/w") == (1, ["https://example.org/w/v2"])
+
+
+@pytest.fixture
+def pg_dsn() -> Iterator[str]:
+    from tests.store import pg
+
+    dsn = pg.new_database()
+    yield dsn
+    pg.drop_created()
+
+
+def test_a_second_server_on_the_same_postgres_database_writes_while_one_is_down(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    store = ("--store", "postgres", "--dsn", pg_dsn)
+    a = ServeProc.init(tmp_path / "a", "--prefix", "88.100", "--admin-secret", SECRET, *store)
+    b = ServeProc(tmp_path / "b")  # the same node's data on a second server: its own listeners
+    cfg = NodeConfig.load(a.data)
+    cfg.data_dir = b.data
+    cfg.https, cfg.http, cfg.native = (f"127.0.0.1:{p}" for p in (b.https, b.http, b.native))
+    cfg.save()
+    try:
+        a.start()
+        b.start()
+        put(a, "88.100/x", "https://example.org/x/v1")
+        put(a, "88.100/y", "https://example.org/y/v1")
+        for _ in range(2):
+            assert udp(b, "88.100/x") == (1, ["https://example.org/x/v1"])
+            assert udp(b, "88.100/y") == (1, ["https://example.org/y/v1"])
+        b.stop_cleanly()
+        put(a, "88.100/x", "https://example.org/x/v2")
+        status, doc = a.call("DELETE", "/api/handles/88.100/y", auth=ADMIN)
+        assert status == 200 and doc["responseCode"] == 1, doc
+        b.start()
+        assert LOADED.search(starts(b)[-1]) is not None, starts(b)
+        assert udp(b, "88.100/x") == (1, ["https://example.org/x/v2"])
+        assert udp(b, "88.100/y")[0] == ResponseCode.HANDLE_NOT_FOUND
+    finally:
+        a.stop()
+        b.stop()
+
+
+@pytest.fixture
+def streaming() -> Iterator[tuple[Any, Any]]:
+    from idr.store.postgres import PostgresStore
+    from tests.store.pgcluster import start_cluster, wait_ready
+
+    primary = start_cluster()
+    standby = None
+    try:
+        PostgresStore(primary.dsn()).close()  # the schema exists before the base backup
+        standby = primary.standby()
+        wait_ready(standby.dsn())
+        yield primary, standby
+    finally:
+        if standby is not None:
+            standby.destroy()
+        primary.destroy()
+
+
+def test_a_restarted_mirror_answers_what_its_primary_wrote_meanwhile(
+    tmp_path: Path, streaming: tuple[Any, Any]
+) -> None:
+    from tests.store.pgcluster import wait_replayed
+
+    primary_db, standby_db = streaming
+    store = ("--store", "postgres", "--dsn", primary_db.dsn())
+    primary = ServeProc.init(tmp_path / "primary", "--prefix", "88.100", "--admin-secret", SECRET, *store)
+    mirror = ServeProc(tmp_path / "mirror")  # a follower: reads the primary's hot standby
+    cfg = NodeConfig.load(primary.data)
+    cfg.data_dir, cfg.dsn, cfg.standby = mirror.data, standby_db.dsn(), True
+    cfg.https, cfg.http, cfg.native = (f"127.0.0.1:{p}" for p in (mirror.https, mirror.http, mirror.native))
+    cfg.save()
+    try:
+        primary.start()
+        put(primary, "88.100/s", "https://example.org/s/v1")
+        wait_replayed(primary_db.dsn(), standby_db.dsn())
+        mirror.start()
+        for _ in range(2):
+            assert udp(mirror, "88.100/s") == (1, ["https://example.org/s/v1"])
+        mirror.stop_cleanly()
+        assert snapshot_path(mirror.data).is_file()
+        put(primary, "88.100/s", "https://example.org/s/v2")
+        wait_replayed(primary_db.dsn(), standby_db.dsn())
+        mirror.start()
+        assert LOADED.search(starts(mirror)[-1]) is not None, starts(mirror)
+        assert udp(mirror, "88.100/s") == (1, ["https://example.org/s/v2"])
+    finally:
+        primary.stop()
+        mirror.stop()

@@ -40,8 +40,8 @@ from __future__ import annotations
 import struct
 import threading
 from bisect import bisect_right
-from itertools import islice
 from collections.abc import Callable, Iterable, Sequence
+from itertools import islice
 
 from idr.codec.values import all_public
 from idr.model.errors import HandleError
