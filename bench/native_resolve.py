@@ -619,15 +619,33 @@ def probe(port: int, timeout: float) -> None:
     raise RuntimeError("idr serve did not answer in time")
 
 
+SNAPSHOTS = "native-answers*.snap"  # idr.server.snapshot's files in a node's data directory
+
+
 def cold(
-    data: Path, handles: int, warm: bool, seconds: int, steady_s: int, src: Path | None = None
+    data: Path,
+    handles: int,
+    warm: bool,
+    seconds: int,
+    steady_s: int,
+    src: Path | None = None,
+    restart: bool = False,
 ) -> dict[str, Any]:
     """``idr serve [--warm]`` pinned to core 0: seconds from spawn to the first answer, the rate
     of each of the first ``seconds`` seconds (a fresh hdlperf each second, each on a different
     random sequence: ``-n`` differs), then runs of ``steady_s`` until the rate stops growing.
-    ``src``: idr from that source tree (PYTHONPATH)."""
+    ``src``: idr from that source tree (PYTHONPATH). Without ``restart`` the node starts with no
+    answer snapshot (any left by an earlier start is removed first); with it, on the snapshot
+    the previous start wrote when it was stopped (``idr.server.snapshot``). With ``warm`` the
+    node is stopped only once its warm-up pass is done, so its snapshot holds every answer."""
     port = free_port()
     set_access_log(data / "idr.toml", ACCESS_LOG)
+    if not restart:
+        for f in data.glob(SNAPSHOTS):
+            f.unlink()
+    snap = data / "native-answers.snap"
+    snap_bytes = snap.stat().st_size if restart and snap.exists() else 0
+    errlog = data / "bench-serve.log"
     cmd = [*IDR, "serve", "--data", str(data), "--native", f"127.0.0.1:{port}", "--https", "", "--http", ""]
     if warm:
         cmd.append("--warm")
@@ -637,13 +655,15 @@ def cold(
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = str(src)
+    err = errlog.open("w")
     proc = subprocess.Popen(
         ["taskset", "-c", "0", *cmd],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=err,
         start_new_session=True,
         env=env,
     )
+    saved = ""
     try:
         probe(port, STARTUP_TIMEOUT)
         ready_s = time.monotonic() - t0
@@ -664,14 +684,30 @@ def cold(
         for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
             if ln.startswith("VmRSS:"):
                 rss = int(ln.split()[1]) // 1024
-        return {"ready_s": ready_s, "per_second": per_second, "steady": steady, "rss_mib": rss}
+        if warm:  # a warm server: every answer built before it is stopped (bounded wait)
+            deadline = time.monotonic() + 300
+            while "answer cache warm:" not in errlog.read_text() and time.monotonic() < deadline:
+                time.sleep(0.5)
+        loaded = re.search(r"answer snapshot loaded: (\d+) answers .* in ([\d.]+) s", errlog.read_text())
+        return {
+            "ready_s": ready_s,
+            "per_second": per_second,
+            "steady": steady,
+            "rss_mib": rss,
+            "snapshot": (int(loaded.group(1)), snap_bytes, float(loaded.group(2))) if loaded else None,
+        }
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.communicate(timeout=30)
+            proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
+        err.close()
+        m = re.search(r"answer snapshot: (\d+) answers .*\(([\d.]+) s\)", errlog.read_text())
+        if m:
+            saved = f"{m.group(1)} answers in {m.group(2)} s"
+            print(f"          stopped: snapshot of {saved}", flush=True)
 
 
 # ---------------------------------------------------------------------------- main
@@ -831,14 +867,26 @@ def main() -> int:
     )
 
     colds = []
-    for warm in (True, False) if not a.cold_only else (True,):
-        name = "idr serve --warm" if warm else "idr serve"
-        c = cold(data, a.handles, warm, a.cold_seconds, max(2, a.seconds // 2))
+    # A first start has no snapshot (plain idr serve, then --warm: each with any earlier
+    # snapshot removed); the restart is plain idr serve on the snapshot the --warm server (every
+    # answer built) wrote when it was stopped.
+    starts = [("idr serve --warm", True, False), ("restart", False, True)]
+    if not a.cold_only:
+        starts.insert(0, ("idr serve", False, False))
+    for name, warm, restart in starts:
+        c = cold(data, a.handles, warm, a.cold_seconds, max(2, a.seconds // 2), restart=restart)
         colds.append((name, c))
+        snap = c["snapshot"]
         print(
             f"cold      {name}: first answer {c['ready_s']:.1f} s after spawn; "
             f"RSS at the end {c['rss_mib']} MiB; access log "
             + ("on" if ACCESS_LOG else "off, as the warm server's")
+            + (
+                f"; snapshot {snap[0]:,} answers, {snap[1] / 1e6:.0f} MB "
+                f"({snap[1] / max(1, snap[0]):.0f} bytes each), loaded in {snap[2]:.2f} s"
+                if snap
+                else "; no snapshot"
+            )
         )
         for i, r in enumerate(c["per_second"]):
             print(line(f"  s{i + 1}", r) + f"   = {float(r['qps']) / q:.2f} x warm", flush=True)
@@ -864,11 +912,17 @@ def main() -> int:
         rates = [float(r["qps"]) / q for r in c["per_second"]]
         st = c["steady"]
         assert isinstance(st, dict)
+        snap = c["snapshot"]
         print(
             f"  cold {name:<17} first answer {c['ready_s']:.1f} s; per second x warm: "
             + " ".join(f"{x:.2f}" for x in rates)
             + f"; steady {float(st['qps']) / q:.2f}x; RSS {c['rss_mib']} MiB"
             + ("; access log on" if ACCESS_LOG else "")
+            + (
+                f"; snapshot {snap[0]:,} answers, {snap[1] / 1e6:.0f} MB, loaded in {snap[2]:.2f} s"
+                if snap
+                else ""
+            )
         )
     # Goal 6: CPU per answer (summed over every worker) -> cores for the seeds' peak.
     cold_cpu = [float(r["cpu_us"]) for n, c in colds if n == "idr serve" for r in c["per_second"] if r["qps"]]

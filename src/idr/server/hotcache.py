@@ -278,7 +278,9 @@ class AnswerCache:
             keys = list(self.data)
             answers = list(self.data.values())
             owner = self._owner
-            owners = [owner[k] for k in keys]
+            owned = list(owner)  # in the map's order (both change together), checked at C speed
+            owners = list(owner.values()) if owned == keys else [owner[k] for k in keys]
+            del owned
             multi = {h: ks for h, ks in self._index.items() if not isinstance(ks, bytes)}
             for shelf in self._shelves:
                 for chunk, index in shelf.chunks:

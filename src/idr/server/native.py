@@ -19,7 +19,7 @@ store's transaction log (``idr.runtime.follow``: ``last_seq()`` every 5 ms, then
 ``on_external_commit(keys)``, the path a replication mirror uses): an extra worker answers
 a committed write within one poll, ~5 ms (the coherence test bounds it at 3 s on a loaded CI
 machine and fails without the follower). A worker is started with ``start_new_session`` (Ctrl-C
-goes to worker 0, which stops the others: SIGTERM, then SIGKILL after 5 s) and asks the kernel
+goes to worker 0, which stops the others: SIGTERM, then SIGKILL after 30 s) and asks the kernel
 for SIGTERM when worker 0 dies (``PR_SET_PDEATHSIG``), so none outlives it, even after SIGKILL.
 Rejected alternatives: threads (the GIL serialises the hot path), fork after warm-up
 (copy-on-write is undone by reference counting), one shared answer cache in shared memory
@@ -771,7 +771,7 @@ async def _fill(
 FOLLOW_INTERVAL = 0.005  # s: how stale an extra worker's answers may be after a commit (+ one poll)
 WORKER_START_TIMEOUT = 60.0
 TALLY_INTERVAL = 1.0  # s: how often an extra worker reports its answer tallies to worker 0
-WORKER_STOP_TIMEOUT = 5.0
+WORKER_STOP_TIMEOUT = 30.0  # a worker writes its answer snapshot as it stops (~7 s for 1M, loaded)
 
 
 @dataclass

@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import marshal
+import mmap
 import os
 import struct
 import time
@@ -166,26 +167,27 @@ class Discard(Exception):
     """The snapshot cannot be used (the message says why)."""
 
 
-def _read(path: Path) -> tuple[dict[str, Any], bytes]:
-    raw = path.read_bytes()
-    if not raw.startswith(MAGIC) or len(raw) < len(MAGIC) + _HEAD.size:
+def _read(mapped: mmap.mmap) -> tuple[dict[str, Any], int]:
+    """The header of a whole file and where its blob starts, once the CRC matched. Every view
+    of the map is released on the way out, whatever happens (the map must close)."""
+    if len(mapped) < len(MAGIC) + _HEAD.size or mapped[: len(MAGIC)] != MAGIC:
         raise Discard("not an answer snapshot (magic)")
-    hlen, blen, crc = _HEAD.unpack_from(raw, len(MAGIC))
+    hlen, blen, crc = _HEAD.unpack_from(mapped, len(MAGIC))
     at = len(MAGIC) + _HEAD.size
-    if len(raw) != at + hlen + blen:
-        raise Discard(f"truncated or padded ({len(raw)} bytes, header says {at + hlen + blen})")
-    header, blob = raw[at : at + hlen], raw[at + hlen :]
-    if zlib.crc32(blob, zlib.crc32(header)) != crc:
+    if len(mapped) != at + hlen + blen:
+        raise Discard(f"truncated or padded ({len(mapped)} bytes, header says {at + hlen + blen})")
+    with memoryview(mapped) as whole, whole[at:] as rest:
+        ok = zlib.crc32(rest) == crc  # of the header and the blob
+    if not ok:
         raise Discard("checksum mismatch (corrupt)")
     try:
-        meta = json.loads(header)
+        meta = json.loads(mapped[at : at + hlen])
     except ValueError as e:
         raise Discard(f"header unreadable: {e}") from e
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise Discard(
-            f"format {meta.get('format') if isinstance(meta, dict) else '?'} (this idr reads {FORMAT})"
-        )
-    return meta, blob
+        seen = meta.get("format") if isinstance(meta, dict) else "?"
+        raise Discard(f"format {seen} (this idr reads {FORMAT})")
+    return meta, at + hlen
 
 
 def changed_since(store: Store, seq: int, when: float | None) -> set[str]:
@@ -233,19 +235,25 @@ def load(cache: AnswerCache, path: Path, store: Store, print_: str) -> Loaded:
     try:
         if out.reason:
             raise Discard(out.reason)
-        meta, blob = _read(path)
-        if meta.get("fingerprint") != print_:
-            raise Discard("the node's configuration, sites, keys or idr itself changed")
-        seq, when = meta.get("seq"), meta.get("time")
-        if not isinstance(seq, int) or not (when is None or isinstance(when, float | int)):
-            raise Discard("header incomplete")
-        changed = changed_since(store, seq, when)
-        with _no_collection():  # millions of new objects: no collection walks them meanwhile
-            try:
-                keys, answers, owners, multi, heads, negative = marshal.loads(blob)
-            except (ValueError, EOFError, TypeError) as e:
-                raise Discard(f"body unreadable: {e}") from e
-            del blob
+        with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            meta, at = _read(mapped)
+            if meta.get("fingerprint") != print_:
+                raise Discard("the node's configuration, sites, keys or idr itself changed")
+            seq, when = meta.get("seq"), meta.get("time")
+            if not isinstance(seq, int) or not (when is None or isinstance(when, float | int)):
+                raise Discard("header incomplete")
+            changed = changed_since(store, seq, when)
+            # millions of new objects: no collection walks them meanwhile
+            with _no_collection(), memoryview(mapped) as whole, whole[at:] as blob:
+                try:
+                    body = marshal.loads(blob)
+                except (ValueError, EOFError, TypeError) as e:
+                    raise Discard(f"body unreadable: {e}") from e
+        with _no_collection():
+            if not isinstance(body, tuple) or len(body) != 6:
+                raise Discard("body malformed")
+            keys, answers, owners, multi, heads, negative = body
+            del body
             if not (
                 isinstance(keys, list)
                 and isinstance(answers, list)
