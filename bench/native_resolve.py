@@ -684,9 +684,10 @@ def cold(
         for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
             if ln.startswith("VmRSS:"):
                 rss = int(ln.split()[1]) // 1024
-        if warm:  # a warm server: every answer built before it is stopped (bounded wait)
-            deadline = time.monotonic() + 300
-            while "answer cache warm:" not in errlog.read_text() and time.monotonic() < deadline:
+        if warm:  # a warm server: every answer built before it is stopped (bounded wait): the
+            # pass for hdlperf's request shape, learned on its first request, is done
+            deadline = time.monotonic() + 600
+            while "learned shape" not in errlog.read_text() and time.monotonic() < deadline:
                 time.sleep(0.5)
         loaded = re.search(r"answer snapshot loaded: (\d+) answers .* in ([\d.]+) s", errlog.read_text())
         return {
