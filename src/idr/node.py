@@ -580,10 +580,6 @@ class Node:
             bound_native = srv.address
             self.listeners.native = bound_native
             self.listeners.closers.append(srv.close)
-            if srv.snapshot is not None and self.runtime is not None:
-                # Last of all (closers run in reverse): once the writer stopped and its
-                # listeners ran, the follower's position is one every commit before reached.
-                self.listeners.closers.insert(0, self._snapshot_saver(srv, self.runtime))
             if self.workers > 1:
                 extra = await start_workers(
                     str(self.config.data_dir), self.workers - 1, bound_native, opts, self.tallies
@@ -765,8 +761,25 @@ class Node:
 
     async def _stop_runtime(self) -> None:
         if self.runtime is not None:
-            await self.runtime.stop()
+            runtime = self.runtime
+            await runtime.stop()
             self.runtime = None
+            await self._save_answers(runtime)
+
+    async def _save_answers(self, runtime: NodeRuntime) -> None:
+        """The native answer cache to its snapshot (``idr.server.snapshot``), once the writer
+        stopped (the front-ends are closed before the runtime): when its last listener calls,
+        queued on the loop, have run, the follower's position is one every commit up to it
+        reached the cache by."""
+        srv = self.native_server
+        if srv is None or srv.snapshot is None:
+            return
+        for _ in range(3):
+            await asyncio.sleep(0)
+        if runtime.follower is None:
+            log.info("answer snapshot not written: the store's log is not followed")
+            return
+        srv.save_snapshot(self.service.store, runtime.follower.seq)  # the loop serves nothing now
 
     def _tls_context(self) -> ssl.SSLContext:
         from idr.server.tls import server_context
@@ -820,18 +833,6 @@ class Node:
         from idr.server.snapshot import config_tag
 
         return config_tag(self.config.path, self.config.data_dir / "federation.toml")
-
-    def _snapshot_saver(self, srv: NativeServer, runtime: NodeRuntime) -> Callable[[], Awaitable[None]]:
-        async def save() -> None:
-            for _ in range(3):  # the writer's last listener calls, queued on the loop
-                await asyncio.sleep(0)
-            follower = runtime.follower
-            if follower is None or self.runtime is not None:  # no follower, or still writing
-                log.info("answer snapshot not written: the node's log position is not known")
-                return
-            srv.save_snapshot(self.service.store, follower.seq)  # the loop serves nothing now
-
-        return save
 
     async def stop(self) -> None:
         for close in reversed(self.listeners.closers):
