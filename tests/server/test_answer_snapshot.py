@@ -206,6 +206,20 @@ def test_the_log_must_reach_back_to_the_snapshot(tmp_path: Path) -> None:
             changed_since(store, seq, when)
         with pytest.raises(Discard, match="ends at"):
             changed_since(store, store.last_seq() + 1, None)
+    with SqliteStore(tmp_path / "u.sqlite3") as store:
+        store.bulk_load([_record(0)])
+        seq = store.last_seq()
+        when = store.log_since(seq - 1, 1)[0].timestamp
+        store.commit("home", "t", [Write("0.HOMED/88.101", _record(1))])  # 301s turn into answers
+        with pytest.raises(Discard, match="homed prefixes"):
+            changed_since(store, seq, when)
+    with SqliteStore(tmp_path / "m.sqlite3") as mirror:  # a mirror re-copied from its primary
+        mirror.bulk_load([_record(0)])
+        seq = mirror.last_seq()
+        when = mirror.log_since(seq - 1, 1)[0].timestamp
+        mirror.replace_all([(normalize_key("88.100/h5"), _record(5))], seq + 1)
+        with pytest.raises(Discard, match="re-copied|no longer reaches back"):
+            changed_since(mirror, seq, when)
     with SqliteStore(tmp_path / "t.sqlite3") as other:  # another store with as many entries
         other.bulk_load([_record(0)])
         with pytest.raises(Discard, match="another store"):
