@@ -50,6 +50,20 @@ def starts(node: ServeProc) -> list[str]:
     )
 
 
+def restart(node: ServeProc, *args: str, lines: int = 1) -> list[str]:
+    """``idr serve`` again (``args``: its options) and what the start said about its snapshot
+    (``lines``: one per process). HTTP answers before the native port opens, so the lines are
+    waited for (bounded), not expected when ``start`` returns."""
+    before = len(starts(node)) if node.data.parent.joinpath(f"{node.data.name}.log").exists() else 0
+    node.start(*args)
+    deadline = time.monotonic() + 60
+    while len(starts(node)) < before + lines:
+        alive = node.proc is not None and node.proc.poll() is None
+        assert alive and time.monotonic() < deadline, log_of(node)
+        time.sleep(0.05)
+    return starts(node)[before:]
+
+
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[ServeProc]:
     n = ServeProc.init(tmp_path / "node", "--prefix", "88.100", "--admin-secret", SECRET)
@@ -89,8 +103,7 @@ def test_writes_while_the_node_was_down_are_answered_after_the_restart(
     idr("import", "--data", str(node.data), str(src))
     with SqliteStore(node.data / "idr.sqlite3") as store:
         store.commit("delete", "test", [Write(normalize_key("88.100/gone"), None)])
-    node.start()
-    said = starts(node)
+    said = restart(node)
     m = LOADED.search(said[-1])
     assert m is not None, said  # the snapshot was used...
     # ...minus "changed", "gone" and the cached HANDLE_NOT_FOUND of "new"
@@ -103,8 +116,8 @@ def test_writes_while_the_node_was_down_are_answered_after_the_restart(
     put(node, "88.100/kept", "https://example.org/kept/v2")
     assert udp(node, "88.100/kept") == (1, ["https://example.org/kept/v2"])
     node.stop_cleanly()
-    node.start()  # the snapshot of the second run holds the new value
-    assert LOADED.search(starts(node)[-1]) is not None
+    said = restart(node)  # the snapshot of the second run holds the new value
+    assert LOADED.search(said[-1]) is not None, said
     assert udp(node, "88.100/kept") == (1, ["https://example.org/kept/v2"])
 
 
@@ -124,8 +137,7 @@ def test_a_damaged_snapshot_is_discarded_and_the_node_answers_from_its_store(
     path.write_bytes(bytes(raw))
     with SqliteStore(node.data / "idr.sqlite3") as store:  # a change the snapshot must not hide
         store.commit("delete", "test", [Write(normalize_key("88.100/gone"), None)])
-    node.start()
-    said = starts(node)[-1]
+    said = restart(node)[-1]
     assert "discarded" in said, said
     reason = {"flipped": "checksum", "truncated": "truncated", "foreign": "magic"}[damage]
     assert reason in said, said
@@ -138,8 +150,7 @@ def test_a_changed_configuration_discards_the_snapshot(node: ServeProc) -> None:
     cfg = NodeConfig.load(node.data)
     cfg.native_limits.udp_slip = 3
     cfg.save()
-    node.start()
-    said = starts(node)[-1]
+    said = restart(node)[-1]
     assert "discarded" in said and "configuration" in said, said
     assert udp(node, "88.100/kept") == (1, ["https://example.org/kept/v1"])
 
@@ -218,7 +229,7 @@ def test_the_log_must_reach_back_to_the_snapshot(tmp_path: Path) -> None:
         seq = mirror.last_seq()
         when = mirror.log_since(seq - 1, 1)[0].timestamp
         mirror.replace_all([(normalize_key("88.100/h5"), _record(5))], seq + 1)
-        with pytest.raises(Discard, match="re-copied|no longer reaches back"):
+        with pytest.raises(Discard, match=r"re-copied|no longer reaches back"):
             changed_since(mirror, seq, when)
     with SqliteStore(tmp_path / "t.sqlite3") as other:  # another store with as many entries
         other.bulk_load([_record(0)])
@@ -305,8 +316,8 @@ def test_a_second_server_on_the_same_postgres_database_writes_while_one_is_down(
         put(a, "88.100/x", "https://example.org/x/v2")
         status, doc = a.call("DELETE", "/api/handles/88.100/y", auth=ADMIN)
         assert status == 200 and doc["responseCode"] == 1, doc
-        b.start()
-        assert LOADED.search(starts(b)[-1]) is not None, starts(b)
+        said = restart(b)
+        assert LOADED.search(said[-1]) is not None, said
         assert udp(b, "88.100/x") == (1, ["https://example.org/x/v2"])
         assert udp(b, "88.100/y")[0] == ResponseCode.HANDLE_NOT_FOUND
     finally:
@@ -356,8 +367,8 @@ def test_a_restarted_mirror_answers_what_its_primary_wrote_meanwhile(
         assert snapshot_path(mirror.data).is_file()
         put(primary, "88.100/s", "https://example.org/s/v2")
         wait_replayed(primary_db.dsn(), standby_db.dsn())
-        mirror.start()
-        assert LOADED.search(starts(mirror)[-1]) is not None, starts(mirror)
+        said = restart(mirror)
+        assert LOADED.search(said[-1]) is not None, said
         assert udp(mirror, "88.100/s") == (1, ["https://example.org/s/v2"])
     finally:
         primary.stop()
