@@ -4,11 +4,13 @@ On a clean stop (``idr serve`` on SIGTERM/SIGINT, and each ``--workers`` process
 the node built — cache key → ready answer bytes, their index by handle, the shapes' splice heads
 and HANDLE_NOT_FOUND templates — are written to a file in the data directory
 (:func:`save`: temp file, fsync, rename, fsync of the directory); the next start loads it
-(:func:`load`) before its UDP port opens. Format: a magic line, a small JSON header, then the
-maps as one ``marshal`` blob (version 4 keeps shared keys shared), the header and blob under one
-CRC-32. Chosen by measurement (native.py's notes): ``marshal.loads`` builds the three maps
-directly at C speed, where re-inserting answers one by one or re-splicing them from the store
-costs Python work per handle, and an mmap'd sorted file would cost a bisect on every miss.
+(:func:`load`) before its UDP port opens. Format: a magic line, a fixed head (lengths, CRC-32),
+a small JSON header, then one ``marshal`` blob: cache keys, answers and handle keys as three
+lists side by side (the index of handles with several keys apart), read through an mmap.
+Chosen by measurement (native.py's notes): ``marshal.loads`` of lists, then ``dict(zip(…))``
+builds the maps with no Python work per answer (marshalled maps loaded slower), where
+re-inserting answers one by one or re-splicing them from the store costs Python work per
+handle, and an mmap'd sorted file would cost a bisect on every first request.
 
 Correctness before speed — an acknowledged write is never hidden by a loaded answer:
 
