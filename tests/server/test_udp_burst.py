@@ -23,7 +23,7 @@ def _pending(client: socket.socket) -> list[bytes]:
 
 
 class _Answering(asyncio.DatagramProtocol):
-    """Answers ``q<i>`` with ``a<i>`` through ``send_now`` (as the hot path does) and ``slow``
+    """Answers ``q<i>`` with ``a<i>`` through ``send_later`` (as the hot path does) and ``slow``
     through ``sendto`` (as the slow path does); notes what the client had received meanwhile."""
 
     def __init__(self, client: socket.socket) -> None:
@@ -38,7 +38,7 @@ class _Answering(asyncio.DatagramProtocol):
         if data == b"slow":
             self.transport.sendto(b"S", addr)
         else:
-            self.transport.send_now(b"a" + data[1:], addr)
+            self.transport.send_later((b"a" + data[1:], addr))
 
 
 @pytest.mark.asyncio

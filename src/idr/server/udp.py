@@ -42,7 +42,7 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import Any, cast
@@ -107,14 +107,19 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self.slow = 0
         self._get = cache.data.get  # the dict object lives as long as the cache (clear() empties it)
         self._miss = cache.miss
-        self._sendto: Any = None
+        self._later: Callable[[tuple[Any, Any]], object] = self._send_item  # see connection_made
         self.access = access
         self._plain()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
-        # answers settled in memory go straight to the socket when it is ours (DrainedSocket)
-        self._sendto = getattr(transport, "send_now", None) or self.transport.sendto
+        # answers settled in memory are sent at the end of the burst when the socket is ours
+        # (DrainedSocket.send_later: a list's append, no Python call per answer)
+        self._later = getattr(transport, "send_later", None) or self._send_item
+
+    def _send_item(self, item: tuple[Any, Any]) -> None:
+        if self.transport is not None:
+            self.transport.sendto(*item)
 
     @property
     def hits(self) -> int:
@@ -141,7 +146,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
             out = bytearray(answer)
             out[8:12] = data[8:12]
             out[36:40] = data[36:40]
-            self._sendto(out, addr)
+            self._later((out, addr))
             self._hot[answer[27]] += 1  # counted by response code (its low byte: hotcache codes)
             return
         if len(data) < ENVELOPE_SIZE:
@@ -151,7 +156,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
         if answer is None:
             template = self._miss(data, self.fast_limit)
             if template is not None:
-                self._sendto(patch(template, data), addr)
+                self._later((patch(template, data), addr))
                 self._hot[template[27]] += 1  # not found or spliced: both hotcache codes
                 return
         self._slow(data, addr)
@@ -165,7 +170,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
             out = bytearray(answer)
             out[8:12] = data[8:12]
             out[36:40] = data[36:40]
-            self._sendto(out, addr)
+            self._later((out, addr))
             self._hot[answer[27]] += 1
             access.native("udp", t0, addr, data, answer, len(answer))
             return
@@ -174,7 +179,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
         if answer is None:
             template = self._miss(data, self.fast_limit)
             if template is not None:
-                self._sendto(patch(template, data), addr)
+                self._later((patch(template, data), addr))
                 self._hot[template[27]] += 1
                 access.native("udp", t0, addr, data, template, len(template))
                 return
@@ -317,7 +322,7 @@ class DrainedSocket(asyncio.DatagramTransport):
     shared. Measured on the minimal responder of bench/native_resolve.py (the same answers,
     only the reading changed) and on idr: see ``idr/server/native.py``'s notes.
 
-    Answers settled in memory (``send_now``) are sent with the socket's own ``sendto`` at the end
+    Answers settled in memory (``send_later``) are sent with the socket's own ``sendto`` at the end
     of the burst, in order (before any other answer the burst sends); when the send buffer is
     full such an answer is dropped, as a UDP server must (the client retries). Sent one by one
     as each was ready, an answer to a client that is waiting for it wakes it up — on loopback
@@ -339,13 +344,10 @@ class DrainedSocket(asyncio.DatagramTransport):
         self._queue: deque[tuple[bytes, Any]] = deque()
         self._closing = False
         self._later: list[tuple[Any, Any]] = []  # answers of this burst, sent at its end
-        self.send_now = self._send_later
+        self.send_later = self._later.append  # (answer, address) to send at the burst's end
         self.dropped = 0  # answers not sent: the send buffer was full
         protocol.connection_made(self)
         loop.add_reader(sock.fileno(), self._drain)
-
-    def _send_later(self, data: Any, addr: Any) -> None:
-        self._later.append((data, addr))
 
     def _drain(self) -> None:
         recvfrom = self._sock.recvfrom
