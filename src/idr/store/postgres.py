@@ -69,14 +69,14 @@ from idr.store.base import (
     Store,
     StoreError,
     StoreUnavailable,
-    Write,
 )
 from idr.store.records import (
     CHECKPOINT_PREFIX,
+    GroupRows,
     Logged,
     decode_record,
     encode_writes,
-    logged,
+    group_rows,
     prefix_of,
 )
 from idr.store.search import (
@@ -556,7 +556,7 @@ class PostgresStore(Store):
             return []
         what = f"commit of {commits[0].op!r}" if len(commits) == 1 else f"group commit of {len(commits)}"
         with self._write(what, pipeline=True) as cur:  # an encoding error too: StoreError
-            payloads, rows = _group_rows([c.writes for c in commits])
+            payloads, rows = group_rows([c.writes for c in commits])
             log = {"n": len(commits), "ops": [c.op for c in commits], "actors": [c.actor for c in commits]}
             logs = cur.connection.cursor()
             logs.execute(_LOG_MANY, {**log, "payloads": payloads})
@@ -566,8 +566,8 @@ class PostgresStore(Store):
             raise StoreError("sequence counter row is missing")
         return seqs
 
-    def _write_rows(self, cur: psycopg.Cursor[Any], rows: _Rows) -> None:
-        """Each key's final state (``_group_rows``): one statement per table, reverse lookup
+    def _write_rows(self, cur: psycopg.Cursor[Any], rows: GroupRows) -> None:
+        """Each key's final state (``group_rows``): one statement per table, reverse lookup
         included."""
         final, records = rows
         puts = [(k, h, v) for k, h, v in final.values() if h is not None and v is not None]
@@ -680,7 +680,7 @@ class PostgresStore(Store):
                 todo.append(entry)
                 last = entry.seq
             if todo:
-                payloads, rows = _group_rows([e.writes for e in todo])
+                payloads, rows = group_rows([e.writes for e in todo])
                 self._write_rows(cur, rows)
                 cur.execute(
                     _LOG_ENTRIES,
@@ -771,24 +771,6 @@ class PostgresStore(Store):
 # The planner picks the B-tree for exact values and literal prefixes, the trigram GIN index
 # (mode full) for substrings, the key index for the per-handle checks.
 _DIALECT = Dialect("%s", "LIKE", like_pattern, "value_index f")
-
-
-_Rows = tuple[dict[str, tuple[str, str | None, bytes | None]], dict[str, HandleRecord | None]]
-
-
-def _group_rows(groups: Sequence[Sequence[Write]]) -> tuple[list[bytes], _Rows]:
-    """Each group's log payload, and the final state of every key the groups write, applied in
-    order (the last write to a key wins): its logged item and its record."""
-    final: dict[str, tuple[str, str | None, bytes | None]] = {}
-    records: dict[str, HandleRecord | None] = {}
-    payloads = []
-    for writes in groups:
-        items = [logged(w) for w in writes]
-        for item, w in zip(items, writes, strict=True):
-            final[item[0]] = item
-            records[item[0]] = w.record
-        payloads.append(encode_writes(items))
-    return payloads, (final, records)
 
 
 def _copy_entries(cur: psycopg.Cursor[Any], entries: Iterable[tuple[str, str, str]]) -> None:
