@@ -53,9 +53,10 @@ SMALL_KEYS = 8  # cache keys of one handle kept in a tuple; more (filtered reque
 MAX_SHAPES = 4  # plain-request shapes warmed on first use (each costs ~one answer per handle)
 MAX_TEMPLATES = 64  # negative answers and splice heads kept, one per request shape
 MAX_PREFIXES = 1024  # raw prefixes whose verdict (valid, ours) is remembered
+ASKED_SLOTS = 1 << 22  # first asks remembered (one byte per slot, by hash; see ``miss``)
 _ZERO4 = bytes(4)
 
-RawReader = Callable[[str], "tuple[str, bytes] | None"]
+RawReader = Callable[[str], "bytes | None"]  # a handle key's stored values (Store.raw_reads)
 
 
 def cache_key(data: bytes) -> bytes:
@@ -187,13 +188,17 @@ class AnswerCache:
         self.responsible: Callable[[Handle], bool] = lambda h: False
         self.negative_hits = 0
         # answers spliced from one store row (see ``miss``)
-        self.read_raw: RawReader | None = None  # Store.get_raw when a read never waits, else None
+        self.read_raw: RawReader | None = None  # Store.raw_reads when a read never waits, else None
         # ends the store snapshot the reads share (Store.raw_reads): before any read that
         # follows a commit's invalidation, so no read sees less than an announced commit
         self.read_release: Callable[[], None] | None = None
         self._read_generation = 0
         self.heads: dict[bytes, Splice | None] = {}  # shape key → splice (None: does not splice)
         self.spliced = 0
+        # handle keys spliced once already, by hash (a slot shared by two keys only stores the
+        # second one's answer at its first ask, as before); forgotten when half full
+        self._asked = bytearray(ASKED_SLOTS)
+        self._asked_set = 0
         self._prefixes: dict[str, bool] = {}  # prefix as spelled → valid and ours (``_plain_key``)
         # shapes learned on first use, and warm passes in flight (see module docstring)
         self.on_new_shape: Callable[[bytes], None] | None = None
@@ -393,7 +398,14 @@ class AnswerCache:
         (``all_public``, judged on the stored bytes) and the shape's splice learned, it is the
         spliced answer, stored in the hot map for next time. This is what makes a node fast from
         its first second: one key lookup instead of decode, core and encode (~7 µs against
-        ~50 µs with SQLite on this machine)."""
+        ~50 µs with SQLite on this machine).
+
+        A spliced answer is stored when its handle is asked the second time (``_asked``, one
+        byte per hash slot), not the first: storing costs ~3 µs (three inserts into maps of a
+        million entries that miss the CPU caches, and the lock), as much as the row read, and a
+        handle asked once — most of a cold node's first seconds under uniform load, a scanner's
+        names always — never repays it nor should evict answers that are asked again; a handle
+        asked again pays one more row read."""
         raw = plain_handle(data)
         if raw is None:
             return None
@@ -420,23 +432,30 @@ class AnswerCache:
         if generation != self._read_generation:
             self._fresh_reads(generation)
         try:
-            row = read(key)
+            values = read(key)
         except Exception:  # the slow path reports store trouble properly
             return None
-        if row is None:
+        if values is None:
             template = self.negative.get(shape)
             if template is not None:
                 self.negative_hits += 1
             return template
         splice = self.heads.get(shape)
-        values = row[1]
         if splice is None or 52 + len(raw) + len(values) > limit or not all_public(values):
             return None  # (52: head, handle length, credential length)
         answer = splice.answer(raw, values)
         if len(answer) > limit:
             return None
-        self.put(data[:8] + data[12:36] + data[40:], answer, key, generation)
         self.spliced += 1
+        asked, slot = self._asked, hash(key) & (ASKED_SLOTS - 1)
+        if asked[slot]:
+            self.put(data[:8] + data[12:36] + data[40:], answer, key, generation)
+        else:
+            asked[slot] = 1
+            self._asked_set += 1
+            if self._asked_set > ASKED_SLOTS // 2:  # mostly names asked once: start again
+                self._asked = bytearray(ASKED_SLOTS)
+                self._asked_set = 0
         return answer
 
     def _fresh_reads(self, generation: int) -> None:
@@ -480,13 +499,13 @@ class AnswerCache:
         if self.generation != self._read_generation:
             self._fresh_reads(self.generation)
         try:
-            row = read(handle_key)
+            values = read(handle_key)
         except Exception:
             return
-        if raw is None or row is None or not all_public(row[1]):
+        if raw is None or values is None or not all_public(values):
             return  # another handle will teach it
         splice = Splice(answer[:44], data[:44])
-        if splice.answer(raw, row[1]) == answer:  # else a write raced the slow path, or the shape
+        if splice.answer(raw, values) == answer:  # else a write raced the slow path, or the shape
             self.heads[shape] = splice  # does not splice: the next answer tries again
 
     def _drop(self, key: bytes) -> None:

@@ -43,6 +43,22 @@ of ``--warm-rounds 3``). Measured:
   whole) costs part of the gain a 2 KiB one shows (0.91× on the responder), but a request is
   not cut. The same system calls remain per answer (``recvfrom``, ``sendto``): batching them
   (``recvmmsg``/``sendmmsg``) is not offered by Python's socket module or uvloop;
+* **the answers of a burst sent at its end** (kept: ``DrainedSocket.send_later`` collects them,
+  in order, before any other answer of the burst): sent one by one as each was ready, nearly
+  every answer found a client that is faster than the server waiting for it, and on loopback the
+  sender's ``sendmsg`` runs that client's wake-up (``perf``: ``sendmsg`` ~46% of a warm answer's
+  samples, ~33% of a cold one's); together, the first wakes it and the rest find it running.
+  ``--before`` (the same code sending at once) in one run, 100,000 handles, load ~7, 3 rounds:
+  CPU per warm answer 12.1 / 15.1 µs = 0.80×, rates 1.29×, p50 latency 166 against 232 µs;
+  CPU per cold answer 28.4 / 39.7 µs = 0.72×. The first answer of a burst waits for the rest
+  of it (at most ``DRAIN_BURST`` datagrams, each from memory or one row). ``send_later`` is the
+  list's own ``append`` of an (answer, address) pair: no Python frame per answer (0.09 against
+  0.27-0.30 µs a call, ``timeit``; in the bench, within its noise: CPU 1.05× and 0.99× in two
+  ``--before`` runs with the roles swapped, 100,000 handles, load 2-4);
+* a 2 KiB ``recvfrom`` buffer, or ``recvfrom_into`` a buffer kept across calls and one copy
+  out: no difference per datagram in isolation (1.85-2.07 µs each, ``timeit`` on loopback);
+  huge pages for the heap (``PYTHONMALLOC=malloc``, glibc's ``hugetlb`` tunable): a lookup and
+  patch in a map of 1M answers 2.3-2.7 µs either way — the misses are in the caches, not the TLB;
 * fewer allocations on the hot path (key building by two ``startswith`` against the shape and
   one slice, per-shape maps): three allocations fewer, an estimated 0.1-0.15 µs, but a change
   of the cache's key scheme every front-end and the warm pass share; not done;
@@ -71,15 +87,35 @@ the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per a
   compares its generation), so no answer is read from before an announced commit and a WAL
   checkpoint waits at most one turn. CPU per cold answer 23.9 → 19.7 µs (0.83×, ``--before
   --cold``, both sources alternating in one run, load ~3);
+* **the walk over the permission bytes** (``all_public``) rewritten for the interpreter (one
+  ``unpack_from`` per length, no slices): 1.3 against 3.2 µs for the bench's three-value record
+  (``timeit``, same process) — cheaper than a flag computed at write time would be worth: that
+  needs a column, in both engines, and a migration of every existing store;
+* **a spliced answer stored at its handle's second ask**, not its first (``AnswerCache._asked``,
+  one byte per hash slot, 4 MiB, forgotten when half its slots are set): storing costs ~2.5 µs
+  (the lock, three inserts into maps of a million entries, each missing the CPU caches: 1.7-1.9
+  µs for the inserts alone, ``timeit`` at 300,000-1M entries), as much as the row read, and under
+  uniform load most first answers of a cold node are its handles' first asks (hdlperf: ~3% of
+  the first second's requests repeat one at 1M handles, ~25% by the tenth), as is every name a
+  scanner sends; an answer asked again costs one more row read. Measured in one process on the
+  1M-handle store (``AnswerCache.miss`` on a fresh cache, 400,000 requests in quarters, main
+  against this, twice): 16.0, 12.6, 13.6, 12.3 and 16.2, 15.8, 14.5, 13.2 µs per request
+  against 11.8, 11.4, 10.5, 10.6 and 12.0, 11.7, 11.6, 12.4 (with the faster ``all_public`` and
+  the next item); the whole cold server (``--before --cold``, 100,000 handles, load ~4): CPU
+  per cold answer 0.95×;
+* **the values column only** (``Store.raw_reads`` gives the stored values, not the handle: the
+  splice uses the request's own spelling): ~0.5 µs a read (5.45 against 6.0, 1M rows);
+  one query for a burst's misses (``key IN (…)``) would save ~0.6 µs more a read (4.9 against
+  5.45) but needs the burst's misses collected before any is answered: not done;
 * where a cold answer's time goes now (``perf``, 1M handles, plain ``idr serve``, before the
-  shared snapshot): the kernel ~48% — ``sendmsg`` alone ~33%: on loopback the send runs the
-  receiver's stack and wakes it, and a slower server finds the client asleep more often, so
-  each answer's wake-up costs more than in the warm run —, SQLite ~12% and libc (its key
-  compares, allocation) ~9%, Python ~29% (``miss``, ``Splice``, ``put``), ``fcntl`` ~6%,
-  page faults ~2% (0.1 per answer: the kernel maps 16 pages around each fault, so a larger or
-  smaller ``mmap_size`` changes nothing: the whole file is mapped). The per-second ratio to
-  warm moves with the machine's load far more than the CPU per answer does (0.54–0.78× in the
-  first second over two runs of the same code on the shared machine);
+  shared snapshot and the items above): the kernel ~48% — ``sendmsg`` alone ~33%: on loopback the
+  send runs the receiver's stack and wakes it, and a slower server finds the client asleep more
+  often, so each answer's wake-up costs more than in the warm run —, SQLite ~12% and libc (its key
+  compares, allocation) ~9%, Python ~29% (``miss``, ``Splice``, ``put``), ``fcntl`` ~6%, page
+  faults ~2% (0.1 per answer: the kernel maps 16 pages around each fault, so a larger or smaller
+  ``mmap_size`` changes nothing: the whole file is mapped). The per-second ratio to warm moves
+  with the machine's load far more than the CPU per answer does (0.54–0.78× in the first second
+  over two runs of the same code on the shared machine);
 * a separate pre-encoded answer column or file: the same bytes stored twice (~230 bytes more per
   handle, a schema change in both engines) for nothing the values column does not already give;
   an mmap'd hash file of answers would save the SQLite lookup (~5 µs) but needs its own
@@ -147,7 +183,8 @@ the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per a
   the maps (``gc.freeze``) once built and hold collection off during a pass (``_GcPause``).
 
 Memory per handle: ~600 bytes per cached answer (key ~100, answer ~270, three map entries; the
-bench's warmed 1M answers: +606 MiB RSS), ~110 bytes in ``known``; the cache holds at most
+bench's warmed 1M answers: +606 MiB RSS), none for a handle spliced only once (4 MiB in all
+remember first asks), ~110 bytes in ``known``; the cache holds at most
 ``[native] answer_cache`` answers (2,000,000). The shared snapshot is one more SQLite connection
 per process, nothing per handle. Disk per handle (the bench's 1M handles with three values,
 SQLite ``dbstat``): row 257 bytes + prefix index 34 + log 228 + reverse-lookup index 388 (the

@@ -107,11 +107,19 @@ class Store(ABC):
         return None if record is None else (record.handle, encode_values(record.values))
 
     def raw_reads(self, defer: Callable[[Callable[[], None]], object]) -> RawReads:
-        """``get_raw`` for one thread's bursts of point reads (the native hot path's misses,
-        on the event loop). An engine may serve a burst from one read snapshot: it then calls
-        ``defer(release)`` when it takes one, and the caller runs ``release`` soon (the loop:
-        at its next turn) and also before any read that must see a newer commit."""
-        return RawReads(self.get_raw)
+        """The stored values (``get_raw``'s second half: a miss splices them under the request's
+        handle, so the handle column is not read) for one thread's bursts of point reads (the
+        native hot path's misses, on the event loop). An engine may serve a burst from one read
+        snapshot: it then calls ``defer(release)`` when it takes one, and the caller runs
+        ``release`` soon (the loop: at its next turn) and also before any read that must see a
+        newer commit."""
+        get_raw = self.get_raw
+
+        def values(key: str) -> bytes | None:
+            row = get_raw(key)
+            return None if row is None else row[1]
+
+        return RawReads(values)
 
     def reopen_spec(self) -> tuple[str, str] | None:
         """``(engine, location)`` another process can open this store's data with
@@ -287,10 +295,10 @@ class Store(ABC):
 
 
 class RawReads:
-    """What :meth:`Store.raw_reads` gives: ``get`` as ``get_raw``; ``release`` ends the
+    """What :meth:`Store.raw_reads` gives: ``get``, a key's stored values; ``release`` ends the
     snapshot a burst of ``get`` shares (nothing for an engine without one)."""
 
-    def __init__(self, get: Callable[[str], tuple[str, bytes] | None]) -> None:
+    def __init__(self, get: Callable[[str], bytes | None]) -> None:
         self.get = get
 
     def release(self) -> None:

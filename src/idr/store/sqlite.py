@@ -647,17 +647,17 @@ class _HeldReads(RawReads):
         self._error = error
         self._held = False
 
-    def _get(self, key: str) -> tuple[str, bytes] | None:
+    def _get(self, key: str) -> bytes | None:
         cur = self._cur
         try:
             if not self._held:
                 cur.execute("BEGIN")
                 self._held = True
                 self._defer(self.release)
-            row = cur.execute("SELECT handle, vals FROM handles WHERE key = ?", (key,)).fetchone()
+            row = cur.execute("SELECT vals FROM handles WHERE key = ?", (key,)).fetchone()
         except sqlite3.Error as e:
             raise self._error(e) from e
-        return None if row is None else (row[0], row[1])
+        return None if row is None else row[0]
 
     def release(self) -> None:
         if self._held:

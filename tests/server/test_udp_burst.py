@@ -1,0 +1,80 @@
+"""``DrainedSocket`` sends the hot path's answers of one burst together at its end, in order,
+and any other answer of the burst after the ones before it (real sockets on loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+
+from idr.server.udp import DrainedSocket
+
+
+def _pending(client: socket.socket) -> list[bytes]:
+    """Every datagram already delivered to ``client`` (loopback delivers within ``sendto``)."""
+    got = []
+    while True:
+        try:
+            got.append(client.recv(2048))
+        except BlockingIOError:
+            return got
+
+
+class _Answering(asyncio.DatagramProtocol):
+    """Answers ``q<i>`` with ``a<i>`` through ``send_later`` (as the hot path does) and ``slow``
+    through ``sendto`` (as the slow path does); notes what the client had received meanwhile."""
+
+    def __init__(self, client: socket.socket) -> None:
+        self.client = client
+        self.seen_by_client: list[list[bytes]] = []
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.seen_by_client.append(_pending(self.client))
+        if data == b"slow":
+            self.transport.sendto(b"S", addr)
+        else:
+            self.transport.send_later((b"a" + data[1:], addr))
+
+
+@pytest.mark.asyncio
+async def test_a_bursts_answers_go_out_together_at_its_end_in_order() -> None:
+    loop = asyncio.get_running_loop()
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.setblocking(False)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.setblocking(False)
+    protocol = _Answering(client)
+    transport = DrainedSocket(loop, server, protocol)
+    try:
+        for i in range(5):  # all waiting before the loop's next turn reads the socket
+            client.sendto(b"q%d" % i, server.getsockname())
+        got: list[bytes] = []
+        for _ in range(200):  # bounded: the loop reads the burst within a few turns
+            await asyncio.sleep(0.005)
+            got += _pending(client)
+            if len(got) >= 5:
+                break
+        assert got == [b"a0", b"a1", b"a2", b"a3", b"a4"]
+        assert protocol.seen_by_client == [[]] * 5, "an answer left before its burst ended"
+        # a burst with an answer from the slow path: the hot answers before it go first
+        protocol.seen_by_client.clear()
+        for q in (b"q5", b"q6", b"slow", b"q7"):
+            client.sendto(q, server.getsockname())
+        got = []
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            got += _pending(client)
+            if got:
+                break
+        assert protocol.seen_by_client == [[], [], [], [b"a5", b"a6", b"S"]]
+        assert got == [b"a7"]
+    finally:
+        transport.close()
+        client.close()
