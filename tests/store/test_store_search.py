@@ -194,6 +194,42 @@ def test_every_write_keeps_the_index(store: Store) -> None:
         assert find(store, *pairs) == expected(store, pairs), pairs
 
 
+def test_a_large_group_keeps_records_log_and_index(store: Store, other_store: Store) -> None:
+    """A group of more rows than one statement takes (the SQLite engine writes a group in
+    chunks of up to 128 rows): every row, log entry and index entry is there, on the primary
+    and on a mirror applying the entries as one batch."""
+    fill(store)
+    first = store.last_seq()
+    commits = [
+        Commit("create", "a", (put(f"88.100/n{i}", ("URL", f"https://n.example/{i}")),)) for i in range(300)
+    ]
+    commits += [
+        Commit("modify", "a", (put(f"88.100/n{i}", ("URL", f"https://m.example/{i}")),))
+        for i in range(0, 300, 7)
+    ]
+    commits.append(Commit("delete", "a", tuple(Write(f"88.100/N{i}", None) for i in range(1, 300, 50))))
+    seqs = store.commit_many(commits)
+    assert seqs == list(range(first + 1, first + 1 + len(commits)))
+    assert [e.seq for e in store.log_since(first)] == seqs
+    assert store.get("88.100/N7") == rec("88.100/n7", ("URL", "https://m.example/7"))
+    assert store.get("88.100/N51") is None and store.get("88.100/N299") == rec(
+        "88.100/n299", ("URL", "https://n.example/299")
+    )
+    for pairs in [
+        *QUERIES,
+        (("URL", "https://n.example/*"),),
+        (("URL", "*m.example*"),),
+        (("URL", "https://n.example/7"),),
+    ]:
+        assert find(store, *pairs) == expected(store, pairs), pairs
+    for entry in store.log_since(0)[: -len(commits)]:
+        other_store.apply_entry(entry)
+    assert other_store.apply_entries(store.log_since(first)) == len(commits)
+    assert other_store.last_seq() == store.last_seq()
+    for pairs in [*QUERIES, (("URL", "https://n.example/*"),), (("URL", "*m.example*"),)]:
+        assert find(other_store, *pairs) == find(store, *pairs), pairs
+
+
 def test_a_failed_write_leaves_the_index(store: Store) -> None:
     fill(store)
     before = [find(store, *q) for q in QUERIES]

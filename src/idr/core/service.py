@@ -353,7 +353,8 @@ class NodeService:
             planned: list[WriteJob] = []
             while rest:
                 job = rest[0]
-                if planned and any(j.staged and j.staged.bulk is not None for j in planned):
+                # An import batch is only ever planned first (below), and commits alone.
+                if planned and planned[0].staged is not None and planned[0].staged.bulk is not None:
                     break
                 rest.pop(0)
                 self._plan(job, plan)

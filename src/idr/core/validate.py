@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
@@ -24,6 +25,8 @@ from idr.model.value import (
 
 MAX_INDEX = 2**31 - 1
 
+_CONTROL = re.compile("[\\x00-\\x1f\\x7f]")
+
 
 def _bad(message: str) -> HandleError:
     return HandleError(ResponseCode.INVALID_VALUE, message)
@@ -34,7 +37,7 @@ def check_type(type_: str) -> None:
         raise _bad("value type is empty")
     if len(type_.encode("utf-8")) > MAX_TYPE_LENGTH:
         raise _bad(f"value type longer than {MAX_TYPE_LENGTH} bytes")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in type_):
+    if _CONTROL.search(type_):
         raise _bad(f"value type {type_!r} contains a control character")
     upper = type_.upper()
     # HS_ types are the Handle System's own; an unknown one is a typo, not a custom type.

@@ -69,14 +69,14 @@ from idr.store.base import (
     Store,
     StoreError,
     StoreUnavailable,
-    Write,
 )
 from idr.store.records import (
     CHECKPOINT_PREFIX,
+    GroupRows,
     Logged,
     decode_record,
     encode_writes,
-    logged,
+    group_rows,
     prefix_of,
 )
 from idr.store.search import (
@@ -135,16 +135,34 @@ _LOG = (
     "INSERT INTO txlog (seq, ts, op, actor, payload) "
     "SELECT s.seq, extract(epoch FROM clock_timestamp()), %s, %s, %s FROM s RETURNING seq"
 )
-# Group commit: one statement per table for the whole group, each taking arrays (one plan,
-# one execution, however many writes), all sent in one pipeline with BEGIN and COMMIT: one
-# round trip and one WAL flush per group. The log statement reserves the group's numbers (the
-# counter row, locked to COMMIT, orders groups like single commits) and appends its entries.
-_LOG_MANY = (
-    "WITH s AS (UPDATE txseq SET seq = seq + %(n)s WHERE id = 1 RETURNING seq) "
-    "INSERT INTO txlog (seq, ts, op, actor, payload) "
+# A whole group commit as one statement (data-modifying CTEs, all on one snapshot): the counter
+# row takes the group's seqs (locked to COMMIT, it orders groups like single commits) and the
+# log its entries; deleted rows out; rows upserted; of the written keys' reverse-lookup entries, those
+# not among the new ones out, and the new ones in (an entry already there is kept, not deleted
+# and re-inserted: CTEs do not see each other's changes, so one row must not be touched twice).
+_GROUP_LOG = (
+    "WITH s AS (UPDATE txseq SET seq = seq + %(n)s WHERE id = 1 RETURNING seq), "
+    "lg AS (INSERT INTO txlog (seq, ts, op, actor, payload) "
     "SELECT s.seq - %(n)s + e.ord, extract(epoch FROM clock_timestamp()), e.op, e.actor, e.payload "
     "FROM s, unnest(%(ops)s::text[], %(actors)s::text[], %(payloads)s::bytea[]) "
-    "WITH ORDINALITY AS e(op, actor, payload, ord) RETURNING seq"
+    "WITH ORDINALITY AS e(op, actor, payload, ord) RETURNING seq), "
+    "d AS (DELETE FROM handles WHERE key = ANY(%(deletes)s::text[])), "
+    "u AS (INSERT INTO handles (key, prefix, handle, vals) "
+    "SELECT * FROM unnest(%(keys)s::text[], %(prefixes)s::text[], %(handles)s::text[], %(vals)s::bytea[]) "
+    "ON CONFLICT (key) DO UPDATE SET prefix = EXCLUDED.prefix, handle = EXCLUDED.handle, "
+    "vals = EXCLUDED.vals) "
+)
+_GROUP_UNINDEXED = _GROUP_LOG + "SELECT seq FROM lg"
+_GROUP = (
+    _GROUP_LOG.rstrip() + ", "
+    "n AS (SELECT * FROM unnest(%(vi_types)s::text[], %(vi_data)s::text[], %(vi_keys)s::text[]) "
+    "AS n(type, data, key)), "
+    "vd AS (DELETE FROM value_index v WHERE v.key = ANY(%(written)s::text[]) AND NOT EXISTS "
+    '(SELECT 1 FROM n WHERE n.type COLLATE "C" = v.type AND n.data COLLATE "C" = v.data '
+    'AND n.key COLLATE "C" = v.key)), '
+    "vi AS (INSERT INTO value_index (type, data, key) SELECT type, data, key FROM n "
+    "ON CONFLICT DO NOTHING) "
+    "SELECT seq FROM lg"
 )
 _UPSERT_MANY = (
     "INSERT INTO handles (key, prefix, handle, vals) "
@@ -547,27 +565,44 @@ class PostgresStore(Store):
     # -- writes ------------------------------------------------------------------------
 
     def commit_many(self, commits: Sequence[Commit]) -> list[int]:
-        """One transaction for the group, sent as one pipeline (``_LOG_MANY``): the log entries
-        with their gap-free seqs, then each table's rows in one statement taking arrays (the
-        last write to a key wins, as applied in order), then COMMIT: one round trip and one WAL
-        flush however many writes. Nothing is committed unless every statement succeeded."""
+        """The whole group as one statement (``_GROUP``), which on the pool's autocommit
+        connections is one transaction: the log entries with their gap-free seqs, each table's
+        rows from arrays (the last write to a key wins, as applied in order), the reverse-lookup
+        entries — one round trip and one WAL flush however many writes, and one wait for the
+        server. Each wait releases the GIL and must take it back from the event loop (up to the
+        switch interval, 5 ms); as a pipeline (BEGIN, a statement per table, COMMIT, sync) a
+        group took a dozen. Nothing is committed unless all of it is."""
         self._writable()
         if not commits:
             return []
         what = f"commit of {commits[0].op!r}" if len(commits) == 1 else f"group commit of {len(commits)}"
-        with self._write(what, pipeline=True) as cur:  # an encoding error too: StoreError
-            payloads, rows = _group_rows([c.writes for c in commits])
-            log = {"n": len(commits), "ops": [c.op for c in commits], "actors": [c.actor for c in commits]}
-            logs = cur.connection.cursor()
-            logs.execute(_LOG_MANY, {**log, "payloads": payloads})
-            self._write_rows(cur, rows)
-        seqs = sorted(int(r[0]) for r in logs.fetchall())
+        with self._write(what, transaction=False) as cur:  # an encoding error too: StoreError
+            payloads, (final, records) = group_rows([c.writes for c in commits])
+            puts = [(k, h, v) for k, h, v in final.values() if h is not None]
+            entries = [] if self._search_mode == MODE_OFF else _entries(records)
+            params = {
+                "n": len(commits),
+                "ops": [c.op for c in commits],
+                "actors": [c.actor for c in commits],
+                "payloads": payloads,
+                "deletes": [k for k, h, _ in final.values() if h is None],
+                "keys": [k for k, _, _ in puts],
+                "prefixes": [prefix_of(k) for k, _, _ in puts],
+                "handles": [h for _, h, _ in puts],
+                "vals": [v for _, _, v in puts],
+                "written": list(records),
+                "vi_types": [t for t, _, _ in entries],
+                "vi_data": [d for _, d, _ in entries],
+                "vi_keys": [k for _, _, k in entries],
+            }
+            cur.execute(_GROUP if self._search_mode != MODE_OFF else _GROUP_UNINDEXED, params)
+            seqs = sorted(int(r[0]) for r in cur.fetchall())
         if len(seqs) != len(commits):  # pragma: no cover - the counter row always exists
             raise StoreError("sequence counter row is missing")
         return seqs
 
-    def _write_rows(self, cur: psycopg.Cursor[Any], rows: _Rows) -> None:
-        """Each key's final state (``_group_rows``): one statement per table, reverse lookup
+    def _write_rows(self, cur: psycopg.Cursor[Any], rows: GroupRows) -> None:
+        """Each key's final state (``group_rows``): one statement per table, reverse lookup
         included."""
         final, records = rows
         puts = [(k, h, v) for k, h, v in final.values() if h is not None and v is not None]
@@ -585,7 +620,7 @@ class PostgresStore(Store):
         if self._search_mode == MODE_OFF or not records:
             return
         cur.execute(_VI_DELETE_MANY, (list(records),))
-        entries = [e for k, r in records.items() if r is not None for e in index_entries(k, r)]
+        entries = _entries(records)
         if entries:
             cur.execute(_VI_INSERT_MANY, tuple(list(col) for col in zip(*entries, strict=True)))
 
@@ -633,11 +668,15 @@ class PostgresStore(Store):
         return int(row[0])
 
     @contextmanager
-    def _write(self, what: str, *, pipeline: bool = False) -> Iterator[psycopg.Cursor[Any]]:
+    def _write(
+        self, what: str, *, pipeline: bool = False, transaction: bool = True
+    ) -> Iterator[psycopg.Cursor[Any]]:
         """A cursor inside one transaction, committed when the block ends and rolled back
         when it raises. An engine error becomes ``StoreError`` naming ``what`` failed.
         ``pipeline``: BEGIN, the block's statements and COMMIT go out together (pipeline mode),
-        their results are read when the block ends (a cursor's rows only after it)."""
+        their results are read when the block ends (a cursor's rows only after it).
+        ``transaction=False``: no BEGIN/COMMIT — for a block of one statement, which the
+        autocommit connection commits on its own."""
         if self._closed:
             raise StoreError("store is closed")
         conn: psycopg.Connection[Any] | None = None
@@ -645,7 +684,7 @@ class PostgresStore(Store):
             with (
                 self._pool.connection(self._wait()) as conn,
                 conn.pipeline() if pipeline else contextlib.nullcontext(),
-                conn.transaction(),
+                conn.transaction() if transaction else contextlib.nullcontext(),
                 conn.cursor() as cur,
             ):
                 self._down = False
@@ -680,7 +719,7 @@ class PostgresStore(Store):
                 todo.append(entry)
                 last = entry.seq
             if todo:
-                payloads, rows = _group_rows([e.writes for e in todo])
+                payloads, rows = group_rows([e.writes for e in todo])
                 self._write_rows(cur, rows)
                 cur.execute(
                     _LOG_ENTRIES,
@@ -773,22 +812,9 @@ class PostgresStore(Store):
 _DIALECT = Dialect("%s", "LIKE", like_pattern, "value_index f")
 
 
-_Rows = tuple[dict[str, tuple[str, str | None, bytes | None]], dict[str, HandleRecord | None]]
-
-
-def _group_rows(groups: Sequence[Sequence[Write]]) -> tuple[list[bytes], _Rows]:
-    """Each group's log payload, and the final state of every key the groups write, applied in
-    order (the last write to a key wins): its logged item and its record."""
-    final: dict[str, tuple[str, str | None, bytes | None]] = {}
-    records: dict[str, HandleRecord | None] = {}
-    payloads = []
-    for writes in groups:
-        items = [logged(w) for w in writes]
-        for item, w in zip(items, writes, strict=True):
-            final[item[0]] = item
-            records[item[0]] = w.record
-        payloads.append(encode_writes(items))
-    return payloads, (final, records)
+def _entries(records: dict[str, HandleRecord | None]) -> list[tuple[str, str, str]]:
+    """The reverse-lookup entries of the records written (none for a deleted key)."""
+    return [e for k, r in records.items() if r is not None for e in index_entries(k, r)]
 
 
 def _copy_entries(cur: psycopg.Cursor[Any], entries: Iterable[tuple[str, str, str]]) -> None:

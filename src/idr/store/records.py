@@ -7,8 +7,7 @@ the same primitives. Both engines use these, so logs read the same from either.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from idr.codec.values import decode_values, encode_values
 from idr.codec.wire import MAX_ARRAY_SIZE, ProtocolError, Reader, Writer
@@ -103,28 +102,21 @@ def decode_log_payload(seq: int, where: str, payload: bytes) -> tuple[Write, ...
         raise StoreError(f"log entry {seq} {where} does not decode: {e.message}") from e
 
 
-# Keeps an engine's secondary indexes (the reverse-lookup index) in step with one write, in
-# the same transaction: ``reindex(key, record)``, ``record=None`` for a delete.
-Reindex = Callable[[str, HandleRecord | None], None]
+# Each key's final state after a group of writes: its logged item (by key) and its record.
+GroupRows = tuple[dict[str, tuple[str, str | None, bytes | None]], dict[str, HandleRecord | None]]
 
 
-def apply_writes(
-    execute: Callable[[str, tuple[Any, ...]], object],
-    upsert: str,
-    delete: str,
-    writes: Iterable[Write],
-    reindex: Reindex | None = None,
-) -> Logged:
-    """Run ``upsert``/``delete`` per write, in order (a key may be written, deleted and
-    written again in one commit), and ``reindex`` after each; return what to log."""
-    out: Logged = []
-    for w in writes:
-        key, handle, vals = item = logged(w)
-        if handle is None:
-            execute(delete, (key,))
-        else:
-            execute(upsert, (key, prefix_of(key), handle, vals))
-        if reindex is not None:
-            reindex(key, w.record)
-        out.append(item)
-    return out
+def group_rows(groups: Sequence[Sequence[Write]]) -> tuple[list[bytes], GroupRows]:
+    """Each group's log payload, and the final state of every key the groups write, applied in
+    order (the last write to a key wins): its logged item and its record. Engines write a
+    group commit's rows from this, one statement per table instead of one per write."""
+    final: dict[str, tuple[str, str | None, bytes | None]] = {}
+    records: dict[str, HandleRecord | None] = {}
+    payloads = []
+    for writes in groups:
+        items = [logged(w) for w in writes]
+        for item, w in zip(items, writes, strict=True):
+            final[item[0]] = item
+            records[item[0]] = w.record
+        payloads.append(encode_writes(items))
+    return payloads, (final, records)

@@ -33,6 +33,7 @@ the first term, paged by ``limit`` and ``offset`` as the reference service's ``l
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -55,6 +56,9 @@ MODE_OFF = "off"  # nothing indexed; searches are refused
 MODES = (MODE_FULL, MODE_EXACT, MODE_OFF)
 DEFAULT_MODE = MODE_FULL
 
+# Control characters other than tab, CR and LF: such data is not searchable text.
+_CONTROL = re.compile("[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]")
+
 
 class SearchError(ValueError):
     """A search that cannot be run as asked (bad pattern, too many terms, index off)."""
@@ -73,7 +77,7 @@ def _text(data: bytes) -> str | None:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if any((ord(c) < 0x20 and c not in "\t\r\n") or c == "\x7f" for c in text):
+    if _CONTROL.search(text):
         return None
     return text
 

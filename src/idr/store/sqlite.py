@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
 
 from idr.codec.values import encode_values
@@ -54,10 +55,11 @@ from idr.private import create_private
 from idr.store.base import REPLICA_COPY_OP, Commit, LogEntry, RawEntry, RawReads, Store, StoreError
 from idr.store.records import (
     CHECKPOINT_PREFIX,
+    GroupRows,
     Logged,
-    apply_writes,
     decode_record,
     encode_writes,
+    group_rows,
     prefix_of,
 )
 from idr.store.search import (
@@ -95,7 +97,11 @@ _UPSERT = (
     "ON CONFLICT (key) DO UPDATE SET prefix = excluded.prefix, handle = excluded.handle, "
     "vals = excluded.vals"
 )
-_DELETE_SQL = "DELETE FROM handles WHERE key = ?"
+_UPSERT_ROWS = (
+    "INSERT INTO handles (key, prefix, handle, vals) VALUES {} "
+    "ON CONFLICT (key) DO UPDATE SET prefix = excluded.prefix, handle = excluded.handle, "
+    "vals = excluded.vals"
+)
 _LOG = "INSERT INTO txlog (ts, op, actor, payload) VALUES (?, ?, ?, ?)"
 
 _SEARCH_META = "search_index"
@@ -112,7 +118,11 @@ _TRIGRAMS = (
 )
 _VI_INSERT = "INSERT OR IGNORE INTO value_index (type, data, key) VALUES (?, ?, ?)"
 _VI_DELETE = "DELETE FROM value_index WHERE key = ?"
-_TRGM_INSERT = "INSERT INTO value_trgm (rowid, data) SELECT id, data FROM value_index WHERE key = ?"
+_TRGM_INSERT_AFTER = "INSERT INTO value_trgm (rowid, data) SELECT id, data FROM value_index WHERE id > ?"
+_TRGM_DELETE_IN = (
+    "INSERT INTO value_trgm (value_trgm, rowid, data) "
+    "SELECT 'delete', id, data FROM value_index WHERE key IN (VALUES {})"
+)
 _TRGM_DELETE = (
     "INSERT INTO value_trgm (value_trgm, rowid, data) "
     "SELECT 'delete', id, data FROM value_index WHERE key = ?"
@@ -421,41 +431,26 @@ class SqliteStore(Store):
     # -- writes ----------------------------------------------------------------------
 
     def commit_many(self, commits: Sequence[Commit]) -> list[int]:
-        """One IMMEDIATE transaction holding every commit and its log entry: one WAL fsync."""
+        """One IMMEDIATE transaction holding every commit and its log entry: one WAL fsync.
+        The group's rows go set-wise (``_write_group``): a dozen statements per group, not
+        six per write — each statement releases and retakes the GIL, and the writer thread
+        waits to retake it while the event loop runs (up to the switch interval each time)."""
         if not commits:
             return []
-        seqs: list[int] = []
         what = commits[0].op if len(commits) == 1 else f"{len(commits)} grouped writes"
         with self._write(f"commit of {what!r} to {self.path} failed, nothing written") as conn:
             now = time.time()
-            reindex = self._reindexer(conn)
-            for c in commits:
-                logged = apply_writes(conn.execute, _UPSERT, _DELETE_SQL, c.writes, reindex)
-                seq = conn.execute(_LOG, (now, c.op, c.actor, encode_writes(logged))).lastrowid
-                if seq is None:  # pragma: no cover - an INSERT always sets lastrowid
-                    raise StoreError("log insert returned no sequence number")
-                seqs.append(seq)
+            payloads, rows = group_rows([c.writes for c in commits])
+            # The seqs SQLite would give (max + 1), chosen here so one statement logs the group.
+            last = int(conn.execute("SELECT coalesce(max(seq), 0) FROM txlog").fetchone()[0])
+            seqs = list(range(last + 1, last + 1 + len(commits)))
+            _write_group(conn, self._search_mode, rows)
+            _each_chunk(
+                conn,
+                "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES {}",
+                [(seq, now, c.op, c.actor, p) for seq, c, p in zip(seqs, commits, payloads, strict=True)],
+            )
         return seqs
-
-    def _reindexer(self, conn: sqlite3.Connection) -> Callable[[str, HandleRecord | None], None] | None:
-        """Replaces one key's reverse-lookup entries by a record's (none for a delete)."""
-        mode = self._search_mode
-        if mode == MODE_OFF:
-            return None
-
-        def reindex(key: str, record: HandleRecord | None) -> None:
-            if mode == MODE_FULL:
-                conn.execute(_TRGM_DELETE, (key,))
-            conn.execute(_VI_DELETE, (key,))
-            if record is None:
-                return
-            entries = index_entries(key, record)
-            if entries:
-                conn.executemany(_VI_INSERT, entries)
-                if mode == MODE_FULL:
-                    conn.execute(_TRGM_INSERT, (key,))
-
-        return reindex
 
     def bulk_load(
         self,
@@ -540,22 +535,25 @@ class SqliteStore(Store):
         """Consecutive primary entries in one transaction (one fsync); those held are skipped."""
         if not entries:
             return 0
-        applied = 0
         with self._write(f"applying entries {entries[0].seq}… to {self.path} failed") as conn:
             last = int(conn.execute("SELECT coalesce(max(seq), 0) FROM txlog").fetchone()[0])
-            reindex = self._reindexer(conn)
+            todo: list[LogEntry] = []
             for entry in entries:
                 if entry.seq <= last:
                     continue
                 if entry.seq != last + 1:
                     raise StoreError(f"log gap: entry {entry.seq} does not follow {last}")
-                logged = apply_writes(conn.execute, _UPSERT, _DELETE_SQL, entry.writes, reindex)
-                conn.execute(
-                    "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES (?, ?, ?, ?, ?)",
-                    (entry.seq, entry.timestamp, entry.op, entry.actor, encode_writes(logged)),
-                )
+                todo.append(entry)
                 last = entry.seq
-                applied += 1
+            applied = len(todo)
+            if todo:
+                payloads, rows = group_rows([e.writes for e in todo])
+                _write_group(conn, self._search_mode, rows)
+                _each_chunk(
+                    conn,
+                    "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES {}",
+                    [(e.seq, e.timestamp, e.op, e.actor, p) for e, p in zip(todo, payloads, strict=True)],
+                )
             if not applied:
                 _rollback(conn)
         return applied
@@ -706,6 +704,53 @@ def _value_index_mode(conn: sqlite3.Connection, wanted: str | None) -> str:
     return mode
 
 
+# Rows per multi-row statement: a group of n rows takes n's binary digits (a few statements),
+# from a handful of statement texts the connection's statement cache keeps.
+_CHUNKS = (128, 64, 32, 16, 8, 4, 2, 1)
+
+
+@cache
+def _rows_sql(sql: str, width: int, rows: int) -> str:
+    one = "(" + ", ".join("?" * width) + ")"
+    return sql.format(", ".join([one] * rows))
+
+
+def _each_chunk(conn: sqlite3.Connection, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
+    """``sql`` with its ``{}`` replaced by ``(?, …), (?, …)`` for a chunk of ``rows`` (a VALUES
+    list, or ``IN (VALUES {})``), run once per chunk: one SQLite step for many rows, where
+    ``executemany`` steps — and releases and retakes the GIL — once per row."""
+    i = 0
+    while i < len(rows):
+        size = next(c for c in _CHUNKS if c <= len(rows) - i)
+        chunk = rows[i : i + size]
+        conn.execute(_rows_sql(sql, len(chunk[0]), size), [x for row in chunk for x in row])
+        i += size
+
+
+def _write_group(conn: sqlite3.Connection, mode: str, rows: GroupRows) -> None:
+    """Each key's final state after a group (``group_rows``) in a few statements: its old
+    reverse-lookup entries out, deleted rows out, rows upserted, new entries in."""
+    final, records = rows
+    keys = [(k,) for k in final]
+    if mode != MODE_OFF:
+        if mode == MODE_FULL:
+            _each_chunk(conn, _TRGM_DELETE_IN, keys)
+        _each_chunk(conn, "DELETE FROM value_index WHERE key IN (VALUES {})", keys)
+    deletes = [(k,) for k, h, _ in final.values() if h is None]
+    _each_chunk(conn, "DELETE FROM handles WHERE key IN (VALUES {})", deletes)
+    puts = [(k, prefix_of(k), h, v) for k, h, v in final.values() if h is not None]
+    _each_chunk(conn, _UPSERT_ROWS, puts)
+    if mode == MODE_OFF:
+        return
+    entries = [e for k, rec in records.items() if rec is not None for e in index_entries(k, rec)]
+    if not entries:
+        return
+    top = int(conn.execute("SELECT coalesce(max(id), 0) FROM value_index").fetchone()[0])
+    _each_chunk(conn, "INSERT OR IGNORE INTO value_index (type, data, key) VALUES {}", entries)
+    if mode == MODE_FULL:
+        conn.execute(_TRGM_INSERT_AFTER, (top,))
+
+
 def _reindex_batch(conn: sqlite3.Connection, mode: str, written: Sequence[tuple[str, HandleRecord]]) -> None:
     """A bulk load's index update in a few statements: the batch's old entries out, then the
     new entries of each key's last record in (one executemany, one trigram insert)."""
@@ -717,9 +762,7 @@ def _reindex_batch(conn: sqlite3.Connection, mode: str, written: Sequence[tuple[
     top = int(conn.execute("SELECT coalesce(max(id), 0) FROM value_index").fetchone()[0])
     conn.executemany(_VI_INSERT, (e for key, rec in last.items() for e in index_entries(key, rec)))
     if mode == MODE_FULL:
-        conn.execute(
-            "INSERT INTO value_trgm (rowid, data) SELECT id, data FROM value_index WHERE id > ?", (top,)
-        )
+        conn.execute(_TRGM_INSERT_AFTER, (top,))
 
 
 def _build_value_index(conn: sqlite3.Connection, mode: str) -> None:
