@@ -426,7 +426,6 @@ class Node:
         self.tallies: Tallies = Tallies()
         self.stats_hub: StatsHub | None = None  # 数据上报 (idr.runtime.reporting), once started
         self.hold_reports = False  # start the hub held (StatsHub.held): released by whoever set it
-        self._stats_slot = 0  # where the hub's closer goes among the listeners' closers
 
     async def start(
         self, *, https: str | None = None, http: str | None = None, native: str | None = None
@@ -472,10 +471,6 @@ class Node:
             await self.replicator.start()
             self.listeners.closers.append(self._stop_replicator)
             self.metrics_sources.append(self.replicator.replication_metrics)
-        # The statistics hub stops after the front-ends (closers run in reverse), so its last
-        # cut holds every answer they sent — extra workers' last tallies too — and before the
-        # runtime and replicator its write needs.
-        self._stats_slot = len(self.listeners.closers)
         guards = self._http_guards() if https or http else None
         self.http_guards = guards
         if (
@@ -744,7 +739,17 @@ class Node:
         await hub.start()
         self.stats_hub = hub
         self.metrics_sources.append(lambda: stats_metrics(self))
-        self.listeners.closers.insert(self._stats_slot, self._stop_stats)
+        self.listeners.closers.insert(self._stats_slot(), self._stop_stats)
+
+    def _stats_slot(self) -> int:
+        """Right after the runtime's and replicator's closers (closers run in reverse): the hub
+        stops after every front-end, so its last cut holds every answer they sent — extra
+        workers' last tallies too —, and before the runtime and replicator its write needs.
+        Found by what is there, not a position remembered at start: closers inserted at the
+        front later (the access log's) would shift it."""
+        needs = (self._stop_runtime, self._stop_replicator)
+        at = [i for i, closer in enumerate(self.listeners.closers) if closer in needs]
+        return max(at) + 1 if at else 0
 
     async def _stop_stats(self) -> None:
         if self.stats_hub is not None:
