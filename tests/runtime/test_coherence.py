@@ -19,9 +19,8 @@ import pytest
 from idr.core.config import NodeConfig
 from idr.model.errors import ResponseCode
 from idr.runtime.follow import FOLLOW_INTERVAL
-from idr.store.postgres import PostgresStore
 from tests.procs import ServeProc, idr
-from tests.store.pgcluster import PgCluster, start_cluster, wait_ready, wait_replayed
+from tests.store.pgcluster import PgCluster, primary_and_standby, wait_replayed
 
 SECRET = "coherence-secret"
 ADMIN = ("300:0.NA/88.100", SECRET)
@@ -122,17 +121,8 @@ def test_two_servers_on_one_postgres_database_see_each_others_writes(
 
 @pytest.fixture
 def streaming() -> Iterator[tuple[PgCluster, PgCluster]]:
-    primary = start_cluster()
-    standby: PgCluster | None = None
-    try:
-        PostgresStore(primary.dsn()).close()  # the schema exists before the base backup
-        standby = primary.standby()
-        wait_ready(standby.dsn())
-        yield primary, standby
-    finally:
-        if standby is not None:
-            standby.destroy()
-        primary.destroy()
+    with primary_and_standby() as pair:
+        yield pair
 
 
 def test_a_mirror_reading_a_hot_standby_follows_the_primarys_writes(

@@ -327,20 +327,10 @@ def test_a_second_server_on_the_same_postgres_database_writes_while_one_is_down(
 
 @pytest.fixture
 def streaming() -> Iterator[tuple[Any, Any]]:
-    from idr.store.postgres import PostgresStore
-    from tests.store.pgcluster import start_cluster, wait_ready
+    from tests.store.pgcluster import primary_and_standby
 
-    primary = start_cluster()
-    standby = None
-    try:
-        PostgresStore(primary.dsn()).close()  # the schema exists before the base backup
-        standby = primary.standby()
-        wait_ready(standby.dsn())
-        yield primary, standby
-    finally:
-        if standby is not None:
-            standby.destroy()
-        primary.destroy()
+    with primary_and_standby() as pair:
+        yield pair
 
 
 def test_a_restarted_mirror_answers_what_its_primary_wrote_meanwhile(

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 SERVICE_USER = "idrtest"
@@ -214,6 +215,25 @@ def start_cluster(**settings: str) -> PgCluster:
     except BaseException:
         cluster.destroy()
         raise
+
+
+@contextlib.contextmanager
+def primary_and_standby() -> Iterator[tuple[PgCluster, PgCluster]]:
+    """A primary holding idr's schema and a streaming hot standby made from its base backup,
+    both destroyed afterwards (the schema first: the standby is read-only)."""
+    from idr.store.postgres import PostgresStore
+
+    primary = start_cluster()
+    standby: PgCluster | None = None
+    try:
+        PostgresStore(primary.dsn()).close()
+        standby = primary.standby()
+        wait_ready(standby.dsn())
+        yield primary, standby
+    finally:
+        if standby is not None:
+            standby.destroy()
+        primary.destroy()
 
 
 def wait_ready(dsn: str, timeout: float = 10.0) -> None:

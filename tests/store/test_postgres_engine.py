@@ -17,7 +17,14 @@ from idr.model.value import HandleRecord, HandleValue
 from idr.store import StoreError, Write
 from idr.store.base import StoreUnavailable
 from idr.store.postgres import PostgresStore
-from tests.store.pgcluster import PgCluster, PgClusterError, find_bindir, free_port, start_cluster, wait_ready
+from tests.store.pgcluster import (
+    PgCluster,
+    PgClusterError,
+    find_bindir,
+    free_port,
+    primary_and_standby,
+    start_cluster,
+)
 
 from . import pg
 
@@ -159,17 +166,8 @@ def test_read_only_store_reads_and_refuses_writes(dsn: str) -> None:
 
 @pytest.fixture
 def replicated() -> Iterator[tuple[PgCluster, PgCluster]]:
-    primary = start_cluster()
-    standby: PgCluster | None = None
-    try:
-        PostgresStore(primary.dsn()).close()  # the schema exists before the base backup
-        standby = primary.standby()
-        wait_ready(standby.dsn())
-        yield primary, standby
-    finally:
-        if standby is not None:
-            standby.destroy()
-        primary.destroy()
+    with primary_and_standby() as pair:
+        yield pair
 
 
 def _wait_for(cond: object, timeout: float = 10.0) -> bool:
