@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,3 +34,13 @@ async def fed(tmp_path: Path) -> AsyncIterator[Federation]:
         yield f
     finally:
         await f.stop()
+
+
+@pytest.fixture
+def pg_dsn() -> Iterator[str]:
+    """A new database on the suite's PostgreSQL server, dropped afterwards."""
+    from tests.store import pg
+
+    dsn = pg.new_database()
+    yield dsn
+    pg.drop_created()

@@ -89,15 +89,6 @@ def test_import_into_a_running_node_reaches_every_front_end(tmp_path: Path, star
         answered_within(lambda fe=fe: url_of(node, "88.100/old", fe) == (1, ["https://example.org/v2"]))
 
 
-@pytest.fixture
-def pg_dsn() -> Iterator[str]:
-    from tests.store import pg
-
-    dsn = pg.new_database()
-    yield dsn
-    pg.drop_created()
-
-
 def test_two_servers_on_one_postgres_database_see_each_others_writes(
     tmp_path: Path, pg_dsn: str, started: list[ServeProc]
 ) -> None:

@@ -285,15 +285,6 @@ def test_each_worker_keeps_its_own_snapshot(node: ServeProc, tmp_path: Path) -> 
         assert udp(node, "88.100/w") == (1, ["https://example.org/w/v2"])
 
 
-@pytest.fixture
-def pg_dsn() -> Iterator[str]:
-    from tests.store import pg
-
-    dsn = pg.new_database()
-    yield dsn
-    pg.drop_created()
-
-
 def test_a_second_server_on_the_same_postgres_database_writes_while_one_is_down(
     tmp_path: Path, pg_dsn: str
 ) -> None:
