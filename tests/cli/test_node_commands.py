@@ -186,6 +186,35 @@ def test_serve_answers_api_proxy_and_metrics(node_dir: Path, served: tuple[int, 
     assert "idr_resolutions_total" in metrics
 
 
+def test_sigterm_as_soon_as_a_port_opens_stops_the_node_cleanly(node_dir: Path) -> None:
+    """An orchestrator may stop a node the moment it sees a port open (the rest of the start still
+    running): SIGTERM then ends it as any SIGTERM does, exit 0, never killed by the default
+    action (a handler installed only after the start lost this race in a full suite)."""
+    for _ in range(3):  # the race is with the start's later steps; a few tries make it likely
+        https, http = free_port(), free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "idr", "serve", "--data", str(node_dir),
+             "--https", f"127.0.0.1:{https}", "--http", f"127.0.0.1:{http}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while True:  # the first listener: TCP connect succeeds once it listens
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", https)) == 0:
+                        break
+                assert time.monotonic() < deadline, "idr serve opened no port in 30 s"
+                time.sleep(0.001)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, proc.stderr.read() if proc.stderr else b""
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
 def test_acknowledged_writes_survive_kill_9(node_dir: Path) -> None:
     """Write through the HTTPS API, SIGKILL the server at random moments, and find every
     acknowledged handle after each restart."""

@@ -443,6 +443,12 @@ def _open(cfg: NodeConfig) -> Core:
 async def _serve(node: Node, **addresses: str | None) -> None:
     import signal
 
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # SIGTERM ends as Ctrl-C does: listeners closed and worker processes stopped, none orphaned.
+    # Handled from before the first listener opens: a client that sees the node answer may stop
+    # it at once (a SIGTERM during the start is acted on when the start is over).
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
     try:
         await node.start(**addresses)
     except (OSError, AddressError) as e:
@@ -452,10 +458,6 @@ async def _serve(node: Node, **addresses: str | None) -> None:
         await node.stop()
         fail(str(e))
     _print_listeners(node)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    # SIGTERM ends as Ctrl-C does: listeners closed and worker processes stopped, none orphaned.
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
     # SIGHUP re-reads idr.toml (idr.operations.reload: what reloads, what needs a restart).
     reloads: set[asyncio.Task[object]] = set()
 
