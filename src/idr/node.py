@@ -473,6 +473,8 @@ class Node:
             self.metrics_sources.append(self.replicator.replication_metrics)
         guards = self._http_guards() if https or http else None
         self.http_guards = guards
+        if guards is not None:
+            self.metrics_sources.append(guards.connections.metrics)
         if (
             self.compactor is None
             and self.runtime is not None

@@ -251,6 +251,58 @@ async def test_a_client_that_speaks_first_is_served(node: Live) -> None:
     assert [await asyncio.to_thread(get) for _ in range(5)] == [200] * 5
 
 
+async def test_tls_handshakes_from_one_address_are_paced(tmp_path: Path) -> None:
+    """A server TLS handshake costs more CPU than the client's, on the loop that answers UDP too:
+    one address opening connections in a loop gets a burst, then its handshakes wait their turn
+    at the paced rate; a turn further off than the handshake timeout is closed at once. Another
+    address is not slowed meanwhile."""
+    import ssl
+
+    pace = {"tls_handshake_burst": 4, "tls_handshakes_per_second": 4.0, "tls_handshake_timeout": 1.1}
+    limits = {**LIMITS, **pace}
+    async with start_live(tmp_path / "node", http_limits=limits) as live:
+        assert live.node.listeners.https
+        port = live.node.listeners.https[1]
+        ctx = ssl.create_default_context(cafile=str(live.data / "tls" / "cert.pem"))
+        ctx.check_hostname = False
+        t0 = time.perf_counter()
+
+        async def handshake() -> float | None:
+            """Seconds from t0 until this connection's TLS is up, or None if it was closed."""
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.2", 0))
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            try:
+                opening = asyncio.open_connection(sock=sock, ssl=ctx, server_hostname="localhost")
+                _, w = await asyncio.wait_for(opening, 5.0)
+            except (ssl.SSLError, ConnectionError, OSError):
+                return None
+            up = time.perf_counter() - t0
+            w.close()
+            return up
+
+        attempts = [asyncio.create_task(handshake()) for _ in range(12)]
+        await asyncio.sleep(0.1)
+        assert await _bystander_tls(live) < 0.5  # 127.0.0.1 has its own pace
+        done = await asyncio.gather(*attempts)
+        up = sorted(t for t in done if t is not None)
+        # 4 at once, then one per 0.25 s for the next 1.1 s (4 more); the rest closed at once
+        assert len(up) == 8, done
+        assert up[3] < 0.5 and up[-1] > 0.7, up
+        m = live.node.http_guards.connections.metrics() if live.node.http_guards else {}
+        assert m["idr_tls_handshakes_paced"] == 4 and m["idr_tls_handshakes_refused"] == 4, m
+        async with live.client.get(f"{live.http}/metrics") as r:
+            assert "idr_tls_handshakes_refused 4.0" in await r.text()
+
+
+async def _bystander_tls(live: Live) -> float:
+    t0 = time.perf_counter()
+    async with live.client.get(f"{live.https}/api/handles/0.NA/88.100") as r:
+        assert r.status == 200
+    return time.perf_counter() - t0
+
+
 def _guard(live: Live) -> Any:
     """How many connections the attacker's address (127.0.0.2) holds, as the node counts them."""
     from idr.server.throttle import source_key

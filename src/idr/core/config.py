@@ -92,6 +92,8 @@ class HttpLimits:
     write_stall_timeout: float = 60.0  # a client that stops reading is closed after this
     keepalive_timeout: float = 75.0  # an idle keep-alive connection
     tls_handshake_timeout: float = 10.0
+    tls_handshakes_per_second: float = 100.0  # per address after a burst (0: not paced); beyond: wait
+    tls_handshake_burst: int = 200
     # Anonymous prefix applications (REST, console) from one source network (/24, IPv6 /56):
     # a burst of this many, then one per ``application_interval`` seconds (more: HTTP 429).
     applications_per_source: int = 5

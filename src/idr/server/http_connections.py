@@ -12,7 +12,13 @@ every HTTP(S) listener of a node accepts through a :class:`ConnectionGuard`:
 * a client that stops reading what it is sent (the transport's buffer stays full) for
   ``write_stall_timeout`` is closed, and what was buffered for it freed;
 * idle keep-alive connections close after ``keepalive_timeout`` (aiohttp's own setting) and a
-  TLS handshake must finish within ``tls_handshake_timeout``.
+  TLS handshake must finish within ``tls_handshake_timeout``;
+* TLS handshakes are paced per address: a burst of ``tls_handshake_burst``, then
+  ``tls_handshakes_per_second``. A server handshake costs ~1–2 ms of CPU (more than the client's),
+  on the loop that also answers UDP, so one address opening and closing connections in a loop
+  could otherwise take the whole core; a connection beyond the pace waits (paused, its place
+  held) for its turn, and one whose turn is further off than ``tls_handshake_timeout`` is closed
+  at once. A client that keeps its connections alive never meets the pace.
 
 A connection counts from the moment it is accepted: TLS is started by the guard itself
 (``loop.start_tls`` on the admitted connection), not by the listener, so connections still in
@@ -28,6 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -44,6 +52,8 @@ class ConnectionLimits:
     write_stall_timeout: float = 60.0
     keepalive_timeout: float = 75.0
     tls_handshake_timeout: float = 10.0
+    tls_handshakes_per_second: float = 100.0  # per address, after the burst (0: not paced)
+    tls_handshake_burst: int = 200
 
     @classmethod
     def from_config(cls, h: HttpLimits) -> ConnectionLimits:
@@ -54,7 +64,42 @@ class ConnectionLimits:
             h.write_stall_timeout,
             h.keepalive_timeout,
             h.tls_handshake_timeout,
+            h.tls_handshakes_per_second,
+            h.tls_handshake_burst,
         )
+
+
+class HandshakePace:
+    """When each address's next TLS handshake may start: a burst, then a steady rate (the
+    generic cell rate algorithm — one "theoretical arrival time" per address, no timers).
+
+    ``clock`` is injected so tests move time; at most ``capacity`` addresses are remembered
+    (least recently seen forgotten first: forgetting one only gives it a fresh burst)."""
+
+    def __init__(
+        self, rate: float, burst: int, capacity: int = 16384, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.tolerance = max(burst - 1, 0) * self.interval
+        self.capacity = capacity
+        self.clock = clock
+        self._due: OrderedDict[str, float] = OrderedDict()
+
+    def wait(self, key: str, most: float) -> float | None:
+        """Seconds until ``key``'s handshake may start (its turn taken), or None — nothing
+        taken — when that is more than ``most``."""
+        if not self.interval:
+            return 0.0
+        now = self.clock()
+        due = max(self._due.get(key, now), now)
+        start = max(now, due - self.tolerance)
+        if start - now > most:
+            return None
+        self._due[key] = due + self.interval
+        self._due.move_to_end(key)
+        if len(self._due) > self.capacity:
+            self._due.popitem(last=False)
+        return start - now
 
 
 class ConnectionGuard:
@@ -67,6 +112,10 @@ class ConnectionGuard:
         self.accepted = 0  # connections admitted since the start (total: open now)
         self.refused = 0
         self.timed_out = 0
+        lim = self.limits
+        self.pace = HandshakePace(lim.tls_handshakes_per_second, lim.tls_handshake_burst)
+        self.handshakes_paced = 0  # TLS handshakes that waited for their address's turn
+        self.handshakes_refused = 0  # connections closed: their turn was beyond the handshake timeout
 
     def factory(
         self, make_protocol: Callable[[], Any], tls: ssl.SSLContext | None = None
@@ -74,6 +123,17 @@ class ConnectionGuard:
         """A protocol factory for ``loop.create_server`` (without ``ssl``) around aiohttp's
         ``runner.server``; ``tls``: the guard speaks TLS with it once a connection is admitted."""
         return lambda: _Guarded(self, make_protocol, tls)
+
+    def metrics(self) -> dict[str, float]:
+        """Gauges for ``/metrics``."""
+        return {
+            "idr_http_connections_open": float(self.total),
+            "idr_http_connections_accepted": float(self.accepted),
+            "idr_http_connections_refused": float(self.refused),
+            "idr_http_connections_timed_out": float(self.timed_out),
+            "idr_tls_handshakes_paced": float(self.handshakes_paced),
+            "idr_tls_handshakes_refused": float(self.handshakes_refused),
+        }
 
     def _admit(self, key: str) -> bool:
         n = self.per_source.get(key, 0)
@@ -125,6 +185,7 @@ class _Guarded(asyncio.Protocol):
         self._make = make_protocol
         self._tls = tls
         self._handshake: asyncio.Task[None] | None = None
+        self._turn: asyncio.TimerHandle | None = None  # a paced handshake waiting to start
         self._pre_tls: list[bytes] | None = None
         # What TLS decrypted before start_tls returned (the first request may come with the
         # handshake's last flight): handed on once aiohttp's protocol is made.
@@ -148,9 +209,26 @@ class _Guarded(asyncio.Protocol):
         if self._tls is None:
             self._serve(transport)
             return
+        wait = self._guard.pace.wait(key, self._guard.limits.tls_handshake_timeout)
+        if wait is None:
+            self._guard.handshakes_refused += 1
+            transport.abort()
+            self._forget()
+            return
         transport.pause_reading()  # start_tls takes the connection from here, ClientHello included
         self._pre_tls = []  # …but uvloop may have read some of it already: kept for TLS
-        self._handshake = asyncio.get_running_loop().create_task(self._start_tls(transport, self._tls))
+        if wait > 0:
+            self._guard.handshakes_paced += 1
+            loop = asyncio.get_running_loop()
+            self._turn = loop.call_later(wait, self._begin_tls, transport, self._tls)
+        else:
+            self._begin_tls(transport, self._tls)
+
+    def _begin_tls(self, transport: asyncio.Transport, tls: ssl.SSLContext) -> None:
+        self._turn = None
+        if self._key is None:  # gone while it waited for its turn
+            return
+        self._handshake = asyncio.get_running_loop().create_task(self._start_tls(transport, tls))
 
     async def _start_tls(self, transport: asyncio.Transport, tls: ssl.SSLContext) -> None:
         loop = asyncio.get_running_loop()
@@ -236,10 +314,10 @@ class _Guarded(asyncio.Protocol):
 
     def _forget(self) -> None:
         """The connection is gone (or never got past its handshake): give its place back."""
-        for timer in (self._request_timer, self._stall_timer):
+        for timer in (self._request_timer, self._stall_timer, self._turn):
             if timer is not None:
                 timer.cancel()
-        self._request_timer = self._stall_timer = None
+        self._request_timer = self._stall_timer = self._turn = None
         if self._key is not None:
             self._guard._release(self._key)
             self._key = None
@@ -267,4 +345,4 @@ def _feed(protocol: Any, data: bytes) -> None:
         view = view[n:]
 
 
-__all__ = ["ConnectionGuard", "ConnectionLimits"]
+__all__ = ["ConnectionGuard", "ConnectionLimits", "HandshakePace"]
