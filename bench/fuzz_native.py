@@ -236,11 +236,12 @@ async def udp_fuzz(port: int, n: int, rate: float, seed: int, st: Stats, deadlin
         t.close()
 
 
-async def _stream(port: int, rnd: random.Random, seeds: list[bytes], st: Stats) -> None:
+async def _stream(port: int, rnd: random.Random, seeds: list[bytes], st: Stats) -> bool:
+    """One fuzz stream; False if it could not connect (nothing delivered: the caller retries)."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 3)
     except (OSError, TimeoutError):
-        return
+        return False
     try:
         kind = rnd.randrange(4)
         if kind == 0:  # slowloris: part of a message, then silence (server idle timeout 2 s)
@@ -280,6 +281,7 @@ async def _stream(port: int, rnd: random.Random, seeds: list[bytes], st: Stats) 
     finally:
         writer.close()
         st.streams += 1
+    return True
 
 
 async def tcp_fuzz(port: int, n: int, seed: int, st: Stats, deadline: float) -> None:
@@ -290,7 +292,10 @@ async def tcp_fuzz(port: int, n: int, seed: int, st: Stats, deadline: float) -> 
 
     async def one() -> None:
         async with sem:
-            await _stream(port, rnd, seeds, st)
+            # a connect that failed (a loaded machine's full accept backlog) delivered nothing:
+            # tried again until the deadline, so the campaign's streams all reach the server
+            while not await _stream(port, rnd, seeds, st) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
 
     started = 0
     while started < n and time.monotonic() < deadline:
