@@ -399,7 +399,7 @@ class Node:
         self.native_options: NativeOptions | None = None
         self.workers = 1
         self.runtime: NodeRuntime | None = None
-        self.throttle: Throttle | None = None  # failed-login back-off of the HTTP front-ends
+        self.throttle: Throttle | None = None  # failed-login back-off of every front-end
         self.walks: WalkGate | None = None  # federation-wide traces at once
         self.http_guards: HttpGuards | None = None  # what the HTTP listeners share (once started)
         # The server's key pair (server_key.pem): signs certified answers and session setups,
@@ -499,7 +499,11 @@ class Node:
             opts = replace(opts, server_key=self.server_key)
         # One Handle request handler (sessions, challenges, the costly-work guard) for the
         # native front-ends and Handle messages over HTTP(S) (``idr.server.hdl_http``).
-        handler = native_handler(self.service, opts)
+        if self.throttle is None:  # no HTTP listener made it: the native front-ends' own
+            from idr.server.throttle import Throttle, ThrottleLimits
+
+            self.throttle = Throttle(ThrottleLimits.from_config(self.config.http_limits))
+        handler = native_handler(self.service, opts, self.throttle)  # one login back-off per node
 
         async def close_handler() -> None:
             handler.guard.gate.close()

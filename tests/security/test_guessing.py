@@ -18,13 +18,14 @@ import os
 import re
 import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from idr.model.value import ValueReference
 from idr.server.throttle import Throttle, Throttled, ThrottleLimits
-from tests.security.conftest import ADMIN, SECRET, Live, basic
+from tests.security.conftest import ADMIN, SECRET, Live, basic, start_live
 
 FREE = ThrottleLimits().free_failures
 GUESSES = 40
@@ -75,6 +76,60 @@ async def test_basic_guessing_is_bounded_and_the_admin_still_gets_in(
     # …but the admin at its known address is not held back by the identity's back-off
     async with live.client.put(url, json=body, headers=basic()) as r:
         assert r.status == 200
+
+
+def _native_guess(live: Live, address: str, secret: str) -> bool | int:
+    """An OC_VERIFY_CHALLENGE over UDP from ``address`` for the admin's HS_SECKEY (an online
+    check of a guessed secret, as a Handle client's home server asks it)."""
+    from idr.codec.auth import MAC_HMAC_SHA256, secret_key_mac
+    from tests.server.test_native_limits import DIGEST, NONCE, _udp_from, verdict, verify_request
+
+    assert live.node.listeners.native
+    host, port = live.node.listeners.native
+    mac = secret_key_mac(MAC_HMAC_SHA256, secret.encode(), NONCE, DIGEST)
+    return verdict(_udp_from(address, host, port, verify_request(mac)))
+
+
+# the back-off after the free failures is long here, so a slow machine still meets it
+SLOW_BACK_OFF = {"login_backoff_base": 60.0}
+
+
+BODY = [{"index": 1, "type": "URL", "data": "https://example.org/"}]
+
+
+async def test_http_guesses_hold_back_handle_protocol_guesses(tmp_path: Path) -> None:
+    """One login back-off per node: failures over HTTP count for the Handle protocol's checks."""
+    async with (
+        start_live(tmp_path / "node", http_limits=SLOW_BACK_OFF) as live,
+        _client(live, "127.0.0.2") as c,
+    ):
+        url = f"{live.https}/api/handles/88.100/x"
+        for i in range(FREE):
+            async with c.put(url, json=BODY, headers=basic(ADMIN, f"guess-{i}")) as r:
+                assert r.status == 401
+        # the same identity, another address, the other front-end: it waits, even with the secret
+        for secret in ("guess-x", SECRET):
+            assert await asyncio.to_thread(_native_guess, live, "127.0.0.3", secret) == 3  # SERVER_TOO_BUSY
+
+
+async def test_handle_protocol_guesses_hold_back_http_guesses(tmp_path: Path) -> None:
+    """…and the Handle protocol's failures count for HTTP; an address that proved the secret
+    over either front-end is not held back by the identity's back-off on the other."""
+    async with (
+        start_live(tmp_path / "node", http_limits=SLOW_BACK_OFF) as live,
+        _client(live, "127.0.0.3") as elsewhere,
+        _client(live, "127.0.0.4") as admin,
+    ):
+        url = f"{live.https}/api/handles/88.100/x"
+        assert await asyncio.to_thread(_native_guess, live, "127.0.0.4", SECRET) is True  # the admin
+        results = [
+            await asyncio.to_thread(_native_guess, live, "127.0.0.2", f"guess-{i}") for i in range(FREE)
+        ]
+        assert results == [False] * FREE
+        async with elsewhere.put(url, json=BODY, headers=basic()) as r:
+            assert r.status == 429  # the right secret, from a fresh address: the identity waits
+        async with admin.put(url, json=BODY, headers=basic()) as r:
+            assert r.status in (200, 201)  # the admin's known address
 
 
 async def test_handle_authorization_guessing_is_bounded(live: Live, attacker: aiohttp.ClientSession) -> None:

@@ -18,6 +18,7 @@ from idr.codec.auth import MAC_HMAC_SHA256, MAC_PBKDF2_HMAC_SHA1, secret_key_mac
 from idr.codec.bodies import (
     DIGEST_MD5_LEGACY,
     CreateHandleRequest,
+    ErrorResponse,
     RequestDigest,
     ResolutionRequest,
     VerifyChallengeRequest,
@@ -31,6 +32,7 @@ from idr.resolver.client import build_request
 from idr.server.auth import AuthGuard, ChallengeTable, VerifyLimits
 from idr.server.limits import CostGate, RateTable, source_network
 from idr.server.native import NativeOptions
+from idr.server.throttle import ThrottleLimits
 from tests.resolver.native_node import SECRET, TIMEOUT, NativeNode, native, start_node  # noqa: F401
 from tests.server.test_native_transport import recv_message
 from tests.server.test_native_vectors import udp_exchange
@@ -229,19 +231,59 @@ async def test_verify_challenge_over_udp_answers_like_the_reference(native: Nati
         assert verdict(raw) is want
 
 
-async def test_verify_challenge_guessing_backs_off_per_identity(native: NativeNode) -> None:  # noqa: F811
-    guesses = [secret_key_mac(MAC_HMAC_SHA256, f"guess-{i}".encode(), NONCE, DIGEST) for i in range(15)]
+async def test_verify_challenge_guessing_backs_off_per_identity(tmp_path: Path) -> None:
+    """The native guard's own per-(handle, index) failures (the login back-off shared with HTTP
+    set loose here: it is tested below)."""
+    node = await start_node(tmp_path, NativeOptions(login=ThrottleLimits(free_failures=1000)))
+    try:
+        guesses = [secret_key_mac(MAC_HMAC_SHA256, f"guess-{i}".encode(), NONCE, DIGEST) for i in range(15)]
+        results = []
+        for g in guesses:
+            [raw] = await asyncio.to_thread(udp_exchange, node.host, node.port, verify_request(g))
+            results.append(verdict(raw))
+        assert results[:10] == [False] * 10  # ten failed attempts…
+        assert results[10:] == [ResponseCode.SERVER_TOO_BUSY] * 5  # …then the identity must wait
+        good = secret_key_mac(MAC_HMAC_SHA256, SECRET, NONCE, DIGEST)
+        [raw] = await asyncio.to_thread(udp_exchange, node.host, node.port, verify_request(good))
+        assert verdict(raw) == ResponseCode.SERVER_TOO_BUSY  # even the right answer, until it refills
+        [raw] = await asyncio.to_thread(udp_exchange, node.host, node.port, verify_request(good, 301))
+        assert verdict(raw) is False  # another identity (index 301 is no HS_SECKEY) is not blocked
+    finally:
+        await node.server.close()
+        node.service.close()
+
+
+def _udp_from(address: str, host: str, port: int, request: bytes) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((address, 0))
+        s.settimeout(TIMEOUT)
+        s.sendto(request, (host, port))
+        return s.recvfrom(65535)[0]
+
+
+async def test_native_guesses_meet_the_nodes_login_back_off(native: NativeNode) -> None:  # noqa: F811
+    """The login back-off HTTP logins use (5 free failures, then waits per address and per
+    identity) counts native guesses too: the sixth guess from an address waits, and so does a
+    guess at the same identity from a fresh address; the real secret from an address that
+    proved it before is not held back by others' guessing."""
+    good = secret_key_mac(MAC_HMAC_SHA256, SECRET, NONCE, DIGEST)
+    assert verdict(
+        await asyncio.to_thread(_udp_from, "127.0.0.4", native.host, native.port, verify_request(good))
+    )
+    guesses = [secret_key_mac(MAC_HMAC_SHA256, f"guess-{i}".encode(), NONCE, DIGEST) for i in range(7)]
     results = []
     for g in guesses:
-        [raw] = await asyncio.to_thread(udp_exchange, native.host, native.port, verify_request(g))
+        raw = await asyncio.to_thread(_udp_from, "127.0.0.2", native.host, native.port, verify_request(g))
         results.append(verdict(raw))
-    assert results[:10] == [False] * 10  # ten failed attempts…
-    assert results[10:] == [ResponseCode.SERVER_TOO_BUSY] * 5  # …then the identity must wait
-    good = secret_key_mac(MAC_HMAC_SHA256, SECRET, NONCE, DIGEST)
-    [raw] = await asyncio.to_thread(udp_exchange, native.host, native.port, verify_request(good))
-    assert verdict(raw) == ResponseCode.SERVER_TOO_BUSY  # even the right answer, until it refills
-    [raw] = await asyncio.to_thread(udp_exchange, native.host, native.port, verify_request(good, 301))
-    assert verdict(raw) is False  # another identity (index 301 is no HS_SECKEY) is not blocked
+    assert results[:5] == [False] * 5 and results[5:] == [ResponseCode.SERVER_TOO_BUSY] * 2
+    raw = await asyncio.to_thread(
+        _udp_from, "127.0.0.3", native.host, native.port, verify_request(guesses[0])
+    )
+    assert verdict(raw) == ResponseCode.SERVER_TOO_BUSY  # the identity waits, whatever the address
+    body = decode_message(raw).body
+    assert isinstance(body, ErrorResponse) and "too many failed attempts" in body.message, body
+    raw = await asyncio.to_thread(_udp_from, "127.0.0.4", native.host, native.port, verify_request(good))
+    assert verdict(raw) is True  # the address that proved the secret before is not held back
 
 
 async def test_costly_pbkdf2_answers_spend_the_sources_cpu_budget(tmp_path: Path) -> None:

@@ -16,6 +16,11 @@ SM2 arithmetic), so every verification goes through one :class:`AuthGuard`: a pe
 a back-off per identity after failed attempts (an online guessing oracle otherwise), and a
 :class:`~idr.server.limits.CostGate` that runs the work off the event loop, a bounded amount at
 a time. The store is read on the event loop; only the pure checks below run on the gate's thread.
+
+A verification that proves an identity also goes through the node's login back-off
+(:class:`~idr.server.throttle.Throttle`, the one its HTTP logins use): a guess over the Handle
+protocol counts against the same address and identity as one over HTTP, so a guesser gains
+nothing by alternating front-ends, and the real admin's known address stays exempt.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from idr.core.interface import Core
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.value import HandleValue, ValueReference
 from idr.server.limits import CostGate, RateTable
+from idr.server.throttle import Throttle, Throttled
 
 T = TypeVar("T")
 
@@ -252,9 +258,16 @@ class VerifyLimits:
 class AuthGuard:
     """The one door every costly verification of the native front-ends goes through."""
 
-    def __init__(self, limits: VerifyLimits | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        limits: VerifyLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        throttle: Throttle | None = None,
+    ):
         self.limits = lim = limits or VerifyLimits()
         self.clock = clock
+        # the node's login back-off, shared with HTTP (``is None``: an empty Throttle is falsy)
+        self.throttle = Throttle(clock=clock) if throttle is None else throttle
         self.gate = CostGate(lim.slots, lim.queue)
         self.sources = RateTable(lim.cpu_per_source, lim.cpu_burst, lim.max_sources)
         self.failures = RateTable(lim.failure_refill, lim.failures_per_identity, lim.max_sources)
@@ -276,14 +289,30 @@ class AuthGuard:
         """``fn(*args)`` off the loop after :meth:`admit`, its time charged to ``peer``; a
         falsy result or an AUTHENTICATION_FAILED counts as a failed attempt for ``identity``."""
         self.admit(peer, identity)
-        result, error, cpu = await self.gate.run(_timed, fn, args)
+        login = bool(identity.handle)  # not NOBODY: this work proves (or fails to prove) an identity
+        address = str(peer)
+        if login:
+            try:
+                self.throttle.begin(address, identity)  # counted as failed until it succeeds
+            except Throttled as e:
+                raise HandleError(ResponseCode.SERVER_TOO_BUSY, str(e)) from None
+        try:
+            result, error, cpu = await self.gate.run(_timed, fn, args)
+        except BaseException:  # the gate refused it (busy, closing): no secret was checked
+            if login:
+                self.throttle.cancel(address, identity)
+            raise
         self.sources.charge(peer, cpu, self.clock())
         if error is not None:
             if error.code == ResponseCode.AUTHENTICATION_FAILED:
                 self.failed(identity)
+            elif login:
+                self.throttle.cancel(address, identity)
             raise error
         if not result:
             self.failed(identity)
+        elif login:
+            self.throttle.succeeded(address, identity)
         return cast(T, result)
 
     def failed(self, identity: ValueReference) -> None:

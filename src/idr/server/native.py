@@ -261,6 +261,7 @@ from idr.server.snapshot import load as load_snapshot
 from idr.server.snapshot import save as save_snapshot
 from idr.server.tally import Tallies
 from idr.server.tcp import TcpLimits, TcpServerState
+from idr.server.throttle import Throttle, ThrottleLimits
 from idr.server.udp import Amplification, DrainedSocket, UdpProtocol
 from idr.server.warmhelper import helper_fill
 from idr.store.base import Store, StoreError
@@ -292,6 +293,7 @@ class NativeOptions:
     max_per_source: int = 64  # TCP connections from one client address
     write_high: int = 64 * 1024  # per TCP connection: answering pauses past this much unsent
     verify: VerifyLimits = field(default_factory=VerifyLimits)
+    login: ThrottleLimits = field(default_factory=ThrottleLimits)  # [http] login_*: the back-off
     token_window: float = idtoken.WINDOW
     cache_entries: int = 500_000
     udp_admin: bool = False  # Handle.Net's default site: UDP interface is query-only
@@ -464,13 +466,14 @@ def _bind_pair(
     raise OSError(f"no port free for both TCP and UDP on {host} after {BIND_ATTEMPTS} attempts")
 
 
-def native_handler(service: Core, opts: NativeOptions) -> NativeHandler:
+def native_handler(service: Core, opts: NativeOptions, throttle: Throttle | None = None) -> NativeHandler:
     """The Handle request handler ``opts`` describe, with its own guard (whose gate the caller
-    closes: ``handler.guard.gate.close()``)."""
+    closes: ``handler.guard.gate.close()``); ``throttle``: the node's login back-off, shared
+    with its HTTP front-ends (by default one of its own, ``opts.login``'s)."""
     return NativeHandler(
         service,
         udp_admin=opts.udp_admin,
-        guard=AuthGuard(opts.verify),
+        guard=AuthGuard(opts.verify, throttle=Throttle(opts.login) if throttle is None else throttle),
         token_window=opts.token_window,
         server_key=opts.server_key,
         serve_sessions=opts.tcp,  # sessions live with TCP, in worker 0
@@ -1033,7 +1036,11 @@ async def _worker(data: Path, host: str, port: int, worker: int, opts: NativeOpt
 
     limits = NativeOptions.from_config(cfg.native_limits)  # the UDP budgets of idr.toml's [native]
     opts = replace(
-        opts, amplification=limits.amplification, verify=limits.verify, token_window=limits.token_window
+        opts,
+        amplification=limits.amplification,
+        verify=limits.verify,
+        token_window=limits.token_window,
+        login=ThrottleLimits.from_config(cfg.http_limits),  # this process's own login back-off
     )
     service = open_service(cfg)
     # This process's caches follow the store's log (worker 0, and anyone else, write to it).
