@@ -344,6 +344,11 @@ class DrainedSocket(asyncio.DatagramTransport):
         self._protocol = protocol
         self._queue: deque[tuple[bytes, Any]] = deque()
         self._closing = False
+        # Received into one buffer kept for the socket's life, each datagram copied out at its
+        # size: ``recvfrom(RECV_SIZE)`` allocates 64 KiB per datagram and shrinks it, and
+        # glibc's malloc, free and consolidation of those blocks were ~1.5% of a warm answer's
+        # samples (perf, 100,000 handles)
+        self._view = memoryview(bytearray(RECV_SIZE))
         self._later: list[tuple[Any, Any]] = []  # answers of this burst, sent at its end
         self.send_later = self._later.append  # (answer, address) to send at the burst's end
         self.dropped = 0  # answers not sent: the send buffer was full
@@ -351,17 +356,18 @@ class DrainedSocket(asyncio.DatagramTransport):
         loop.add_reader(sock.fileno(), self._drain)
 
     def _drain(self) -> None:
-        recvfrom = self._sock.recvfrom
+        recv_into, view = self._sock.recvfrom_into, self._view
         protocol = self._protocol
         try:
             for _ in range(DRAIN_BURST):
                 try:
-                    data, addr = recvfrom(RECV_SIZE)
+                    n, addr = recv_into(view)
                 except (BlockingIOError, InterruptedError):
                     return
                 except OSError as exc:  # an ICMP error reported on the socket: nothing to answer
                     protocol.error_received(exc)
                     continue
+                data = bytes(view[:n])
                 try:
                     protocol.datagram_received(data, addr)  # (looked up each time: it may be swapped)
                 except OSError as exc:  # e.g. an address the kernel will not send to
