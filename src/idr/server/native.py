@@ -65,6 +65,17 @@ of ``--warm-rounds 3``). Measured:
 * negative answers in the hot map: hdlperf's misses are as many distinct names as hits (1M at
   1M handles), so a bounded map of them would rarely hit; a miss costs ~1.5 µs of Python
   (``AnswerCache.miss`` on a complete cache), 10% of requests: ~0.15 µs per answer.
+* **one receive buffer kept for the socket's life** (kept: ``DrainedSocket._view``,
+  ``recvfrom_into`` and one copy out at the datagram's size): ``recvfrom(65536)`` allocated 64
+  KiB per datagram and shrank it, and glibc's ``malloc``/``free``/``malloc_consolidate`` were
+  ~1.5% of a warm answer's ``perf`` samples (100,000 handles, the bench's warm server pinned
+  to core 0); with the buffer they are gone from the profile (libc 9.3 → 7.2% of samples). In
+  CPU per answer, 8 alternating pairs against main (load 3.5-4.5): medians 10.6 / 11.2 µs,
+  0.95×, pair ratios 0.84-1.25: within this machine's noise. What the same profile shows of
+  the rest: ``_Py_dict_lookup`` ~9.5% (nearly all on the loads of the probed entry: the map's
+  cache misses), libpython 34-42% in all, the kernel ~50-54%; formatting the sender's address
+  (``recvfrom`` → ``inet_ntop`` → ``sprintf``) and parsing it again for ``sendto`` ~1.5%,
+  which Python's socket module does not let a caller skip.
 
 Cold start (issue 14: from the first second after ``idr serve`` starts on 1M handles, ≥ 0.5×
 the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per answer):
@@ -103,6 +114,26 @@ the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per a
   against 11.8, 11.4, 10.5, 10.6 and 12.0, 11.7, 11.6, 12.4 (with the faster ``all_public`` and
   the next item); the whole cold server (``--before --cold``, 100,000 handles, load ~4): CPU
   per cold answer 0.95×;
+* **the store file read ahead** (kept: ``idr.store.readahead``, started by the first
+  ``SqliteStore.raw_reads``): on a first start after the file left the page cache (a reboot, a
+  copied store, memory pressure) every miss was a major fault through the mmap. The bench's
+  1M-handle file (868 MB) with its pages dropped, plain ``idr serve``: 7,663 and 16,874/s in
+  s1 (48 and 34 µs CPU per answer), 12,000-29,600/s in s2-s4; with the read-ahead 37,096 and
+  29,092/s in s1 (23 and 26 µs), as with the file cached (load ~3). The kernel is asked for
+  the whole file in 8 MiB ``POSIX_FADV_WILLNEED`` calls from a daemon thread (one call over the
+  whole file stops at the device's readahead window: 8 MB came in): 0.25 s of one core, all
+  of it cached 0.5 s later; ~20 ms when it already was. Not for a file over half of
+  ``MemAvailable``. With the file cached, s1 was not slower than s2 here (23.8 / 24.9 µs per
+  answer, one run; only the loop's thread used CPU in s1), so the quiet window's 0.30× in s1
+  is most likely that the file was not cached then;
+* **the spliced answer built for the request** (kept: ``Splice.answer_to``; ``miss`` gives
+  the answer to send): the splice's join with the request's RequestId and ExpirationTime in
+  place, instead of a join and then ``patch`` (a ``bytearray`` copy and two slice writes):
+  ``timeit`` at load 4-5, 490-504 ns for the join either way, 506-759 ns for the ``patch`` no
+  longer done; a miss on a dict reader (no SQLite) 4.2-5.1 against 4.9-5.7 µs (min of 7, three
+  alternating runs). Where a cold answer's Python goes (same ``timeit``, per request):
+  ``plain_handle`` 0.22, ``_plain_key`` 0.28, the shape key 0.16, ``all_public`` 0.7-1.0,
+  the splice 0.5 µs, the row read (``_HeldReads``) 3-4 µs;
 * **the values column only** (``Store.raw_reads`` gives the stored values, not the handle: the
   splice uses the request's own spelling): ~0.5 µs a read (5.45 against 6.0, 1M rows);
   one query for a burst's misses (``key IN (…)``) would save ~0.6 µs more a read (4.9 against
