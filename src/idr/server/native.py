@@ -119,13 +119,16 @@ the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per a
   copied store, memory pressure) every miss was a major fault through the mmap. The bench's
   1M-handle file (868 MB) with its pages dropped, plain ``idr serve``: 7,663 and 16,874/s in
   s1 (48 and 34 µs CPU per answer), 12,000-29,600/s in s2-s4; with the read-ahead 37,096 and
-  29,092/s in s1 (23 and 26 µs), as with the file cached (load ~3). The kernel is asked for
-  the whole file in 8 MiB ``POSIX_FADV_WILLNEED`` calls from a daemon thread (one call over the
-  whole file stops at the device's readahead window: 8 MB came in): 0.25 s of one core, all
-  of it cached 0.5 s later; ~20 ms when it already was. Not for a file over half of
-  ``MemAvailable``. With the file cached, s1 was not slower than s2 here (23.8 / 24.9 µs per
-  answer, one run; only the loop's thread used CPU in s1), so the quiet window's 0.30× in s1
-  is most likely that the file was not cached then;
+  29,092/s in s1 (23 and 26 µs), as with the file cached (load ~3; a thread asking); from
+  the child process that asks now, 15,930/s at 25.7 µs in s1 (load 4.5). The kernel is asked
+  for the whole file in 8 MiB ``POSIX_FADV_WILLNEED`` calls (one call over the whole file
+  stops at the device's readahead window: 8 MB came in): 0.25 s of one core, all of it cached
+  0.5 s later; ~20 ms when it already was. By a child process (``python -I -S``, ~20 ms to
+  start), because closing a descriptor of the file in the node's own process drops SQLite's
+  POSIX locks on it. Not for a file over half of ``MemAvailable``. With the file cached, s1
+  was not slower than s2 here (23.8 / 24.9 µs per answer, one run; only the loop's thread used
+  CPU in s1), so the quiet window's 0.30× in s1 may have been a file out of the page cache
+  (``native_resolve.py --drop-cache`` reproduces that start);
 * **the spliced answer built for the request** (kept: ``Splice.answer_to``; ``miss`` gives
   the answer to send): the splice's join with the request's RequestId and ExpirationTime in
   place, instead of a join and then ``patch`` (a ``bytearray`` copy and two slice writes):
