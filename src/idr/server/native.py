@@ -140,7 +140,13 @@ the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per a
 * **the values column only** (``Store.raw_reads`` gives the stored values, not the handle: the
   splice uses the request's own spelling): ~0.5 µs a read (5.45 against 6.0, 1M rows);
   one query for a burst's misses (``key IN (…)``) would save ~0.6 µs more a read (4.9 against
-  5.45) but needs the burst's misses collected before any is answered: not done;
+  5.45) but needs the burst's misses collected before any is answered: not done. Measured
+  again in one process on the 1M-row file (one read transaction, bursts of 16 keys, 64,000
+  reads, three runs): 5.51, 4.87, 4.15 µs a point read against 4.14, 3.71, 4.14 µs in one
+  ``IN`` query — 0-1.4 µs of a cold answer's ~20, less in the smaller bursts of a lighter
+  load, for a second miss path (collected misses answered at the burst's end, the slow path
+  for what they cannot settle, the logged and sampled twins) on the UDP path the access log
+  shares: still not done;
 * where a cold answer's time goes now (``perf``, 1M handles, plain ``idr serve``, before the
   shared snapshot and the items above): the kernel ~48% — ``sendmsg`` alone ~33%: on loopback the
   send runs the receiver's stack and wakes it, and a slower server finds the client asleep more
