@@ -125,10 +125,16 @@ the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per a
   stops at the device's readahead window: 8 MB came in): 0.25 s of one core, all of it cached
   0.5 s later; ~20 ms when it already was. By a child process (``python -I -S``, ~20 ms to
   start), because closing a descriptor of the file in the node's own process drops SQLite's
-  POSIX locks on it. Not for a file over half of ``MemAvailable``. With the file cached, s1
-  was not slower than s2 here (23.8 / 24.9 µs per answer, one run; only the loop's thread used
-  CPU in s1), so the quiet window's 0.30× in s1 may have been a file out of the page cache
-  (``native_resolve.py --drop-cache`` reproduces that start);
+  POSIX locks on it. Not for a file over half of ``MemAvailable``. In the bench
+  (``native_resolve.py --handles 1000000 --seconds 4 --rounds 2 --cold --cold-seconds 5
+  --drop-cache --before SRC``, load 2.3 at its start, main's source as "before"): s2-s5 at
+  0.96, 0.67, 0.92, 0.94 and 0.84, 0.99, 1.15, 0.95 × warm against 0.58, 0.47, 0.48, 0.53 and
+  0.86, 0.80, 0.80, 0.90; CPU per cold answer 20.9 / 24.8 µs = 0.84×; but s1 not better (0.09
+  and 0.29 against 0.14 and 0.34, at 30-38 µs CPU per answer against ~21 after): the first
+  second still pays for something besides the page cache that starts of it by hand
+  (the same ``idr serve``, the same probe, s1 at 24.9 against 23.7 µs in s2) did not show —
+  not found yet (round 1 of each ran from a source tree without bytecode, which explains part
+  of its s1, not round 2's);
 * **the spliced answer built for the request** (kept: ``Splice.answer_to``; ``miss`` gives
   the answer to send): the splice's join with the request's RequestId and ExpirationTime in
   place, instead of a join and then ``patch`` (a ``bytearray`` copy and two slice writes):
