@@ -90,7 +90,7 @@ def test_the_first_raw_reads_of_a_store_reads_its_file_ahead_once_in_a_child(tmp
     store = SqliteStore(tmp_path / "s.sqlite3")
     try:
         blob = os.urandom(2000)
-        for i in range(0, 12_000, 1000):
+        for i in range(0, 20_000, 1000):
             writes = [
                 Write(f"88.100/X{j}", HandleRecord(f"88.100/x{j}", (HandleValue(1, "DESC", blob),)))
                 for j in range(i, i + 1000)
@@ -99,7 +99,7 @@ def test_the_first_raw_reads_of_a_store_reads_its_file_ahead_once_in_a_child(tmp
         store.close()
         path = tmp_path / "s.sqlite3"
         size = path.stat().st_size
-        assert size > 2 * readahead.CHUNK
+        assert size > readahead.MIN_BYTES
         _evict(path, (size - 4096,))
         store = SqliteStore(path)
         assert store.read_ahead is None  # a store nobody reads misses from: nothing
@@ -112,7 +112,7 @@ def test_the_first_raw_reads_of_a_store_reads_its_file_ahead_once_in_a_child(tmp
         assert ahead.wait(30) == 0
         assert _wait_cached(path, size - 4096)  # (the reads it asked for complete on their own)
         # the node's own locks on the file are untouched: reads and writes go on
-        assert reads.get("88.100/X11999") is not None
+        assert reads.get("88.100/X19999") is not None
         y = HandleRecord("88.100/y", (HandleValue(1, "DESC", b"y"),))
         store.commit("create", "a", [Write("88.100/Y", y)])
         reads.release()
@@ -121,3 +121,13 @@ def test_the_first_raw_reads_of_a_store_reads_its_file_ahead_once_in_a_child(tmp
         store.close()
     assert store.read_ahead is not None and store.read_ahead.proc is not None
     assert store.read_ahead.proc.poll() is not None  # never outlives the store
+
+
+def test_a_small_store_is_not_read_ahead(tmp_path: Path) -> None:
+    """Below ``MIN_BYTES`` faulting the pages in costs little: no child process for it."""
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    try:
+        store.raw_reads(lambda release: None)
+        assert store.read_ahead is not None and store.read_ahead.proc is None
+    finally:
+        store.close()

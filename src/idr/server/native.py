@@ -125,7 +125,9 @@ the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per a
   stops at the device's readahead window: 8 MB came in): 0.25 s of one core, all of it cached
   0.5 s later; ~20 ms when it already was. By a child process (``python -I -S``, ~20 ms to
   start), because closing a descriptor of the file in the node's own process drops SQLite's
-  POSIX locks on it. Not for a file over half of ``MemAvailable``. In the bench
+  POSIX locks on it; at ``nice`` 10 and off a pinned server's cores, as the warm-up helper
+  (on the server's core it took CPU from the first second's answers). Not for a file over
+  half of ``MemAvailable``, nor under 32 MiB (its faults cost little). In the bench
   (``native_resolve.py --handles 1000000 --seconds 4 --rounds 2 --cold --cold-seconds 5
   --drop-cache --before SRC``, load 2.3 at its start, main's source as "before"): s2-s5 at
   0.96, 0.67, 0.92, 0.94 and 0.84, 0.99, 1.15, 0.95 × warm against 0.58, 0.47, 0.48, 0.53 and
@@ -134,7 +136,14 @@ the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per a
   second still pays for something besides the page cache that starts of it by hand
   (the same ``idr serve``, the same probe, s1 at 24.9 against 23.7 µs in s2) did not show —
   not found yet (round 1 of each ran from a source tree without bytecode, which explains part
-  of its s1, not round 2's);
+  of its s1, not round 2's). The bench's ``cold`` alone on a copy of the file, main and this
+  alternating, twice, each with the file dropped (load 3-4, s1 … s4 in answers/s / µs CPU):
+  main 11,450/35.8, 24,930/21.3, 20,212/20.8, 15,161/26.4 and 10,813/38.8, 20,357/24.5,
+  20,378/24.5, 18,165/26.4; this 3,359/42.4, 12,977/19.3, 15,763/16.5, 23,389/17.1 and
+  21,002/19.4, 28,771/18.3, 23,924/21.7, 25,893/18.9; with the file cached, s1 41,288/19.9
+  and s2-s4 42,487-44,011/20.4-20.5 (no s1 penalty). On this machine's disk the read-ahead
+  mostly lowers the CPU of the first answers; what it does for the rate of s1 is within the
+  noise of a loaded machine — kept for slower disks, where a major fault per miss costs more;
 * **the spliced answer built for the request** (kept: ``Splice.answer_to``; ``miss`` gives
   the answer to send): the splice's join with the request's RequestId and ExpirationTime in
   place, instead of a join and then ``patch`` (a ``bytearray`` copy and two slice writes):

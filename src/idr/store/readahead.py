@@ -25,6 +25,7 @@ locks are its own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -32,6 +33,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 CHUNK = 8 << 20  # bytes asked for per call (at least the usual device readahead window)
+NICE = 10  # the child yields the CPU to everything else (as the warm-up helper does)
+MIN_BYTES = 32 << 20  # smaller stores: faulting their pages in costs little, no child for them
 SHARE = 0.5  # of MemAvailable: a larger file is not read ahead
 
 
@@ -76,11 +79,16 @@ def read_ahead(paths: Sequence[Path | str]) -> int:
 
 
 class ReadAhead:
-    """``read_ahead`` of ``paths`` in a child process, started at once."""
+    """``read_ahead`` of ``paths`` in a child process, started at once when they hold at least
+    ``MIN_BYTES``."""
 
     def __init__(self, paths: Sequence[Path]) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
-        if not hasattr(os, "posix_fadvise"):
+        sizes = []
+        for path in paths:
+            with contextlib.suppress(OSError):
+                sizes.append(path.stat().st_size)
+        if not hasattr(os, "posix_fadvise") or sum(sizes) < MIN_BYTES:
             return
         try:
             self.proc = subprocess.Popen(
@@ -108,5 +116,22 @@ class ReadAhead:
             self.proc.wait()
 
 
+def leave_the_serving_cores(nice: int) -> None:
+    """A helper process of a server pinned to some cores (``taskset``) inherited that mask: it
+    moves to the other cores when there are any (it exists to leave the loop's core), else
+    stays where it is, and either way yields to everything else (``nice``). Used by this
+    file's child and by the warm-up helper (``idr.server.warmhelper``)."""
+    with contextlib.suppress(OSError):
+        os.nice(nice)
+    try:
+        mine = os.sched_getaffinity(0)
+        others = set(range(os.cpu_count() or 1)) - mine
+        if others:
+            os.sched_setaffinity(0, others)
+    except (OSError, AttributeError):  # not Linux, or a cpuset that does not allow them
+        pass
+
+
 if __name__ == "__main__":
+    leave_the_serving_cores(NICE)
     read_ahead(sys.argv[1:])
