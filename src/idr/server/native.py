@@ -126,7 +126,7 @@ the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per a
   0.5 s later; ~20 ms when it already was. By a child process (``python -I -S``, ~20 ms to
   start), because closing a descriptor of the file in the node's own process drops SQLite's
   POSIX locks on it; at ``nice`` 10 and off a pinned server's cores, as the warm-up helper
-  (on the server's core it took CPU from the first second's answers). Not for a file over
+  (its ~0.3 s of CPU is not the loop's to give; the runs below are of this version). Not for a file over
   half of ``MemAvailable``, nor under 32 MiB (its faults cost little). In the bench
   (``native_resolve.py --handles 1000000 --seconds 4 --rounds 2 --cold --cold-seconds 5
   --drop-cache --before SRC``, load 2.3 at its start, main's source as "before"): s2-s5 at
