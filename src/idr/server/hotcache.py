@@ -104,6 +104,11 @@ def patch(template: bytes, data: bytes) -> bytearray:
     return out
 
 
+def patched(template: bytes, data: bytes) -> bytes:
+    """:func:`patch` as ``bytes`` (one join: what ``AnswerCache.miss`` returns)."""
+    return b"".join((template[:8], data[8:12], template[12:36], data[36:40], template[40:]))
+
+
 class Splice:
     """The SUCCESS answer to a plain resolution of one request shape, for any handle whose values
     are all public: a 44-byte head that differs between handles only in two lengths, then the
@@ -502,7 +507,7 @@ class AnswerCache:
             self.negative_hits += 1
         return template
 
-    def miss(self, data: bytes, limit: int) -> bytes | bytearray | None:
+    def miss(self, data: bytes, limit: int) -> bytes | None:
         """The answer to send (``data``'s RequestId and expiration in place) for a request the
         hot map does not hold, when memory or one store row settles it; None: the slow path
         answers.
@@ -532,14 +537,14 @@ class AnswerCache:
             template = self.negative.get(shape)
             if template is not None:
                 self.negative_hits += 1
-                return patch(template, data)
+                return patched(template, data)
         if self.shelved:
             ck = data[:8] + data[12:36] + data[40:]
             answer = self._shelved(ck, key)
             if answer is not None and len(answer) <= limit:
                 self.put(ck, answer, key, self.generation)  # a hit from now on
                 self.unshelved += 1
-                return patch(answer, data)
+                return patched(answer, data)
         read = self.read_raw
         if read is None:
             return None
@@ -555,7 +560,7 @@ class AnswerCache:
             if template is None:
                 return None
             self.negative_hits += 1
-            return patch(template, data)
+            return patched(template, data)
         splice = self.heads.get(shape)
         # (52 + the handle + the values: exactly the spliced answer's length)
         if splice is None or 52 + len(raw) + len(values) > limit or not all_public(values):

@@ -53,7 +53,7 @@ from idr.codec.udp import MAX_UDP_PACKET, Reassembler, fragment, tc_header, wire
 from idr.codec.wire import ProtocolError
 from idr.server.accesslog import AccessLog
 from idr.server.handler import NativeHandler, Outcome
-from idr.server.hotcache import AnswerCache, cache_key
+from idr.server.hotcache import AnswerCache, cache_key, patch
 from idr.server.limits import RateTable, source_network
 from idr.server.tally import Tally
 
@@ -177,11 +177,11 @@ class UdpProtocol(asyncio.DatagramProtocol):
         if len(data) < ENVELOPE_SIZE:
             return
         if answer is None:
-            ready = self._miss(data, self.fast_limit)
-            if ready is not None:
-                self._later((ready, addr))
-                self._hot[ready[27]] += 1
-                access.native("udp", t0, addr, data, cast(bytes, ready), len(ready))  # (read, never kept)
+            template = self._miss(data, self.fast_limit)
+            if template is not None:
+                self._later((patch(template, data), addr))
+                self._hot[template[27]] += 1
+                access.native("udp", t0, addr, data, template, len(template))
                 return
         self._slow(data, addr, t0)
 
