@@ -21,9 +21,10 @@ for missing handles. In one run:
 The cold ``idr serve`` starts are configured like the warm server they are compared with, which
 writes no access log: the node's ``idr.toml`` turns it off (``[logging] access = ""``);
 ``--access-log`` keeps ``idr serve``'s default (a JSON line per answer, ~4.5 µs of CPU each,
-bench/access_log_cost.py), so the cold ratios then include that cost as well. ``--drop-cache``
-takes the store file out of the page cache before each cold start (``POSIX_FADV_DONTNEED``), as
-a first start after a reboot finds it.
+bench/access_log_cost.py), so the cold ratios then include that cost as well.
+
+``--drop-cache`` takes the store file out of the page cache before each cold start
+(``POSIX_FADV_DONTNEED``), as a first start after a reboot finds it.
 
 Every figure comes with the server's CPU time per answer (``/proc``), which a noisy neighbour on
 the shared machine disturbs far less than requests/s. The last lines are a summary block to
