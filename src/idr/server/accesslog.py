@@ -17,7 +17,8 @@ already holds — ``(t_arrival_ns, t_done_ns, peer, request, answer)`` — with 
 :meth:`AccessLog.http`. Nothing is decoded or formatted there.
 
 Every ``FORMAT_EVERY`` (20 ms) the event loop turns the buffered records into lines — while
-they are still in the CPU's cache: records left for 200 ms cost ~2x as much to format — with
+they are still in the CPU's cache (left for 200 ms, they cost more to format, 2.3–3.0 against
+2.2–2.6 µs a line in one loaded run, and ten times as many stay alive) — with
 the second's text and each client's text cached, the handle and codes read at fixed offsets
 (``idr.codec.peek``), no dict and no ``orjson`` unless a string needs escaping (at most
 ``SLICE`` records per turn of the loop, so a backlog never stalls answering). Every
