@@ -271,3 +271,21 @@ def test_a_writer_that_falls_behind_bounds_what_waits(caplog: pytest.LogCaptureF
     sink.flush()
     assert sink.unwritten() == 1 and sink.dropped_total == 3
     assert sink.metrics()["idr_access_log_dropped"] == 3
+
+
+def test_a_kill_9_loses_at_most_the_last_flush_interval(tmp_path: Path) -> None:
+    """Lines are handed to the writer every flush_interval (0.2 s) + one 20 ms turn: answers
+    older than that when the node is killed (-9, no chance to flush) are all in the file (the
+    wait is 1 s: the bound plus room for a loaded machine's scheduling of the loop and writer)."""
+    data = tmp_path / "node"
+    init(data)
+    s = serve_fresh(data)
+    assert s.proc is not None
+    try:
+        for _ in range(30):
+            udp_ask(s.native, "0.NA/88.100")
+        time.sleep(1.0)
+    finally:
+        s.proc.kill()
+        s.proc.wait(10)
+    assert len(lines_of(data / "logs" / "access.log", "udp")) == 30
