@@ -53,6 +53,16 @@ def _creator_admin(handle: str, index: int) -> bytes:
     return encode_admin(AdminRecord(handle, index, _CREATOR_RIGHTS))
 
 
+@lru_cache(maxsize=1024)
+def _identity_key(handle: str) -> str | None:
+    """The store key of an identity's handle, None if it is no valid handle: a client
+    authenticates as the same few identities on every request, parsed once each."""
+    try:
+        return Handle.parse(handle).key
+    except HandleError:
+        return None
+
+
 def _by_index(v: HandleValue) -> int:
     return v.index
 
@@ -745,11 +755,10 @@ class NodeService:
         empty secret proves nothing, whatever an old record holds."""
         if not secret:
             return False
-        try:
-            h = Handle.parse(identity.handle)
-        except HandleError:
+        key = _identity_key(identity.handle)
+        if key is None:
             return False
-        record = self._load(h.key)
+        record = self._load(key)
         if record is None:
             return False
         ok = False
@@ -760,11 +769,10 @@ class NodeService:
 
     def identity_values(self, identity: ValueReference, type_: str) -> list[HandleValue]:
         """The key values (HS_PUBKEY, HS_SECKEY) that authenticate ``identity``."""
-        try:
-            h = Handle.parse(identity.handle)
-        except HandleError:
+        key = _identity_key(identity.handle)
+        if key is None:
             return []
-        record = self._load(h.key)
+        record = self._load(key)
         if record is None:
             return []
         return [v for v in record.values if v.type.upper() == type_ and identity.index in (0, v.index)]
