@@ -242,6 +242,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
         task = asyncio.get_running_loop().create_task(run())
         self.inflight.add(task)
         task.add_done_callback(self.inflight.discard)
+        task.add_done_callback(lambda _t: coro.close())  # cancelled unstarted (a stop): closed
 
     def _send(
         self,
