@@ -20,7 +20,7 @@ for missing handles. In one run:
 
 The cold ``idr serve`` starts are configured like the warm server they are compared with, which
 writes no access log: the node's ``idr.toml`` turns it off (``[logging] access = ""``);
-``--access-log`` keeps ``idr serve``'s default (a JSON line per answer, ~4.5 µs of CPU each,
+``--access-log`` keeps ``idr serve``'s default (a JSON line per answer, its CPU measured by
 bench/access_log_cost.py), so the cold ratios then include that cost as well.
 
 ``--drop-cache`` takes the store file out of the page cache before each cold start
