@@ -98,8 +98,12 @@ def cpu_seconds(site: Site) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def group_counts(site: Site) -> tuple[float, float]:
-    """(groups committed, writes in them) from the node's /metrics (0, 0 if unreadable)."""
+GAUGES = ("idr_write_groups", "idr_writes_grouped", "idr_gc_collections_gen0", "idr_gc_collections_gen2")
+
+
+def node_gauges(site: Site) -> dict[str, float]:
+    """Groups committed, writes in them, the collector's young and full collections, from the
+    node's /metrics (absent when unreadable or, for the collector, from code before it)."""
     import ssl
     import urllib.request
 
@@ -110,13 +114,13 @@ def group_counts(site: Site) -> tuple[float, float]:
         with urllib.request.urlopen(f"https://127.0.0.1:{site.https}/metrics", context=ctx, timeout=10) as r:
             text = r.read().decode()
     except OSError:
-        return 0.0, 0.0
+        return {}
     got = {}
     for line in text.splitlines():
         name, _, value = line.partition(" ")
-        if name in ("idr_write_groups", "idr_writes_grouped"):
+        if name in GAUGES:
             got[name] = float(value)
-    return got.get("idr_write_groups", 0.0), got.get("idr_writes_grouped", 0.0)
+    return got
 
 
 def _env() -> dict[str, str]:
@@ -314,7 +318,7 @@ async def measure(
             await wait_ready(primary, session, writable=True)  # sync: a mirror holds it too
         for clients in levels:
             cpu0 = [cpu_seconds(s) for s in sites]
-            g0 = group_counts(primary)
+            g0 = node_gauges(primary)
             t0 = time.perf_counter()
             if WRK is not None:
                 r = drive_wrk(primary.https, clients, seconds, f"c{clients}", base)
@@ -324,8 +328,12 @@ async def measure(
             writes = r["writes_per_s"] * (time.perf_counter() - t0)
             used = [cpu_seconds(s) - c for s, c in zip(sites, cpu0, strict=True)]
             cpu = [u / writes * 1000 if writes else 0.0 for u in used]
-            g1 = group_counts(primary)
-            per_commit = (g1[1] - g0[1]) / (g1[0] - g0[0]) if g1[0] > g0[0] else float("nan")
+            g1 = node_gauges(primary)
+            d = {k: g1.get(k, float("nan")) - g0.get(k, float("nan")) for k in GAUGES}
+            groups = d["idr_write_groups"]
+            per_commit = d["idr_writes_grouped"] / groups if groups > 0 else float("nan")
+            # the collector's passes per 1,000 writes (young; full): nan for code before gcpace
+            gc_young, gc_full = (d[f"idr_gc_collections_gen{g}"] / writes * 1000 for g in (0, 2))
             point = {
                 "src": src,
                 "engine": engine,
@@ -334,13 +342,15 @@ async def measure(
                 **r,
                 "cpu_ms": cpu,
                 "writes_per_commit": per_commit,
+                "gc_per_1000_writes": [gc_young, gc_full],
             }
             out.append(point)
             print(
                 ("before    " if src == "before" else "")
                 + f"{engine:9} {mode:5} {clients:3} clients: {r['writes_per_s']:8.0f} writes/s  "
                 f"mean {r['mean_ms']:6.2f} ms  failed {r['failed']}  writes/commit {per_commit:5.1f}  "
-                f"server CPU/write " + " + ".join(f"{c:.2f}" for c in cpu) + " ms",
+                f"server CPU/write " + " + ".join(f"{c:.2f}" for c in cpu) + " ms  "
+                f"gc per 1k writes {gc_young:.1f} young, {gc_full:.2f} full",
                 flush=True,
             )
     finally:

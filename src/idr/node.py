@@ -25,6 +25,7 @@ from idr.core.federation import FederationSettings
 from idr.core.interface import Core
 from idr.core.service import NodeService
 from idr.model.errors import HandleError
+from idr.server.gcpace import collector_metrics
 from idr.server.server_key import load_server_key
 from idr.store.base import Store
 
@@ -394,7 +395,7 @@ class Node:
         self.listeners = Listeners()
         self.replicator: Replicator | None = None
         # Gauge sources for /metrics (replication lag, recursion cache…), shared by listeners.
-        self.metrics_sources: list[MetricsSource] = []
+        self.metrics_sources: list[MetricsSource] = [collector_metrics]
         # Handle protocol: options, and worker processes on its UDP port (``idr serve --workers``).
         self.native_options: NativeOptions | None = None
         self.workers = 1
@@ -590,6 +591,7 @@ class Node:
         if self.access_log is not None:
             self.access_log.start()
             self.listeners.closers.insert(0, self._stop_access_log)  # closed last: logs every answer
+            self.metrics_sources.append(self.access_log.metrics)  # lines written, dropped, lost
         if self.service.site_info is None:
             self.service.site_info = self.own_site()
         self.attach_federation()

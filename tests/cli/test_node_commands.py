@@ -184,6 +184,7 @@ def test_serve_answers_api_proxy_and_metrics(node_dir: Path, served: tuple[int, 
     metrics = requests.get(f"http://127.0.0.1:{http}/metrics", timeout=10).text
     assert "idr_registrations_total 1.0" in metrics
     assert "idr_resolutions_total" in metrics
+    assert "idr_gc_threshold_gen0 20000.0" in metrics  # idr serve paces its collector (gcpace)
 
 
 def test_sigterm_as_soon_as_a_port_opens_stops_the_node_cleanly(node_dir: Path) -> None:

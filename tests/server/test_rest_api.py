@@ -353,6 +353,30 @@ def test_insufficient_permissions(node: Node) -> None:
     assert node.snapshot() == before
 
 
+def test_basic_token_checked_against_the_current_key_every_time(node: Node) -> None:
+    """A Basic token is parsed once and kept (a writer sends the same one on every request),
+    but its password is compared with the identity's HS_SECKEY as it is now: once the key
+    changes, the same token fails at once, and the new one works; once the identity is
+    deleted, no token of it works."""
+    user = "88.100/keyholder"
+
+    def key(secret: str) -> list[dict[str, Any]]:
+        return [{"index": 300, "type": "HS_SECKEY", "data": secret, "permissions": "1100"}]
+
+    assert put(node, user, key("pw-1")).status_code == 200
+    old, new = basic(f"300:{user}", "pw-1"), basic(f"300:{user}", "pw-2")
+    for _ in range(3):  # the token is parsed once, then found again
+        r = put(node, f"{user}-item", [{"index": 1, "type": "URL", "data": "x"}], headers=old)
+        assert r.status_code == 403 and r.json()["responseCode"] == 401  # authenticated, no rights
+    assert put(node, user, key("pw-2")).status_code == 200  # the admin changes the key
+    for headers, status, code in ((old, 401, 403), (new, 403, 401), (old, 401, 403)):
+        r = put(node, f"{user}-item", [{"index": 1, "type": "URL", "data": "x"}], headers=headers)
+        assert (r.status_code, r.json()["responseCode"]) == (status, code), headers
+    assert node.s().delete(f"{node.https}/api/handles/{user}", headers=basic()).status_code == 200
+    r = put(node, f"{user}-item", [{"index": 1, "type": "URL", "data": "x"}], headers=new)
+    assert (r.status_code, r.json()["responseCode"]) == (401, 403)
+
+
 def test_writes_over_plain_http_refused(node: Node) -> None:
     create(node)
     before = node.snapshot()

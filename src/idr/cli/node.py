@@ -321,6 +321,7 @@ def register(app: typer.Typer) -> None:
         each with its own caches kept coherent by following the store's log; writes, TCP and
         HTTP stay with this process (see idr.server.native)."""
         from idr.operations.logs import LogSetup
+        from idr.server.gcpace import pace_for_server
         from idr.server.native import NativeOptions
 
         cfg = _load(data)
@@ -339,6 +340,7 @@ def register(app: typer.Typer) -> None:
             # this process serves: the collector stays off the answer caches (native._GcPause)
             warm_up = cfg.native_limits.warm if warm is None else warm
             node.native_options = NativeOptions.from_config(cfg.native_limits, warm=warm_up, freeze_gc=True)
+            pace_for_server()  # young objects die before the collector walks them (gcpace)
             try:
                 run_async(_serve(node, https=https, http=http, native=native))
             finally:

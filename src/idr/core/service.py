@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from idr.codec.values import MAX_RECORD_BYTES, encode_admin
@@ -43,6 +43,30 @@ from idr.store.search import MAX_LIMIT, SearchError, Term, check_page, make_term
 HOMED_PREFIX = "0.HOMED"
 NA_KEY = NA_PREFIX.upper()
 DEFAULT_ADMIN_INDEX = 100
+_CREATOR_RIGHTS = int(AdminPermission.ALL & ~AdminPermission.LIST_HANDLES)
+
+
+@lru_cache(maxsize=1024)
+def _creator_admin(handle: str, index: int) -> bytes:
+    """The HS_ADMIN data a handle created without one gets: its creator, every right but
+    listing (encoded once per creator: enum flag arithmetic and the encoder cost per write)."""
+    return encode_admin(AdminRecord(handle, index, _CREATOR_RIGHTS))
+
+
+@lru_cache(maxsize=1024)
+def _identity_key(handle: str) -> str | None:
+    """The store key of an identity's handle, None if it is no valid handle: a client
+    authenticates as the same few identities on every request, parsed once each."""
+    try:
+        return Handle.parse(handle).key
+    except HandleError:
+        return None
+
+
+def _by_index(v: HandleValue) -> int:
+    return v.index
+
+
 MINT_ATTEMPTS = 16
 # A search over a site of several servers merges pages in memory: how deep it may page.
 SITE_SEARCH_DEPTH = 2 * MAX_LIMIT
@@ -731,11 +755,10 @@ class NodeService:
         empty secret proves nothing, whatever an old record holds."""
         if not secret:
             return False
-        try:
-            h = Handle.parse(identity.handle)
-        except HandleError:
+        key = _identity_key(identity.handle)
+        if key is None:
             return False
-        record = self._load(h.key)
+        record = self._load(key)
         if record is None:
             return False
         ok = False
@@ -746,11 +769,10 @@ class NodeService:
 
     def identity_values(self, identity: ValueReference, type_: str) -> list[HandleValue]:
         """The key values (HS_PUBKEY, HS_SECKEY) that authenticate ``identity``."""
-        try:
-            h = Handle.parse(identity.handle)
-        except HandleError:
+        key = _identity_key(identity.handle)
+        if key is None:
             return []
-        record = self._load(h.key)
+        record = self._load(key)
         if record is None:
             return []
         return [v for v in record.values if v.type.upper() == type_ and identity.index in (0, v.index)]
@@ -924,11 +946,11 @@ class NodeService:
         """``after`` with the values that are not in ``before`` stamped now."""
         old = {v.index: v for v in before}
         now = int(self.clock())
-        return tuple(v if old.get(v.index) == v else replace(v, timestamp=now) for v in after)
+        return tuple(v if old.get(v.index) == v else v.with_timestamp(now) for v in after)
 
     def _stamp(self, values: Iterable[HandleValue]) -> tuple[HandleValue, ...]:
         now = int(self.clock())
-        return tuple(sorted((replace(v, timestamp=now) for v in values), key=lambda v: v.index))
+        return tuple(sorted((v.with_timestamp(now) for v in values), key=_by_index))
 
     def _mint(self, base: str) -> Handle:
         if not base.endswith("/"):
@@ -1005,9 +1027,7 @@ class NodeService:
                 ResponseCode.INSUFFICIENT_PERMISSIONS, f"{identity} may not replace {h} (it needs {rights})"
             )
         now = int(self.clock())
-        return tuple(
-            sorted((kept.get(v.index) or replace(v, timestamp=now) for v in values), key=lambda v: v.index)
-        )
+        return tuple(sorted((kept.get(v.index) or v.with_timestamp(now) for v in values), key=_by_index))
 
     def _default_admin(self, identity: ValueReference, values: Sequence[HandleValue]) -> HandleValue:
         """A handle written without HS_ADMIN gets its creator as admin, so someone can manage it."""
@@ -1015,9 +1035,7 @@ class NodeService:
         index = DEFAULT_ADMIN_INDEX
         while index in used:
             index += 1
-        rights = AdminPermission.ALL & ~AdminPermission.LIST_HANDLES
-        admin = AdminRecord(identity.handle, identity.index, rights)
-        return HandleValue(index, "HS_ADMIN", encode_admin(admin))
+        return HandleValue(index, "HS_ADMIN", _creator_admin(identity.handle, identity.index))
 
     def _existing(self, handle: str) -> tuple[Handle, HandleRecord]:
         h = self._parse(handle)

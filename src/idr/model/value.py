@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 
 # Value permission bits (RFC 3651 §3.1, Handle.Net Encoder.PERM_*).
@@ -127,7 +127,11 @@ class HandleValue:
         return want.endswith(".") and (mine.startswith(want) or mine == want[:-1])
 
     def with_timestamp(self, ts: int) -> HandleValue:
-        return replace(self, timestamp=ts)
+        # The constructor, not dataclasses.replace (which walks the fields each call): every
+        # value of every write is stamped on the writer thread.
+        return HandleValue(
+            self.index, self.type, self.data, self.ttl, self.ttl_type, ts, self.permissions, self.references
+        )
 
 
 @dataclass(frozen=True, slots=True)

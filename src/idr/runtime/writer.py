@@ -107,7 +107,9 @@ class NodeRuntime:
                 raise RuntimeError("the node's writer is stopped")
             self._queue.append((job, fut))
             self._cv.notify()
-        await asyncio.shield(fut)  # a cancelled caller does not un-commit its write
+        # A cancelled caller does not un-commit its write: the job stays queued, and the writer
+        # skips a future already done (no shield: it costs a future and callbacks per write).
+        await fut
 
     async def read(self, fn: Callable[[], T]) -> T:
         if self._readers is None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import html
 import logging
 import re
@@ -40,7 +41,7 @@ from urllib.parse import unquote_to_bytes
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
-from multidict import CIMultiDict, MultiDict, MultiMapping
+from multidict import CIMultiDict, MultiDict, MultiDictProxy, MultiMapping
 
 from idr.codec import rest
 from idr.core.interface import Core, drops_everything
@@ -81,6 +82,12 @@ _JSON_HEADERS: CIMultiDict[str] = CIMultiDict({hdrs.CONTENT_TYPE: "application/j
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Params = MultiMapping[str]
+_NO_PARAMS: Params = MultiDictProxy(MultiDict())
+
+
+def _query(request: web.Request) -> Params:
+    """``request.query``, without parsing the URL again when it has no query (every write)."""
+    return request.query if "?" in request.raw_path else _NO_PARAMS
 
 
 class _Reply(Exception):
@@ -186,7 +193,7 @@ def _json(
     request: web.Request, status: int, obj: Any, headers: Mapping[str, str] | None = None
 ) -> web.Response:
     """Serialise with ``pretty`` and JSONP ``callback`` honoured; 401 over plain HTTP → 403."""
-    params = request.query
+    params = _query(request)
     hdrs_out: CIMultiDict[str] = CIMultiDict(headers or {})
     if status == 401:
         if request.secure:
@@ -277,28 +284,44 @@ def _auth_failed(request: web.Request, message: str) -> _Reply:
     return _Reply(401, ResponseCode.AUTHENTICATION_FAILED, f"authentication failed: {message}")
 
 
-def _basic_claim(token: str) -> ValueReference | None:
-    """The identity a ``Basic`` token names (not yet checked)."""
-    try:
-        user = base64.b64decode(token.strip(), validate=True).partition(b":")[0]
-        return ValueReference.parse(unquote_to_bytes(user).decode("utf-8"))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return None
-
-
-def _basic_identity(request: web.Request, token: str) -> ValueReference | None:
-    """``Basic``: user is ``index:handle`` percent-encoded (pyhandle: ``quote(username)``), the
-    password the secret key's bytes. None when the credentials do not verify."""
+def _parse_basic(token: str) -> tuple[ValueReference | None, bytes | None]:
+    """A ``Basic`` token → (the identity it names, the password; None without a ``:``).
+    user is ``index:handle`` percent-encoded (pyhandle: ``quote(username)``), the password
+    the secret key's bytes. Parsed only: nothing here is checked against the store."""
     try:
         raw = base64.b64decode(token.strip(), validate=True)
     except (binascii.Error, ValueError):
-        return None
+        return None, None
     user, sep, secret = raw.partition(b":")
-    if not sep:
-        return None
     try:
         identity = ValueReference.parse(unquote_to_bytes(user).decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
+        return None, None
+    return identity, secret if sep else None
+
+
+# A writing client sends the same token on every request, and each is read twice (the
+# identity's record preloaded, then the secret checked): parse each token once. Only the
+# parse is kept — the secret is compared with the identity's current HS_SECKEY every time,
+# so a changed or removed key takes effect at once. Bounded; long tokens are not kept.
+_parse_basic_cached = functools.lru_cache(maxsize=1024)(_parse_basic)
+_MAX_CACHED_TOKEN = 512
+
+
+def _basic_parts(token: str) -> tuple[ValueReference | None, bytes | None]:
+    return _parse_basic_cached(token) if len(token) <= _MAX_CACHED_TOKEN else _parse_basic(token)
+
+
+def _basic_claim(token: str) -> ValueReference | None:
+    """The identity a ``Basic`` token names (not yet checked)."""
+    return _basic_parts(token)[0]
+
+
+def _basic_identity(request: web.Request, token: str) -> ValueReference | None:
+    """``Basic``: the identity, once the password proved it (the identity's HS_SECKEY);
+    None when the credentials do not verify."""
+    identity, secret = _basic_parts(token)
+    if identity is None or secret is None:
         return None
     throttle = request.app[THROTTLE_KEY]
     _begin(request, identity)
@@ -623,7 +646,7 @@ async def _put(request: web.Request, handle: str) -> web.Response:
     identity = _identity(request)
     if identity is None:
         raise HandleError(ResponseCode.AUTHENTICATION_NEEDED, "authentication needed to write")
-    params = request.query
+    params = _query(request)
     values = rest.values_from_json(rest.loads(await _body(request)), handle)
     overwrite = _flag(params, "overwrite", True)
     mint = _flag(params, "mintNewSuffix", False)
