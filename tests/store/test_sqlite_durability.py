@@ -43,7 +43,10 @@ def _run_and_kill(db: Path, start: int, rng: random.Random) -> list[tuple[int, i
             acks.append((int(seq), int(i)))
         time.sleep(rng.random() * 0.02)  # land the kill anywhere in a commit or checkpoint
         os.kill(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=10)
+        # stdout.read(), not communicate(): communicate reads the pipe's descriptor and would drop
+        # the lines readline() had already buffered (acknowledgements the test never counted)
+        out = proc.stdout.read()
+        proc.wait(timeout=10)
     finally:
         watchdog.cancel()
     assert proc.returncode == -signal.SIGKILL
