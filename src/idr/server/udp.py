@@ -162,10 +162,10 @@ class UdpProtocol(asyncio.DatagramProtocol):
         # ---- a plain resolution settled by memory or one store row: not found, or spliced
         # (not for an answer already known to be too large to send freely: the slow path's)
         if answer is None:
-            template = self._miss(data, self.fast_limit)
-            if template is not None:
-                self._later((patch(template, data), addr))
-                self._hot[template[27]] += 1  # not found or spliced: both hotcache codes
+            ready = self._miss(data, self.fast_limit)  # to send as it is: this request's id in place
+            if ready is not None:
+                self._later((ready, addr))
+                self._hot[ready[27]] += 1  # not found or spliced: both hotcache codes
                 return
         self._slow(data, addr)
 
@@ -352,6 +352,11 @@ class DrainedSocket(asyncio.DatagramTransport):
         self._protocol = protocol
         self._queue: deque[tuple[bytes, Any]] = deque()
         self._closing = False
+        # Received into one buffer kept for the socket's life, each datagram copied out at its
+        # size: ``recvfrom(RECV_SIZE)`` allocates 64 KiB per datagram and shrinks it, and
+        # glibc's malloc, free and consolidation of those blocks were ~1.5% of a warm answer's
+        # samples (perf, 100,000 handles)
+        self._view = memoryview(bytearray(RECV_SIZE))
         self._later: list[tuple[Any, Any]] = []  # answers of this burst, sent at its end
         self.send_later = self._later.append  # (answer, address) to send at the burst's end
         self.dropped = 0  # answers not sent: the send buffer was full
@@ -359,17 +364,18 @@ class DrainedSocket(asyncio.DatagramTransport):
         loop.add_reader(sock.fileno(), self._drain)
 
     def _drain(self) -> None:
-        recvfrom = self._sock.recvfrom
+        recv_into, view = self._sock.recvfrom_into, self._view
         protocol = self._protocol
         try:
             for _ in range(DRAIN_BURST):
                 try:
-                    data, addr = recvfrom(RECV_SIZE)
+                    n, addr = recv_into(view)
                 except (BlockingIOError, InterruptedError):
                     return
                 except OSError as exc:  # an ICMP error reported on the socket: nothing to answer
                     protocol.error_received(exc)
                     continue
+                data = bytes(view[:n])
                 try:
                     protocol.datagram_received(data, addr)  # (looked up each time: it may be swapped)
                 except OSError as exc:  # e.g. an address the kernel will not send to
