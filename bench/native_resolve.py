@@ -20,8 +20,11 @@ for missing handles. In one run:
 
 The cold ``idr serve`` starts are configured like the warm server they are compared with, which
 writes no access log: the node's ``idr.toml`` turns it off (``[logging] access = ""``);
-``--access-log`` keeps ``idr serve``'s default (a JSON line per answer, ~4.5 µs of CPU each,
+``--access-log`` keeps ``idr serve``'s default (a JSON line per answer, its CPU measured by
 bench/access_log_cost.py), so the cold ratios then include that cost as well.
+
+``--drop-cache`` takes the store file out of the page cache before each cold start
+(``POSIX_FADV_DONTNEED``), as a first start after a reboot finds it.
 
 Every figure comes with the server's CPU time per answer (``/proc``), which a noisy neighbour on
 the shared machine disturbs far less than requests/s. The last lines are a summary block to
@@ -233,6 +236,21 @@ def pid_of(ready: str) -> int:
 
 
 ACCESS_LOG = False  # --access-log: cold idr serve starts keep the default access log
+DROP_CACHE = False  # --drop-cache: each cold start finds its store file out of the page cache
+
+
+def drop_cache(data: Path) -> None:
+    """Take the node's store file out of the page cache (``POSIX_FADV_DONTNEED``; its pages are
+    clean once no server runs on it), as after a reboot: a cold start then reads it from disk."""
+    for f in (data / "idr.sqlite3", data / "idr.sqlite3-wal"):
+        if f.exists():
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                for _ in range(3):  # pages still on their way to the LRU lists need another ask
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
 
 
 def set_access_log(toml: Path, on: bool) -> None:
@@ -640,6 +658,8 @@ def cold(
     node is stopped only once its warm-up pass is done, so its snapshot holds every answer."""
     port = free_port()
     set_access_log(data / "idr.toml", ACCESS_LOG)
+    if DROP_CACHE:
+        drop_cache(data)
     if not restart:
         for f in data.glob(SNAPSHOTS):
             f.unlink()
@@ -731,6 +751,9 @@ def main() -> int:
     ap.add_argument("--cold", action="store_true", help="with --before: also plain idr serve cold starts")
     ap.add_argument("--access-log", action="store_true", help="cold idr serve starts keep their access log")
     ap.add_argument(
+        "--drop-cache", action="store_true", help="cold starts find the store file out of the page cache"
+    )
+    ap.add_argument(
         "--warm-rounds", type=int, default=1, help="warm UDP runs of idr, each after a baseline run (medians)"
     )
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
@@ -738,8 +761,9 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    global ACCESS_LOG
+    global ACCESS_LOG, DROP_CACHE
     ACCESS_LOG = a.access_log
+    DROP_CACHE = a.drop_cache
     if a.serve is not None:
         import uvloop
 

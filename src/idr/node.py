@@ -587,6 +587,7 @@ class Node:
         if self.access_log is not None:
             self.access_log.start()
             self.listeners.closers.insert(0, self._stop_access_log)  # closed last: logs every answer
+            self.metrics_sources.append(self.access_log.metrics)  # lines written, dropped, lost
         if self.service.site_info is None:
             self.service.site_info = self.own_site()
         self.attach_federation()

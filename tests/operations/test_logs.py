@@ -1,6 +1,7 @@
 """Access and error logs of a node started by ``idr serve`` with its own idr.toml: one JSON line
 per answer on every interface (UDP, TCP, HTTP, HTTPS), rotation by the standard library's
-handlers, error records with their context, and the hot path's buffer bounded."""
+handlers and reopening on SIGHUP (logrotate), error records with their context, the buffer
+bounded, and a full disk costing lines (counted) but never answers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import datetime as dt
 import json
 import logging
 import os
+import signal
 import socket
 import stat
 import time
@@ -22,7 +24,7 @@ import tomli_w
 
 from idr.core.config import LoggingConfig
 from idr.operations.logs import LogSetup
-from idr.server.accesslog import AccessLog
+from idr.server.accesslog import AccessLog, WriteTally
 from idr.server.native import WARM_SHAPES, plain_request
 from tests.procs import ServeProc, idr, serve_fresh
 
@@ -159,3 +161,131 @@ def test_buffer_is_bounded_and_says_so(tmp_path: Path, caplog: pytest.LogCapture
     with caplog.at_level(logging.WARNING, "idr.accesslog"):
         sink.flush()
     assert "2 records dropped" in caplog.text and not sink.pending
+
+
+def metrics(node: ServeProc) -> dict[str, float]:
+    text = requests.get(f"http://127.0.0.1:{node.http}/metrics", timeout=10).text
+    return {
+        name: float(value)
+        for name, _, value in (ln.partition(" ") for ln in text.splitlines())
+        if name.startswith("idr_access_log_")
+    }
+
+
+def wait_for(what: str, check: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (got := check()):
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.05)
+    return got
+
+
+def lines_of(path: Path, interface: str = "") -> list[dict[str, Any]]:
+    lines = [json.loads(ln) for ln in path.read_text("utf-8").splitlines()] if path.exists() else []
+    return [ln for ln in lines if ln.get("interface", interface) == interface] if interface else lines
+
+
+def test_sighup_reopens_the_logs_logrotate_moved(tmp_path: Path) -> None:
+    """logrotate renames the files and sends SIGHUP: the node writes on in new files of the same
+    names (private, as the first), every line before the signal in the old one, none lost."""
+    data = tmp_path / "node"
+    init(data)
+    edit_config(data, logging={"file": "logs/idr.log"})
+    logs = data / "logs"
+    s = serve_fresh(data)
+    try:
+        for _ in range(3):
+            udp_ask(s.native, "0.NA/88.100")
+        wait_for("3 access lines", lambda: len(lines_of(logs / "access.log", "udp")) == 3)
+        (logs / "access.log").rename(logs / "access.log.1")
+        (logs / "idr.log").rename(logs / "idr.log.1")
+        assert s.proc is not None
+        s.proc.send_signal(signal.SIGHUP)
+        wait_for("the reload in a new idr.log", lambda: any(
+            e["message"].startswith("reloaded") for e in lines_of(logs / "idr.log")))  # fmt: skip
+        for _ in range(2):
+            udp_ask(s.native, "0.NA/88.100")
+    finally:
+        s.stop_cleanly()
+    assert len(lines_of(logs / "access.log.1", "udp")) == 3
+    new = lines_of(logs / "access.log", "udp")
+    assert len(new) == 2 and all(ln["handle"] == "0.NA/88.100" for ln in new)
+    for name in ("access.log", "idr.log"):
+        assert stat.S_IMODE((logs / name).stat().st_mode) == 0o600
+
+
+def test_a_full_disk_costs_lines_never_answers(tmp_path: Path) -> None:
+    """The access log on a full disk (/dev/full: every write fails with ENOSPC): answers go on,
+    the lost lines and failed writes are counted in /metrics, and the node still stops cleanly."""
+    data = tmp_path / "node"
+    init(data)
+    (data / "logs").mkdir(mode=0o700, exist_ok=True)
+    (data / "logs" / "access.log").symlink_to("/dev/full")
+    s = serve_fresh(data)
+    try:
+        for _ in range(20):
+            assert udp_ask(s.native, "0.NA/88.100")[24:28] == (1).to_bytes(4, "big")
+        got = wait_for(
+            "lost lines in /metrics", lambda: (m := metrics(s)).get("idr_access_log_lost", 0) >= 20 and m
+        )
+        assert got["idr_access_log_write_errors"] >= 1 and got["idr_access_log_dropped"] == 0
+    finally:
+        s.stop_cleanly()
+
+
+def test_a_line_cut_short_is_ended_before_the_next(tmp_path: Path) -> None:
+    """A kill -9 (or a full disk) mid-write leaves a last line without its end: the next writer
+    starts on a new line, so every line after it parses."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "access.log").write_text(
+        '{"time":"2026-12-01T08:00:00.000001Z"}\n{"time":"2026-12-01T08:0', "utf-8"
+    )
+    setup = LogSetup(tmp_path)
+    setup.apply(LoggingConfig(access="logs/access.log"))
+    sink = setup.access
+    assert sink is not None
+    sink.native("udp", sink.clock(), ("10.0.0.7", 1), plain_request(WARM_SHAPES[1], b"88.100/x"), b"", 0)
+    setup.close()
+    text = (logs / "access.log").read_text("utf-8").splitlines()
+    assert len(text) == 3 and json.loads(text[2])["handle"] == "88.100/x"
+
+
+def test_a_writer_that_falls_behind_bounds_what_waits(caplog: pytest.LogCaptureFixture) -> None:
+    """Lines handed to a writer that has not written them count against ``max_pending``: when
+    the disk stalls, the newest records are dropped and counted, memory does not grow."""
+    sink = AccessLog(logging.getLogger("idr.access.stalled"), max_pending=10)
+    sink.tally = WriteTally()  # a writer that never finishes a batch
+    request = plain_request(WARM_SHAPES[1], b"88.100/x")
+    for _ in range(8):
+        sink.record((sink.clock(), sink.clock(), ("1.2.3.4", 1), request, b""))
+    sink.flush()
+    assert sink.unwritten() == 8 and sink.dropped_total == 0
+    for _ in range(5):
+        sink.record((sink.clock(), sink.clock(), ("1.2.3.4", 1), request, b""))
+    with caplog.at_level(logging.WARNING, "idr.accesslog"):
+        sink.flush()
+    assert sink.unwritten() == 10 and sink.dropped_total == 3 and "3 records dropped" in caplog.text
+    sink.tally.written = 10  # the writer caught up: room again
+    sink.record((sink.clock(), sink.clock(), ("1.2.3.4", 1), request, b""))
+    sink.flush()
+    assert sink.unwritten() == 1 and sink.dropped_total == 3
+    assert sink.metrics()["idr_access_log_dropped"] == 3
+
+
+def test_a_kill_9_loses_at_most_the_last_flush_interval(tmp_path: Path) -> None:
+    """Lines are handed to the writer every flush_interval (0.2 s) + one 20 ms turn: answers
+    older than that when the node is killed (-9, no chance to flush) are all in the file (the
+    wait is 1 s: the bound plus room for a loaded machine's scheduling of the loop and writer)."""
+    data = tmp_path / "node"
+    init(data)
+    s = serve_fresh(data)
+    assert s.proc is not None
+    try:
+        for _ in range(30):
+            udp_ask(s.native, "0.NA/88.100")
+        time.sleep(1.0)
+    finally:
+        s.proc.kill()
+        s.proc.wait(10)
+    assert len(lines_of(data / "logs" / "access.log", "udp")) == 30

@@ -1,7 +1,8 @@
 """A native access record is formatted by hand (for speed); each line must be exactly what
 ``orjson.dumps`` writes for the same fields read by ``idr.codec.peek`` — for well-formed
 requests and for anything a client may send (quotes, backslashes, control characters, bytes
-that are not UTF-8, short or encrypted messages)."""
+that are not UTF-8, short or encrypted messages) — whether it came as the UDP hot path's
+5-tuple (formatted by the batch loop) or as a general native record."""
 
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ def expected(sink: AccessLog, rec: tuple[str, int, int, object, bytes, bytes, in
     return orjson.dumps(doc).decode()
 
 
+ANSWER = bytes.fromhex("02010000") + bytes(16) + (1).to_bytes(4, "big") + (100).to_bytes(4, "big") + bytes(16)
+
+
 def check(request: bytes, answer: bytes, peer: object, sent: int = 233) -> str:
     sink = AccessLog(logging.getLogger("idr.access.test"))
     rec = ("udp", 1_000_000, 1_000_000 + 14_999, peer, request, answer, sent)
@@ -43,10 +47,46 @@ def check(request: bytes, answer: bytes, peer: object, sent: int = 233) -> str:
     line = sink._line(rec, offset)
     assert line == expected(sink, rec, offset)
     json.loads(line)
+    if isinstance(peer, tuple) and len(request) >= 44:  # as the UDP hot path records it
+        hot = (1_000_000, 1_000_000 + 14_999, peer, request, answer)
+        sink._format([hot, rec, hot], offset)  # between general lines
+        want = expected(sink, ("udp", *hot[:2], peer, request, answer, len(answer)), offset)
+        assert sink.lines == [want, line, want]
     return line
 
 
-ANSWER = bytes.fromhex("02010000") + bytes(16) + (1).to_bytes(4, "big") + (100).to_bytes(4, "big") + bytes(16)
+def test_hot_records_across_seconds_and_clients() -> None:
+    """The batch loop caches the second's text and each client's: a batch crossing seconds
+    (and clients, and interleaved with other records) gives every line its own time."""
+    sink = AccessLog(logging.getLogger("idr.access.test"))
+    offset = 1_764_000_000_999_999_000  # 1 µs before a second's end
+    request = plain_request(WARM_SHAPES[1], b"88.100/bench-7")
+    recs: list[tuple[object, ...]] = []
+    for i in range(6):
+        t0 = 500 * i  # 0.5 µs apart: the second turns between the second and third
+        peer = (f"10.0.0.{i % 2}", 2641)
+        recs.append((t0, t0 + 2000, peer, request, ANSWER))
+        if i == 3:
+            recs.append(("tcp", t0, t0 + 1000, peer, request, ANSWER, 9))
+    for rec in recs:
+        sink._format([rec], offset)
+    one_by_one = list(sink.lines)
+    sink.lines.clear()
+    sink._format(recs, offset)
+    assert sink.lines == one_by_one
+    times = [json.loads(x)["time"] for x in sink.lines]
+    assert times[:3] == [
+        "2025-11-24T16:00:00.999999Z",
+        "2025-11-24T16:00:00.999999Z",
+        "2025-11-24T16:00:01.000000Z",
+    ]
+    assert [json.loads(x)["client"] for x in sink.lines][:2] == ["10.0.0.0", "10.0.0.1"]
+    for rec, x in zip(recs, sink.lines, strict=True):
+        assert x == (
+            expected(sink, rec, offset)
+            if len(rec) == 7
+            else expected(sink, ("udp", *rec[:4], ANSWER, len(ANSWER)), offset)
+        )
 
 
 def test_a_plain_resolution_line() -> None:

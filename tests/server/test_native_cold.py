@@ -100,6 +100,38 @@ async def test_cold_node_splices_answers_from_the_store(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_miss_gives_the_answer_to_send_with_the_requests_id_and_expiration(tmp_path: Path) -> None:
+    """``AnswerCache.miss`` returns the answer ready to send — spliced with the request's
+    RequestId and ExpirationTime in place, or the negative answer patched — byte for byte the
+    slow path's; and what it stores is patched on every later hit."""
+    node = await start_node(tmp_path, NativeOptions())
+    srv, svc, port = node.server, node.service, node.server.address[1]
+    try:
+        shape = WARM_SHAPES[1]
+        await _udp(port, plain_request(shape, b"88.100/bench-0"))  # teaches the splice
+        await _udp(port, plain_request(shape, b"88.100/absent-0"))  # and the negative answer
+        rec = HandleRecord("88.100/cold-2", (HandleValue(1, "URL", b"https://example.org/cold-2"),))
+        resp = await svc.submit(
+            Request(Op.CREATE_HANDLE, rec.handle, values=rec.values, identity=identity("secret"))
+        )
+        assert resp.ok, resp
+        for name, rid in ((b"88.100/cold-2", 0x01020304), (b"88.100/absent-1", 0x0A0B0C0D)):
+            req = bytearray(plain_request(shape, name))
+            req[8:12] = rid.to_bytes(4, "big")
+            req[36:40] = (1700000123).to_bytes(4, "big")  # an expiration, echoed
+            got = srv.cache.miss(bytes(req), 512)
+            assert got is not None and bytes(got) == _slow(node, bytes(req))
+            assert got[8:12] == req[8:12] and got[36:40] == req[36:40]
+        req = plain_request(shape, b"88.100/cold-2")
+        srv.cache.miss(_with_id(req, 21), 512)  # its second ask: stored
+        assert await _udp(port, _with_id(req, 22)) == _with_id(_slow(node, req), 22)
+        assert srv.cache.spliced == 2  # the last answer was a plain hit
+    finally:
+        await node.server.close()
+        node.service.close()
+
+
+@pytest.mark.asyncio
 async def test_private_values_and_filters_are_left_to_the_slow_path(tmp_path: Path) -> None:
     node = await start_node(tmp_path, NativeOptions())
     srv, svc, port = node.server, node.service, node.server.address[1]

@@ -78,3 +78,44 @@ async def test_a_bursts_answers_go_out_together_at_its_end_in_order() -> None:
     finally:
         transport.close()
         client.close()
+
+
+class _Keeping(asyncio.DatagramProtocol):
+    """Keeps every datagram it is handed, as the reassembler keeps a fragment."""
+
+    def __init__(self) -> None:
+        self.kept: list[tuple[object, Any]] = []
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.kept.append((data, addr))
+
+
+@pytest.mark.asyncio
+async def test_each_datagram_of_a_burst_is_handed_over_whole_as_its_own_bytes() -> None:
+    """Read into one buffer kept across reads, each datagram is copied out at its size: a
+    large one is whole (up to the largest UDP payload), and one kept by the protocol is not
+    overwritten by the next datagram read into the buffer."""
+    loop = asyncio.get_running_loop()
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    server.bind(("127.0.0.1", 0))
+    server.setblocking(False)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    client.bind(("127.0.0.1", 0))
+    sent = [bytes([65 + i % 26]) * n for i, n in enumerate((65_507, 48, 60_000, 1, 300, 2))]
+    protocol = _Keeping()
+    transport = DrainedSocket(loop, server, protocol)
+    try:
+        for datagram in sent:  # all waiting before the loop's next turn reads the socket
+            client.sendto(datagram, server.getsockname())
+        for _ in range(400):  # bounded
+            if len(protocol.kept) == len(sent):
+                break
+            await asyncio.sleep(0.005)
+        assert [d for d, _ in protocol.kept] == sent
+        assert all(type(d) is bytes for d, _ in protocol.kept)
+        assert {a for _, a in protocol.kept} == {client.getsockname()}
+    finally:
+        transport.close()
+        client.close()

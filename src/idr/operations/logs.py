@@ -20,6 +20,7 @@ front-ends start), and ``apply`` says so.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import logging
@@ -34,11 +35,12 @@ from typing import Any
 import orjson
 
 from idr.core.config import ConfigError, LoggingConfig
-from idr.server.accesslog import ACCESS_LOGGER, AccessLog
+from idr.server.accesslog import ACCESS_LOGGER, AccessLog, WriteTally
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
           "critical": logging.CRITICAL}  # fmt: skip
 ROOT = "idr"
+log = logging.getLogger("idr.accesslog")
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
@@ -111,17 +113,97 @@ def _open_private(handler: logging.FileHandler) -> Any:
     """Log files hold client addresses and identities: created 0600, as the node's other files
     (a new file after each rotation too), never readable by others for an instant."""
     fd = os.open(handler.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    _end_cut_line(fd, handler.baseFilename)
     return open(fd, handler.mode, encoding=handler.encoding, errors=handler.errors)
 
 
-class _PrivateRotating(logging.handlers.RotatingFileHandler):
+def _end_cut_line(fd: int, path: str) -> None:
+    """A file whose last line was cut short (a kill -9 mid-write, a full disk) gets its newline
+    first, so every line written from now on is whole and parses."""
+    try:
+        size = os.fstat(fd).st_size
+        if not size:
+            return
+        with open(path, "rb") as f:
+            f.seek(size - 1)
+            last = f.read(1)
+        if last != b"\n":
+            os.write(fd, b"\n")
+    except OSError:
+        pass  # not a regular file, or the disk is still full: the next write will say so
+
+
+REOPEN = "idr_reopen"  # a record carrying this asks the file handler to reopen its file (SIGHUP)
+LINES = "access_lines"  # an access-log batch carries its number of lines (idr.server.accesslog)
+
+
+class _PrivateFile(logging.FileHandler):
+    """A log file as the node writes it: private (``_open_private``), reopened on request (a
+    SIGHUP after logrotate moved it away), and, for the access log (``tally`` set), each batch's
+    lines counted written or lost: a full disk or an unwritable file costs the batch, is counted
+    (``/metrics``) and warned about once, and never reaches answering."""
+
+    tally: WriteTally | None = None
+    _failed = False
+
     def _open(self) -> Any:
         return _open_private(self)
 
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.__dict__.get(REOPEN):
+            self._drop_stream()
+            return
+        lines = record.__dict__.get(LINES, 0)
+        self._failed = False
+        super().emit(record)
+        tally = self.tally
+        if tally is None or not lines:
+            return
+        if self._failed:
+            tally.lost += lines
+        else:
+            if tally.errors and tally.lost and not tally.last_error.startswith("recovered"):
+                log.warning("access log: writing again after %d lost lines", tally.lost)
+                tally.last_error = "recovered: " + tally.last_error
+            tally.written += lines
 
-class _PrivateTimedRotating(logging.handlers.TimedRotatingFileHandler):
-    def _open(self) -> Any:
-        return _open_private(self)
+    def handleError(self, record: logging.LogRecord) -> None:
+        tally = self.tally
+        if tally is None or not record.__dict__.get(LINES):
+            super().handleError(record)
+            return
+        self._failed = True
+        tally.errors += 1
+        exc = sys.exc_info()[1]
+        first = not tally.last_error or tally.last_error.startswith("recovered")
+        tally.last_error = f"{type(exc).__name__}: {exc}"
+        if first:
+            log.warning("access log: cannot write %s (%s); lines are counted as lost until it can",
+                        self.baseFilename, tally.last_error)  # fmt: skip
+        self._drop_stream()  # whatever the stream still buffers is part of the lost batch
+
+    def _drop_stream(self) -> None:
+        """Close the file; the next record opens it again (by name: a new file after logrotate)."""
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()
+
+
+class _PrivateRotating(_PrivateFile, logging.handlers.RotatingFileHandler):
+    pass
+
+
+class _PrivateTimedRotating(_PrivateFile, logging.handlers.TimedRotatingFileHandler):
+    pass
+
+
+class _Lines(logging.Formatter):
+    """The access log's records are its lines, already formatted: written as they are (no copy
+    of a batch of thousands of lines through ``%(message)s``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return record.msg if isinstance(record.msg, str) else record.getMessage()
 
 
 def worker_path(path: Path, worker: int) -> Path:
@@ -135,6 +217,11 @@ class _Sink:
     key: tuple[object, ...]
     handler: logging.Handler
     listener: logging.handlers.QueueListener
+
+    def reopen(self) -> None:
+        """Reopen the file by name after what is queued is written (SIGHUP: logrotate moved it)."""
+        if isinstance(self.listener.handlers[0], _PrivateFile):
+            self.listener.queue.put_nowait(logging.makeLogRecord({REOPEN: True}))
 
     def stop(self) -> None:
         self.listener.stop()  # drains the queue
@@ -159,13 +246,21 @@ class LogSetup:
             path = self.data_dir / path
         return worker_path(path, self.worker)
 
-    def _file_handler(self, path: Path, cfg: LoggingConfig) -> logging.Handler:
+    def _file_handler(
+        self, path: Path, cfg: LoggingConfig, tally: WriteTally | None = None
+    ) -> logging.Handler:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        handler: _PrivateFile
         if cfg.rotate_when:
-            return _PrivateTimedRotating(
+            handler = _PrivateTimedRotating(
                 path, when=cfg.rotate_when, backupCount=cfg.backups, encoding="utf-8", utc=True
             )
-        return _PrivateRotating(path, maxBytes=cfg.rotate_bytes, backupCount=cfg.backups, encoding="utf-8")
+        else:
+            handler = _PrivateRotating(
+                path, maxBytes=cfg.rotate_bytes, backupCount=cfg.backups, encoding="utf-8"
+            )
+        handler.tally = tally
+        return handler
 
     def _sink(self, key: tuple[object, ...], target: logging.Handler) -> _Sink:
         q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
@@ -188,6 +283,8 @@ class LogSetup:
 
         # event and error log
         key: tuple[object, ...] = (cfg.file, cfg.format, cfg.rotate_bytes, cfg.rotate_when, cfg.backups)
+        if self.events is not None and self.events.key == key:
+            self.events.reopen()  # a reload (SIGHUP): the same file, reopened by name
         if self.events is None or self.events.key != key:
             static = {"pid": os.getpid(), **({"worker": self.worker} if self.worker else {})}
             target: logging.Handler
@@ -215,18 +312,21 @@ class LogSetup:
         if self.config is not None and was_on != bool(cfg.access):
             needs_restart.append("logging.access (switching the access log on or off)")
         elif cfg.access:
+            if self.access is None:
+                self.access = AccessLog(access, interval=cfg.flush_interval)
+                self.access.tally = WriteTally()
             akey: tuple[object, ...] = (cfg.access, cfg.rotate_bytes, cfg.rotate_when, cfg.backups)
+            if self.access_sink is not None and self.access_sink.key == akey:
+                self.access_sink.reopen()
             if self.access_sink is None or self.access_sink.key != akey:
-                handler = self._file_handler(self._path(cfg.access), cfg)
-                handler.setFormatter(logging.Formatter("%(message)s"))
+                handler = self._file_handler(self._path(cfg.access), cfg, self.access.tally)
+                handler.setFormatter(_Lines())
                 new = self._sink(akey, handler)
                 access.addHandler(new.handler)
                 old, self.access_sink = self.access_sink, new
                 if old is not None:
                     access.removeHandler(old.handler)
                     old.stop()
-            if self.access is None:
-                self.access = AccessLog(access, interval=cfg.flush_interval)
             self.access.interval = cfg.flush_interval
         if needs_restart and self.config is not None:  # the access log stays as it started
             cfg = replace(cfg, access=self.config.access)

@@ -104,19 +104,29 @@ def patch(template: bytes, data: bytes) -> bytearray:
     return out
 
 
+def patched(template: bytes, data: bytes) -> bytes:
+    """:func:`patch` as ``bytes`` (one join: what ``AnswerCache.miss`` returns)."""
+    return b"".join((template[:8], data[8:12], template[12:36], data[36:40], template[40:]))
+
+
 class Splice:
     """The SUCCESS answer to a plain resolution of one request shape, for any handle whose values
     are all public: a 44-byte head that differs between handles only in two lengths, then the
     body — the handle as asked, and the values exactly as the store keeps them (``encode_values``
     is their wire form) — then an empty credential. Nothing is decoded or encoded per handle."""
 
-    __slots__ = ("_h0", "_h1", "_k0", "_k1")
+    __slots__ = ("_a0", "_a1", "_a2", "_h0", "_h1", "_k0", "_k1")
 
     def __init__(self, answer_head: bytes, request_head: bytes) -> None:
         self._h0 = bytes(answer_head[:16])
         self._h1 = bytes(answer_head[20:40])
         self._k0 = bytes(request_head[:8] + request_head[12:16])
         self._k1 = bytes(request_head[20:36])
+        self._split()
+
+    def _split(self) -> None:
+        # the head around RequestId (8-12) and ExpirationTime (36-40), for ``answer_to``
+        self._a0, self._a1, self._a2 = self._h0[:8], self._h0[12:], self._h1[:16]
 
     def answer(self, raw: bytes, values: bytes) -> bytes:
         """The answer for handle bytes ``raw`` (as the request spelled it) and stored values."""
@@ -136,6 +146,27 @@ class Splice:
             )
         )
 
+    def answer_to(self, data: bytes, raw: bytes, values: bytes) -> bytes:
+        """:meth:`answer` with request ``data``'s RequestId and ExpirationTime in place: the
+        answer to send, built in one join (``answer`` and then ``patch``: two copies)."""
+        n = len(raw)
+        body = 4 + n + len(values)
+        return b"".join(
+            (
+                self._a0,
+                data[8:12],
+                self._a1,
+                (body + 28).to_bytes(4, "big"),
+                self._a2,
+                data[36:40],
+                body.to_bytes(4, "big"),
+                n.to_bytes(4, "big"),
+                raw,
+                values,
+                _ZERO4,
+            )
+        )
+
     def parts(self) -> tuple[bytes, bytes, bytes, bytes]:
         """What :meth:`from_parts` rebuilds it from (``idr.server.snapshot``)."""
         return (self._h0, self._h1, self._k0, self._k1)
@@ -146,6 +177,9 @@ class Splice:
             raise ValueError("splice parts malformed")
         s = cls.__new__(cls)
         s._h0, s._h1, s._k0, s._k1 = parts
+        if len(s._h0) != 16 or len(s._h1) != 20:
+            raise ValueError("splice parts malformed")
+        s._split()
         return s
 
     def request_key(self, raw: bytes) -> bytes:
@@ -474,8 +508,9 @@ class AnswerCache:
         return template
 
     def miss(self, data: bytes, limit: int) -> bytes | None:
-        """The answer template (RequestId and expiration still to patch) for a request the hot
-        map does not hold, when memory or one store row settles it; None: the slow path answers.
+        """The answer to send (``data``'s RequestId and expiration in place) for a request the
+        hot map does not hold, when memory or one store row settles it; None: the slow path
+        answers.
 
         Only a plain resolution (``plain_handle``) of a valid handle under a prefix of ours
         qualifies. Absent — ``known`` says so on a complete cache, else ``read_raw`` finds no
@@ -502,14 +537,14 @@ class AnswerCache:
             template = self.negative.get(shape)
             if template is not None:
                 self.negative_hits += 1
-                return template
+                return patched(template, data)
         if self.shelved:
             ck = data[:8] + data[12:36] + data[40:]
             answer = self._shelved(ck, key)
             if answer is not None and len(answer) <= limit:
                 self.put(ck, answer, key, self.generation)  # a hit from now on
                 self.unshelved += 1
-                return answer
+                return patched(answer, data)
         read = self.read_raw
         if read is None:
             return None
@@ -522,15 +557,15 @@ class AnswerCache:
             return None
         if values is None:
             template = self.negative.get(shape)
-            if template is not None:
-                self.negative_hits += 1
-            return template
+            if template is None:
+                return None
+            self.negative_hits += 1
+            return patched(template, data)
         splice = self.heads.get(shape)
+        # (52 + the handle + the values: exactly the spliced answer's length)
         if splice is None or 52 + len(raw) + len(values) > limit or not all_public(values):
-            return None  # (52: head, handle length, credential length)
-        answer = splice.answer(raw, values)
-        if len(answer) > limit:
             return None
+        answer = splice.answer_to(data, raw, values)  # stored as it is: a hit patches both fields
         self.spliced += 1
         asked, slot = self._asked, hash(key) & (ASKED_SLOTS - 1)
         if asked[slot]:

@@ -65,6 +65,17 @@ of ``--warm-rounds 3``). Measured:
 * negative answers in the hot map: hdlperf's misses are as many distinct names as hits (1M at
   1M handles), so a bounded map of them would rarely hit; a miss costs ~1.5 µs of Python
   (``AnswerCache.miss`` on a complete cache), 10% of requests: ~0.15 µs per answer.
+* **one receive buffer kept for the socket's life** (kept: ``DrainedSocket._view``,
+  ``recvfrom_into`` and one copy out at the datagram's size): ``recvfrom(65536)`` allocated 64
+  KiB per datagram and shrank it, and glibc's ``malloc``/``free``/``malloc_consolidate`` were
+  ~1.5% of a warm answer's ``perf`` samples (100,000 handles, the bench's warm server pinned
+  to core 0); with the buffer they are gone from the profile (libc 9.3 → 7.2% of samples). In
+  CPU per answer, 8 alternating pairs against main (load 3.5-4.5): medians 10.6 / 11.2 µs,
+  0.95×, pair ratios 0.84-1.25: within this machine's noise. What the same profile shows of
+  the rest: ``_Py_dict_lookup`` ~9.5% (nearly all on the loads of the probed entry: the map's
+  cache misses), libpython 34-42% in all, the kernel ~50-54%; formatting the sender's address
+  (``recvfrom`` → ``inet_ntop`` → ``sprintf``) and parsing it again for ``sendto`` ~1.5%,
+  which Python's socket module does not let a caller skip.
 
 Cold start (issue 14: from the first second after ``idr serve`` starts on 1M handles, ≥ 0.5×
 the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per answer):
@@ -103,10 +114,54 @@ the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per a
   against 11.8, 11.4, 10.5, 10.6 and 12.0, 11.7, 11.6, 12.4 (with the faster ``all_public`` and
   the next item); the whole cold server (``--before --cold``, 100,000 handles, load ~4): CPU
   per cold answer 0.95×;
+* **the store file read ahead** (kept: ``idr.store.readahead``, started by the first
+  ``SqliteStore.raw_reads``): on a first start after the file left the page cache (a reboot, a
+  copied store, memory pressure) every miss was a major fault through the mmap. The bench's
+  1M-handle file (868 MB) with its pages dropped, plain ``idr serve``: 7,663 and 16,874/s in
+  s1 (48 and 34 µs CPU per answer), 12,000-29,600/s in s2-s4; with the read-ahead 37,096 and
+  29,092/s in s1 (23 and 26 µs), as with the file cached (load ~3; a thread asking); from
+  the child process that asks now, 15,930/s at 25.7 µs in s1 (load 4.5). The kernel is asked
+  for the whole file in 8 MiB ``POSIX_FADV_WILLNEED`` calls (one call over the whole file
+  stops at the device's readahead window: 8 MB came in): 0.25 s of one core, all of it cached
+  0.5 s later; ~20 ms when it already was. By a child process (``python -I -S``, ~20 ms to
+  start), because closing a descriptor of the file in the node's own process drops SQLite's
+  POSIX locks on it; at ``nice`` 10 and off a pinned server's cores, as the warm-up helper
+  (its ~0.3 s of CPU is not the loop's to give; the runs below are of this version). Not for a file over
+  half of ``MemAvailable``, nor under 32 MiB (its faults cost little). In the bench
+  (``native_resolve.py --handles 1000000 --seconds 4 --rounds 2 --cold --cold-seconds 5
+  --drop-cache --before SRC``, load 2.3 at its start, main's source as "before"): s2-s5 at
+  0.96, 0.67, 0.92, 0.94 and 0.84, 0.99, 1.15, 0.95 × warm against 0.58, 0.47, 0.48, 0.53 and
+  0.86, 0.80, 0.80, 0.90; CPU per cold answer 20.9 / 24.8 µs = 0.84×; but s1 not better (0.09
+  and 0.29 against 0.14 and 0.34, at 30-38 µs CPU per answer against ~21 after): the first
+  second still pays for something besides the page cache that starts of it by hand
+  (the same ``idr serve``, the same probe, s1 at 24.9 against 23.7 µs in s2) did not show —
+  not found yet (round 1 of each ran from a source tree without bytecode, which explains part
+  of its s1, not round 2's). The bench's ``cold`` alone on a copy of the file, main and this
+  alternating, twice, each with the file dropped (load 3-4, s1 … s4 in answers/s / µs CPU):
+  main 11,450/35.8, 24,930/21.3, 20,212/20.8, 15,161/26.4 and 10,813/38.8, 20,357/24.5,
+  20,378/24.5, 18,165/26.4; this 3,359/42.4, 12,977/19.3, 15,763/16.5, 23,389/17.1 and
+  21,002/19.4, 28,771/18.3, 23,924/21.7, 25,893/18.9; with the file cached, s1 41,288/19.9
+  and s2-s4 42,487-44,011/20.4-20.5 (no s1 penalty). On this machine's disk the read-ahead
+  mostly lowers the CPU of the first answers; what it does for the rate of s1 is within the
+  noise of a loaded machine — kept for slower disks, where a major fault per miss costs more;
+* **the spliced answer built for the request** (kept: ``Splice.answer_to``; ``miss`` gives
+  the answer to send): the splice's join with the request's RequestId and ExpirationTime in
+  place, instead of a join and then ``patch`` (a ``bytearray`` copy and two slice writes):
+  ``timeit`` at load 4-5, 490-504 ns for the join either way, 506-759 ns for the ``patch`` no
+  longer done; a miss on a dict reader (no SQLite) 4.2-5.1 against 4.9-5.7 µs (min of 7, three
+  alternating runs). Where a cold answer's Python goes (same ``timeit``, per request):
+  ``plain_handle`` 0.22, ``_plain_key`` 0.28, the shape key 0.16, ``all_public`` 0.7-1.0,
+  the splice 0.5 µs, the row read (``_HeldReads``) 3-4 µs;
 * **the values column only** (``Store.raw_reads`` gives the stored values, not the handle: the
   splice uses the request's own spelling): ~0.5 µs a read (5.45 against 6.0, 1M rows);
   one query for a burst's misses (``key IN (…)``) would save ~0.6 µs more a read (4.9 against
-  5.45) but needs the burst's misses collected before any is answered: not done;
+  5.45) but needs the burst's misses collected before any is answered: not done. Measured
+  again in one process on the 1M-row file (one read transaction, bursts of 16 keys, 64,000
+  reads, three runs): 5.51, 4.87, 4.15 µs a point read against 4.14, 3.71, 4.14 µs in one
+  ``IN`` query — 0-1.4 µs of a cold answer's ~20, less in the smaller bursts of a lighter
+  load, for a second miss path (collected misses answered at the burst's end, the slow path
+  for what they cannot settle, the logged and sampled twins) on the UDP path the access log
+  shares: still not done;
 * where a cold answer's time goes now (``perf``, 1M handles, plain ``idr serve``, before the
   shared snapshot and the items above): the kernel ~48% — ``sendmsg`` alone ~33%: on loopback the
   send runs the receiver's stack and wakes it, and a slower server finds the client asleep more

@@ -36,7 +36,6 @@ import contextlib
 import json
 import logging
 import marshal
-import os
 import struct
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -46,6 +45,7 @@ from idr.codec.values import all_public
 from idr.model.errors import HandleError
 from idr.model.handle import Handle, normalize_key
 from idr.server.hotcache import AnswerCache, Splice
+from idr.store.readahead import leave_the_serving_cores
 
 log = logging.getLogger("idr.native")
 
@@ -95,21 +95,11 @@ def helper_main() -> int:
 
 
 def _leave_the_serving_cores() -> None:
-    """A server pinned to some cores (``taskset``) pins its serving loop: the helper, which
-    inherited that mask, moves to the other cores when there are any (it exists to leave the
-    loop's core), else stays where it is. Either way it yields to everything else (``nice``
-    ``HELPER_NICE``): the warm-up is worth only the CPU nobody else wants — on a 2-core machine
-    at full load, the helper at normal priority took the load generator's core and the node
-    answered fewer requests than without a warm-up."""
-    with contextlib.suppress(OSError):
-        os.nice(HELPER_NICE)
-    try:
-        mine = os.sched_getaffinity(0)
-        others = set(range(os.cpu_count() or 1)) - mine
-        if others:
-            os.sched_setaffinity(0, others)
-    except (OSError, AttributeError):  # not Linux, or a cpuset that does not allow them
-        pass
+    """Off a pinned server's cores and at ``nice`` ``HELPER_NICE`` (``leave_the_serving_cores``):
+    the warm-up is worth only the CPU nobody else wants — on a 2-core machine at full load, the
+    helper at normal priority took the load generator's core and the node answered fewer
+    requests than without a warm-up."""
+    leave_the_serving_cores(HELPER_NICE)
 
 
 def _open(engine: str, location: str) -> Any:

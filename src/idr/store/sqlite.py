@@ -52,6 +52,7 @@ from idr.codec.values import encode_values
 from idr.model.handle import normalize_key
 from idr.model.value import HandleRecord
 from idr.private import create_private
+from idr.store import readahead
 from idr.store.base import REPLICA_COPY_OP, Commit, LogEntry, RawEntry, RawReads, Store, StoreError
 from idr.store.records import (
     CHECKPOINT_PREFIX,
@@ -153,6 +154,7 @@ class SqliteStore(Store):
         self._readers: dict[threading.Thread, sqlite3.Connection] = {}
         self._local = threading.local()
         self._held: list[sqlite3.Connection] = []  # raw_reads connections
+        self.read_ahead: readahead.ReadAhead | None = None  # started by the first raw_reads
         self._wconn = self._connect()
         try:
             self._init_file(search_mode)
@@ -269,6 +271,9 @@ class SqliteStore(Store):
             conn.execute("PRAGMA query_only = ON")
             conn.execute(f"PRAGMA mmap_size = {_READ_MMAP_BYTES}")
             self._held.append(conn)
+            if self.read_ahead is None:  # the reads go through the mmap: have the file cached
+                wal = self.path.with_name(self.path.name + "-wal")
+                self.read_ahead = readahead.ReadAhead([self.path, wal])
         return _HeldReads(conn, defer, self._read_error)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, HandleRecord]:
@@ -620,6 +625,8 @@ class SqliteStore(Store):
                 self._readers.clear()
                 self._held.clear()
             self._wconn.close()
+            if self.read_ahead is not None:
+                self.read_ahead.close()
 
 
 class _HeldReads(RawReads):
