@@ -395,11 +395,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if args.before is not None:
         for r in ratios([p for p in points if p["src"] == "before"], levels):
             print(f"before: {r['what']:40} {r['ratio']:5.2f}×")
-        by = {(p["src"], p["engine"], p["replication"], p["clients"]): p["writes_per_s"] for p in points}
-        for (src, engine, mode, clients), rate in by.items():
+        by = {(p["src"], p["engine"], p["replication"], p["clients"]): p for p in points}
+        for (src, engine, mode, clients), p in by.items():
             base = by.get(("before", engine, mode, clients))
-            if src == "after" and base:
-                print(f"after / before: {engine} {mode} {clients} clients {rate / base:5.2f}×")
+            if src == "after" and base and base["writes_per_s"]:
+                rate = p["writes_per_s"] / base["writes_per_s"]
+                cpu = sum(p["cpu_ms"]) / sum(base["cpu_ms"]) if sum(base["cpu_ms"]) else float("nan")
+                print(
+                    f"after / before: {engine} {mode} {clients} clients {rate:5.2f}× writes/s, "
+                    f"{cpu:5.2f}× server CPU per write"
+                )
         print()
     for r in rs:
         verdict = "ok" if r["ratio"] >= r["goal"] else "below goal"

@@ -5,6 +5,7 @@ bounded, and a full disk costing lines (counted) but never answers."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -233,6 +234,24 @@ def test_a_full_disk_costs_lines_never_answers(tmp_path: Path) -> None:
         s.stop_cleanly()
 
 
+def test_an_unwritable_access_log_costs_lines_never_the_start(tmp_path: Path) -> None:
+    """A directory where the access log should be (as an unwritable file would be): the node
+    starts and answers; every batch is lost and counted."""
+    data = tmp_path / "node"
+    init(data)
+    (data / "logs" / "access.log").mkdir(parents=True)
+    s = serve_fresh(data)
+    try:
+        for _ in range(5):
+            assert udp_ask(s.native, "0.NA/88.100")[24:28] == (1).to_bytes(4, "big")
+        got = wait_for(
+            "lost lines in /metrics", lambda: (m := metrics(s)).get("idr_access_log_lost", 0) >= 5 and m
+        )
+        assert got["idr_access_log_write_errors"] >= 1 and got["idr_access_log_lines"] == 0
+    finally:
+        s.stop_cleanly()
+
+
 def test_a_line_cut_short_is_ended_before_the_next(tmp_path: Path) -> None:
     """A kill -9 (or a full disk) mid-write leaves a last line without its end: the next writer
     starts on a new line, so every line after it parses."""
@@ -289,3 +308,43 @@ def test_a_kill_9_loses_at_most_the_last_flush_interval(tmp_path: Path) -> None:
         s.proc.kill()
         s.proc.wait(10)
     assert len(lines_of(data / "logs" / "access.log", "udp")) == 30
+
+
+def test_records_are_formatted_every_20_ms_and_an_idle_log_sleeps() -> None:
+    """Busy: a record is a line at the next 20 ms turn (while cache-warm), whatever the write
+    interval; idle: the timer wakes once an interval, not fifty times a second (a record
+    arriving then waits at most an interval, the bound a kill -9 is documented with)."""
+
+    async def run() -> tuple[int, float, float]:
+        sink = AccessLog(logging.getLogger("idr.access.ticks"), interval=1.0)
+        ticks = 0
+        tick = sink._tick
+
+        def counted() -> None:
+            nonlocal ticks
+            ticks += 1
+            tick()
+
+        sink._tick = counted  # type: ignore[method-assign]
+        request = plain_request(WARM_SHAPES[1], b"88.100/x")
+
+        async def formatted() -> float:
+            t0 = time.monotonic()
+            sink.record((sink.clock(), sink.clock(), ("1.2.3.4", 1), request, b""))
+            while sink.pending:
+                await asyncio.sleep(0.002)
+                assert time.monotonic() - t0 < 5
+            return time.monotonic() - t0
+
+        sink.start()
+        first = await formatted()  # the first turn comes 20 ms after start
+        busy = await formatted()  # the turn after a busy one: 20 ms later
+        ticks = 0
+        await asyncio.sleep(1.5)  # idle: one or two wake-ups (the busy turn's 20 ms, then 1 s)
+        idle_ticks = ticks
+        sink.stop()
+        return idle_ticks, first, busy
+
+    idle_ticks, first, busy = asyncio.run(run())
+    assert first < 0.5 and busy < 0.5  # 20 ms each; an idle log's next wake-up would be 1 s
+    assert idle_ticks <= 3  # 75 in 1.5 s at 20 ms

@@ -250,14 +250,18 @@ class LogSetup:
         self, path: Path, cfg: LoggingConfig, tally: WriteTally | None = None
     ) -> logging.Handler:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The access log's file is opened at its first batch: one that cannot be written (a
+        # directory in its place, a file logrotate left to another owner) costs its lines,
+        # counted, not the node's start; the event log's must open (it says what went wrong).
+        delay = tally is not None
         handler: _PrivateFile
         if cfg.rotate_when:
             handler = _PrivateTimedRotating(
-                path, when=cfg.rotate_when, backupCount=cfg.backups, encoding="utf-8", utc=True
+                path, when=cfg.rotate_when, backupCount=cfg.backups, encoding="utf-8", utc=True, delay=delay
             )
         else:
             handler = _PrivateRotating(
-                path, maxBytes=cfg.rotate_bytes, backupCount=cfg.backups, encoding="utf-8"
+                path, maxBytes=cfg.rotate_bytes, backupCount=cfg.backups, encoding="utf-8", delay=delay
             )
         handler.tally = tally
         return handler

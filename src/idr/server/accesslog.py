@@ -21,7 +21,8 @@ they are still in the CPU's cache (left for 200 ms, they cost more to format, 2.
 2.2–2.6 µs a line in one loaded run, and ten times as many stay alive) — with
 the second's text and each client's text cached, the handle and codes read at fixed offsets
 (``idr.codec.peek``), no dict and no ``orjson`` unless a string needs escaping (at most
-``SLICE`` records per turn of the loop, so a backlog never stalls answering). Every
+``SLICE`` records per turn of the loop, so a backlog never stalls answering; an idle log
+wakes once an ``interval``). Every
 ``interval`` (``[logging] flush_interval``, 0.2 s), or once ``MAX_LINES`` lines are waiting,
 the lines are joined into one string and handed to the ``idr.access`` logger as one record:
 its handler is a queue whose listener thread writes it with one ``write`` and rotates the file
@@ -149,12 +150,15 @@ class AccessLog:
     def _tick(self) -> None:
         loop = self._loop
         assert loop is not None
+        busy = bool(self.pending)
         more = self.format(SLICE)
         if self.lines and (loop.time() >= self._next_write or len(self.lines) >= MAX_LINES):
             self.write()
             self._next_write = loop.time() + self.interval
-        # A backlog is formatted slice by slice between other callbacks, not all at once.
-        self._handle = loop.call_soon(self._tick) if more else loop.call_later(FORMAT_EVERY, self._tick)
+        # A backlog is formatted slice by slice between other callbacks, not all at once; an
+        # idle log wakes once an ``interval`` (a record then waits at most that long, as before)
+        later = FORMAT_EVERY if busy else self.interval
+        self._handle = loop.call_soon(self._tick) if more else loop.call_later(later, self._tick)
 
     def stop(self) -> None:
         """Cancel the timer and write everything still buffered (at shutdown)."""

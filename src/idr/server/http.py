@@ -120,13 +120,13 @@ def decode_path(raw: str) -> str:
     Rejects what can only be an attack or a broken client: bytes that are not UTF-8,
     control characters and ``..`` segments (RC 102, INVALID_HANDLE).
     """
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in raw):
+    if has_control(raw):
         raise HandleError(ResponseCode.INVALID_HANDLE, "path contains a control character")
     try:
         text = unquote_to_bytes(raw).decode("utf-8")
     except UnicodeDecodeError as e:
         raise HandleError(ResponseCode.INVALID_HANDLE, "path is not valid UTF-8 once percent-decoded") from e
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+    if has_control(text):
         raise HandleError(ResponseCode.INVALID_HANDLE, "handle contains a control character")
     if ".." in text.split("/"):
         raise HandleError(ResponseCode.INVALID_HANDLE, "handle contains a '..' path segment")

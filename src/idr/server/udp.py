@@ -53,7 +53,7 @@ from idr.codec.udp import MAX_UDP_PACKET, Reassembler, fragment, tc_header, wire
 from idr.codec.wire import ProtocolError
 from idr.server.accesslog import AccessLog, HotRecord
 from idr.server.handler import NativeHandler, Outcome
-from idr.server.hotcache import AnswerCache, cache_key, patch
+from idr.server.hotcache import AnswerCache, cache_key
 from idr.server.limits import RateTable, source_network
 from idr.server.tally import Tally
 
@@ -185,11 +185,11 @@ class UdpProtocol(asyncio.DatagramProtocol):
         if len(data) < ENVELOPE_SIZE:
             return
         if answer is None:
-            template = self._miss(data, self.fast_limit)
-            if template is not None:
-                self._later((patch(template, data), addr))
-                self._hot[template[27]] += 1
-                self._record((t0, perf_counter_ns(), addr, data, template))
+            ready = self._miss(data, self.fast_limit)  # as the unlogged path: already patched
+            if ready is not None:
+                self._later((ready, addr))
+                self._hot[ready[27]] += 1
+                self._record((t0, perf_counter_ns(), addr, data, ready))
                 return
         self._slow(data, addr, t0)
 
