@@ -8,7 +8,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import socket
 import ssl
 import subprocess
 import sys
@@ -19,25 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.ports import free_port
+
 IDR = [sys.executable, "-c", "from idr.cli import main; main()"]
 START_TIMEOUT = 60.0
-
-
-def free_port(udp_too: bool = False) -> int:
-    """A port free on 127.0.0.1 right now (TCP, and UDP for a native port)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if not udp_too:
-            return port
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise OSError("no free port")
 
 
 def idr(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:

@@ -22,6 +22,7 @@ from idr.core.config import NodeConfig
 from idr.core.request import Op, Request
 from idr.model.errors import ResponseCode
 from idr.node import open_service
+from tests.ports import free_port
 
 runner = CliRunner()
 
@@ -32,12 +33,6 @@ def text(result: object) -> str:
 
 
 AUTH = ("300%3A0.NA/88.100", "s3cret-key")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def init(data: Path, *extra: str) -> None:

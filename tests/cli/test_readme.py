@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECTIONS = (
     "Using a node",
@@ -28,12 +30,6 @@ SECTIONS = (
     "Native Handle protocol (UDP and TCP, port 2641)",
     "GS1 keys",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def sh_blocks(section: str) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from idr.core.service import NodeService
 from idr.model.value import PERM_SECRET, AdminPermission, AdminRecord, HandleValue, ValueReference
 from idr.replication import Replicator
 from idr.store.sqlite import SqliteStore
+from tests.ports import free_port
 
 ADMIN = ValueReference("0.NA/88.100", 300)
 SECRET = "Qm9vdHN0cmFwLWtleS1mb3ItdGVzdHMtb25seS0zMmJ5dGVzIQ"  # a 256-bit-looking test key
@@ -27,12 +27,6 @@ def admin_values() -> list[HandleValue]:
         HandleValue(100, "HS_ADMIN", encode_admin(AdminRecord("0.NA/88.100", 300, AdminPermission.ALL))),
         HandleValue(300, "HS_SECKEY", b"s3cret", permissions=PERM_SECRET),
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Site:

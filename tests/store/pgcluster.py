@@ -16,12 +16,13 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.ports import free_port
 
 SERVICE_USER = "idrtest"
 _START_TIMEOUT_S = 60
@@ -46,12 +47,6 @@ def find_bindir(pattern: str = "/usr/lib/postgresql/*/bin/initdb", path: str | N
         "PostgreSQL server binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin "
         "or on PATH: install them (Debian: apt-get install -y postgresql)"
     )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _service_user() -> str | None:
