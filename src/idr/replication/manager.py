@@ -233,7 +233,8 @@ class Replicator:
             session.wake.set()
             return
         try:
-            self._push(session, self.store.log_raw_since(session.pos, LOG_BATCH))
+            pos, store = session.pos, self.store
+            self._push(session, store.log_recent(pos, LOG_BATCH) or store.log_raw_since(pos, LOG_BATCH))
         except _LINK_ERRORS:  # the task finds it again and ends the session
             session.wake.set()
 
@@ -462,11 +463,13 @@ class Replicator:
             while self.writable and self.state.epoch == session.epoch and not acks.done():
                 session.wake.clear()
                 await ch.drain()  # a mirror not reading holds the session here, not in memory
-                session.reading = True  # off the loop: a mirror catching up may need megabytes
-                try:
-                    entries = await loop.run_in_executor(None, read, session.pos, LOG_BATCH)
-                finally:
-                    session.reading = False
+                entries = self.store.log_recent(session.pos, LOG_BATCH)
+                if not entries:
+                    session.reading = True  # off the loop: a mirror catching up may need megabytes
+                    try:
+                        entries = await loop.run_in_executor(None, read, session.pos, LOG_BATCH)
+                    finally:
+                        session.reading = False
                 if self._push(session, entries):
                     continue
                 if timed_out:  # idle for a heartbeat (entries in between need none)
