@@ -224,19 +224,21 @@ class Replicator:
             self._kick(s)
 
     def _kick(self, session: _Session) -> None:
-        """On the loop, as the group's writers resume: the entries go out now, in one write —
-        the session's task would run a loop iteration later, and on a node busy with 64
-        clients an iteration is milliseconds every sync write would wait more. A store whose
-        reads may block, or a mirror not reading, leaves it to the session's task."""
+        """On the loop, as the group's writers resume: the entries this process just committed
+        go out now, from memory (``Store.log_recent``), in one write — the session's task would
+        run loop iterations later (a wake-up, a read in a thread), and on a node busy with 64
+        clients an iteration is milliseconds every sync write would wait more. Entries the
+        store does not hold in memory (another writer's, an import's), or a mirror not reading,
+        are left to the session's task."""
         busy = session.reading or session.ch.unsent() > PUSH_BUFFER
-        if busy or self.store.blocking_reads or not self.writable or session.epoch != self.state.epoch:
-            session.wake.set()
-            return
-        try:
-            pos, store = session.pos, self.store
-            self._push(session, store.log_recent(pos, LOG_BATCH) or store.log_raw_since(pos, LOG_BATCH))
-        except _LINK_ERRORS:  # the task finds it again and ends the session
-            session.wake.set()
+        if not busy and self.writable and session.epoch == self.state.epoch:
+            try:
+                entries = self.store.log_recent(session.pos, LOG_BATCH)
+                if self._push(session, entries) and len(entries) < LOG_BATCH:
+                    return  # (a full batch: the task sends what follows)
+            except _LINK_ERRORS:  # the task finds it again and ends the session
+                pass
+        session.wake.set()
 
     def _push(self, session: _Session, entries: list[RawEntry]) -> bool:
         """Send ``entries`` (read after ``session.pos``) in one write; False when there are none.
