@@ -116,6 +116,7 @@ async def test_follower_behind_a_gap_drops_its_caches(tmp_path: Path) -> None:
     class Reads:  # the runtime's read path, run inline
         def __init__(self) -> None:
             self.own: set[int] = set()
+            self.commits_begun = self.commits_marked = 0  # no writer of its own
 
         async def read(self, fn: Any) -> Any:
             return fn()

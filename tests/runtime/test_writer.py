@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,45 @@ async def test_a_running_node_refuses_the_synchronous_driver(
         svc.handle(create("88.100/sync"))
     with pytest.raises(RuntimeError, match="writer"):
         svc.write_now(lambda: None)
+
+
+class SlowToMark(NodeRuntime):
+    """A writer thread that marks its seqs as its own 30 ms after each commit returns: the
+    window in which the log follower can read an entry of ours not yet in ``own``."""
+
+    def seen(self, seqs: Sequence[int]) -> None:
+        if threading.current_thread().name == "idr-writer":
+            time.sleep(0.03)
+        super().seen(seqs)
+
+
+async def test_the_follower_reports_other_writers_commits_never_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "idr.sqlite3"
+    svc = NodeService(SqliteStore(path), admins=[str(ADMIN)])
+    svc.bootstrap("88.100", admin_values())
+    rt = SlowToMark(svc, follow=0.002)
+    await rt.start()
+    other = NodeService(SqliteStore(path), admins=[str(ADMIN)])  # another process's writer, say
+    heard: list[str] = []
+    try:
+        for i in range(10):
+            assert (await svc.submit(create(f"88.100/own{i}"))).ok
+        svc.add_listener(heard.extend)
+        # another writer commits while ours is between its commits and their marking
+        mine = asyncio.gather(*(svc.submit(create(f"88.100/more{i}")) for i in range(5)))
+        await asyncio.sleep(0.005)
+        assert other.handle(create("88.100/theirs")).ok
+        assert all(r.ok for r in await mine)
+        assert rt.follower is not None
+        for _ in range(300):
+            if "88.100/THEIRS" in heard:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # a few more polls: nothing of ours may turn up late
+        assert "88.100/THEIRS" in heard
+        assert rt.follower.reported == 1, rt.follower.reported  # theirs only, none of our 15
+        assert not rt.follower._held
+    finally:
+        await rt.stop()
+        other.close()
+        svc.close()

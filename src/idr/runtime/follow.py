@@ -12,7 +12,10 @@ index probe: SQLite reads it in microseconds on the loop, PostgreSQL in a reader
 and, when it moved, reads the new entries (``log_since``) and hands their keys to
 ``NodeService.on_external_commit`` — the path a replication mirror uses — which drops the
 record cache's copies and tells the listeners. Entries this process committed itself are
-skipped (their listeners ran before they were acknowledged). A whole-store copy
+skipped (their listeners ran before they were acknowledged). The writer thread marks its seqs
+just after its commit returns, so an entry read in between may be ours though not yet marked:
+such an entry is held until that commit is marked (``NodeRuntime.commits_marked``), then
+skipped or reported — not reported twice as another writer's. A whole-store copy
 (``REPLICA_COPY_OP``: a mirror re-copied from its primary), or a gap in the log (entries
 compacted before this process read them), drops everything.
 
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING
 from idr.core.interface import EVERYTHING
 from idr.core.service import NodeService
 from idr.runtime.tasks import cancel_and_wait
-from idr.store.base import REPLICA_COPY_OP, StoreError
+from idr.store.base import REPLICA_COPY_OP, LogEntry, StoreError
 
 if TYPE_CHECKING:
     from idr.runtime.writer import NodeRuntime
@@ -51,6 +54,9 @@ class LogFollower:
         self.interval = interval
         self.seq = 0
         self.reported = 0  # entries of other writers handed on (tests and metrics read it)
+        # Entries read while this process's writer was between a commit and marking its seqs,
+        # with the writer's commit count then: decided once that many commits are marked.
+        self._held: list[tuple[int, LogEntry]] = []
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -73,40 +79,63 @@ class LogFollower:
     async def poll(self) -> int:
         """Report what other writers committed since the last poll; returns how many entries."""
         store = self.service.store
+        own = self.runtime.own
+        n = self._decide_held() if self._held else 0
         last = await self.runtime.read(store.last_seq)
         if last <= self.seq:
-            return 0
-        own = self.runtime.own
+            return n
         # Usually every new entry is this process's own: then there is nothing to read.
         if last - self.seq <= BATCH and all(s in own for s in range(self.seq + 1, last + 1)):
             own.difference_update(range(self.seq + 1, last + 1))
             self.seq = last
-            return 0
-        n = 0
+            return n
         while self.seq < last:
             entries = await self.runtime.read(lambda: store.log_since(self.seq, BATCH))
             if not entries:
                 break
-            keys: list[str] = []
+            # Read after the entries: any commit of ours among them is one of these.
+            begun = self.runtime.commits_begun
+            settled = self.runtime.commits_marked >= begun
             # A gap: entries after our position were compacted away (idr.operations.compaction)
             # before we read them, so which records changed is unknown: drop everything.
-            copied = entries[0].seq != self.seq + 1
+            gap = entries[0].seq != self.seq + 1
+            self.seq = entries[-1].seq
+            foreign: list[LogEntry] = []
             for e in entries:
                 if e.seq in own:
                     own.discard(e.seq)
-                    continue
-                n += 1
-                if e.op == REPLICA_COPY_OP:
-                    copied = True
-                keys.extend(w.key for w in e.writes)
-            self.seq = entries[-1].seq
-            if copied:
-                self.service.cache.clear()
-                self.service.on_external_commit(EVERYTHING)
-            elif keys:
-                self.service.on_external_commit(list(dict.fromkeys(keys)))
-        self.reported += n
+                elif settled:
+                    foreign.append(e)
+                else:
+                    self._held.append((begun, e))
+            n += self._report(foreign, everything=gap)
         return n
+
+    def _decide_held(self) -> int:
+        """Held entries whose commit is now marked: ours are skipped, the rest reported."""
+        marked = self.runtime.commits_marked
+        own = self.runtime.own
+        ready = [e for begun, e in self._held if begun <= marked]
+        self._held = [(begun, e) for begun, e in self._held if begun > marked]
+        foreign: list[LogEntry] = []
+        for e in ready:
+            if e.seq in own:
+                own.discard(e.seq)
+            else:
+                foreign.append(e)
+        return self._report(foreign)
+
+    def _report(self, entries: list[LogEntry], *, everything: bool = False) -> int:
+        """Hand ``entries``' keys to the core (everything on a copy); returns how many."""
+        everything = everything or any(e.op == REPLICA_COPY_OP for e in entries)
+        if everything:
+            self.service.cache.clear()
+            self.service.on_external_commit(EVERYTHING)
+        elif entries:
+            keys = [w.key for e in entries for w in e.writes]
+            self.service.on_external_commit(list(dict.fromkeys(keys)))
+        self.reported += len(entries)
+        return len(entries)
 
 
 __all__ = ["FOLLOW_INTERVAL", "LogFollower"]

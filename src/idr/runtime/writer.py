@@ -56,6 +56,10 @@ class NodeRuntime:
         self._readers: ThreadPoolExecutor | None = None
         # Seqs this process committed: the follower skips them (their listeners already ran).
         self.own: set[int] = set()
+        # Groups the writer thread began and finished marking (commit, then ``seen``): a log
+        # entry read while a commit was between the two may be ours though not yet in ``own``.
+        self.commits_begun = 0
+        self.commits_marked = 0
         self.follower = LogFollower(service, self, follow) if follow > 0 else None
         self.groups = 0  # groups committed (a bench reads writes/groups)
         self.grouped = 0  # jobs committed in them
@@ -142,6 +146,7 @@ class NodeRuntime:
                     return
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_group))]
             jobs = [job for job, _ in batch]
+            self.commits_begun += 1
             try:
                 keys = self.service.run_group(jobs)
             except BaseException as e:  # a bug in the core: fail the group, keep the writer
@@ -155,6 +160,7 @@ class NodeRuntime:
                 self.seen(committed)
                 self.groups += 1
                 self.grouped += len(committed)
+            self.commits_marked = self.commits_begun
             by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
             for _, fut in batch:
                 by_loop.setdefault(fut.get_loop(), []).append(fut)
