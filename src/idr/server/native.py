@@ -202,7 +202,30 @@ the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per a
   ``IN`` query — 0-1.4 µs of a cold answer's ~20, less in the smaller bursts of a lighter
   load, for a second miss path (collected misses answered at the burst's end, the slow path
   for what they cannot settle, the logged and sampled twins) on the UDP path the access log
-  shares: still not done;
+  shares: built and measured in 2026-12 (next item): not kept;
+* **one statement per burst of misses** (built, measured, not kept): the UDP front-end
+  collected a burst's misses that need their row (the hot map and memory's answers first, as
+  now), held each answer's place among the burst's answers (``send_later`` order kept), read
+  the rows at the burst's end in one statement on the held snapshot (its generation checked
+  first, as a single read does), spliced each answer, and sent what the rows could not settle
+  to the slow path; the logged twin logged them; ``tests/server`` passed, one statement per
+  burst seen through SQLite's trace callback, answers byte for byte the slow path's. The
+  statement: point reads joined by ``UNION ALL`` beat ``key IN (…)`` (SQLite first builds and
+  sorts a temporary index of the IN list): per key, 1M-row file, sorted random keys, one
+  snapshot (``timeit``): 16 keys 3.06 µs against IN's 3.33 and a statement each 3.88; 4 keys
+  3.47 / 3.93 / 3.92. A served first start's bursts (1M handles, hdlperf, 16 in flight, 3 s):
+  6,796 of 7,449 carried 16 such misses, 275 carried 15. The whole miss path in one process
+  (bursts of 16, 6,400 misses each way, alternating, two runs): 5.25 against 5.69 and 4.96
+  against 5.52 µs a miss — ~0.5 µs saved, ~3% of a served cold answer. Served, that does not
+  show: ``native_resolve.py --handles 1000000 --seconds 4 --cold --before`` main, CPU per cold
+  answer batched / main 17.4 / 15.1 µs (1.15×, 2 rounds, 1-min load 2.2–2.5), 16.9 / 16.5
+  (1.03×, 3 rounds, load 1.2–2.3), 18.4 / 17.1 (1.07×, 4 rounds, load 1.4–2.5); plain
+  ``idr serve`` first starts, 3 s of hdlperf from s2, three alternating pairs (load 1.1–1.7):
+  13.29 / 13.92, 15.11 / 17.55, 17.45 / 15.83 µs. Not lower than main's, so not kept: the
+  saving is under the noise of a served node and the second path's own work (a place held per
+  miss, the burst end's second pass over them) takes part of it back. In two of the four
+  batched bench starts the CPU per answer rose through s1–s10 (18 → 26, 16 → 23 µs) while
+  main's stayed flat — not explained, not seen in the other two nor in the direct pairs;
 * **why s5–s10 of the third quiet window were below s2–s4** (0.46–0.48 against 0.50–0.52
   × warm) — what it is not: the collector (a 10 s first start at 1M handles made no
   collection at all while serving: ``/metrics`` showed 161, 14 and 1 collections of the three
@@ -226,7 +249,8 @@ the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per a
   keys sorted: 2.4 µs; ``SELECT 1``, no values column, 3.2 µs); SQLite's serialized-mode
   mutexes are ~3.6% of a served cold answer's samples, not configurable through Python's
   sqlite3. ``key IN (…)`` per burst would share the module's ~1 µs and sort each burst's keys
-  (0–1.4 µs measured above) but needs the second miss path: still not done. The served node's
+  (0–1.4 µs measured above) but needs the second miss path: built since, ~0.5 µs a miss in
+  one process, not lower served (measured above), not kept. The served node's
   whole profile (``perf``, same start, load ~1.5): libpython 36%, kernel 33% (``sendto`` and
   ``recvfrom``: ~50% of the loop's wall-clock samples, ``py-spy``), SQLite 16%, libc 13%
   (SQLite's key ``memcmp`` 4.7%: every key shares the 13 bytes ``88.100/BENCH-``);
