@@ -44,6 +44,31 @@ async def test_udp_answers_match_reference(native: NativeNode, name: str) -> Non
     assert native.server.cache.stores == 1  # the second answer came from the cache
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_a_hot_answer_carries_the_requests_id_and_expiration_and_nothing_else_changes(
+    native: NativeNode,  # noqa: F811
+    transport: str,
+) -> None:
+    """The hot path writes the request's RequestId (bytes 8-11) and ExpirationTime (36-39) into
+    a copy of the cached answer; every other byte is the reference server's."""
+    request, want = (
+        vector(f"{transport}_resolve_bench-0_request.bin"),
+        vector(f"{transport}_resolve_bench-0_response.bin"),
+    )
+
+    def exchange(data: bytes) -> bytes:
+        if transport == "udp":
+            return udp_exchange(native.host, native.port, data)[0]
+        return tcp_exchange(native.host, native.port, data)
+
+    assert await asyncio.to_thread(exchange, request) == want
+    for rid, expires in ((b"\x01\x02\x03\x04", b"\xfe\xdc\xba\x98"), (b"\0\0\0\0", b"\xff\xff\xff\xff")):
+        asked = request[:8] + rid + request[12:36] + expires + request[40:]
+        expected = want[:8] + rid + want[12:36] + expires + want[40:]
+        assert await asyncio.to_thread(exchange, asked) == expected
+    assert native.server.cache.stores == 1  # every answer after the first came from the cache
+
+
 async def test_tcp_answer_matches_reference_and_connection_closes(native: NativeNode) -> None:  # noqa: F811
     request, want = vector("tcp_resolve_bench-0_request.bin"), vector("tcp_resolve_bench-0_response.bin")
     for _ in range(2):  # slow path, then hot cache: both close after the answer like the reference

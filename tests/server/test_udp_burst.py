@@ -119,3 +119,60 @@ async def test_each_datagram_of_a_burst_is_handed_over_whole_as_its_own_bytes() 
     finally:
         transport.close()
         client.close()
+
+
+class _CountingSocket(socket.socket):
+    """A UDP socket that counts its ``recvfrom_into`` calls, the empty-socket ones apart."""
+
+    def __init__(self) -> None:
+        super().__init__(socket.AF_INET, socket.SOCK_DGRAM)
+        self.reads = 0
+        self.empty = 0
+
+    def recvfrom_into(self, *args: Any, **kwargs: Any) -> Any:
+        self.reads += 1
+        try:
+            return super().recvfrom_into(*args, **kwargs)
+        except BlockingIOError:
+            self.empty += 1
+            raise
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_the_last_full_bursts_size_ends_without_reading_an_empty_socket() -> None:
+    """A burst that reached the size of the last one that emptied the socket asks the kernel
+    whether another datagram waits (FIONREAD) instead of a ``recvfrom`` that fails; a larger
+    burst is still read whole, and a datagram of size 0 left waiting is read at the next turn."""
+    loop = asyncio.get_running_loop()
+    server = _CountingSocket()
+    server.bind(("127.0.0.1", 0))
+    server.setblocking(False)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.setblocking(False)
+    protocol = _Keeping()
+    transport = DrainedSocket(loop, server, protocol)
+
+    async def burst(datagrams: list[bytes]) -> None:
+        before = len(protocol.kept)
+        for d in datagrams:  # all waiting before the loop's next turn reads the socket
+            client.sendto(d, server.getsockname())
+        for _ in range(400):  # bounded
+            if len(protocol.kept) == before + len(datagrams):
+                break
+            await asyncio.sleep(0.005)
+        assert [d for d, _ in protocol.kept[before:]] == datagrams
+
+    try:
+        await burst([b"a%d" % i for i in range(4)])
+        assert (server.reads, server.empty) == (5, 1)  # the first burst ends on the empty socket
+        await burst([b"b%d" % i for i in range(4)])
+        assert (server.reads, server.empty) == (9, 1)  # four: no read of the empty socket
+        await burst([b"c%d" % i for i in range(6)])  # more waiting than the last burst: all read
+        assert (server.reads, server.empty) == (16, 2)
+        await burst([b"d%d" % i for i in range(6)] + [b""])  # FIONREAD says 0 for the empty one
+        await burst([b"e0"])
+        assert server.empty >= 2
+    finally:
+        transport.close()
+        client.close()

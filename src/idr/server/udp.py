@@ -1,7 +1,7 @@
 """The UDP front-end (port 2641).
 
 Hot path: a resolution whose answer is in :class:`~idr.server.hotcache.AnswerCache` is answered
-in ``datagram_received`` with one dict lookup, one copy with two slice assignments, and one
+in ``datagram_received`` with one dict lookup, one copy with two fields written in place, and one
 ``sendto``; nothing is decoded. Everything else goes to :class:`~idr.server.handler.NativeHandler`.
 The socket is read in bursts per wake-up of the loop (:class:`DrainedSocket`, measured in
 ``idr/server/native.py``'s notes), and the hot path's answers go out together at each burst's end.
@@ -44,6 +44,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from fcntl import ioctl
+from termios import FIONREAD
 from time import perf_counter_ns
 from typing import Any, cast
 
@@ -53,7 +55,7 @@ from idr.codec.udp import MAX_UDP_PACKET, Reassembler, fragment, tc_header, wire
 from idr.codec.wire import ProtocolError
 from idr.server.accesslog import AccessLog, HotRecord
 from idr.server.handler import NativeHandler, Outcome
-from idr.server.hotcache import AnswerCache, cache_key
+from idr.server.hotcache import AnswerCache, cache_key, put4
 from idr.server.limits import RateTable, source_network
 from idr.server.tally import Tally
 
@@ -148,12 +150,12 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self.__dict__["datagram_received"] = self._timed
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        # ---- hot path: no decoding, one key, one lookup, one copy with two patches, one send
+        # ---- hot path: no decoding, one key, one lookup, one copy patched in place, one send
         answer = self._get(data[:8] + data[12:36] + data[40:])
         if answer is not None and len(answer) <= self.fast_limit:
             out = bytearray(answer)
-            out[8:12] = data[8:12]
-            out[36:40] = data[36:40]
+            put4(out, 8, data[8:12])
+            put4(out, 36, data[36:40])
             self._later((out, addr))
             self._hot[answer[27]] += 1  # counted by response code (its low byte: hotcache codes)
             return
@@ -176,8 +178,8 @@ class UdpProtocol(asyncio.DatagramProtocol):
         answer = self._get(data[:8] + data[12:36] + data[40:])
         if answer is not None and len(answer) <= self.fast_limit:
             out = bytearray(answer)
-            out[8:12] = data[8:12]
-            out[36:40] = data[36:40]
+            put4(out, 8, data[8:12])
+            put4(out, 36, data[36:40])
             self._later((out, addr))
             self._hot[answer[27]] += 1
             self._record((t0, perf_counter_ns(), addr, data, answer))
@@ -320,6 +322,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
 DRAIN_BURST = 64  # datagrams read per wake-up at most, then the loop's other work gets a turn
 RECV_SIZE = 65536  # any datagram whole (the largest UDP payload is 65,507 bytes)
 MAX_QUEUED = 256  # slow-path datagrams held while the socket's send buffer is full; then dropped
+_NONE_WAITING = bytes(4)  # FIONREAD's answer when no datagram is waiting
 
 
 class DrainedSocket(asyncio.DatagramTransport):
@@ -360,17 +363,30 @@ class DrainedSocket(asyncio.DatagramTransport):
         self._later: list[tuple[Any, Any]] = []  # answers of this burst, sent at its end
         self.send_later = self._later.append  # (answer, address) to send at the burst's end
         self.dropped = 0  # answers not sent: the send buffer was full
+        # A burst that has read as many datagrams as the last one that ended on an empty socket
+        # (clients keeping a window of requests in flight send bursts of that size: 15.65
+        # datagrams on average under hdlperf's 16) asks the kernel whether another is waiting
+        # (``FIONREAD``: the next datagram's size, 0 for none) instead of a ``recvfrom`` that
+        # finds the socket empty — a system call and a ``BlockingIOError`` built and caught,
+        # 1.1-1.2 µs against 0.42-0.46 µs (``timeit``). A datagram of size 0 left waiting is
+        # read at the loop's next turn (the reader is level-triggered).
+        self._expect = DRAIN_BURST  # no burst seen yet
+        self._fd = sock.fileno()
+        self._waiting = bytearray(4)  # FIONREAD's answer (an int) written here
         protocol.connection_made(self)
         loop.add_reader(sock.fileno(), self._drain)
 
     def _drain(self) -> None:
         recv_into, view = self._sock.recvfrom_into, self._view
         protocol = self._protocol
+        expect, fd, waiting = self._expect, self._fd, self._waiting
         try:
-            for _ in range(DRAIN_BURST):
+            for i in range(1, DRAIN_BURST + 1):
                 try:
                     n, addr = recv_into(view)
                 except (BlockingIOError, InterruptedError):
+                    if i > 1:
+                        self._expect = i - 1  # this burst emptied the socket: its size
                     return
                 except OSError as exc:  # an ICMP error reported on the socket: nothing to answer
                     protocol.error_received(exc)
@@ -380,6 +396,12 @@ class DrainedSocket(asyncio.DatagramTransport):
                     protocol.datagram_received(data, addr)  # (looked up each time: it may be swapped)
                 except OSError as exc:  # e.g. an address the kernel will not send to
                     protocol.error_received(exc)
+                if i == expect:  # as many as the last burst that emptied the socket
+                    if self._closing:
+                        return
+                    ioctl(fd, FIONREAD, waiting, True)
+                    if waiting == _NONE_WAITING:
+                        return  # and it is empty: no recvfrom to find that out
         finally:
             if self._later:
                 self._send_burst()

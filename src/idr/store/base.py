@@ -111,8 +111,8 @@ class Store(ABC):
         handle, so the handle column is not read) for one thread's bursts of point reads (the
         native hot path's misses, on the event loop). An engine may serve a burst from one read
         snapshot: it then calls ``defer(release)`` when it takes one, and the caller runs
-        ``release`` soon (the loop: at its next turn) and also before any read that must see a
-        newer commit."""
+        ``release`` soon (the native server: ``READ_HOLD`` later) and also before any read that
+        must see a newer commit."""
         get_raw = self.get_raw
 
         def values(key: str) -> bytes | None:

@@ -636,10 +636,11 @@ class _HeldReads(RawReads):
     database file and on a WAL read mark, taken and released with ``fcntl``, and an ``fstat``):
     about as much CPU as the lookup itself through the memory map. A cold native node answers
     each miss with one point read, a burst of them per turn of the event loop, so the first read
-    of a burst opens a transaction (``BEGIN``) that the rest share and ``release`` (deferred to
-    the loop's next turn, and called by the answer cache whenever a commit was announced since)
-    ends: a snapshot is never older than the loop's current turn nor than the last commit the
-    caller heard of, and never holds back a WAL checkpoint for longer than one turn."""
+    opens a transaction (``BEGIN``) that the next ones share and ``release`` ends — called
+    through ``defer`` (the native server: ``READ_HOLD``, 2 ms, later, so the bursts of many turns
+    share it) and by the answer cache whenever a commit was announced since: a snapshot is never
+    older than the last commit the caller heard of, and never holds back a WAL checkpoint for
+    longer than the caller's hold."""
 
     def __init__(
         self,
