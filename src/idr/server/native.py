@@ -368,7 +368,7 @@ from idr.codec import idtoken
 from idr.codec.bodies import ResolutionRequest, ResolutionResponse
 from idr.codec.message import Message, decode_message, encode_message
 from idr.codec.values import all_public, decode_values
-from idr.core.config import NativeLimits
+from idr.core.config import WARM_SHAPE_NAMES, NativeLimits
 from idr.core.interface import Core, drops_everything
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle, normalize_key
@@ -450,6 +450,8 @@ class NativeOptions:
             cpu_burst=limits.verify_cpu_burst,
         )
         kwargs.setdefault("cache_entries", limits.answer_cache)
+        named = tuple(WARM_SHAPES[WARM_SHAPE_NAMES.index(n)] for n in limits.warm_shapes)
+        kwargs.setdefault("warm_shapes", named)
         return cls(
             amplification=amp,
             idle_timeout=limits.tcp_idle_timeout,
