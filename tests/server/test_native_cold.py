@@ -5,6 +5,8 @@ non-plain requests and recursive nodes are not answered this way."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from idr.model.value import HandleRecord, HandleValue, ValueReference
 from idr.resolver.client import HandleClient
 from idr.server.handler import Outcome
 from idr.server.hotcache import AnswerCache, cache_key
-from idr.server.native import WARM_SHAPES, NativeOptions, plain_request, start_server
+from idr.server.native import READ_HOLD, WARM_SHAPES, NativeOptions, held_reads, plain_request, start_server
 from idr.store.base import Write
 from idr.store.sqlite import SqliteStore
 from tests.resolver.native_node import SECRET, identity, start_node
@@ -217,6 +219,41 @@ def test_a_burst_of_miss_reads_shares_one_snapshot_until_released(tmp_path: Path
     finally:
         store.close()
     reads.release()  # after the store closed: nothing to end, no error
+
+
+async def test_misses_share_a_snapshot_across_turns_of_the_loop_for_a_bounded_hold(tmp_path: Path) -> None:
+    """``held_reads`` (what a served node's misses read through): the snapshot the first miss
+    takes outlives the loop's turn — the misses of the next turns share it, not one ``BEGIN``
+    and ``ROLLBACK`` per burst — and ends by itself after its hold, so a commit nobody
+    announced is seen within the hold (an announced one ends it at once: the next test)."""
+    assert 0 < READ_HOLD <= 0.01  # never holds back a WAL checkpoint for long
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    loop = asyncio.get_running_loop()
+    url = HandleValue(1, "URL", b"https://example.org/v1")
+    v2 = HandleValue(1, "URL", b"https://example.org/v2")
+    v3 = HandleValue(1, "URL", b"https://example.org/v3")
+    try:
+        store.commit("create", "a", [Write("88.100/X", HandleRecord("88.100/x", (url,)))])
+        reads = held_reads(store, loop, hold=600.0)
+        assert reads.get("88.100/X") == encode_values([url])
+        store.commit("modify", "a", [Write("88.100/X", HandleRecord("88.100/x", (v2,)))])
+        for _ in range(10):  # turns of the loop (a snapshot released at the next turn: v2)
+            await asyncio.sleep(0)
+        assert reads.get("88.100/X") == encode_values([url])
+        reads.release()
+        assert reads.get("88.100/X") == encode_values([v2])
+        reads.release()
+
+        short = held_reads(store, loop, hold=0.02)
+        assert short.get("88.100/X") == encode_values([v2])
+        store.commit("modify", "a", [Write("88.100/X", HandleRecord("88.100/x", (v3,)))])
+        deadline = time.monotonic() + 10.0
+        while short.get("88.100/X") != encode_values([v3]):
+            assert time.monotonic() < deadline, "the hold never ended"
+            await asyncio.sleep(0.01)
+        short.release()
+    finally:
+        store.close()
 
 
 def test_a_miss_after_an_invalidation_never_reads_an_older_snapshot(tmp_path: Path) -> None:

@@ -141,6 +141,20 @@ the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per a
   compares its generation), so no answer is read from before an announced commit and a WAL
   checkpoint waits at most one turn. CPU per cold answer 23.9 → 19.7 µs (0.83×, ``--before
   --cold``, both sources alternating in one run, load ~3);
+* **the snapshot held across turns** (kept: ``held_reads``, ``READ_HOLD`` = 2 ms): under load
+  a turn of the loop is one burst of ~16 datagrams (hdlperf's 16 in flight: 22,864 ``epoll``
+  wake-ups for 361,566 answers over a 10 s first start at 1M handles), so a snapshot per turn
+  was still a ``BEGIN`` and ``ROLLBACK`` — two ``fcntl``, an ``fstat``, two statements —
+  per ~14 reads; now one per 2 ms, and a commit announced meanwhile still ends it before the
+  next miss reads (the generation check above), so what an answer may miss is unchanged, and a
+  WAL checkpoint waits at most 2 ms. ``fcntl`` calls over the 10 s (``perf stat``): 47,135 →
+  9,172 (the log follower's polls are most of what is left). In isolation (one connection,
+  random point reads of the 1M-row file, load ~2): 15.9, 8.9, 7.3, 6.3 µs per read in
+  snapshots of 1, 4, 16, 64 reads, 6.5 in one snapshot. In the server the gain is within this
+  machine's noise: plain ``idr serve`` first starts, this and main alternating (load 3.4–3.7),
+  median CPU per answer over s1–s10 15.2 / 15.6, 16.5 / 17.1, 16.2 / 18.6 µs; one
+  ``--before --cold`` run at 1M (load ~4) 16.3 / 14.6 µs the other way. Kept for the system
+  calls it removes, which matter most under a lighter load, where bursts are smaller;
 * **the walk over the permission bytes** (``all_public``) rewritten for the interpreter (one
   ``unpack_from`` per length, no slices): 1.3 against 3.2 µs for the bench's three-value record
   (``timeit``, same process) — cheaper than a flag computed at write time would be worth: that
@@ -205,6 +219,33 @@ the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per a
   load, for a second miss path (collected misses answered at the burst's end, the slow path
   for what they cannot settle, the logged and sampled twins) on the UDP path the access log
   shares: still not done;
+* **why s5–s10 of the third quiet window were below s2–s4** (0.46–0.48 against 0.50–0.52
+  × warm) — what it is not: the collector (a 10 s first start at 1M handles made no
+  collection at all while serving: ``/metrics`` showed 161, 14 and 1 collections of the three
+  generations when the port first answered and the same at the end; the maps hold only
+  ``bytes`` and ``str``, which the collector does not track, so neither are the dicts; ``perf``
+  of those 10 s has no collector frame), nor the maps' resizes (``insertdict`` 0.03% of
+  samples, no ``dictresize``), nor the Python and SQLite path: in one process, the hot map's
+  lookup and then ``miss`` over the same 1M-row store, 70,000 requests per "second" spread as
+  hdlperf spreads them, cost 7.4–9.0 µs per request in each of 10 chunks with no trend while
+  the map filled to 151,700 answers (two alternating runs each of a snapshot per 16 and per
+  150 reads: no difference). Under uniform asks the stores at second asks (~6% of s1's
+  requests, ~33% of s10's at 70,000/s) and the hits they make (~0.2% and ~13%) about cancel
+  out by s10. So the drift is not in what a cold answer computes; what else the served node
+  pays for in s5–s10 is not found (the loaded runs here vary more from second to second than
+  the quiet window's drift). Parts of a cold answer (``time.process_time`` over 100,000 requests,
+  load ~4): hot key and lookup 0.19, ``plain_handle`` 0.23, ``_plain_key`` 0.30, the shape key
+  0.27, the row read 3.8–4.4, ``all_public`` 0.62, ``answer_to`` 0.47, a ``put`` 1.52 µs. The
+  row read is the floor: the sqlite3 module's ``execute``/``fetchone`` ~1.0 µs (``SELECT ?``),
+  SQLite's search of four pages already in the CPU caches 0.45 µs (one key again and again),
+  and ~2.8 µs of cache and TLB misses on four random pages of the 868 MB mapping (the same
+  keys sorted: 2.4 µs; ``SELECT 1``, no values column, 3.2 µs); SQLite's serialized-mode
+  mutexes are ~3.6% of a served cold answer's samples, not configurable through Python's
+  sqlite3. ``key IN (…)`` per burst would share the module's ~1 µs and sort each burst's keys
+  (0–1.4 µs measured above) but needs the second miss path: still not done. The served node's
+  whole profile (``perf``, same start, load ~1.5): libpython 36%, kernel 33% (``sendto`` and
+  ``recvfrom``: ~50% of the loop's wall-clock samples, ``py-spy``), SQLite 16%, libc 13%
+  (SQLite's key ``memcmp`` 4.7%: every key shares the 13 bytes ``88.100/BENCH-``);
 * where a cold answer's time goes now (``perf``, 1M handles, plain ``idr serve``, before the
   shared snapshot and the items above): the kernel ~48% — ``sendmsg`` alone ~33%: on loopback the
   send runs the receiver's stack and wakes it, and a slower server finds the client asleep more
@@ -362,12 +403,13 @@ from idr.server.tcp import TcpLimits, TcpServerState
 from idr.server.throttle import Throttle, ThrottleLimits
 from idr.server.udp import Amplification, DrainedSocket, UdpProtocol
 from idr.server.warmhelper import helper_fill
-from idr.store.base import Store, StoreError
+from idr.store.base import RawReads, Store, StoreError
 
 log = logging.getLogger("idr.native")
 
 DEFAULT_PORT = 2641
 BIND_ATTEMPTS = 20
+READ_HOLD = 0.002  # s a read snapshot of the misses is kept at most (unless a commit ends it)
 
 # Envelope + header of a plain resolution request (RequestId, lengths, expiration zero) from the
 # clients that matter, warmed for every handle at start: the Handle.Net 9 client (2.3 suggesting
@@ -564,6 +606,15 @@ def _bind_pair(
     raise OSError(f"no port free for both TCP and UDP on {host} after {BIND_ATTEMPTS} attempts")
 
 
+def held_reads(store: Store, loop: asyncio.AbstractEventLoop, hold: float = READ_HOLD) -> RawReads:
+    """The store's raw reads for the misses (``Store.raw_reads``): a snapshot, once taken, is
+    released ``hold`` seconds later, so the misses of many turns of the loop share it (one
+    ``BEGIN`` and ``ROLLBACK`` — SQLite's locks and ``fstat``, ~9.5 µs — per ``hold``, not per
+    burst); a commit announced meanwhile ends it before the next miss reads
+    (``AnswerCache._fresh_reads``), so no answer is older than an announced commit."""
+    return store.raw_reads(lambda release: loop.call_later(hold, release))
+
+
 def native_handler(service: Core, opts: NativeOptions, throttle: Throttle | None = None) -> NativeHandler:
     """The Handle request handler ``opts`` describe, with its own guard (whose gate the caller
     closes: ``handler.guard.gate.close()``); ``throttle``: the node's login back-off, shared
@@ -597,7 +648,7 @@ async def start_server(
     if service.role != "recursive" and not service.store.blocking_reads:
         # Misses answered from one row read on the loop (hotcache.miss). Not on a recursive
         # node: its store holds nothing, and a handle not there is not therefore absent.
-        reads = service.store.raw_reads(loop.call_soon)  # a burst per turn shares a snapshot
+        reads = held_reads(service.store, loop)  # the misses of READ_HOLD share a snapshot
         cache.read_raw, cache.read_release = reads.get, reads.release
     service.add_listener(cache.invalidate)
     own_handler = handler is None

@@ -111,8 +111,8 @@ class Store(ABC):
         handle, so the handle column is not read) for one thread's bursts of point reads (the
         native hot path's misses, on the event loop). An engine may serve a burst from one read
         snapshot: it then calls ``defer(release)`` when it takes one, and the caller runs
-        ``release`` soon (the loop: at its next turn) and also before any read that must see a
-        newer commit."""
+        ``release`` soon (the native server: ``READ_HOLD`` later) and also before any read that
+        must see a newer commit."""
         get_raw = self.get_raw
 
         def values(key: str) -> bytes | None:
@@ -195,6 +195,13 @@ class Store(ABC):
     @abstractmethod
     def log_raw_since(self, seq: int, limit: int = 1000) -> list[RawEntry]:
         """``log_since`` with the payloads as stored."""
+
+    def log_recent(self, seq: int, limit: int = 1000) -> list[RawEntry]:
+        """``log_raw_since`` from memory: the entries from ``seq + 1`` on (at most ``limit``)
+        that this process committed last, as it logged them, without a read — or [] when it
+        does not hold ``seq + 1`` (then read ``log_raw_since``). For shipping a group commit
+        to mirrors from the event loop; an engine without such a tail always answers []."""
+        return []
 
     @property
     def where(self) -> str:
