@@ -30,7 +30,7 @@ from idr.core.service import NodeService
 from idr.model.errors import HandleError, ResponseCode
 from idr.replication import wire
 from idr.replication.state import MIRROR, PRIMARY, ReplState, logs_match
-from idr.store.base import REPLICA_COPY_OP, LogEntry, StoreError
+from idr.store.base import REPLICA_COPY_OP, LogEntry, RawEntry, StoreError
 
 log = logging.getLogger("idr.replication")
 T = TypeVar("T")
@@ -38,6 +38,8 @@ T = TypeVar("T")
 SNAPSHOT_BATCH = 1000
 LOG_BATCH = 256
 MAX_WAITERS = 10_000  # sync writes awaiting a mirror before timed-out ones are swept
+INLINE_APPLY = 256 * 1024  # a mirror applies batches up to this size on its loop (``_stream``)
+PUSH_BUFFER = 1 << 20  # bytes a mirror may have unread before entries wait for its reads
 _LINK_ERRORS = (OSError, TimeoutError, wire.LinkError, ProtocolError, StoreError, KeyError, ValueError)
 
 
@@ -66,11 +68,15 @@ def _history(raw: Any) -> list[tuple[int, int]]:
 
 @dataclass(eq=False)
 class _Session:
-    """A mirror being fed by this primary."""
+    """A mirror being fed by this primary: ``pos`` is the last seq sent to it."""
 
     node: str
     epoch: int
+    ch: wire.Channel
+    pos: int
+    last_ts: float
     acked: int = 0
+    reading: bool = False  # its task is reading the log: entries go out from there
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -206,17 +212,44 @@ class Replicator:
 
     def _on_commit(self, keys: object) -> None:
         """A commit listener (on the event loop, or from another thread for a node without a
-        runtime): wake every shipping session."""
+        runtime): ship the new entries to every mirror, or wake its session to."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        on_loop = _running_loop() is loop
+        if _running_loop() is not loop:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._on_commit, keys)
+            return
         for s in list(self._sessions):
-            if on_loop:
-                s.wake.set()
-            else:
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(s.wake.set)
+            self._kick(s)
+
+    def _kick(self, session: _Session) -> None:
+        """On the loop, as the group's writers resume: the entries this process just committed
+        go out now, from memory (``Store.log_recent``), in one write — the session's task would
+        run loop iterations later (a wake-up, a read in a thread), and on a node busy with 64
+        clients an iteration is milliseconds every sync write would wait more. Entries the
+        store does not hold in memory (another writer's, an import's), or a mirror not reading,
+        are left to the session's task."""
+        busy = session.reading or session.ch.unsent() > PUSH_BUFFER
+        if not busy and self.writable and session.epoch == self.state.epoch:
+            try:
+                entries = self.store.log_recent(session.pos, LOG_BATCH)
+                if self._push(session, entries) and len(entries) < LOG_BATCH:
+                    return  # (a full batch: the task sends what follows)
+            except _LINK_ERRORS:  # the task finds it again and ends the session
+                pass
+        session.wake.set()
+
+    def _push(self, session: _Session, entries: list[RawEntry]) -> bool:
+        """Send ``entries`` (read after ``session.pos``) in one write; False when there are none.
+        As stored: payloads go out without being decoded and encoded again."""
+        if not entries:
+            return False
+        if entries[0].seq != session.pos + 1 or any(e.op == REPLICA_COPY_OP for e in entries):
+            raise wire.LinkError(f"log does not continue after {session.pos}; the mirror must re-copy")
+        session.ch.put(wire.ENTRY, [wire.encode_raw_entry(e) for e in entries])
+        session.pos, session.last_ts = entries[-1].seq, entries[-1].timestamp
+        return True
 
     async def _durable(self, seq: int) -> None:
         """Sync mode: the write is acknowledged only once a mirror of this epoch holds it.
@@ -416,33 +449,39 @@ class Replicator:
         loop = asyncio.get_running_loop()
         mirror_last = int(msg["last_seq"])
         plan = await loop.run_in_executor(None, self._plan, mirror_last, _history(msg["history"]))
-        session = _Session(ch.peer, self.state.epoch)
-        last = self.store.last_seq()
+        last, epoch = self.store.last_seq(), self.state.epoch
         await ch.send_json(
-            {"t": "start", "mode": plan, "epoch": session.epoch, "history": self.state.history,
+            {"t": "start", "mode": plan, "epoch": epoch, "history": self.state.history,
              "api": self.api, "seq": last, "ts": time.time()}
         )  # fmt: skip
-        pos = mirror_last
         if plan == "snapshot":
-            pos = await self._send_snapshot(ch)
+            mirror_last = await self._send_snapshot(ch)
+        session = _Session(ch.peer, epoch, ch, mirror_last, time.time())
         self._sessions.add(session)
         acks = asyncio.ensure_future(self._read_acks(ch, session))
-        last_ts = time.time()
+        read = self.store.log_raw_since
+        timed_out = True  # the first pass tells the mirror where this primary is
         try:
             while self.writable and self.state.epoch == session.epoch and not acks.done():
                 session.wake.clear()
-                # As stored: payloads go out without being decoded and encoded again.
-                entries = await loop.run_in_executor(None, self.store.log_raw_since, pos, LOG_BATCH)
-                if entries:
-                    if entries[0].seq != pos + 1 or any(e.op == REPLICA_COPY_OP for e in entries):
-                        raise wire.LinkError(f"log does not continue after {pos}; the mirror must re-copy")
-                    for e in entries:
-                        await ch.send(wire.ENTRY, wire.encode_raw_entry(e))
-                    pos, last_ts = entries[-1].seq, entries[-1].timestamp
+                await ch.drain()  # a mirror not reading holds the session here, not in memory
+                entries = self.store.log_recent(session.pos, LOG_BATCH)
+                if not entries:
+                    session.reading = True  # off the loop: a mirror catching up may need megabytes
+                    try:
+                        entries = await loop.run_in_executor(None, read, session.pos, LOG_BATCH)
+                    finally:
+                        session.reading = False
+                if self._push(session, entries):
                     continue
-                await ch.send_json({"t": "hb", "epoch": self.state.epoch, "seq": pos, "ts": last_ts})
-                with contextlib.suppress(TimeoutError):
+                if timed_out:  # idle for a heartbeat (entries in between need none)
+                    hb = {"t": "hb", "epoch": self.state.epoch, "seq": session.pos, "ts": session.last_ts}
+                    await ch.send_json(hb)
+                try:
                     await asyncio.wait_for(session.wake.wait(), self.heartbeat)
+                    timed_out = False
+                except TimeoutError:
+                    timed_out = True
         finally:
             self._sessions.discard(session)
             acks.cancel()
@@ -587,17 +626,21 @@ class Replicator:
     async def _stream(self, ch: wire.Channel) -> None:
         """Apply the primary's entries as they come, all that arrived while the last batch
         was being applied in one transaction (one fsync: a primary's group commit costs the
-        mirror one too), and acknowledge the batch's last seq (acks are cumulative)."""
+        mirror one too), and acknowledge the batch's last seq (acks are cumulative).
+
+        A batch of up to ``INLINE_APPLY`` bytes on a store whose writes do not wait for a
+        network is applied here on the loop: its Python work holds the GIL in the applier
+        thread just as well, and the two thread hand-offs per batch (each a wake-up that waits
+        for a core on a busy host) were most of what a sync write waited for the mirror."""
         store, service = self.store, self.service
-        arrived: asyncio.Queue[LogEntry] = asyncio.Queue()
+        arrived: asyncio.Queue[tuple[LogEntry, int]] = asyncio.Queue()
 
         async def receive() -> None:
             while self.state.role == MIRROR:
-                async with asyncio.timeout(self.link_timeout * 2):
-                    kind, payload = await ch.recv()
+                kind, payload = await ch.recv()  # the loop below bounds the silence
                 self.last_contact = time.monotonic()
                 if kind == wire.ENTRY:
-                    arrived.put_nowait(wire.decode_entry(payload))
+                    arrived.put_nowait((wire.decode_entry(payload), len(payload)))
                 elif kind == wire.JSON:
                     msg = orjson.loads(payload)
                     if msg.get("t") == "hb":
@@ -606,16 +649,25 @@ class Replicator:
 
         receiver = asyncio.ensure_future(receive())
         try:
+            silence = self.link_timeout * 2  # one timer per batch here, not one per frame
             while self.state.role == MIRROR:
+                left = silence - (time.monotonic() - self.last_contact)
+                if left <= 0:
+                    raise TimeoutError(f"no frame from the primary for {silence:g} s")
                 nxt = asyncio.ensure_future(arrived.get())
-                await asyncio.wait({nxt, receiver}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({nxt, receiver}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
                 if not nxt.done():
                     nxt.cancel()
-                    receiver.result()  # the link's error (or its end) ends the stream
-                    return
-                batch = [nxt.result()]
+                    if receiver.done():
+                        receiver.result()  # the link's error (or its end) ends the stream
+                        return
+                    continue
+                first, size = nxt.result()
+                batch = [first]
                 while not arrived.empty():
-                    batch.append(arrived.get_nowait())
+                    entry, n = arrived.get_nowait()
+                    batch.append(entry)
+                    size += n
 
                 def apply(entries: list[LogEntry] = batch) -> int:
                     done = store.apply_entries(entries)
@@ -624,7 +676,10 @@ class Replicator:
                         service.on_external_commit(list(dict.fromkeys(keys)), seqs=[e.seq for e in entries])
                     return done
 
-                await self._in_applier(apply)
+                if size <= INLINE_APPLY and not store.blocking_reads:
+                    apply()  # nothing else applies meanwhile: the applier is only awaited
+                else:
+                    await self._in_applier(apply)
                 self.applied_ts = batch[-1].timestamp
                 self.primary_seq = max(self.primary_seq, batch[-1].seq)
                 await ch.send_json({"t": "ack", "seq": batch[-1].seq})

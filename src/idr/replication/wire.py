@@ -207,6 +207,19 @@ class Channel:
         self.writer.write(self._send.seal(kind, payload))
         await self.writer.drain()
 
+    def put(self, kind: int, payloads: Sequence[bytes]) -> None:
+        """Queue one frame per payload in one transport write, without waiting for the peer
+        to read them (the caller drains, or checks ``unsent``): a group commit's entries
+        leave in one segment, not one send and one wake-up of the reader each."""
+        self.writer.write(b"".join([self._send.seal(kind, p) for p in payloads]))
+
+    def unsent(self) -> int:
+        """Bytes written but not yet taken by the kernel (the transport's buffer)."""
+        return self.writer.transport.get_write_buffer_size()
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
     async def send_json(self, msg: dict[str, Any]) -> None:
         await self.send(JSON, orjson.dumps(msg))
 

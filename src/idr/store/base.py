@@ -196,6 +196,13 @@ class Store(ABC):
     def log_raw_since(self, seq: int, limit: int = 1000) -> list[RawEntry]:
         """``log_since`` with the payloads as stored."""
 
+    def log_recent(self, seq: int, limit: int = 1000) -> list[RawEntry]:
+        """``log_raw_since`` from memory: the entries from ``seq + 1`` on (at most ``limit``)
+        that this process committed last, as it logged them, without a read — or [] when it
+        does not hold ``seq + 1`` (then read ``log_raw_since``). For shipping a group commit
+        to mirrors from the event loop; an engine without such a tail always answers []."""
+        return []
+
     @property
     def where(self) -> str:
         """The store, for messages (a path, a DSN without its password)."""

@@ -75,6 +75,7 @@ from idr.store.search import (
     index_entries,
     search_sql,
 )
+from idr.store.tail import LogTail
 
 SCHEMA_VERSION = 1
 
@@ -155,6 +156,7 @@ class SqliteStore(Store):
         self._local = threading.local()
         self._held: list[sqlite3.Connection] = []  # raw_reads connections
         self.read_ahead: readahead.ReadAhead | None = None  # started by the first raw_reads
+        self._tail = LogTail()
         self._wconn = self._connect()
         try:
             self._init_file(search_mode)
@@ -358,6 +360,9 @@ class SqliteStore(Store):
             raise self._read_error(e) from e
         return int(row[0])
 
+    def log_recent(self, seq: int, limit: int = 1000) -> list[RawEntry]:
+        return self._tail.since(seq, limit) if limit > 0 else []
+
     def log_raw_since(self, seq: int, limit: int = 1000) -> list[RawEntry]:
         if limit <= 0:
             return []
@@ -450,11 +455,9 @@ class SqliteStore(Store):
             last = int(conn.execute("SELECT coalesce(max(seq), 0) FROM txlog").fetchone()[0])
             seqs = list(range(last + 1, last + 1 + len(commits)))
             _write_group(conn, self._search_mode, rows)
-            _each_chunk(
-                conn,
-                "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES {}",
-                [(seq, now, c.op, c.actor, p) for seq, c, p in zip(seqs, commits, payloads, strict=True)],
-            )
+            logged = [(seq, now, c.op, c.actor, p) for seq, c, p in zip(seqs, commits, payloads, strict=True)]
+            _each_chunk(conn, "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES {}", logged)
+            self._tail.stage(last, [RawEntry(*row) for row in logged])
         return seqs
 
     def bulk_load(
@@ -522,7 +525,11 @@ class SqliteStore(Store):
                     yield conn
                     if conn.in_transaction:
                         conn.execute("COMMIT")
+                        self._tail.committed()
+                    else:  # the block rolled back itself
+                        self._tail.rolled_back()
                 except BaseException:
+                    self._tail.rolled_back()
                     _rollback(conn)
                     raise
             except StoreError:
@@ -554,11 +561,9 @@ class SqliteStore(Store):
             if todo:
                 payloads, rows = group_rows([e.writes for e in todo])
                 _write_group(conn, self._search_mode, rows)
-                _each_chunk(
-                    conn,
-                    "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES {}",
-                    [(e.seq, e.timestamp, e.op, e.actor, p) for e, p in zip(todo, payloads, strict=True)],
-                )
+                logged = [(e.seq, e.timestamp, e.op, e.actor, p) for e, p in zip(todo, payloads, strict=True)]
+                _each_chunk(conn, "INSERT INTO txlog (seq, ts, op, actor, payload) VALUES {}", logged)
+                self._tail.stage(todo[0].seq - 1, [RawEntry(*row) for row in logged])
             if not applied:
                 _rollback(conn)
         return applied
