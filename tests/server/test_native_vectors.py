@@ -88,3 +88,28 @@ async def test_big_answer_over_udp_is_fragmented_like_reference(native: NativeNo
     got = await asyncio.to_thread(udp_exchange, native.host, native.port, request, 7)
     assert sorted(got, key=lambda d: decode_envelope(d).sequence_number) == want
     assert not any(d[2] & EnvFlag.TC for d in got)
+
+
+async def test_a_burst_mixing_hot_answers_misses_garbage_and_the_slow_path_is_answered_in_order(
+    native: NativeNode,  # noqa: F811
+) -> None:
+    """Datagrams waiting together are read as one burst (``DrainedSocket``): each is answered
+    as it would be alone, in order — hot answers with their own RequestId, garbage with silence,
+    an uncached not-found by the slow path (which sends the burst's hot answers before it)."""
+    request, want = vector("udp_resolve_bench-0_request.bin"), vector("udp_resolve_bench-0_response.bin")
+    absent, not_found = (
+        vector("udp_resolve_not-found_request.bin"),
+        vector("udp_resolve_not-found_response.bin"),
+    )
+    assert await asyncio.to_thread(udp_exchange, native.host, native.port, request) == [want]  # cached
+
+    def rid(data: bytes, n: int) -> bytes:
+        return data[:8] + n.to_bytes(4, "big") + data[12:]
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(TIMEOUT)
+        for datagram in (rid(request, 1), b"garbage", rid(absent, 2), rid(request, 3), rid(request, 4)):
+            s.sendto(datagram, (native.host, native.port))  # all waiting: the loop is not running
+        got = await asyncio.to_thread(lambda: [s.recv(65535) for _ in range(4)])
+    assert got == [rid(want, 1), rid(not_found, 2), rid(want, 3), rid(want, 4)]
+    assert native.server.udp.slow == 2  # the first ask and the not-found; the rest were hot

@@ -5,6 +5,7 @@ and an answer read from the snapshot never hides a commit announced after it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,3 +204,67 @@ async def test_helper_pass_on_postgres(
     finally:
         svc.close()
         pg.drop_created()
+
+
+def _cached(srv: NativeServer, shape: bytes, handles: list[str]) -> list[str]:
+    """The handles whose answer for ``shape`` is in the cache (hot map or a shelf)."""
+    from idr.model.handle import normalize_key
+
+    peek = srv.cache.peek
+    return [h for h in handles if peek(cache_key(plain_request(shape, h.encode())), normalize_key(h))]
+
+
+def test_warm_shapes_are_named_in_idr_toml(tmp_path: Path) -> None:
+    """``[native] warm_shapes`` names the clients whose request shape is warmed at start; a name
+    idr does not know, or a string instead of a list, is refused with the names it knows."""
+    from idr.cli.node import init_node
+    from idr.core.config import ConfigError, NativeLimits, NodeConfig
+
+    limits = NativeLimits(warm_shapes=["rfc3652", "handle.net"])
+    assert NativeOptions.from_config(limits).warm_shapes == (WARM_SHAPES[1], WARM_SHAPES[0])
+    assert NativeOptions.from_config(NativeLimits()).warm_shapes == ()
+    init_node(tmp_path / "n", "88.100", secret="s3cret-key", https="", native="127.0.0.1:0")
+    toml = tmp_path / "n" / "idr.toml"
+    text = toml.read_text()
+    assert "\nwarm_shapes = []\n" in text  # written by idr init, with every [native] setting
+    for value, ok in (('["idr"]', True), ('["hdllib"]', False), ('"rfc3652"', False)):
+        toml.write_text(text.replace("\nwarm_shapes = []\n", f"\nwarm_shapes = {value}\n", 1))
+        if ok:
+            assert NodeConfig.load(tmp_path / "n").native_limits.warm_shapes == ["idr"]
+        else:
+            with pytest.raises(ConfigError, match=r"warm_shapes is a list of some of 'handle\.net', 'rfc"):
+                NodeConfig.load(tmp_path / "n")
+
+
+@pytest.mark.asyncio
+async def test_named_shapes_are_warmed_before_anyone_asks_and_again_after_a_recopy(tmp_path: Path) -> None:
+    """A mirror nobody asks before its failover: with ``warm`` and ``warm_shapes`` its answers
+    for those clients are built at start, and built again when everything is dropped (its store
+    re-copied from the primary), so once promoted it answers from memory."""
+    from idr.core.config import NativeLimits
+    from idr.core.interface import EVERYTHING
+
+    svc = _service(tmp_path)
+    try:
+        opts = NativeOptions.from_config(NativeLimits(warm=True, warm_shapes=["rfc3652"]), warm=True)
+        srv = await start_server(svc, "127.0.0.1", 0, opts)
+        try:
+            assert srv.warm_task is not None
+            await srv.warm_task
+            handles = [f"88.100/bench-{n}" for n in range(2, COUNT)]
+            assert _cached(srv, WARM_SHAPES[1], handles) == handles  # nobody asked
+            assert _cached(srv, WARM_SHAPES[0], handles) == []  # a shape not named: on first use
+            assert check_warm(srv, svc, handles[:50], WARM_SHAPES[1:2]) == []
+            svc.on_external_commit(EVERYTHING)  # as a mirror re-copied from its primary
+            assert _cached(srv, WARM_SHAPES[1], handles) == []
+            for _ in range(600):  # the re-warm runs in the background: bounded wait
+                if srv.tasks:
+                    await asyncio.wait(list(srv.tasks), timeout=0.05)
+                if not srv.tasks and _cached(srv, WARM_SHAPES[1], handles[-1:]):
+                    break
+                await asyncio.sleep(0.01)
+            assert _cached(srv, WARM_SHAPES[1], handles) == handles
+        finally:
+            await srv.close()
+    finally:
+        svc.close()

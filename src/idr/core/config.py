@@ -13,6 +13,9 @@ from idr.private import make_private_dir, write_private
 
 CONFIG_NAME = "idr.toml"
 ROLES = ("standalone", "top", "secondary", "enterprise", "recursive")
+# Clients whose resolution request shape ``[native] warm_shapes`` can name (idr.server.native's
+# WARM_SHAPES, in this order): the Handle.Net 9 client, a plain RFC 3652 2.1 client, idr's own.
+WARM_SHAPE_NAMES = ("handle.net", "rfc3652", "idr")
 
 
 class ConfigError(Exception):
@@ -59,6 +62,11 @@ class NativeLimits:
     # ``--warm``; off by default: it did not make the first seconds faster on 2 cores (native.py
     # notes), so answers are spliced from the store on first use instead.
     warm: bool = False
+    # With ``warm``: the request shapes of these clients are warmed for every handle at start,
+    # before anyone asks (WARM_SHAPE_NAMES; other shapes are warmed when first used). A mirror
+    # nobody asks before a failover needs them to answer at full speed once promoted
+    # (bench/promote_resolve.py); each costs ~600 bytes of memory per handle.
+    warm_shapes: list[str] = field(default_factory=list)
     # ``idr serve`` keeps that cache across restarts: written to native-answers.snap in the data
     # directory on a clean stop, loaded at start (idr.server.snapshot), minus every handle the
     # log shows changed meanwhile; discarded whole when anything else that shapes answers changed.
@@ -368,6 +376,12 @@ class NodeConfig:
             )
         if cfg.role not in ROLES:
             raise ConfigError(f"{path}: role must be one of {', '.join(ROLES)}, not {cfg.role!r}")
+        shapes = cfg.native_limits.warm_shapes
+        if not isinstance(shapes, list) or any(n not in WARM_SHAPE_NAMES for n in shapes):
+            raise ConfigError(
+                f"{path}: [native] warm_shapes is a list of some of "
+                f"{', '.join(map(repr, WARM_SHAPE_NAMES))}, not {shapes!r}"
+            )
         return cfg
 
     def save(self) -> None:

@@ -96,13 +96,29 @@ of ``--warm-rounds 3``). Measured:
   below the real burst size, every later burst then stopping early for a turn of the loop);
 * both together, ``native_resolve.py --handles 100000 --seconds 4 --before /work/main/src
   --rounds 6`` (load 3.5-4.2): CPU per answer 8.3 / 8.6 µs = 0.965 (medians; lower in 5 of 6
-  pairs, equal in one), rates 1.011× (medians 36,524 / 36,128/s: the load's noise);
+  pairs, equal in one), rates 1.011× (medians 36,524 / 36,128/s: the load's noise); 1M
+  handles against the revision before them (75735bd, load 2.3-3.3): CPU 7.2 / 7.4 µs = 0.981
+  (lower in 4 of 6 pairs). Against the minimal responder right after (1M, ``--warm-rounds 3``,
+  load ~3): rates 0.84× (0.70-1.03), CPU per answer responder ÷ idr 0.87 (7.1 against ~6.15
+  µs) — the third quiet window's 0.86× (6.1 / 7.1 µs) has not moved measurably: ~0.1-0.2 µs
+  of a warm answer's ~7, where ~0.3-0.5 were wanted;
 * still Python per warm answer beyond the responder's, ``timeit`` at load 3-4: the key (three
   slices, two joins) ~136 ns, its lookup in a map of 100,000 ~210 ns (cache misses, as above),
   ``bytes(view[:n])`` ~92 ns, the (answer, address) pair and its append ~32 ns, the tally's
   increment ~27 ns, the call into the protocol ~23 ns. A key taken in one slice (``data[40:]``
   in a map per request head, the head checked by two ``startswith`` with a start): key and
   lookup 366 against 348 ns — the checks (~97 ns) cost what the slices saved; not done.
+* a burst's lookups made together (``UdpProtocol.datagrams_received``: the drain reads the
+  whole burst, builds its keys, looks them up in one ``map(get, keys)`` — a loop in C whose
+  lookups do not depend on each other, so the CPU could overlap their cache misses — then
+  builds the answers): rejected. CPU per answer against one datagram at a time, ``--before``,
+  6 rounds each: 100,000 handles 1.031× (load ~4); 1M handles 0.937×, 0.992× (load 3-4, a
+  full test suite running), 1.027× (load 1.7), and with the roles swapped (one at a time as
+  "after") 1.009× the other way: nothing. Its rates looked better at 1M (1.10-1.20×, 14 of 16
+  pairs), but with the roles swapped the one-at-a-time server won by the same 1.196× (5 of 6):
+  **at 1M handles the second server of each ``--before`` pair gets ~1.1-1.2× the rate of the
+  first** (not seen at 100,000), so ``--before`` rate ratios at 1M measure the order; its CPU
+  per answer does not move with it, and is what the items above quote.
 
 Cold start (issue 14: from the first second after ``idr serve`` starts on 1M handles, ≥ 0.5×
 the warm rate). Choices measured (bench/native_resolve.py, 1M handles, CPU per answer):
@@ -392,7 +408,7 @@ from idr.codec import idtoken
 from idr.codec.bodies import ResolutionRequest, ResolutionResponse
 from idr.codec.message import Message, decode_message, encode_message
 from idr.codec.values import all_public, decode_values
-from idr.core.config import NativeLimits
+from idr.core.config import WARM_SHAPE_NAMES, NativeLimits
 from idr.core.interface import Core, drops_everything
 from idr.model.errors import HandleError, ResponseCode
 from idr.model.handle import Handle, normalize_key
@@ -474,6 +490,8 @@ class NativeOptions:
             cpu_burst=limits.verify_cpu_burst,
         )
         kwargs.setdefault("cache_entries", limits.answer_cache)
+        named = tuple(WARM_SHAPES[WARM_SHAPE_NAMES.index(n)] for n in limits.warm_shapes)
+        kwargs.setdefault("warm_shapes", named)
         return cls(
             amplification=amp,
             idle_timeout=limits.tcp_idle_timeout,
