@@ -617,24 +617,26 @@ def line(name: str, r: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------- cold start
 
 
-def probe(port: int, timeout: float) -> None:
-    """Until the native port answers a resolution of bench-0 (10 ms between tries)."""
+def probe(port: int, timeout: float, handle: str = "88.100/bench-0", found: bool = False) -> None:
+    """Until the native port answers a resolution of ``handle`` (10 ms between tries); with
+    ``found``, until it answers that the handle exists (code 1: e.g. a mirror's copy arrived)."""
     from idr.server.native import WARM_SHAPES, plain_request
 
-    req = plain_request(WARM_SHAPES[1], b"88.100/bench-0")
+    req = plain_request(WARM_SHAPES[1], handle.encode())
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(0.01)
         while time.monotonic() < deadline:
             s.sendto(req, ("127.0.0.1", port))
             try:
-                if len(s.recv(4096)) >= 48:
+                ans = s.recv(65536)
+                if len(ans) >= 48 and (not found or int.from_bytes(ans[24:28], "big") == 1):
                     return
             except TimeoutError:
                 pass
             except ConnectionRefusedError:
                 time.sleep(0.01)
-    raise RuntimeError("idr serve did not answer in time")
+    raise RuntimeError(f"{handle} not {'found' if found else 'answered'} at port {port} in {timeout} s")
 
 
 SNAPSHOTS = "native-answers*.snap"  # idr.server.snapshot's files in a node's data directory

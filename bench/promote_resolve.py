@@ -30,7 +30,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from native_resolve import (  # the bench beside this one
     free_port,
     hdlperf,
     make_data,
+    probe,
     set_access_log,
 )
 
@@ -69,28 +69,6 @@ def serve(data: Path, port: int, warm: bool | None, log: Path) -> subprocess.Pop
     return subprocess.Popen(
         ["taskset", "-c", "0", *cmd], stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True
     )
-
-
-def resolves(port: int, handle: str, timeout: float) -> bool:
-    """Whether ``handle`` resolves (code 1) at ``port`` within ``timeout`` (10 ms between tries)."""
-    from idr.server.native import WARM_SHAPES, plain_request
-
-    req = plain_request(WARM_SHAPES[1], handle.encode())
-    deadline = time.monotonic() + timeout
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(0.01)
-        while time.monotonic() < deadline:
-            s.sendto(req, ("127.0.0.1", port))
-            try:
-                ans = s.recv(65536)
-                if len(ans) >= 28 and int.from_bytes(ans[24:28], "big") == 1:
-                    return True
-            except TimeoutError:
-                pass
-            except ConnectionRefusedError:
-                time.sleep(0.05)
-            time.sleep(0.05)
-    return False
 
 
 def wait_for(log: Path, text: str, timeout: float) -> None:
@@ -143,14 +121,12 @@ def run(handles: int, seconds: int, mirror_warm: bool) -> dict[str, Any]:
     try:
         t0 = time.monotonic()
         last = f"88.100/bench-{handles - 1}"
-        if not resolves(ports["m_native"], last, COPY_TIMEOUT):
-            raise RuntimeError(f"the mirror did not receive the primary's copy in {COPY_TIMEOUT} s")
+        probe(ports["m_native"], COPY_TIMEOUT, last, found=True)  # the primary's copy arrived
         copied_s = time.monotonic() - t0
         print(
             f"mirror    holds the primary's {handles} handles {copied_s:.1f} s after both started", flush=True
         )
-        if not resolves(ports["p_native"], "88.100/bench-0", 60):
-            raise RuntimeError("the primary does not answer")
+        probe(ports["p_native"], 60, found=True)
         wait_for(plog, "learned shape", 600)  # the primary's map holds hdlperf's shape
         if mirror_warm:  # its pass for the named shape, after the copy: every handle's answer
             deadline = time.monotonic() + 600
