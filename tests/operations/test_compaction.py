@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,13 @@ import pytest
 
 from idr.cli.node import init_node
 from idr.core.config import LogRetention, NodeConfig
+from idr.core.interface import EVERYTHING
+from idr.core.service import NodeService
 from idr.model.handle import normalize_key
 from idr.model.value import HandleRecord, HandleValue
 from idr.node import Node
 from idr.operations.compaction import LogCompactor, keep_from, seq_at_time
+from idr.runtime.follow import LogFollower
 from idr.store.base import REPLICA_COPY_OP, LogEntry, Write
 from idr.store.sqlite import SqliteStore
 from tests.replication.conftest import Site, until
@@ -103,25 +106,34 @@ async def test_mirror_behind_the_kept_log_is_recopied(tmp_path: Path, sites: lis
     await until(lambda: b.has("after"))
 
 
-async def test_follower_behind_a_gap_drops_its_caches(tmp_path: Path) -> None:
-    from idr.core.interface import EVERYTHING
-    from idr.core.service import NodeService
-    from idr.runtime.follow import LogFollower
+class _InlineReads:
+    """A runtime's read path run inline, with no writer of its own (``own``: seqs it applied)."""
 
+    def __init__(self) -> None:
+        self.own: set[int] = set()
+        self.commits_begun = self.commits_marked = 0
+
+    async def read(self, fn: Any) -> Any:
+        return fn()
+
+
+Following = tuple[SqliteStore, LogFollower, list[object], _InlineReads]
+
+
+@pytest.fixture
+def following(tmp_path: Path) -> Iterator[Following]:
+    """A store, a follower of its log, and what the follower reported to the core."""
     store = SqliteStore(tmp_path / "idr.sqlite3")
     service = NodeService(store)
     reported: list[object] = []
     service.on_external_commit = reported.append  # type: ignore[method-assign]
+    reads = _InlineReads()
+    yield store, LogFollower(service, reads), reported, reads  # type: ignore[arg-type]
+    service.close()
 
-    class Reads:  # the runtime's read path, run inline
-        def __init__(self) -> None:
-            self.own: set[int] = set()
-            self.commits_begun = self.commits_marked = 0  # no writer of its own
 
-        async def read(self, fn: Any) -> Any:
-            return fn()
-
-    follower = LogFollower(service, Reads())  # type: ignore[arg-type]
+async def test_follower_behind_a_gap_drops_its_caches(following: Following) -> None:
+    store, follower, reported, _ = following
     store.apply_entries([entry(i, T0 + i) for i in range(1, 4)])
     follower.seq = 1
     await follower.poll()
@@ -130,7 +142,29 @@ async def test_follower_behind_a_gap_drops_its_caches(tmp_path: Path) -> None:
     store.truncate_log(8)  # entries 4..7 go before the follower read them
     await follower.poll()
     assert reported[-1] is EVERYTHING and follower.seq == 9
-    service.close()
+
+
+@pytest.mark.parametrize("behind", [True, False])
+async def test_a_copy_this_process_applied_is_announced_once(following: Following, behind: bool) -> None:
+    """A mirror's re-copy replaces its log with the copy's one entry, whose seq the mirror
+    marks as its own when it announces the copy: its follower must not announce everything a
+    second time (each "everything" starts a warm pass over the whole store), whether the copy
+    is ahead of the old log or behind it (a mirror whose log diverged); another writer's copy
+    still drops everything, and entries after the copy are followed as before."""
+    store, follower, reported, reads = following
+    store.apply_entries([entry(i, T0 + i) for i in range(1, 6)])
+    follower.seq = 5
+    copy_seq = 3 if behind else 50
+    store.replace_all([(normalize_key("88.100/c"), HandleRecord("88.100/c", ()))], copy_seq)
+    reads.own.add(copy_seq)  # what on_external_commit(…, seqs=[copy_seq]) marks
+    await follower.poll()
+    assert reported == [] and follower.seq == copy_seq
+    store.apply_entries([entry(copy_seq + 1, T0)])
+    await follower.poll()
+    assert reported == [[f"88.100/E{copy_seq + 1}"]]
+    store.replace_all([], copy_seq + 10)  # a copy by another writer: not ours
+    await follower.poll()
+    assert reported[-1] is EVERYTHING and follower.seq == copy_seq + 10
 
 
 # --------------------------------------------------------------------------- audit

@@ -614,7 +614,8 @@ class Replicator:
             keys.update(k for k, _ in new)
             store.replace_all(new, seq)
             service.cache.clear()
-            service.on_external_commit(sorted(keys))
+            # The copy's log entry is ours: the log follower must not announce it again.
+            service.on_external_commit(sorted(keys), seqs=[seq] if seq > 0 else [])
 
         await self._in_applier(restore)
         self.state.history = history

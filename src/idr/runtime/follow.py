@@ -15,9 +15,10 @@ record cache's copies and tells the listeners. Entries this process committed it
 skipped (their listeners ran before they were acknowledged). The writer thread marks its seqs
 just after its commit returns, so an entry read in between may be ours though not yet marked:
 such an entry is held until that commit is marked (``NodeRuntime.commits_marked``), then
-skipped or reported — not reported twice as another writer's. A whole-store copy
-(``REPLICA_COPY_OP``: a mirror re-copied from its primary), or a gap in the log (entries
-compacted before this process read them), drops everything.
+skipped or reported — not reported twice as another writer's. Another process's
+whole-store copy (``REPLICA_COPY_OP``: a mirror re-copied from its primary), or a gap in the
+log (entries compacted before this process read them), drops everything; a copy this
+process applied was announced by it already.
 
 The bound: a commit by another writer is answered by this node within ``interval`` plus
 the time to read the entries (one poll, typically < 1 ms), i.e. about 10 ms by default —
@@ -82,6 +83,8 @@ class LogFollower:
         own = self.runtime.own
         n = self._decide_held() if self._held else 0
         last = await self.runtime.read(store.last_seq)
+        if last < self.seq:  # the log was replaced by a shorter one (a re-copy): read it anew
+            self.seq = 0
         if last <= self.seq:
             return n
         # Usually every new entry is this process's own: then there is nothing to read.
@@ -98,7 +101,11 @@ class LogFollower:
             settled = self.runtime.commits_marked >= begun
             # A gap: entries after our position were compacted away (idr.operations.compaction)
             # before we read them, so which records changed is unknown: drop everything.
-            gap = entries[0].seq != self.seq + 1
+            # A copy this process applied itself (a mirror's re-copy: its seq is ours) replaced
+            # the whole log and was announced whole already: not a gap to announce again.
+            first = entries[0]
+            copied_here = first.op == REPLICA_COPY_OP and first.seq in own
+            gap = first.seq != self.seq + 1 and not copied_here
             self.seq = entries[-1].seq
             foreign: list[LogEntry] = []
             for e in entries:
