@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 import time
 import tomllib
 import zipfile
@@ -144,6 +145,9 @@ def test_wheel_holds_the_package_and_no_test_helpers(clean_venv: tuple[Path, Pat
     names = zipfile.ZipFile(wheel).namelist()
     assert "idr/cli/__init__.py" in names and "idr/console/templates/base.html" in names
     assert not [n for n in names if n.startswith("tests/") or "pgcluster" in n], names
+    # the UDP burst extension, compiled for this platform (idr.server.udp), and its stub
+    ext = "idr/server/_mmsg" + sysconfig.get_config_var("EXT_SUFFIX")
+    assert sorted(n for n in names if n.startswith("idr/server/_mmsg")) == [ext, "idr/server/_mmsg.pyi"]
 
 
 def test_wheel_in_clean_venv_inits_and_serves(clean_venv: tuple[Path, Path], tmp_path: Path) -> None:

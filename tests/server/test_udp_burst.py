@@ -1,5 +1,7 @@
 """``DrainedSocket`` sends the hot path's answers of one burst together at its end, in order,
-and any other answer of the burst after the ones before it (real sockets on loopback)."""
+and any other answer of the burst after the ones before it (real sockets on loopback) — with a
+system call per burst each way (``recvmmsg``/``sendmmsg``, the ``_mmsg`` extension) and with
+one per datagram (a build without it, or an IPv6 socket)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ from typing import Any
 
 import pytest
 
+from idr.server import udp
 from idr.server.udp import DrainedSocket
+
+BOTH = pytest.mark.parametrize("bursts", [True, False], ids=["mmsg", "per-datagram"])
 
 
 def _pending(client: socket.socket) -> list[bytes]:
@@ -41,8 +46,9 @@ class _Answering(asyncio.DatagramProtocol):
             self.transport.send_later((b"a" + data[1:], addr))
 
 
+@BOTH
 @pytest.mark.asyncio
-async def test_a_bursts_answers_go_out_together_at_its_end_in_order() -> None:
+async def test_a_bursts_answers_go_out_together_at_its_end_in_order(bursts: bool) -> None:
     loop = asyncio.get_running_loop()
     server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     server.bind(("127.0.0.1", 0))
@@ -51,7 +57,8 @@ async def test_a_bursts_answers_go_out_together_at_its_end_in_order() -> None:
     client.bind(("127.0.0.1", 0))
     client.setblocking(False)
     protocol = _Answering(client)
-    transport = DrainedSocket(loop, server, protocol)
+    transport = DrainedSocket(loop, server, protocol, bursts=bursts)
+    assert transport.bursts is bursts
     try:
         for i in range(5):  # all waiting before the loop's next turn reads the socket
             client.sendto(b"q%d" % i, server.getsockname())
@@ -90,8 +97,9 @@ class _Keeping(asyncio.DatagramProtocol):
         self.kept.append((data, addr))
 
 
+@BOTH
 @pytest.mark.asyncio
-async def test_each_datagram_of_a_burst_is_handed_over_whole_as_its_own_bytes() -> None:
+async def test_each_datagram_of_a_burst_is_handed_over_whole_as_its_own_bytes(bursts: bool) -> None:
     """Read into one buffer kept across reads, each datagram is copied out at its size: a
     large one is whole (up to the largest UDP payload), and one kept by the protocol is not
     overwritten by the next datagram read into the buffer."""
@@ -105,7 +113,7 @@ async def test_each_datagram_of_a_burst_is_handed_over_whole_as_its_own_bytes() 
     client.bind(("127.0.0.1", 0))
     sent = [bytes([65 + i % 26]) * n for i, n in enumerate((65_507, 48, 60_000, 1, 300, 2))]
     protocol = _Keeping()
-    transport = DrainedSocket(loop, server, protocol)
+    transport = DrainedSocket(loop, server, protocol, bursts=bursts)
     try:
         for datagram in sent:  # all waiting before the loop's next turn reads the socket
             client.sendto(datagram, server.getsockname())
@@ -151,7 +159,7 @@ async def test_a_burst_of_the_last_full_bursts_size_ends_without_reading_an_empt
     client.bind(("127.0.0.1", 0))
     client.setblocking(False)
     protocol = _Keeping()
-    transport = DrainedSocket(loop, server, protocol)
+    transport = DrainedSocket(loop, server, protocol, bursts=False)
 
     async def burst(datagrams: list[bytes]) -> None:
         before = len(protocol.kept)
@@ -173,6 +181,60 @@ async def test_a_burst_of_the_last_full_bursts_size_ends_without_reading_an_empt
         await burst([b"d%d" % i for i in range(6)] + [b""])  # FIONREAD says 0 for the empty one
         await burst([b"e0"])
         assert server.empty >= 2
+    finally:
+        transport.close()
+        client.close()
+
+
+@pytest.mark.asyncio
+async def test_the_burst_extension_is_built_and_used_for_ipv4() -> None:
+    """``pip install`` builds ``idr.server._mmsg`` (Linux, a C compiler): without it every
+    datagram costs a system call each way and the warm path loses what bench/native_resolve.py
+    measures for it. IPv6 sockets keep one call per datagram."""
+    assert udp.BURSTS
+    loop = asyncio.get_running_loop()
+    for family, used in ((socket.AF_INET, True), (socket.AF_INET6, False)):
+        transport = DrainedSocket(loop, socket.socket(family, socket.SOCK_DGRAM), _Keeping())
+        assert transport.bursts is used
+        transport.close()
+
+
+class _Failing(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.errors: list[Exception] = []
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.append(exc)
+
+
+@pytest.mark.asyncio
+async def test_a_burst_send_reports_each_refused_address_and_sends_the_rest() -> None:
+    """One ``sendmmsg`` stops at an answer the kernel refuses: that one is reported to the
+    protocol (as ``sendto``'s error is), the rest still go, in order; a host name (not a
+    numeric IPv4 address) goes through the socket's own ``sendto``."""
+    loop = asyncio.get_running_loop()
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.setblocking(False)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.setblocking(False)
+    here = client.getsockname()
+    protocol = _Failing()
+    transport = DrainedSocket(loop, server, protocol, bursts=True)
+    try:
+        for item in [
+            (b"one", here),
+            (b"refused", ("255.255.255.255", here[1])),  # broadcast without SO_BROADCAST: EACCES
+            (bytearray(b"two"), here),
+            (memoryview(b"three"), ("localhost", here[1])),
+            (b"four", here),
+        ]:
+            transport.send_later(item)
+        transport._send_burst()
+        assert _pending(client) == [b"one", b"two", b"three", b"four"]
+        assert [type(e) for e in protocol.errors] == [PermissionError]
+        assert not transport._later
     finally:
         transport.close()
         client.close()

@@ -41,8 +41,26 @@ of ``--warm-rounds 3``). Measured:
   protocol, 100,000 handles, two runs of 3 and 4 alternating rounds, load 5-12): CPU per answer
   0.977×, 0.952×; rates 1.35×, 1.12× (medians). A 64 KiB ``recvfrom`` buffer (any datagram
   whole) costs part of the gain a 2 KiB one shows (0.91× on the responder), but a request is
-  not cut. The same system calls remain per answer (``recvfrom``, ``sendto``): batching them
-  (``recvmmsg``/``sendmmsg``) is not offered by Python's socket module or uvloop;
+  not cut. The same system calls remained per answer (``recvfrom``, ``sendto``) until the
+  burst calls below;
+* **a burst in one system call each way** (kept: ``idr.server._mmsg``, a C extension of ~200
+  lines that ``pip install`` builds; ``DrainedSocket._drain_bursts``): one ``recvmmsg`` reads
+  every datagram waiting (at most ``DRAIN_BURST``) and one ``sendmmsg`` sends the burst's
+  answers, instead of a ``recvfrom_into`` and a ``sendto`` per datagram. Python's socket
+  module, uvloop and asyncio offer neither call, nor does a maintained package; through
+  ``ctypes`` each call costs ~1.5 µs and each message header more (the ``MSG_PEEK`` probe
+  below). The sender's address is handed to the protocol as the usual ``(host, port)`` pair,
+  cached by its packed bytes, and turned back into a ``sockaddr`` once per pair (4,096 of each
+  kept), so the ``inet_ntop``/``sprintf`` and the parse per datagram noted below are gone too.
+  On this machine, a VM whose system calls are dear, it was the largest single step of the
+  warm path: ``native_resolve.py --handles 100000 --seconds 4 --rounds 4 --before`` main
+  (2026-12-02, load ~1): CPU per warm answer 7.8 / 10.5 µs = **0.743×**, rates 1.35×
+  (medians; rounds 1.24-1.48×); at 1M handles against the minimal responder, same day:
+  **1.06×** its rate (CPU 8.1 against 8.6 µs), where main measured 0.80× (10.4 against 8.6)
+  an hour before. IPv6 sockets, and a build without a C compiler, keep one call per datagram
+  (``DrainedSocket._drain``, with the ``FIONREAD`` burst end below); the tests run both paths.
+  An answer the kernel refuses ends one ``sendmmsg`` early: it is reported to the protocol as
+  ``sendto``'s error is, and the rest go in a second call;
 * **the answers of a burst sent at its end** (kept: ``DrainedSocket.send_later`` collects them,
   in order, before any other answer of the burst): sent one by one as each was ready, nearly
   every answer found a client that is faster than the server waiting for it, and on loopback the

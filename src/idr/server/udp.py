@@ -59,6 +59,13 @@ from idr.server.hotcache import AnswerCache, cache_key, put4
 from idr.server.limits import RateTable, source_network
 from idr.server.tally import Tally
 
+try:  # built by ``pip install`` (a C compiler): one system call per burst each way
+    from idr.server._mmsg import recv_burst, send_burst
+
+    BURSTS = True
+except ImportError:  # pragma: no cover - a build without the extension: one call a datagram
+    BURSTS = False
+
 log = logging.getLogger("idr.native.udp")
 
 MIN_REQUEST = ENVELOPE_SIZE + HEADER_SIZE
@@ -326,17 +333,19 @@ _NONE_WAITING = bytes(4)  # FIONREAD's answer when no datagram is waiting
 
 
 class DrainedSocket(asyncio.DatagramTransport):
-    """The UDP socket read in bursts: one wake-up of the loop (``add_reader``) reads datagrams
-    with ``recvfrom`` until the socket is empty (or ``DRAIN_BURST``), each handed to the
+    """The UDP socket read in bursts: one wake-up of the loop (``add_reader``) reads every
+    datagram waiting (at most ``DRAIN_BURST``) — with one ``recvmmsg`` on an IPv4 socket (the
+    ``_mmsg`` extension), else ``recvfrom`` until the socket is empty —, each handed to the
     protocol at once, instead of one callback through the loop's transport per datagram. A
     burst is what a busy server sees (16 requests in flight from one client are often all
     waiting when it wakes), so the wake-ups, and the loop's bookkeeping per datagram, are
     shared. Measured on the minimal responder of bench/native_resolve.py (the same answers,
     only the reading changed) and on idr: see ``idr/server/native.py``'s notes.
 
-    Answers settled in memory (``send_later``) are sent with the socket's own ``sendto`` at the end
-    of the burst, in order (before any other answer the burst sends); when the send buffer is
-    full such an answer is dropped, as a UDP server must (the client retries). Sent one by one
+    Answers settled in memory (``send_later``) are sent at the end of the burst, in order (before
+    any other answer the burst sends), with one ``sendmmsg`` (else a ``sendto`` each); when the
+    send buffer is full such an answer is dropped, as a UDP server must (the client retries).
+    Sent one by one
     as each was ready, an answer to a client that is waiting for it wakes it up — on loopback
     the sender's CPU runs that wake-up (``sendmsg`` was a third of a cold answer's CPU) — and
     a client faster than the server is waiting for nearly every answer; sent together, the
@@ -347,7 +356,12 @@ class DrainedSocket(asyncio.DatagramTransport):
     for the socket to be writable, in order."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: asyncio.DatagramProtocol
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        protocol: asyncio.DatagramProtocol,
+        *,
+        bursts: bool | None = None,
     ) -> None:
         super().__init__()
         self._loop = loop
@@ -373,8 +387,31 @@ class DrainedSocket(asyncio.DatagramTransport):
         self._expect = DRAIN_BURST  # no burst seen yet
         self._fd = sock.fileno()
         self._waiting = bytearray(4)  # FIONREAD's answer (an int) written here
+        # IPv4: a burst read with one ``recvmmsg`` and its answers sent with one ``sendmmsg``
+        # (``bursts``: False for one call per datagram, as without the extension)
+        self.bursts = BURSTS and sock.family == socket.AF_INET and bursts is not False
         protocol.connection_made(self)
-        loop.add_reader(sock.fileno(), self._drain)
+        loop.add_reader(sock.fileno(), self._drain_bursts if self.bursts else self._drain)
+
+    def _drain_bursts(self) -> None:
+        """``_drain`` in one system call: every datagram waiting (at most ``DRAIN_BURST``)."""
+        protocol = self._protocol
+        try:
+            try:
+                burst = recv_burst(self._fd, DRAIN_BURST)
+            except OSError as exc:  # an ICMP error reported on the socket: nothing to answer
+                protocol.error_received(exc)
+                return
+            for data, addr in burst:
+                try:
+                    protocol.datagram_received(data, addr)  # (looked up each time: it may be swapped)
+                except OSError as exc:  # e.g. an address the kernel will not send to
+                    protocol.error_received(exc)
+                if self._closing:
+                    return
+        finally:
+            if self._later:
+                self._send_burst()
 
     def _drain(self) -> None:
         recv_into, view = self._sock.recvfrom_into, self._view
@@ -407,15 +444,34 @@ class DrainedSocket(asyncio.DatagramTransport):
                 self._send_burst()
 
     def _send_burst(self) -> None:
-        sendto = self._sock.sendto
-        for data, addr in self._later:
+        later = self._later
+        if not self.bursts:
+            for data, addr in later:
+                self._send_one(data, addr)
+            later.clear()
+            return
+        fd, i, n = self._fd, 0, len(later)
+        while i < n:
             try:
-                sendto(data, addr)
+                i += send_burst(fd, later, i)  # all of them, or up to the one that fails
+            except ValueError:  # not a numeric IPv4 (host, port): the socket's own sendto
+                self._send_one(*later[i])
+                i += 1
             except (BlockingIOError, InterruptedError):
-                self.dropped += 1  # the send buffer is full: dropped, as a UDP server must
-            except OSError as exc:  # e.g. an address the kernel will not send to
+                self.dropped += 1
+                i += 1
+            except OSError as exc:
                 self._protocol.error_received(exc)
-        self._later.clear()
+                i += 1
+        later.clear()
+
+    def _send_one(self, data: Any, addr: Any) -> None:
+        try:
+            self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self.dropped += 1  # the send buffer is full: dropped, as a UDP server must
+        except OSError as exc:  # e.g. an address the kernel will not send to
+            self._protocol.error_received(exc)
 
     def sendto(self, data: Any, addr: Any = None) -> None:
         if self._closing:
