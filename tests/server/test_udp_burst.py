@@ -27,6 +27,17 @@ def _pending(client: socket.socket) -> list[bytes]:
             return got
 
 
+def _loopback_pair() -> tuple[socket.socket, socket.socket]:
+    """(server, client): two non-blocking UDP sockets on 127.0.0.1."""
+    pair = []
+    for _ in range(2):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        pair.append(sock)
+    return pair[0], pair[1]
+
+
 class _Answering(asyncio.DatagramProtocol):
     """Answers ``q<i>`` with ``a<i>`` through ``send_later`` (as the hot path does) and ``slow``
     through ``sendto`` (as the slow path does); notes what the client had received meanwhile."""
@@ -50,12 +61,7 @@ class _Answering(asyncio.DatagramProtocol):
 @pytest.mark.asyncio
 async def test_a_bursts_answers_go_out_together_at_its_end_in_order(bursts: bool) -> None:
     loop = asyncio.get_running_loop()
-    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    server.bind(("127.0.0.1", 0))
-    server.setblocking(False)
-    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    client.bind(("127.0.0.1", 0))
-    client.setblocking(False)
+    server, client = _loopback_pair()
     protocol = _Answering(client)
     transport = DrainedSocket(loop, server, protocol, bursts=bursts)
     assert transport.bursts is bursts
@@ -213,12 +219,7 @@ async def test_a_burst_send_reports_each_refused_address_and_sends_the_rest() ->
     protocol (as ``sendto``'s error is), the rest still go, in order; a host name (not a
     numeric IPv4 address) goes through the socket's own ``sendto``."""
     loop = asyncio.get_running_loop()
-    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    server.bind(("127.0.0.1", 0))
-    server.setblocking(False)
-    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    client.bind(("127.0.0.1", 0))
-    client.setblocking(False)
+    server, client = _loopback_pair()
     here = client.getsockname()
     protocol = _Failing()
     transport = DrainedSocket(loop, server, protocol, bursts=True)
