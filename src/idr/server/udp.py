@@ -345,11 +345,10 @@ class DrainedSocket(asyncio.DatagramTransport):
     Answers settled in memory (``send_later``) are sent at the end of the burst, in order (before
     any other answer the burst sends), with one ``sendmmsg`` (else a ``sendto`` each); when the
     send buffer is full such an answer is dropped, as a UDP server must (the client retries).
-    Sent one by one
-    as each was ready, an answer to a client that is waiting for it wakes it up — on loopback
-    the sender's CPU runs that wake-up (``sendmsg`` was a third of a cold answer's CPU) — and
-    a client faster than the server is waiting for nearly every answer; sent together, the
-    first wakes it and the rest find it running (CPU per answer 0.80× warm and 0.72× cold,
+    Sent one by one as each was ready, an answer to a client that is waiting for it wakes it up
+    — on loopback the sender's CPU runs that wake-up (``sendmsg`` was a third of a cold answer's
+    CPU) — and a client faster than the server is waiting for nearly every answer; sent
+    together, the first wakes it and the rest find it running (CPU per answer 0.80× warm and 0.72× cold,
     ``--before`` in one run, 100,000 handles, load ~7; the first answer of a burst waits for
     the burst: p50 latency went down, 232 → 166 µs, as the server keeps up better).
     Everything else (``sendto``: the slow path, multi-datagram answers) waits in a bounded queue
