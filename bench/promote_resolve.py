@@ -8,7 +8,8 @@ at its first connection, as a new backup node gets it). Both pinned to core 0, h
 last core (16 in flight, 10% misses), access logs off. In one run:
 
 * **warm** — the primary, its answer map filled for hdlperf's request shape (``--warm`` and its
-  shape learned), then three ``--seconds`` runs (median): the rate a node at full speed gives;
+  shape learned), once the machine is idle (the mirror's copy and its warm-up done), three
+  ``--seconds`` runs (median): the rate a node at full speed gives;
 * **promoted** — the primary is killed (SIGKILL), the mirror promoted (``idr promote``), and
   hdlperf asks the promoted mirror: the rate of each of its first ``--seconds``
   seconds after the promotion was acknowledged, as a ratio to the warm rate, with the CPU per
@@ -89,6 +90,30 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def busy_cores(interval: float = 1.0) -> float:
+    """Cores' worth of CPU the whole machine used over ``interval`` (Linux /proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    busy0, total0 = sample()
+    time.sleep(interval)
+    busy1, total1 = sample()
+    return (busy1 - busy0) / max(1, total1 - total0) * (os.cpu_count() or 1)
+
+
+def wait_quiet(timeout: float, below: float = 0.15) -> float:
+    """Wait until the machine is idle (both servers and the mirror's warm-up helper done with
+    the copy: it took 76-250 s at 1M handles, and a primary measured meanwhile shares its cores
+    with it); returns the seconds waited."""
+    t0 = time.monotonic()
+    while busy_cores() > below and time.monotonic() - t0 < timeout:
+        pass
+    return time.monotonic() - t0
+
+
 def run(handles: int, seconds: int, mirror_warm: bool) -> dict[str, Any]:
     src = make_data(handles)
     root = Path(f"/tmp/idr-bench-promote-{handles}")
@@ -135,6 +160,8 @@ def run(handles: int, seconds: int, mirror_warm: bool) -> dict[str, Any]:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the mirror's answer map was not filled in 600 s: {mlog}")
                 time.sleep(0.5)
+        quiet_s = wait_quiet(300)
+        print(f"quiet     the machine idle {quiet_s:.1f} s later", flush=True)
         runs = [hdlperf(ports["p_native"], seconds, handles - 1 - i, 1, [p.pid]) for i in range(3)]
         warm = statistics.median(float(r["qps"]) for r in runs)
         warm_cpu = statistics.median(float(r["cpu_us"]) for r in runs)
