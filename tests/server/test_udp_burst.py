@@ -239,3 +239,25 @@ async def test_a_burst_send_reports_each_refused_address_and_sends_the_rest() ->
     finally:
         transport.close()
         client.close()
+
+
+@BOTH
+@pytest.mark.asyncio
+async def test_an_answer_that_is_not_bytes_does_not_hold_back_later_bursts(bursts: bool) -> None:
+    """A bug upstream that queues something not bytes-like raises its TypeError, and the burst's
+    list is emptied anyway: the next burst's answers still go out."""
+    loop = asyncio.get_running_loop()
+    server, client = _loopback_pair()
+    here = client.getsockname()
+    transport = DrainedSocket(loop, server, _Failing(), bursts=bursts)
+    try:
+        transport.send_later(("not bytes", here))
+        with pytest.raises(TypeError):
+            transport._send_burst()
+        assert not transport._later
+        transport.send_later((b"next", here))
+        transport._send_burst()
+        assert _pending(client) == [b"next"]
+    finally:
+        transport.close()
+        client.close()

@@ -443,26 +443,30 @@ class DrainedSocket(asyncio.DatagramTransport):
                 self._send_burst()
 
     def _send_burst(self) -> None:
+        """Send the burst's answers in order; the list is emptied whatever happens, so an answer
+        that is not bytes-like (a bug upstream: its TypeError is raised) cannot hold back the
+        answers of every later burst."""
         later = self._later
-        if not self.bursts:
-            for data, addr in later:
-                self._send_one(data, addr)
+        try:
+            if not self.bursts:
+                for data, addr in later:
+                    self._send_one(data, addr)
+                return
+            fd, i, n = self._fd, 0, len(later)
+            while i < n:
+                try:
+                    i += send_burst(fd, later, i)  # all of them, or up to the one that fails
+                except ValueError:  # not a numeric IPv4 (host, port): the socket's own sendto
+                    self._send_one(*later[i])
+                    i += 1
+                except (BlockingIOError, InterruptedError):
+                    self.dropped += 1
+                    i += 1
+                except OSError as exc:
+                    self._protocol.error_received(exc)
+                    i += 1
+        finally:
             later.clear()
-            return
-        fd, i, n = self._fd, 0, len(later)
-        while i < n:
-            try:
-                i += send_burst(fd, later, i)  # all of them, or up to the one that fails
-            except ValueError:  # not a numeric IPv4 (host, port): the socket's own sendto
-                self._send_one(*later[i])
-                i += 1
-            except (BlockingIOError, InterruptedError):
-                self.dropped += 1
-                i += 1
-            except OSError as exc:
-                self._protocol.error_received(exc)
-                i += 1
-        later.clear()
 
     def _send_one(self, data: Any, addr: Any) -> None:
         try:
